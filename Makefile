@@ -1,0 +1,90 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# qimg top-level Makefile.
+#   make            userspace tools + kernel module
+#   make check      install missing packages, build, run every test suite
+#   make module     qimg.ko against KDIR (Debian headers by default)
+#   make fuzz       run the parser fuzzer for longer (FUZZ_SECONDS)
+#   make demo       boot a guest, attach an image, mkfs + mount it
+
+SHELL := /bin/bash
+TOP := $(CURDIR)
+B := $(TOP)/build
+
+# The newest kernel whose headers are installed, not the running one:
+# builds happen on machines whose own kernel cannot load modules.
+KVER ?= $(shell ls -1 /lib/modules 2>/dev/null | sort -V | tail -n 1)
+KDIR ?= /lib/modules/$(KVER)/build
+
+CC ?= gcc
+CLANG ?= clang
+WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow \
+	-Wstrict-prototypes -Wmissing-prototypes -Wvla -Wformat=2
+INC := -I$(TOP)/tools/include -I$(TOP)/drivers/block/qimg \
+	-I$(TOP)/include/uapi -I$(TOP)/tools/qimgctl
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -g $(WARN) $(INC)
+CFLAGS ?= -O2
+SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
+	-fno-omit-frame-pointer
+LIBS := $(shell pkg-config --libs json-c 2>/dev/null || echo -ljson-c) -lz -lzstd -lm
+JSONC_CFLAGS := $(shell pkg-config --cflags json-c 2>/dev/null)
+
+FMT_SRC := drivers/block/qimg/qimg_fmt.c
+QIMGCTL_SRC := $(wildcard tools/qimgctl/*.c) $(FMT_SRC)
+QIMGCTL_HDR := $(wildcard tools/qimgctl/*.h) drivers/block/qimg/qimg_fmt.h \
+	tools/include/qimg_shim.h $(wildcard include/uapi/linux/*.h)
+UNIT_SRC := $(wildcard tools/testing/unit/*.c)
+
+FUZZ_SECONDS ?= 600
+export QIMG_FUZZ_SECONDS ?= 60
+
+.PHONY: all tools module deps check check-build fuzz kunit demo clean
+
+all: tools module
+
+tools: $(B)/qimgctl
+
+$(B)/qimgctl: $(QIMGCTL_SRC) $(QIMGCTL_HDR)
+	@mkdir -p $(B)
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) $(JSONC_CFLAGS) -o $@ $(QIMGCTL_SRC) $(LIBS)
+
+# Everything the tests run is built with ASan + UBSan.
+$(B)/san/qimgctl: $(QIMGCTL_SRC) $(QIMGCTL_HDR)
+	@mkdir -p $(B)/san
+	$(CC) $(BASE_CFLAGS) -O1 $(SAN) $(JSONC_CFLAGS) -o $@ $(QIMGCTL_SRC) $(LIBS)
+
+$(B)/san/test_fmt: $(UNIT_SRC) $(FMT_SRC) $(QIMGCTL_HDR)
+	@mkdir -p $(B)/san
+	$(CC) $(BASE_CFLAGS) -O1 $(SAN) -o $@ $(UNIT_SRC) $(FMT_SRC) -lcmocka
+
+$(B)/fuzz/fuzz_header: tools/testing/fuzz/fuzz_header.c $(FMT_SRC) $(QIMGCTL_HDR)
+	@mkdir -p $(B)/fuzz
+	$(CLANG) -std=c11 -D_GNU_SOURCE -g -O1 $(INC) \
+		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+		-o $@ tools/testing/fuzz/fuzz_header.c $(FMT_SRC)
+
+module:
+	$(MAKE) -C $(KDIR) M=$(TOP) modules
+
+deps:
+	@bash tools/testing/install-deps.sh
+
+check-build: $(B)/qimgctl $(B)/san/qimgctl $(B)/san/test_fmt $(B)/fuzz/fuzz_header module
+
+SUITES := tools/testing/unit/run \
+	tools/testing/fuzz/run \
+	tools/testing/xcheck/run \
+	$(wildcard tools/testing/vm/run-tests) \
+	$(wildcard kunit/run)
+
+check: deps
+	@$(MAKE) --no-print-directory check-build
+	@QIMGCTL=$(B)/san/qimgctl QIMG_BUILD=$(B) KVER=$(KVER) KDIR=$(KDIR) \
+		tools/testing/run-all $(SUITES)
+
+fuzz: $(B)/fuzz/fuzz_header
+	QIMG_FUZZ_SECONDS=$(FUZZ_SECONDS) QIMG_BUILD=$(B) tools/testing/fuzz/run
+
+clean:
+	rm -rf $(B)
+	-$(MAKE) -C $(KDIR) M=$(TOP) clean 2>/dev/null

@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * qimgctl internals shared by the subcommands.
+ */
+#ifndef QIMGCTL_H
+#define QIMGCTL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "qimg_fmt.h"
+
+/* Exit codes of `check`, the same as qemu-img check's. */
+#define QIMGCTL_CHECK_CLEAN		0
+#define QIMGCTL_CHECK_INCOMPLETE	1
+#define QIMGCTL_CHECK_CORRUPT		2
+#define QIMGCTL_CHECK_LEAKS		3
+#define QIMGCTL_CHECK_UNSUPPORTED	63
+
+extern const char *qimgctl_prog;
+
+/* One line on stderr, prefixed with the program name. */
+void qimgctl_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/*
+ * Parse a size the way qemu-img does: plain bytes, or a number (possibly
+ * with a fraction) followed by k/K, M, G, T, P, E (powers of 1024) or b/B
+ * for bytes.  Returns 0 or -EINVAL / -ERANGE.
+ */
+int qimgctl_parse_size(const char *s, uint64_t *out);
+
+/* An opened image: its fd, size and decoded header. */
+struct qimgctl_image {
+	const char *path;
+	int fd;
+	bool writable;
+	uint64_t file_size;
+	struct qimg_header h;
+	void *hdr_buf;		/* the first cluster as read */
+	size_t hdr_len;
+};
+
+/*
+ * Open and decode @path.  On failure prints one line on stderr naming the
+ * file and the reason and returns a negative errno; -EOPNOTSUPP means an
+ * unsupported feature (check exits 63 for it), -EINVAL not a qcow2 image.
+ */
+int qimgctl_image_open(struct qimgctl_image *img, const char *path,
+		       bool writable);
+void qimgctl_image_close(struct qimgctl_image *img);
+
+/* Full-length pread/pwrite; a short read past EOF is zero-filled. */
+int qimgctl_pread(int fd, void *buf, size_t len, uint64_t off);
+int qimgctl_pwrite(int fd, const void *buf, size_t len, uint64_t off);
+
+/* Subcommands: each gets argv with argv[0] the subcommand name. */
+int qimgctl_cmd_create(int argc, char **argv);
+int qimgctl_cmd_info(int argc, char **argv);
+int qimgctl_cmd_check(int argc, char **argv);
+int qimgctl_cmd_map(int argc, char **argv);
+int qimgctl_cmd_attach(int argc, char **argv);
+int qimgctl_cmd_detach(int argc, char **argv);
+int qimgctl_cmd_list(int argc, char **argv);
+
+#endif /* QIMGCTL_H */

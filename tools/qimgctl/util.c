@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Helpers shared by the qimgctl subcommands: messages, sizes, image I/O.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "qimgctl.h"
+
+void qimgctl_err(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", qimgctl_prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+int qimgctl_parse_size(const char *s, uint64_t *out)
+{
+	static const char units[] = "bkmgtpe";
+	const char *u;
+	char *end;
+	long double v;
+	int shift = 0;
+
+	if (!s || !*s || *s == '-' || *s == '+')
+		return -EINVAL;
+	errno = 0;
+	v = strtold(s, &end);
+	if (errno || end == s || !(v >= 0))
+		return -EINVAL;
+	if (*end) {
+		u = strchr(units, *end >= 'A' && *end <= 'Z' ? *end + 32 : *end);
+		if (!u || !*u || end[1])
+			return -EINVAL;
+		shift = (int)(u - units) * 10;
+	}
+	/* A fraction only makes sense with a unit, as in qemu-img. */
+	if (!shift && v != (uint64_t)v)
+		return -EINVAL;
+	v = ldexpl(v, shift);
+	if (v >= 18446744073709551616.0L)
+		return -ERANGE;
+	*out = (uint64_t)v;
+	return 0;
+}
+
+int qimgctl_pread(int fd, void *buf, size_t len, uint64_t off)
+{
+	char *p = buf;
+
+	while (len) {
+		ssize_t n = pread(fd, p, len, (off_t)off);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0) {
+			memset(p, 0, len);
+			return 0;
+		}
+		p += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int qimgctl_pwrite(int fd, const void *buf, size_t len, uint64_t off)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int qimgctl_image_open(struct qimgctl_image *img, const char *path,
+		       bool writable)
+{
+	struct qimg_err err = { "" };
+	unsigned char first[512];
+	struct stat st;
+	s64 csize;
+	int ret;
+
+	memset(img, 0, sizeof(*img));
+	img->path = path;
+	img->writable = writable;
+	img->fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	if (img->fd < 0) {
+		ret = -errno;
+		qimgctl_err("%s: %s", path, strerror(errno));
+		return ret;
+	}
+	if (fstat(img->fd, &st) < 0) {
+		ret = -errno;
+		qimgctl_err("%s: %s", path, strerror(errno));
+		goto fail;
+	}
+	img->file_size = (uint64_t)st.st_size;
+	if (img->file_size < QIMG_V2_HEADER_LEN) {
+		qimgctl_err("%s: not a qcow2 image (file too short)", path);
+		ret = -EINVAL;
+		goto fail;
+	}
+	ret = qimgctl_pread(img->fd, first, sizeof(first), 0);
+	if (ret) {
+		qimgctl_err("%s: read: %s", path, strerror(-ret));
+		goto fail;
+	}
+	csize = qimg_header_peek_cluster_size(first, sizeof(first), &err);
+	if (csize < 0) {
+		ret = (int)csize;
+		qimgctl_err("%s: %s", path, err.msg);
+		goto fail;
+	}
+	img->hdr_len = (size_t)csize;
+	if (img->hdr_len > img->file_size)
+		img->hdr_len = (size_t)img->file_size;
+	img->hdr_buf = malloc((size_t)csize);
+	if (!img->hdr_buf) {
+		ret = -ENOMEM;
+		qimgctl_err("%s: out of memory", path);
+		goto fail;
+	}
+	ret = qimgctl_pread(img->fd, img->hdr_buf, img->hdr_len, 0);
+	if (ret) {
+		qimgctl_err("%s: read: %s", path, strerror(-ret));
+		goto fail;
+	}
+	ret = qimg_header_decode(img->hdr_buf, img->hdr_len, img->file_size,
+				 &img->h, &err);
+	if (ret) {
+		qimgctl_err("%s: %s", path, err.msg);
+		goto fail;
+	}
+	return 0;
+fail:
+	qimgctl_image_close(img);
+	return ret;
+}
+
+void qimgctl_image_close(struct qimgctl_image *img)
+{
+	if (img->fd >= 0)
+		close(img->fd);
+	img->fd = -1;
+	free(img->hdr_buf);
+	img->hdr_buf = NULL;
+}
