@@ -11,9 +11,12 @@ SHELL := /bin/bash
 TOP := $(CURDIR)
 B := $(TOP)/build
 
-# The newest kernel whose headers are installed, not the running one:
-# builds happen on machines whose own kernel cannot load modules.
-KVER ?= $(shell ls -1 /lib/modules 2>/dev/null | sort -V | tail -n 1)
+# Kernels whose headers are installed, not the running one: builds happen
+# on machines whose own kernel cannot load modules.  The default is
+# Debian 12's 6.1 LTS; `modules-all` builds for every installed kernel.
+KVERS := $(shell for d in /lib/modules/*/build; do [ -d "$$d" ] && \
+	basename "$$(dirname "$$d")"; done 2>/dev/null | sort -V)
+KVER ?= $(firstword $(filter 6.1.%,$(KVERS)) $(lastword $(KVERS)))
 KDIR ?= /lib/modules/$(KVER)/build
 
 CC ?= gcc
@@ -38,7 +41,7 @@ UNIT_SRC := $(wildcard tools/testing/unit/*.c)
 FUZZ_SECONDS ?= 600
 export QIMG_FUZZ_SECONDS ?= 60
 
-.PHONY: all tools module deps check check-build fuzz kunit demo clean
+.PHONY: all tools module modules-all deps check check-build fuzz kunit demo clean
 
 all: tools module
 
@@ -66,10 +69,21 @@ $(B)/fuzz/fuzz_header: tools/testing/fuzz/fuzz_header.c $(FMT_SRC) $(QIMGCTL_HDR
 module:
 	$(MAKE) -C $(KDIR) M=$(TOP) modules
 
+# One out-of-tree build per installed kernel, each in its own copy of the
+# module sources (kbuild writes objects next to them).
+KMOD_SRC := Kbuild $(wildcard drivers/block/qimg/*.[ch] drivers/block/qimg/Kbuild) $(wildcard include/uapi/linux/*.h)
+modules-all:
+	@set -e; for v in $(KVERS); do \
+		d=$(B)/kmod/$$v; mkdir -p $$d; \
+		rsync -a --relative $(KMOD_SRC) $$d/; \
+		echo "  MODULE  $$v"; \
+		$(MAKE) -s -C /lib/modules/$$v/build M=$$d modules; \
+	done
+
 deps:
 	@bash tools/testing/install-deps.sh
 
-check-build: $(B)/qimgctl $(B)/san/qimgctl $(B)/san/test_fmt $(B)/fuzz/fuzz_header module
+check-build: $(B)/qimgctl $(B)/san/qimgctl $(B)/san/test_fmt $(B)/fuzz/fuzz_header modules-all
 
 SUITES := tools/testing/unit/run \
 	tools/testing/fuzz/run \

@@ -10,6 +10,7 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -19,20 +20,25 @@
 typedef uint8_t u8;
 typedef uint16_t u16;
 typedef uint32_t u32;
-typedef uint64_t u64;
+/*
+ * 64-bit types are long long, as in the kernel on every architecture, so
+ * the same "%llu"/"%llx" format strings are right on both sides.  (Print
+ * them with %llu, not PRIu64.)
+ */
+typedef unsigned long long u64;
 typedef int8_t s8;
 typedef int16_t s16;
 typedef int32_t s32;
-typedef int64_t s64;
+typedef long long s64;
 typedef uint8_t __u8;
 typedef uint16_t __u16;
 typedef uint32_t __u32;
-typedef uint64_t __u64;
+typedef unsigned long long __u64;
 
 /* Distinct types would need sparse; in userspace they are plain integers. */
 typedef uint16_t __be16;
 typedef uint32_t __be32;
-typedef uint64_t __be64;
+typedef unsigned long long __be64;
 
 #define be16_to_cpu(x) be16toh(x)
 #define be32_to_cpu(x) be32toh(x)
@@ -43,6 +49,17 @@ typedef uint64_t __be64;
 
 #ifndef __packed
 #define __packed __attribute__((packed))
+#endif
+
+#ifndef BIT
+#define BIT(n) (1UL << (n))
+#endif
+#ifndef BIT_ULL
+#define BIT_ULL(n) (1ULL << (n))
+#endif
+
+#ifndef __printf
+#define __printf(a, b) __attribute__((format(printf, a, b)))
 #endif
 
 #define BUILD_BUG_ON(cond) _Static_assert(!(cond), #cond)

@@ -27,7 +27,16 @@
 #include <linux/kernel.h>
 #include <linux/string.h>
 #include <linux/build_bug.h>
+#include <linux/bits.h>
+#include <linux/stdarg.h>
+#include <linux/version.h>
 #include <asm/byteorder.h>
+/* The unaligned access helpers moved from asm/ to linux/ in 6.12. */
+#if KERNEL_VERSION(6, 12, 0) <= LINUX_VERSION_CODE
+#include <linux/unaligned.h>
+#else
+#include <asm/unaligned.h>
+#endif
 #else
 #include "qimg_shim.h"
 #endif
@@ -53,9 +62,13 @@
 #define QIMG_MAX_REFTABLE_BYTES		(8ULL << 20)	/* 8 MiB */
 #define QIMG_MAX_SNAPSHOTS		65536
 #define QIMG_MAX_BACKING_NAME		1023
-#define QIMG_MAX_VIRTUAL_SIZE		(1ULL << 61)	/* 2 EiB */
+#define QIMG_MAX_VIRTUAL_SIZE		BIT_ULL(61)	/* 2 EiB */
+/* QEMU refuses snapshot entries with more extra data than this. */
+#define QIMG_MAX_SNAPSHOT_EXTRA		1024
+/* Largest qimg journal we accept (it is preallocated in the image). */
+#define QIMG_MAX_JOURNAL_BYTES		BIT_ULL(30)	/* 1 GiB */
 /* Host offsets are 56 bits wide in every table entry. */
-#define QIMG_MAX_HOST_OFFSET		((1ULL << 56) - 1)
+#define QIMG_MAX_HOST_OFFSET		(BIT_ULL(56) - 1)
 
 /* Incompatible feature bits */
 #define QIMG_INCOMPAT_DIRTY_BIT		0
@@ -66,16 +79,16 @@
 /* qimg extension: the metadata journal holds unreplayed transactions. */
 #define QIMG_INCOMPAT_JOURNAL_DIRTY_BIT	32
 
-#define QIMG_INCOMPAT_DIRTY		(1ULL << QIMG_INCOMPAT_DIRTY_BIT)
-#define QIMG_INCOMPAT_CORRUPT		(1ULL << QIMG_INCOMPAT_CORRUPT_BIT)
-#define QIMG_INCOMPAT_DATA_FILE		(1ULL << QIMG_INCOMPAT_DATA_FILE_BIT)
-#define QIMG_INCOMPAT_COMPRESSION	(1ULL << QIMG_INCOMPAT_COMPRESSION_BIT)
-#define QIMG_INCOMPAT_EXTL2		(1ULL << QIMG_INCOMPAT_EXTL2_BIT)
-#define QIMG_INCOMPAT_JOURNAL_DIRTY	(1ULL << QIMG_INCOMPAT_JOURNAL_DIRTY_BIT)
+#define QIMG_INCOMPAT_DIRTY		BIT_ULL(QIMG_INCOMPAT_DIRTY_BIT)
+#define QIMG_INCOMPAT_CORRUPT		BIT_ULL(QIMG_INCOMPAT_CORRUPT_BIT)
+#define QIMG_INCOMPAT_DATA_FILE		BIT_ULL(QIMG_INCOMPAT_DATA_FILE_BIT)
+#define QIMG_INCOMPAT_COMPRESSION	BIT_ULL(QIMG_INCOMPAT_COMPRESSION_BIT)
+#define QIMG_INCOMPAT_EXTL2		BIT_ULL(QIMG_INCOMPAT_EXTL2_BIT)
+#define QIMG_INCOMPAT_JOURNAL_DIRTY	BIT_ULL(QIMG_INCOMPAT_JOURNAL_DIRTY_BIT)
 
 /* Compatible feature bits */
 #define QIMG_COMPAT_LAZY_REFCOUNTS_BIT	0
-#define QIMG_COMPAT_LAZY_REFCOUNTS	(1ULL << QIMG_COMPAT_LAZY_REFCOUNTS_BIT)
+#define QIMG_COMPAT_LAZY_REFCOUNTS	BIT_ULL(QIMG_COMPAT_LAZY_REFCOUNTS_BIT)
 
 /* Autoclear feature bits */
 #define QIMG_AUTOCLEAR_BITMAPS_BIT	0
@@ -84,10 +97,10 @@
 #define QIMG_AUTOCLEAR_JOURNAL_VALID_BIT 32
 #define QIMG_AUTOCLEAR_CHECKSUMS_BIT	33
 
-#define QIMG_AUTOCLEAR_BITMAPS		(1ULL << QIMG_AUTOCLEAR_BITMAPS_BIT)
-#define QIMG_AUTOCLEAR_DATA_RAW		(1ULL << QIMG_AUTOCLEAR_DATA_RAW_BIT)
-#define QIMG_AUTOCLEAR_JOURNAL_VALID	(1ULL << QIMG_AUTOCLEAR_JOURNAL_VALID_BIT)
-#define QIMG_AUTOCLEAR_CHECKSUMS	(1ULL << QIMG_AUTOCLEAR_CHECKSUMS_BIT)
+#define QIMG_AUTOCLEAR_BITMAPS		BIT_ULL(QIMG_AUTOCLEAR_BITMAPS_BIT)
+#define QIMG_AUTOCLEAR_DATA_RAW		BIT_ULL(QIMG_AUTOCLEAR_DATA_RAW_BIT)
+#define QIMG_AUTOCLEAR_JOURNAL_VALID	BIT_ULL(QIMG_AUTOCLEAR_JOURNAL_VALID_BIT)
+#define QIMG_AUTOCLEAR_CHECKSUMS	BIT_ULL(QIMG_AUTOCLEAR_CHECKSUMS_BIT)
 
 /* Incompatible bits this core can decode (the driver may accept fewer). */
 #define QIMG_INCOMPAT_KNOWN	(QIMG_INCOMPAT_DIRTY | QIMG_INCOMPAT_CORRUPT | \
@@ -115,9 +128,9 @@
 #define QIMG_FEAT_AUTOCLEAR		2
 
 /* Table entry bits */
-#define QIMG_OFLAG_COPIED		(1ULL << 63)
-#define QIMG_OFLAG_COMPRESSED		(1ULL << 62)
-#define QIMG_OFLAG_ZERO			(1ULL << 0)
+#define QIMG_OFLAG_COPIED		BIT_ULL(63)
+#define QIMG_OFLAG_COMPRESSED		BIT_ULL(62)
+#define QIMG_OFLAG_ZERO			BIT_ULL(0)
 #define QIMG_L1E_OFFSET_MASK		0x00fffffffffffe00ULL
 #define QIMG_L2E_OFFSET_MASK		0x00fffffffffffe00ULL
 #define QIMG_REFT_OFFSET_MASK		0xfffffffffffffe00ULL
@@ -132,9 +145,9 @@
 #define QIMG_SUBCLUSTERS		32
 
 /* Bitmaps */
-#define QIMG_BITMAP_IN_USE		(1U << 0)
-#define QIMG_BITMAP_AUTO		(1U << 1)
-#define QIMG_BITMAP_EXTRA_DATA_COMPAT	(1U << 2)
+#define QIMG_BITMAP_IN_USE		BIT(0)
+#define QIMG_BITMAP_AUTO		BIT(1)
+#define QIMG_BITMAP_EXTRA_DATA_COMPAT	BIT(2)
 #define QIMG_BITMAP_RESERVED_FLAGS	(~7U)
 #define QIMG_MAX_BITMAPS		65535
 #define QIMG_MAX_BITMAP_NAME		1023
@@ -145,6 +158,8 @@
 #define QIMG_BME_OFFSET_MASK		0x00fffffffffffe00ULL
 #define QIMG_BME_ALL_ONES		1ULL	/* with offset 0 */
 #define QIMG_BME_RESERVED_MASK		0xff000000000001feULL
+/* Entries in one bitmap table, the limit QEMU enforces too. */
+#define QIMG_BITMAP_MAX_TABLE_SIZE	0x8000000U
 
 /* ------------------------------------------------------------------------ */
 /* On-disk layouts (big-endian)                                             */
@@ -216,6 +231,20 @@ struct qimg_disk_snapshot {
 	/* extra data, id string, name, padding to a multiple of 8 */
 } __packed;
 
+/*
+ * Data of the qimg journal header extension (QIMG_EXT_JOURNAL), exactly 16
+ * bytes: where the preallocated journal area lives in the image file.
+ *   offset: cluster aligned, non-zero (never the header cluster)
+ *   size:   a non-zero multiple of the cluster size, at most
+ *           QIMG_MAX_JOURNAL_BYTES; [offset, offset + size) lies inside
+ *           the file and overlaps neither the L1 nor the refcount table.
+ * The journal's own format is defined by qimg_journal.c, not here.
+ */
+struct qimg_disk_journal_ext {
+	__be64 offset;
+	__be64 size;
+} __packed;
+
 struct qimg_disk_snapshot_extra {
 	__be64 vm_state_size_large;
 	__be64 disk_size;
@@ -250,6 +279,12 @@ struct qimg_geom {
 	u64 coffset_mask;	/* compressed descriptor: offset mask */
 	u64 virtual_size;
 	u32 l1_size;		/* entries actually needed for virtual_size */
+	/*
+	 * External data file (incompatible bit 2): an L2 entry with offset 0
+	 * and COPIED set maps host offset 0, and host offsets index the data
+	 * file, so qimg_l2_decode() callers pass the data file's size.
+	 */
+	bool data_file;
 };
 
 /* An extension we do not interpret, kept so a header rewrite preserves it. */
@@ -325,6 +360,7 @@ struct qimg_l2_entry {
 	bool copied;		/* refcount is exactly one (COPIED flag) */
 	u32 alloc_bitmap;	/* extended L2 only */
 	u32 zero_bitmap;	/* extended L2 only */
+	bool ext_l2;		/* decoded from an extended L2 entry */
 };
 
 struct qimg_snapshot {
@@ -394,6 +430,15 @@ int qimg_geom_init(struct qimg_header *h, struct qimg_err *err);
  * zeroed first.  Unknown extensions are not written (callers that rewrite
  * an existing header only patch fixed fields).  Returns the number of bytes
  * used or a negative errno (-ENOSPC if it does not fit).
+ *
+ * Version 3 headers are written with header_length 112 (compression_type
+ * present).  h->backing_file_offset is honoured when it lies after the end
+ * mark; when it is 0 or would overlap the extensions the name is placed
+ * right after the end mark instead, and the encoded header says so
+ * (h->backing_file_size is ignored: the length of h->backing_file is used).
+ * The feature-name table names every bit qimg knows; when a small cluster
+ * leaves no room for all of them only the qimg-specific ones are written,
+ * and if even those do not fit, none.
  */
 int qimg_header_encode(const struct qimg_header *h, void *buf, size_t len);
 
@@ -444,12 +489,17 @@ u64 qimg_l1_encode(u64 l2_offset, bool copied);
 /*
  * Decode one L2 entry.  @raw is the first 64 bits, @bitmap the second for
  * extended L2 (ignored otherwise).  @version matters: v2 has no zero flag.
+ * A normal cluster must start inside @file_size (the data file's size for
+ * images with an external data file); a compressed one must start inside
+ * it, but its last sector may run past the end of the file (QEMU does not
+ * pad the file), so readers clamp compressed reads to the file size.
  */
 int qimg_l2_decode(const struct qimg_geom *g, u32 version, u64 raw,
 		   u64 bitmap, u64 file_size, struct qimg_l2_entry *e,
 		   struct qimg_err *err);
 u64 qimg_l2_encode_normal(u64 host_offset, bool copied);
 u64 qimg_l2_encode_zero(u64 host_offset, bool copied);	/* v3 only */
+/* Returns 0 (an invalid compressed entry) if the range does not fit. */
 u64 qimg_l2_encode_compressed(const struct qimg_geom *g, u64 host_offset,
 			      u64 compressed_len);
 

@@ -1,0 +1,190 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * qimg driver internals.
+ *
+ * Lock order (outermost first); see qimg_main.c for the details:
+ *   qimg_ctl_mutex          global: device idr, attach/detach/info
+ *   dev->open_mutex         open count, autoclear
+ *   dev->meta_lock          every metadata mutation, allocation, write-back
+ *   cache->load_mutex       one cache miss at a time per cache
+ *   cache->lock (spinlock)  hash + LRU of one cache; never held across I/O
+ */
+#ifndef QIMG_H
+#define QIMG_H
+
+#include <linux/types.h>
+#include <linux/fs.h>
+#include <linux/list.h>
+#include <linux/mutex.h>
+#include <linux/spinlock.h>
+#include <linux/workqueue.h>
+#include <linux/blk-mq.h>
+#include <linux/uio.h>
+
+#include <linux/qimg.h>
+
+#include "qimg_fmt.h"
+#include "qimg_compat.h"
+
+#define QIMG_DEFAULT_L2_CACHE		(1U << 20)	/* bytes */
+#define QIMG_DEFAULT_RC_CACHE		(256U << 10)
+#define QIMG_MIN_CACHE_ENTRIES		4
+#define QIMG_MAX_CACHE_BYTES		(1ULL << 30)
+#define QIMG_MINORS			16
+
+#define QIMG_STATE_CORRUPT		0	/* corruption found, now read-only */
+
+
+struct qimg_image;
+
+/* One cached L2 table or refcount block. */
+struct qimg_centry {
+	struct hlist_node hnode;
+	struct list_head lru;
+	struct list_head dnode;	/* on cache->dirty while dirty */
+	u64 offset;		/* host offset of the cluster it caches */
+	void *data;		/* cluster_size bytes, on-disk format */
+	int ref;		/* users; protected by cache->lock */
+	bool dirty;		/* differs from disk; never evicted */
+	bool from_slab;
+};
+
+struct qimg_cache {
+	const char *name;
+	struct qimg_image *img;
+	spinlock_t lock;
+	struct mutex load_mutex;
+	struct hlist_head *buckets;
+	unsigned int bucket_bits;
+	struct list_head lru;	/* most recently used first */
+	struct list_head dirty;
+	unsigned int nr;
+	unsigned int max;
+	unsigned int nr_dirty;
+	size_t entry_size;
+	struct kmem_cache *slab;	/* NULL: kvmalloc */
+	atomic64_t hits;
+	atomic64_t misses;
+};
+
+/* An image of the chain: the attached one or one of its backing files. */
+struct qimg_image {
+	struct qimg_device *dev;
+	struct file *file;
+	char *path;			/* for sysfs / GET_INFO, may be NULL */
+	bool raw;
+	bool dio;			/* data I/O uses IOCB_DIRECT */
+	unsigned int dio_align;		/* alignment O_DIRECT needs */
+	u64 virtual_size;
+	struct qimg_header *h;		/* qcow2 only */
+	const struct qimg_geom *g;	/* &h->geom */
+	__be64 *l1;			/* whole L1 table, on-disk format */
+	u32 l1_entries;
+	u32 l1_dirty_lo, l1_dirty_hi;	/* dirty entry range [lo, hi) */
+	struct qimg_cache l2;
+	atomic64_t alloc_end;		/* end of allocated host space */
+	struct qimg_image *backing;
+};
+
+struct qimg_device {
+	int index;
+	u32 flags;			/* QIMG_ATTACH_* as given */
+	bool read_only;
+	unsigned long state;		/* QIMG_STATE_* bits */
+	unsigned int nr_backing;
+	u64 l2_bytes;			/* cache sizes asked for */
+	u64 rc_bytes;
+	struct qimg_image top;
+
+	/* Refcount structures of the top image (the only one written). */
+	struct qimg_cache rc;
+	__be64 *reftable;
+	u64 reftable_entries;
+	u64 rt_dirty_lo, rt_dirty_hi;
+	u64 free_hint;			/* cluster index to start searching */
+	struct mutex meta_lock;
+	unsigned int meta_depth;	/* open qimg_meta_begin groups */
+
+	struct gendisk *disk;
+	struct blk_mq_tag_set tag_set;
+	struct workqueue_struct *wq;
+
+	struct mutex open_mutex;
+	int open_count;
+	bool detaching;
+	struct work_struct autoclear_work;
+	struct list_head node;
+};
+
+/* Per-request context (blk-mq PDU). */
+struct qimg_cmd {
+	struct work_struct work;
+	struct request *rq;
+};
+
+/* qimg_main.c */
+extern struct mutex qimg_ctl_mutex;
+int qimg_attach(const struct qimg_attach *a);
+int qimg_detach(int index);
+int qimg_get_info(struct qimg_info *info);
+void qimg_mark_corrupt(struct qimg_device *dev, const char *fmt, ...)
+	__printf(2, 3);
+
+/* qimg_ioctl.c */
+long qimg_ctl_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
+
+/* qimg_io.c */
+extern const struct blk_mq_ops qimg_mq_ops;
+int qimg_kread(struct file *file, void *buf, size_t len, u64 pos);
+int qimg_kwrite(struct file *file, const void *buf, size_t len, u64 pos);
+int qimg_read_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it);
+int qimg_write_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it);
+int qimg_read_guest(struct qimg_image *img, u64 off, struct iov_iter *it);
+int qimg_read_guest_buf(struct qimg_image *img, u64 off, void *buf,
+			size_t len);
+int qimg_decompress(struct qimg_image *img, const struct qimg_l2_entry *e,
+		    void *out);
+int qimg_flush(struct qimg_device *dev);
+
+/* qimg_map.c */
+int qimg_map_lookup(struct qimg_image *img, u64 guest,
+		    struct qimg_l2_entry *e);
+int qimg_map_write(struct qimg_device *dev, u64 guest, struct iov_iter *it);
+u64 qimg_image_end(struct qimg_image *img);
+
+/* qimg_cache.c */
+void qimg_slabs_exit(void);
+int qimg_cache_init(struct qimg_cache *c, struct qimg_image *img,
+		    const char *name, u64 bytes);
+void qimg_cache_destroy(struct qimg_cache *c);
+int qimg_cache_get(struct qimg_cache *c, u64 offset, bool fresh,
+		   struct qimg_centry **out);
+void qimg_cache_put(struct qimg_cache *c, struct qimg_centry *e);
+u64 qimg_cache_bytes(const struct qimg_cache *c);
+
+/*
+ * Metadata mutations.  Every change to an L1/L2 entry, a refcount, the
+ * refcount table or the header goes through these, between begin and end,
+ * with dev->meta_lock held.  A group is what a future journal would commit
+ * atomically; today end() only enforces the cache limits, writing back in
+ * dependency order when dirty entries crowd a cache.
+ */
+void qimg_meta_begin(struct qimg_device *dev);
+void qimg_meta_record_l1(struct qimg_device *dev, u32 idx, u64 val);
+void qimg_meta_record_l2(struct qimg_device *dev, struct qimg_centry *e,
+			 u64 idx, u64 val);
+int qimg_meta_record_refcount(struct qimg_device *dev, struct qimg_centry *e,
+			      u64 idx, u64 val);
+void qimg_meta_record_reftable(struct qimg_device *dev, u64 idx, u64 val);
+int qimg_meta_end(struct qimg_device *dev);
+int qimg_meta_writeback(struct qimg_device *dev);
+int qimg_meta_header_write(struct qimg_device *dev, u32 off, u64 val);
+
+/* qimg_refcount.c */
+int qimg_refcount_get_host(struct qimg_device *dev, u64 host, u64 *val);
+int qimg_alloc_clusters(struct qimg_device *dev, u64 *host);
+
+/* qimg_sysfs.c */
+extern const struct attribute_group *qimg_disk_groups[];
+
+#endif /* QIMG_H */

@@ -1,0 +1,498 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * qimg I/O: blk-mq operations, the per-request work item, and I/O on the
+ * image files through the VFS.
+ *
+ * queue_rq only hands the request to the device's unbound workqueue: the
+ * work may sleep (cache misses, allocation, file I/O) and runs under
+ * memalloc_noio_save() so that memory reclaim never recurses into us.
+ * Data I/O uses synchronous kiocbs on the image file: IOCB_DIRECT when the
+ * device asked for it, the file supports it (FMODE_CAN_ODIRECT) and the
+ * request is aligned for the underlying device; buffered otherwise.
+ * Metadata I/O is always buffered (kernel_read/kernel_write) and made
+ * durable by the ordered write-back in qimg_cache.c.
+ */
+#include <linux/bio.h>
+#include <linux/blk-mq.h>
+#include <linux/mm.h>
+#include <linux/ratelimit.h>
+#include <linux/sched/mm.h>
+#include <linux/slab.h>
+#include <linux/zlib.h>
+
+#include "qimg.h"
+
+int qimg_kread(struct file *file, void *buf, size_t len, u64 pos)
+{
+	loff_t p = pos;
+	char *b = buf;
+
+	while (len) {
+		ssize_t n = kernel_read(file, b, len, &p);
+
+		if (n < 0)
+			return n;
+		if (n == 0) {		/* past EOF reads as zeros */
+			memset(b, 0, len);
+			return 0;
+		}
+		b += n;
+		len -= n;
+	}
+	return 0;
+}
+
+int qimg_kwrite(struct file *file, const void *buf, size_t len, u64 pos)
+{
+	loff_t p = pos;
+	const char *b = buf;
+
+	while (len) {
+		ssize_t n = kernel_write(file, b, len, &p);
+
+		if (n < 0)
+			return n;
+		if (n == 0)
+			return -EIO;
+		b += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static bool qimg_dio_ok(struct qimg_image *img, u64 pos, struct iov_iter *it)
+{
+	unsigned long mask = img->dio_align - 1;
+
+	return img->dio && iov_iter_is_bvec(it) &&
+	       !((pos | iov_iter_count(it) | iov_iter_alignment(it)) & mask);
+}
+
+int qimg_read_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it)
+{
+	struct kiocb kiocb;
+	ssize_t n;
+
+	while (iov_iter_count(it)) {
+		init_sync_kiocb(&kiocb, img->file);
+		kiocb.ki_pos = pos;
+		if (qimg_dio_ok(img, pos, it))
+			kiocb.ki_flags |= IOCB_DIRECT;
+		n = vfs_iocb_iter_read(img->file, &kiocb, it);
+		if (n == -EINVAL && (kiocb.ki_flags & IOCB_DIRECT)) {
+			/* The file system wants other alignment: go buffered. */
+			img->dio = false;
+			pr_info("qimg%d: %s: direct I/O refused, using buffered I/O\n",
+				img->dev->index, img->path ? img->path : "?");
+			continue;
+		}
+		if (n < 0)
+			return n;
+		if (n == 0) {
+			iov_iter_zero(iov_iter_count(it), it);
+			break;
+		}
+		pos += n;
+	}
+	return 0;
+}
+
+int qimg_write_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it)
+{
+	struct kiocb kiocb;
+	ssize_t n;
+
+	while (iov_iter_count(it)) {
+		init_sync_kiocb(&kiocb, img->file);
+		kiocb.ki_pos = pos;
+		if (qimg_dio_ok(img, pos, it))
+			kiocb.ki_flags |= IOCB_DIRECT;
+		file_start_write(img->file);
+		n = vfs_iocb_iter_write(img->file, &kiocb, it);
+		file_end_write(img->file);
+		if (n == -EINVAL && (kiocb.ki_flags & IOCB_DIRECT)) {
+			img->dio = false;
+			pr_info("qimg%d: %s: direct I/O refused, using buffered I/O\n",
+				img->dev->index, img->path ? img->path : "?");
+			continue;
+		}
+		if (n < 0)
+			return n;
+		if (n == 0)
+			return -EIO;
+		pos += n;
+	}
+	return 0;
+}
+
+int qimg_decompress(struct qimg_image *img, const struct qimg_l2_entry *e,
+		    void *out)
+{
+	u64 end = qimg_image_end(img);
+	u64 len = e->compressed_len;
+	struct z_stream_s strm = { };
+	void *in;
+	int ret, zret;
+
+	if (img->h->compression_type != QIMG_COMPRESSION_ZLIB)
+		return -EOPNOTSUPP;
+	if (e->host_offset >= end)
+		return -EUCLEAN;
+	/* The size field is an upper bound; the last cluster may be short. */
+	len = min(len, end - e->host_offset);
+	len = min_t(u64, len, 2 * img->g->cluster_size);
+	in = kvmalloc(len, GFP_KERNEL);
+	strm.workspace = kvmalloc(zlib_inflate_workspacesize(), GFP_KERNEL);
+	if (!in || !strm.workspace) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = qimg_kread(img->file, in, len, e->host_offset);
+	if (ret)
+		goto out;
+	/* Raw deflate, no zlib header, 4 KiB window: what QEMU writes. */
+	if (zlib_inflateInit2(&strm, -12) != Z_OK) {
+		ret = -EIO;
+		goto out;
+	}
+	strm.next_in = in;
+	strm.avail_in = len;
+	strm.next_out = out;
+	strm.avail_out = img->g->cluster_size;
+	zret = zlib_inflate(&strm, Z_FINISH);
+	zlib_inflateEnd(&strm);
+	/* Success means the whole cluster came out, as QEMU decides it. */
+	if ((zret == Z_STREAM_END || zret == Z_BUF_ERROR) && !strm.avail_out) {
+		ret = 0;
+	} else {
+		pr_err_ratelimited("qimg%d: compressed cluster at %llu does not decompress (%d)\n",
+				   img->dev->index, e->host_offset, zret);
+		ret = -EUCLEAN;
+	}
+out:
+	kvfree(strm.workspace);
+	kvfree(in);
+	return ret;
+}
+
+static int qimg_read_compressed(struct qimg_image *img,
+				const struct qimg_l2_entry *e, u64 coff,
+				struct iov_iter *it)
+{
+	size_t n = iov_iter_count(it);
+	void *buf;
+	int ret;
+
+	buf = kvmalloc(img->g->cluster_size, GFP_KERNEL);
+	if (!buf)
+		return -ENOMEM;
+	ret = qimg_decompress(img, e, buf);
+	if (!ret && copy_to_iter((char *)buf + coff, n, it) != n)
+		ret = -EFAULT;
+	kvfree(buf);
+	return ret;
+}
+
+/* Does the cluster after @e continue it on the host?  (merge reads) */
+static bool qimg_contiguous(struct qimg_image *img, u64 guest,
+			    const struct qimg_l2_entry *e, u64 *host_next)
+{
+	struct qimg_l2_entry n;
+
+	if (qimg_map_lookup(img, guest, &n))
+		return false;
+	return n.type == QIMG_CLUSTER_NORMAL && n.host_offset == *host_next;
+}
+
+/*
+ * Read one piece of @len bytes at @off of image @img, all of one kind,
+ * from @it; the caller truncated nothing: we work on a copy.
+ */
+static int qimg_read_piece(struct qimg_image *img, u64 off, size_t len,
+			   struct iov_iter *it,
+			   int (*fn)(struct qimg_image *img, u64 off,
+				     struct iov_iter *sub, void *arg),
+			   void *arg)
+{
+	struct iov_iter sub = *it;
+	int ret;
+
+	iov_iter_truncate(&sub, len);
+	ret = fn(img, off, &sub, arg);
+	if (ret)
+		return ret;
+	iov_iter_advance(it, len);
+	return 0;
+}
+
+static int qimg_piece_backing(struct qimg_image *img, u64 off,
+			      struct iov_iter *sub, void *arg)
+{
+	if (img->backing)
+		return qimg_read_guest(img->backing, off, sub);
+	iov_iter_zero(iov_iter_count(sub), sub);
+	return 0;
+}
+
+static int qimg_piece_zero(struct qimg_image *img, u64 off,
+			   struct iov_iter *sub, void *arg)
+{
+	iov_iter_zero(iov_iter_count(sub), sub);
+	return 0;
+}
+
+static int qimg_piece_host(struct qimg_image *img, u64 host,
+			   struct iov_iter *sub, void *arg)
+{
+	return qimg_read_iter_at(img, host, sub);
+}
+
+static int qimg_piece_compressed(struct qimg_image *img, u64 coff,
+				 struct iov_iter *sub, void *arg)
+{
+	return qimg_read_compressed(img, arg, coff, sub);
+}
+
+/* Read iov_iter_count(@it) bytes of what the guest sees at @off in @img. */
+int qimg_read_guest(struct qimg_image *img, u64 off, struct iov_iter *it)
+{
+	const struct qimg_geom *g = img->g;
+	struct qimg_l2_entry e;
+	int ret;
+
+	while (iov_iter_count(it)) {
+		size_t count = iov_iter_count(it);
+		u64 len, coff, host;
+
+		if (off >= img->virtual_size) {
+			iov_iter_zero(count, it);
+			return 0;
+		}
+		len = min_t(u64, count, img->virtual_size - off);
+		if (img->raw) {
+			ret = qimg_read_piece(img, off, len, it,
+					      qimg_piece_host, NULL);
+			if (ret)
+				return ret;
+			off += len;
+			continue;
+		}
+		coff = qimg_cluster_offset(g, off);
+		ret = qimg_map_lookup(img, off, &e);
+		if (ret)
+			return ret;
+		if (g->ext_l2) {
+			u64 scs = 1ULL << g->subcluster_bits;
+			unsigned int sc = coff >> g->subcluster_bits;
+
+			len = min(len, scs - (off & (scs - 1)));
+			switch (qimg_subcluster_type(&e, sc)) {
+			case QIMG_SUBCLUSTER_UNALLOCATED:
+				e.type = QIMG_CLUSTER_UNALLOCATED;
+				break;
+			case QIMG_SUBCLUSTER_ZERO:
+				e.type = QIMG_CLUSTER_ZERO_PLAIN;
+				break;
+			case QIMG_SUBCLUSTER_NORMAL:
+				e.type = QIMG_CLUSTER_NORMAL;
+				break;
+			case QIMG_SUBCLUSTER_COMPRESSED:
+				e.type = QIMG_CLUSTER_COMPRESSED;
+				break;
+			}
+		} else {
+			len = min(len, g->cluster_size - coff);
+		}
+
+		switch (e.type) {
+		case QIMG_CLUSTER_UNALLOCATED:
+			ret = qimg_read_piece(img, off, len, it,
+					      qimg_piece_backing, NULL);
+			break;
+		case QIMG_CLUSTER_ZERO_PLAIN:
+		case QIMG_CLUSTER_ZERO_ALLOC:
+			ret = qimg_read_piece(img, off, len, it,
+					      qimg_piece_zero, NULL);
+			break;
+		case QIMG_CLUSTER_COMPRESSED:
+			ret = qimg_read_piece(img, coff, len, it,
+					      qimg_piece_compressed, &e);
+			break;
+		case QIMG_CLUSTER_NORMAL:
+			host = e.host_offset + coff;
+			/* Merge following clusters that are contiguous. */
+			if (!g->ext_l2) {
+				u64 next = e.host_offset + g->cluster_size;
+				u64 goff = off - coff + g->cluster_size;
+
+				while (len < count &&
+				       goff < img->virtual_size &&
+				       qimg_contiguous(img, goff, &e, &next)) {
+					u64 more = min_t(u64, g->cluster_size,
+							 count - len);
+
+					more = min(more,
+						   img->virtual_size - goff);
+					len += more;
+					next += g->cluster_size;
+					goff += g->cluster_size;
+				}
+			}
+			ret = qimg_read_piece(img, host, len, it,
+					      qimg_piece_host, NULL);
+			break;
+		default:
+			ret = -EIO;
+		}
+		if (ret)
+			return ret;
+		off += len;
+	}
+	return 0;
+}
+
+int qimg_read_guest_buf(struct qimg_image *img, u64 off, void *buf,
+			size_t len)
+{
+	struct kvec kv = { .iov_base = buf, .iov_len = len };
+	struct iov_iter it;
+
+	iov_iter_kvec(&it, ITER_DEST, &kv, 1, len);
+	return qimg_read_guest(img, off, &it);
+}
+
+int qimg_flush(struct qimg_device *dev)
+{
+	int ret = 0;
+
+	if (dev->read_only)
+		return 0;
+	mutex_lock(&dev->meta_lock);
+	ret = qimg_meta_writeback(dev);
+	mutex_unlock(&dev->meta_lock);
+	if (ret)
+		return ret;
+	return vfs_fsync(dev->top.file, 0);
+}
+
+static int qimg_do_write(struct qimg_device *dev, u64 off, struct iov_iter *it)
+{
+	const struct qimg_geom *g = dev->top.g;
+	int ret;
+
+	while (iov_iter_count(it)) {
+		size_t len = min_t(u64, iov_iter_count(it),
+				   g->cluster_size - qimg_cluster_offset(g, off));
+		struct iov_iter sub = *it;
+
+		iov_iter_truncate(&sub, len);
+		ret = qimg_map_write(dev, off, &sub);
+		if (ret)
+			return ret;
+		iov_iter_advance(it, len);
+		off += len;
+	}
+	return 0;
+}
+
+static int qimg_handle_rq(struct qimg_device *dev, struct request *rq)
+{
+	struct bio_vec *bvec = NULL, *alloc = NULL;
+	struct req_iterator rq_iter;
+	struct bio_vec tmp;
+	struct iov_iter iter;
+	u64 pos = (u64)blk_rq_pos(rq) << SECTOR_SHIFT;
+	bool write = req_op(rq) == REQ_OP_WRITE;
+	struct bio *bio = rq->bio;
+	int ret;
+
+	switch (req_op(rq)) {
+	case REQ_OP_FLUSH:
+		return qimg_flush(dev);
+	case REQ_OP_READ:
+		break;
+	case REQ_OP_WRITE:
+		if (dev->read_only)
+			return -EROFS;
+		break;
+	default:
+		return -EOPNOTSUPP;
+	}
+
+	if (rq->bio != rq->biotail) {
+		unsigned int nr = 0, i = 0;
+
+		rq_for_each_bvec(tmp, rq, rq_iter)
+			nr++;
+		alloc = kmalloc_array(nr, sizeof(*alloc), GFP_NOIO);
+		if (!alloc)
+			return -ENOMEM;
+		rq_for_each_bvec(tmp, rq, rq_iter)
+			alloc[i++] = tmp;
+		iov_iter_bvec(&iter, write ? ITER_SOURCE : ITER_DEST, alloc,
+			      nr, blk_rq_bytes(rq));
+	} else {
+		bvec = __bvec_iter_bvec(bio->bi_io_vec, bio->bi_iter);
+		iov_iter_bvec(&iter, write ? ITER_SOURCE : ITER_DEST, bvec,
+			      bio_segments(bio), blk_rq_bytes(rq));
+		iter.iov_offset = bio->bi_iter.bi_bvec_done;
+	}
+
+	if (write) {
+		ret = qimg_do_write(dev, pos, &iter);
+		if (!ret && (rq->cmd_flags & REQ_FUA))
+			ret = qimg_flush(dev);
+	} else {
+		ret = qimg_read_guest(&dev->top, pos, &iter);
+	}
+	kfree(alloc);
+	return ret;
+}
+
+static void qimg_cmd_work(struct work_struct *work)
+{
+	struct qimg_cmd *cmd = container_of(work, struct qimg_cmd, work);
+	struct request *rq = cmd->rq;
+	struct qimg_device *dev = rq->q->queuedata;
+	unsigned int noio;
+	int ret;
+
+	noio = memalloc_noio_save();
+	ret = qimg_handle_rq(dev, rq);
+	memalloc_noio_restore(noio);
+	if (ret)
+		pr_err_ratelimited("qimg%d: %s at sector %llu failed: %d\n",
+				   dev->index,
+				   req_op(rq) == REQ_OP_READ ? "read" :
+				   req_op(rq) == REQ_OP_WRITE ? "write" :
+				   "flush",
+				   (unsigned long long)blk_rq_pos(rq), ret);
+	blk_mq_end_request(rq, errno_to_blk_status(ret));
+}
+
+static blk_status_t qimg_queue_rq(struct blk_mq_hw_ctx *hctx,
+				  const struct blk_mq_queue_data *bd)
+{
+	struct request *rq = bd->rq;
+	struct qimg_cmd *cmd = blk_mq_rq_to_pdu(rq);
+	struct qimg_device *dev = rq->q->queuedata;
+
+	blk_mq_start_request(rq);
+	queue_work(dev->wq, &cmd->work);
+	return BLK_STS_OK;
+}
+
+static int qimg_init_request(struct blk_mq_tag_set *set, struct request *rq,
+			     unsigned int hctx_idx, unsigned int numa_node)
+{
+	struct qimg_cmd *cmd = blk_mq_rq_to_pdu(rq);
+
+	INIT_WORK(&cmd->work, qimg_cmd_work);
+	cmd->rq = rq;
+	return 0;
+}
+
+const struct blk_mq_ops qimg_mq_ops = {
+	.queue_rq = qimg_queue_rq,
+	.init_request = qimg_init_request,
+};

@@ -1,0 +1,694 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * qimg: serve a qcow2 image file as a block device.
+ *
+ * This file: module init/exit, the control device, attach / detach and
+ * the gendisk.
+ *
+ * Lock order (outermost first):
+ *   qimg_ctl_mutex      the device idr and list; attach, detach, GET_INFO
+ *   dev->open_mutex     open count, the detaching flag
+ *   dev->meta_lock      metadata mutations, allocation, write-back (one
+ *                       per device; the read path and writes to clusters
+ *                       already owned never take it)
+ *   cache->load_mutex   serialises misses of one cache
+ *   cache->lock         spinlock: hash + LRU of one cache, no I/O under it
+ * No lock is held across the block layer's own locks except that detach
+ * calls del_gendisk() with none of ours held.
+ *
+ * Lifetime: each attached device holds a module reference, so the module
+ * cannot be unloaded while devices exist (detach them first).  A device is
+ * freed by detach (ioctl) or, with autoclear, by a work item queued on the
+ * last close; both remove it from the idr under qimg_ctl_mutex first, so
+ * exactly one of them tears it down.
+ */
+#include <linux/blkdev.h>
+#include <linux/capability.h>
+#include <linux/file.h>
+#include <linux/idr.h>
+#include <linux/init.h>
+#include <linux/miscdevice.h>
+#include <linux/module.h>
+#include <linux/mm.h>
+#include <linux/ratelimit.h>
+#include <linux/slab.h>
+
+#include "qimg.h"
+
+DEFINE_MUTEX(qimg_ctl_mutex);
+static DEFINE_IDR(qimg_idr);
+static int qimg_major;
+static struct workqueue_struct *qimg_ctl_wq;
+
+void qimg_mark_corrupt(struct qimg_device *dev, const char *fmt, ...)
+{
+	struct va_format vaf;
+	va_list args;
+	bool was_rw;
+
+	va_start(args, fmt);
+	vaf.fmt = fmt;
+	vaf.va = &args;
+	pr_err_ratelimited("qimg%d: corrupt metadata: %pV\n", dev->index, &vaf);
+	va_end(args);
+
+	if (test_and_set_bit(QIMG_STATE_CORRUPT, &dev->state))
+		return;
+	was_rw = !dev->read_only;
+	dev->read_only = true;
+	if (dev->disk)
+		set_disk_ro(dev->disk, true);
+	if (was_rw && dev->top.h->version >= 3) {
+		/* Tell every later user, as QEMU does; best effort. */
+		if (qimg_meta_header_write(dev, QIMG_HDR_INCOMPAT_OFFSET,
+					   dev->top.h->incompatible_features |
+					   QIMG_INCOMPAT_CORRUPT))
+			pr_err("qimg%d: could not set the corrupt bit\n",
+			       dev->index);
+	}
+	pr_err("qimg%d: device is now read-only; check the image with qemu-img check\n",
+	       dev->index);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Images                                                                    */
+
+static void qimg_image_release(struct qimg_image *img)
+{
+	if (img->h)
+		qimg_cache_destroy(&img->l2);
+	kvfree(img->l1);
+	kfree(img->h);
+	kfree(img->path);
+	if (img->file)
+		fput(img->file);
+	memset(img, 0, sizeof(*img));
+}
+
+static char *qimg_file_path(struct file *file)
+{
+	char *buf = kmalloc(PATH_MAX, GFP_KERNEL), *p, *ret = NULL;
+
+	if (!buf)
+		return NULL;
+	p = file_path(file, buf, PATH_MAX);
+	if (!IS_ERR(p))
+		ret = kstrdup(p, GFP_KERNEL);
+	kfree(buf);
+	return ret;
+}
+
+/* Refuse what this driver cannot serve correctly, by name. */
+static int qimg_check_features(struct qimg_image *img, bool writable)
+{
+	const struct qimg_header *h = img->h;
+	const char *what = NULL;
+	int ret = -EOPNOTSUPP;
+
+	if (h->incompatible_features & QIMG_INCOMPAT_DATA_FILE ||
+	    h->has_data_file)
+		what = "external data file";
+	else if (h->crypt_method || h->has_crypto_ext)
+		what = "encryption";
+	else if (h->incompatible_features & QIMG_INCOMPAT_JOURNAL_DIRTY)
+		what = "journal dirty (journal replay is not implemented)";
+	else if (h->incompatible_features & QIMG_INCOMPAT_COMPRESSION &&
+		 h->compression_type != QIMG_COMPRESSION_ZLIB)
+		what = "compression type other than zlib";
+	else if (writable && h->geom.ext_l2)
+		what = "extended L2 entries (writing; attach read-only)";
+	else if (writable && h->incompatible_features & QIMG_INCOMPAT_DIRTY)
+		what = "dirty bit set (lazy refcounts need qemu-img check -r all; attach read-only)";
+	else if (writable && h->incompatible_features & QIMG_INCOMPAT_CORRUPT) {
+		what = "image is marked corrupt (attach read-only)";
+		ret = -EUCLEAN;
+	}
+	if (!what)
+		return 0;
+	pr_err("qimg: %s: unsupported: %s\n", img->path ? img->path : "?",
+	       what);
+	return ret;
+}
+
+static int qimg_image_open(struct qimg_device *dev, struct qimg_image *img,
+			   struct file *file, u32 fmt, u64 cache_bytes,
+			   bool writable)
+{
+	struct qimg_err err = { "" };
+	struct inode *inode = file_inode(file);
+	u64 size = i_size_read(inode);
+	void *buf = NULL;
+	size_t len;
+	s64 csize;
+	int ret;
+
+	img->dev = dev;
+	img->file = file;
+	img->path = qimg_file_path(file);
+	img->dio_align = SECTOR_SIZE;
+	if (inode->i_sb->s_bdev)
+		img->dio_align = bdev_logical_block_size(inode->i_sb->s_bdev);
+	if (dev->flags & QIMG_ATTACH_DIRECT_IO) {
+		img->dio = file->f_mode & FMODE_CAN_ODIRECT;
+		if (!img->dio)
+			pr_info("qimg: %s: no direct I/O on this file, using buffered I/O\n",
+				img->path ? img->path : "?");
+	}
+	if (!(file->f_mode & FMODE_READ) ||
+	    (writable && !(file->f_mode & FMODE_WRITE)))
+		return -EBADF;
+	if (!S_ISREG(inode->i_mode) && !S_ISBLK(inode->i_mode))
+		return -EINVAL;
+
+	if (fmt == QIMG_FMT_RAW) {
+		img->raw = true;
+		img->virtual_size = size;
+		return 0;
+	}
+	if (fmt != QIMG_FMT_QCOW2)
+		return -EINVAL;
+	if (size < QIMG_V2_HEADER_LEN) {
+		pr_err("qimg: %s: not a qcow2 image (too short)\n", img->path);
+		return -EINVAL;
+	}
+	buf = kzalloc(512, GFP_KERNEL);
+	img->h = kzalloc(sizeof(*img->h), GFP_KERNEL);
+	if (!buf || !img->h) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = qimg_kread(file, buf, 512, 0);
+	if (ret)
+		goto out;
+	csize = qimg_header_peek_cluster_size(buf, 512, &err);
+	if (csize < 0) {
+		ret = csize;
+		goto bad;
+	}
+	kfree(buf);
+	len = min_t(u64, csize, size);
+	buf = kvmalloc(len, GFP_KERNEL);
+	if (!buf) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = qimg_kread(file, buf, len, 0);
+	if (ret)
+		goto out;
+	ret = qimg_header_decode(buf, len, size, img->h, &err);
+	if (ret)
+		goto bad;
+	img->g = &img->h->geom;
+	img->virtual_size = img->g->virtual_size;
+	ret = qimg_check_features(img, writable);
+	if (ret)
+		goto out;
+
+	img->l1_entries = img->h->l1_size;
+	if (img->l1_entries < img->g->l1_size) {
+		snprintf(err.msg, sizeof(err.msg),
+			 "L1 table too small for the virtual size");
+		ret = -EUCLEAN;
+		goto bad;
+	}
+	if (img->l1_entries) {
+		img->l1 = kvmalloc_array(img->l1_entries, sizeof(__be64),
+					 GFP_KERNEL);
+		if (!img->l1) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		ret = qimg_kread(file, img->l1, (size_t)img->l1_entries * 8,
+				 img->h->l1_table_offset);
+		if (ret)
+			goto out;
+	}
+	ret = qimg_cache_init(&img->l2, img, "l2", cache_bytes);
+out:
+	kvfree(buf);
+	return ret;
+bad:
+	pr_err("qimg: %s: %s\n", img->path ? img->path : "?", err.msg);
+	goto out;
+}
+
+static int qimg_load_reftable(struct qimg_device *dev)
+{
+	struct qimg_image *img = &dev->top;
+	u64 bytes = (u64)img->h->refcount_table_clusters *
+		    img->g->cluster_size;
+	int ret;
+
+	dev->reftable_entries = bytes / 8;
+	dev->reftable = kvmalloc(bytes ? bytes : 8, GFP_KERNEL);
+	if (!dev->reftable)
+		return -ENOMEM;
+	ret = qimg_kread(img->file, dev->reftable, bytes,
+			 img->h->refcount_table_offset);
+	if (ret)
+		return ret;
+	return qimg_cache_init(&dev->rc, img, "refcount", dev->rc_bytes);
+}
+
+static void qimg_device_free(struct qimg_device *dev)
+{
+	struct qimg_image *img = dev->top.backing, *next;
+
+	while (img) {
+		next = img->backing;
+		qimg_image_release(img);
+		kfree(img);
+		img = next;
+	}
+	if (dev->top.h && dev->reftable)
+		qimg_cache_destroy(&dev->rc);
+	kvfree(dev->reftable);
+	qimg_image_release(&dev->top);
+	kfree(dev);
+}
+
+/* Is this inode in use by another device in a way that conflicts? */
+static bool qimg_inode_busy(struct inode *inode, bool writable, bool top)
+{
+	struct qimg_device *dev;
+	struct qimg_image *img;
+	int id;
+
+	lockdep_assert_held(&qimg_ctl_mutex);
+	idr_for_each_entry(&qimg_idr, dev, id) {
+		for (img = &dev->top; img; img = img->backing) {
+			bool other_rw = img == &dev->top && !dev->read_only;
+
+			if (file_inode(img->file) != inode)
+				continue;
+			if (writable || other_rw)
+				return true;
+		}
+	}
+	return false;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Block device                                                              */
+
+static int qimg_bdev_open(struct gendisk *disk)
+{
+	struct qimg_device *dev = disk->private_data;
+	int ret = 0;
+
+	mutex_lock(&dev->open_mutex);
+	if (dev->detaching)
+		ret = -ENXIO;
+	else
+		dev->open_count++;
+	mutex_unlock(&dev->open_mutex);
+	return ret;
+}
+
+static void qimg_bdev_release(struct gendisk *disk)
+{
+	struct qimg_device *dev = disk->private_data;
+
+	mutex_lock(&dev->open_mutex);
+	if (!--dev->open_count && (dev->flags & QIMG_ATTACH_AUTOCLEAR) &&
+	    !dev->detaching)
+		queue_work(qimg_ctl_wq, &dev->autoclear_work);
+	mutex_unlock(&dev->open_mutex);
+}
+
+QIMG_DEFINE_BDEV_OPS(qimg_bdev_open, qimg_bdev_release)
+
+static const struct block_device_operations qimg_fops = {
+	.owner = THIS_MODULE,
+	.open = qimg_bdev_open_compat,
+	.release = qimg_bdev_release_compat,
+};
+
+/* Tear down a device already removed from the idr. */
+static void qimg_destroy(struct qimg_device *dev, bool from_work)
+{
+	int ret;
+
+	if (!from_work)
+		cancel_work_sync(&dev->autoclear_work);
+	del_gendisk(dev->disk);
+	ret = qimg_flush(dev);
+	if (ret)
+		pr_err("qimg%d: final flush failed (%d); metadata may be incomplete\n",
+		       dev->index, ret);
+	destroy_workqueue(dev->wq);
+	blk_mq_free_tag_set(&dev->tag_set);
+	put_disk(dev->disk);
+	pr_info("qimg%d: detached\n", dev->index);
+	qimg_device_free(dev);
+	module_put(THIS_MODULE);
+}
+
+static void qimg_autoclear_work(struct work_struct *work)
+{
+	struct qimg_device *dev = container_of(work, struct qimg_device,
+					       autoclear_work);
+
+	mutex_lock(&qimg_ctl_mutex);
+	if (idr_find(&qimg_idr, dev->index) != dev) {
+		mutex_unlock(&qimg_ctl_mutex);
+		return;
+	}
+	mutex_lock(&dev->open_mutex);
+	if (dev->open_count || dev->detaching) {
+		mutex_unlock(&dev->open_mutex);
+		mutex_unlock(&qimg_ctl_mutex);
+		return;
+	}
+	dev->detaching = true;
+	mutex_unlock(&dev->open_mutex);
+	idr_remove(&qimg_idr, dev->index);
+	mutex_unlock(&qimg_ctl_mutex);
+	qimg_destroy(dev, true);
+}
+
+int qimg_detach(int index)
+{
+	struct qimg_device *dev;
+
+	mutex_lock(&qimg_ctl_mutex);
+	dev = idr_find(&qimg_idr, index);
+	if (!dev) {
+		mutex_unlock(&qimg_ctl_mutex);
+		return -ENXIO;
+	}
+	mutex_lock(&dev->open_mutex);
+	if (dev->open_count) {
+		mutex_unlock(&dev->open_mutex);
+		mutex_unlock(&qimg_ctl_mutex);
+		return -EBUSY;
+	}
+	dev->detaching = true;
+	mutex_unlock(&dev->open_mutex);
+	idr_remove(&qimg_idr, index);
+	mutex_unlock(&qimg_ctl_mutex);
+	qimg_destroy(dev, false);
+	return 0;
+}
+
+static int qimg_add_disk(struct qimg_device *dev)
+{
+	const struct qimg_geom *g = dev->top.g;
+	struct qimg_qlimits ql = {
+		.logical_block_size = SECTOR_SIZE,
+		/* Sub-cluster writes cost a copy-on-write: say so. */
+		.physical_block_size = clamp_t(u64, g->cluster_size, 4096,
+					       65536),
+		.io_opt = min_t(u64, g->cluster_size, 1U << 21),
+		.max_hw_sectors = 2048,
+	};
+	struct gendisk *disk;
+	int ret;
+
+	dev->tag_set.ops = &qimg_mq_ops;
+	dev->tag_set.nr_hw_queues = num_online_cpus();
+	dev->tag_set.queue_depth = 128;
+	dev->tag_set.numa_node = NUMA_NO_NODE;
+	dev->tag_set.cmd_size = sizeof(struct qimg_cmd);
+	dev->tag_set.flags = BLK_MQ_F_SHOULD_MERGE;
+	dev->tag_set.driver_data = dev;
+	ret = blk_mq_alloc_tag_set(&dev->tag_set);
+	if (ret)
+		return ret;
+	disk = qimg_compat_alloc_disk(&dev->tag_set, &ql, dev);
+	if (IS_ERR(disk)) {
+		blk_mq_free_tag_set(&dev->tag_set);
+		return PTR_ERR(disk);
+	}
+	dev->disk = disk;
+	disk->major = qimg_major;
+	disk->first_minor = dev->index * QIMG_MINORS;
+	disk->minors = QIMG_MINORS;
+	disk->fops = &qimg_fops;
+	disk->private_data = dev;
+	snprintf(disk->disk_name, sizeof(disk->disk_name), "qimg%d",
+		 dev->index);
+	if (!(dev->flags & QIMG_ATTACH_PARTSCAN))
+		disk->flags |= GENHD_FL_NO_PART;
+	set_capacity(disk, dev->top.virtual_size >> SECTOR_SHIFT);
+	set_disk_ro(disk, dev->read_only);
+	ret = device_add_disk(NULL, disk, qimg_disk_groups);
+	if (ret) {
+		put_disk(disk);
+		dev->disk = NULL;
+		blk_mq_free_tag_set(&dev->tag_set);
+	}
+	return ret;
+}
+
+static int qimg_attach_backing(struct qimg_device *dev,
+			       const struct qimg_attach *a)
+{
+	struct qimg_backing_fd __user *ufds = u64_to_user_ptr(a->backing);
+	struct qimg_image *prev = &dev->top, *img;
+	struct qimg_backing_fd bfd;
+	struct file *file;
+	unsigned int i;
+	int ret;
+
+	for (i = 0; i < a->nr_backing; i++) {
+		if (prev->raw || !prev->h->backing_file[0]) {
+			pr_err("qimg: %s has no backing file, but more backing images were passed\n",
+			       prev->path ? prev->path : "?");
+			return -EINVAL;
+		}
+		if (copy_from_user(&bfd, &ufds[i], sizeof(bfd)))
+			return -EFAULT;
+		file = fget(bfd.fd);
+		if (!file)
+			return -EBADF;
+		if (qimg_inode_busy(file_inode(file), false, false)) {
+			fput(file);
+			return -EBUSY;
+		}
+		img = kzalloc(sizeof(*img), GFP_KERNEL);
+		if (!img) {
+			fput(file);
+			return -ENOMEM;
+		}
+		prev->backing = img;
+		ret = qimg_image_open(dev, img, file, bfd.format,
+				      QIMG_DEFAULT_L2_CACHE / 4, false);
+		if (ret)
+			return ret;
+		dev->nr_backing++;
+		prev = img;
+	}
+	if (!prev->raw && prev->h->backing_file[0]) {
+		pr_err("qimg: %s: backing file \"%s\" was not passed\n",
+		       prev->path ? prev->path : "?", prev->h->backing_file);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int qimg_attach(const struct qimg_attach *a)
+{
+	bool writable = !(a->flags & QIMG_ATTACH_READ_ONLY);
+	struct qimg_device *dev;
+	struct file *file;
+	int ret;
+
+	file = fget(a->fd);
+	if (!file)
+		return -EBADF;
+	dev = kzalloc(sizeof(*dev), GFP_KERNEL);
+	if (!dev) {
+		fput(file);
+		return -ENOMEM;
+	}
+	dev->index = -1;
+	dev->flags = a->flags;
+	dev->read_only = !writable;
+	dev->l2_bytes = a->l2_cache_size ? a->l2_cache_size :
+			QIMG_DEFAULT_L2_CACHE;
+	dev->rc_bytes = a->refcount_cache_size ? a->refcount_cache_size :
+			QIMG_DEFAULT_RC_CACHE;
+	mutex_init(&dev->meta_lock);
+	mutex_init(&dev->open_mutex);
+	INIT_WORK(&dev->autoclear_work, qimg_autoclear_work);
+
+	mutex_lock(&qimg_ctl_mutex);
+	ret = qimg_image_open(dev, &dev->top, file, QIMG_FMT_QCOW2,
+			      dev->l2_bytes, writable);
+	if (ret)
+		goto fail;
+	if (qimg_inode_busy(file_inode(file), writable, true)) {
+		pr_err("qimg: %s is already attached%s\n", dev->top.path,
+		       writable ? "" : " read-write");
+		ret = -EBUSY;
+		goto fail;
+	}
+	ret = qimg_attach_backing(dev, a);
+	if (ret)
+		goto fail;
+	if (writable) {
+		ret = qimg_load_reftable(dev);
+		if (ret)
+			goto fail;
+		/*
+		 * Autoclear bits name structures we will not keep up to
+		 * date (bitmaps, qimg journal, checksums): clear them before
+		 * the first write, as any writer that does not know them must.
+		 */
+		if (dev->top.h->version >= 3 && dev->top.h->autoclear_features) {
+			ret = qimg_meta_header_write(dev,
+						     QIMG_HDR_AUTOCLEAR_OFFSET,
+						     0);
+			if (ret)
+				goto fail;
+			dev->top.h->autoclear_features = 0;
+		}
+	}
+
+	ret = idr_alloc(&qimg_idr, dev, 0, MINORMASK / QIMG_MINORS,
+			GFP_KERNEL);
+	if (ret < 0)
+		goto fail;
+	dev->index = ret;
+	dev->wq = alloc_workqueue("qimg%d", WQ_UNBOUND | WQ_MEM_RECLAIM, 0,
+				  dev->index);
+	if (!dev->wq) {
+		ret = -ENOMEM;
+		goto fail_idr;
+	}
+	__module_get(THIS_MODULE);
+	ret = qimg_add_disk(dev);
+	if (ret) {
+		module_put(THIS_MODULE);
+		destroy_workqueue(dev->wq);
+		goto fail_idr;
+	}
+	pr_info("qimg%d: attached %s (%llu bytes, cluster %llu%s%s%s)\n",
+		dev->index, dev->top.path ? dev->top.path : "?",
+		dev->top.virtual_size, dev->top.g->cluster_size,
+		dev->read_only ? ", read-only" : "",
+		dev->top.dio ? ", direct I/O" : "",
+		dev->nr_backing ? ", with backing chain" : "");
+	mutex_unlock(&qimg_ctl_mutex);
+	return dev->index;
+
+fail_idr:
+	idr_remove(&qimg_idr, dev->index);
+fail:
+	mutex_unlock(&qimg_ctl_mutex);
+	qimg_device_free(dev);
+	return ret;
+}
+
+static void qimg_copy_path(char *dst, const char *src)
+{
+	strscpy(dst, src ? src : "", QIMG_PATH_LEN);
+}
+
+int qimg_get_info(struct qimg_info *info)
+{
+	struct qimg_device *dev;
+	struct qimg_image *top;
+	struct inode *inode;
+	int id = info->index;
+
+	mutex_lock(&qimg_ctl_mutex);
+	if (info->query == QIMG_QUERY_NEXT)
+		dev = idr_get_next(&qimg_idr, &id);
+	else
+		dev = idr_find(&qimg_idr, id);
+	if (!dev) {
+		mutex_unlock(&qimg_ctl_mutex);
+		return -ENXIO;
+	}
+	top = &dev->top;
+	inode = file_inode(top->file);
+	info->index = dev->index;
+	info->flags = 0;
+	if (dev->read_only)
+		info->flags |= QIMG_INFO_READ_ONLY;
+	if (dev->flags & QIMG_ATTACH_PARTSCAN)
+		info->flags |= QIMG_INFO_PARTSCAN;
+	if (dev->flags & QIMG_ATTACH_AUTOCLEAR)
+		info->flags |= QIMG_INFO_AUTOCLEAR;
+	if (top->dio)
+		info->flags |= QIMG_INFO_DIRECT_IO;
+	if (test_bit(QIMG_STATE_CORRUPT, &dev->state))
+		info->flags |= QIMG_INFO_CORRUPT;
+	info->virtual_size = top->virtual_size;
+	info->cluster_size = top->g->cluster_size;
+	info->ino = inode->i_ino;
+	info->dev = new_encode_dev(inode->i_sb->s_dev);
+	info->nr_backing = dev->nr_backing;
+	info->l2_cache_size = qimg_cache_bytes(&top->l2);
+	info->l2_hits = atomic64_read(&top->l2.hits);
+	info->l2_misses = atomic64_read(&top->l2.misses);
+	if (dev->reftable) {
+		info->refcount_cache_size = qimg_cache_bytes(&dev->rc);
+		info->refcount_hits = atomic64_read(&dev->rc.hits);
+		info->refcount_misses = atomic64_read(&dev->rc.misses);
+	}
+	qimg_copy_path(info->path, top->path);
+	qimg_copy_path(info->backing_path,
+		       top->backing ? top->backing->path : NULL);
+	mutex_unlock(&qimg_ctl_mutex);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Module                                                                    */
+
+static const struct file_operations qimg_ctl_fops = {
+	.owner = THIS_MODULE,
+	.open = nonseekable_open,
+	.unlocked_ioctl = qimg_ctl_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
+	.llseek = noop_llseek,
+};
+
+static struct miscdevice qimg_misc = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = QIMG_CONTROL_NAME,
+	.fops = &qimg_ctl_fops,
+	.mode = 0600,
+};
+
+static int __init qimg_init(void)
+{
+	int ret;
+
+	qimg_ctl_wq = alloc_workqueue("qimg_ctl", WQ_UNBOUND, 0);
+	if (!qimg_ctl_wq)
+		return -ENOMEM;
+	ret = register_blkdev(0, "qimg");
+	if (ret < 0)
+		goto out_wq;
+	qimg_major = ret;
+	ret = misc_register(&qimg_misc);
+	if (ret)
+		goto out_blk;
+	pr_info("qimg: qcow2 block driver loaded (control: /dev/%s)\n",
+		QIMG_CONTROL_NAME);
+	return 0;
+out_blk:
+	unregister_blkdev(qimg_major, "qimg");
+out_wq:
+	destroy_workqueue(qimg_ctl_wq);
+	return ret;
+}
+
+static void __exit qimg_exit(void)
+{
+	/* Devices hold module references: none can be left here. */
+	misc_deregister(&qimg_misc);
+	destroy_workqueue(qimg_ctl_wq);
+	unregister_blkdev(qimg_major, "qimg");
+	idr_destroy(&qimg_idr);
+	qimg_slabs_exit();
+}
+
+module_init(qimg_init);
+module_exit(qimg_exit);
+MODULE_DESCRIPTION("qcow2 image block device");
+MODULE_LICENSE("GPL");

@@ -1,0 +1,139 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * qimg refcounts: reading a cluster's refcount and allocating clusters.
+ *
+ * Everything here runs with dev->meta_lock held (allocation is serialised
+ * per device).  Free clusters are found by scanning refcount blocks for a
+ * zero entry, starting at dev->free_hint and moving towards the end of the
+ * file; clusters past the end of the file are free by definition once
+ * their refcount block exists.  A missing refcount block is created in the
+ * first free cluster it would cover, so it describes itself (as QEMU
+ * does).  Growing the refcount table is not implemented: when it is full
+ * allocation fails with -ENOSPC and a message.
+ */
+#include <linux/ratelimit.h>
+
+#include "qimg.h"
+
+static int qimg_rt_lookup(struct qimg_device *dev, u64 rt_idx, u64 *rb_off)
+{
+	struct qimg_image *img = &dev->top;
+	struct qimg_err err = { "" };
+	u64 raw;
+	int ret;
+
+	if (rt_idx >= dev->reftable_entries) {
+		*rb_off = 0;
+		return 0;
+	}
+	raw = be64_to_cpu(READ_ONCE(dev->reftable[rt_idx]));
+	ret = qimg_reftable_decode(img->g, raw, qimg_image_end(img), rb_off,
+				   &err);
+	if (ret) {
+		qimg_mark_corrupt(dev, "refcount table entry %llu: %s",
+				  rt_idx, err.msg);
+		return -EUCLEAN;
+	}
+	return 0;
+}
+
+int qimg_refcount_get_host(struct qimg_device *dev, u64 host, u64 *val)
+{
+	const struct qimg_geom *g = dev->top.g;
+	struct qimg_centry *e;
+	u64 rb_off;
+	int ret;
+
+	ret = qimg_rt_lookup(dev, qimg_reftable_index(g, host), &rb_off);
+	if (ret)
+		return ret;
+	if (!rb_off) {
+		*val = 0;
+		return 0;
+	}
+	ret = qimg_cache_get(&dev->rc, rb_off, false, &e);
+	if (ret)
+		return ret;
+	*val = qimg_refcount_get(e->data, g->refcount_order,
+				 qimg_refblock_index(g, host));
+	qimg_cache_put(&dev->rc, e);
+	return 0;
+}
+
+static void qimg_note_alloc(struct qimg_image *img, u64 host)
+{
+	u64 end = host + img->g->cluster_size;
+	u64 cur = atomic64_read(&img->alloc_end);
+
+	while (cur < end) {
+		u64 old = atomic64_cmpxchg(&img->alloc_end, cur, end);
+
+		if (old == cur)
+			break;
+		cur = old;
+	}
+}
+
+/* Allocate one cluster with refcount 1; *host receives its offset. */
+int qimg_alloc_clusters(struct qimg_device *dev, u64 *host)
+{
+	struct qimg_image *img = &dev->top;
+	const struct qimg_geom *g = img->g;
+	struct qimg_centry *e;
+	u64 c, off, rt_idx, rb_off, i;
+	int ret;
+
+	lockdep_assert_held(&dev->meta_lock);
+	for (;;) {
+		c = dev->free_hint;
+		off = c << g->cluster_bits;
+		if (off > QIMG_MAX_HOST_OFFSET - g->cluster_size)
+			return -ENOSPC;
+		rt_idx = qimg_reftable_index(g, off);
+		if (rt_idx >= dev->reftable_entries) {
+			pr_err_ratelimited("qimg%d: refcount table full (%llu entries); growing it is not implemented\n",
+					   dev->index, dev->reftable_entries);
+			return -ENOSPC;
+		}
+		ret = qimg_rt_lookup(dev, rt_idx, &rb_off);
+		if (ret)
+			return ret;
+		if (!rb_off) {
+			/* New refcount block in the first cluster it covers. */
+			ret = qimg_cache_get(&dev->rc, off, true, &e);
+			if (ret)
+				return ret;
+			ret = qimg_meta_record_refcount(dev, e,
+					qimg_refblock_index(g, off), 1);
+			qimg_cache_put(&dev->rc, e);
+			if (ret)
+				return ret;
+			qimg_meta_record_reftable(dev, rt_idx, off);
+			qimg_note_alloc(img, off);
+			dev->free_hint = c + 1;
+			continue;
+		}
+		ret = qimg_cache_get(&dev->rc, rb_off, false, &e);
+		if (ret)
+			return ret;
+		for (i = qimg_refblock_index(g, off); i < g->rb_entries; i++) {
+			if (!qimg_refcount_get(e->data, g->refcount_order, i))
+				break;
+		}
+		if (i == g->rb_entries) {
+			qimg_cache_put(&dev->rc, e);
+			dev->free_hint = (rt_idx + 1) << g->rb_bits;
+			continue;
+		}
+		off = (rt_idx << (g->rb_bits + g->cluster_bits)) +
+		      (i << g->cluster_bits);
+		ret = qimg_meta_record_refcount(dev, e, i, 1);
+		qimg_cache_put(&dev->rc, e);
+		if (ret)
+			return ret;
+		qimg_note_alloc(img, off);
+		dev->free_hint = (off >> g->cluster_bits) + 1;
+		*host = off;
+		return 0;
+	}
+}

@@ -1,0 +1,94 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * qimg sysfs: /sys/block/qimgN/qimg/, read-only attributes describing the
+ * image and its caches (like loop's loop/ directory).  The group belongs to
+ * the gendisk, so it disappears in del_gendisk() before the device is
+ * freed.
+ */
+#include <linux/blkdev.h>
+#include <linux/device.h>
+#include <linux/sysfs.h>
+
+#include "qimg.h"
+
+static struct qimg_device *qimg_from_dev(struct device *d)
+{
+	return dev_to_disk(d)->private_data;
+}
+
+static ssize_t image_show(struct device *d, struct device_attribute *attr,
+			  char *buf)
+{
+	struct qimg_device *dev = qimg_from_dev(d);
+
+	return sysfs_emit(buf, "%s\n", dev->top.path ? dev->top.path : "");
+}
+
+static ssize_t backing_show(struct device *d, struct device_attribute *attr,
+			    char *buf)
+{
+	struct qimg_device *dev = qimg_from_dev(d);
+	struct qimg_image *img;
+	int n = 0;
+
+	for (img = dev->top.backing; img; img = img->backing)
+		n += sysfs_emit_at(buf, n, "%s %s\n",
+				   img->raw ? "raw" : "qcow2",
+				   img->path ? img->path : "?");
+	return n;
+}
+
+#define QIMG_ATTR_U64(name, expr)					\
+static ssize_t name##_show(struct device *d,				\
+			   struct device_attribute *attr, char *buf)	\
+{									\
+	struct qimg_device *dev = qimg_from_dev(d);			\
+									\
+	return sysfs_emit(buf, "%llu\n", (unsigned long long)(expr));	\
+}									\
+static DEVICE_ATTR_RO(name)
+
+QIMG_ATTR_U64(virtual_size, dev->top.virtual_size);
+QIMG_ATTR_U64(cluster_size, dev->top.g->cluster_size);
+QIMG_ATTR_U64(read_only, dev->read_only);
+QIMG_ATTR_U64(direct_io, dev->top.dio);
+QIMG_ATTR_U64(corrupt, test_bit(QIMG_STATE_CORRUPT, &dev->state));
+QIMG_ATTR_U64(l2_cache_size, qimg_cache_bytes(&dev->top.l2));
+QIMG_ATTR_U64(l2_cache_hits, atomic64_read(&dev->top.l2.hits));
+QIMG_ATTR_U64(l2_cache_misses, atomic64_read(&dev->top.l2.misses));
+QIMG_ATTR_U64(refcount_cache_size,
+	      dev->reftable ? qimg_cache_bytes(&dev->rc) : 0);
+QIMG_ATTR_U64(refcount_cache_hits,
+	      dev->reftable ? atomic64_read(&dev->rc.hits) : 0);
+QIMG_ATTR_U64(refcount_cache_misses,
+	      dev->reftable ? atomic64_read(&dev->rc.misses) : 0);
+
+static DEVICE_ATTR_RO(image);
+static DEVICE_ATTR_RO(backing);
+
+static struct attribute *qimg_attrs[] = {
+	&dev_attr_image.attr,
+	&dev_attr_backing.attr,
+	&dev_attr_virtual_size.attr,
+	&dev_attr_cluster_size.attr,
+	&dev_attr_read_only.attr,
+	&dev_attr_direct_io.attr,
+	&dev_attr_corrupt.attr,
+	&dev_attr_l2_cache_size.attr,
+	&dev_attr_l2_cache_hits.attr,
+	&dev_attr_l2_cache_misses.attr,
+	&dev_attr_refcount_cache_size.attr,
+	&dev_attr_refcount_cache_hits.attr,
+	&dev_attr_refcount_cache_misses.attr,
+	NULL,
+};
+
+static const struct attribute_group qimg_attr_group = {
+	.name = "qimg",
+	.attrs = qimg_attrs,
+};
+
+const struct attribute_group *qimg_disk_groups[] = {
+	&qimg_attr_group,
+	NULL,
+};

@@ -1,0 +1,519 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * qimgctl attach / detach / list: talk to /dev/qimg-control.
+ *
+ * The kernel only returns an errno; the explanation a user needs comes
+ * from here, using the image header we decode ourselves (dmesg has the
+ * kernel's side of the story).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+#include <linux/qimg.h>
+
+#include "qimgctl.h"
+
+#define QIMGCTL_CONTROL "/dev/" QIMG_CONTROL_NAME
+
+static int qimgctl_control_open(void)
+{
+	int fd = open(QIMGCTL_CONTROL, O_RDWR | O_CLOEXEC);
+
+	if (fd < 0) {
+		int e = errno;
+
+		if (e == ENOENT)
+			qimgctl_err("qimg module not loaded (%s does not exist; try 'modprobe qimg')",
+				    QIMGCTL_CONTROL);
+		else if (e == EACCES || e == EPERM)
+			qimgctl_err("%s: permission denied (needs root)",
+				    QIMGCTL_CONTROL);
+		else
+			qimgctl_err("%s: %s", QIMGCTL_CONTROL, strerror(e));
+		return -e;
+	}
+	return fd;
+}
+
+/* ------------------------------------------------------------------------ */
+/* attach                                                                    */
+
+struct qimgctl_chain {
+	unsigned int nr;
+	struct qimg_backing_fd fds[QIMG_MAX_BACKING];
+};
+
+static void qimgctl_chain_close(struct qimgctl_chain *c)
+{
+	unsigned int i;
+
+	for (i = 0; i < c->nr; i++)
+		close(c->fds[i].fd);
+	c->nr = 0;
+}
+
+/* @name relative to the directory of @image, as qemu-img resolves it. */
+static char *qimgctl_backing_path(const char *image, const char *name)
+{
+	const char *slash = strrchr(image, '/');
+	size_t dlen;
+	char *p;
+
+	if (name[0] == '/' || !slash)
+		return strdup(name);
+	dlen = (size_t)(slash - image) + 1;
+	p = malloc(dlen + strlen(name) + 1);
+	if (!p)
+		return NULL;
+	memcpy(p, image, dlen);
+	strcpy(p + dlen, name);
+	return p;
+}
+
+static int qimgctl_probe_fmt(const char *path, int fd, uint32_t *fmt)
+{
+	unsigned char magic[4];
+	int ret = qimgctl_pread(fd, magic, sizeof(magic), 0);
+
+	if (ret) {
+		qimgctl_err("%s: read: %s", path, strerror(-ret));
+		return ret;
+	}
+	*fmt = (magic[0] == 'Q' && magic[1] == 'F' && magic[2] == 'I' &&
+		magic[3] == 0xfb) ? QIMG_FMT_QCOW2 : QIMG_FMT_RAW;
+	return 0;
+}
+
+/* Open the backing chain of @top, nearest first. */
+static int qimgctl_open_chain(const struct qimgctl_image *top,
+			      struct qimgctl_chain *c)
+{
+	char name[QIMG_MAX_BACKING_NAME + 1], fmtname[32];
+	char *cur_path = strdup(top->path), *path;
+	int ret = 0;
+
+	if (!cur_path)
+		return -ENOMEM;
+	snprintf(name, sizeof(name), "%s", top->h.backing_file);
+	snprintf(fmtname, sizeof(fmtname), "%s", top->h.backing_fmt);
+	while (name[0]) {
+		struct qimgctl_image img;
+		uint32_t fmt;
+		int fd;
+
+		if (c->nr == QIMG_MAX_BACKING) {
+			qimgctl_err("%s: backing chain longer than %d images",
+				    top->path, QIMG_MAX_BACKING);
+			ret = -ELOOP;
+			break;
+		}
+		path = qimgctl_backing_path(cur_path, name);
+		free(cur_path);
+		cur_path = path;
+		if (!path) {
+			ret = -ENOMEM;
+			break;
+		}
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			ret = -errno;
+			qimgctl_err("backing file %s: %s", path,
+				    strerror(errno));
+			break;
+		}
+		c->fds[c->nr].fd = fd;
+		c->nr++;
+		if (!strcmp(fmtname, "raw")) {
+			fmt = QIMG_FMT_RAW;
+		} else if (!strcmp(fmtname, "qcow2")) {
+			fmt = QIMG_FMT_QCOW2;
+		} else if (!fmtname[0]) {
+			ret = qimgctl_probe_fmt(path, fd, &fmt);
+			if (ret)
+				break;
+		} else {
+			qimgctl_err("backing file %s: unsupported format '%s'",
+				    path, fmtname);
+			ret = -EOPNOTSUPP;
+			break;
+		}
+		c->fds[c->nr - 1].format = fmt;
+		if (fmt == QIMG_FMT_RAW)
+			break;
+		ret = qimgctl_image_open(&img, path, false);
+		if (ret)
+			break;
+		snprintf(name, sizeof(name), "%s", img.h.backing_file);
+		snprintf(fmtname, sizeof(fmtname), "%s", img.h.backing_fmt);
+		qimgctl_image_close(&img);
+	}
+	free(cur_path);
+	if (ret)
+		qimgctl_chain_close(c);
+	return ret;
+}
+
+/* Name the reason the kernel refused, from what we know of the header. */
+static void qimgctl_explain_attach(const struct qimgctl_image *img, int e,
+				   bool ro)
+{
+	const struct qimg_header *h = &img->h;
+	const char *what = NULL;
+
+	switch (e) {
+	case EOPNOTSUPP:
+		if (h->incompatible_features & QIMG_INCOMPAT_DATA_FILE ||
+		    h->has_data_file)
+			what = "external data file";
+		else if (h->crypt_method || h->has_crypto_ext)
+			what = "encryption";
+		else if (h->incompatible_features & QIMG_INCOMPAT_JOURNAL_DIRTY)
+			what = "journal dirty (needs journal replay)";
+		else if (h->incompatible_features & QIMG_INCOMPAT_COMPRESSION &&
+			 h->compression_type != QIMG_COMPRESSION_ZLIB)
+			what = "zstd compression";
+		else if (!ro && h->geom.ext_l2)
+			what = "writing extended L2 entries (attach with -r)";
+		else if (!ro && h->incompatible_features & QIMG_INCOMPAT_DIRTY)
+			what = "dirty bit set (run 'qemu-img check -r all' first, or attach with -r)";
+		if (what)
+			qimgctl_err("%s: unsupported feature: %s", img->path,
+				    what);
+		else
+			qimgctl_err("%s: unsupported feature (see dmesg)",
+				    img->path);
+		return;
+	case EUCLEAN:
+		if (h->incompatible_features & QIMG_INCOMPAT_CORRUPT)
+			qimgctl_err("%s: image is marked corrupt; repair it with 'qemu-img check -r all' or attach read-only (-r)",
+				    img->path);
+		else
+			qimgctl_err("%s: image metadata is corrupt (see dmesg)",
+				    img->path);
+		return;
+	case EBUSY:
+		qimgctl_err("%s: image (or one of its backing files) is already attached%s",
+			    img->path, ro ? " read-write" : "");
+		return;
+	case ENOSPC:
+		qimgctl_err("%s: no free minor numbers", img->path);
+		return;
+	default:
+		qimgctl_err("%s: attach failed: %s (see dmesg)", img->path,
+			    strerror(e));
+	}
+}
+
+static int qimgctl_parse_cache(const char *opt, const char *arg, __u64 *out)
+{
+	uint64_t v;
+
+	if (qimgctl_parse_size(arg, &v)) {
+		qimgctl_err("%s: invalid size '%s'", opt, arg);
+		return -EINVAL;
+	}
+	*out = v;
+	return 0;
+}
+
+int qimgctl_cmd_attach(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "read-only", no_argument, NULL, 'r' },
+		{ "partscan", no_argument, NULL, 'P' },
+		{ "autoclear", no_argument, NULL, 'a' },
+		{ "direct-io", required_argument, NULL, 'D' },
+		{ "l2-cache-size", required_argument, NULL, 'L' },
+		{ "refcount-cache-size", required_argument, NULL, 'R' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct qimg_attach a = { .size = sizeof(a) };
+	struct qimgctl_chain chain = { 0 };
+	struct qimgctl_image img;
+	bool ro = false;
+	int c, ctl, ret;
+
+	a.flags = QIMG_ATTACH_DIRECT_IO;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "rPa", opts, NULL)) != -1) {
+		switch (c) {
+		case 'r':
+			ro = true;
+			break;
+		case 'P':
+			a.flags |= QIMG_ATTACH_PARTSCAN;
+			break;
+		case 'a':
+			a.flags |= QIMG_ATTACH_AUTOCLEAR;
+			break;
+		case 'D':
+			if (!strcmp(optarg, "on")) {
+				a.flags |= QIMG_ATTACH_DIRECT_IO;
+			} else if (!strcmp(optarg, "off")) {
+				a.flags &= ~QIMG_ATTACH_DIRECT_IO;
+			} else {
+				qimgctl_err("--direct-io takes on or off");
+				return 1;
+			}
+			break;
+		case 'L':
+			if (qimgctl_parse_cache("--l2-cache-size", optarg,
+						&a.l2_cache_size))
+				return 1;
+			break;
+		case 'R':
+			if (qimgctl_parse_cache("--refcount-cache-size", optarg,
+						&a.refcount_cache_size))
+				return 1;
+			break;
+		default:
+			return 1;
+		}
+	}
+	if (optind != argc - 1) {
+		qimgctl_err("usage: attach [-r] [-P] [--direct-io=on|off] [--l2-cache-size=SIZE] [--refcount-cache-size=SIZE] FILE");
+		return 1;
+	}
+	if (ro)
+		a.flags |= QIMG_ATTACH_READ_ONLY;
+
+	ret = qimgctl_image_open(&img, argv[optind], !ro);
+	if (ret)
+		return 1;
+	ret = qimgctl_open_chain(&img, &chain);
+	if (ret) {
+		qimgctl_image_close(&img);
+		return 1;
+	}
+	ctl = qimgctl_control_open();
+	if (ctl < 0) {
+		ret = 1;
+		goto out;
+	}
+	a.fd = img.fd;
+	a.nr_backing = chain.nr;
+	a.backing = (uintptr_t)chain.fds;
+	if (ioctl(ctl, QIMG_CTL_ATTACH, &a) < 0) {
+		qimgctl_explain_attach(&img, errno, ro);
+		ret = 1;
+	} else {
+		printf("/dev/qimg%u\n", a.index);
+		ret = 0;
+	}
+	close(ctl);
+out:
+	qimgctl_chain_close(&chain);
+	qimgctl_image_close(&img);
+	return ret;
+}
+
+/* ------------------------------------------------------------------------ */
+/* detach / list                                                             */
+
+static int qimgctl_info(int ctl, uint32_t index, uint32_t query,
+			struct qimg_info *info)
+{
+	memset(info, 0, sizeof(*info));
+	info->size = sizeof(*info);
+	info->index = index;
+	info->query = query;
+	if (ioctl(ctl, QIMG_CTL_GET_INFO, info) < 0)
+		return -errno;
+	return 0;
+}
+
+static int qimgctl_detach_index(int ctl, uint32_t index)
+{
+	struct qimg_detach d = { .size = sizeof(d), .index = index };
+
+	if (ioctl(ctl, QIMG_CTL_DETACH, &d) < 0) {
+		int e = errno;
+
+		if (e == EBUSY)
+			qimgctl_err("/dev/qimg%u is in use (mounted or open)",
+				    index);
+		else if (e == ENXIO)
+			qimgctl_err("/dev/qimg%u is not attached", index);
+		else
+			qimgctl_err("/dev/qimg%u: detach failed: %s", index,
+				    strerror(e));
+		return -e;
+	}
+	return 0;
+}
+
+static uint32_t qimgctl_encode_dev(dev_t d)
+{
+	uint32_t ma = major(d), mi = minor(d);
+
+	return (mi & 0xff) | (ma << 8) | ((mi & ~0xffU) << 12);
+}
+
+/* "/dev/qimgN", "qimgN" or "N": the index; -1 if @s is none of those. */
+static long qimgctl_dev_index(const char *s)
+{
+	char *end;
+	long v;
+
+	if (!strncmp(s, "/dev/", 5))
+		s += 5;
+	if (!strncmp(s, "qimg", 4))
+		s += 4;
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || *end || v > INT_MAX)
+		return -1;
+	return v;
+}
+
+int qimgctl_cmd_detach(int argc, char **argv)
+{
+	struct qimg_info info;
+	struct stat st;
+	uint32_t idx = 0;
+	int ctl, ret = 0, found = 0;
+	long index;
+
+	if (argc != 2) {
+		qimgctl_err("usage: detach DEVICE|FILE | detach -a");
+		return 1;
+	}
+	ctl = qimgctl_control_open();
+	if (ctl < 0)
+		return 1;
+	if (!strcmp(argv[1], "-a") || !strcmp(argv[1], "--all")) {
+		while (!qimgctl_info(ctl, idx, QIMG_QUERY_NEXT, &info)) {
+			if (qimgctl_detach_index(ctl, info.index))
+				ret = 1;
+			idx = info.index + 1;
+		}
+		goto out;
+	}
+	/* A path to an existing regular file is an image, else a device. */
+	if (stat(argv[1], &st) == 0 && S_ISREG(st.st_mode)) {
+		uint32_t enc = qimgctl_encode_dev(st.st_dev);
+
+		while (!qimgctl_info(ctl, idx, QIMG_QUERY_NEXT, &info)) {
+			if (info.ino == st.st_ino && info.dev == enc) {
+				found = 1;
+				if (qimgctl_detach_index(ctl, info.index))
+					ret = 1;
+			}
+			idx = info.index + 1;
+		}
+		if (!found) {
+			qimgctl_err("%s is not attached", argv[1]);
+			ret = 1;
+		}
+		goto out;
+	}
+	index = qimgctl_dev_index(argv[1]);
+	if (index < 0) {
+		qimgctl_err("%s: neither a qimg device nor an image file",
+			    argv[1]);
+		ret = 1;
+		goto out;
+	}
+	if (qimgctl_detach_index(ctl, (uint32_t)index))
+		ret = 1;
+out:
+	close(ctl);
+	return ret;
+}
+
+int qimgctl_cmd_list(int argc, char **argv)
+{
+	struct json_object *arr = NULL;
+	struct qimg_info info;
+	bool json = false;
+	uint32_t idx = 0;
+	int ctl, ret;
+
+	if (argc == 2 && !strcmp(argv[1], "--json")) {
+		json = true;
+	} else if (argc != 1) {
+		qimgctl_err("usage: list [--json]");
+		return 1;
+	}
+	ctl = qimgctl_control_open();
+	if (ctl < 0)
+		return 1;
+	if (json) {
+		arr = json_object_new_array();
+		if (!arr) {
+			close(ctl);
+			return 1;
+		}
+	} else {
+		printf("%-12s %-40s %14s %-3s %s\n", "DEVICE", "FILE", "SIZE",
+		       "RO", "BACKING");
+	}
+	while (!(ret = qimgctl_info(ctl, idx, QIMG_QUERY_NEXT, &info))) {
+		char devname[32];
+
+		snprintf(devname, sizeof(devname), "/dev/qimg%u", info.index);
+		if (json) {
+			struct json_object *o = json_object_new_object();
+
+			json_object_object_add(o, "device",
+					       json_object_new_string(devname));
+			json_object_object_add(o, "file",
+					       json_object_new_string(info.path));
+			json_object_object_add(o, "size",
+				json_object_new_int64((int64_t)info.virtual_size));
+			json_object_object_add(o, "cluster-size",
+				json_object_new_int64((int64_t)info.cluster_size));
+			json_object_object_add(o, "ro",
+				json_object_new_boolean(info.flags &
+							QIMG_INFO_READ_ONLY));
+			json_object_object_add(o, "direct-io",
+				json_object_new_boolean(info.flags &
+							QIMG_INFO_DIRECT_IO));
+			json_object_object_add(o, "corrupt",
+				json_object_new_boolean(info.flags &
+							QIMG_INFO_CORRUPT));
+			json_object_object_add(o, "backing",
+				info.backing_path[0] ?
+				json_object_new_string(info.backing_path) :
+				NULL);
+			json_object_object_add(o, "backing-depth",
+				json_object_new_int((int)info.nr_backing));
+			json_object_object_add(o, "l2-cache-hits",
+				json_object_new_int64((int64_t)info.l2_hits));
+			json_object_object_add(o, "l2-cache-misses",
+				json_object_new_int64((int64_t)info.l2_misses));
+			json_object_array_add(arr, o);
+		} else {
+			printf("%-12s %-40s %14" PRIu64 " %-3s %s\n", devname,
+			       info.path, (uint64_t)info.virtual_size,
+			       info.flags & QIMG_INFO_READ_ONLY ? "1" : "0",
+			       info.backing_path[0] ? info.backing_path : "-");
+		}
+		idx = info.index + 1;
+	}
+	close(ctl);
+	if (ret != -ENXIO) {
+		qimgctl_err("list: %s", strerror(-ret));
+		json_object_put(arr);
+		return 1;
+	}
+	if (json) {
+		printf("%s\n", json_object_to_json_string_ext(arr,
+			JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+		json_object_put(arr);
+	}
+	return 0;
+}

@@ -1,0 +1,619 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * qimgctl create: make an empty qcow2 image the way `qemu-img create -f
+ * qcow2` does, so either tool can open what the other made.
+ *
+ * Layout: cluster 0 holds the header, then the refcount table, the
+ * refcount blocks and the L1 table follow in that order; every one of
+ * those clusters has refcount 1 and nothing else is allocated.  For the
+ * usual sizes that is qemu's layout exactly (table at cluster 1, block at
+ * cluster 2, L1 at cluster 3).
+ *
+ * All options are validated, and the backing file looked at, before the
+ * output file is touched, so a failed create never clobbers a file.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "image_io.h"
+
+struct create_opts {
+	const char *file;
+	uint64_t size;
+	bool has_size;
+	u64 cluster_size;
+	u32 refcount_bits;
+	bool lazy;
+	bool has_lazy;
+	int version;		/* 2 or 3 */
+	const char *compat_str;	/* as given, for the "Formatting" line */
+	bool ext_l2;
+	u8 compression;
+	const char *backing;
+	const char *backing_fmt;
+	const char *prealloc;
+	bool unsafe;
+	bool quiet;
+};
+
+static void create_usage(void)
+{
+	fprintf(stderr,
+		"usage: %s create [-q] [-f qcow2] [-o OPTIONS] [-b BACKING [-F FMT]] [-u] FILE [SIZE]\n"
+		"options: cluster_size, refcount_bits, lazy_refcounts=on|off, compat=0.10|v2|1.1|v3,\n"
+		"         extended_l2=on|off, compression_type=zlib|zstd, preallocation=off,\n"
+		"         backing_file, backing_fmt, size\n",
+		qimgctl_prog);
+}
+
+static int parse_bool(const char *v, bool *out)
+{
+	if (!strcmp(v, "on") || !strcmp(v, "yes") || !strcmp(v, "true")) {
+		*out = true;
+		return 0;
+	}
+	if (!strcmp(v, "off") || !strcmp(v, "no") || !strcmp(v, "false")) {
+		*out = false;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static bool is_pow2(uint64_t v)
+{
+	return v && !(v & (v - 1));
+}
+
+static int log2u(u64 v)
+{
+	int n = 0;
+
+	while (v > 1) {
+		v >>= 1;
+		n++;
+	}
+	return n;
+}
+
+/* One "key=value" of -o; @val may be NULL for a bare key. */
+static int apply_opt(struct create_opts *o, char *key, char *val)
+{
+	uint64_t v;
+	bool b;
+
+	if (!val) {
+		qimgctl_err("%s: Invalid parameter '%s' (expected key=value)",
+			    o->file, key);
+		return -EINVAL;
+	}
+	if (!strcmp(key, "size")) {
+		if (qimgctl_parse_size(val, &o->size)) {
+			qimgctl_err("%s: Invalid image size '%s'", o->file, val);
+			return -EINVAL;
+		}
+		o->has_size = true;
+	} else if (!strcmp(key, "cluster_size")) {
+		if (qimgctl_parse_size(val, &v) || !is_pow2(v) ||
+		    v < (1U << QIMG_MIN_CLUSTER_BITS) ||
+		    v > (1U << QIMG_MAX_CLUSTER_BITS)) {
+			qimgctl_err("%s: Cluster size must be a power of two between 512 and 2048k",
+				    o->file);
+			return -EINVAL;
+		}
+		o->cluster_size = v;
+	} else if (!strcmp(key, "refcount_bits")) {
+		char *end;
+
+		errno = 0;
+		v = strtoull(val, &end, 10);
+		if (errno || *end || end == val || !is_pow2(v) || v > 64) {
+			qimgctl_err("%s: Refcount width must be a power of two and may not exceed 64 bits",
+				    o->file);
+			return -EINVAL;
+		}
+		o->refcount_bits = (u32)v;
+	} else if (!strcmp(key, "lazy_refcounts")) {
+		if (parse_bool(val, &b)) {
+			qimgctl_err("%s: Parameter 'lazy_refcounts' expects 'on' or 'off'",
+				    o->file);
+			return -EINVAL;
+		}
+		o->lazy = b;
+		o->has_lazy = true;
+	} else if (!strcmp(key, "extended_l2")) {
+		if (parse_bool(val, &b)) {
+			qimgctl_err("%s: Parameter 'extended_l2' expects 'on' or 'off'",
+				    o->file);
+			return -EINVAL;
+		}
+		o->ext_l2 = b;
+	} else if (!strcmp(key, "compat")) {
+		if (!strcmp(val, "0.10") || !strcmp(val, "v2")) {
+			o->version = 2;
+		} else if (!strcmp(val, "1.1") || !strcmp(val, "v3")) {
+			o->version = 3;
+		} else {
+			qimgctl_err("%s: Parameter 'compat' does not accept value '%s' (use 0.10, v2, 1.1 or v3)",
+				    o->file, val);
+			return -EINVAL;
+		}
+		o->compat_str = val;
+	} else if (!strcmp(key, "compression_type")) {
+		if (!strcmp(val, "zlib")) {
+			o->compression = QIMG_COMPRESSION_ZLIB;
+		} else if (!strcmp(val, "zstd")) {
+			o->compression = QIMG_COMPRESSION_ZSTD;
+		} else {
+			qimgctl_err("%s: Parameter 'compression_type' does not accept value '%s'",
+				    o->file, val);
+			return -EINVAL;
+		}
+	} else if (!strcmp(key, "preallocation")) {
+		if (strcmp(val, "off")) {
+			qimgctl_err("%s: Unsupported preallocation mode '%s' (only 'off' is supported)",
+				    o->file, val);
+			return -EOPNOTSUPP;
+		}
+		o->prealloc = val;
+	} else if (!strcmp(key, "backing_file")) {
+		o->backing = val;
+	} else if (!strcmp(key, "backing_fmt")) {
+		o->backing_fmt = val;
+	} else {
+		qimgctl_err("%s: Invalid parameter '%s'", o->file, key);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Split "a=1,b=2" in place; ",," stands for a literal comma, as in qemu. */
+static int apply_opt_string(struct create_opts *o, char *s)
+{
+	char *key, *val, *r, *w;
+	int ret;
+
+	while (*s) {
+		key = s;
+		val = NULL;
+		for (r = w = s; *r; r++) {
+			if (*r == ',') {
+				if (r[1] == ',' && val) {
+					*w++ = ',';
+					r++;
+					continue;
+				}
+				break;
+			}
+			if (*r == '=' && !val) {
+				*w++ = '\0';
+				val = w;
+				continue;
+			}
+			*w++ = *r;
+		}
+		s = *r ? r + 1 : r;
+		*w = '\0';
+		if (!*key)
+			continue;
+		ret = apply_opt(o, key, val);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/* Virtual size of the backing file, which must exist unless -u. */
+static int backing_size(struct create_opts *o, uint64_t *size)
+{
+	struct qimgctl_image img;
+	char *path;
+	struct stat st;
+	bool raw;
+	int fd, ret;
+
+	path = qimgctl_path_combine(o->file, o->backing);
+	if (!path) {
+		qimgctl_err("out of memory");
+		return -ENOMEM;
+	}
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		qimgctl_err("%s: Could not open backing file '%s': %s",
+			    o->file, path, strerror(errno));
+		goto out;
+	}
+	ret = qimgctl_probe_raw(fd, &raw);
+	if (ret) {
+		qimgctl_err("%s: Could not read backing file '%s': %s",
+			    o->file, path, strerror(-ret));
+		close(fd);
+		goto out;
+	}
+	if (!strcmp(o->backing_fmt, "raw")) {
+		if (fstat(fd, &st) < 0) {
+			ret = -errno;
+			qimgctl_err("%s: %s: %s", o->file, path,
+				    strerror(errno));
+			close(fd);
+			goto out;
+		}
+		close(fd);
+		*size = ((u64)st.st_size + 511) & ~511ULL;
+		ret = 0;
+		goto out;
+	}
+	close(fd);
+	if (raw) {
+		qimgctl_err("%s: Backing file '%s' is not in qcow2 format",
+			    o->file, path);
+		ret = -EINVAL;
+		goto out;
+	}
+	ret = qimgctl_image_open(&img, path, false);
+	if (ret)
+		goto out;
+	*size = img.h.size;
+	qimgctl_image_close(&img);
+out:
+	free(path);
+	return ret;
+}
+
+static int validate(struct create_opts *o)
+{
+	uint64_t bsize;
+	u64 l1;
+
+	if (o->version == 2) {
+		if (o->refcount_bits != 16) {
+			qimgctl_err("%s: Different refcount widths than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)",
+				    o->file);
+			return -EINVAL;
+		}
+		if (o->lazy) {
+			qimgctl_err("%s: Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)",
+				    o->file);
+			return -EINVAL;
+		}
+		if (o->ext_l2) {
+			qimgctl_err("%s: Extended L2 entries are only supported with compatibility level 1.1 and above (use compat=1.1 or greater)",
+				    o->file);
+			return -EINVAL;
+		}
+		if (o->compression != QIMG_COMPRESSION_ZLIB) {
+			qimgctl_err("%s: Compression type other than zlib requires compatibility level 1.1 or above (use compat=1.1 or greater)",
+				    o->file);
+			return -EINVAL;
+		}
+	}
+	if (o->ext_l2 && o->cluster_size < 16384) {
+		qimgctl_err("%s: Extended L2 entries are only supported with cluster sizes of at least 16384 bytes",
+			    o->file);
+		return -EINVAL;
+	}
+	if (o->backing_fmt && !o->backing) {
+		qimgctl_err("%s: Backing format specified without a backing file",
+			    o->file);
+		return -EINVAL;
+	}
+	if (o->backing) {
+		if (!o->backing[0]) {
+			qimgctl_err("%s: Empty backing file name", o->file);
+			return -EINVAL;
+		}
+		if (strlen(o->backing) > QIMG_MAX_BACKING_NAME) {
+			qimgctl_err("%s: Backing file name too long", o->file);
+			return -EINVAL;
+		}
+		if (!o->backing_fmt) {
+			qimgctl_err("%s: Backing file specified without backing format (use -F qcow2 or -F raw)",
+				    o->file);
+			return -EINVAL;
+		}
+		if (strcmp(o->backing_fmt, "qcow2") &&
+		    strcmp(o->backing_fmt, "raw")) {
+			qimgctl_err("%s: Backing format '%s' is not supported (only qcow2 and raw)",
+				    o->file, o->backing_fmt);
+			return -EINVAL;
+		}
+		/* With an explicit size the backing file is still checked. */
+		if (!o->unsafe &&
+		    backing_size(o, o->has_size ? &bsize : &o->size))
+			return -EINVAL;
+		if (!o->unsafe)
+			o->has_size = true;
+	}
+	if (!o->has_size) {
+		qimgctl_err("%s: Image creation needs a size parameter", o->file);
+		return -EINVAL;
+	}
+	if (o->size % 512) {
+		qimgctl_err("%s: Image size must be a multiple of 512 bytes",
+			    o->file);
+		return -EINVAL;
+	}
+	if (o->size > QIMG_MAX_VIRTUAL_SIZE) {
+		qimgctl_err("%s: Image size is too large (the maximum is %llu bytes)",
+			    o->file, (unsigned long long)QIMG_MAX_VIRTUAL_SIZE);
+		return -EFBIG;
+	}
+	l1 = qimg_l1_entries_for((u32)log2u(o->cluster_size), o->ext_l2,
+				 o->size);
+	if (l1 * 8 > QIMG_MAX_L1_BYTES) {
+		qimgctl_err("%s: The image size is too large for file format 'qcow2' (try using a larger cluster size)",
+			    o->file);
+		return -EFBIG;
+	}
+	return 0;
+}
+
+static void print_formatting(const struct create_opts *o)
+{
+	printf("Formatting '%s', fmt=qcow2 cluster_size=%" PRIu64
+	       " extended_l2=%s", o->file, (uint64_t)o->cluster_size,
+	       o->ext_l2 ? "on" : "off");
+	if (o->prealloc)
+		printf(" preallocation=%s", o->prealloc);
+	printf(" compression_type=%s size=%" PRIu64,
+	       o->compression == QIMG_COMPRESSION_ZSTD ? "zstd" : "zlib",
+	       (uint64_t)o->size);
+	if (o->backing)
+		printf(" backing_file=%s", o->backing);
+	if (o->backing_fmt)
+		printf(" backing_fmt=%s", o->backing_fmt);
+	if (o->compat_str)
+		printf(" compat=%s", o->compat_str);
+	printf(" lazy_refcounts=%s refcount_bits=%u\n",
+	       o->lazy ? "on" : "off", o->refcount_bits);
+}
+
+/* Fill the header fields for a new empty image (no offsets yet). */
+static int fill_header(const struct create_opts *o, struct qimg_header *h)
+{
+	struct qimg_err err = { "" };
+	int ret;
+
+	memset(h, 0, sizeof(*h));
+	h->version = (u32)o->version;
+	h->cluster_bits = (u32)log2u(o->cluster_size);
+	h->size = o->size;
+	h->refcount_order = (u32)log2u(o->refcount_bits);
+	h->header_length = o->version >= 3 ? QIMG_V3_HEADER_LEN_COMP :
+					     QIMG_V2_HEADER_LEN;
+	h->compression_type = o->compression;
+	if (o->ext_l2)
+		h->incompatible_features |= QIMG_INCOMPAT_EXTL2;
+	if (o->compression != QIMG_COMPRESSION_ZLIB)
+		h->incompatible_features |= QIMG_INCOMPAT_COMPRESSION;
+	if (o->lazy)
+		h->compatible_features |= QIMG_COMPAT_LAZY_REFCOUNTS;
+	if (o->backing) {
+		snprintf(h->backing_file, sizeof(h->backing_file), "%s",
+			 o->backing);
+		h->backing_file_size = (u32)strlen(o->backing);
+		snprintf(h->backing_fmt, sizeof(h->backing_fmt), "%s",
+			 o->backing_fmt);
+	}
+	ret = qimg_geom_init(h, &err);
+	if (ret) {
+		qimgctl_err("%s: %s", o->file, err.msg[0] ? err.msg :
+			    "invalid image parameters");
+		return ret;
+	}
+	h->l1_size = (u32)qimg_l1_entries_for(h->cluster_bits, o->ext_l2,
+					      o->size);
+	return 0;
+}
+
+int qimgctl_cmd_create(int argc, char **argv)
+{
+	static const struct option lopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct create_opts o = {
+		.cluster_size = 65536,
+		.refcount_bits = 16,
+		.version = 3,
+	};
+	char **optstr = calloc((size_t)argc + 1, sizeof(char *));
+	char **copies = calloc((size_t)argc + 1, sizeof(char *));
+	struct qimg_header h;
+	u64 cs, l1_bytes, l1_cl, rt_cl, rb_cl, total, need_rb, need_rt, i;
+	u64 rt_off, rb_off, l1_off, end;
+	u8 *hdr = NULL, *rt = NULL, *rb = NULL;
+	int nopt = 0, c, ret = -EINVAL, fd = -1;
+	const char *fmt = "qcow2";
+
+	if (!optstr || !copies) {
+		qimgctl_err("out of memory");
+		free(optstr);
+		free(copies);
+		return 1;
+	}
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+hqf:o:b:F:u", lopts,
+				NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			fmt = optarg;
+			break;
+		case 'o':
+			optstr[nopt++] = optarg;
+			break;
+		case 'b':
+			o.backing = optarg;
+			break;
+		case 'F':
+			o.backing_fmt = optarg;
+			break;
+		case 'u':
+			o.unsafe = true;
+			break;
+		case 'q':
+			o.quiet = true;
+			break;
+		case 'h':
+			create_usage();
+			ret = 0;
+			goto out;
+		default:
+			create_usage();
+			goto out;
+		}
+	}
+	if (optind >= argc || argc - optind > 2) {
+		create_usage();
+		goto out;
+	}
+	o.file = argv[optind];
+	if (strcmp(fmt, "qcow2")) {
+		qimgctl_err("%s: Unknown or unsupported format '%s' (only qcow2)",
+			    o.file, fmt);
+		goto out;
+	}
+	for (c = 0; c < nopt; c++) {
+		/*
+		 * -o values are split in place and the option values point
+		 * into them, so work on copies that live until we return.
+		 */
+		copies[c] = strdup(optstr[c]);
+		if (!copies[c]) {
+			qimgctl_err("out of memory");
+			goto out;
+		}
+		if (apply_opt_string(&o, copies[c]))
+			goto out;
+	}
+	if (optind + 1 < argc) {
+		if (qimgctl_parse_size(argv[optind + 1], &o.size)) {
+			qimgctl_err("%s: Invalid image size specified: '%s' (use a number of bytes with an optional k, M, G, T, P or E suffix)",
+				    o.file, argv[optind + 1]);
+			goto out;
+		}
+		o.has_size = true;
+	}
+	if (validate(&o) || fill_header(&o, &h))
+		goto out;
+
+	/*
+	 * Size the refcount structures so they cover themselves, the header
+	 * and the L1 table: iterate until the counts stop changing.
+	 */
+	cs = h.geom.cluster_size;
+	l1_bytes = (u64)h.l1_size * 8;
+	l1_cl = (l1_bytes + cs - 1) / cs;
+	rt_cl = 1;
+	rb_cl = 1;
+	for (;;) {
+		total = 1 + rt_cl + rb_cl + l1_cl;
+		need_rb = (total + h.geom.rb_entries - 1) / h.geom.rb_entries;
+		need_rt = (need_rb * 8 + cs - 1) / cs;
+		if (need_rb <= rb_cl && need_rt <= rt_cl)
+			break;
+		rb_cl = need_rb > rb_cl ? need_rb : rb_cl;
+		rt_cl = need_rt > rt_cl ? need_rt : rt_cl;
+	}
+	rt_off = cs;
+	rb_off = rt_off + rt_cl * cs;
+	l1_off = rb_off + rb_cl * cs;
+	h.refcount_table_offset = rt_off;
+	h.refcount_table_clusters = (u32)rt_cl;
+	h.l1_table_offset = h.l1_size ? l1_off : 0;
+
+	hdr = malloc(cs);
+	rt = calloc(rt_cl, cs);
+	rb = calloc(rb_cl, cs);
+	if (!hdr || !rt || !rb) {
+		qimgctl_err("%s: out of memory", o.file);
+		ret = -ENOMEM;
+		goto out;
+	}
+	/*
+	 * The backing file name goes right after the header extensions, so
+	 * encode once without it to learn where they end.
+	 */
+	if (o.backing) {
+		struct qimg_header tmp = h;
+
+		tmp.backing_file[0] = '\0';
+		tmp.backing_file_size = 0;
+		ret = qimg_header_encode(&tmp, hdr, cs);
+		if (ret < 0)
+			goto enc_fail;
+		if ((u64)ret + h.backing_file_size > cs) {
+			ret = -ENOSPC;
+			goto enc_fail;
+		}
+		h.backing_file_offset = (u64)ret;
+	}
+	ret = qimg_header_encode(&h, hdr, cs);
+	if (ret < 0)
+		goto enc_fail;
+
+	for (i = 0; i < rb_cl; i++)
+		put_unaligned_be64(rb_off + i * cs, rt + i * 8);
+	total = 1 + rt_cl + rb_cl + l1_cl;
+	for (i = 0; i < total; i++) {
+		ret = qimg_refcount_set(rb + (i / h.geom.rb_entries) * cs,
+					h.refcount_order,
+					i % h.geom.rb_entries, 1);
+		if (ret) {
+			qimgctl_err("%s: cannot set a refcount: %s", o.file,
+				    strerror(-ret));
+			goto out;
+		}
+	}
+
+	fd = open(o.file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		ret = -errno;
+		qimgctl_err("%s: Could not create '%s': %s", o.file, o.file,
+			    strerror(errno));
+		goto out;
+	}
+	if (!o.quiet)
+		print_formatting(&o);
+	ret = qimgctl_pwrite(fd, hdr, cs, 0);
+	if (!ret)
+		ret = qimgctl_pwrite(fd, rt, rt_cl * cs, rt_off);
+	if (!ret)
+		ret = qimgctl_pwrite(fd, rb, rb_cl * cs, rb_off);
+	/* The L1 table is all zeroes: extending the file writes it. */
+	end = h.l1_size ? l1_off + l1_bytes : l1_off;
+	if (!ret && ftruncate(fd, (off_t)end) < 0)
+		ret = -errno;
+	if (!ret && fsync(fd) < 0)
+		ret = -errno;
+	if (ret) {
+		qimgctl_err("%s: write failed: %s", o.file, strerror(-ret));
+		goto out;
+	}
+	ret = 0;
+	goto out;
+enc_fail:
+	qimgctl_err("%s: cannot encode the header: %s", o.file,
+		    ret == -ENOSPC ? "backing file name does not fit in the first cluster" :
+		    strerror(-ret));
+out:
+	if (fd >= 0 && close(fd) < 0 && !ret) {
+		qimgctl_err("%s: close: %s", o.file, strerror(errno));
+		ret = -EIO;
+	}
+	free(hdr);
+	free(rt);
+	free(rb);
+	for (c = 0; c < nopt; c++)
+		free(copies[c]);
+	free(copies);
+	free(optstr);
+	return ret ? 1 : 0;
+}

@@ -1,0 +1,569 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Reading qcow2 tables from userspace: L1/L2 access, the per-offset status
+ * walker used by `map` (and usable by `check`), backing-chain opening, and
+ * output helpers that format like qemu-img so results can be diffed
+ * against it.
+ *
+ * Nothing read from an image is trusted: every L1 and L2 entry goes through
+ * qimg_l1_decode()/qimg_l2_decode(), and every size is bounded before it is
+ * used to allocate or to read.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "image_io.h"
+
+int qimgctl_mapper_init(struct qimgctl_mapper *m, struct qimgctl_image *img)
+{
+	const struct qimg_header *h = &img->h;
+	u64 bytes, end;
+	u32 i;
+	int ret;
+
+	memset(m, 0, sizeof(*m));
+	m->img = img;
+	if (h->l1_size < h->geom.l1_size) {
+		qimgctl_err("%s: L1 table is too small (%u entries, %u needed)",
+			    img->path, h->l1_size, h->geom.l1_size);
+		return -EUCLEAN;
+	}
+	bytes = (u64)h->l1_size * 8;
+	if (bytes > QIMG_MAX_L1_BYTES) {
+		qimgctl_err("%s: L1 table is too large (%u entries)",
+			    img->path, h->l1_size);
+		return -EFBIG;
+	}
+	if (bytes && (!qimg_add_ok(h->l1_table_offset, bytes, &end) ||
+		      end > img->file_size)) {
+		qimgctl_err("%s: L1 table at %#" PRIx64 " extends past the end of the file",
+			    img->path, (uint64_t)h->l1_table_offset);
+		return -EUCLEAN;
+	}
+	m->l1_entries = h->l1_size;
+	m->l2_bytes = h->geom.cluster_size;
+	m->l1 = calloc(h->l1_size ? h->l1_size : 1, sizeof(u64));
+	m->l2 = malloc(m->l2_bytes);
+	if (!m->l1 || !m->l2) {
+		qimgctl_err("%s: out of memory", img->path);
+		qimgctl_mapper_fini(m);
+		return -ENOMEM;
+	}
+	if (bytes) {
+		ret = qimgctl_pread(img->fd, m->l1, bytes, h->l1_table_offset);
+		if (ret) {
+			qimgctl_err("%s: reading the L1 table: %s", img->path,
+				    strerror(-ret));
+			qimgctl_mapper_fini(m);
+			return ret;
+		}
+	}
+	for (i = 0; i < h->l1_size; i++)
+		m->l1[i] = be64_to_cpu(m->l1[i]);
+	return 0;
+}
+
+void qimgctl_mapper_fini(struct qimgctl_mapper *m)
+{
+	free(m->l1);
+	free(m->l2);
+	m->l1 = NULL;
+	m->l2 = NULL;
+	m->l2_offset = 0;
+}
+
+int qimgctl_l2_raw(struct qimgctl_mapper *m, u64 l2_offset, u64 idx,
+		   u64 *raw, u64 *bitmap)
+{
+	const struct qimg_geom *g = &m->img->h.geom;
+	int ret;
+
+	if (idx >= g->l2_entries)
+		return -EINVAL;
+	if (m->l2_offset != l2_offset) {
+		m->l2_offset = 0;
+		ret = qimgctl_pread(m->img->fd, m->l2, m->l2_bytes, l2_offset);
+		if (ret) {
+			qimgctl_err("%s: reading the L2 table at %#" PRIx64 ": %s",
+				    m->img->path, (uint64_t)l2_offset,
+				    strerror(-ret));
+			return ret;
+		}
+		m->l2_offset = l2_offset;
+	}
+	*raw = get_unaligned_be64(m->l2 + (idx << g->l2_entry_shift));
+	*bitmap = g->ext_l2 ?
+		get_unaligned_be64(m->l2 + (idx << g->l2_entry_shift) + 8) : 0;
+	return 0;
+}
+
+static void set_status(struct qimgctl_extent *ext, enum qimgctl_status st,
+		       bool has_offset, u64 host)
+{
+	ext->status = st;
+	ext->has_offset = has_offset;
+	ext->host_offset = has_offset ? host : 0;
+}
+
+int qimgctl_map_status(struct qimgctl_mapper *m, u64 guest, u64 max,
+		       struct qimgctl_extent *ext)
+{
+	struct qimgctl_image *img = m->img;
+	const struct qimg_geom *g = &img->h.geom;
+	struct qimg_err err = { "" };
+	struct qimg_l2_entry e;
+	u64 l1i, l2i, l2_offset, raw, bitmap, cstart, in_cl, end;
+	bool copied;
+	int ret;
+
+	memset(ext, 0, sizeof(*ext));
+	if (guest >= g->virtual_size || !max)
+		return -EINVAL;
+	l1i = qimg_l1_index(g, guest);
+	if (l1i >= m->l1_entries) {
+		qimgctl_err("%s: offset %#" PRIx64 " is beyond the L1 table",
+			    img->path, (uint64_t)guest);
+		return -EUCLEAN;
+	}
+	ret = qimg_l1_decode(g, m->l1[l1i], img->file_size, &l2_offset,
+			     &copied, &err);
+	if (ret) {
+		qimgctl_err("%s: L1 entry %" PRIu64 ": %s", img->path,
+			    (uint64_t)l1i, err.msg);
+		return -EUCLEAN;
+	}
+	cstart = guest & ~(g->cluster_size - 1);
+	in_cl = guest - cstart;
+	if (!l2_offset) {
+		/* The whole range this L2 table would map is unallocated. */
+		end = (l1i + 1) << (g->l2_bits + g->cluster_bits);
+		set_status(ext, QIMGCTL_ST_UNALLOC, false, 0);
+		goto out;
+	}
+	l2i = qimg_l2_index(g, guest);
+	ret = qimgctl_l2_raw(m, l2_offset, l2i, &raw, &bitmap);
+	if (ret)
+		return ret;
+	ret = qimg_l2_decode(g, img->h.version, raw, bitmap, img->file_size,
+			     &e, &err);
+	if (ret) {
+		qimgctl_err("%s: L2 entry %" PRIu64 " of the table at %#" PRIx64 ": %s",
+			    img->path, (uint64_t)l2i, (uint64_t)l2_offset,
+			    err.msg);
+		return -EUCLEAN;
+	}
+	end = cstart + g->cluster_size;
+	if (e.type == QIMG_CLUSTER_COMPRESSED) {
+		/* Compressed data has no byte-addressable host location. */
+		set_status(ext, QIMGCTL_ST_DATA, false, 0);
+		ext->compressed = true;
+	} else if (g->ext_l2) {
+		unsigned int sc = (unsigned int)(in_cl >> g->subcluster_bits);
+		bool has = e.host_offset != 0;
+
+		end = cstart + ((u64)(sc + 1) << g->subcluster_bits);
+		switch (qimg_subcluster_type(&e, sc)) {
+		case QIMG_SUBCLUSTER_NORMAL:
+			if (!has) {
+				qimgctl_err("%s: L2 entry %" PRIu64 " of the table at %#" PRIx64 ": allocated subcluster without a host cluster",
+					    img->path, (uint64_t)l2i,
+					    (uint64_t)l2_offset);
+				return -EUCLEAN;
+			}
+			set_status(ext, QIMGCTL_ST_DATA, true,
+				   e.host_offset + in_cl);
+			break;
+		case QIMG_SUBCLUSTER_ZERO:
+			set_status(ext, QIMGCTL_ST_ZERO, has,
+				   e.host_offset + in_cl);
+			break;
+		case QIMG_SUBCLUSTER_COMPRESSED:
+			set_status(ext, QIMGCTL_ST_DATA, false, 0);
+			ext->compressed = true;
+			break;
+		default:
+			/*
+			 * An unallocated subcluster of an allocated cluster
+			 * still has a host location; qemu reports it.
+			 */
+			set_status(ext, QIMGCTL_ST_UNALLOC, has,
+				   e.host_offset + in_cl);
+			break;
+		}
+	} else {
+		switch (e.type) {
+		case QIMG_CLUSTER_NORMAL:
+			set_status(ext, QIMGCTL_ST_DATA, true,
+				   e.host_offset + in_cl);
+			break;
+		case QIMG_CLUSTER_ZERO_ALLOC:
+			set_status(ext, QIMGCTL_ST_ZERO, true,
+				   e.host_offset + in_cl);
+			break;
+		case QIMG_CLUSTER_ZERO_PLAIN:
+			set_status(ext, QIMGCTL_ST_ZERO, false, 0);
+			break;
+		default:
+			set_status(ext, QIMGCTL_ST_UNALLOC, false, 0);
+			break;
+		}
+	}
+	/* Encrypted data has no plaintext location to point at. */
+	if (img->h.crypt_method)
+		ext->has_offset = false;
+out:
+	if (end > g->virtual_size)
+		end = g->virtual_size;
+	ext->len = end - guest;
+	if (ext->len > max)
+		ext->len = max;
+	return 0;
+}
+
+char *qimgctl_path_combine(const char *base, const char *rel)
+{
+	const char *slash;
+	size_t dlen;
+	char *out;
+
+	if (rel[0] == '/' || !(slash = strrchr(base, '/')))
+		return strdup(rel);
+	dlen = (size_t)(slash - base) + 1;
+	out = malloc(dlen + strlen(rel) + 1);
+	if (!out)
+		return NULL;
+	memcpy(out, base, dlen);
+	strcpy(out + dlen, rel);
+	return out;
+}
+
+int qimgctl_probe_raw(int fd, bool *raw)
+{
+	unsigned char buf[4];
+	int ret;
+
+	ret = qimgctl_pread(fd, buf, sizeof(buf), 0);
+	if (ret)
+		return ret;
+	*raw = get_unaligned_be32(buf) != QIMG_MAGIC;
+	return 0;
+}
+
+static void node_free(struct qimgctl_node *n)
+{
+	if (!n)
+		return;
+	if (n->raw) {
+		if (n->raw_fd >= 0)
+			close(n->raw_fd);
+	} else {
+		qimgctl_mapper_fini(&n->map);
+		qimgctl_image_close(&n->img);
+	}
+	free(n->path);
+	free(n);
+}
+
+void qimgctl_chain_close(struct qimgctl_node *top)
+{
+	while (top) {
+		struct qimgctl_node *next = top->backing;
+
+		node_free(top);
+		top = next;
+	}
+}
+
+/* Open one chain element; @fmt is "", "qcow2" or "raw". */
+static int node_open(struct qimgctl_node **out, char *path, const char *fmt,
+		     bool top)
+{
+	struct qimgctl_node *n;
+	struct stat st;
+	int ret;
+
+	n = calloc(1, sizeof(*n));
+	if (!n) {
+		free(path);
+		qimgctl_err("out of memory");
+		return -ENOMEM;
+	}
+	n->path = path;
+	n->raw_fd = -1;
+	n->img.fd = -1;
+	if (!top && strcmp(fmt, "qcow2")) {
+		if (strcmp(fmt, "raw") && fmt[0]) {
+			qimgctl_err("%s: backing file format '%s' is not supported (only qcow2 and raw)",
+				    path, fmt);
+			ret = -EOPNOTSUPP;
+			goto fail;
+		}
+		n->raw_fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (n->raw_fd < 0) {
+			ret = -errno;
+			qimgctl_err("%s: could not open backing file: %s",
+				    path, strerror(errno));
+			goto fail;
+		}
+		if (!fmt[0]) {
+			ret = qimgctl_probe_raw(n->raw_fd, &n->raw);
+			if (ret) {
+				qimgctl_err("%s: %s", path, strerror(-ret));
+				goto fail;
+			}
+			if (!n->raw) {
+				close(n->raw_fd);
+				n->raw_fd = -1;
+			}
+		} else {
+			n->raw = true;
+		}
+	}
+	if (n->raw) {
+		if (fstat(n->raw_fd, &st) < 0) {
+			ret = -errno;
+			qimgctl_err("%s: %s", path, strerror(errno));
+			goto fail;
+		}
+		/* The block layer sees raw files in whole sectors. */
+		n->length = ((u64)st.st_size + 511) & ~511ULL;
+		*out = n;
+		return 0;
+	}
+	ret = qimgctl_image_open(&n->img, path, false);
+	if (ret)
+		goto fail;
+	ret = qimgctl_mapper_init(&n->map, &n->img);
+	if (ret) {
+		qimgctl_image_close(&n->img);
+		goto fail;
+	}
+	n->length = n->img.h.size;
+	*out = n;
+	return 0;
+fail:
+	n->raw = false;
+	if (n->raw_fd >= 0)
+		close(n->raw_fd);
+	free(n->path);
+	free(n);
+	return ret;
+}
+
+int qimgctl_chain_open(struct qimgctl_node **top, const char *path,
+		       bool no_backing)
+{
+	struct qimgctl_node *n = NULL, **link = top;
+	char *p = strdup(path);
+	const char *fmt = "qcow2";
+	int depth, ret;
+
+	*top = NULL;
+	if (!p) {
+		qimgctl_err("out of memory");
+		return -ENOMEM;
+	}
+	for (depth = 0;; depth++) {
+		ret = node_open(&n, p, fmt, depth == 0);
+		if (ret)
+			goto fail;
+		*link = n;
+		link = &n->backing;
+		if (no_backing || n->raw || !n->img.h.backing_file[0])
+			return 0;
+		if (depth + 1 >= QIMGCTL_MAX_CHAIN) {
+			qimgctl_err("%s: backing chain is longer than %d images (a loop?)",
+				    path, QIMGCTL_MAX_CHAIN);
+			ret = -ELOOP;
+			goto fail;
+		}
+		p = qimgctl_path_combine(n->path, n->img.h.backing_file);
+		if (!p) {
+			qimgctl_err("out of memory");
+			ret = -ENOMEM;
+			goto fail;
+		}
+		fmt = n->img.h.backing_fmt;
+	}
+fail:
+	qimgctl_chain_close(*top);
+	*top = NULL;
+	return ret;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Output helpers                                                           */
+
+static void json_indent(FILE *f, int level)
+{
+	fprintf(f, "%*s", level * 4, "");
+}
+
+/*
+ * Decode one UTF-8 sequence; invalid bytes become U+FFFD, one at a time,
+ * the way qemu's JSON writer treats them.
+ */
+static u32 utf8_next(const unsigned char **sp)
+{
+	const unsigned char *s = *sp;
+	u32 cp, min;
+	int n, i;
+
+	if (s[0] < 0x80) {
+		*sp = s + 1;
+		return s[0];
+	} else if ((s[0] & 0xe0) == 0xc0) {
+		n = 1; cp = s[0] & 0x1f; min = 0x80;
+	} else if ((s[0] & 0xf0) == 0xe0) {
+		n = 2; cp = s[0] & 0x0f; min = 0x800;
+	} else if ((s[0] & 0xf8) == 0xf0) {
+		n = 3; cp = s[0] & 0x07; min = 0x10000;
+	} else {
+		*sp = s + 1;
+		return 0xfffd;
+	}
+	for (i = 1; i <= n; i++) {
+		if ((s[i] & 0xc0) != 0x80) {
+			*sp = s + 1;
+			return 0xfffd;
+		}
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	*sp = s + n + 1;
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0xfffd;
+	return cp;
+}
+
+static void json_string(FILE *f, const char *str)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	u32 cp;
+
+	fputc('"', f);
+	while (*s) {
+		cp = utf8_next(&s);
+		switch (cp) {
+		case '"':
+			fputs("\\\"", f);
+			break;
+		case '\\':
+			fputs("\\\\", f);
+			break;
+		case '\b':
+			fputs("\\b", f);
+			break;
+		case '\f':
+			fputs("\\f", f);
+			break;
+		case '\n':
+			fputs("\\n", f);
+			break;
+		case '\r':
+			fputs("\\r", f);
+			break;
+		case '\t':
+			fputs("\\t", f);
+			break;
+		default:
+			if (cp >= 0x10000) {
+				cp -= 0x10000;
+				fprintf(f, "\\u%04X\\u%04X", 0xd800 + (cp >> 10),
+					0xdc00 + (cp & 0x3ff));
+			} else if (cp < 0x20 || cp >= 0x7f) {
+				fprintf(f, "\\u%04X", cp);
+			} else {
+				fputc((int)cp, f);
+			}
+		}
+	}
+	fputc('"', f);
+}
+
+static void json_value(FILE *f, struct json_object *o, int level)
+{
+	const char *sep = "";
+	size_t i, n;
+
+	switch (json_object_get_type(o)) {
+	case json_type_object:
+		fputc('{', f);
+		json_object_object_foreach(o, key, val) {
+			fprintf(f, "%s\n", sep);
+			json_indent(f, level + 1);
+			json_string(f, key);
+			fputs(": ", f);
+			json_value(f, val, level + 1);
+			sep = ",";
+		}
+		fputc('\n', f);
+		json_indent(f, level);
+		fputc('}', f);
+		break;
+	case json_type_array:
+		fputc('[', f);
+		n = json_object_array_length(o);
+		for (i = 0; i < n; i++) {
+			fprintf(f, "%s\n", sep);
+			json_indent(f, level + 1);
+			json_value(f, json_object_array_get_idx(o, i),
+				   level + 1);
+			sep = ",";
+		}
+		fputc('\n', f);
+		json_indent(f, level);
+		fputc(']', f);
+		break;
+	case json_type_boolean:
+		fputs(json_object_get_boolean(o) ? "true" : "false", f);
+		break;
+	case json_type_int:
+		/* json-c keeps the sign; large unsigned values stay exact. */
+		if (json_object_get_int64(o) == INT64_MAX)
+			fprintf(f, "%" PRIu64, json_object_get_uint64(o));
+		else
+			fprintf(f, "%" PRId64, json_object_get_int64(o));
+		break;
+	case json_type_string:
+		json_string(f, json_object_get_string(o));
+		break;
+	case json_type_double:
+		fprintf(f, "%.17g", json_object_get_double(o));
+		break;
+	default:
+		fputs("null", f);
+		break;
+	}
+}
+
+void qimgctl_json_print(FILE *f, struct json_object *obj)
+{
+	json_value(f, obj, 0);
+	fputc('\n', f);
+}
+
+void qimgctl_size_str(u64 val, char *buf, size_t len)
+{
+	static const char *const sfx[] = { "", "Ki", "Mi", "Gi", "Ti", "Pi",
+					   "Ei" };
+	int e = 0, i;
+
+	/*
+	 * Pick the unit so the number shown stays below 1000 (hence the
+	 * 1000/1024 correction before taking the binary exponent).
+	 */
+	frexp((double)val / (1000.0 / 1024.0), &e);
+	i = (e - 1) / 10;
+	if (i < 0)
+		i = 0;
+	if (i > 6)
+		i = 6;
+	snprintf(buf, len, "%0.3g %sB", (double)val / (double)(1ULL << (i * 10)),
+		 sfx[i]);
+}

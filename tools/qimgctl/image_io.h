@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Table reading shared by qimgctl subcommands: L1/L2 access, a guest-offset
+ * to host mapping walker, backing-chain opening and a JSON printer that
+ * formats like qemu-img, so `map`, `info` and `check` agree on how a
+ * cluster is classified and on how output looks.
+ */
+#ifndef QIMGCTL_IMAGE_IO_H
+#define QIMGCTL_IMAGE_IO_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <json-c/json.h>
+
+#include "qimgctl.h"
+
+/* Longest backing chain we follow; deeper chains are almost surely loops. */
+#define QIMGCTL_MAX_CHAIN	64
+
+/*
+ * Reads the tables of one opened image.  The L1 table is read once; one L2
+ * table is cached, which is all a sequential walk needs.
+ */
+struct qimgctl_mapper {
+	struct qimgctl_image *img;
+	u64 *l1;		/* CPU-endian raw entries */
+	u32 l1_entries;		/* entries that map guest data */
+	u8 *l2;			/* cached L2 table, raw bytes */
+	u64 l2_offset;		/* host offset of the cached table, 0 = none */
+	u64 l2_bytes;
+};
+
+/* How a range of guest bytes is stored in one image (not its backing). */
+enum qimgctl_status {
+	QIMGCTL_ST_UNALLOC,	/* defer to the backing file */
+	QIMGCTL_ST_ZERO,	/* reads as zeroes */
+	QIMGCTL_ST_DATA,	/* data, possibly compressed */
+};
+
+struct qimgctl_extent {
+	enum qimgctl_status status;
+	bool compressed;
+	bool has_offset;	/* host_offset is meaningful */
+	u64 host_offset;	/* of the first byte asked for */
+	u64 len;		/* bytes from the asked offset with this status */
+};
+
+/* Read the L1 table of @img.  Prints the reason and returns -errno. */
+int qimgctl_mapper_init(struct qimgctl_mapper *m, struct qimgctl_image *img);
+void qimgctl_mapper_fini(struct qimgctl_mapper *m);
+
+/*
+ * Raw entry @idx of the L2 table at @l2_offset (second word in @bitmap for
+ * extended L2).  Loads the table into the cache.
+ */
+int qimgctl_l2_raw(struct qimgctl_mapper *m, u64 l2_offset, u64 idx,
+		   u64 *raw, u64 *bitmap);
+
+/*
+ * Status of guest offset @guest (< virtual size): the extent covers at most
+ * to the end of the (sub)cluster, or of the whole L2 range when the L1
+ * entry is empty, and never more than @max bytes.  Every table entry is
+ * decoded by the format core; corruption prints a message naming the image
+ * and returns -EUCLEAN.
+ */
+int qimgctl_map_status(struct qimgctl_mapper *m, u64 guest, u64 max,
+		       struct qimgctl_extent *ext);
+
+/* One element of a backing chain: a qcow2 image or a raw file. */
+struct qimgctl_node {
+	char *path;		/* as opened (resolved for backing files) */
+	bool raw;
+	int raw_fd;
+	u64 length;		/* virtual size in bytes */
+	struct qimgctl_image img;
+	struct qimgctl_mapper map;
+	struct qimgctl_node *backing;
+};
+
+/*
+ * Open @path as a qcow2 image (the top of a chain is always qcow2) and,
+ * unless @no_backing, its whole backing chain.  Prints the reason and
+ * returns -errno on failure.
+ */
+int qimgctl_chain_open(struct qimgctl_node **top, const char *path,
+		       bool no_backing);
+void qimgctl_chain_close(struct qimgctl_node *top);
+
+/*
+ * Resolve @rel against the directory of @base the way qemu does: absolute
+ * names stay, relative ones are taken from @base's directory.  Returns a
+ * malloc'd string or NULL.
+ */
+char *qimgctl_path_combine(const char *base, const char *rel);
+
+/* "qcow2" or "raw" from the first bytes of @fd; -errno on read errors. */
+int qimgctl_probe_raw(int fd, bool *raw);
+
+/*
+ * Print @obj the way qemu's pretty JSON output does (four-space indent,
+ * "key": value, empty containers on two lines), followed by a newline.
+ */
+void qimgctl_json_print(FILE *f, struct json_object *obj);
+
+/* qemu's size_to_str(): "0 B", "196 KiB", "1.5 GiB". */
+void qimgctl_size_str(u64 val, char *buf, size_t len);
+
+#endif /* QIMGCTL_IMAGE_IO_H */

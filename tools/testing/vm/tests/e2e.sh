@@ -1,0 +1,601 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Guest side of the e2e suite (run by ../run-tests through qimg-vm, with
+# qimg.ko loaded).  QEMU's own tools are the reference: every image is made
+# with qemu-img/qemu-io, every byte read through /dev/qimgN is compared with
+# "qemu-img convert -O raw", and every image written through /dev/qimgN must
+# pass "qemu-img check" and "qemu-img compare" against a raw file that got
+# the same writes.
+#
+# Env: QIMGCTL, QIMG_SCRATCH (set by qimg-vm), QIMG_E2E_FILTER (ERE over
+# case names: run only those).
+set -u
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../../../.." && pwd)
+. "$REPO/tools/testing/lib.sh"
+
+QIMGCTL=${QIMGCTL:-${QIMG_BUILD:-$REPO/build}/qimgctl}
+FILTER=${QIMG_E2E_FILTER:-}
+MNT=/mnt/e2e
+TO=120			# seconds any single command may take
+# Device name prefix: "qimg"; the suite's self-test (QIMG_E2E_MOCK=1, see
+# mock-qimgctl) runs it against qemu-nbd's /dev/nbdN instead.
+P=qimg
+[ "${QIMG_E2E_MOCK:-0}" = 1 ] && P=nbd
+
+if [ "${QIMG_VM_MODULE_LOADED:-0}" != 1 ] && [ "$P" = qimg ]; then
+	t_fail "e2e: qimg.ko is not loaded in the guest"
+	t_done
+	exit 1
+fi
+if [ -z "${QIMG_SCRATCH:-}" ] || [ ! -d "$QIMG_SCRATCH" ]; then
+	t_fail "e2e: no scratch disk (QIMG_SCRATCH)"
+	t_done
+	exit 1
+fi
+W=$QIMG_SCRATCH/e2e
+mkdir -p "$W" "$MNT"
+cd "$W" || exit 1
+
+# --- helpers ---------------------------------------------------------------
+
+# run CMD...: run with a time limit; on failure say which command failed.
+run() {
+	timeout "$TO" "$@" && return 0
+	local rc=$?
+	echo "FAILED (status $rc): $*"
+	return 1
+}
+
+# q_attach [OPTS] IMG: attach, set DEV to /dev/qimgN.  qimgctl prints the
+# device; accept "/dev/qimgN" or "qimgN" anywhere in its output.
+q_attach() {
+	local out i
+	DEV=
+	if ! out=$(timeout 60 "$QIMGCTL" attach "$@" 2>&1); then
+		echo "FAILED: qimgctl attach $*: $out"
+		return 1
+	fi
+	DEV=$(printf '%s\n' "$out" | grep -o "/dev/$P[0-9]\\+" | head -n 1)
+	[ -n "$DEV" ] ||
+		DEV=$(printf '%s\n' "$out" | grep -o "\\b$P[0-9]\\+" | head -n 1 | sed 's|^|/dev/|')
+	if [ -z "$DEV" ]; then
+		echo "FAILED: qimgctl attach $* printed no device name: $out"
+		return 1
+	fi
+	for i in $(seq 50); do
+		[ -b "$DEV" ] && return 0
+		sleep 0.1
+	done
+	echo "FAILED: $DEV did not appear"
+	return 1
+}
+
+q_detach() {
+	run "$QIMGCTL" detach "$1"
+}
+
+# Bytes at an offset as big-endian hex, and writing a big-endian u64.
+be_read() {
+	od -An -tx1 -v -j "$2" -N "$3" "$1" | tr -d ' \n'
+}
+be_write64() {
+	printf "$(printf '%016x' "$3" | sed 's/../\\x&/g')" |
+		dd of="$1" bs=1 seek="$2" count=8 conv=notrunc status=none
+}
+
+# same_as_qemu DEV IMG: the device shows exactly what qemu-img reads.
+same_as_qemu() {
+	local dev=$1 img=$2 ref=$W/ref.raw sz
+	run qemu-img convert -O raw "$img" "$ref" || return 1
+	sz=$(blockdev --getsize64 "$dev")
+	if [ "$sz" != "$(stat -c %s "$ref")" ]; then
+		echo "FAILED: $dev has $sz bytes, qemu-img says $(stat -c %s "$ref")"
+		return 1
+	fi
+	run cmp "$dev" "$ref" || return 1
+	rm -f "$ref"
+}
+
+# ro_check IMG [ATTACH OPTS]: attach read-only and compare every byte.
+ro_check() {
+	local img=$1
+	shift
+	q_attach -r "$@" "$img" || return 1
+	same_as_qemu "$DEV" "$img" || { q_detach "$DEV"; return 1; }
+	q_detach "$DEV"
+}
+
+# dump_detach_compare DEV IMG: copy what the device shows into a raw file,
+# detach, then QEMU must find the image clean and identical to that copy.
+dump_detach_compare() {
+	local dev=$1 img=$2 raw=$W/dump.raw
+	run dd if="$dev" of="$raw" bs=1M status=none conv=sparse ||
+		{ q_detach "$dev"; return 1; }
+	q_detach "$dev" || return 1
+	run qemu-img check -q "$img" || return 1
+	run qemu-img compare -q -f qcow2 -F raw "$img" "$raw" || return 1
+	rm -f "$raw"
+}
+
+# The same writes to a device/image and to a raw reference file.
+# ops: "OFFSET LENGTH" pairs; data comes from $W/rnd at a per-op offset.
+DD_OPS="0 512
+1000 3000
+65000 2000
+131071 200000
+3145735 1
+8192 4096
+2097152 131072
+67107840 1024
+33554431 65538
+500000 13"
+apply_ops() {
+	local target=$1 flags=$2 off len n=0
+	while read -r off len; do
+		[ -n "$off" ] || continue
+		dd if="$W/rnd" of="$target" bs="$len" count=1 skip=$((n * 4096)) \
+			seek="$off" iflag=skip_bytes oflag=seek_bytes \
+			conv=notrunc$flags status=none || return 1
+		n=$((n + 1))
+	done <<<"$DD_OPS"
+}
+
+cleanup() {
+	mountpoint -q "$MNT" && umount "$MNT"
+	"$QIMGCTL" detach -a >/dev/null 2>&1
+	losetup -D 2>/dev/null
+	rm -f "$W"/*.qcow2 "$W"/*.raw "$W"/*.img
+}
+
+KBAD='Oops|BUG:|WARNING:|KASAN|UBSAN|kmemleak|lockdep|possible recursive locking|INFO: task .* blocked|general protection|Call Trace'
+# tc NAME FUNC [ARGS]: one case.  Its output is shown only when it fails;
+# a kernel splat while it ran fails it too, so blame lands on the right
+# case (qimg-vm also fails the whole run for it).
+tc() {
+	local name=$1 out n0 new
+	shift
+	if [ -n "$FILTER" ] && ! [[ $name =~ $FILTER ]]; then
+		return 0
+	fi
+	n0=$(dmesg | wc -l)
+	out=$("$@" 2>&1)
+	local rc=$?
+	new=$(dmesg | tail -n +$((n0 + 1)) | grep -E "$KBAD")
+	if [ $rc = 0 ] && [ -z "$new" ]; then
+		t_pass "$name"
+	elif [ $rc = 0 ]; then
+		t_fail "$name: kernel log: $(echo "$new" | head -n 1)"
+		dmesg | tail -n +$((n0 + 1)) | head -n 60 | sed 's/^/#   /'
+	else
+		t_fail "$name: $(printf '%s\n' "$out" | grep -m1 -E 'FAILED|differ|error|Error' || echo "status $rc")"
+		printf '%s\n' "$out" | tail -n 30 | sed 's/^/#   /'
+		dmesg | tail -n +$((n0 + 1)) | tail -n 20 | sed 's/^/#   dmesg: /'
+	fi
+	cleanup
+}
+
+# Random data used by every write test, so host-side references can be
+# rebuilt from the same bytes.
+dd if=/dev/urandom of="$W/rnd" bs=1M count=1 status=none
+
+if [ "$P" = qimg ] && [ ! -c /dev/qimg-control ]; then
+	t_fail "e2e: /dev/qimg-control missing after insmod"
+fi
+
+# --- read-only: images written by QEMU --------------------------------------
+
+# The qemu-io script used for several layouts: patterns at aligned and odd
+# offsets, cluster-crossing writes, zero writes (with and without unmap),
+# discards, and the last bytes of the disk.
+QIO_PAT=(-c 'write -P 0xa1 0 64k' -c 'write -P 0xa2 1M 4k'
+	-c 'write -P 0xa3 130001 70000' -c 'write -P 0xa4 4M 3M'
+	-c 'write -z 5M 64k' -c 'write -z -u 6M 256k' -c 'discard 1M 4k'
+	-c 'discard 4194304 65536' -c 'write -P 0xa5 10485761 511'
+	-c 'write -P 0xee 66060288 1M')
+
+ro_patterns() {
+	run qemu-img create -q -f qcow2 -o "cluster_size=$1" p.qcow2 64M || return 1
+	run qemu-io -f qcow2 "${QIO_PAT[@]}" p.qcow2 >/dev/null || return 1
+	ro_check p.qcow2
+}
+tc "ro: patterns, zero writes, discards (64k clusters)" ro_patterns 64k
+tc "ro: cluster size 4k" ro_patterns 4k
+tc "ro: cluster size 2M" ro_patterns 2M
+tc "ro: cluster size 512" ro_patterns 512
+
+ro_empty() {
+	run qemu-img create -q -f qcow2 e.qcow2 1G || return 1
+	ro_check e.qcow2
+}
+tc "ro: empty 1G image reads as zeros" ro_empty
+
+ro_extl2() {
+	run qemu-img create -q -f qcow2 -o cluster_size=64k,extended_l2=on x.qcow2 32M ||
+		return 1
+	# 2k subclusters: writes inside one, across two, zeroing one.
+	run qemu-io -f qcow2 -c 'write -P 0xb1 2048 2048' -c 'write -P 0xb2 5000 3000' \
+		-c 'write -P 0xb3 65536 64k' -c 'write -z 69632 2048' \
+		-c 'discard 71680 2048' -c 'write -P 0xb4 200000 100' x.qcow2 >/dev/null ||
+		return 1
+	ro_check x.qcow2
+}
+tc "ro: extended_l2 subclusters" ro_extl2
+
+ro_extl2_backing() {
+	run qemu-img create -q -f qcow2 b.qcow2 32M || return 1
+	run qemu-io -f qcow2 -c 'write -P 0x11 0 1M' b.qcow2 >/dev/null || return 1
+	run qemu-img create -q -f qcow2 -o cluster_size=64k,extended_l2=on \
+		-b b.qcow2 -F qcow2 x.qcow2 || return 1
+	run qemu-io -f qcow2 -c 'write -P 0xb1 2048 2048' -c 'write -z 8192 2048' \
+		-c 'write -P 0xb2 70000 10' x.qcow2 >/dev/null || return 1
+	ro_check x.qcow2
+}
+tc "ro: extended_l2 over a backing file" ro_extl2_backing
+
+ro_chain() {
+	run qemu-img create -q -f qcow2 c0.qcow2 64M || return 1
+	run qemu-io -f qcow2 -c 'write -P 0x01 0 4M' -c 'write -P 0x0f 60M 1M' \
+		c0.qcow2 >/dev/null || return 1
+	run qemu-img create -q -f qcow2 -b c0.qcow2 -F qcow2 c1.qcow2 || return 1
+	run qemu-io -f qcow2 -c 'write -P 0x02 1M 1M' -c 'write -P 0x12 3000 5000' \
+		-c 'write -z 2M 64k' c1.qcow2 >/dev/null || return 1
+	run qemu-img create -q -f qcow2 -o cluster_size=4k -b c1.qcow2 -F qcow2 c2.qcow2 ||
+		return 1
+	run qemu-io -f qcow2 -c 'write -P 0x03 1572864 4096' -c 'write -P 0x13 4000 100' \
+		-c 'write -z 60M 4k' -c 'discard 3M 64k' c2.qcow2 >/dev/null || return 1
+	ro_check c2.qcow2
+}
+tc "ro: 3-deep backing chain" ro_chain
+
+ro_raw_backing() {
+	run dd if="$W/rnd" of=base.raw bs=1M count=1 status=none || return 1
+	run truncate -s 8M base.raw || return 1
+	run qemu-img create -q -f qcow2 -b base.raw -F raw o.qcow2 || return 1
+	run qemu-io -f qcow2 -c 'write -P 0x77 10000 100' o.qcow2 >/dev/null || return 1
+	ro_check o.qcow2
+}
+tc "ro: raw backing file" ro_raw_backing
+
+ro_short_backing() {
+	# A backing file smaller than the overlay: reads past its end are zero.
+	run qemu-img create -q -f qcow2 s.qcow2 1M || return 1
+	run qemu-io -f qcow2 -c 'write -P 0x21 0 1M' s.qcow2 >/dev/null || return 1
+	run qemu-img create -q -f qcow2 -b s.qcow2 -F qcow2 o.qcow2 16M || return 1
+	ro_check o.qcow2
+}
+tc "ro: backing file shorter than the overlay" ro_short_backing
+
+ro_snapshot() {
+	run qemu-img create -q -f qcow2 s.qcow2 32M || return 1
+	run qemu-io -f qcow2 -c 'write -P 0x31 0 2M' s.qcow2 >/dev/null || return 1
+	run qemu-img snapshot -c one s.qcow2 || return 1
+	run qemu-io -f qcow2 -c 'write -P 0x32 1M 2M' -c 'write -P 0x33 100 10' \
+		s.qcow2 >/dev/null || return 1
+	run qemu-img snapshot -c two s.qcow2 || return 1
+	run qemu-io -f qcow2 -c 'discard 0 64k' -c 'write -P 0x34 8M 64k' \
+		s.qcow2 >/dev/null || return 1
+	ro_check s.qcow2
+}
+tc "ro: internal snapshots (active layer)" ro_snapshot
+
+ro_compressed() {
+	# Compressible data (text and patterns) with holes, then a few normal
+	# clusters written over compressed ones.
+	{
+		seq 1 200000
+		head -c 1M "$W/rnd"
+		yes qimg | head -c 2M
+	} >src.raw
+	run truncate -s 16M src.raw || return 1
+	run qemu-img convert -q -c -O qcow2 -o "compression_type=$1" src.raw z.qcow2 ||
+		return 1
+	run qemu-io -f qcow2 -c 'write -P 0x41 65536 4096' z.qcow2 >/dev/null || return 1
+	ro_check z.qcow2
+}
+tc "ro: compressed clusters (zlib)" ro_compressed zlib
+tc "ro: compressed clusters (zstd)" ro_compressed zstd
+
+ro_refcount_bits() {
+	run qemu-img create -q -f qcow2 -o "refcount_bits=$1" r.qcow2 16M || return 1
+	run qemu-io -f qcow2 "${QIO_PAT[@]:0:8}" r.qcow2 >/dev/null || return 1
+	ro_check r.qcow2
+}
+tc "ro: refcount_bits=1" ro_refcount_bits 1
+tc "ro: refcount_bits=64" ro_refcount_bits 64
+
+# --- writes through /dev/qimgN ----------------------------------------------
+
+rw_dd() {
+	run qemu-img create -q -f qcow2 -o "$1" w.qcow2 64M || return 1
+	run truncate -s 64M w.raw || return 1
+	q_attach w.qcow2 || return 1
+	apply_ops "$DEV" ,fsync || { echo "FAILED: dd to $DEV"; return 1; }
+	# O_DIRECT sub-cluster and cross-cluster writes too.
+	run dd if="$W/rnd" of="$DEV" bs=4k count=3 skip=100 seek=2000 oflag=direct \
+		conv=notrunc status=none || return 1
+	run dd if="$W/rnd" of=w.raw bs=4k count=3 skip=100 seek=2000 \
+		conv=notrunc status=none || return 1
+	apply_ops w.raw "" || return 1
+	# Read back through the driver before QEMU looks at the file.
+	blockdev --flushbufs "$DEV"
+	echo 3 >/proc/sys/vm/drop_caches
+	run cmp "$DEV" w.raw || return 1
+	q_detach "$DEV" || return 1
+	run qemu-img check -q w.qcow2 || return 1
+	run qemu-img compare -q -f qcow2 -F raw w.qcow2 w.raw || return 1
+	# Second round: overwrite clusters that are allocated now.
+	q_attach w.qcow2 || return 1
+	run dd if="$W/rnd" of="$DEV" bs=1000 count=7 skip=3 seek=777 conv=notrunc,fsync \
+		status=none || return 1
+	run dd if="$W/rnd" of=w.raw bs=1000 count=7 skip=3 seek=777 conv=notrunc status=none ||
+		return 1
+	q_detach "$DEV" || return 1
+	run qemu-img check -q w.qcow2 || return 1
+	run qemu-img compare -q -f qcow2 -F raw w.qcow2 w.raw
+}
+tc "rw: dd at odd offsets (64k clusters)" rw_dd cluster_size=64k
+tc "rw: dd at odd offsets (4k clusters)" rw_dd cluster_size=4k
+tc "rw: dd at odd offsets (2M clusters)" rw_dd cluster_size=2M
+tc "rw: dd at odd offsets (extended_l2)" rw_dd cluster_size=64k,extended_l2=on
+tc "rw: dd at odd offsets (refcount_bits=1)" rw_dd refcount_bits=1
+
+rw_fio() {
+	run qemu-img create -q -f qcow2 f.qcow2 128M || return 1
+	q_attach f.qcow2 || return 1
+	run fio --name=verify --filename="$DEV" --rw=randwrite --bsrange=4k-64k \
+		--size=48M --ioengine=libaio --iodepth=16 --direct=1 \
+		--verify=crc32c --verify_fatal=1 --randrepeat=0 --output=/dev/null ||
+		{ q_detach "$DEV"; return 1; }
+	dump_detach_compare "$DEV" f.qcow2
+}
+tc "rw: fio random writes, verify=crc32c" rw_fio
+
+rw_ext4() {
+	run qemu-img create -q -f qcow2 e.qcow2 256M || return 1
+	q_attach e.qcow2 || return 1
+	run mkfs.ext4 -q -F "$DEV" || return 1
+	run mount "$DEV" "$MNT" || return 1
+	mkdir "$MNT/tree"
+	run cp -a "$REPO/drivers" "$REPO/tools" "$MNT/tree/" || return 1
+	run dd if=/dev/urandom of="$MNT/big" bs=1M count=20 status=none || return 1
+	(cd "$MNT" && find . -type f ! -name sums -exec sha256sum {} + >sums)
+	run umount "$MNT" || return 1
+	run e2fsck -fn "$DEV" || return 1
+	run mount -o ro "$DEV" "$MNT" || return 1
+	(cd "$MNT" && sha256sum --quiet -c sums) || { echo "FAILED: sums differ"; return 1; }
+	run umount "$MNT" || return 1
+	dump_detach_compare "$DEV" e.qcow2
+}
+tc "rw: mkfs.ext4, copy files, e2fsck -fn" rw_ext4
+
+# COW: writes into an overlay whose backing file has data; the untouched
+# parts of each cluster must come from the backing file.
+rw_cow() {
+	local bfmt=$1 ovopts=$2
+	if [ "$bfmt" = raw ]; then
+		run dd if="$W/rnd" of=base.img bs=1M count=1 status=none || return 1
+		run truncate -s 64M base.img || return 1
+	else
+		run qemu-img create -q -f qcow2 base.img 64M || return 1
+		run qemu-io -f qcow2 -c 'write -P 0x5a 0 4M' -c 'write -P 0x5b 33M 2M' \
+			base.img >/dev/null || return 1
+	fi
+	run qemu-img create -q -f qcow2 -o "$ovopts" -b base.img -F "$bfmt" ov.qcow2 ||
+		return 1
+	run qemu-img convert -O raw base.img ov.raw || return 1
+	q_attach ov.qcow2 || return 1
+	apply_ops "$DEV" ,fsync || { echo "FAILED: dd to $DEV"; return 1; }
+	apply_ops ov.raw "" || return 1
+	q_detach "$DEV" || return 1
+	run qemu-img check -q ov.qcow2 || return 1
+	run qemu-img compare -q -f qcow2 -F raw ov.qcow2 ov.raw
+}
+tc "cow: overlay over qcow2 backing" rw_cow qcow2 cluster_size=64k
+tc "cow: overlay over raw backing" rw_cow raw cluster_size=64k
+tc "cow: overlay with 2M clusters" rw_cow qcow2 cluster_size=2M
+tc "cow: extended_l2 overlay (subcluster COW)" rw_cow qcow2 cluster_size=64k,extended_l2=on
+
+# Four writers into unallocated clusters at once: disjoint regions, then
+# interleaved 4k slots inside the same clusters.
+conc() {
+	run qemu-img create -q -f qcow2 c.qcow2 256M || return 1
+	q_attach c.qcow2 || return 1
+	run fio --name=c --filename="$DEV" --rw=randwrite --bs=4k --numjobs=4 \
+		--offset_increment=32M --size=16M --ioengine=libaio --iodepth=8 \
+		--direct=1 --verify=crc32c --verify_fatal=1 --output=/dev/null ||
+		{ q_detach "$DEV"; return 1; }
+	run fio --filename="$DEV" --rw=write:12k --bs=4k --size=8M --ioengine=libaio \
+		--iodepth=4 --direct=1 --verify=crc32c --verify_fatal=1 --output=/dev/null \
+		--name=s0 --offset=160M --name=s1 --offset=163844k \
+		--name=s2 --offset=163848k --name=s3 --offset=163852k ||
+		{ q_detach "$DEV"; return 1; }
+	dump_detach_compare "$DEV" c.qcow2
+}
+tc "concurrency: 4 fio jobs allocating clusters" conc
+
+# --- error paths --------------------------------------------------------------
+
+# attach_refused IMG [OPTS]: attach must fail with a message and leave no
+# device behind.
+attach_refused() {
+	local img=$1 out
+	shift
+	local before after
+	before=$("$QIMGCTL" list 2>/dev/null | wc -l)
+	if out=$(timeout 60 "$QIMGCTL" attach "$@" "$img" 2>&1); then
+		echo "FAILED: attach of $img succeeded: $out"
+		return 1
+	fi
+	[ -n "$out" ] || { echo "FAILED: attach failed without a message"; return 1; }
+	echo "attach said: $out"
+	after=$("$QIMGCTL" list 2>/dev/null | wc -l)
+	[ "$before" = "$after" ] || { echo "FAILED: a device was left behind"; return 1; }
+}
+
+err_not_qcow2() {
+	run dd if="$W/rnd" of=n.img bs=1M count=1 status=none || return 1
+	attach_refused n.img
+}
+tc "err: attach of a non-qcow2 file refused" err_not_qcow2
+
+err_empty_file() {
+	: >e.img
+	attach_refused e.img
+}
+tc "err: attach of an empty file refused" err_empty_file
+
+err_header() {
+	run qemu-img create -q -f qcow2 h.qcow2 16M || return 1
+	case $1 in
+	l1) be_write64 h.qcow2 40 74565 ;;		# unaligned L1 offset
+	rt) be_write64 h.qcow2 48 $((1 << 50)) ;;	# refcount table past EOF
+	cb) printf '\x00\x00\x00\x28' | dd of=h.qcow2 bs=1 seek=20 conv=notrunc status=none ;;
+	feat) be_write64 h.qcow2 72 $((1 << 62)) ;;	# unknown incompatible bit
+	ver) printf '\x00\x00\x00\x04' | dd of=h.qcow2 bs=1 seek=4 conv=notrunc status=none ;;
+	esac
+	attach_refused h.qcow2 -r
+}
+tc "err: unaligned L1 table offset refused" err_header l1
+tc "err: refcount table past EOF refused" err_header rt
+tc "err: cluster_bits 40 refused" err_header cb
+tc "err: unknown incompatible feature refused" err_header feat
+tc "err: qcow2 version 4 refused" err_header ver
+
+err_data_file() {
+	run qemu-img create -q -f qcow2 -o data_file=d.raw d.qcow2 16M || return 1
+	# External data files may be unsupported: then refuse cleanly, else
+	# show the right data.
+	if out=$(timeout 60 "$QIMGCTL" attach -r d.qcow2 2>&1); then
+		echo "attach accepted the external data file: $out"
+		"$QIMGCTL" detach -a >/dev/null 2>&1
+		ro_check d.qcow2
+	else
+		[ -n "$out" ] || { echo "FAILED: refused without a message"; return 1; }
+	fi
+}
+tc "err: external data file refused or served" err_data_file
+
+err_bad_l2_entry() {
+	local l1 l2
+	run qemu-img create -q -f qcow2 b.qcow2 16M || return 1
+	run qemu-io -f qcow2 -c 'write -P 0x61 0 64k' b.qcow2 >/dev/null || return 1
+	l1=$((16#$(be_read b.qcow2 40 8)))
+	l2=$(( (16#$(be_read b.qcow2 "$l1" 8)) & 0x00fffffffffffe00 ))
+	# Point guest cluster 0 far beyond the end of the file.
+	be_write64 b.qcow2 "$l2" $(( (1 << 63) | (1 << 44) ))
+	if ! q_attach -r b.qcow2; then
+		return 0	# refusing at attach time is fine too
+	fi
+	if dd if="$DEV" of=/dev/null bs=64k count=1 iflag=direct status=none 2>/dev/null; then
+		echo "FAILED: read of a cluster past EOF succeeded"
+		q_detach "$DEV"
+		return 1
+	fi
+	# The rest of the device must still work.
+	run dd if="$DEV" of=/dev/null bs=64k skip=1 count=4 status=none || return 1
+	q_detach "$DEV"
+}
+tc "err: L2 entry past EOF gives EIO, no crash" err_bad_l2_entry
+
+err_busy() {
+	run qemu-img create -q -f qcow2 m.qcow2 64M || return 1
+	q_attach m.qcow2 || return 1
+	run mkfs.ext4 -q -F "$DEV" || return 1
+	run mount "$DEV" "$MNT" || return 1
+	if out=$(timeout 60 "$QIMGCTL" detach "$DEV" 2>&1); then
+		echo "FAILED: detach of a mounted device succeeded"
+		return 1
+	fi
+	echo "detach said: $out"
+	[ -n "$out" ] || { echo "FAILED: no message"; return 1; }
+	run umount "$MNT" || return 1
+	q_detach "$DEV"
+}
+tc "err: detach of a mounted device refused" err_busy
+
+err_readonly() {
+	run qemu-img create -q -f qcow2 r.qcow2 16M || return 1
+	q_attach -r r.qcow2 || return 1
+	[ "$(blockdev --getro "$DEV")" = 1 ] || { echo "FAILED: $DEV is not read-only"; return 1; }
+	if dd if="$W/rnd" of="$DEV" bs=4k count=1 oflag=direct conv=notrunc status=none 2>/dev/null; then
+		echo "FAILED: write to a read-only device succeeded"
+		return 1
+	fi
+	q_detach "$DEV" || return 1
+	run qemu-img check -q r.qcow2
+}
+tc "err: read-only attach refuses writes" err_readonly
+
+err_detach_missing() {
+	if out=$(timeout 60 "$QIMGCTL" detach /dev/${P}999 2>&1); then
+		echo "FAILED: detach of /dev/${P}999 succeeded"
+		return 1
+	fi
+	[ -n "$out" ] || { echo "FAILED: no message"; return 1; }
+}
+tc "err: detach of a missing device fails" err_detach_missing
+
+list_json() {
+	local d1 d2 js
+	run qemu-img create -q -f qcow2 l1.qcow2 16M || return 1
+	run qemu-img create -q -f qcow2 -b l1.qcow2 -F qcow2 l2.qcow2 || return 1
+	q_attach -r l1.qcow2 || return 1
+	d1=$DEV
+	q_attach l2.qcow2 || return 1
+	d2=$DEV
+	js=$(run "$QIMGCTL" list --json) || return 1
+	echo "$js"
+	printf '%s' "$js" | python3 -c '
+import json, sys
+doc = json.load(sys.stdin)
+text = json.dumps(doc)
+for want in sys.argv[1:]:
+    if want not in text:
+        sys.exit("FAILED: %s not in list --json" % want)
+' "$W/l1.qcow2" "$W/l2.qcow2" "${d1#/dev/}" "${d2#/dev/}" || return 1
+	q_detach "$d2" || return 1
+	q_detach "$d1" || return 1
+	js=$(run "$QIMGCTL" list --json) || return 1
+	printf '%s' "$js" | python3 -c 'import json, sys; json.load(sys.stdin)' ||
+		{ echo "FAILED: list --json after detach is not JSON: $js"; return 1; }
+	if printf '%s' "$js" | grep -q "$W/l1.qcow2"; then
+		echo "FAILED: detached image still listed"
+		return 1
+	fi
+}
+tc "list --json shows attached devices" list_json
+
+# --- a first performance figure (not a test) --------------------------------
+
+fio_iops() {
+	timeout "$TO" fio --name=b --filename="$1" --rw="$2" --bs=4k --iodepth=32 \
+		--ioengine=libaio --direct=1 --time_based --runtime=5 --ramp_time=1 \
+		--output-format=json 2>/dev/null | python3 -c '
+import json, sys
+j = json.load(sys.stdin)["jobs"][0]
+print(int(j["read"]["iops"] + j["write"]["iops"]))' 2>/dev/null || echo "n/a"
+}
+
+bench() {
+	local loopdev
+	[ -z "$FILTER" ] || [[ bench =~ $FILTER ]] || return 0
+	dd if=/dev/urandom of=bench.raw bs=1M count=256 status=none || return 0
+	qemu-img convert -O qcow2 bench.raw bench.qcow2 || return 0
+	loopdev=$(losetup --direct-io=on -f --show bench.raw) || return 0
+	if q_attach bench.qcow2 >/dev/null; then
+		for rw in randread randwrite; do
+			echo "# bench: $rw 4k QD32: qimg $(fio_iops "$DEV" $rw) IOPS, loop(raw, dio) $(fio_iops "$loopdev" $rw) IOPS"
+		done
+		"$QIMGCTL" detach "$DEV" >/dev/null 2>&1
+	else
+		echo "# bench: qimg attach failed"
+	fi
+	losetup -d "$loopdev"
+	cleanup
+}
+bench
+
+t_done

@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Compare the JSON that qimgctl prints with what qemu-img prints.
+
+usage: jcmp.py MODE EXPECTED ACTUAL
+  info   qemu-img info --output=json  vs  qimgctl info --json
+  map    qemu-img map --output=json   vs  qimgctl map --json
+  check  qemu-img check --output=json vs  qimgctl check --json
+  twin   qemu-img info of a qemu-img-made image vs one made by qimgctl
+usage: jcmp.py get FILE KEY[.KEY...]    print one value (for the shell)
+
+EXPECTED is always qemu-img's side.  Exit status: 0 equal, 1 different,
+2 a file is not valid JSON (or is missing).  Differences are printed one per
+line, prefixed with '#   ' so they read as comments in the suite's log;
+"note:" lines are observations that do not make the comparison fail.
+"""
+import json
+import sys
+
+MAX_LINES = 12
+
+# Keys of `info` that qimgctl must print whenever qemu-img does.  The rest
+# (e.g. a snapshot's "icount", "compression-type") are compared when both
+# sides have them and only noted when qimgctl leaves them out.
+INFO_REQUIRED = {
+    'virtual-size', 'filename', 'cluster-size', 'format', 'actual-size',
+    'dirty-flag', 'format-specific', 'backing-filename',
+    'full-backing-filename', 'backing-filename-format', 'snapshots',
+    'format-specific.type', 'format-specific.data',
+    'format-specific.data.compat', 'format-specific.data.refcount-bits',
+    'format-specific.data.corrupt', 'format-specific.data.lazy-refcounts',
+    'format-specific.data.extended-l2', 'format-specific.data.bitmaps',
+}
+
+# Counters of `check`.  qemu-img leaves a counter out when it is zero, so a
+# missing counter reads as 0; the key sets themselves are only noted.
+CHECK_NUMBERS = (
+    'check-errors', 'corruptions', 'leaks', 'corruptions-fixed',
+    'leaks-fixed', 'image-end-offset', 'total-clusters',
+    'allocated-clusters', 'fragmented-clusters', 'compressed-clusters',
+)
+CHECK_STRINGS = ('filename', 'format')
+
+
+class Report:
+    def __init__(self):
+        self.diffs = []
+        self.notes = []
+
+    def diff(self, msg):
+        self.diffs.append(msg)
+
+    def note(self, msg):
+        self.notes.append(msg)
+
+    def emit(self):
+        lines = self.diffs + ['note: ' + n for n in self.notes]
+        for line in lines[:MAX_LINES]:
+            print('#   ' + line)
+        if len(lines) > MAX_LINES:
+            print('#   ... %d more' % (len(lines) - MAX_LINES))
+        return 1 if self.diffs else 0
+
+
+def load(path):
+    try:
+        with open(path, encoding='utf-8') as f:
+            text = f.read()
+    except OSError as e:
+        print('#   cannot read %s: %s' % (path, e.strerror))
+        sys.exit(2)
+    if not text.strip():
+        print('#   %s: empty output' % path)
+        sys.exit(2)
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        print('#   %s: not JSON (%s): %s' % (path, e, text[:120].strip()))
+        sys.exit(2)
+
+
+def short(v):
+    s = json.dumps(v, sort_keys=True)
+    return s if len(s) <= 100 else s[:97] + '...'
+
+
+def walk(exp, act, path, rep, required, skip):
+    """Compare the keys both sides know; report required keys missing."""
+    if isinstance(exp, dict) and isinstance(act, dict):
+        for k in exp:
+            p = path + '.' + k if path else k
+            if p in skip:
+                continue
+            if k not in act:
+                if p in required:
+                    rep.diff('%s: missing (qemu-img: %s)' % (p, short(exp[k])))
+                else:
+                    rep.note('%s: not printed (qemu-img: %s)'
+                             % (p, short(exp[k])))
+                continue
+            walk(exp[k], act[k], p, rep, required, skip)
+        for k in act:
+            p = path + '.' + k if path else k
+            if k not in exp and p not in skip:
+                rep.note('%s: extra key (qimgctl: %s)' % (p, short(act[k])))
+    elif isinstance(exp, list) and isinstance(act, list):
+        if len(exp) != len(act):
+            rep.diff('%s: %d entries, qemu-img has %d'
+                     % (path, len(act), len(exp)))
+        for i, (e, a) in enumerate(zip(exp, act)):
+            walk(e, a, '%s[%d]' % (path, i), rep, required, skip)
+    elif type(exp) is not type(act) or exp != act:
+        # bool is a subclass of int: 'true' must not equal '1'.
+        rep.diff('%s: qemu-img %s, qimgctl %s' % (path, short(exp), short(act)))
+
+
+def cmp_info(exp, act, rep):
+    if not isinstance(act, dict):
+        rep.diff('qimgctl output is not a JSON object')
+        return
+    # Snapshot entries' keys sit under "snapshots[N]."; require them by
+    # their un-indexed name.
+    req = set(INFO_REQUIRED)
+    for i in range(len(exp.get('snapshots', []))):
+        for k in ('id', 'name', 'vm-state-size', 'date-sec', 'date-nsec',
+                  'vm-clock-sec', 'vm-clock-nsec'):
+            req.add('snapshots[%d].%s' % (i, k))
+    bms = exp.get('format-specific', {}).get('data', {}).get('bitmaps', [])
+    for i in range(len(bms)):
+        for k in ('name', 'granularity', 'flags'):
+            req.add('format-specific.data.bitmaps[%d].%s' % (i, k))
+    walk(exp, act, '', rep, req, set())
+
+
+def cmp_map(exp, act, rep):
+    if not isinstance(act, list):
+        rep.diff('qimgctl output is not a JSON list')
+        return
+    n = max(len(exp), len(act))
+    shown = 0
+    for i in range(n):
+        e = exp[i] if i < len(exp) else None
+        a = act[i] if i < len(act) else None
+        if e == a and type(e) is type(a):
+            continue
+        rep.diff('[%d] qemu-img %s' % (i, short(e)))
+        rep.diff('[%d] qimgctl  %s' % (i, short(a)))
+        shown += 1
+        if shown >= 3:
+            break
+    if len(exp) != len(act):
+        rep.diff('qemu-img has %d extents, qimgctl %d' % (len(exp), len(act)))
+
+
+def cmp_check(exp, act, rep):
+    if not isinstance(act, dict):
+        rep.diff('qimgctl output is not a JSON object')
+        return
+    for k in CHECK_NUMBERS:
+        e = exp.get(k, 0)
+        a = act.get(k, 0)
+        if type(a) is not int or e != a:
+            rep.diff('%s: qemu-img %s, qimgctl %s' % (k, short(e), short(a)))
+    for k in CHECK_STRINGS:
+        if exp.get(k) != act.get(k):
+            rep.diff('%s: qemu-img %s, qimgctl %s'
+                     % (k, short(exp.get(k)), short(act.get(k))))
+    for k in sorted(set(exp) ^ set(act)):
+        side = 'qemu-img' if k in exp else 'qimgctl'
+        val = exp.get(k, act.get(k))
+        rep.note('key %s printed only by %s (%s)' % (k, side, short(val)))
+
+
+def cmp_twin(exp, act, rep):
+    # Both are qemu-img's own view; only the file names and the layout
+    # dependent size may differ.
+    skip = {'filename', 'actual-size'}
+    walk(exp, act, '', rep, set(INFO_REQUIRED), skip)
+    for k in sorted(set(act) - set(exp)):
+        rep.diff('%s: only in the qimgctl-made image' % k)
+    if exp.get('actual-size') != act.get('actual-size'):
+        rep.note('actual-size: qemu-img-made %s, qimgctl-made %s'
+                 % (exp.get('actual-size'), act.get('actual-size')))
+
+
+def get(path, key):
+    v = load(path)
+    for part in key.split('.'):
+        if isinstance(v, dict) and part in v:
+            v = v[part]
+        elif isinstance(v, list) and part.isdigit() and int(part) < len(v):
+            v = v[int(part)]
+        else:
+            return 1
+    print(v if isinstance(v, str) else json.dumps(v))
+    return 0
+
+
+def main():
+    if len(sys.argv) == 4 and sys.argv[1] == 'get':
+        return get(sys.argv[2], sys.argv[3])
+    modes = {'info': cmp_info, 'map': cmp_map, 'check': cmp_check,
+             'twin': cmp_twin}
+    if len(sys.argv) != 4 or sys.argv[1] not in modes:
+        sys.stderr.write(__doc__)
+        return 2
+    exp = load(sys.argv[2])
+    act = load(sys.argv[3])
+    rep = Report()
+    modes[sys.argv[1]](exp, act, rep)
+    return rep.emit()
+
+
+if __name__ == '__main__':
+    sys.exit(main())
