@@ -102,3 +102,6 @@ fuzz: $(B)/fuzz/fuzz_header
 clean:
 	rm -rf $(B)
 	-$(MAKE) -C $(KDIR) M=$(TOP) clean 2>/dev/null
+
+# Fragments owned by sub-areas (install/DKMS, KUnit, demo, bench).
+include $(sort $(wildcard mk/*.mk))

@@ -7,6 +7,7 @@
  * decoder that agree on a wrong layout still fail here.
  */
 #include "qimg_kunit.h"
+#include "qimg_vectors.h"
 
 #define QIMG_T_CB	16			/* 64 KiB clusters */
 #define QIMG_T_CS	(1ULL << QIMG_T_CB)
@@ -297,7 +298,82 @@ static void qimg_l2_compressed_roundtrip(struct kunit *test)
 	}
 }
 
+/* ---- the vectors shared with the userspace tests (qimg_vectors.h) ------- */
+
+static void qimg_t_l1_vec_desc(const struct qimg_l1_vec *v, char *desc)
+{
+	strscpy(desc, v->name, KUNIT_PARAM_DESC_SIZE);
+}
+
+KUNIT_ARRAY_PARAM(qimg_t_l1_vec, qimg_l1_vecs, qimg_t_l1_vec_desc);
+
+static void qimg_l1_vectors(struct kunit *test)
+{
+	const struct qimg_l1_vec *v = test->param_value;
+	struct qimg_err err = { };
+	struct qimg_geom g;
+	u64 off = 1;
+	bool copied = true;
+	int ret;
+
+	qimg_t_geom(test, &g, 16, false, 4);
+	ret = qimg_l1_decode(&g, v->raw, QV_FILE_SIZE, &off, &copied, &err);
+	KUNIT_EXPECT_EQ_MSG(test, ret, v->expect, "message: %s", err.msg);
+	if (ret) {
+		KUNIT_EXPECT_NE(test, err.msg[0], '\0');
+		return;
+	}
+	KUNIT_EXPECT_EQ(test, off, v->l2_offset);
+	KUNIT_EXPECT_EQ(test, copied, v->copied);
+}
+
+static void qimg_t_l2_vec_desc(const struct qimg_l2_vec *v, char *desc)
+{
+	strscpy(desc, v->name, KUNIT_PARAM_DESC_SIZE);
+}
+
+KUNIT_ARRAY_PARAM(qimg_t_l2_vec, qimg_l2_vecs, qimg_t_l2_vec_desc);
+
+static void qimg_l2_vectors(struct kunit *test)
+{
+	const struct qimg_l2_vec *v = test->param_value;
+	struct qimg_err err = { };
+	struct qimg_header *h;
+	struct qimg_l2_entry e;
+	int ret;
+
+	/* Same geometry as qimg_t_geom(), plus the external data file bit. */
+	h = kunit_kzalloc(test, sizeof(*h), GFP_KERNEL);
+	KUNIT_ASSERT_NOT_NULL(test, h);
+	h->version = 3;
+	h->cluster_bits = 16;
+	h->size = 1ULL << 30;
+	h->refcount_order = 4;
+	if (v->ext_l2)
+		h->incompatible_features |= QIMG_INCOMPAT_EXTL2;
+	if (v->data_file)
+		h->incompatible_features |= QIMG_INCOMPAT_DATA_FILE;
+	KUNIT_ASSERT_EQ(test, qimg_geom_init(h, NULL), 0);
+
+	ret = qimg_l2_decode(&h->geom, v->version, v->raw, v->bitmap,
+			     QV_FILE_SIZE, &e, &err);
+	KUNIT_EXPECT_EQ_MSG(test, ret, v->expect, "message: %s", err.msg);
+	if (ret) {
+		KUNIT_EXPECT_NE(test, err.msg[0], '\0');
+		return;
+	}
+	KUNIT_EXPECT_EQ(test, e.type, v->type);
+	KUNIT_EXPECT_EQ(test, e.host_offset, v->host_offset);
+	if (e.type == QIMG_CLUSTER_COMPRESSED) {
+		KUNIT_EXPECT_EQ(test, e.compressed_len, v->compressed_len);
+		KUNIT_EXPECT_EQ(test, qimg_l2_encode_compressed(&h->geom,
+				e.host_offset, e.compressed_len), v->raw);
+	}
+}
+
 static struct kunit_case qimg_l2_cases[] = {
+	KUNIT_CASE_PARAM(qimg_l1_vectors, qimg_t_l1_vec_gen_params),
+	KUNIT_CASE_PARAM(qimg_l2_vectors, qimg_t_l2_vec_gen_params),
 	KUNIT_CASE_PARAM(qimg_l2_geometry, qimg_t_geom_gen_params),
 	KUNIT_CASE_PARAM(qimg_l1_decode_table, qimg_t_l1_gen_params),
 	KUNIT_CASE_PARAM(qimg_l2_decode_table, qimg_t_l2_gen_params),

@@ -6,9 +6,8 @@
  * corrupts every neighbour of the entry being written, so each case checks
  * the exact bytes as well as the round trip.
  */
-#include <kunit/test.h>
-#include <linux/slab.h>
-#include "qimg_fmt.h"
+#include "qimg_kunit.h"
+#include "qimg_vectors.h"
 
 /* One 512-byte block: the smallest cluster, and 4096 1-bit entries. */
 #define QIMG_T_RB_BYTES		512
@@ -124,8 +123,8 @@ static void qimg_refcount_layout(struct kunit *test)
 	for (b = bits; b < 2 * bits; b++)
 		want[b / 8] |= 1U << (b % 8);
 	KUNIT_EXPECT_EQ(test, memcmp(rb, want, sizeof(want)), 0);
-	KUNIT_EXPECT_EQ(test, memchr_inv(rb + 16, 0, QIMG_T_RB_BYTES - 16),
-			NULL);
+	KUNIT_EXPECT_PTR_EQ(test, memchr_inv(rb + 16, 0,
+					     QIMG_T_RB_BYTES - 16), NULL);
 
 	if (bits < 8)
 		return;
@@ -163,7 +162,65 @@ static void qimg_refcount_sub_byte_read(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, qimg_refcount_get(rb, 2, 1), 0xaULL);
 }
 
+/* ---- the vectors shared with the userspace tests (qimg_vectors.h) ------- */
+
+static void qimg_t_rc_vec_desc(const struct qimg_refcount_vec *v, char *desc)
+{
+	strscpy(desc, v->name, KUNIT_PARAM_DESC_SIZE);
+}
+
+KUNIT_ARRAY_PARAM(qimg_t_rc_vec, qimg_refcount_vecs, qimg_t_rc_vec_desc);
+
+static void qimg_refcount_vectors(struct kunit *test)
+{
+	const struct qimg_refcount_vec *v = test->param_value;
+	u8 *rb;
+	int ret;
+
+	/* 64 bytes, as the userspace test: entry 1 of order 6 is the end. */
+	rb = kunit_kzalloc(test, 64, GFP_KERNEL);
+	KUNIT_ASSERT_NOT_NULL(test, rb);
+	ret = qimg_refcount_set(rb, v->order, v->index, v->value);
+	KUNIT_EXPECT_EQ(test, ret, v->expect);
+	if (ret) {
+		KUNIT_EXPECT_PTR_EQ(test, memchr_inv(rb, 0, 64), NULL);
+		return;
+	}
+	KUNIT_EXPECT_EQ(test, rb[v->byte], v->byte_val);
+	KUNIT_EXPECT_EQ(test, qimg_refcount_get(rb, v->order, v->index),
+			v->value);
+	if (v->index)
+		KUNIT_EXPECT_EQ(test, qimg_refcount_get(rb, v->order,
+							v->index - 1), 0ULL);
+}
+
+static void qimg_t_rt_vec_desc(const struct qimg_reftable_vec *v, char *desc)
+{
+	strscpy(desc, v->name, KUNIT_PARAM_DESC_SIZE);
+}
+
+KUNIT_ARRAY_PARAM(qimg_t_rt_vec, qimg_reftable_vecs, qimg_t_rt_vec_desc);
+
+static void qimg_reftable_vectors(struct kunit *test)
+{
+	const struct qimg_reftable_vec *v = test->param_value;
+	struct qimg_err err = { };
+	struct qimg_geom g;
+	u64 off = 1;
+	int ret;
+
+	qimg_t_geom(test, &g, 16, false, 4);
+	ret = qimg_reftable_decode(&g, v->raw, QV_FILE_SIZE, &off, &err);
+	KUNIT_EXPECT_EQ_MSG(test, ret, v->expect, "message: %s", err.msg);
+	if (!ret)
+		KUNIT_EXPECT_EQ(test, off, v->rb_offset);
+	else
+		KUNIT_EXPECT_NE(test, err.msg[0], '\0');
+}
+
 static struct kunit_case qimg_refcount_cases[] = {
+	KUNIT_CASE_PARAM(qimg_refcount_vectors, qimg_t_rc_vec_gen_params),
+	KUNIT_CASE_PARAM(qimg_reftable_vectors, qimg_t_rt_vec_gen_params),
 	KUNIT_CASE_PARAM(qimg_refcount_roundtrip, qimg_t_order_gen_params),
 	KUNIT_CASE_PARAM(qimg_refcount_range, qimg_t_order_gen_params),
 	KUNIT_CASE_PARAM(qimg_refcount_layout, qimg_t_order_gen_params),

@@ -268,20 +268,24 @@ static void ck_l2_entry(struct ck *c, u64 l2_off, u64 idx,
 		ck_corrupt(c, "ERROR L2 table 0x%llx entry %llu (0x%016llx): %s",
 			   l2_off, idx, raw, err.msg);
 		/*
-		 * QEMU still counts the cluster of an entry that is wrong only
-		 * in its flags; do the same so that repair does not free a
-		 * cluster the entry still names.  Unaligned or out-of-file
-		 * offsets are not counted (they protect nothing).
+		 * Count what the entry names anyway, as QEMU does: a
+		 * cluster wrong only in its flags (or offset by a few
+		 * sectors) still holds this entry's data, and counting a
+		 * reference too many can never lead repair to free a
+		 * cluster in use.  ck_inc() refuses ranges past EOF.
 		 */
+		if (data_file)
+			return;
 		if (raw & QIMG_OFLAG_COMPRESSED) {
 			ck_compressed_range(c, raw, &off, &len);
-			if (!data_file && off && off + len <= c->bound &&
-			    off + len > off)
+			if (off)
 				ck_inc(c, off, len);
 		} else {
 			off = raw & QIMG_L2E_OFFSET_MASK;
-			if (!data_file && ck_cluster_ok(c, off))
+			if (off) {
+				ck_frag(c, off, frag);
 				ck_inc(c, off, g->cluster_size);
+			}
 		}
 		return;
 	}
@@ -324,6 +328,8 @@ static void ck_walk_l2(struct ck *c, u64 l2_off, bool frag)
 	const unsigned char *p = c->l2_buf;
 	u64 i, raw, bitmap;
 
+	/* Like QEMU, contiguity is judged within one L2 table. */
+	c->next_contig = 0;
 	if (ck_read(c, c->l2_buf, g->cluster_size, l2_off, "L2 table"))
 		return;
 	for (i = 0; i < g->l2_entries; i++) {
@@ -382,10 +388,15 @@ static void ck_walk_l1(struct ck *c, u64 l1_off, u32 l1_size,
 				   &err)) {
 			ck_corrupt(c, "ERROR L1 table 0x%llx entry %llu (0x%016llx): %s",
 				   l1_off, i, raw, err.msg);
-			/* Reserved bits only: the table is still there. */
+			/*
+			 * Count the cluster it names (see ck_l2_entry()), but
+			 * only walk a table that is really there.
+			 */
 			l2_off = raw & QIMG_L1E_OFFSET_MASK;
-			if (!ck_cluster_ok(c, l2_off))
+			if (l2_off && !ck_cluster_ok(c, l2_off)) {
+				ck_inc(c, l2_off, c->g->cluster_size);
 				continue;
+			}
 		}
 		if (!l2_off)
 			continue;

@@ -66,6 +66,36 @@ int qimgctl_mapper_init(struct qimgctl_mapper *m, struct qimgctl_image *img)
 	}
 	for (i = 0; i < h->l1_size; i++)
 		m->l1[i] = be64_to_cpu(m->l1[i]);
+	m->data_size = img->file_size;
+	if (h->incompatible_features & QIMG_INCOMPAT_DATA_FILE) {
+		struct stat st;
+
+		if (!h->has_data_file || !h->data_file[0]) {
+			qimgctl_err("%s: image needs an external data file but does not name one",
+				    img->path);
+			qimgctl_mapper_fini(m);
+			return -EUCLEAN;
+		}
+		/*
+		 * qemu opens a relative data file name relative to the
+		 * working directory, not to the image; do the same so both
+		 * tools see the same file.
+		 */
+		m->data_path = strdup(h->data_file);
+		if (!m->data_path) {
+			qimgctl_err("out of memory");
+			qimgctl_mapper_fini(m);
+			return -ENOMEM;
+		}
+		if (stat(m->data_path, &st) < 0) {
+			ret = -errno;
+			qimgctl_err("%s: could not open data file '%s': %s",
+				    img->path, m->data_path, strerror(errno));
+			qimgctl_mapper_fini(m);
+			return ret;
+		}
+		m->data_size = (u64)st.st_size;
+	}
 	return 0;
 }
 
@@ -73,8 +103,10 @@ void qimgctl_mapper_fini(struct qimgctl_mapper *m)
 {
 	free(m->l1);
 	free(m->l2);
+	free(m->data_path);
 	m->l1 = NULL;
 	m->l2 = NULL;
+	m->data_path = NULL;
 	m->l2_offset = 0;
 }
 
@@ -150,7 +182,7 @@ int qimgctl_map_status(struct qimgctl_mapper *m, u64 guest, u64 max,
 	ret = qimgctl_l2_raw(m, l2_offset, l2i, &raw, &bitmap);
 	if (ret)
 		return ret;
-	ret = qimg_l2_decode(g, img->h.version, raw, bitmap, img->file_size,
+	ret = qimg_l2_decode(g, img->h.version, raw, bitmap, m->data_size,
 			     &e, &err);
 	if (ret) {
 		qimgctl_err("%s: L2 entry %" PRIu64 " of the table at %#" PRIx64 ": %s",
@@ -171,7 +203,7 @@ int qimgctl_map_status(struct qimgctl_mapper *m, u64 guest, u64 max,
 		switch (qimg_subcluster_type(&e, sc)) {
 		case QIMG_SUBCLUSTER_NORMAL:
 			if (!has) {
-				qimgctl_err("%s: L2 entry %" PRIu64 " of the table at %#" PRIx64 ": allocated subcluster without a host cluster",
+				qimgctl_err("%s: L2 entry %" PRIu64 " of the table at %#" PRIx64 ": subcluster allocated without a cluster",
 					    img->path, (uint64_t)l2i,
 					    (uint64_t)l2_offset);
 				return -EUCLEAN;
@@ -232,7 +264,8 @@ char *qimgctl_path_combine(const char *base, const char *rel)
 	size_t dlen;
 	char *out;
 
-	if (rel[0] == '/' || !(slash = strrchr(base, '/')))
+	slash = strrchr(base, '/');
+	if (rel[0] == '/' || !slash)
 		return strdup(rel);
 	dlen = (size_t)(slash - base) + 1;
 	out = malloc(dlen + strlen(rel) + 1);

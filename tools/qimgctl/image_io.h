@@ -30,6 +30,12 @@ struct qimgctl_mapper {
 	u8 *l2;			/* cached L2 table, raw bytes */
 	u64 l2_offset;		/* host offset of the cached table, 0 = none */
 	u64 l2_bytes;
+	/*
+	 * Where guest data lives: the image itself, or its external data
+	 * file (then host offsets in L2 entries are offsets in that file).
+	 */
+	char *data_path;	/* NULL: the image file */
+	u64 data_size;
 };
 
 /* How a range of guest bytes is stored in one image (not its backing). */

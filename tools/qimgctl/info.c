@@ -19,11 +19,16 @@
 #include "image_io.h"
 
 /* Bound on one snapshot table entry: fixed part, extra data, two names. */
-#define INFO_MAX_SNAP_EXTRA	(1U << 20)
+#define INFO_MAX_SNAP_EXTRA	0x100000U
 
 static struct json_object *jstr(const char *s)
 {
 	return json_object_new_string(s);
+}
+
+static struct json_object *jbool(u64 bits)
+{
+	return json_object_new_boolean(bits != 0);
 }
 
 static struct json_object *ju64(u64 v)
@@ -190,8 +195,8 @@ static struct json_object *format_specific(struct qimgctl_image *img,
 				    "zstd" : "zlib"));
 	if (h->version >= 3) {
 		json_object_object_add(data, "lazy-refcounts",
-			json_object_new_boolean(h->compatible_features &
-						QIMG_COMPAT_LAZY_REFCOUNTS));
+				       jbool(h->compatible_features &
+					     QIMG_COMPAT_LAZY_REFCOUNTS));
 		if (h->has_bitmaps_ext && h->nb_bitmaps) {
 			bm = json_object_new_array();
 			json_object_object_add(data, "bitmaps", bm);
@@ -209,14 +214,14 @@ static struct json_object *format_specific(struct qimgctl_image *img,
 		}
 		if (h->incompatible_features & QIMG_INCOMPAT_DATA_FILE) {
 			json_object_object_add(data, "data-file-raw",
-				json_object_new_boolean(h->autoclear_features &
-							QIMG_AUTOCLEAR_DATA_RAW));
+					       jbool(h->autoclear_features &
+						     QIMG_AUTOCLEAR_DATA_RAW));
 		}
 		json_object_object_add(data, "corrupt",
-			json_object_new_boolean(h->incompatible_features &
-						QIMG_INCOMPAT_CORRUPT));
+				       jbool(h->incompatible_features &
+					     QIMG_INCOMPAT_CORRUPT));
 		json_object_object_add(data, "extended-l2",
-				       json_object_new_boolean(h->geom.ext_l2));
+				       jbool(h->geom.ext_l2));
 	}
 	fs = json_object_new_object();
 	json_object_object_add(fs, "type", jstr("qcow2"));
@@ -279,12 +284,26 @@ static struct json_object *build_info(struct qimgctl_image *img, int *err)
 				       jstr(h->backing_file));
 	}
 	json_object_object_add(o, "dirty-flag",
-		json_object_new_boolean(h->incompatible_features &
-					QIMG_INCOMPAT_DIRTY));
+			       jbool(h->incompatible_features &
+				     QIMG_INCOMPAT_DIRTY));
 	return o;
 fail:
 	json_object_put(o);
 	return NULL;
+}
+
+/* What qemu-img reports for a raw file in a backing chain. */
+static struct json_object *build_raw_info(struct qimgctl_node *n)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "virtual-size", ju64(n->length));
+	json_object_object_add(o, "filename", jstr(n->path));
+	json_object_object_add(o, "format", jstr("raw"));
+	json_object_object_add(o, "actual-size",
+			       ju64(allocated_size(n->path)));
+	json_object_object_add(o, "dirty-flag", jbool(0));
+	return o;
 }
 
 static const char *jget_str(struct json_object *o, const char *key)
@@ -396,12 +415,13 @@ static void print_human(struct json_object *o)
 
 	qimgctl_size_str(jget_u64(o, "virtual-size"), vs, sizeof(vs));
 	qimgctl_size_str(jget_u64(o, "actual-size"), ds, sizeof(ds));
-	printf("image: %s\nfile format: qcow2\n"
+	printf("image: %s\nfile format: %s\n"
 	       "virtual size: %s (%" PRIu64 " bytes)\ndisk size: %s\n",
-	       jget_str(o, "filename"), vs,
+	       jget_str(o, "filename"), jget_str(o, "format"), vs,
 	       (uint64_t)jget_u64(o, "virtual-size"), ds);
-	printf("cluster_size: %" PRIu64 "\n",
-	       (uint64_t)jget_u64(o, "cluster-size"));
+	if (json_object_object_get_ex(o, "cluster-size", NULL))
+		printf("cluster_size: %" PRIu64 "\n",
+		       (uint64_t)jget_u64(o, "cluster-size"));
 	if (json_object_get_boolean(json_object_object_get(o, "dirty-flag")))
 		printf("cleanly shut down: no\n");
 	bf = jget_str(o, "backing-filename");
@@ -431,7 +451,7 @@ static void print_human(struct json_object *o)
 
 static void info_usage(void)
 {
-	fprintf(stderr, "usage: %s info [-f qcow2] [--json | --output=json|human] FILE\n",
+	fprintf(stderr, "usage: %s info [-f qcow2] [--backing-chain] [--json | --output=json|human] FILE\n",
 		qimgctl_prog);
 }
 
@@ -440,17 +460,26 @@ int qimgctl_cmd_info(int argc, char **argv)
 	static const struct option lopts[] = {
 		{ "json", no_argument, NULL, 'j' },
 		{ "output", required_argument, NULL, 'O' },
+		{ "backing-chain", no_argument, NULL, 'B' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct qimgctl_image img;
-	struct json_object *o;
-	bool json = false;
+	struct qimgctl_node *top, *n;
+	struct json_object *o, *list;
+	bool json = false, chain = false;
+	size_t i;
 	int c, ret;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+hf:", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+hf:U", lopts, NULL)) != -1) {
 		switch (c) {
+		case 'B':
+			chain = true;
+			break;
+		case 'U':
+			/* We never lock images; accepted for qemu-img users. */
+			break;
 		case 'j':
 			json = true;
 			break;
@@ -483,17 +512,32 @@ int qimgctl_cmd_info(int argc, char **argv)
 		info_usage();
 		return 1;
 	}
-	ret = qimgctl_image_open(&img, argv[optind], false);
+	/* Backing files are opened only when they are to be shown. */
+	ret = qimgctl_chain_open(&top, argv[optind], !chain);
 	if (ret)
 		return 1;
-	o = build_info(&img, &ret);
-	qimgctl_image_close(&img);
-	if (!o)
-		return 1;
-	if (json)
-		qimgctl_json_print(stdout, o);
-	else
-		print_human(o);
-	json_object_put(o);
+	list = json_object_new_array();
+	for (n = top; n; n = n->backing) {
+		o = n->raw ? build_raw_info(n) : build_info(&n->img, &ret);
+		if (!o) {
+			json_object_put(list);
+			qimgctl_chain_close(top);
+			return 1;
+		}
+		json_object_array_add(list, o);
+	}
+	qimgctl_chain_close(top);
+	if (json && chain) {
+		qimgctl_json_print(stdout, list);
+	} else if (json) {
+		qimgctl_json_print(stdout, json_object_array_get_idx(list, 0));
+	} else {
+		for (i = 0; i < json_object_array_length(list); i++) {
+			if (i)
+				putchar('\n');
+			print_human(json_object_array_get_idx(list, i));
+		}
+	}
+	json_object_put(list);
 	return 0;
 }

@@ -103,7 +103,12 @@ static int block_status(struct qimgctl_node *top, u64 off, u64 max,
 	e->depth = depth;
 	e->has_offset = ext.has_offset;
 	e->offset = ext.host_offset;
-	e->filename = ext.has_offset ? n->path : NULL;
+	if (!ext.has_offset)
+		e->filename = NULL;
+	else if (!n->raw && n->map.data_path)
+		e->filename = n->map.data_path;
+	else
+		e->filename = n->path;
 	return 0;
 }
 

@@ -102,6 +102,7 @@ struct qimg_device {
 	u64 reftable_entries;
 	u64 rt_dirty_lo, rt_dirty_hi;
 	u64 free_hint;			/* cluster index to start searching */
+	struct list_head pending_frees;	/* struct qimg_pending_free */
 	struct mutex meta_lock;
 	unsigned int meta_depth;	/* open qimg_meta_begin groups */
 
@@ -114,6 +115,16 @@ struct qimg_device {
 	bool detaching;
 	struct work_struct autoclear_work;
 	struct list_head node;
+};
+
+/*
+ * A host range whose refcount drops by one once the references that
+ * replaced it are durable (see the crash model in qimg_cache.c).
+ */
+struct qimg_pending_free {
+	struct list_head node;
+	u64 host;
+	u64 len;
 };
 
 /* Per-request context (blk-mq PDU). */
@@ -183,6 +194,9 @@ int qimg_meta_header_write(struct qimg_device *dev, u32 off, u64 val);
 /* qimg_refcount.c */
 int qimg_refcount_get_host(struct qimg_device *dev, u64 host, u64 *val);
 int qimg_alloc_clusters(struct qimg_device *dev, u64 *host);
+void qimg_defer_free(struct qimg_device *dev, u64 host, u64 len);
+int qimg_apply_frees(struct qimg_device *dev);
+void qimg_drop_frees(struct qimg_device *dev);
 
 /* qimg_sysfs.c */
 extern const struct attribute_group *qimg_disk_groups[];

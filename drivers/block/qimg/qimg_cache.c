@@ -23,8 +23,9 @@
  * refcount that accounts for it, is durable.  A crash can therefore leak
  * clusters (refcount higher than the references: qemu-img check -r leaks)
  * but never leave a reference to an unaccounted or unwritten cluster.
- * Refcount decrements are never done (a cluster released by copy-on-write
- * stays accounted), which keeps the model trivially true and only leaks.
+ * Refcount decrements (a shared cluster replaced by copy-on-write) are
+ * applied only after the references replacing it are durable, and written
+ * after a sync: a crash in between leaks the cluster, nothing worse.
  */
 #include <linux/hash.h>
 #include <linux/mm.h>
@@ -458,6 +459,21 @@ int qimg_meta_writeback(struct qimg_device *dev)
 		if (ret)
 			return ret;
 		img->l1_dirty_lo = img->l1_dirty_hi = 0;
+		pending = true;
+	}
+
+	if (!list_empty(&dev->pending_frees)) {
+		if (pending) {
+			ret = qimg_meta_sync(dev);
+			if (ret)
+				return ret;
+		}
+		ret = qimg_apply_frees(dev);
+		if (ret)
+			return ret;
+		ret = qimg_cache_writeback(&dev->rc);
+		if (ret < 0)
+			return ret;
 	}
 	qimg_cache_trim(&dev->rc);
 	qimg_cache_trim(&img->l2);

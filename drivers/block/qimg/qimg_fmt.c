@@ -708,6 +708,11 @@ int qimg_header_decode(const void *buf, size_t len, u64 file_size,
 	    !(h->incompatible_features & QIMG_INCOMPAT_DATA_FILE))
 		return qimg_fail(err, -EUCLEAN,
 				 "raw external data bit set without an external data file");
+	/* Both need autoclear bits, which version 2 does not have. */
+	if (h->version < 3 && (h->has_bitmaps_ext || h->has_journal_ext))
+		return qimg_fail(err, -EUCLEAN,
+				 "%s extension in a version 2 image",
+				 h->has_bitmaps_ext ? "bitmaps" : "journal");
 	if ((h->incompatible_features & QIMG_INCOMPAT_JOURNAL_DIRTY) &&
 	    !h->has_journal_ext)
 		return qimg_fail(err, -EUCLEAN,

@@ -260,6 +260,7 @@ static void qimg_device_free(struct qimg_device *dev)
 		kfree(img);
 		img = next;
 	}
+	qimg_drop_frees(dev);
 	if (dev->top.h && dev->reftable)
 		qimg_cache_destroy(&dev->rc);
 	kvfree(dev->reftable);
@@ -511,6 +512,7 @@ int qimg_attach(const struct qimg_attach *a)
 			QIMG_DEFAULT_RC_CACHE;
 	mutex_init(&dev->meta_lock);
 	mutex_init(&dev->open_mutex);
+	INIT_LIST_HEAD(&dev->pending_frees);
 	INIT_WORK(&dev->autoclear_work, qimg_autoclear_work);
 
 	mutex_lock(&qimg_ctl_mutex);

@@ -139,6 +139,7 @@ static int qimg_l2_for_write(struct qimg_device *dev, u64 guest,
 		}
 		memcpy(t->data, old->data, img->g->cluster_size);
 		qimg_cache_put(&img->l2, old);
+		qimg_defer_free(dev, l2_off, img->g->cluster_size);
 	}
 	/* Mark the whole new table dirty before anything can point at it. */
 	qimg_meta_record_l2(dev, t, 0, be64_to_cpu(((__be64 *)t->data)[0]));
@@ -197,9 +198,16 @@ static int qimg_map_write_locked(struct qimg_device *dev, u64 guest,
 			ret = qimg_write_iter_at(img, host, it);
 	}
 	/* Data first; the entry pointing at it reaches disk after a sync. */
-	if (!ret)
+	if (!ret) {
 		qimg_meta_record_l2(dev, t, qimg_l2_index(g, guest),
 				    qimg_l2_encode_normal(host, true));
+		/* The replaced cluster was shared: drop our reference. */
+		if (e.type == QIMG_CLUSTER_COMPRESSED)
+			qimg_defer_free(dev, e.host_offset, e.compressed_len);
+		else if ((e.type == QIMG_CLUSTER_NORMAL ||
+			  e.type == QIMG_CLUSTER_ZERO_ALLOC) && !e.copied)
+			qimg_defer_free(dev, e.host_offset, g->cluster_size);
+	}
 	qimg_cache_put(&img->l2, t);
 end:
 	if (ret)

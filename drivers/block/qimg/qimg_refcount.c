@@ -10,8 +10,13 @@
  * first free cluster it would cover, so it describes itself (as QEMU
  * does).  Growing the refcount table is not implemented: when it is full
  * allocation fails with -ENOSPC and a message.
+ *
+ * Decrements (a shared cluster replaced by copy-on-write) are deferred:
+ * qimg_defer_free() queues them and the write-back applies them only after
+ * the new references are durable, so a crash in between merely leaks.
  */
 #include <linux/ratelimit.h>
+#include <linux/slab.h>
 
 #include "qimg.h"
 
@@ -135,5 +140,88 @@ int qimg_alloc_clusters(struct qimg_device *dev, u64 *host)
 		dev->free_hint = (off >> g->cluster_bits) + 1;
 		*host = off;
 		return 0;
+	}
+}
+
+/* Queue a refcount decrement of every cluster of [host, host + len). */
+void qimg_defer_free(struct qimg_device *dev, u64 host, u64 len)
+{
+	struct qimg_pending_free *p;
+
+	lockdep_assert_held(&dev->meta_lock);
+	if (!len)
+		return;
+	p = kmalloc(sizeof(*p), GFP_KERNEL);
+	if (!p)
+		return;		/* the cluster leaks; harmless */
+	p->host = host;
+	p->len = len;
+	list_add_tail(&p->node, &dev->pending_frees);
+}
+
+static int qimg_refcount_dec(struct qimg_device *dev, u64 host)
+{
+	const struct qimg_geom *g = dev->top.g;
+	struct qimg_centry *e;
+	u64 rb_off, idx, val;
+	int ret;
+
+	ret = qimg_rt_lookup(dev, qimg_reftable_index(g, host), &rb_off);
+	if (ret)
+		return ret;
+	if (!rb_off) {
+		qimg_mark_corrupt(dev, "freeing cluster %llu without a refcount block",
+				  host);
+		return -EUCLEAN;
+	}
+	ret = qimg_cache_get(&dev->rc, rb_off, false, &e);
+	if (ret)
+		return ret;
+	idx = qimg_refblock_index(g, host);
+	val = qimg_refcount_get(e->data, g->refcount_order, idx);
+	if (!val) {
+		qimg_cache_put(&dev->rc, e);
+		qimg_mark_corrupt(dev, "freeing cluster %llu with refcount 0",
+				  host);
+		return -EUCLEAN;
+	}
+	ret = qimg_meta_record_refcount(dev, e, idx, val - 1);
+	qimg_cache_put(&dev->rc, e);
+	if (!ret && val == 1 && (host >> g->cluster_bits) < dev->free_hint)
+		dev->free_hint = host >> g->cluster_bits;
+	return ret;
+}
+
+/* Apply the queued decrements (their replacements are durable by now). */
+int qimg_apply_frees(struct qimg_device *dev)
+{
+	const struct qimg_geom *g = dev->top.g;
+	struct qimg_pending_free *p, *tmp;
+	int ret = 0;
+
+	lockdep_assert_held(&dev->meta_lock);
+	qimg_meta_begin(dev);
+	list_for_each_entry_safe(p, tmp, &dev->pending_frees, node) {
+		u64 c = p->host & ~(g->cluster_size - 1);
+		u64 end = p->host + p->len;
+
+		for (; !ret && c < end; c += g->cluster_size)
+			ret = qimg_refcount_dec(dev, c);
+		list_del(&p->node);
+		kfree(p);
+		if (ret)
+			break;
+	}
+	dev->meta_depth--;	/* no nested write-back from here */
+	return ret;
+}
+
+void qimg_drop_frees(struct qimg_device *dev)
+{
+	struct qimg_pending_free *p, *tmp;
+
+	list_for_each_entry_safe(p, tmp, &dev->pending_frees, node) {
+		list_del(&p->node);
+		kfree(p);
 	}
 }

@@ -8,10 +8,14 @@ usage: jcmp.py MODE EXPECTED ACTUAL
   check  qemu-img check --output=json vs  qimgctl check --json
   twin   qemu-img info of a qemu-img-made image vs one made by qimgctl
 usage: jcmp.py get FILE KEY[.KEY...]    print one value (for the shell)
+usage: jcmp.py --serve
+  Read "MODE<TAB>EXPECTED<TAB>ACTUAL" lines (MODE may be "get") on stdin
+  and answer each with its output followed by "@@END <status>": one
+  python start-up for the whole suite instead of one per comparison.
 
 EXPECTED is always qemu-img's side.  Exit status: 0 equal, 1 different,
 2 a file is not valid JSON (or is missing).  Differences are printed one per
-line, prefixed with '#   ' so they read as comments in the suite's log;
+line (the suite indents them into its log as comments);
 "note:" lines are observations that do not make the comparison fail.
 """
 import json
@@ -56,10 +60,14 @@ class Report:
     def emit(self):
         lines = self.diffs + ['note: ' + n for n in self.notes]
         for line in lines[:MAX_LINES]:
-            print('#   ' + line)
+            print(line)
         if len(lines) > MAX_LINES:
-            print('#   ... %d more' % (len(lines) - MAX_LINES))
+            print('... %d more' % (len(lines) - MAX_LINES))
         return 1 if self.diffs else 0
+
+
+class LoadError(Exception):
+    pass
 
 
 def load(path):
@@ -67,21 +75,19 @@ def load(path):
         with open(path, encoding='utf-8') as f:
             text = f.read()
     except OSError as e:
-        print('#   cannot read %s: %s' % (path, e.strerror))
-        sys.exit(2)
+        raise LoadError('cannot read %s: %s' % (path, e.strerror))
     if not text.strip():
-        print('#   %s: empty output' % path)
-        sys.exit(2)
+        raise LoadError('%s: empty output' % path)
     try:
         return json.loads(text)
     except ValueError as e:
-        print('#   %s: not JSON (%s): %s' % (path, e, text[:120].strip()))
-        sys.exit(2)
+        raise LoadError('%s: not JSON (%s): %s'
+                        % (path, e, text[:120].strip()))
 
 
 def short(v):
     s = json.dumps(v, sort_keys=True)
-    return s if len(s) <= 100 else s[:97] + '...'
+    return s if len(s) <= 160 else s[:157] + '...'
 
 
 def walk(exp, act, path, rep, required, skip):
@@ -196,19 +202,46 @@ def get(path, key):
     return 0
 
 
-def main():
-    if len(sys.argv) == 4 and sys.argv[1] == 'get':
-        return get(sys.argv[2], sys.argv[3])
-    modes = {'info': cmp_info, 'map': cmp_map, 'check': cmp_check,
-             'twin': cmp_twin}
-    if len(sys.argv) != 4 or sys.argv[1] not in modes:
-        sys.stderr.write(__doc__)
+MODES = {'info': cmp_info, 'map': cmp_map, 'check': cmp_check,
+         'twin': cmp_twin}
+
+
+def run(mode, a, b):
+    try:
+        if mode == 'get':
+            return get(a, b)
+        if mode not in MODES:
+            print('unknown mode %s' % mode)
+            return 2
+        exp = load(a)
+        act = load(b)
+        rep = Report()
+        MODES[mode](exp, act, rep)
+        return rep.emit()
+    except LoadError as e:
+        print(e)
         return 2
-    exp = load(sys.argv[2])
-    act = load(sys.argv[3])
-    rep = Report()
-    modes[sys.argv[1]](exp, act, rep)
-    return rep.emit()
+
+
+def serve():
+    for line in sys.stdin:
+        parts = line.rstrip('\n').split('\t')
+        if len(parts) != 3:
+            rc = 2
+            print('bad request: %r' % line)
+        else:
+            rc = run(*parts)
+        print('@@END %d' % rc, flush=True)
+    return 0
+
+
+def main():
+    if len(sys.argv) == 2 and sys.argv[1] == '--serve':
+        return serve()
+    if len(sys.argv) == 4 and (sys.argv[1] in MODES or sys.argv[1] == 'get'):
+        return run(*sys.argv[1:])
+    sys.stderr.write(__doc__)
+    return 2
 
 
 if __name__ == '__main__':
