@@ -37,6 +37,7 @@ QIMGCTL_SRC := $(wildcard tools/qimgctl/*.c) $(FMT_SRC)
 QIMGCTL_HDR := $(wildcard tools/qimgctl/*.h) drivers/block/qimg/qimg_fmt.h \
 	tools/include/qimg_shim.h $(wildcard include/uapi/linux/*.h)
 UNIT_SRC := $(wildcard tools/testing/unit/*.c)
+UNIT_HDR := $(wildcard tools/testing/unit/*.h)
 
 FUZZ_SECONDS ?= 600
 export QIMG_FUZZ_SECONDS ?= 60
@@ -56,7 +57,7 @@ $(B)/san/qimgctl: $(QIMGCTL_SRC) $(QIMGCTL_HDR)
 	@mkdir -p $(B)/san
 	$(CC) $(BASE_CFLAGS) -O1 $(SAN) $(JSONC_CFLAGS) -o $@ $(QIMGCTL_SRC) $(LIBS)
 
-$(B)/san/test_fmt: $(UNIT_SRC) $(FMT_SRC) $(QIMGCTL_HDR)
+$(B)/san/test_fmt: $(UNIT_SRC) $(UNIT_HDR) $(FMT_SRC) $(QIMGCTL_HDR)
 	@mkdir -p $(B)/san
 	$(CC) $(BASE_CFLAGS) -O1 $(SAN) -o $@ $(UNIT_SRC) $(FMT_SRC) -lcmocka
 
@@ -68,6 +69,9 @@ $(B)/fuzz/fuzz_header: tools/testing/fuzz/fuzz_header.c $(FMT_SRC) $(QIMGCTL_HDR
 
 module:
 	$(MAKE) -C $(KDIR) M=$(TOP) modules
+
+# `make build/qimgctl` and friends, relative to the top directory.
+build/%: $(B)/% ;
 
 # One out-of-tree build per installed kernel, each in its own copy of the
 # module sources (kbuild writes objects next to them).
@@ -86,6 +90,7 @@ deps:
 check-build: $(B)/qimgctl $(B)/san/qimgctl $(B)/san/test_fmt $(B)/fuzz/fuzz_header modules-all
 
 SUITES := tools/testing/unit/run \
+	tools/testing/lint/run \
 	tools/testing/fuzz/run \
 	tools/testing/xcheck/run \
 	$(wildcard tools/testing/vm/run-tests) \

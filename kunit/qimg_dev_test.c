@@ -271,9 +271,161 @@ static void qimg_dev_write_read(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, memcmp(w, r, QIMG_T_CS), 0);
 }
 
+/* Many allocating writes in flight at once, to different clusters. */
+#define QIMG_T_NR_BIOS	32
+
+struct qimg_t_batch {
+	atomic_t left;
+	atomic_t errors;
+	struct completion done;
+};
+
+static void qimg_t_end_io(struct bio *bio)
+{
+	struct qimg_t_batch *b = bio->bi_private;
+
+	if (bio->bi_status)
+		atomic_inc(&b->errors);
+	bio_put(bio);
+	if (atomic_dec_and_test(&b->left))
+		complete(&b->done);
+}
+
+static void qimg_dev_parallel_writes(struct kunit *test)
+{
+	struct qimg_t_dev *d = test->priv;
+	struct qimg_t_batch b;
+	struct bio *bio;
+	u8 *w, *r;
+	int i;
+
+	w = kunit_kmalloc(test, QIMG_T_NR_BIOS * PAGE_SIZE, GFP_KERNEL);
+	r = kunit_kmalloc(test, PAGE_SIZE, GFP_KERNEL);
+	KUNIT_ASSERT_NOT_NULL(test, w);
+	KUNIT_ASSERT_NOT_NULL(test, r);
+	qimg_t_make_image(test, d->file);
+	qimg_t_up(test, d);
+
+	atomic_set(&b.left, QIMG_T_NR_BIOS);
+	atomic_set(&b.errors, 0);
+	init_completion(&b.done);
+	for (i = 0; i < QIMG_T_NR_BIOS; i++) {
+		u8 *p = w + i * PAGE_SIZE;
+
+		qimg_t_fill(p, PAGE_SIZE, i);
+		bio = bio_alloc(d->bdev, 1, REQ_OP_WRITE, GFP_KERNEL);
+		/* Every third one shares a cluster with the previous one. */
+		bio->bi_iter.bi_sector = ((u64)(i - i / 3) * QIMG_T_CS +
+					  (i % 3) * PAGE_SIZE) >> SECTOR_SHIFT;
+		KUNIT_ASSERT_EQ(test, bio_add_page(bio, virt_to_page(p),
+						   PAGE_SIZE, 0), PAGE_SIZE);
+		bio->bi_private = &b;
+		bio->bi_end_io = qimg_t_end_io;
+		submit_bio(bio);
+	}
+	wait_for_completion(&b.done);
+	KUNIT_EXPECT_EQ(test, atomic_read(&b.errors), 0);
+	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+
+	for (i = 0; i < QIMG_T_NR_BIOS; i++) {
+		KUNIT_ASSERT_EQ(test, qimg_t_io(d->bdev, REQ_OP_READ,
+				(u64)(i - i / 3) * QIMG_T_CS +
+				(i % 3) * PAGE_SIZE, r, PAGE_SIZE), 0);
+		KUNIT_EXPECT_EQ_MSG(test, memcmp(r, w + i * PAGE_SIZE,
+						 PAGE_SIZE), 0, "bio %d", i);
+	}
+}
+
+/* A read-only attach refuses writes and leaves the file untouched. */
+static void qimg_dev_read_only(struct kunit *test)
+{
+	struct qimg_t_dev *d = test->priv;
+	struct qimg_attach a = { .size = sizeof(a),
+				 .flags = QIMG_ATTACH_READ_ONLY };
+	u8 *buf = kunit_kzalloc(test, PAGE_SIZE, GFP_KERNEL);
+	struct device *dev;
+	dev_t devt;
+	int fd;
+
+	KUNIT_ASSERT_NOT_NULL(test, buf);
+	qimg_t_make_image(test, d->file);
+	fd = get_unused_fd_flags(O_CLOEXEC);
+	KUNIT_ASSERT_GE(test, fd, 0);
+	fd_install(fd, get_file(d->file));
+	a.fd = fd;
+	d->index = qimg_attach(&a);
+	close_fd(fd);
+	KUNIT_ASSERT_GE(test, d->index, 0);
+
+	snprintf(buf, 16, "qimg%d", d->index);
+	dev = class_find_device_by_name(&block_class, buf);
+	KUNIT_ASSERT_NOT_NULL(test, dev);
+	devt = dev->devt;
+	put_device(dev);
+	d->bdev = blkdev_get_by_dev(devt, FMODE_READ, NULL);
+	KUNIT_ASSERT_FALSE(test, IS_ERR(d->bdev));
+	KUNIT_EXPECT_TRUE(test, bdev_read_only(d->bdev));
+	KUNIT_EXPECT_EQ(test, qimg_t_io(d->bdev, REQ_OP_READ, 0, buf,
+					PAGE_SIZE), 0);
+	/*
+	 * The block layer only warns about writes to a read-only disk (old
+	 * LVM tools do it); refusing them is the driver's job.
+	 */
+	memset(buf, 0x5a, PAGE_SIZE);
+	KUNIT_EXPECT_NE(test, qimg_t_io(d->bdev, REQ_OP_WRITE, 0, buf,
+					PAGE_SIZE), 0);
+	blkdev_put(d->bdev, FMODE_READ);
+	d->bdev = NULL;
+	KUNIT_EXPECT_EQ(test, i_size_read(file_inode(d->file)),
+			(loff_t)(4 * QIMG_T_CS));
+}
+
+/*
+ * Damaged images are refused at attach time, with the error of the format
+ * core, and leave nothing behind (a second attach of a good image works).
+ */
+static void qimg_dev_attach_corrupt(struct kunit *test)
+{
+	static const struct { unsigned int off, width; u64 val; int err; }
+	damage[] = {
+		{ 0, 4, 0x514649fa, -EINVAL },		/* magic */
+		{ 40, 8, 3 * QIMG_T_CS + 512, -EUCLEAN },	/* L1 offset */
+		{ 40, 8, 100ULL * QIMG_T_CS, -EUCLEAN },	/* L1 past EOF */
+		{ 56, 4, 0, -EUCLEAN },			/* no reftable */
+		{ 72, 8, 1ULL << 20, -EOPNOTSUPP },	/* unknown feature */
+	};
+	struct qimg_t_dev *d = test->priv;
+	loff_t pos;
+	__be64 v64;
+	__be32 v32;
+	unsigned int i;
+	int ret;
+
+	for (i = 0; i < ARRAY_SIZE(damage); i++) {
+		qimg_t_make_image(test, d->file);
+		pos = damage[i].off;
+		if (damage[i].width == 8) {
+			v64 = cpu_to_be64(damage[i].val);
+			kernel_write(d->file, &v64, 8, &pos);
+		} else {
+			v32 = cpu_to_be32((u32)damage[i].val);
+			kernel_write(d->file, &v32, 4, &pos);
+		}
+		ret = qimg_t_attach(test, d->file);
+		if (ret >= 0)
+			qimg_detach(ret);
+		KUNIT_EXPECT_EQ_MSG(test, ret, damage[i].err, "damage %u", i);
+	}
+	qimg_t_make_image(test, d->file);
+	qimg_t_up(test, d);
+}
+
 static struct kunit_case qimg_dev_cases[] = {
+	KUNIT_CASE(qimg_dev_attach_corrupt),
 	KUNIT_CASE(qimg_dev_read_holes),
 	KUNIT_CASE(qimg_dev_write_read),
+	KUNIT_CASE(qimg_dev_parallel_writes),
+	KUNIT_CASE(qimg_dev_read_only),
 	{}
 };
 

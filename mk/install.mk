@@ -90,6 +90,7 @@ dkms-install:
 		$(dkms_cmd) remove -m qimg -v $(QIMG_VERSION) --all >/dev/null; \
 	fi
 	@$(MAKE) --no-print-directory dkms-src
+	$(if $(DKMS_TREE),@mkdir -p $(DKMS_TREE))
 	$(dkms_cmd) add -m qimg -v $(QIMG_VERSION)
 	@set -e; for k in $(DKMS_KERNELS); do \
 		echo "$(dkms_cmd) build -m qimg -v $(QIMG_VERSION) -k $$k"; \

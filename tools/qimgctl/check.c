@@ -265,8 +265,15 @@ static void ck_l2_entry(struct ck *c, u64 l2_off, u64 idx,
 
 	ret = qimg_l2_decode(g, c->h->version, raw, bitmap, c->bound, &e, &err);
 	if (ret) {
-		ck_corrupt(c, "ERROR L2 table 0x%llx entry %llu (0x%016llx): %s",
-			   l2_off, idx, raw, err.msg);
+		off = raw & QIMG_L2E_OFFSET_MASK;
+		/* Past EOF: ck_inc() below counts it, once, as QEMU does. */
+		if (!(raw & QIMG_OFLAG_COMPRESSED) && !data_file &&
+		    !qimg_cluster_offset(g, off) && off >= c->file_size)
+			fprintf(stderr, "ERROR L2 table 0x%llx entry %llu (0x%016llx): %s\n",
+				l2_off, idx, raw, err.msg);
+		else
+			ck_corrupt(c, "ERROR L2 table 0x%llx entry %llu (0x%016llx): %s",
+				   l2_off, idx, raw, err.msg);
 		/*
 		 * Count what the entry names anyway, as QEMU does: a
 		 * cluster wrong only in its flags (or offset by a few
@@ -548,12 +555,40 @@ out:
 /* ------------------------------------------------------------------------ */
 /* Refcount table and blocks                                                */
 
+/*
+ * Refcount table entry @i names a block past the end of the file.  Reading
+ * it would give zeroes, so the block is treated as absent, which is what
+ * clearing the entry makes true on disk: a repair that cannot lose anything.
+ * Clusters it should cover get a new block if they are in use.
+ */
+static int ck_reftable_outside(struct ck *c, u64 i, const char *why)
+{
+	bool fix = c->fix & CK_FIX_ERRORS;
+	u64 zero = 0;
+	int ret;
+
+	fprintf(stderr, "%s refcount block %llu is outside image (%s)\n",
+		fix ? "Repairing" : "ERROR", i, why);
+	if (!fix) {
+		c->res->corruptions++;
+		return 0;
+	}
+	ret = ck_write(c, &zero, sizeof(zero),
+		       c->h->refcount_table_offset + i * 8,
+		       "refcount table entry");
+	if (ret)
+		return ret;
+	c->res->corruptions_fixed++;
+	return ck_sync(c);
+}
+
 static int ck_load_reftable(struct ck *c)
 {
 	const struct qimg_header *h = c->h;
 	struct qimg_err err = { "" };
 	u64 bytes, i, raw, off;
 	u64 *t;
+	int ret;
 
 	bytes = (u64)h->refcount_table_clusters << c->g->cluster_bits;
 	if (!bytes || bytes > QIMG_MAX_REFTABLE_BYTES) {
@@ -582,14 +617,18 @@ static int ck_load_reftable(struct ck *c)
 		if (qimg_reftable_decode(c->g, raw, c->bound, &off, &err)) {
 			off = raw & QIMG_REFT_OFFSET_MASK;
 			if ((raw & QIMG_REFT_RESERVED_MASK) ||
-			    qimg_cluster_offset(c->g, off))
+			    qimg_cluster_offset(c->g, off)) {
 				ck_corrupt(c, "ERROR refcount block %llu is not cluster aligned; refcount table entry corrupted (%s)",
 					   i, err.msg);
-			else
-				ck_corrupt(c, "ERROR refcount block %llu is outside image (%s)",
-					   i, err.msg);
-			c->rb_bad[i] = 1;
-			c->any_bad_rb = true;
+				c->rb_bad[i] = 1;
+				c->any_bad_rb = true;
+				continue;
+			}
+			ret = ck_reftable_outside(c, i, err.msg);
+			if (ret) {
+				free(t);
+				return ret;
+			}
 			continue;
 		}
 		c->rb_off[i] = off;
@@ -940,8 +979,18 @@ static int ck_copied_l2(struct ck *c, u64 l2_off, bool final)
 		if (!raw)
 			continue;
 		if (qimg_l2_decode(g, c->h->version, raw, bitmap, c->bound, &e,
-				   &err))
-			continue;	/* reported by the refcount walk */
+				   &err)) {
+			/*
+			 * Already reported as corrupt; like QEMU, still hold
+			 * a standard entry's flag against the refcount of
+			 * the cluster it names.
+			 */
+			if (raw & QIMG_OFLAG_COMPRESSED ||
+			    !(raw & QIMG_L2E_OFFSET_MASK))
+				continue;
+			e.type = QIMG_CLUSTER_NORMAL;
+			e.host_offset = raw & QIMG_L2E_OFFSET_MASK;
+		}
 		if (e.type != QIMG_CLUSTER_NORMAL &&
 		    e.type != QIMG_CLUSTER_ZERO_ALLOC)
 			continue;

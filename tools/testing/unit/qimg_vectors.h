@@ -365,6 +365,21 @@ static const struct qimg_hdr_vec qimg_hdr_vecs[] = {
 	  .p = { QP_EXT_TYPE(112, QIMG_EXT_JOURNAL), QP_EXT_LEN(112, 16),
 		 QP(120, 8, 0x30000), QP(128, 8, 0x20000) },
 	  .file_size = 0x60000, .expect = QV_EUCLEAN, .msg = "L1" },
+	{ .name = "bitmaps extension in a v2 image", .base = QV_BASE_V2,
+	  .p = { QP_EXT_TYPE(72, QIMG_EXT_BITMAPS), QP_EXT_LEN(72, 24),
+		 QP(80, 4, 1), QP(88, 8, 32), QP(96, 8, 0x30000) },
+	  .expect = QV_EUCLEAN, .msg = "version 2" },
+	{ .name = "duplicate journal extension",
+	  .p = { QP_EXT_TYPE(112, QIMG_EXT_JOURNAL), QP_EXT_LEN(112, 16),
+		 QP(120, 8, 0x40000), QP(128, 8, 0x10000),
+		 QP_EXT_TYPE(136, QIMG_EXT_JOURNAL), QP_EXT_LEN(136, 16),
+		 QP(144, 8, 0x50000), QP(152, 8, 0x10000) },
+	  .file_size = 0x60000, .expect = QV_EUCLEAN,
+	  .msg = "more than once" },
+	{ .name = "duplicate feature table",
+	  .p = { QP_EXT_TYPE(112, QIMG_EXT_FEATURE_TABLE),
+		 QP_EXT_TYPE(120, QIMG_EXT_FEATURE_TABLE) },
+	  .expect = QV_EUCLEAN, .msg = "more than once" },
 	{ .name = "journal past the end of the file",
 	  .p = { QP_EXT_TYPE(112, QIMG_EXT_JOURNAL), QP_EXT_LEN(112, 16),
 		 QP(120, 8, 0x40000), QP(128, 8, 0x20000) },
@@ -726,6 +741,42 @@ static const u8 qv_snap_big_l1[] = {
 	'x', 0, 0, 0, 0, 0, 0, 0,
 };
 
+static const u8 qv_snap_l1_in_header[] = {
+	0, 0, 0, 0, 0, 0, 0, 0,		/* L1 at 0 ... */
+	0, 0, 0, 2, 0, 1, 0, 0,		/* ... with 2 entries */
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	'x', 0, 0, 0, 0, 0, 0, 0,
+};
+
+static const u8 qv_snap_l1_past_eof[] = {
+	0, 0, 0, 0, 0, 3, 0xff, 0,	/* 0x3ff00: aligned to 256 only */
+	0, 0, 0, 2, 0, 1, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	'x', 0, 0, 0, 0, 0, 0, 0,
+};
+
+static const u8 qv_snap_l1_eof[] = {
+	0, 0, 0, 0, 0, 4, 0, 0,		/* 0x40000: the end of the file */
+	0, 0, 0, 2, 0, 1, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	'x', 0, 0, 0, 0, 0, 0, 0,
+};
+
+static const u8 qv_snap_no_l1[] = {
+	0, 0, 0, 0, 0, 0, 0, 0,		/* no L1 table at all */
+	0, 0, 0, 0, 0, 1, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	'x', 0, 0, 0, 0, 0, 0, 0,
+};
+
 static const u8 qv_bm_good[] = {
 	0, 0, 0, 0, 0, 3, 0, 0,		/* table at 0x30000 */
 	0, 0, 0, 1,			/* 1 entry */
@@ -798,6 +849,22 @@ static const u8 qv_bm_extra[] = {
 	0, 0, 0, 4, 1, 2, 3, 4, 'b', 'm', '0', 0,
 };
 
+/* Name of 1024 bytes (all NUL: the size check comes first). */
+static const u8 qv_bm_long_name[24 + 1024] = {
+	0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 1, 16, 4, 0,
+	0, 0, 0, 0,
+};
+
+static const u8 qv_bm_table_huge[] = {
+	0, 0, 0, 0, 0, 3, 0, 0, 8, 0, 0, 1, 0, 0, 0, 2, 1, 16, 0, 3,
+	0, 0, 0, 0, 'b', 'm', '0', 0, 0, 0, 0, 0,
+};
+
+static const u8 qv_bm_table_past_eof[] = {
+	0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0x20, 1, 0, 0, 0, 2, 1, 16, 0, 3,
+	0, 0, 0, 0, 'b', 'm', '0', 0, 0, 0, 0, 0,
+};
+
 #define QV_RAW(b)	.bytes = (b), .len = sizeof(b)
 
 static const struct qimg_raw_vec qimg_snapshot_vecs[] = {
@@ -813,6 +880,14 @@ static const struct qimg_raw_vec qimg_snapshot_vecs[] = {
 	  .expect = -EUCLEAN },
 	{ .name = "snapshot extra data over 1 KiB",
 	  QV_RAW(qv_snap_big_extra), .expect = -EFBIG },
+	{ .name = "snapshot L1 in the header", QV_RAW(qv_snap_l1_in_header),
+	  .expect = -EUCLEAN },
+	{ .name = "snapshot L1 unaligned near EOF",
+	  QV_RAW(qv_snap_l1_past_eof), .expect = -EUCLEAN },
+	{ .name = "snapshot L1 past EOF", QV_RAW(qv_snap_l1_eof),
+	  .expect = -EUCLEAN },
+	{ .name = "snapshot without L1 table", QV_RAW(qv_snap_no_l1),
+	  .expect = 0, .entry_len = 48, .label = "x" },
 	{ .name = "snapshot L1 over 32 MiB", QV_RAW(qv_snap_big_l1),
 	  .expect = -EFBIG },
 };
@@ -844,6 +919,12 @@ static const struct qimg_raw_vec qimg_bitmap_vecs[] = {
 	  QV_RAW(qv_bm_small_in_use), .expect = 0, .entry_len = 32,
 	  .label = "bm0" },
 	{ .name = "bitmap table unaligned", QV_RAW(qv_bm_table_unaligned),
+	  .expect = -EUCLEAN },
+	{ .name = "bitmap name of 1024 bytes", QV_RAW(qv_bm_long_name),
+	  .expect = -EFBIG },
+	{ .name = "bitmap table over 2^27 entries", QV_RAW(qv_bm_table_huge),
+	  .expect = -EFBIG },
+	{ .name = "bitmap table past EOF", QV_RAW(qv_bm_table_past_eof),
 	  .expect = -EUCLEAN },
 	{ .name = "bitmap table empty", QV_RAW(qv_bm_table_empty),
 	  .expect = -EUCLEAN },

@@ -44,7 +44,7 @@ for m in virtio_pci virtio_blk virtio-rng 9pnet_virtio 9p overlay ext4 \
 done
 
 mkdir -p /hostroot /ovl $R
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 \
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose \
 	hostroot /hostroot || fail "cannot mount the host root over 9p"
 
 # A writable overlay over the read-only host root lets us create mount

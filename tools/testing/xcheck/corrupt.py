@@ -23,7 +23,8 @@ KINDS and what `qemu-img check` (and `qimgctl check`) should say afterwards:
   overlap           a second L2 entry pointed at the first
                     entry's cluster (two owners, refcount 1)   -> corruption
   l1-reserved       a reserved bit set in an L1 entry          -> corruption
-  truncated-header  the file cut to 48 bytes                   -> cannot open
+  truncated-header  the file cut to 16 bytes, before
+                    cluster_bits                               -> cannot open
   bad-magic         the magic overwritten                      -> not qcow2
   refblock-past-eof an unused refcount table entry pointed
                     past EOF                                   -> corruption
@@ -212,8 +213,8 @@ def l1_reserved(img):
 
 
 def truncated_header(img):
-    img.f.truncate(48)
-    return 'file truncated to 48 bytes'
+    img.f.truncate(16)
+    return 'file truncated to 16 bytes'
 
 
 def bad_magic(img):

@@ -129,8 +129,8 @@ DD_OPS="0 512
 3145735 1
 8192 4096
 2097152 131072
-67107840 1024
-33554431 65538
+16776192 1024
+8388607 65538
 500000 13"
 apply_ops() {
 	local target=$1 flags=$2 off len n=0
@@ -196,10 +196,10 @@ QIO_PAT=(-c 'write -P 0xa1 0 64k' -c 'write -P 0xa2 1M 4k'
 	-c 'write -P 0xa3 130001 70000' -c 'write -P 0xa4 4M 3M'
 	-c 'write -z 5M 64k' -c 'write -z -u 6M 256k' -c 'discard 1M 4k'
 	-c 'discard 4194304 65536' -c 'write -P 0xa5 10485761 511'
-	-c 'write -P 0xee 66060288 1M')
+	-c 'write -P 0xee 15M 1M')
 
 ro_patterns() {
-	run qemu-img create -q -f qcow2 -o "cluster_size=$1" p.qcow2 64M || return 1
+	run qemu-img create -q -f qcow2 -o "cluster_size=$1" p.qcow2 16M || return 1
 	run qemu-io -f qcow2 "${QIO_PAT[@]}" p.qcow2 >/dev/null || return 1
 	ro_check p.qcow2
 }
@@ -209,10 +209,10 @@ tc "ro: cluster size 2M" ro_patterns 2M
 tc "ro: cluster size 512" ro_patterns 512
 
 ro_empty() {
-	run qemu-img create -q -f qcow2 e.qcow2 256M || return 1
+	run qemu-img create -q -f qcow2 e.qcow2 64M || return 1
 	ro_check e.qcow2
 }
-tc "ro: empty 256M image reads as zeros" ro_empty
+tc "ro: empty 64M image reads as zeros" ro_empty
 
 ro_extl2() {
 	run qemu-img create -q -f qcow2 -o cluster_size=64k,extended_l2=on x.qcow2 32M ||
@@ -311,8 +311,8 @@ tc "ro: refcount_bits=64" ro_refcount_bits 64
 # --- writes through /dev/qimgN ----------------------------------------------
 
 rw_dd() {
-	run qemu-img create -q -f qcow2 -o "$1" w.qcow2 64M || return 1
-	run truncate -s 64M w.raw || return 1
+	run qemu-img create -q -f qcow2 -o "$1" w.qcow2 16M || return 1
+	run truncate -s 16M w.raw || return 1
 	q_attach w.qcow2 || return 1
 	apply_ops "$DEV" ,fsync || { echo "FAILED: dd to $DEV"; return 1; }
 	# O_DIRECT sub-cluster and cross-cluster writes too.
@@ -379,10 +379,10 @@ rw_cow() {
 	local bfmt=$1 ovopts=$2
 	if [ "$bfmt" = raw ]; then
 		run dd if="$W/rnd" of=base.img bs=1M count=1 status=none || return 1
-		run truncate -s 64M base.img || return 1
+		run truncate -s 16M base.img || return 1
 	else
-		run qemu-img create -q -f qcow2 base.img 64M || return 1
-		run qemu-io -f qcow2 -c 'write -P 0x5a 0 4M' -c 'write -P 0x5b 33M 2M' \
+		run qemu-img create -q -f qcow2 base.img 16M || return 1
+		run qemu-io -f qcow2 -c 'write -P 0x5a 0 4M' -c 'write -P 0x5b 9M 2M' \
 			base.img >/dev/null || return 1
 	fi
 	run qemu-img create -q -f qcow2 -o "$ovopts" -b base.img -F "$bfmt" ov.qcow2 ||
