@@ -20,20 +20,20 @@
 #include <linux/workqueue.h>
 #include <linux/blk-mq.h>
 #include <linux/uio.h>
+#include <linux/sizes.h>
 
 #include <linux/qimg.h>
 
 #include "qimg_fmt.h"
 #include "qimg_compat.h"
 
-#define QIMG_DEFAULT_L2_CACHE		(1U << 20)	/* bytes */
-#define QIMG_DEFAULT_RC_CACHE		(256U << 10)
+#define QIMG_DEFAULT_L2_CACHE		SZ_1M	/* bytes */
+#define QIMG_DEFAULT_RC_CACHE		SZ_256K
 #define QIMG_MIN_CACHE_ENTRIES		4
-#define QIMG_MAX_CACHE_BYTES		(1ULL << 30)
+#define QIMG_MAX_CACHE_BYTES		((u64)SZ_1G)
 #define QIMG_MINORS			16
 
 #define QIMG_STATE_CORRUPT		0	/* corruption found, now read-only */
-
 
 struct qimg_image;
 
@@ -52,8 +52,8 @@ struct qimg_centry {
 struct qimg_cache {
 	const char *name;
 	struct qimg_image *img;
-	spinlock_t lock;
-	struct mutex load_mutex;
+	spinlock_t lock;		/* buckets, lru, dirty, nr, refs */
+	struct mutex load_mutex;	/* one miss at a time */
 	struct hlist_head *buckets;
 	unsigned int bucket_bits;
 	struct list_head lru;	/* most recently used first */
@@ -103,14 +103,14 @@ struct qimg_device {
 	u64 rt_dirty_lo, rt_dirty_hi;
 	u64 free_hint;			/* cluster index to start searching */
 	struct list_head pending_frees;	/* struct qimg_pending_free */
-	struct mutex meta_lock;
+	struct mutex meta_lock;		/* metadata mutation, allocation */
 	unsigned int meta_depth;	/* open qimg_meta_begin groups */
 
 	struct gendisk *disk;
 	struct blk_mq_tag_set tag_set;
 	struct workqueue_struct *wq;
 
-	struct mutex open_mutex;
+	struct mutex open_mutex;	/* open_count, detaching */
 	int open_count;
 	bool detaching;
 	struct work_struct autoclear_work;

@@ -427,7 +427,8 @@ int qimg_meta_writeback(struct qimg_device *dev)
 				  img->h->refcount_table_offset + lo * 8);
 		if (ret)
 			return ret;
-		dev->rt_dirty_lo = dev->rt_dirty_hi = 0;
+		dev->rt_dirty_lo = 0;
+		dev->rt_dirty_hi = 0;
 		pending = true;
 	}
 
@@ -458,7 +459,8 @@ int qimg_meta_writeback(struct qimg_device *dev)
 				  img->h->l1_table_offset + (u64)lo * 8);
 		if (ret)
 			return ret;
-		img->l1_dirty_lo = img->l1_dirty_hi = 0;
+		img->l1_dirty_lo = 0;
+		img->l1_dirty_hi = 0;
 		pending = true;
 	}
 

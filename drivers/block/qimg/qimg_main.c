@@ -35,6 +35,7 @@
 
 #include "qimg.h"
 
+/* Serialises attach/detach/info and guards qimg_idr. */
 DEFINE_MUTEX(qimg_ctl_mutex);
 static DEFINE_IDR(qimg_idr);
 static int qimg_major;
@@ -118,8 +119,9 @@ static int qimg_check_features(struct qimg_image *img, bool writable)
 	else if (writable && h->geom.ext_l2)
 		what = "extended L2 entries (writing; attach read-only)";
 	else if (writable && h->incompatible_features & QIMG_INCOMPAT_DIRTY)
-		what = "dirty bit set (lazy refcounts need qemu-img check -r all; attach read-only)";
-	else if (writable && h->incompatible_features & QIMG_INCOMPAT_CORRUPT) {
+		what = "dirty bit set (lazy refcounts; repair or attach read-only)";
+	if (!what && writable &&
+	    h->incompatible_features & QIMG_INCOMPAT_CORRUPT) {
 		what = "image is marked corrupt (attach read-only)";
 		ret = -EUCLEAN;
 	}

@@ -79,6 +79,23 @@ static void qimg_note_alloc(struct qimg_image *img, u64 host)
 	}
 }
 
+/*
+ * A refcount of zero on the header, the L1 table or the refcount table
+ * means the refcounts are corrupt; handing such a cluster out would
+ * overwrite metadata, so refuse (QEMU's overlap check, in its cheap form).
+ */
+static bool qimg_overlaps_fixed_metadata(struct qimg_device *dev, u64 off)
+{
+	const struct qimg_header *h = dev->top.h;
+	u64 cs = dev->top.g->cluster_size;
+
+	return off < cs ||
+	       qimg_ranges_overlap(off, cs, h->l1_table_offset,
+				   (u64)h->l1_size * 8) ||
+	       qimg_ranges_overlap(off, cs, h->refcount_table_offset,
+				   (u64)h->refcount_table_clusters * cs);
+}
+
 /* Allocate one cluster with refcount 1; *host receives its offset. */
 int qimg_alloc_clusters(struct qimg_device *dev, u64 *host)
 {
@@ -108,8 +125,8 @@ int qimg_alloc_clusters(struct qimg_device *dev, u64 *host)
 			ret = qimg_cache_get(&dev->rc, off, true, &e);
 			if (ret)
 				return ret;
-			ret = qimg_meta_record_refcount(dev, e,
-					qimg_refblock_index(g, off), 1);
+			i = qimg_refblock_index(g, off);
+			ret = qimg_meta_record_refcount(dev, e, i, 1);
 			qimg_cache_put(&dev->rc, e);
 			if (ret)
 				return ret;
@@ -138,6 +155,11 @@ int qimg_alloc_clusters(struct qimg_device *dev, u64 *host)
 			return ret;
 		qimg_note_alloc(img, off);
 		dev->free_hint = (off >> g->cluster_bits) + 1;
+		if (qimg_overlaps_fixed_metadata(dev, off)) {
+			qimg_mark_corrupt(dev, "free cluster %llu overlaps the header, L1 or refcount table",
+					  off);
+			return -EUCLEAN;
+		}
 		*host = off;
 		return 0;
 	}

@@ -28,6 +28,9 @@ KINDS and what `qemu-img check` (and `qimgctl check`) should say afterwards:
   bad-magic         the magic overwritten                      -> not qcow2
   refblock-past-eof an unused refcount table entry pointed
                     past EOF                                   -> corruption
+  refblock-missing  the refcount table entry of a refcount block
+                    that covers clusters in use cleared (needs
+                    more than one refcount block)              -> corruption
   leak-then-copied  refcount of a data cluster raised to 2
                     (leak + COPIED mismatch)                   -> corruption
 """
@@ -233,7 +236,22 @@ def refblock_past_eof(img):
     die('refcount table has no free entry')
 
 
+def refblock_missing(img):
+    n = img.rt_clusters * img.cs // 8
+    used = set()
+    for _, raw in img.data_entries():
+        used.add((raw & OFFSET_MASK) >> img.cluster_bits)
+    for i in range(1, n):
+        rb = img.u64(img.rt_off + 8 * i) & OFFSET_MASK
+        first = i * img.rb_entries
+        if rb and any(first <= c < first + img.rb_entries for c in used):
+            img.put64(img.rt_off + 8 * i, 0)
+            return 'refcount table entry %d (block 0x%x) cleared' % (i, rb)
+    die('no refcount block other than the first covers a data cluster')
+
+
 KINDS = {
+    'refblock-missing': refblock_missing,
     'refcount-low': refcount_low,
     'refcount-high': refcount_high,
     'leak-then-copied': leak_then_copied,

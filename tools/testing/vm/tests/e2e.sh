@@ -52,20 +52,20 @@ run() {
 # q_attach [OPTS] IMG: attach, set DEV to /dev/qimgN.  qimgctl prints the
 # device; accept "/dev/qimgN" or "qimgN" anywhere in its output.
 q_attach() {
-	local out i
+	local out
 	DEV=
 	if ! out=$(timeout 60 "$QIMGCTL" attach "$@" 2>&1); then
 		echo "FAILED: qimgctl attach $*: $out"
 		return 1
 	fi
-	DEV=$(printf '%s\n' "$out" | grep -o "/dev/$P[0-9]\\+" | head -n 1)
+	DEV=$(printf '%s\n' "$out" | grep -o "/dev/${P}[0-9]\\+" | head -n 1)
 	[ -n "$DEV" ] ||
-		DEV=$(printf '%s\n' "$out" | grep -o "\\b$P[0-9]\\+" | head -n 1 | sed 's|^|/dev/|')
+		DEV=$(printf '%s\n' "$out" | grep -o "\\b${P}[0-9]\\+" | head -n 1 | sed 's|^|/dev/|')
 	if [ -z "$DEV" ]; then
 		echo "FAILED: qimgctl attach $* printed no device name: $out"
 		return 1
 	fi
-	for i in $(seq 50); do
+	for _ in $(seq 50); do
 		[ -b "$DEV" ] && return 0
 		sleep 0.1
 	done
@@ -150,6 +150,23 @@ cleanup() {
 	rm -f "$W"/*.qcow2 "$W"/*.raw "$W"/*.img
 }
 
+# unsupported_ok FUNC [ARGS]: for features the driver may refuse by design
+# (zstd, writing extended L2): a clean "unsupported" refusal at attach
+# time is a skip, not a failure (QIMG_E2E_STRICT=1 makes it a failure).
+unsupported_ok() {
+	local out rc
+	out=$("$@" 2>&1)
+	rc=$?
+	printf '%s\n' "$out"
+	[ $rc = 0 ] && return 0
+	if [ "${QIMG_E2E_STRICT:-0}" != 1 ] &&
+		printf '%s\n' "$out" | grep -q '^FAILED: qimgctl attach.*unsupported'; then
+		echo "SKIP-UNSUPPORTED: $(printf '%s\n' "$out" | grep -m1 -o 'unsupported.*')"
+		return 0
+	fi
+	return $rc
+}
+
 KBAD='Oops|BUG:|WARNING:|KASAN|UBSAN|kmemleak|lockdep|possible recursive locking|INFO: task .* blocked|general protection|Call Trace'
 # tc NAME FUNC [ARGS]: one case.  Its output is shown only when it fails;
 # a kernel splat while it ran fails it too, so blame lands on the right
@@ -167,7 +184,13 @@ tc() {
 	echo "# $name: $((SECONDS - t0)) s"
 	new=$(dmesg | tail -n +$((n0 + 1)) | grep -E "$KBAD")
 	if [ $rc = 0 ] && [ -z "$new" ]; then
-		t_pass "$name"
+		local skip
+		skip=$(printf '%s\n' "$out" | sed -n 's/^SKIP-UNSUPPORTED: //p' | head -n 1)
+		if [ -n "$skip" ]; then
+			t_pass "$name # SKIP refused cleanly: $skip"
+		else
+			t_pass "$name"
+		fi
 	elif [ $rc = 0 ]; then
 		t_fail "$name: kernel log: $(echo "$new" | head -n 1)"
 		dmesg | tail -n +$((n0 + 1)) | head -n 60 | sed 's/^/#   /'
@@ -298,7 +321,7 @@ ro_compressed() {
 	ro_check z.qcow2
 }
 tc "ro: compressed clusters (zlib)" ro_compressed zlib
-tc "ro: compressed clusters (zstd)" ro_compressed zstd
+tc "ro: compressed clusters (zstd)" unsupported_ok ro_compressed zstd
 
 ro_refcount_bits() {
 	run qemu-img create -q -f qcow2 -o "refcount_bits=$1" r.qcow2 16M || return 1
@@ -341,14 +364,14 @@ rw_dd() {
 tc "rw: dd at odd offsets (64k clusters)" rw_dd cluster_size=64k
 tc "rw: dd at odd offsets (4k clusters)" rw_dd cluster_size=4k
 tc "rw: dd at odd offsets (2M clusters)" rw_dd cluster_size=2M
-tc "rw: dd at odd offsets (extended_l2)" rw_dd cluster_size=64k,extended_l2=on
+tc "rw: dd at odd offsets (extended_l2)" unsupported_ok rw_dd cluster_size=64k,extended_l2=on
 tc "rw: dd at odd offsets (refcount_bits=1)" rw_dd refcount_bits=1
 
 rw_fio() {
 	run qemu-img create -q -f qcow2 f.qcow2 128M || return 1
 	q_attach f.qcow2 || return 1
 	run fio --name=verify --filename="$DEV" --rw=randwrite --bsrange=4k-64k \
-		--size=48M --ioengine=libaio --iodepth=16 --direct=1 \
+		--size=24M --ioengine=libaio --iodepth=16 --direct=1 \
 		--verify=crc32c --verify_fatal=1 --randrepeat=0 --output=/dev/null ||
 		{ q_detach "$DEV"; return 1; }
 	dump_detach_compare "$DEV" f.qcow2
@@ -362,7 +385,7 @@ rw_ext4() {
 	run mount "$DEV" "$MNT" || return 1
 	mkdir "$MNT/tree"
 	run cp -a "$REPO/drivers" "$REPO/tools" "$MNT/tree/" || return 1
-	run dd if=/dev/urandom of="$MNT/big" bs=1M count=20 status=none || return 1
+	run dd if=/dev/urandom of="$MNT/big" bs=1M count=8 status=none || return 1
 	(cd "$MNT" && find . -type f ! -name sums -exec sha256sum {} + >sums)
 	run umount "$MNT" || return 1
 	run e2fsck -fn "$DEV" || return 1
@@ -398,7 +421,7 @@ rw_cow() {
 tc "cow: overlay over qcow2 backing" rw_cow qcow2 cluster_size=64k
 tc "cow: overlay over raw backing" rw_cow raw cluster_size=64k
 tc "cow: overlay with 2M clusters" rw_cow qcow2 cluster_size=2M
-tc "cow: extended_l2 overlay (subcluster COW)" rw_cow qcow2 cluster_size=64k,extended_l2=on
+tc "cow: extended_l2 overlay (subcluster COW)" unsupported_ok rw_cow qcow2 cluster_size=64k,extended_l2=on
 
 # Four writers into unallocated clusters at once: disjoint regions, then
 # interleaved 4k slots inside the same clusters.
@@ -406,10 +429,10 @@ conc() {
 	run qemu-img create -q -f qcow2 c.qcow2 256M || return 1
 	q_attach c.qcow2 || return 1
 	run fio --name=c --filename="$DEV" --rw=randwrite --bs=4k --numjobs=4 \
-		--offset_increment=32M --size=16M --ioengine=libaio --iodepth=8 \
+		--offset_increment=32M --size=8M --ioengine=libaio --iodepth=8 \
 		--direct=1 --verify=crc32c --verify_fatal=1 --output=/dev/null ||
 		{ q_detach "$DEV"; return 1; }
-	run fio --filename="$DEV" --rw=write:12k --bs=4k --size=8M --ioengine=libaio \
+	run fio --filename="$DEV" --rw=write:12k --bs=4k --size=4M --ioengine=libaio \
 		--iodepth=4 --direct=1 --verify=crc32c --verify_fatal=1 --output=/dev/null \
 		--name=s0 --offset=160M --name=s1 --offset=163844k \
 		--name=s2 --offset=163848k --name=s3 --offset=163852k ||
@@ -574,7 +597,7 @@ tc "list --json shows attached devices" list_json
 
 fio_iops() {
 	timeout "$TO" fio --name=b --filename="$1" --rw="$2" --bs=4k --iodepth=32 \
-		--ioengine=libaio --direct=1 --time_based --runtime=5 --ramp_time=1 \
+		--ioengine=libaio --direct=1 --time_based --runtime=4 --ramp_time=1 \
 		--output-format=json 2>/dev/null | python3 -c '
 import json, sys
 j = json.load(sys.stdin)["jobs"][0]
@@ -584,7 +607,7 @@ print(int(j["read"]["iops"] + j["write"]["iops"]))' 2>/dev/null || echo "n/a"
 bench() {
 	local loopdev
 	[ -z "$FILTER" ] || [[ bench =~ $FILTER ]] || return 0
-	dd if=/dev/urandom of=bench.raw bs=1M count=256 status=none || return 0
+	dd if=/dev/urandom of=bench.raw bs=1M count=128 status=none || return 0
 	qemu-img convert -O qcow2 bench.raw bench.qcow2 || return 0
 	loopdev=$(losetup --direct-io=on -f --show bench.raw) || return 0
 	if q_attach bench.qcow2 >/dev/null; then
