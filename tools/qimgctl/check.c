@@ -449,12 +449,13 @@ static void ck_walk_snapshots(struct ck *c)
 				       i + 1, h->nb_snapshots, err.msg);
 			goto out;
 		}
-		if (!sn.entry_len || sn.entry_len > len - pos) {
+		if (!sn.entry_len || sn.entry_len > len - pos + 7) {
 			ck_check_error(c, "ERROR snapshot %u: bad entry length",
 				       i + 1);
 			goto out;
 		}
-		pos += sn.entry_len;
+		/* The last entry may end unpadded at end of file. */
+		pos += sn.entry_len > len - pos ? len - pos : sn.entry_len;
 		ck_walk_l1(c, sn.l1_table_offset, sn.l1_size, false);
 	}
 	ck_inc(c, h->snapshots_offset, pos);
@@ -856,14 +857,13 @@ static int ck_compare(struct ck *c, enum ck_pass pass)
 		if (ret < 0)
 			return ret;
 		comp = i < c->nb_refs ? c->refs[i] : 0;
-		if (ret == 1) {
-			/* Refcount block unusable (reported already). */
-			if (comp)
-				highest = i, seen = true;
-			continue;
+		if (on || comp) {
+			highest = i;
+			seen = true;
 		}
-		if (on || comp)
-			highest = i, seen = true;
+		/* Refcount block unusable: reported already. */
+		if (ret == 1)
+			continue;
 		if (on == comp)
 			continue;
 		if (pass == CK_REPORT) {

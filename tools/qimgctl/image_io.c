@@ -369,6 +369,13 @@ static int node_open(struct qimgctl_node **out, char *path, const char *fmt,
 		*out = n;
 		return 0;
 	}
+	/* Say which file is missing: the user named only the top one. */
+	if (!top && access(path, R_OK) < 0) {
+		ret = -errno;
+		qimgctl_err("%s: could not open backing file: %s", path,
+			    strerror(errno));
+		goto fail;
+	}
 	ret = qimgctl_image_open(&n->img, path, false);
 	if (ret)
 		goto fail;

@@ -64,7 +64,7 @@ static int read_snapshots(struct qimgctl_image *img, struct json_object *arr)
 		}
 		len = sizeof(d) + be32_to_cpu(d.extra_data_size) +
 		      be16_to_cpu(d.id_str_size) + be16_to_cpu(d.name_size);
-		len = (len + 7) & ~7ULL;
+		/* The last entry may lack its padding (QEMU omits it). */
 		if (off >= img->file_size || len > img->file_size - off) {
 			qimgctl_err("%s: snapshot %u extends past the end of the file",
 				    img->path, i);
@@ -90,7 +90,7 @@ static int read_snapshots(struct qimgctl_image *img, struct json_object *arr)
 				    err.msg);
 			return ret;
 		}
-		if (!s.entry_len || s.entry_len > len) {
+		if (!s.entry_len || s.entry_len > len + 7) {
 			qimgctl_err("%s: snapshot %u: bad entry length",
 				    img->path, i);
 			return -EUCLEAN;

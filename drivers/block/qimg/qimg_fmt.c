@@ -1228,8 +1228,12 @@ int qimg_snapshot_decode(const struct qimg_geom *g, const void *buf,
 		return qimg_fail(err, -EFBIG,
 				 "snapshot has too much extra data (%u bytes)",
 				 extra);
-	/* Bounded above: at most 40 + 1024 + 2 * 65535 + 7. */
-	total = qimg_round_up8((u64)sizeof(*d) + extra + id_len + name_len);
+	/*
+	 * Bounded above: at most 40 + 1024 + 2 * 65535.  The padding to 8
+	 * bytes only separates entries: QEMU does not write it after the last
+	 * one, so a table may end at the unpadded length, at end of file.
+	 */
+	total = (u64)sizeof(*d) + extra + id_len + name_len;
 	if (total > len)
 		return qimg_fail(err, -EUCLEAN,
 				 "snapshot table entry (%llu bytes) runs past the end of the table",
@@ -1243,7 +1247,7 @@ int qimg_snapshot_decode(const struct qimg_geom *g, const void *buf,
 	s->vm_state_size = be32_to_cpu(d->vm_state_size);
 	s->extra_data_size = extra;
 	s->icount = ~0ULL;
-	s->entry_len = (u32)total;
+	s->entry_len = (u32)qimg_round_up8(total);
 	if (extra >= 8)
 		s->vm_state_size = get_unaligned_be64(p + sizeof(*d));
 	if (extra >= 16) {
