@@ -102,6 +102,7 @@ struct ck {
 	bool incomplete;	/* some metadata was not walked */
 	bool wrote;		/* something was written since the last sync */
 	bool copied_deferred;	/* a COPIED flag waits for lowered refcounts */
+	bool fix_copied;	/* repair COPIED flags */
 };
 
 static void ck_corrupt(struct ck *c, const char *fmt, ...)
@@ -937,8 +938,8 @@ static int ck_copied_want(struct ck *c, u64 host, bool flag, bool final,
 		target = c->refs[cl];
 	if ((target == 1) == flag)
 		return 0;
-	*write = (c->fix & CK_FIX_ERRORS) && (target != 1 || *rc == 1);
-	if (!*write && (c->fix & CK_FIX_ERRORS))
+	*write = c->fix_copied && (target != 1 || *rc == 1);
+	if (!*write && c->fix_copied)
 		c->copied_deferred = true;
 	*rc = target;
 	return 1;
@@ -950,8 +951,8 @@ static int ck_copied_fix(struct ck *c, const char *what, bool final,
 	if (final)
 		return 0;
 	fprintf(stderr, "%s OFLAG_COPIED %s\n",
-		c->fix & CK_FIX_ERRORS ? "Repairing" : "ERROR", what);
-	if (c->fix & CK_FIX_ERRORS)
+		c->fix_copied ? "Repairing" : "ERROR", what);
+	if (c->fix_copied)
 		c->res->corruptions_fixed++;
 	else
 		c->res->corruptions++;
@@ -1000,7 +1001,7 @@ static int ck_copied_l2(struct ck *c, u64 l2_off, bool final)
 		if (c->h->has_data_file) {
 			rc = 1;
 			ret = !(raw & QIMG_OFLAG_COPIED);
-			write = c->fix & CK_FIX_ERRORS;
+			write = c->fix_copied;
 		} else {
 			ret = ck_copied_want(c, e.host_offset,
 					     raw & QIMG_OFLAG_COPIED, final,
@@ -1165,6 +1166,14 @@ static int ck_run(struct qimgctl_image *img, int fix, struct ck_result *res)
 	ret = ck_compare(&c, CK_REPORT);
 	if (!ret && ck_can_raise(&c))
 		ret = ck_compare(&c, CK_RAISE);
+	/*
+	 * Like qemu-img, `-r leaks` also fixes COPIED flags, but only when
+	 * nothing else is wrong: a flag is then the only inconsistency and
+	 * cannot be a symptom of refcounts that need fixing first.
+	 */
+	c.fix_copied = (fix & CK_FIX_ERRORS) ||
+		       ((fix & CK_FIX_LEAKS) && !res->corruptions &&
+			!res->check_errors && !res->leaks);
 	if (!ret)
 		ret = ck_copied(&c, false);
 	if (!ret && ck_can_lower(&c))

@@ -156,7 +156,7 @@ int qimg_alloc_clusters(struct qimg_device *dev, u64 *host)
 		qimg_note_alloc(img, off);
 		dev->free_hint = (off >> g->cluster_bits) + 1;
 		if (qimg_overlaps_fixed_metadata(dev, off)) {
-			qimg_mark_corrupt(dev, "free cluster %llu overlaps the header, L1 or refcount table",
+			qimg_mark_corrupt(dev, "free cluster %llu overlaps the header/L1/reftable",
 					  off);
 			return -EUCLEAN;
 		}
