@@ -103,6 +103,7 @@ struct ck {
 	bool wrote;		/* something was written since the last sync */
 	bool copied_deferred;	/* a COPIED flag waits for lowered refcounts */
 	bool fix_copied;	/* repair COPIED flags */
+	u64 rb_alloc_failed;	/* refcount block we could not create */
 };
 
 static void ck_corrupt(struct ck *c, const char *fmt, ...)
@@ -813,9 +814,14 @@ static int ck_set(struct ck *c, u64 cl, u64 val)
 	if (ret < 0)
 		return ret;
 	if (ret == 1) {
+		/* Said once per block why it cannot be created. */
+		if (idx == c->rb_alloc_failed)
+			return -ENOSPC;
 		ret = ck_alloc_refblock(c, idx);
-		if (ret)
+		if (ret) {
+			c->rb_alloc_failed = idx;
 			return ret;
+		}
 		ret = ck_rb_load(c, idx);
 		if (ret)
 			return ret < 0 ? ret : -EIO;
@@ -1108,6 +1114,7 @@ static int ck_run(struct qimgctl_image *img, int fix, struct ck_result *res)
 	struct ck c = {
 		.img = img, .h = &img->h, .g = &img->h.geom, .fd = img->fd,
 		.fix = fix, .res = res, .rb_idx = CK_NO_BLOCK,
+		.rb_alloc_failed = CK_NO_BLOCK,
 	};
 	const struct qimg_geom *g = c.g;
 	u64 nb;
@@ -1144,7 +1151,8 @@ static int ck_run(struct qimgctl_image *img, int fix, struct ck_result *res)
 	if (img->h.incompatible_features & QIMG_INCOMPAT_JOURNAL_DIRTY && fix) {
 		qimgctl_err("%s: the metadata journal holds unreplayed transactions; attach the image once to replay it before repairing",
 			    img->path);
-		c.fix = fix = 0;
+		fix = 0;
+		c.fix = 0;
 	}
 
 	ret = ck_load_reftable(&c);

@@ -17,6 +17,7 @@
 #include <linux/list.h>
 #include <linux/mutex.h>
 #include <linux/spinlock.h>
+#include <linux/wait.h>
 #include <linux/workqueue.h>
 #include <linux/blk-mq.h>
 #include <linux/uio.h>
@@ -36,6 +37,16 @@
 #define QIMG_STATE_CORRUPT		0	/* corruption found, now read-only */
 
 struct qimg_image;
+
+/*
+ * A cluster allocation whose data I/O runs without dev->meta_lock: the
+ * host cluster is reserved (refcount 1) but no L2 entry points at it yet.
+ * Other writers of the same guest cluster wait for it to be linked.
+ */
+struct qimg_inflight {
+	struct list_head node;
+	u64 cluster;			/* guest offset of the cluster */
+};
 
 /* One cached L2 table or refcount block. */
 struct qimg_centry {
@@ -105,6 +116,9 @@ struct qimg_device {
 	struct list_head pending_frees;	/* struct qimg_pending_free */
 	struct mutex meta_lock;		/* metadata mutation, allocation */
 	unsigned int meta_depth;	/* open qimg_meta_begin groups */
+	spinlock_t inflight_lock;	/* inflight list */
+	struct list_head inflight;	/* struct qimg_inflight */
+	wait_queue_head_t inflight_wq;	/* an inflight entry went away */
 
 	struct gendisk *disk;
 	struct blk_mq_tag_set tag_set;
@@ -162,6 +176,8 @@ int qimg_map_lookup(struct qimg_image *img, u64 guest,
 		    struct qimg_l2_entry *e);
 int qimg_map_write(struct qimg_device *dev, u64 guest, struct iov_iter *it);
 u64 qimg_image_end(struct qimg_image *img);
+int qimg_zero_host(struct qimg_image *img, u64 host, u64 len);
+void qimg_inflight_wait(struct qimg_device *dev, u64 cluster);
 
 /* qimg_cache.c */
 void qimg_slabs_exit(void);

@@ -515,6 +515,9 @@ int qimg_attach(const struct qimg_attach *a)
 	mutex_init(&dev->meta_lock);
 	mutex_init(&dev->open_mutex);
 	INIT_LIST_HEAD(&dev->pending_frees);
+	spin_lock_init(&dev->inflight_lock);
+	INIT_LIST_HEAD(&dev->inflight);
+	init_waitqueue_head(&dev->inflight_wq);
 	INIT_WORK(&dev->autoclear_work, qimg_autoclear_work);
 
 	mutex_lock(&qimg_ctl_mutex);

@@ -8,9 +8,11 @@
  * lookup).  A write to a cluster that is already allocated with refcount
  * one (COPIED) goes straight to the host file, also without a device lock.
  * Everything else -- unallocated, zero, compressed or shared clusters --
- * takes dev->meta_lock, looks the cluster up again (another writer may
- * have allocated it meanwhile, so concurrent writes never allocate twice),
- * writes the data to its new home and only then points the L2 entry at it.
+ * takes dev->meta_lock to reserve a host cluster and record the allocation
+ * as in flight, drops the lock for the data I/O and takes it again to point
+ * the L2 entry at the new cluster (qimg_map_write_alloc).  A second writer
+ * of the same cluster waits for the first to finish, then finds the
+ * cluster allocated: concurrent writes never allocate twice.
  *
  * Copy-on-write source: the current guest view of the cluster, read
  * through the normal read path, so backing files, zero clusters,
@@ -19,8 +21,12 @@
  */
 #include <linux/ratelimit.h>
 #include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/slab.h>
+#include <linux/wait.h>
 
 #include "qimg.h"
+#include <linux/falloc.h>
 
 u64 qimg_image_end(struct qimg_image *img)
 {
@@ -148,56 +154,201 @@ static int qimg_l2_for_write(struct qimg_device *dev, u64 guest,
 	return 0;
 }
 
-/* Allocating / copy-on-write path; dev->meta_lock held. */
-static int qimg_map_write_locked(struct qimg_device *dev, u64 guest,
-				 struct iov_iter *it)
+static bool qimg_inflight_busy(struct qimg_device *dev, u64 cluster)
+{
+	struct qimg_inflight *f;
+	bool busy = false;
+
+	spin_lock(&dev->inflight_lock);
+	list_for_each_entry(f, &dev->inflight, node) {
+		if (f->cluster == cluster) {
+			busy = true;
+			break;
+		}
+	}
+	spin_unlock(&dev->inflight_lock);
+	return busy;
+}
+
+static int qimg_cow_mode;
+module_param_named(cow_mode, qimg_cow_mode, int, 0644);
+
+/* Does the guest currently see only zeros in this cluster? */
+static bool qimg_cow_src_zero(struct qimg_image *img,
+			      const struct qimg_l2_entry *e)
+{
+	switch (e->type) {
+	case QIMG_CLUSTER_ZERO_PLAIN:
+	case QIMG_CLUSTER_ZERO_ALLOC:
+		return true;
+	case QIMG_CLUSTER_UNALLOCATED:
+		return !img->backing;
+	default:
+		return false;
+	}
+}
+
+/*
+ * Make [host, host + len) of the image file read as zeros, extending the
+ * file if needed (so a cluster never ends past EOF once it is linked).
+ * fallocate() avoids writing anything where the file system can; the
+ * fallback writes zeros.
+ */
+int qimg_zero_host(struct qimg_image *img, u64 host, u64 len)
+{
+	void *z;
+	int ret;
+
+	if (!len)
+		return 0;
+	ret = vfs_fallocate(img->file, FALLOC_FL_ZERO_RANGE, host, len);
+	if (!ret)
+		return 0;
+	z = kvzalloc(len, GFP_KERNEL);
+	if (!z)
+		return -ENOMEM;
+	ret = qimg_kwrite(img->file, z, len, host);
+	kvfree(z);
+	return ret;
+}
+
+/*
+ * Fill the reserved cluster at @host: the guest's data from @it at @coff
+ * and, around it, what the guest sees there now (copy-on-write of only
+ * the untouched head and tail).  @fresh: the cluster lies past the end of
+ * the file, so it already reads as zeros.  Runs without dev->meta_lock;
+ * nothing points at @host yet, so readers still see the old mapping.
+ */
+static int qimg_cow_write(struct qimg_image *img,
+			  const struct qimg_l2_entry *e, u64 cstart, u64 coff,
+			  u64 host, bool fresh, struct iov_iter *it)
+{
+	u64 cs = img->g->cluster_size;
+	size_t len = iov_iter_count(it);
+	u64 tail = coff + len;
+	void *buf;
+	int ret;
+
+	if (len == cs)
+		return qimg_write_iter_at(img, host, it);
+
+	if (qimg_cow_src_zero(img, e) && fresh && qimg_cow_mode == 0) {
+		static const u8 zeros[SECTOR_SIZE];
+
+		ret = 0;
+		if (tail < cs)
+			ret = qimg_kwrite(img->file, zeros, SECTOR_SIZE,
+					  host + cs - SECTOR_SIZE);
+		if (!ret)
+			ret = qimg_write_iter_at(img, host + coff, it);
+		return ret;
+	}
+	if (qimg_cow_src_zero(img, e) && qimg_cow_mode == 2) {
+		ret = fresh ? 0 : qimg_zero_host(img, host, coff);
+		if (!ret)
+			ret = qimg_zero_host(img, host + tail, cs - tail);
+		if (!ret)
+			ret = qimg_write_iter_at(img, host + coff, it);
+		return ret;
+	}
+
+	/* Backing file, compressed or shared cluster: one buffered write. */
+	buf = kvmalloc(cs, GFP_KERNEL);
+	if (!buf)
+		return -ENOMEM;
+	if (qimg_cow_src_zero(img, e)) {
+		memset(buf, 0, cs);
+		ret = 0;
+	} else {
+		ret = qimg_read_guest_buf(img, cstart, buf, coff);
+		if (!ret)
+			ret = qimg_read_guest_buf(img, cstart + tail,
+						  (char *)buf + tail,
+						  cs - tail);
+	}
+	if (!ret && copy_from_iter((char *)buf + coff, len, it) != len)
+		ret = -EFAULT;
+	if (!ret)
+		ret = qimg_kwrite(img->file, buf, cs, host);
+	kvfree(buf);
+	return ret;
+}
+
+/*
+ * Wait until no allocation of @cluster is in flight.  Called and returns
+ * with dev->meta_lock held; drops it while waiting.
+ */
+void qimg_inflight_wait(struct qimg_device *dev, u64 cluster)
+{
+	while (qimg_inflight_busy(dev, cluster)) {
+		mutex_unlock(&dev->meta_lock);
+		wait_event(dev->inflight_wq,
+			   !qimg_inflight_busy(dev, cluster));
+		mutex_lock(&dev->meta_lock);
+	}
+}
+
+/*
+ * Allocating / copy-on-write path.  Three steps:
+ *  1. under dev->meta_lock: look again, get the L2 table (allocating it if
+ *     needed), reserve the host cluster, record the allocation in flight;
+ *  2. without the lock: write the data and the copy-on-write parts;
+ *  3. under the lock: point the L2 entry at the cluster (or give the
+ *     cluster back on error) and drop the in-flight record.
+ * The entry reaches the disk only after a sync that follows step 2, so the
+ * order data -> L2 -> L1 of the crash model holds.
+ */
+static int qimg_map_write_alloc(struct qimg_device *dev, u64 guest,
+				struct iov_iter *it)
 {
 	struct qimg_image *img = &dev->top;
 	const struct qimg_geom *g = img->g;
 	u64 cstart = guest & ~(g->cluster_size - 1);
 	u64 coff = guest - cstart;
-	size_t len = iov_iter_count(it);
+	struct qimg_inflight fl = { .cluster = cstart };
 	struct qimg_l2_entry e;
 	struct qimg_centry *t;
-	void *buf = NULL;
-	u64 host;
-	int ret;
+	bool reuse = false, fresh;
+	u64 host = 0;
+	int ret, err;
 
+	mutex_lock(&dev->meta_lock);
+	qimg_inflight_wait(dev, cstart);
 	ret = qimg_map_lookup(img, guest, &e);
 	if (ret)
-		return ret;
-	if (e.type == QIMG_CLUSTER_NORMAL && e.copied)
+		goto unlock;
+	if (e.type == QIMG_CLUSTER_NORMAL && e.copied) {
+		/* Someone allocated it while we waited. */
+		mutex_unlock(&dev->meta_lock);
 		return qimg_write_iter_at(img, e.host_offset + coff, it);
-
-	if (len != g->cluster_size) {
-		buf = kvmalloc(g->cluster_size, GFP_KERNEL);
-		if (!buf)
-			return -ENOMEM;
-		/* The untouched parts: whatever the guest sees there now. */
-		ret = qimg_read_guest_buf(img, cstart, buf, g->cluster_size);
-		if (ret)
-			goto out;
-		if (copy_from_iter((char *)buf + coff, len, it) != len) {
-			ret = -EFAULT;
-			goto out;
-		}
 	}
 
 	qimg_meta_begin(dev);
 	ret = qimg_l2_for_write(dev, guest, &t);
-	if (ret)
-		goto end;
-	if (e.type == QIMG_CLUSTER_ZERO_ALLOC && e.copied)
-		host = e.host_offset;	/* ours alone: reuse it */
-	else
-		ret = qimg_alloc_clusters(dev, &host);
 	if (!ret) {
-		if (buf)
-			ret = qimg_kwrite(img->file, buf, g->cluster_size, host);
+		reuse = e.type == QIMG_CLUSTER_ZERO_ALLOC && e.copied;
+		if (reuse)
+			host = e.host_offset;	/* ours alone: reuse it */
 		else
-			ret = qimg_write_iter_at(img, host, it);
+			ret = qimg_alloc_clusters(dev, &host);
+		if (ret)
+			qimg_cache_put(&img->l2, t);
 	}
-	/* Data first; the entry pointing at it reaches disk after a sync. */
+	err = qimg_meta_end(dev);
+	if (ret)
+		goto unlock;
+	fresh = !reuse && host >= i_size_read(file_inode(img->file));
+	spin_lock(&dev->inflight_lock);
+	list_add(&fl.node, &dev->inflight);
+	spin_unlock(&dev->inflight_lock);
+	mutex_unlock(&dev->meta_lock);
+
+	/* A failed write-back leaves the metadata dirty: no data I/O then. */
+	ret = err ? err : qimg_cow_write(img, &e, cstart, coff, host, fresh,
+					 it);
+
+	mutex_lock(&dev->meta_lock);
+	qimg_meta_begin(dev);
 	if (!ret) {
 		qimg_meta_record_l2(dev, t, qimg_l2_index(g, guest),
 				    qimg_l2_encode_normal(host, true));
@@ -207,15 +358,20 @@ static int qimg_map_write_locked(struct qimg_device *dev, u64 guest,
 		else if ((e.type == QIMG_CLUSTER_NORMAL ||
 			  e.type == QIMG_CLUSTER_ZERO_ALLOC) && !e.copied)
 			qimg_defer_free(dev, e.host_offset, g->cluster_size);
+	} else if (!reuse) {
+		/* Nothing points at it: give it back (a crash leaks it). */
+		qimg_defer_free(dev, host, g->cluster_size);
 	}
 	qimg_cache_put(&img->l2, t);
-end:
-	if (ret)
-		qimg_meta_end(dev);
-	else
-		ret = qimg_meta_end(dev);
-out:
-	kvfree(buf);
+	spin_lock(&dev->inflight_lock);
+	list_del(&fl.node);
+	spin_unlock(&dev->inflight_lock);
+	err = qimg_meta_end(dev);
+	if (!ret)
+		ret = err;
+unlock:
+	mutex_unlock(&dev->meta_lock);
+	wake_up_all(&dev->inflight_wq);
 	return ret;
 }
 
@@ -233,8 +389,5 @@ int qimg_map_write(struct qimg_device *dev, u64 guest, struct iov_iter *it)
 		return qimg_write_iter_at(img, e.host_offset +
 					  qimg_cluster_offset(img->g, guest),
 					  it);
-	mutex_lock(&dev->meta_lock);
-	ret = qimg_map_write_locked(dev, guest, it);
-	mutex_unlock(&dev->meta_lock);
-	return ret;
+	return qimg_map_write_alloc(dev, guest, it);
 }

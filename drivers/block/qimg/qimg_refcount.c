@@ -8,8 +8,8 @@
  * file; clusters past the end of the file are free by definition once
  * their refcount block exists.  A missing refcount block is created in the
  * first free cluster it would cover, so it describes itself (as QEMU
- * does).  Growing the refcount table is not implemented: when it is full
- * allocation fails with -ENOSPC and a message.
+ * does).  When the refcount table is full, qimg_grow_reftable() moves it
+ * to a bigger one at the end of the covered space.
  *
  * Decrements (a shared cluster replaced by copy-on-write) are deferred:
  * qimg_defer_free() queues them and the write-back applies them only after
@@ -96,6 +96,123 @@ static bool qimg_overlaps_fixed_metadata(struct qimg_device *dev, u64 off)
 				   (u64)h->refcount_table_clusters * cs);
 }
 
+/* Header offsets of refcount_table_offset (u64) and _clusters (u32). */
+#define QIMG_HDR_RT_OFFSET	48
+#define QIMG_HDR_RT_CLUSTERS	56
+
+/*
+ * The refcount table covers no free cluster any more: replace it by one
+ * twice as big.  Every cluster the old table covers is in use, so the new
+ * structures go right after the covered space C0: first the refcount
+ * blocks for the new entries (they describe themselves and the new table,
+ * as QEMU lays them out), then the new table.  Order, for the crash model:
+ *  1. all dirty metadata written back; new refcount blocks and the new
+ *     table written and synced (nothing on disk points at them yet);
+ *  2. the header's table offset and size switched in one sector write,
+ *     synced;
+ *  3. the old table's clusters freed through the deferred-free path
+ *     (a crash before that leaks them, nothing worse).
+ */
+static int qimg_grow_reftable(struct qimg_device *dev)
+{
+	struct qimg_image *img = &dev->top;
+	struct qimg_header *h = img->h;
+	const struct qimg_geom *g = img->g;
+	u64 cs = g->cluster_size;
+	u64 old_entries = dev->reftable_entries;
+	u64 old_off = h->refcount_table_offset;
+	u64 old_clusters = h->refcount_table_clusters;
+	u64 c0 = old_entries << g->rb_bits;	/* first uncovered cluster */
+	u64 new_clusters, new_entries, nrb, j, table_off;
+	struct {
+		__be64 off;
+		__be32 clusters;
+	} __packed hdr;
+	struct qimg_centry *e;
+	__be64 *nt;
+	int ret;
+
+	lockdep_assert_held(&dev->meta_lock);
+	new_clusters = max_t(u64, 2 * old_clusters, 1);
+	new_entries = new_clusters * cs / 8;
+	/* Refcount blocks needed to cover themselves and the new table. */
+	nrb = 1;
+	while (nrb * g->rb_entries < nrb + new_clusters)
+		nrb++;
+	if (new_clusters * cs > QIMG_MAX_REFTABLE_BYTES ||
+	    new_entries < old_entries + nrb ||
+	    ((c0 + nrb + new_clusters) << g->cluster_bits) >
+	    QIMG_MAX_HOST_OFFSET) {
+		pr_err_ratelimited("qimg%d: refcount table cannot grow past %llu clusters\n",
+				   dev->index, old_clusters);
+		return -ENOSPC;
+	}
+	table_off = (c0 + nrb) << g->cluster_bits;
+
+	ret = qimg_meta_writeback(dev);
+	if (ret)
+		return ret;
+
+	nt = kvzalloc(new_clusters * cs, GFP_KERNEL);
+	if (!nt)
+		return -ENOMEM;
+	memcpy(nt, dev->reftable, old_entries * 8);
+
+	/* New refcount blocks, accounting for themselves and the table. */
+	for (j = 0; j < nrb; j++) {
+		u64 rb_off = (c0 + j) << g->cluster_bits;
+		u64 k, first = j * g->rb_entries;
+
+		ret = qimg_cache_get(&dev->rc, rb_off, true, &e);
+		if (ret)
+			goto fail;
+		for (k = first; !ret && k < nrb + new_clusters &&
+		     k < first + g->rb_entries; k++)
+			ret = qimg_meta_record_refcount(dev, e, k - first, 1);
+		qimg_cache_put(&dev->rc, e);
+		if (ret)
+			goto fail;
+		nt[old_entries + j] = cpu_to_be64(rb_off);
+	}
+	atomic64_set(&img->alloc_end,
+		     max_t(u64, atomic64_read(&img->alloc_end),
+			   table_off + new_clusters * cs));
+	ret = qimg_meta_writeback(dev);
+	if (!ret)
+		ret = qimg_kwrite(img->file, nt, new_clusters * cs, table_off);
+	if (!ret)
+		ret = vfs_fsync(img->file, 0);
+	if (ret)
+		goto fail;
+
+	hdr.off = cpu_to_be64(table_off);
+	hdr.clusters = cpu_to_be32(new_clusters);
+	ret = qimg_kwrite(img->file, &hdr, sizeof(hdr), QIMG_HDR_RT_OFFSET);
+	if (!ret)
+		ret = vfs_fsync(img->file, 0);
+	if (ret) {
+		/* The header may or may not have changed: stop writing. */
+		qimg_mark_corrupt(dev, "refcount table switch failed (%d)",
+				  ret);
+		goto fail;
+	}
+	kvfree(dev->reftable);
+	dev->reftable = nt;
+	dev->reftable_entries = new_entries;
+	dev->rt_dirty_lo = 0;
+	dev->rt_dirty_hi = 0;
+	h->refcount_table_offset = table_off;
+	h->refcount_table_clusters = new_clusters;
+	dev->free_hint = c0 + nrb + new_clusters;
+	qimg_defer_free(dev, old_off, old_clusters * cs);
+	pr_info("qimg%d: refcount table grown to %llu clusters at %llu\n",
+		dev->index, new_clusters, table_off);
+	return 0;
+fail:
+	kvfree(nt);
+	return ret;
+}
+
 /* Allocate one cluster with refcount 1; *host receives its offset. */
 int qimg_alloc_clusters(struct qimg_device *dev, u64 *host)
 {
@@ -113,9 +230,10 @@ int qimg_alloc_clusters(struct qimg_device *dev, u64 *host)
 			return -ENOSPC;
 		rt_idx = qimg_reftable_index(g, off);
 		if (rt_idx >= dev->reftable_entries) {
-			pr_err_ratelimited("qimg%d: refcount table full (%llu entries); growing it is not implemented\n",
-					   dev->index, dev->reftable_entries);
-			return -ENOSPC;
+			ret = qimg_grow_reftable(dev);
+			if (ret)
+				return ret;
+			continue;
 		}
 		ret = qimg_rt_lookup(dev, rt_idx, &rb_off);
 		if (ret)

@@ -429,10 +429,10 @@ conc() {
 	run qemu-img create -q -f qcow2 c.qcow2 256M || return 1
 	q_attach c.qcow2 || return 1
 	run fio --name=c --filename="$DEV" --rw=randwrite --bs=4k --numjobs=4 \
-		--offset_increment=32M --size=8M --ioengine=libaio --iodepth=8 \
+		--offset_increment=32M --size=4M --ioengine=libaio --iodepth=8 \
 		--direct=1 --verify=crc32c --verify_fatal=1 --output=/dev/null ||
 		{ q_detach "$DEV"; return 1; }
-	run fio --filename="$DEV" --rw=write:12k --bs=4k --size=4M --ioengine=libaio \
+	run fio --filename="$DEV" --rw=write:12k --bs=4k --size=2M --ioengine=libaio \
 		--iodepth=4 --direct=1 --verify=crc32c --verify_fatal=1 --output=/dev/null \
 		--name=s0 --offset=160M --name=s1 --offset=163844k \
 		--name=s2 --offset=163848k --name=s3 --offset=163852k ||
