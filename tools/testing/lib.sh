@@ -6,13 +6,15 @@
 T_PASSED=0
 T_FAILED=0
 
+# QIMG_T_PREFIX tags case names when a suite runs more than once (e.g. on
+# two kernels).
 t_pass() {
-	echo "ok - $*"
+	echo "ok - ${QIMG_T_PREFIX:-}$*"
 	T_PASSED=$((T_PASSED + 1))
 }
 
 t_fail() {
-	echo "not ok - $*"
+	echo "not ok - ${QIMG_T_PREFIX:-}$*"
 	T_FAILED=$((T_FAILED + 1))
 }
 

@@ -175,6 +175,7 @@ int qimg_flush(struct qimg_device *dev);
 int qimg_map_lookup(struct qimg_image *img, u64 guest,
 		    struct qimg_l2_entry *e);
 int qimg_map_write(struct qimg_device *dev, u64 guest, struct iov_iter *it);
+int qimg_map_zero_cluster(struct qimg_device *dev, u64 cstart, bool unmap);
 u64 qimg_image_end(struct qimg_image *img);
 int qimg_zero_host(struct qimg_image *img, u64 host, u64 len);
 void qimg_inflight_wait(struct qimg_device *dev, u64 cluster);

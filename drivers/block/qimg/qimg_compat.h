@@ -30,6 +30,9 @@ struct qimg_qlimits {
 	unsigned int physical_block_size;
 	unsigned int io_opt;
 	unsigned int max_hw_sectors;
+	unsigned int max_discard_sectors;	/* 0: no discard */
+	unsigned int max_write_zeroes_sectors;	/* 0: no write zeroes */
+	unsigned int discard_granularity;
 };
 
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 9, 0)
@@ -42,6 +45,9 @@ qimg_compat_alloc_disk(struct blk_mq_tag_set *set,
 		.physical_block_size = ql->physical_block_size,
 		.io_opt = ql->io_opt,
 		.max_hw_sectors = ql->max_hw_sectors,
+		.max_hw_discard_sectors = ql->max_discard_sectors,
+		.max_write_zeroes_sectors = ql->max_write_zeroes_sectors,
+		.discard_granularity = ql->discard_granularity,
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 11, 0)
 		.features = BLK_FEAT_WRITE_CACHE | BLK_FEAT_FUA,
 #endif
@@ -69,6 +75,9 @@ qimg_compat_alloc_disk(struct blk_mq_tag_set *set,
 	blk_queue_physical_block_size(q, ql->physical_block_size);
 	blk_queue_io_opt(q, ql->io_opt);
 	blk_queue_max_hw_sectors(q, ql->max_hw_sectors);
+	blk_queue_max_discard_sectors(q, ql->max_discard_sectors);
+	blk_queue_max_write_zeroes_sectors(q, ql->max_write_zeroes_sectors);
+	q->limits.discard_granularity = ql->discard_granularity;
 	blk_queue_write_cache(q, true, true);
 	return disk;
 }

@@ -395,6 +395,54 @@ static int qimg_do_write(struct qimg_device *dev, u64 off, struct iov_iter *it)
 	return 0;
 }
 
+/* Write @len bytes of zeros at @off as ordinary data. */
+static int qimg_write_zero_data(struct qimg_device *dev, u64 off, u64 len)
+{
+	struct kvec kv;
+	struct iov_iter it;
+	void *z;
+	int ret;
+
+	z = kvzalloc(len, GFP_KERNEL);
+	if (!z)
+		return -ENOMEM;
+	kv.iov_base = z;
+	kv.iov_len = len;
+	iov_iter_kvec(&it, ITER_SOURCE, &kv, 1, len);
+	ret = qimg_map_write(dev, off, &it);
+	kvfree(z);
+	return ret;
+}
+
+/*
+ * REQ_OP_DISCARD and REQ_OP_WRITE_ZEROES.  Whole clusters change their L2
+ * entry (qimg_map_zero_cluster); partial clusters get zeros written into
+ * their data for write zeroes, and are left alone by discard, which is
+ * advisory (writing zeros there could even allocate).
+ */
+static int qimg_do_zero(struct qimg_device *dev, u64 off, u64 len,
+			bool discard, bool unmap)
+{
+	const struct qimg_geom *g = dev->top.g;
+	int ret = 0;
+
+	while (len && !ret) {
+		u64 n = min(len, g->cluster_size - qimg_cluster_offset(g, off));
+
+		if (n == g->cluster_size) {
+			ret = qimg_map_zero_cluster(dev, off, unmap);
+			if (ret == -EOPNOTSUPP)
+				ret = discard ? 0 :
+				      qimg_write_zero_data(dev, off, n);
+		} else if (!discard) {
+			ret = qimg_write_zero_data(dev, off, n);
+		}
+		off += n;
+		len -= n;
+	}
+	return ret;
+}
+
 static int qimg_handle_rq(struct qimg_device *dev, struct request *rq)
 {
 	struct bio_vec *bvec = NULL, *alloc = NULL;
@@ -411,6 +459,21 @@ static int qimg_handle_rq(struct qimg_device *dev, struct request *rq)
 		return qimg_flush(dev);
 	case REQ_OP_READ:
 		break;
+	case REQ_OP_DISCARD:
+	case REQ_OP_WRITE_ZEROES:
+		if (dev->read_only)
+			return -EROFS;
+		if (pos >= dev->top.virtual_size)
+			return 0;
+		ret = qimg_do_zero(dev, pos,
+				   min_t(u64, blk_rq_bytes(rq),
+					 dev->top.virtual_size - pos),
+				   req_op(rq) == REQ_OP_DISCARD,
+				   req_op(rq) == REQ_OP_DISCARD ||
+				   !(rq->cmd_flags & REQ_NOUNMAP));
+		if (!ret && (rq->cmd_flags & REQ_FUA))
+			ret = qimg_flush(dev);
+		return ret;
 	case REQ_OP_WRITE:
 		if (dev->read_only)
 			return -EROFS;
@@ -465,7 +528,9 @@ static void qimg_cmd_work(struct work_struct *work)
 				   dev->index,
 				   req_op(rq) == REQ_OP_READ ? "read" :
 				   req_op(rq) == REQ_OP_WRITE ? "write" :
-				   "flush",
+				   req_op(rq) == REQ_OP_FLUSH ? "flush" :
+				   req_op(rq) == REQ_OP_DISCARD ? "discard" :
+				   "write zeroes",
 				   (unsigned long long)blk_rq_pos(rq), ret);
 	blk_mq_end_request(rq, errno_to_blk_status(ret));
 }

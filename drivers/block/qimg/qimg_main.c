@@ -405,6 +405,12 @@ static int qimg_add_disk(struct qimg_device *dev)
 		.io_opt = min_t(u64, g->cluster_size, 1U << 21),
 		.max_hw_sectors = 2048,
 	};
+	/* Discard and write zeroes: whole clusters become zero clusters. */
+	if (!dev->read_only) {
+		ql.max_discard_sectors = UINT_MAX >> SECTOR_SHIFT;
+		ql.max_write_zeroes_sectors = UINT_MAX >> SECTOR_SHIFT;
+		ql.discard_granularity = min_t(u64, g->cluster_size, SZ_1G);
+	}
 	struct gendisk *disk;
 	int ret;
 

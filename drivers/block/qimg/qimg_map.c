@@ -375,6 +375,69 @@ unlock:
 	return ret;
 }
 
+/*
+ * Discard / write zeroes of the whole cluster at @cstart through its L2
+ * entry.  @unmap: the host cluster may be released.  With no backing file
+ * and @unmap the entry is cleared (unallocated reads as zeros, v2 and v3);
+ * otherwise v3 uses the zero flag, keeping the host cluster (ZERO_ALLOC)
+ * only when it is ours alone and unmapping is not allowed.  v2 with a
+ * backing file has no way to hide the backing data: -EOPNOTSUPP, the
+ * caller writes zeros (write zeroes) or does nothing (discard).
+ * A released cluster goes through the deferred-free path, so its refcount
+ * drops only once the entry no longer pointing at it is durable.
+ */
+int qimg_map_zero_cluster(struct qimg_device *dev, u64 cstart, bool unmap)
+{
+	struct qimg_image *img = &dev->top;
+	const struct qimg_geom *g = img->g;
+	bool v3 = img->h->version >= 3;
+	struct qimg_l2_entry e;
+	struct qimg_centry *t;
+	bool keep = false;
+	u64 val;
+	int ret, err;
+
+	mutex_lock(&dev->meta_lock);
+	qimg_inflight_wait(dev, cstart);
+	ret = qimg_map_lookup(img, cstart, &e);
+	if (ret)
+		goto unlock;
+	if (!img->backing && unmap) {
+		if (e.type == QIMG_CLUSTER_UNALLOCATED)
+			goto unlock;
+		val = 0;
+	} else if (v3) {
+		if (e.type == QIMG_CLUSTER_ZERO_PLAIN ||
+		    (e.type == QIMG_CLUSTER_ZERO_ALLOC && !unmap))
+			goto unlock;
+		keep = !unmap && e.type == QIMG_CLUSTER_NORMAL && e.copied;
+		val = qimg_l2_encode_zero(keep ? e.host_offset : 0, keep);
+	} else {
+		if (!img->backing && e.type == QIMG_CLUSTER_UNALLOCATED)
+			goto unlock;	/* reads as zeros already */
+		ret = -EOPNOTSUPP;
+		goto unlock;
+	}
+
+	qimg_meta_begin(dev);
+	ret = qimg_l2_for_write(dev, cstart, &t);
+	if (!ret) {
+		qimg_meta_record_l2(dev, t, qimg_l2_index(g, cstart), val);
+		qimg_cache_put(&img->l2, t);
+		if (e.type == QIMG_CLUSTER_COMPRESSED)
+			qimg_defer_free(dev, e.host_offset, e.compressed_len);
+		else if (!keep && (e.type == QIMG_CLUSTER_NORMAL ||
+				   e.type == QIMG_CLUSTER_ZERO_ALLOC))
+			qimg_defer_free(dev, e.host_offset, g->cluster_size);
+	}
+	err = qimg_meta_end(dev);
+	if (!ret)
+		ret = err;
+unlock:
+	mutex_unlock(&dev->meta_lock);
+	return ret;
+}
+
 /* Write iov_iter_count(@it) bytes at @guest, all inside one cluster. */
 int qimg_map_write(struct qimg_device *dev, u64 guest, struct iov_iter *it)
 {
