@@ -42,7 +42,7 @@ UNIT_HDR := $(wildcard tools/testing/unit/*.h)
 FUZZ_SECONDS ?= 600
 export QIMG_FUZZ_SECONDS ?= 60
 
-.PHONY: all tools module modules-all deps check check-build fuzz kunit demo clean
+.PHONY: all tools module modules-all kunit debug-kernel deps check check-build fuzz kunit demo clean
 
 all: tools module
 
@@ -93,13 +93,24 @@ SUITES := tools/testing/unit/run \
 	tools/testing/lint/run \
 	tools/testing/fuzz/run \
 	tools/testing/xcheck/run \
-	$(wildcard tools/testing/vm/run-tests) \
-	$(wildcard kunit/run)
+	tools/testing/vm/run-tests \
+	kunit/run \
+	tools/testing/vm/run-tests-debug \
+	$(wildcard tools/testing/crash/run) \
+	$(wildcard tools/testing/dkms/run)
 
 check: deps
 	@$(MAKE) --no-print-directory check-build
 	@QIMGCTL=$(B)/san/qimgctl QIMG_BUILD=$(B) KVER=$(KVER) KDIR=$(KDIR) \
 		tools/testing/run-all $(SUITES)
+
+# KUnit on UML with KASAN + lockdep, in the cached linux-source-6.1 tree.
+kunit:
+	@kunit/run
+
+# x86_64 guest kernel with KASAN, lockdep, kmemleak, fault injection (cached).
+debug-kernel:
+	@tools/testing/kernel/build-debug-kernel
 
 fuzz: $(B)/fuzz/fuzz_header
 	QIMG_FUZZ_SECONDS=$(FUZZ_SECONDS) QIMG_BUILD=$(B) tools/testing/fuzz/run

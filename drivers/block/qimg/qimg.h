@@ -145,6 +145,10 @@ struct qimg_pending_free {
 struct qimg_cmd {
 	struct work_struct work;
 	struct request *rq;
+	struct iov_iter iter;	/* the request's data */
+	struct bio_vec *bvec;	/* kmalloc'ed bvec array of a multi-bio rq */
+	struct kiocb iocb;	/* asynchronous direct I/O */
+	size_t len;		/* bytes submitted asynchronously */
 };
 
 /* qimg_main.c */
@@ -177,7 +181,6 @@ int qimg_map_lookup(struct qimg_image *img, u64 guest,
 int qimg_map_write(struct qimg_device *dev, u64 guest, struct iov_iter *it);
 int qimg_map_zero_cluster(struct qimg_device *dev, u64 cstart, bool unmap);
 u64 qimg_image_end(struct qimg_image *img);
-int qimg_zero_host(struct qimg_image *img, u64 host, u64 len);
 void qimg_inflight_wait(struct qimg_device *dev, u64 cluster);
 
 /* qimg_cache.c */

@@ -443,12 +443,90 @@ static int qimg_do_zero(struct qimg_device *dev, u64 off, u64 len,
 	return ret;
 }
 
-static int qimg_handle_rq(struct qimg_device *dev, struct request *rq)
+static void qimg_rq_done(struct qimg_device *dev, struct qimg_cmd *cmd,
+			 int ret)
 {
-	struct bio_vec *bvec = NULL, *alloc = NULL;
+	struct request *rq = cmd->rq;
+
+	if (ret)
+		pr_err_ratelimited("qimg%d: %s at sector %llu failed: %d\n",
+				   dev->index,
+				   req_op(rq) == REQ_OP_READ ? "read" :
+				   req_op(rq) == REQ_OP_WRITE ? "write" :
+				   req_op(rq) == REQ_OP_FLUSH ? "flush" :
+				   req_op(rq) == REQ_OP_DISCARD ? "discard" :
+				   "write zeroes",
+				   (unsigned long long)blk_rq_pos(rq), ret);
+	kfree(cmd->bvec);
+	cmd->bvec = NULL;
+	blk_mq_end_request(rq, errno_to_blk_status(ret));
+}
+
+/* Completion of an asynchronous direct I/O; any context. */
+static void qimg_aio_complete(struct kiocb *iocb, long res)
+{
+	struct qimg_cmd *cmd = container_of(iocb, struct qimg_cmd, iocb);
+	int ret = 0;
+
+	if (res < 0)
+		ret = res;
+	else if (res != cmd->len)
+		ret = -EIO;	/* the range was checked to be in the file */
+	qimg_rq_done(cmd->rq->q->queuedata, cmd, ret);
+}
+
+/*
+ * The fast path: a read of an allocated cluster, or a write of one that is
+ * ours alone (COPIED), inside one cluster and aligned for direct I/O, goes
+ * to the image file as an asynchronous kiocb, as loop does, so a worker
+ * does not sit waiting for each request.  Returns 0 when the request was
+ * handed over (its completion ends it), -EAGAIN for the synchronous path.
+ */
+static int qimg_submit_aio(struct qimg_device *dev, struct qimg_cmd *cmd,
+			   u64 pos, bool write)
+{
+	struct qimg_image *img = &dev->top;
+	const struct qimg_geom *g = img->g;
+	size_t len = iov_iter_count(&cmd->iter);
+	u64 coff = qimg_cluster_offset(g, pos);
+	struct kiocb *iocb = &cmd->iocb;
+	struct qimg_l2_entry e;
+	ssize_t ret;
+	u64 host;
+
+	if (g->ext_l2 || coff + len > g->cluster_size)
+		return -EAGAIN;
+	if (qimg_map_lookup(img, pos, &e) || e.type != QIMG_CLUSTER_NORMAL ||
+	    (write && !e.copied))
+		return -EAGAIN;
+	host = e.host_offset + coff;
+	if (!qimg_dio_ok(img, host, &cmd->iter) ||
+	    host + len > i_size_read(file_inode(img->file)))
+		return -EAGAIN;
+
+	init_sync_kiocb(iocb, img->file);
+	iocb->ki_pos = host;
+	iocb->ki_flags |= IOCB_DIRECT;
+	iocb->ki_complete = qimg_aio_complete;
+	cmd->len = len;
+	if (write)
+		ret = img->file->f_op->write_iter(iocb, &cmd->iter);
+	else
+		ret = img->file->f_op->read_iter(iocb, &cmd->iter);
+	if (ret == -EIOCBQUEUED)
+		return 0;
+	if (ret == -EINVAL && iov_iter_count(&cmd->iter) == len)
+		return -EAGAIN;	/* refused up front: let the sync path say */
+	qimg_aio_complete(iocb, ret);
+	return 0;
+}
+
+/* Returns -EIOCBQUEUED when the request completes asynchronously. */
+static int qimg_handle_rq(struct qimg_device *dev, struct qimg_cmd *cmd)
+{
+	struct request *rq = cmd->rq;
 	struct req_iterator rq_iter;
 	struct bio_vec tmp;
-	struct iov_iter iter;
 	u64 pos = (u64)blk_rq_pos(rq) << SECTOR_SHIFT;
 	bool write = req_op(rq) == REQ_OP_WRITE;
 	struct bio *bio = rq->bio;
@@ -487,52 +565,47 @@ static int qimg_handle_rq(struct qimg_device *dev, struct request *rq)
 
 		rq_for_each_bvec(tmp, rq, rq_iter)
 			nr++;
-		alloc = kmalloc_array(nr, sizeof(*alloc), GFP_NOIO);
-		if (!alloc)
+		cmd->bvec = kmalloc_array(nr, sizeof(*cmd->bvec), GFP_NOIO);
+		if (!cmd->bvec)
 			return -ENOMEM;
 		rq_for_each_bvec(tmp, rq, rq_iter)
-			alloc[i++] = tmp;
-		iov_iter_bvec(&iter, write ? ITER_SOURCE : ITER_DEST, alloc,
-			      nr, blk_rq_bytes(rq));
+			cmd->bvec[i++] = tmp;
+		iov_iter_bvec(&cmd->iter, write ? ITER_SOURCE : ITER_DEST,
+			      cmd->bvec, nr, blk_rq_bytes(rq));
 	} else {
-		bvec = __bvec_iter_bvec(bio->bi_io_vec, bio->bi_iter);
-		iov_iter_bvec(&iter, write ? ITER_SOURCE : ITER_DEST, bvec,
+		struct bio_vec *bvec = __bvec_iter_bvec(bio->bi_io_vec,
+							bio->bi_iter);
+
+		iov_iter_bvec(&cmd->iter, write ? ITER_SOURCE : ITER_DEST, bvec,
 			      bio_segments(bio), blk_rq_bytes(rq));
-		iter.iov_offset = bio->bi_iter.bi_bvec_done;
+		cmd->iter.iov_offset = bio->bi_iter.bi_bvec_done;
 	}
 
+	if (!(rq->cmd_flags & REQ_FUA) &&
+	    !qimg_submit_aio(dev, cmd, pos, write))
+		return -EIOCBQUEUED;
 	if (write) {
-		ret = qimg_do_write(dev, pos, &iter);
+		ret = qimg_do_write(dev, pos, &cmd->iter);
 		if (!ret && (rq->cmd_flags & REQ_FUA))
 			ret = qimg_flush(dev);
 	} else {
-		ret = qimg_read_guest(&dev->top, pos, &iter);
+		ret = qimg_read_guest(&dev->top, pos, &cmd->iter);
 	}
-	kfree(alloc);
 	return ret;
 }
 
 static void qimg_cmd_work(struct work_struct *work)
 {
 	struct qimg_cmd *cmd = container_of(work, struct qimg_cmd, work);
-	struct request *rq = cmd->rq;
-	struct qimg_device *dev = rq->q->queuedata;
+	struct qimg_device *dev = cmd->rq->q->queuedata;
 	unsigned int noio;
 	int ret;
 
 	noio = memalloc_noio_save();
-	ret = qimg_handle_rq(dev, rq);
+	ret = qimg_handle_rq(dev, cmd);
 	memalloc_noio_restore(noio);
-	if (ret)
-		pr_err_ratelimited("qimg%d: %s at sector %llu failed: %d\n",
-				   dev->index,
-				   req_op(rq) == REQ_OP_READ ? "read" :
-				   req_op(rq) == REQ_OP_WRITE ? "write" :
-				   req_op(rq) == REQ_OP_FLUSH ? "flush" :
-				   req_op(rq) == REQ_OP_DISCARD ? "discard" :
-				   "write zeroes",
-				   (unsigned long long)blk_rq_pos(rq), ret);
-	blk_mq_end_request(rq, errno_to_blk_status(ret));
+	if (ret != -EIOCBQUEUED)
+		qimg_rq_done(dev, cmd, ret);
 }
 
 static blk_status_t qimg_queue_rq(struct blk_mq_hw_ctx *hctx,
@@ -554,6 +627,7 @@ static int qimg_init_request(struct blk_mq_tag_set *set, struct request *rq,
 
 	INIT_WORK(&cmd->work, qimg_cmd_work);
 	cmd->rq = rq;
+	cmd->bvec = NULL;
 	return 0;
 }
 

@@ -21,12 +21,10 @@
  */
 #include <linux/ratelimit.h>
 #include <linux/mm.h>
-#include <linux/module.h>
 #include <linux/slab.h>
 #include <linux/wait.h>
 
 #include "qimg.h"
-#include <linux/falloc.h>
 
 u64 qimg_image_end(struct qimg_image *img)
 {
@@ -170,9 +168,6 @@ static bool qimg_inflight_busy(struct qimg_device *dev, u64 cluster)
 	return busy;
 }
 
-static int qimg_cow_mode;
-module_param_named(cow_mode, qimg_cow_mode, int, 0644);
-
 /* Does the guest currently see only zeros in this cluster? */
 static bool qimg_cow_src_zero(struct qimg_image *img,
 			      const struct qimg_l2_entry *e)
@@ -189,39 +184,14 @@ static bool qimg_cow_src_zero(struct qimg_image *img,
 }
 
 /*
- * Make [host, host + len) of the image file read as zeros, extending the
- * file if needed (so a cluster never ends past EOF once it is linked).
- * fallocate() avoids writing anything where the file system can; the
- * fallback writes zeros.
- */
-int qimg_zero_host(struct qimg_image *img, u64 host, u64 len)
-{
-	void *z;
-	int ret;
-
-	if (!len)
-		return 0;
-	ret = vfs_fallocate(img->file, FALLOC_FL_ZERO_RANGE, host, len);
-	if (!ret)
-		return 0;
-	z = kvzalloc(len, GFP_KERNEL);
-	if (!z)
-		return -ENOMEM;
-	ret = qimg_kwrite(img->file, z, len, host);
-	kvfree(z);
-	return ret;
-}
-
-/*
  * Fill the reserved cluster at @host: the guest's data from @it at @coff
  * and, around it, what the guest sees there now (copy-on-write of only
- * the untouched head and tail).  @fresh: the cluster lies past the end of
- * the file, so it already reads as zeros.  Runs without dev->meta_lock;
+ * the untouched head and tail).  Runs without dev->meta_lock;
  * nothing points at @host yet, so readers still see the old mapping.
  */
 static int qimg_cow_write(struct qimg_image *img,
 			  const struct qimg_l2_entry *e, u64 cstart, u64 coff,
-			  u64 host, bool fresh, struct iov_iter *it)
+			  u64 host, struct iov_iter *it)
 {
 	u64 cs = img->g->cluster_size;
 	size_t len = iov_iter_count(it);
@@ -232,27 +202,13 @@ static int qimg_cow_write(struct qimg_image *img,
 	if (len == cs)
 		return qimg_write_iter_at(img, host, it);
 
-	if (qimg_cow_src_zero(img, e) && fresh && qimg_cow_mode == 0) {
-		static const u8 zeros[SECTOR_SIZE];
-
-		ret = 0;
-		if (tail < cs)
-			ret = qimg_kwrite(img->file, zeros, SECTOR_SIZE,
-					  host + cs - SECTOR_SIZE);
-		if (!ret)
-			ret = qimg_write_iter_at(img, host + coff, it);
-		return ret;
-	}
-	if (qimg_cow_src_zero(img, e) && qimg_cow_mode == 2) {
-		ret = fresh ? 0 : qimg_zero_host(img, host, coff);
-		if (!ret)
-			ret = qimg_zero_host(img, host + tail, cs - tail);
-		if (!ret)
-			ret = qimg_write_iter_at(img, host + coff, it);
-		return ret;
-	}
-
-	/* Backing file, compressed or shared cluster: one buffered write. */
+	/*
+	 * One buffered write of the whole cluster.  Measured under TCG with
+	 * 4k random writes to a fresh image, this beats a direct write of
+	 * the data plus fallocate(ZERO_RANGE) of head and tail by 5x, and
+	 * an extending direct write plus a sector at the cluster end by
+	 * 1.6x: the page cache absorbs it, the flush writes it.
+	 */
 	buf = kvmalloc(cs, GFP_KERNEL);
 	if (!buf)
 		return -ENOMEM;
@@ -308,7 +264,7 @@ static int qimg_map_write_alloc(struct qimg_device *dev, u64 guest,
 	struct qimg_inflight fl = { .cluster = cstart };
 	struct qimg_l2_entry e;
 	struct qimg_centry *t;
-	bool reuse = false, fresh;
+	bool reuse = false;
 	u64 host = 0;
 	int ret, err;
 
@@ -337,15 +293,13 @@ static int qimg_map_write_alloc(struct qimg_device *dev, u64 guest,
 	err = qimg_meta_end(dev);
 	if (ret)
 		goto unlock;
-	fresh = !reuse && host >= i_size_read(file_inode(img->file));
 	spin_lock(&dev->inflight_lock);
 	list_add(&fl.node, &dev->inflight);
 	spin_unlock(&dev->inflight_lock);
 	mutex_unlock(&dev->meta_lock);
 
 	/* A failed write-back leaves the metadata dirty: no data I/O then. */
-	ret = err ? err : qimg_cow_write(img, &e, cstart, coff, host, fresh,
-					 it);
+	ret = err ? err : qimg_cow_write(img, &e, cstart, coff, host, it);
 
 	mutex_lock(&dev->meta_lock);
 	qimg_meta_begin(dev);
