@@ -26,6 +26,12 @@
  * Refcount decrements (a shared cluster replaced by copy-on-write) are
  * applied only after the references replacing it are durable, and written
  * after a sync: a crash in between leaks the cluster, nothing worse.
+ * An allocating write reserves its cluster (refcount) in one group, writes
+ * the data without dev->meta_lock and records the L2 entry in a second
+ * group, so a write-back in between can only make the reservation durable
+ * (a leak).  Discard and write zeroes release clusters through the same
+ * deferred decrements.  Growing the refcount table writes the new table
+ * and its refcount blocks and syncs them before the header points at them.
  */
 #include <linux/hash.h>
 #include <linux/mm.h>

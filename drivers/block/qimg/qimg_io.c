@@ -6,9 +6,12 @@
  * queue_rq only hands the request to the device's unbound workqueue: the
  * work may sleep (cache misses, allocation, file I/O) and runs under
  * memalloc_noio_save() so that memory reclaim never recurses into us.
- * Data I/O uses synchronous kiocbs on the image file: IOCB_DIRECT when the
- * device asked for it, the file supports it (FMODE_CAN_ODIRECT) and the
- * request is aligned for the underlying device; buffered otherwise.
+ * A request that falls in one allocated cluster (for writes: one that is
+ * ours alone) and is aligned for direct I/O is submitted as an
+ * asynchronous IOCB_DIRECT kiocb and ended by its completion, like loop.
+ * Everything else uses synchronous kiocbs on the image file: IOCB_DIRECT
+ * when the device asked for it, the file supports it (FMODE_CAN_ODIRECT)
+ * and the piece is aligned for the underlying device; buffered otherwise.
  * Metadata I/O is always buffered (kernel_read/kernel_write) and made
  * durable by the ordered write-back in qimg_cache.c.
  */

@@ -252,6 +252,93 @@ static int qimg_load_reftable(struct qimg_device *dev)
 	return qimg_cache_init(&dev->rc, img, "refcount", dev->rc_bytes);
 }
 
+/*
+ * Persistent bitmaps are not updated by our writes.  Do what QEMU does when
+ * it opens such an image read-write: flag every bitmap in use in the
+ * bitmap directory (durably, before the first write) and keep the bitmaps
+ * autoclear bit, so QEMU later treats them as inconsistent, not as leaked
+ * clusters; qemu-img check stays clean.
+ */
+static int qimg_bitmaps_mark_in_use(struct qimg_device *dev)
+{
+	struct qimg_image *img = &dev->top;
+	const struct qimg_header *h = img->h;
+	u64 size = h->bitmap_directory_size, pos = 0;
+	u64 fsize = i_size_read(file_inode(img->file));
+	struct qimg_err err = { "" };
+	struct qimg_disk_bitmap_dir_entry *de;
+	struct qimg_bitmap b;
+	bool changed = false;
+	u8 *dir;
+	u32 i;
+	int ret;
+
+	if (!size || size > QIMG_MAX_BITMAP_DIR_SIZE)
+		return -EUCLEAN;
+	dir = kvmalloc(size, GFP_KERNEL);
+	if (!dir)
+		return -ENOMEM;
+	ret = qimg_kread(img->file, dir, size, h->bitmap_directory_offset);
+	for (i = 0; !ret && i < h->nb_bitmaps; i++) {
+		if (qimg_bitmap_decode(img->g, dir + pos, size - pos, fsize, &b,
+				       &err)) {
+			pr_err("qimg: %s: bitmap directory entry %u: %s\n",
+			       img->path ? img->path : "?", i, err.msg);
+			ret = -EUCLEAN;
+			break;
+		}
+		de = (struct qimg_disk_bitmap_dir_entry *)(dir + pos);
+		if (!(b.flags & QIMG_BITMAP_IN_USE)) {
+			de->flags = cpu_to_be32(b.flags | QIMG_BITMAP_IN_USE);
+			changed = true;
+		}
+		pos += b.entry_len;
+	}
+	if (!ret && changed)
+		ret = qimg_kwrite(img->file, dir, size,
+				  h->bitmap_directory_offset);
+	if (!ret && changed) {
+		ret = vfs_fsync(img->file, 0);
+		pr_info("qimg: %s: %u persistent bitmap(s) marked in use (not updated by qimg)\n",
+			img->path ? img->path : "?", h->nb_bitmaps);
+	}
+	kvfree(dir);
+	return ret;
+}
+
+/*
+ * Autoclear bits name structures we do not keep up to date (bitmaps, qimg
+ * journal, checksums): before the first write, clear them, as any writer
+ * that does not know them must -- except the bitmaps bit once every bitmap
+ * is flagged in use, which is how QEMU itself keeps them.
+ */
+static int qimg_writable_autoclear(struct qimg_device *dev)
+{
+	struct qimg_header *h = dev->top.h;
+	u64 keep = 0;
+	int ret;
+
+	if (h->version < 3 || !h->autoclear_features)
+		return 0;
+	if ((h->autoclear_features & QIMG_AUTOCLEAR_BITMAPS) &&
+	    h->has_bitmaps_ext && h->nb_bitmaps) {
+		ret = qimg_bitmaps_mark_in_use(dev);
+		if (ret) {
+			pr_err("qimg: %s: cannot mark the persistent bitmaps in use (%d); attach read-only or remove them\n",
+			       dev->top.path ? dev->top.path : "?", ret);
+			return ret;
+		}
+		keep = QIMG_AUTOCLEAR_BITMAPS;
+	}
+	if (h->autoclear_features == keep)
+		return 0;
+	ret = qimg_meta_header_write(dev, QIMG_HDR_AUTOCLEAR_OFFSET, keep);
+	if (ret)
+		return ret;
+	h->autoclear_features = keep;
+	return 0;
+}
+
 static void qimg_device_free(struct qimg_device *dev)
 {
 	struct qimg_image *img = dev->top.backing, *next;
@@ -544,19 +631,9 @@ int qimg_attach(const struct qimg_attach *a)
 		ret = qimg_load_reftable(dev);
 		if (ret)
 			goto fail;
-		/*
-		 * Autoclear bits name structures we will not keep up to
-		 * date (bitmaps, qimg journal, checksums): clear them before
-		 * the first write, as any writer that does not know them must.
-		 */
-		if (dev->top.h->version >= 3 && dev->top.h->autoclear_features) {
-			ret = qimg_meta_header_write(dev,
-						     QIMG_HDR_AUTOCLEAR_OFFSET,
-						     0);
-			if (ret)
-				goto fail;
-			dev->top.h->autoclear_features = 0;
-		}
+		ret = qimg_writable_autoclear(dev);
+		if (ret)
+			goto fail;
 	}
 
 	ret = idr_alloc(&qimg_idr, dev, 0, MINORMASK / QIMG_MINORS,

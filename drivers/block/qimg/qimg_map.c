@@ -213,7 +213,8 @@ static int qimg_cow_write(struct qimg_image *img,
 	if (!buf)
 		return -ENOMEM;
 	if (qimg_cow_src_zero(img, e)) {
-		memset(buf, 0, cs);
+		memset(buf, 0, coff);
+		memset((char *)buf + tail, 0, cs - tail);
 		ret = 0;
 	} else {
 		ret = qimg_read_guest_buf(img, cstart, buf, coff);

@@ -13,7 +13,11 @@
 #               mounted at the same path inside the guest
 #   QV_MODULE   path (host view) of a .ko to insmod, or empty
 #   QV_MODULE_REQUIRED  1: failing to load it is fatal
-#   QV_SCRATCH  1: /dev/vda is the scratch disk, mkfs.ext4 + mount it
+#   QV_SCRATCH  1: /dev/vda is the scratch disk, mkfs.ext4 + mount it;
+#               2: /dev/vda is a reused scratch disk (e.g. after a power
+#               cut), e2fsck -fy + mount it; the command gets e2fsck's
+#               status in QIMG_SCRATCH_FSCK, its output in
+#               /run/qimg-vm/scratch-fsck.log
 #   QV_CMD      path of the command script inside this initramfs
 
 export PATH=/bin:/sbin
@@ -79,13 +83,21 @@ if [ -n "$QV_SHARE" ]; then
 fi
 
 QIMG_SCRATCH=
-if [ "$QV_SCRATCH" = 1 ]; then
+QIMG_SCRATCH_FSCK=
+if [ "$QV_SCRATCH" = 1 ] || [ "$QV_SCRATCH" = 2 ]; then
 	QIMG_SCRATCH=/scratch
 	[ $QV_OVERLAY = 1 ] || QIMG_SCRATCH=/mnt/scratch
 	mkdir -p "$R$QIMG_SCRATCH"
 	[ -b /dev/vda ] || fail "no scratch disk /dev/vda"
-	chroot $R mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 \
-		/dev/vda || fail "mkfs.ext4 of the scratch disk"
+	if [ "$QV_SCRATCH" = 2 ]; then
+		# A reused disk may come from a guest that was cut off: the
+		# check (and its verdict) is part of what the command tests.
+		chroot $R e2fsck -fy /dev/vda >$R/run/qimg-vm/scratch-fsck.log 2>&1
+		QIMG_SCRATCH_FSCK=$?
+	else
+		chroot $R mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 \
+			/dev/vda || fail "mkfs.ext4 of the scratch disk"
+	fi
 	mount -t ext4 /dev/vda "$R$QIMG_SCRATCH" || fail "mount the scratch disk"
 	chmod 1777 "$R$QIMG_SCRATCH"
 fi
@@ -110,6 +122,7 @@ cp "$QV_CMD" $R/run/qimg-vm/cmd.sh || fail "cannot copy the command script"
 GUEST_ENV="HOME=/tmp PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 LANG=C.UTF-8 QIMG_VM=1 QIMG_SCRATCH=$QIMG_SCRATCH
 QIMG_VM_MODULE_LOADED=$QIMG_VM_MODULE_LOADED"
+[ -n "$QIMG_SCRATCH_FSCK" ] && GUEST_ENV="$GUEST_ENV QIMG_SCRATCH_FSCK=$QIMG_SCRATCH_FSCK"
 
 read -r up _ </proc/uptime
 echo "QIMG-VM-READY uptime=$up"

@@ -1,0 +1,518 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * qimg-crashrec: write verifiable records to a block device until the power
+ * is cut, and afterwards check that everything made durable survived.
+ *
+ *   qimg-crashrec fill   DEV SEED
+ *   qimg-crashrec write  [-t THREADS] [-b] [-n GENS] DEV SEED LOG
+ *   qimg-crashrec verify [-B BACKING_SEED] [-v] DEV SEED LOG
+ *
+ * The device is seen as 4 KiB blocks.  Generation g (1, 2, ...) writes a
+ * pseudo-random set of runs of blocks, derived from (SEED, g) alone, so the
+ * verifier can recompute every generation's block set without any record
+ * on disk.  Every block written is "stamped": a header naming the block,
+ * the generation and the seed, then bytes derived from the three, so a
+ * block's content proves which write put it there (a misdirected or torn
+ * write cannot pass as a good one).
+ *
+ * After a generation's writes complete, it is made durable (fsync of the
+ * device, or each write was RWF_DSYNC, i.e. FUA / flush), and only then
+ * "durable g" is appended to LOG and LOG is fsynced.  So after a crash,
+ * with G the last durable generation in LOG:
+ *   - a block whose last writer up to G is g must hold g's stamp, unless
+ *     generation G+1 (possibly in flight at the cut) also wrote it, in which
+ *     case G+1's stamp is fine too;
+ *   - a block never written must still hold the initial content: zeroes, or
+ *     the stamp of generation 0 with BACKING_SEED ("fill" wrote it into the
+ *     backing file of an overlay).
+ * Generation G+2 cannot have started: it waits for "durable G+1" to be
+ * durable in LOG.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define CR_BLOCK	4096u
+#define CR_MAGIC	0x48535243474d4951ULL	/* "QIMGCRSH" little-endian */
+#define CR_MAX_RUNS	24
+#define CR_MAX_RUN_LEN	8
+#define CR_MAX_THREADS	16
+#define CR_MAX_REPORT	20
+
+struct cr_hdr {
+	uint64_t magic;
+	uint64_t block;
+	uint64_t gen;
+	uint64_t seed;
+};
+
+struct cr_run {
+	uint64_t start;
+	uint32_t len;
+};
+
+struct cr_gen {
+	uint64_t gen;
+	unsigned int nruns;
+	struct cr_run runs[CR_MAX_RUNS];
+	bool dsync;	/* every write RWF_DSYNC instead of an fsync after */
+};
+
+static const char *cr_prog = "qimg-crashrec";
+
+static void cr_die(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2), noreturn));
+
+static void cr_die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", cr_prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(2);
+}
+
+static uint64_t cr_mix(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ULL;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+	return x ^ (x >> 31);
+}
+
+/* A small deterministic PRNG (splitmix64 stream). */
+static uint64_t cr_next(uint64_t *state)
+{
+	*state += 0x9e3779b97f4a7c15ULL;
+	return cr_mix(*state);
+}
+
+static void cr_stamp(void *buf, uint64_t seed, uint64_t block, uint64_t gen)
+{
+	struct cr_hdr h = { CR_MAGIC, block, gen, seed };
+	uint64_t st = cr_mix(seed ^ cr_mix(block ^ cr_mix(gen + 1)));
+	uint64_t *w = buf;
+	size_t i;
+
+	memcpy(buf, &h, sizeof(h));
+	for (i = sizeof(h) / 8; i < CR_BLOCK / 8; i++)
+		w[i] = cr_next(&st);
+}
+
+/*
+ * The block set of one generation: half the runs in a hot area at the
+ * start (so blocks get rewritten across generations: overwrites of
+ * allocated clusters), half anywhere (new allocations, L2 tables).
+ */
+static void cr_plan(struct cr_gen *g, uint64_t seed, uint64_t gen,
+		    uint64_t nblocks)
+{
+	uint64_t st = cr_mix(seed ^ cr_mix(0x51ed270b ^ gen));
+	uint64_t hot = nblocks / 16 ? nblocks / 16 : 1;
+	unsigned int i;
+
+	g->gen = gen;
+	g->nruns = 1 + cr_next(&st) % CR_MAX_RUNS;
+	g->dsync = cr_next(&st) % 4 == 0;
+	for (i = 0; i < g->nruns; i++) {
+		uint64_t area = cr_next(&st) % 2 ? hot : nblocks;
+		uint64_t start = cr_next(&st) % area;
+		uint64_t len = 1 + cr_next(&st) % CR_MAX_RUN_LEN;
+
+		if (start + len > nblocks)
+			len = nblocks - start;
+		g->runs[i].start = start;
+		g->runs[i].len = (uint32_t)len;
+	}
+}
+
+static uint64_t cr_parse_u64(const char *s, const char *what)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno || end == s || *end)
+		cr_die("bad %s '%s'", what, s);
+	return v;
+}
+
+static uint64_t cr_nblocks(int fd, const char *path)
+{
+	struct stat st;
+	uint64_t bytes;
+
+	if (fstat(fd, &st) < 0)
+		cr_die("stat %s: %s", path, strerror(errno));
+	if (S_ISBLK(st.st_mode)) {
+		if (ioctl(fd, BLKGETSIZE64, &bytes) < 0)
+			cr_die("BLKGETSIZE64 %s: %s", path, strerror(errno));
+	} else {
+		bytes = (uint64_t)st.st_size;
+	}
+	if (bytes < CR_BLOCK * 16)
+		cr_die("%s: too small (%" PRIu64 " bytes)", path, bytes);
+	return bytes / CR_BLOCK;
+}
+
+static void *cr_alloc(size_t len)
+{
+	void *p;
+
+	if (posix_memalign(&p, CR_BLOCK, len))
+		cr_die("out of memory");
+	return p;
+}
+
+/* --- fill ------------------------------------------------------------- */
+
+static int cr_fill(int argc, char **argv)
+{
+	const size_t chunk = 256;
+	uint64_t seed, n, b;
+	unsigned char *buf;
+	int fd;
+
+	if (argc != 3)
+		cr_die("usage: fill DEV SEED");
+	seed = cr_parse_u64(argv[2], "seed");
+	fd = open(argv[1], O_WRONLY);
+	if (fd < 0)
+		cr_die("open %s: %s", argv[1], strerror(errno));
+	n = cr_nblocks(fd, argv[1]);
+	buf = cr_alloc(chunk * CR_BLOCK);
+	for (b = 0; b < n; b += chunk) {
+		size_t i, cnt = n - b < chunk ? n - b : chunk;
+
+		for (i = 0; i < cnt; i++)
+			cr_stamp(buf + i * CR_BLOCK, seed, b + i, 0);
+		if (pwrite(fd, buf, cnt * CR_BLOCK, (off_t)(b * CR_BLOCK)) !=
+		    (ssize_t)(cnt * CR_BLOCK))
+			cr_die("write %s: %s", argv[1], strerror(errno));
+	}
+	if (fsync(fd) < 0 || close(fd) < 0)
+		cr_die("fsync %s: %s", argv[1], strerror(errno));
+	free(buf);
+	return 0;
+}
+
+/* --- write ------------------------------------------------------------ */
+
+struct cr_worker {
+	pthread_t tid;
+	int fd;
+	unsigned int index, nthreads;
+	uint64_t seed;
+	const struct cr_gen *g;
+	unsigned char *buf;
+	int err;
+};
+
+static void *cr_worker_fn(void *arg)
+{
+	struct cr_worker *w = arg;
+	const struct cr_gen *g = w->g;
+	unsigned int r, i;
+
+	w->err = 0;
+	for (r = w->index; r < g->nruns; r += w->nthreads) {
+		const struct cr_run *run = &g->runs[r];
+		size_t len = (size_t)run->len * CR_BLOCK;
+		struct iovec iov = { w->buf, len };
+		ssize_t ret;
+
+		for (i = 0; i < run->len; i++)
+			cr_stamp(w->buf + (size_t)i * CR_BLOCK, w->seed,
+				 run->start + i, g->gen);
+		ret = pwritev2(w->fd, &iov, 1, (off_t)(run->start * CR_BLOCK),
+			       g->dsync ? RWF_DSYNC : 0);
+		if (ret != (ssize_t)len) {
+			w->err = ret < 0 ? errno : EIO;
+			break;
+		}
+	}
+	return NULL;
+}
+
+static void cr_log(int fd, const char *path, uint64_t gen)
+{
+	char line[64];
+	int len = snprintf(line, sizeof(line), "durable %" PRIu64 "\n", gen);
+
+	if (write(fd, line, (size_t)len) != len)
+		cr_die("write %s: %s", path, strerror(errno));
+	if (fsync(fd) < 0)
+		cr_die("fsync %s: %s", path, strerror(errno));
+}
+
+static int cr_write(int argc, char **argv)
+{
+	struct cr_worker w[CR_MAX_THREADS];
+	unsigned int nthreads = 4, t;
+	uint64_t seed, nblocks, gens = 0, gen;
+	bool buffered = false;
+	int fd, logfd, opt;
+	struct cr_gen g;
+
+	while ((opt = getopt(argc, argv, "t:bn:")) != -1) {
+		switch (opt) {
+		case 't':
+			nthreads = (unsigned int)cr_parse_u64(optarg, "threads");
+			if (!nthreads || nthreads > CR_MAX_THREADS)
+				cr_die("-t takes 1..%d", CR_MAX_THREADS);
+			break;
+		case 'b':
+			buffered = true;
+			break;
+		case 'n':
+			gens = cr_parse_u64(optarg, "generations");
+			break;
+		default:
+			cr_die("usage: write [-t THREADS] [-b] [-n GENS] DEV SEED LOG");
+		}
+	}
+	if (argc - optind != 3)
+		cr_die("usage: write [-t THREADS] [-b] [-n GENS] DEV SEED LOG");
+	seed = cr_parse_u64(argv[optind + 1], "seed");
+	fd = open(argv[optind], O_WRONLY | (buffered ? 0 : O_DIRECT));
+	if (fd < 0)
+		cr_die("open %s: %s", argv[optind], strerror(errno));
+	nblocks = cr_nblocks(fd, argv[optind]);
+	logfd = open(argv[optind + 2], O_WRONLY | O_CREAT | O_TRUNC | O_APPEND,
+		     0644);
+	if (logfd < 0)
+		cr_die("open %s: %s", argv[optind + 2], strerror(errno));
+	for (t = 0; t < nthreads; t++) {
+		w[t].fd = fd;
+		w[t].index = t;
+		w[t].nthreads = nthreads;
+		w[t].seed = seed;
+		w[t].g = &g;
+		w[t].buf = cr_alloc((size_t)CR_MAX_RUN_LEN * CR_BLOCK);
+	}
+	for (gen = 1; !gens || gen <= gens; gen++) {
+		cr_plan(&g, seed, gen, nblocks);
+		for (t = 0; t < nthreads; t++)
+			if (pthread_create(&w[t].tid, NULL, cr_worker_fn, &w[t]))
+				cr_die("pthread_create failed");
+		for (t = 0; t < nthreads; t++)
+			pthread_join(w[t].tid, NULL);
+		for (t = 0; t < nthreads; t++)
+			if (w[t].err)
+				cr_die("generation %" PRIu64 ": write: %s", gen,
+				       strerror(w[t].err));
+		/* RWF_DSYNC writes are durable when they complete. */
+		if (!g.dsync && fsync(fd) < 0)
+			cr_die("generation %" PRIu64 ": fsync: %s", gen,
+			       strerror(errno));
+		cr_log(logfd, argv[optind + 2], gen);
+	}
+	close(logfd);
+	close(fd);
+	for (t = 0; t < nthreads; t++)
+		free(w[t].buf);
+	return 0;
+}
+
+/* --- verify ----------------------------------------------------------- */
+
+/* The last "durable N" of LOG; lines must count 1, 2, 3, ... */
+static uint64_t cr_read_log(const char *path)
+{
+	char line[128];
+	uint64_t last = 0, v;
+	FILE *f = fopen(path, "r");
+
+	if (!f)
+		cr_die("open %s: %s", path, strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		size_t len = strlen(line);
+
+		/* A torn last line was never acknowledged: ignore it. */
+		if (!len || line[len - 1] != '\n')
+			break;
+		if (sscanf(line, "durable %" SCNu64, &v) != 1)
+			cr_die("%s: bad line '%.*s'", path, (int)len - 1, line);
+		if (v != last + 1)
+			cr_die("%s: generation %" PRIu64 " after %" PRIu64,
+			       path, v, last);
+		last = v;
+	}
+	fclose(f);
+	return last;
+}
+
+static void cr_stamp(void *buf, uint64_t seed, uint64_t block, uint64_t gen);
+
+/* What a bad block holds, to tell a lost, a misdirected and a torn write. */
+static void cr_describe(const unsigned char *blk, char *out, size_t outlen)
+{
+	unsigned char good[CR_BLOCK] __attribute__((aligned(8)));
+	struct cr_hdr h;
+	size_t i;
+
+	memcpy(&h, blk, sizeof(h));
+	for (i = 0; i < CR_BLOCK && !blk[i]; i++)
+		;
+	if (i == CR_BLOCK)
+		snprintf(out, outlen, "zeroes");
+	else if (h.magic == CR_MAGIC) {
+		cr_stamp(good, h.seed, h.block, h.gen);
+		snprintf(out, outlen,
+			 "%s record of block %" PRIu64 " gen %" PRIu64
+			 " seed %" PRIu64,
+			 memcmp(good, blk, CR_BLOCK) ? "a TORN" : "the",
+			 h.block, h.gen, h.seed);
+	}
+	else
+		snprintf(out, outlen, "garbage (first bytes %016" PRIx64 ")",
+			 h.magic);
+}
+
+static int cr_verify(int argc, char **argv)
+{
+	uint64_t seed, bseed = 0, nblocks, durable, b, g, i;
+	uint64_t *last;
+	bool *pending, have_backing = false, verbose = false;
+	uint64_t n_init = 0, n_durable = 0, n_new = 0, n_old = 0, bad = 0;
+	unsigned char *buf, *exp;
+	const size_t chunk = 256;
+	struct cr_gen plan;
+	int fd, opt;
+
+	while ((opt = getopt(argc, argv, "B:v")) != -1) {
+		switch (opt) {
+		case 'B':
+			bseed = cr_parse_u64(optarg, "backing seed");
+			have_backing = true;
+			break;
+		case 'v':
+			verbose = true;
+			break;
+		default:
+			cr_die("usage: verify [-B BACKING_SEED] [-v] DEV SEED LOG");
+		}
+	}
+	if (argc - optind != 3)
+		cr_die("usage: verify [-B BACKING_SEED] [-v] DEV SEED LOG");
+	seed = cr_parse_u64(argv[optind + 1], "seed");
+	durable = cr_read_log(argv[optind + 2]);
+	fd = open(argv[optind], O_RDONLY);
+	if (fd < 0)
+		cr_die("open %s: %s", argv[optind], strerror(errno));
+	nblocks = cr_nblocks(fd, argv[optind]);
+	last = calloc(nblocks, sizeof(*last));
+	pending = calloc(nblocks, sizeof(*pending));
+	if (!last || !pending)
+		cr_die("out of memory");
+	for (g = 1; g <= durable + 1; g++) {
+		cr_plan(&plan, seed, g, nblocks);
+		for (i = 0; i < plan.nruns; i++)
+			for (b = plan.runs[i].start;
+			     b < plan.runs[i].start + plan.runs[i].len; b++) {
+				if (g <= durable)
+					last[b] = g;
+				else
+					pending[b] = true;
+			}
+	}
+
+	buf = cr_alloc(chunk * CR_BLOCK);
+	exp = cr_alloc(CR_BLOCK);
+	for (b = 0; b < nblocks; b += chunk) {
+		size_t cnt = nblocks - b < chunk ? nblocks - b : chunk;
+		ssize_t ret = pread(fd, buf, cnt * CR_BLOCK,
+				    (off_t)(b * CR_BLOCK));
+
+		if (ret != (ssize_t)(cnt * CR_BLOCK))
+			cr_die("read %s at block %" PRIu64 ": %s", argv[optind],
+			       b, ret < 0 ? strerror(errno) : "short read");
+		for (i = 0; i < cnt; i++) {
+			const unsigned char *blk = buf + i * CR_BLOCK;
+			uint64_t bl = b + i;
+			char what[160], want[40];
+
+			if (last[bl])
+				cr_stamp(exp, seed, bl, last[bl]);
+			else if (have_backing)
+				cr_stamp(exp, bseed, bl, 0);
+			else
+				memset(exp, 0, CR_BLOCK);
+			if (!memcmp(blk, exp, CR_BLOCK)) {
+				if (pending[bl])
+					n_old++;
+				else if (last[bl])
+					n_durable++;
+				else
+					n_init++;
+				continue;
+			}
+			if (pending[bl]) {
+				cr_stamp(exp, seed, bl, durable + 1);
+				if (!memcmp(blk, exp, CR_BLOCK)) {
+					n_new++;
+					continue;
+				}
+			}
+			bad++;
+			if (bad > CR_MAX_REPORT)
+				continue;
+			cr_describe(blk, what, sizeof(what));
+			if (last[bl])
+				snprintf(want, sizeof(want), "gen %" PRIu64,
+					 last[bl]);
+			else
+				snprintf(want, sizeof(want), "%s",
+					 have_backing ? "the backing record" :
+					 "zeroes");
+			printf("BAD block %" PRIu64 " (offset %" PRIu64
+			       "): want %s%s, found %s\n", bl, bl * CR_BLOCK,
+			       want, pending[bl] ? " or the in-flight gen" : "",
+			       what);
+		}
+	}
+	printf("%s: durable generation %" PRIu64 "; blocks: %" PRIu64
+	       " durable intact, %" PRIu64 " initial intact, in-flight %"
+	       PRIu64 " new / %" PRIu64 " old, %" PRIu64 " BAD\n",
+	       argv[optind], durable, n_durable, n_init, n_new, n_old, bad);
+	if (verbose)
+		printf("seed %" PRIu64 ", %" PRIu64 " blocks\n", seed, nblocks);
+	free(buf);
+	free(exp);
+	free(last);
+	free(pending);
+	close(fd);
+	return bad ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2)
+		cr_die("usage: fill|write|verify ...");
+	if (!strcmp(argv[1], "fill"))
+		return cr_fill(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "write"))
+		return cr_write(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "verify"))
+		return cr_verify(argc - 1, argv + 1);
+	cr_die("unknown mode '%s'", argv[1]);
+}
