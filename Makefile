@@ -21,6 +21,8 @@ KDIR ?= /lib/modules/$(KVER)/build
 
 CC ?= gcc
 CLANG ?= clang
+# -Werror for every module build started from here (see drivers/block/qimg/Kbuild).
+export QIMG_WERROR := y
 WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow \
 	-Wstrict-prototypes -Wmissing-prototypes -Wvla -Wformat=2
 INC := -I$(TOP)/tools/include -I$(TOP)/drivers/block/qimg \
@@ -75,7 +77,7 @@ build/%: $(B)/% ;
 
 # One out-of-tree build per installed kernel, each in its own copy of the
 # module sources (kbuild writes objects next to them).
-KMOD_SRC := Kbuild $(wildcard drivers/block/qimg/*.[ch] drivers/block/qimg/Kbuild) $(wildcard include/uapi/linux/*.h)
+KMOD_SRC := Kbuild $(filter-out %.mod.c,$(wildcard drivers/block/qimg/*.[ch])) drivers/block/qimg/Kbuild $(wildcard include/uapi/linux/*.h)
 modules-all:
 	@set -e; for v in $(KVERS); do \
 		d=$(B)/kmod/$$v; mkdir -p $$d; \

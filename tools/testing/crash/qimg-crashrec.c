@@ -6,6 +6,7 @@
  *   qimg-crashrec fill   DEV SEED
  *   qimg-crashrec write  [-t THREADS] [-b] [-n GENS] DEV SEED LOG
  *   qimg-crashrec verify [-B BACKING_SEED] [-v] DEV SEED LOG
+ *   qimg-crashrec replay -l DMLOG | replay [-s SEED] DMLOG DEST N
  *
  * The device is seen as 4 KiB blocks.  Generation g (1, 2, ...) writes a
  * pseudo-random set of runs of blocks, derived from (SEED, g) alone, so the
@@ -504,6 +505,140 @@ static int cr_verify(int argc, char **argv)
 	return bad ? 1 : 0;
 }
 
+/* --- replay ----------------------------------------------------------- */
+
+/*
+ * A dm-log-writes log (drivers/md/dm-log-writes.c): a super block at byte
+ * 0, then per entry one sector of header followed by the data written, in
+ * the order the writes completed.  A FLUSH entry means every write logged
+ * before it was durable; a FUA write is durable on its own.
+ */
+#define LW_MAGIC	0x6a736677736872ULL
+#define LW_FLUSH	(1u << 0)
+#define LW_FUA		(1u << 1)
+#define LW_DISCARD	(1u << 2)
+#define LW_MARK		(1u << 3)
+#define LW_MAX_DATA	(64u << 20)
+
+struct lw_super {
+	uint64_t magic, version, nr_entries;
+	uint32_t sectorsize;
+} __attribute__((packed));
+
+struct lw_entry {
+	uint64_t sector, nr_sectors, flags, data_len;
+};
+
+/*
+ * replay -l LOG: list entries that matter (flushes, marks) and the count.
+ * replay [-s SEED] LOG DEST N: the state of the disk after a power cut
+ * just after the FLUSH entry N, with a volatile write cache: entries 0..N
+ * are applied (N's own data only if FUA: a preflush covers what came
+ * before it), then, with SEED, the writes up to a random point before the
+ * next flush are each applied or dropped at random (FUA ones always: they
+ * were durable when they completed).  Discards are never applied: the old
+ * data is one of the contents a discarded range may show.
+ */
+static int cr_replay(int argc, char **argv)
+{
+	uint64_t n = 0, seed = 0, st, i, off, stop = UINT64_MAX;
+	bool list = false, subset = false;
+	struct lw_super sb;
+	unsigned char *data = NULL;
+	int lfd, dfd = -1, opt;
+	uint32_t ss;
+
+	while ((opt = getopt(argc, argv, "ls:")) != -1) {
+		switch (opt) {
+		case 'l':
+			list = true;
+			break;
+		case 's':
+			seed = cr_parse_u64(optarg, "seed");
+			subset = true;
+			break;
+		default:
+			cr_die("usage: replay -l LOG | replay [-s SEED] LOG DEST N");
+		}
+	}
+	if (argc - optind != (list ? 1 : 3))
+		cr_die("usage: replay -l LOG | replay [-s SEED] LOG DEST N");
+	lfd = open(argv[optind], O_RDONLY);
+	if (lfd < 0)
+		cr_die("open %s: %s", argv[optind], strerror(errno));
+	if (pread(lfd, &sb, sizeof(sb), 0) != (ssize_t)sizeof(sb))
+		cr_die("%s: cannot read the super block", argv[optind]);
+	ss = sb.sectorsize;
+	if (sb.magic != LW_MAGIC || sb.version != 1 || ss < 512 ||
+	    ss > 65536 || (ss & (ss - 1)))
+		cr_die("%s: not a dm-log-writes log", argv[optind]);
+	if (!list) {
+		n = cr_parse_u64(argv[optind + 2], "entry");
+		if (n >= sb.nr_entries)
+			cr_die("entry %" PRIu64 " beyond the log (%" PRIu64
+			       " entries)", n, sb.nr_entries);
+		dfd = open(argv[optind + 1], O_WRONLY);
+		if (dfd < 0)
+			cr_die("open %s: %s", argv[optind + 1],
+			       strerror(errno));
+	}
+	st = cr_mix(seed);
+	data = cr_alloc(LW_MAX_DATA);
+	off = ss;
+	for (i = 0; i < sb.nr_entries; i++) {
+		unsigned char hdr[512];
+		struct lw_entry e;
+		uint64_t len;
+		bool apply;
+
+		if (pread(lfd, hdr, sizeof(hdr), (off_t)off) != sizeof(hdr))
+			cr_die("entry %" PRIu64 ": short log", i);
+		memcpy(&e, hdr, sizeof(e));
+		if (e.nr_sectors > LW_MAX_DATA / ss)
+			cr_die("entry %" PRIu64 ": %" PRIu64 " sectors", i,
+			       e.nr_sectors);
+		len = (e.flags & LW_DISCARD) ? 0 : e.nr_sectors * ss;
+		if (list) {
+			if (e.flags & LW_MARK)
+				printf("%" PRIu64 " mark %.*s\n", i,
+				       (int)(e.data_len < 480 ? e.data_len : 480),
+				       (const char *)hdr + sizeof(e));
+			else if (e.flags & LW_FLUSH)
+				printf("%" PRIu64 " flush\n", i);
+		} else {
+			if (i < n)
+				apply = true;
+			else if (i == n)
+				apply = (e.flags & LW_FUA) || !subset;
+			else if (!subset || (e.flags & LW_FLUSH) || i >= stop)
+				break;
+			else
+				apply = (e.flags & LW_FUA) ||
+					cr_next(&st) % 2;
+			/* The point, after N, where the power goes. */
+			if (i == n && subset)
+				stop = n + 1 + cr_next(&st) % 64;
+			if (apply && len && !(e.flags & LW_MARK)) {
+				if (pread(lfd, data, len, (off_t)(off + ss)) !=
+				    (ssize_t)len)
+					cr_die("entry %" PRIu64 ": short data", i);
+				if (pwrite(dfd, data, len,
+					   (off_t)(e.sector * ss)) != (ssize_t)len)
+					cr_die("write %s: %s", argv[optind + 1],
+					       strerror(errno));
+			}
+		}
+		off += ss + len;
+	}
+	if (list)
+		printf("entries %" PRIu64 "\n", sb.nr_entries);
+	else if (fsync(dfd) < 0 || close(dfd) < 0)
+		cr_die("fsync %s: %s", argv[optind + 1], strerror(errno));
+	free(data);
+	close(lfd);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2)
@@ -514,5 +649,7 @@ int main(int argc, char **argv)
 		return cr_write(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "verify"))
 		return cr_verify(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "replay"))
+		return cr_replay(argc - 1, argv + 1);
 	cr_die("unknown mode '%s'", argv[1]);
 }
