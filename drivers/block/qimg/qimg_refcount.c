@@ -19,6 +19,7 @@
 #include <linux/slab.h>
 
 #include "qimg.h"
+#include <linux/falloc.h>
 
 static int qimg_rt_lookup(struct qimg_device *dev, u64 rt_idx, u64 *rb_off)
 {
@@ -291,6 +292,17 @@ void qimg_defer_free(struct qimg_device *dev, u64 host, u64 len)
 	lockdep_assert_held(&dev->meta_lock);
 	if (!len)
 		return;
+	/* Whole clusters following the previous ones: one range. */
+	if (!list_empty(&dev->pending_frees) &&
+	    !((host | len) & (dev->top.g->cluster_size - 1))) {
+		p = list_last_entry(&dev->pending_frees,
+				    struct qimg_pending_free, node);
+		if (!((p->host | p->len) & (dev->top.g->cluster_size - 1)) &&
+		    p->host + p->len == host) {
+			p->len += len;
+			return;
+		}
+	}
 	p = kmalloc(sizeof(*p), GFP_KERNEL);
 	if (!p)
 		return;		/* the cluster leaks; harmless */
@@ -299,7 +311,7 @@ void qimg_defer_free(struct qimg_device *dev, u64 host, u64 len)
 	list_add_tail(&p->node, &dev->pending_frees);
 }
 
-static int qimg_refcount_dec(struct qimg_device *dev, u64 host)
+static int qimg_refcount_dec(struct qimg_device *dev, u64 host, bool *freed)
 {
 	const struct qimg_geom *g = dev->top.g;
 	struct qimg_centry *e;
@@ -327,9 +339,24 @@ static int qimg_refcount_dec(struct qimg_device *dev, u64 host)
 	}
 	ret = qimg_meta_record_refcount(dev, e, idx, val - 1);
 	qimg_cache_put(&dev->rc, e);
-	if (!ret && val == 1 && (host >> g->cluster_bits) < dev->free_hint)
+	*freed = !ret && val == 1;
+	if (*freed && (host >> g->cluster_bits) < dev->free_hint)
 		dev->free_hint = host >> g->cluster_bits;
 	return ret;
+}
+
+/*
+ * Give the space of clusters that just became free back to the host file
+ * system (as QEMU passes discards down).  Nothing durable points at them
+ * any more, so a crash can only show zeros where old data was unused;
+ * failure (no hole punching here) changes nothing.
+ */
+static void qimg_punch(struct qimg_device *dev, u64 off, u64 len)
+{
+	if (len)
+		vfs_fallocate(dev->top.file,
+			      FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      off, len);
 }
 
 /* Apply the queued decrements (their replacements are durable by now). */
@@ -344,9 +371,18 @@ int qimg_apply_frees(struct qimg_device *dev)
 	list_for_each_entry_safe(p, tmp, &dev->pending_frees, node) {
 		u64 c = p->host & ~(g->cluster_size - 1);
 		u64 end = p->host + p->len;
+		u64 run = c;	/* start of the run of freed clusters */
+		bool freed;
 
-		for (; !ret && c < end; c += g->cluster_size)
-			ret = qimg_refcount_dec(dev, c);
+		for (; !ret && c < end; c += g->cluster_size) {
+			ret = qimg_refcount_dec(dev, c, &freed);
+			if (ret || !freed) {
+				qimg_punch(dev, run, c - run);
+				run = c + g->cluster_size;
+			}
+		}
+		if (!ret)
+			qimg_punch(dev, run, c - run);
 		list_del(&p->node);
 		kfree(p);
 		if (ret)
