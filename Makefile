@@ -43,6 +43,10 @@ UNIT_HDR := $(wildcard tools/testing/unit/*.h)
 
 FUZZ_SECONDS ?= 600
 export QIMG_FUZZ_SECONDS ?= 60
+# Guest time is the scarce resource in make check (TCG); `make check
+# QIMG_CRASH_ITERS=10` for a longer soak.
+export QIMG_CRASH_ITERS ?= 2
+export QIMG_CRASH_REPLAY_POINTS ?= 1
 
 .PHONY: all tools module modules-all kunit debug-kernel deps check check-build fuzz kunit demo clean
 

@@ -193,7 +193,6 @@ static int qimg_cow_write(struct qimg_image *img,
 			  const struct qimg_l2_entry *e, u64 cstart, u64 coff,
 			  u64 host, struct iov_iter *it)
 {
-	struct kmem_cache *slab = img->l2.slab;
 	u64 cs = img->g->cluster_size;
 	size_t len = iov_iter_count(it);
 	u64 tail = coff + len;
@@ -210,14 +209,9 @@ static int qimg_cow_write(struct qimg_image *img,
 	 * an extending direct write plus a sector at the cluster end by
 	 * 1.6x: the page cache absorbs it, the flush writes it.
 	 */
-	/* The table slab has cluster-sized objects: cheaper than vmalloc. */
-	buf = slab ? kmem_cache_alloc(slab, GFP_KERNEL | __GFP_NOWARN) : NULL;
-	if (!buf) {
-		slab = NULL;
-		buf = kvmalloc(cs, GFP_KERNEL);
-		if (!buf)
-			return -ENOMEM;
-	}
+	buf = kvmalloc(cs, GFP_KERNEL);
+	if (!buf)
+		return -ENOMEM;
 	if (qimg_cow_src_zero(img, e)) {
 		memset(buf, 0, coff);
 		memset((char *)buf + tail, 0, cs - tail);
@@ -233,10 +227,7 @@ static int qimg_cow_write(struct qimg_image *img,
 		ret = -EFAULT;
 	if (!ret)
 		ret = qimg_kwrite(img->file, buf, cs, host);
-	if (slab)
-		kmem_cache_free(slab, buf);
-	else
-		kvfree(buf);
+	kvfree(buf);
 	return ret;
 }
 
