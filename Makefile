@@ -48,7 +48,7 @@ export QIMG_FUZZ_SECONDS ?= 60
 export QIMG_CRASH_ITERS ?= 2
 export QIMG_CRASH_REPLAY_POINTS ?= 1
 
-.PHONY: all tools module modules-all kunit debug-kernel deps check check-build fuzz kunit demo clean
+.PHONY: all tools module modules-all kunit debug-kernel check-debug deps check check-build fuzz kunit demo clean
 
 all: tools module
 
@@ -101,7 +101,6 @@ SUITES := tools/testing/unit/run \
 	tools/testing/xcheck/run \
 	tools/testing/vm/run-tests \
 	kunit/run \
-	tools/testing/vm/run-tests-debug \
 	$(wildcard tools/testing/crash/run) \
 	$(wildcard tools/testing/dkms/run)
 
@@ -109,6 +108,14 @@ check: deps
 	@$(MAKE) --no-print-directory check-build
 	@QIMGCTL=$(B)/san/qimgctl QIMG_BUILD=$(B) KVER=$(KVER) KDIR=$(KDIR) \
 		tools/testing/run-all $(SUITES)
+
+# The guest suite on the KASAN/lockdep/kmemleak debug kernel.  Not in
+# `check` yet: building that kernel from scratch takes longer than the CI
+# budget allows on a 2-core machine (see the note on issue 5).
+check-debug: deps
+	@$(MAKE) --no-print-directory check-build
+	@QIMGCTL=$(B)/san/qimgctl QIMG_BUILD=$(B) \
+		tools/testing/run-all tools/testing/vm/run-tests-debug
 
 # KUnit on UML with KASAN + lockdep, in the cached linux-source-6.1 tree.
 kunit:

@@ -185,7 +185,7 @@ for round in $(seq "$ROUNDS"); do
 		# always runs first (or right after the prefill's writeback).
 		for i in 0 1 2; do
 			t=${TARGETS[$(((i + n) % 3))]}
-			note "round $round: $name on $t"
+			note "round $round: $name on $t (t+$(($(date +%s) - t0)) s)"
 			run_one "$name" "$kind" "$rw" "$bs" "$qd" "$t" "$round"
 		done
 		n=$((n + 1))
