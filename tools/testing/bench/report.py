@@ -135,7 +135,7 @@ def main():
     print()
     info = ["%s=%s" % (k, run[k]) for k in
             ("accel", "kernel", "nproc", "size", "runtime", "rounds",
-             "nbd_aio", "host_load") if k in run]
+             "nbd_aio", "host_load", "git_head") if k in run]
     print("run: " + ", ".join(info))
     print("ratios compare the metric named in each row; '!' marks "
           "qimg < %.1fx loop or < %.2fx qemu-nbd"
