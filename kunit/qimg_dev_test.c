@@ -22,7 +22,7 @@
 #include "qimg.h"
 
 #define QIMG_T_CB	16
-#define QIMG_T_CS	(1U << QIMG_T_CB)
+#define QIMG_T_CS	BIT(QIMG_T_CB)
 #define QIMG_T_VSIZE	(64ULL << 20)	/* one L2 table maps 512 MiB */
 #define QIMG_T_PATH	"/qimg-kunit.img"
 
@@ -252,9 +252,13 @@ static void qimg_dev_write_read(struct kunit *test)
 	KUNIT_ASSERT_NOT_NULL(test, h);
 	KUNIT_ASSERT_EQ(test, kernel_read(d->file, r, QIMG_T_CS, &pos),
 			(ssize_t)QIMG_T_CS);
-	KUNIT_ASSERT_EQ_MSG(test, qimg_header_decode(r, QIMG_T_CS,
-				i_size_read(file_inode(d->file)), h, &err), 0,
-			    "image after detach: %s", err.msg);
+	{
+		u64 fsize = i_size_read(file_inode(d->file));
+		int dret = qimg_header_decode(r, QIMG_T_CS, fsize, h, &err);
+
+		KUNIT_ASSERT_EQ_MSG(test, dret, 0, "image after detach: %s",
+				    err.msg);
+	}
 	KUNIT_EXPECT_EQ(test, h->incompatible_features &
 			QIMG_INCOMPAT_DIRTY, 0ULL);
 	pos = h->l1_table_offset;
@@ -328,9 +332,11 @@ static void qimg_dev_parallel_writes(struct kunit *test)
 	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
 
 	for (i = 0; i < QIMG_T_NR_BIOS; i++) {
-		KUNIT_ASSERT_EQ(test, qimg_t_io(d->bdev, REQ_OP_READ,
-				(u64)(i - i / 3) * QIMG_T_CS +
-				(i % 3) * PAGE_SIZE, r, PAGE_SIZE), 0);
+		u64 at = (u64)(i - i / 3) * QIMG_T_CS + (i % 3) * PAGE_SIZE;
+
+		KUNIT_ASSERT_EQ(test,
+				qimg_t_io(d->bdev, REQ_OP_READ, at, r, PAGE_SIZE),
+				0);
 		KUNIT_EXPECT_EQ_MSG(test, memcmp(r, w + i * PAGE_SIZE,
 						 PAGE_SIZE), 0, "bio %d", i);
 	}

@@ -12,13 +12,13 @@
 #include "qimg_vectors.h"
 
 #define QIMG_T_CB	16
-#define QIMG_T_CS	(1U << QIMG_T_CB)
+#define QIMG_T_CS	BIT(QIMG_T_CB)
 /* The known-good image: header | refcount table | refcount block | L1 */
 #define QIMG_T_RT	(1ULL * QIMG_T_CS)
 #define QIMG_T_L1	(3ULL * QIMG_T_CS)
 #define QIMG_T_L1_SIZE	8
 #define QIMG_T_FILE	(4ULL * QIMG_T_CS)
-#define QIMG_T_VSIZE	(1ULL << 30)
+#define QIMG_T_VSIZE	BIT_ULL(30)
 
 /* Byte offsets of the header fields (qcow2 spec, "Header"). */
 enum {
@@ -439,8 +439,11 @@ static void qimg_fmt_header_vectors(struct kunit *test)
 						  "\"%s\" not in \"%s\"",
 						  v->msg, err.msg);
 		/* No error struct: same verdict, no crash. */
-		KUNIT_EXPECT_EQ(test, qimg_header_decode(buf, len,
-				qimg_vec_file_size(v), h, NULL), ret);
+		u64 fsize = qimg_vec_file_size(v);
+
+		KUNIT_EXPECT_EQ(test,
+				qimg_header_decode(buf, len, fsize, h, NULL),
+				ret);
 		return;
 	}
 	if (v->backing)
@@ -453,9 +456,9 @@ static void qimg_fmt_header_vectors(struct kunit *test)
 	/* encode(decode(x)) decodes to the same fields. */
 	n = qimg_header_encode(h, img, QV_BUF_LEN);
 	KUNIT_ASSERT_GT(test, n, 0);
-	KUNIT_ASSERT_EQ_MSG(test, qimg_header_decode(img, QV_BUF_LEN,
-				qimg_vec_file_size(v), h2, &err), 0,
-			    "re-decode: %s", err.msg);
+	ret = qimg_header_decode(img, QV_BUF_LEN, qimg_vec_file_size(v), h2,
+				 &err);
+	KUNIT_ASSERT_EQ_MSG(test, ret, 0, "re-decode: %s", err.msg);
 	KUNIT_EXPECT_EQ(test, h2->version, h->version);
 	KUNIT_EXPECT_EQ(test, h2->size, h->size);
 	KUNIT_EXPECT_EQ(test, h2->l1_size, h->l1_size);

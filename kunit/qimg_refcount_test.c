@@ -55,7 +55,9 @@ static void qimg_refcount_roundtrip(struct kunit *test)
 	for (i = 0; i < n; i++) {
 		idx = (i * 37) & (n - 1);
 		KUNIT_ASSERT_EQ(test, qimg_refcount_set(rb, order, idx,
-				qimg_t_pattern(order, idx)), 0);
+							qimg_t_pattern(order,
+								       idx)),
+				0);
 	}
 	for (i = 0; i < n; i++)
 		KUNIT_EXPECT_EQ_MSG(test, qimg_refcount_get(rb, order, i),

@@ -585,6 +585,8 @@ static int ck_reftable_outside(struct ck *c, u64 i, const char *why)
 	return ck_sync(c);
 }
 
+static int ck_get(struct ck *c, u64 cl, u64 *val);
+
 static int ck_load_reftable(struct ck *c)
 {
 	const struct qimg_header *h = c->h;
@@ -635,6 +637,27 @@ static int ck_load_reftable(struct ck *c)
 			continue;
 		}
 		c->rb_off[i] = off;
+	}
+	/*
+	 * qemu repairs such an entry differently: it grows the file to hold
+	 * the block and keeps it, and the block's own cluster then shows up
+	 * with refcount 0 but one reference, a second corruption it fixes.
+	 * Report the repair the same way so the two tools' counts agree.
+	 */
+	for (i = 0; (c->fix & CK_FIX_ERRORS) && i < c->rt_entries; i++) {
+		u64 val;
+
+		raw = be64_to_cpu(t[i]);
+		if (!raw || c->rb_off[i] || c->rb_bad[i])
+			continue;
+		off = raw & QIMG_REFT_OFFSET_MASK;
+		ret = ck_get(c, off >> c->g->cluster_bits, &val);
+		if (ret < 0) {
+			free(t);
+			return ret;
+		}
+		if (!ret && !val)
+			c->res->corruptions_fixed++;
 	}
 	free(t);
 	return 0;
@@ -1285,19 +1308,31 @@ static void ck_usage(FILE *f)
 		qimgctl_prog);
 }
 
-/* Does @path start with the qcow2 magic?  Decides 63 versus 1. */
-static bool ck_has_magic(const char *path)
+/*
+ * Does @path start with the qcow2 magic?  Decides 63 versus 1: 1 yes,
+ * 0 no (with @why saying how not), -1 cannot tell (open/read error, left
+ * to the image opener to report).
+ */
+static int ck_has_magic(const char *path, const char **why)
 {
 	unsigned char m[4];
 	FILE *f = fopen(path, "rb");
-	bool ok;
+	size_t n;
 
 	if (!f)
-		return false;
-	ok = fread(m, 1, sizeof(m), f) == sizeof(m) &&
-	     get_unaligned_be32(m) == QIMG_MAGIC;
+		return -1;
+	n = fread(m, 1, sizeof(m), f);
+	if (n < sizeof(m) && ferror(f)) {
+		fclose(f);
+		return -1;
+	}
 	fclose(f);
-	return ok;
+	if (n < sizeof(m)) {
+		*why = "file too short";
+		return 0;
+	}
+	*why = "bad magic";
+	return get_unaligned_be32(m) == QIMG_MAGIC;
 }
 
 int qimgctl_cmd_check(int argc, char **argv)
@@ -1314,7 +1349,7 @@ int qimgctl_cmd_check(int argc, char **argv)
 	struct ck_result res, fixed;
 	struct qimgctl_image img;
 	bool json = false, quiet = false;
-	const char *path;
+	const char *path, *why = "";
 	int fix = 0, opt, ret;
 
 	optind = 1;
@@ -1369,18 +1404,24 @@ int qimgctl_cmd_check(int argc, char **argv)
 	}
 	path = argv[optind];
 
+	/*
+	 * Not qcow2 at all: qemu-img's "format does not support checks"
+	 * case, said here in one line instead of the opener's.
+	 */
+	if (ck_has_magic(path, &why) == 0) {
+		qimgctl_err("%s: not a qcow2 image (%s), so it cannot be checked",
+			    path, why);
+		return QIMGCTL_CHECK_UNSUPPORTED;
+	}
 	ret = qimgctl_image_open(&img, path, fix != 0);
 	if (ret) {
-		/* Not qcow2 at all, or a feature we cannot handle: the
-		 * "format does not support checks" case.  A qcow2 image we
+		/*
+		 * The opener said why in one line.  A feature we cannot
+		 * handle is "does not support checks" too; a qcow2 image we
 		 * failed to read is a check that did not complete.
 		 */
-		if (ret == -EOPNOTSUPP ||
-		    (ret == -EINVAL && !ck_has_magic(path))) {
-			qimgctl_err("%s: this image cannot be checked (not a supported qcow2 image)",
-				    path);
+		if (ret == -EOPNOTSUPP)
 			return QIMGCTL_CHECK_UNSUPPORTED;
-		}
 		return QIMGCTL_CHECK_INCOMPLETE;
 	}
 	if (img.h.incompatible_features & QIMG_INCOMPAT_DIRTY)

@@ -99,6 +99,60 @@ int qimgctl_mapper_init(struct qimgctl_mapper *m, struct qimgctl_image *img)
 	return 0;
 }
 
+bool qimgctl_meta_prealloc(struct qimgctl_image *img)
+{
+	const struct qimg_geom *g = &img->h.geom;
+	u64 real, threshold, end_cluster, count = 0, i, rt_entries;
+	u64 rb_loaded = 0, raw_be, rb_off, rti;
+	bool have_rb = false, yes = false;
+	struct stat st;
+	u8 *rb;
+
+	if (fstat(img->fd, &st) < 0 || st.st_size < 0 || st.st_blocks < 0)
+		return false;
+	real = (u64)st.st_blocks * 512 / g->cluster_size;
+	threshold = real * 10 / 9;
+	if (threshold < real + 2)
+		threshold = real + 2;
+	end_cluster = ((u64)st.st_size + g->cluster_size - 1) >>
+		      g->cluster_bits;
+	rt_entries = ((u64)img->h.refcount_table_clusters <<
+		      g->cluster_bits) / 8;
+	rb = malloc(g->cluster_size);
+	if (!rb)
+		return false;
+	for (i = 0; i < end_cluster && count < threshold; i++) {
+		rti = i >> g->rb_bits;
+		/* Clusters the refcount table does not cover count as free. */
+		if (rti >= rt_entries)
+			break;
+		if (!have_rb || rb_loaded != rti) {
+			if (qimgctl_pread(img->fd, &raw_be, 8,
+					  img->h.refcount_table_offset +
+					  rti * 8))
+				goto out;
+			rb_off = be64_to_cpu(raw_be) & QIMG_REFT_OFFSET_MASK;
+			if (rb_off & (g->cluster_size - 1))
+				goto out;
+			if (!rb_off) {
+				memset(rb, 0, g->cluster_size);
+			} else if (qimgctl_pread(img->fd, rb, g->cluster_size,
+						 rb_off)) {
+				goto out;
+			}
+			have_rb = true;
+			rb_loaded = rti;
+		}
+		if (qimg_refcount_get(rb, g->refcount_order,
+				      i & (g->rb_entries - 1)))
+			count++;
+	}
+	yes = count >= threshold;
+out:
+	free(rb);
+	return yes;
+}
+
 void qimgctl_mapper_fini(struct qimgctl_mapper *m)
 {
 	free(m->l1);
@@ -296,6 +350,8 @@ static void node_free(struct qimgctl_node *n)
 		if (n->raw_fd >= 0)
 			close(n->raw_fd);
 	} else {
+		if (n->data_fd >= 0)
+			close(n->data_fd);
 		qimgctl_mapper_fini(&n->map);
 		qimgctl_image_close(&n->img);
 	}
@@ -329,6 +385,7 @@ static int node_open(struct qimgctl_node **out, char *path, const char *fmt,
 	}
 	n->path = path;
 	n->raw_fd = -1;
+	n->data_fd = -1;
 	n->img.fd = -1;
 	if (!top && strcmp(fmt, "qcow2")) {
 		if (strcmp(fmt, "raw") && fmt[0]) {

@@ -53,6 +53,15 @@ struct qimgctl_extent {
 	u64 len;		/* bytes from the asked offset with this status */
 };
 
+/*
+ * Whether qemu would take @img for a metadata-preallocated image: it then
+ * asks the image (or data) file where its holes are inside allocated
+ * data clusters, and `map` must do the same to agree with it.  qemu's
+ * guess: more clusters have a non-zero refcount than the file has blocks
+ * allocated (by a margin).  Errors reading refcounts mean "no", as there.
+ */
+bool qimgctl_meta_prealloc(struct qimgctl_image *img);
+
 /* Read the L1 table of @img.  Prints the reason and returns -errno. */
 int qimgctl_mapper_init(struct qimgctl_mapper *m, struct qimgctl_image *img);
 void qimgctl_mapper_fini(struct qimgctl_mapper *m);
@@ -83,6 +92,10 @@ struct qimgctl_node {
 	struct qimgctl_image img;
 	struct qimgctl_mapper map;
 	struct qimgctl_node *backing;
+	/* Used by map: see qimgctl_meta_prealloc(). */
+	bool prealloc_known;
+	bool prealloc;
+	int data_fd;		/* external data file, opened on demand */
 };
 
 /*

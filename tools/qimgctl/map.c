@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "image_io.h"
@@ -70,6 +72,60 @@ static int node_status(struct qimgctl_node *n, u64 off, u64 max,
 	return qimgctl_map_status(&n->map, off, max, ext);
 }
 
+/*
+ * The image file's view of a data extent, asked only of images qemu takes
+ * for metadata-preallocated: host bytes in a hole of the file, or past its
+ * end, read as zeroes, so qemu reports them as zero (still data, with an
+ * offset).  The extent is cut where the file changes between data and
+ * hole; a hole reaching the end of the file covers the whole extent.
+ * Errors only mean "no extra information", as in qemu.
+ */
+static void file_status(struct qimgctl_node *n, struct map_entry *e)
+{
+	u64 host = e->offset, fsize, bytes, pnum;
+	off_t data, hole;
+	bool zero = false;
+	struct stat st;
+	int fd = n->img.fd;
+
+	if (n->map.data_path) {
+		if (n->data_fd < 0)
+			n->data_fd = open(n->map.data_path,
+					  O_RDONLY | O_CLOEXEC);
+		fd = n->data_fd;
+	}
+	if (fd < 0 || fstat(fd, &st) < 0 || st.st_size < 0)
+		return;
+	fsize = (u64)st.st_size;
+	if (host >= fsize) {
+		e->zero = true;
+		return;
+	}
+	bytes = e->length;
+	if (bytes > fsize - host)
+		bytes = fsize - host;
+	pnum = bytes;
+	data = lseek(fd, (off_t)host, SEEK_DATA);
+	if (data < 0) {
+		/* ENXIO: a hole up to the end; other errors: assume data. */
+		zero = errno == ENXIO;
+	} else if ((u64)data > host) {
+		zero = true;
+		if ((u64)data - host < pnum)
+			pnum = (u64)data - host;
+	} else if ((u64)data == host) {
+		hole = lseek(fd, (off_t)host, SEEK_HOLE);
+		if (hole > data && (u64)hole - host < pnum)
+			pnum = (u64)hole - host;
+	}
+	if (host + pnum == fsize && (!pnum || zero)) {
+		e->zero = true;
+		return;
+	}
+	e->length = pnum;
+	e->zero = zero;
+}
+
 static int block_status(struct qimgctl_node *top, u64 off, u64 max,
 			struct map_entry *e)
 {
@@ -103,6 +159,14 @@ static int block_status(struct qimgctl_node *top, u64 off, u64 max,
 	e->depth = depth;
 	e->has_offset = ext.has_offset;
 	e->offset = ext.host_offset;
+	if (!n->raw && e->data && e->has_offset) {
+		if (!n->prealloc_known) {
+			n->prealloc = qimgctl_meta_prealloc(&n->img);
+			n->prealloc_known = true;
+		}
+		if (n->prealloc)
+			file_status(n, e);
+	}
 	if (!ext.has_offset)
 		e->filename = NULL;
 	else if (!n->raw && n->map.data_path)
