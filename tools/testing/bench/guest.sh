@@ -65,7 +65,7 @@ nbd_wait() {
 prep() {
 	fio --name=fill --filename=base.raw --rw=write --bs=1M --size="$SIZE" \
 		--ioengine=libaio --direct=1 --iodepth=4 --refill_buffers \
-		--output=/dev/null || return 1
+		--eta=never --output=/dev/null || return 1
 	qemu-img convert -O qcow2 -o cluster_size=65536 base.raw base.qcow2 ||
 		return 1
 	local alloc
