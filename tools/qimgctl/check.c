@@ -1356,58 +1356,13 @@ static int ck_open(struct qimgctl_image *img, const char *path,
 		   bool writable)
 {
 	struct qimg_err err = { "" }, err2 = { "" };
-	unsigned char first[512];
 	struct qimg_header lax;
-	struct stat st;
 	u64 bound, end;
-	s64 csize;
 	int ret;
 
-	memset(img, 0, sizeof(*img));
-	img->path = path;
-	img->writable = writable;
-	img->fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-	if (img->fd < 0) {
-		ret = -errno;
-		qimgctl_err("%s: %s", path, strerror(errno));
+	ret = qimgctl_image_load(img, path, writable);
+	if (ret)
 		return ret;
-	}
-	if (fstat(img->fd, &st) < 0) {
-		ret = -errno;
-		qimgctl_err("%s: %s", path, strerror(errno));
-		goto fail;
-	}
-	img->file_size = (u64)st.st_size;
-	if (img->file_size < QIMG_V2_HEADER_LEN) {
-		qimgctl_err("%s: not a qcow2 image (file too short)", path);
-		ret = -EINVAL;
-		goto fail;
-	}
-	ret = qimgctl_pread(img->fd, first, sizeof(first), 0);
-	if (ret) {
-		qimgctl_err("%s: read: %s", path, strerror(-ret));
-		goto fail;
-	}
-	csize = qimg_header_peek_cluster_size(first, sizeof(first), &err);
-	if (csize < 0) {
-		ret = (int)csize;
-		qimgctl_err("%s: %s", path, err.msg);
-		goto fail;
-	}
-	img->hdr_len = (size_t)csize;
-	if (img->hdr_len > img->file_size)
-		img->hdr_len = (size_t)img->file_size;
-	img->hdr_buf = malloc((size_t)csize);
-	if (!img->hdr_buf) {
-		ret = -ENOMEM;
-		qimgctl_err("%s: out of memory", path);
-		goto fail;
-	}
-	ret = qimgctl_pread(img->fd, img->hdr_buf, img->hdr_len, 0);
-	if (ret) {
-		qimgctl_err("%s: read: %s", path, strerror(-ret));
-		goto fail;
-	}
 	ret = qimg_header_decode(img->hdr_buf, img->hdr_len, img->file_size,
 				 &img->h, &err);
 	if (!ret)
@@ -1431,7 +1386,6 @@ static int ck_open(struct qimgctl_image *img, const char *path,
 	return 0;
 bad:
 	qimgctl_err("%s: %s", path, err.msg);
-fail:
 	qimgctl_image_close(img);
 	return ret;
 }

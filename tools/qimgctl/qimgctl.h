@@ -51,6 +51,14 @@ int qimgctl_image_open(struct qimgctl_image *img, const char *path,
 		       bool writable);
 void qimgctl_image_close(struct qimgctl_image *img);
 
+/*
+ * The first half of qimgctl_image_open(): open @path and read its first
+ * cluster into img->hdr_buf, without decoding it (img->h is left zeroed),
+ * for callers that decode with rules of their own (check).
+ */
+int qimgctl_image_load(struct qimgctl_image *img, const char *path,
+		       bool writable);
+
 /* Full-length pread/pwrite; a short read past EOF is zero-filled. */
 int qimgctl_pread(int fd, void *buf, size_t len, uint64_t off);
 int qimgctl_pwrite(int fd, const void *buf, size_t len, uint64_t off);

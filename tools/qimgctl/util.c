@@ -97,7 +97,7 @@ int qimgctl_pwrite(int fd, const void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-int qimgctl_image_open(struct qimgctl_image *img, const char *path,
+int qimgctl_image_load(struct qimgctl_image *img, const char *path,
 		       bool writable)
 {
 	struct qimg_err err = { "" };
@@ -151,15 +151,27 @@ int qimgctl_image_open(struct qimgctl_image *img, const char *path,
 		qimgctl_err("%s: read: %s", path, strerror(-ret));
 		goto fail;
 	}
+	return 0;
+fail:
+	qimgctl_image_close(img);
+	return ret;
+}
+
+int qimgctl_image_open(struct qimgctl_image *img, const char *path,
+		       bool writable)
+{
+	struct qimg_err err = { "" };
+	int ret;
+
+	ret = qimgctl_image_load(img, path, writable);
+	if (ret)
+		return ret;
 	ret = qimg_header_decode(img->hdr_buf, img->hdr_len, img->file_size,
 				 &img->h, &err);
 	if (ret) {
 		qimgctl_err("%s: %s", path, err.msg);
-		goto fail;
+		qimgctl_image_close(img);
 	}
-	return 0;
-fail:
-	qimgctl_image_close(img);
 	return ret;
 }
 
