@@ -24,7 +24,7 @@ static const struct qimgctl_cmd cmds[] = {
 	  "check [-r leaks|all | --repair=leaks|all] [--json] FILE" },
 	{ "map", qimgctl_cmd_map, "map [--json] FILE" },
 	{ "attach", qimgctl_cmd_attach,
-	  "attach [-r] [-P] [--direct-io=on|off] [--l2-cache-size=SIZE] [--refcount-cache-size=SIZE] FILE" },
+	  "attach [-r] [-P] [-a] [--direct-io=on|off] [--l2-cache-size=SIZE] [--refcount-cache-size=SIZE] FILE" },
 	{ "detach", qimgctl_cmd_detach, "detach DEVICE|FILE | detach -a" },
 	{ "list", qimgctl_cmd_list, "list [--json]" },
 };
