@@ -426,12 +426,71 @@ static void qimg_dev_attach_corrupt(struct kunit *test)
 	qimg_t_up(test, d);
 }
 
+static void qimg_t_flush_end(struct bio *bio)
+{
+	complete(bio->bi_private);
+}
+
+/*
+ * A discard may release a cluster while I/O that looked it up earlier is
+ * still in flight; its refcount must not drop (so it cannot be handed to
+ * another guest cluster) until that I/O is done.  The test plays the
+ * in-flight I/O with qimg_io_enter(): the flush that applies the free
+ * must wait for it, then free the cluster.
+ */
+static void qimg_dev_discard_waits_for_io(struct kunit *test)
+{
+	struct qimg_t_dev *d = test->priv;
+	u8 *w = kunit_kmalloc(test, QIMG_T_CS, GFP_KERNEL);
+	const u64 c7 = 7ULL * QIMG_T_CS;
+	DECLARE_COMPLETION_ONSTACK(flushed);
+	struct qimg_device *dev;
+	struct qimg_l2_entry e;
+	struct bio *bio;
+	u64 rc = 0;
+	int epoch;
+
+	KUNIT_ASSERT_NOT_NULL(test, w);
+	qimg_t_make_image(test, d->file);
+	qimg_t_up(test, d);
+	dev = d->bdev->bd_disk->private_data;
+
+	qimg_t_fill(w, QIMG_T_CS, 4);
+	KUNIT_ASSERT_EQ(test, qimg_t_io(d->bdev, REQ_OP_WRITE, c7, w,
+					QIMG_T_CS), 0);
+	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+	KUNIT_ASSERT_EQ(test, qimg_map_lookup(&dev->top, c7, &e), 0);
+	KUNIT_ASSERT_EQ(test, e.type, QIMG_CLUSTER_NORMAL);
+
+	epoch = qimg_io_enter(dev);
+	bio = bio_alloc(d->bdev, 0, REQ_OP_DISCARD, GFP_KERNEL);
+	bio->bi_iter.bi_sector = c7 >> SECTOR_SHIFT;
+	bio->bi_iter.bi_size = QIMG_T_CS;
+	KUNIT_ASSERT_EQ(test, submit_bio_wait(bio), 0);
+	bio_put(bio);
+	bio = bio_alloc(d->bdev, 0, REQ_OP_WRITE | REQ_PREFLUSH, GFP_KERNEL);
+	bio->bi_private = &flushed;
+	bio->bi_end_io = qimg_t_flush_end;
+	submit_bio(bio);
+	KUNIT_EXPECT_EQ(test, wait_for_completion_timeout(&flushed,
+							  HZ / 5), 0UL);
+	qimg_io_exit(dev, epoch);
+	KUNIT_ASSERT_NE(test, wait_for_completion_timeout(&flushed, 30 * HZ),
+			0UL);
+	KUNIT_EXPECT_EQ(test, bio->bi_status, BLK_STS_OK);
+	bio_put(bio);
+	KUNIT_EXPECT_EQ(test, qimg_refcount_get_host(dev, e.host_offset, &rc),
+			0);
+	KUNIT_EXPECT_EQ(test, rc, 0ULL);
+}
+
 static struct kunit_case qimg_dev_cases[] = {
 	KUNIT_CASE(qimg_dev_attach_corrupt),
 	KUNIT_CASE(qimg_dev_read_holes),
 	KUNIT_CASE(qimg_dev_write_read),
 	KUNIT_CASE(qimg_dev_parallel_writes),
 	KUNIT_CASE(qimg_dev_read_only),
+	KUNIT_CASE(qimg_dev_discard_waits_for_io),
 	{}
 };
 

@@ -120,6 +120,17 @@ struct qimg_device {
 	struct list_head inflight;	/* struct qimg_inflight */
 	wait_queue_head_t inflight_wq;	/* an inflight entry went away */
 
+	/*
+	 * Data I/O aimed at a host cluster found by a lookup of the top
+	 * image, counted per epoch (qimg_io_enter/exit), so that a freed
+	 * cluster's refcount drops only after every such I/O that may still
+	 * target it has finished (qimg_io_drain): a write racing with a
+	 * discard must never land in the cluster's next owner.
+	 */
+	atomic_t io_count[2];
+	unsigned int io_epoch;		/* written under meta_lock */
+	wait_queue_head_t io_wq;	/* an epoch's count reached zero */
+
 	struct gendisk *disk;
 	struct blk_mq_tag_set tag_set;
 	struct workqueue_struct *wq;
@@ -149,6 +160,7 @@ struct qimg_cmd {
 	struct bio_vec *bvec;	/* kmalloc'ed bvec array of a multi-bio rq */
 	struct kiocb iocb;	/* asynchronous direct I/O */
 	size_t len;		/* bytes submitted asynchronously */
+	int io_epoch;		/* qimg_io_enter() of the asynchronous I/O */
 };
 
 /* qimg_main.c */
@@ -182,6 +194,9 @@ int qimg_map_write(struct qimg_device *dev, u64 guest, struct iov_iter *it);
 int qimg_map_zero_cluster(struct qimg_device *dev, u64 cstart, bool unmap);
 u64 qimg_image_end(struct qimg_image *img);
 void qimg_inflight_wait(struct qimg_device *dev, u64 cluster);
+int qimg_io_enter(struct qimg_device *dev);
+void qimg_io_exit(struct qimg_device *dev, int epoch);
+void qimg_io_drain(struct qimg_device *dev);
 
 /* qimg_cache.c */
 void qimg_slabs_exit(void);

@@ -256,8 +256,8 @@ static int qimg_piece_compressed(struct qimg_image *img, u64 coff,
 	return qimg_read_compressed(img, arg, coff, sub);
 }
 
-/* Read iov_iter_count(@it) bytes of what the guest sees at @off in @img. */
-int qimg_read_guest(struct qimg_image *img, u64 off, struct iov_iter *it)
+static int qimg_read_guest_chain(struct qimg_image *img, u64 off,
+				 struct iov_iter *it)
 {
 	const struct qimg_geom *g = img->g;
 	struct qimg_l2_entry e;
@@ -352,6 +352,25 @@ int qimg_read_guest(struct qimg_image *img, u64 off, struct iov_iter *it)
 		off += len;
 	}
 	return 0;
+}
+
+/*
+ * Read iov_iter_count(@it) bytes of what the guest sees at @off in @img.
+ * Clusters of the top image can be freed and reused while we read them
+ * (a concurrent discard): counted, see qimg_io_drain().  Backing images
+ * are never written.
+ */
+int qimg_read_guest(struct qimg_image *img, u64 off, struct iov_iter *it)
+{
+	struct qimg_device *dev = img->dev;
+	int epoch, ret;
+
+	if (img != &dev->top)
+		return qimg_read_guest_chain(img, off, it);
+	epoch = qimg_io_enter(dev);
+	ret = qimg_read_guest_chain(img, off, it);
+	qimg_io_exit(dev, epoch);
+	return ret;
 }
 
 int qimg_read_guest_buf(struct qimg_image *img, u64 off, void *buf,
@@ -471,11 +490,14 @@ static void qimg_aio_complete(struct kiocb *iocb, long res)
 	struct qimg_cmd *cmd = container_of(iocb, struct qimg_cmd, iocb);
 	int ret = 0;
 
+	struct qimg_device *dev = cmd->rq->q->queuedata;
+
 	if (res < 0)
 		ret = res;
 	else if (res != cmd->len)
 		ret = -EIO;	/* the range was checked to be in the file */
-	qimg_rq_done(cmd->rq->q->queuedata, cmd, ret);
+	qimg_io_exit(dev, cmd->io_epoch);
+	qimg_rq_done(dev, cmd, ret);
 }
 
 /*
@@ -499,13 +521,14 @@ static int qimg_submit_aio(struct qimg_device *dev, struct qimg_cmd *cmd,
 
 	if (g->ext_l2 || coff + len > g->cluster_size)
 		return -EAGAIN;
+	cmd->io_epoch = qimg_io_enter(dev);
 	if (qimg_map_lookup(img, pos, &e) || e.type != QIMG_CLUSTER_NORMAL ||
 	    (write && !e.copied))
-		return -EAGAIN;
+		goto sync;
 	host = e.host_offset + coff;
 	if (!qimg_dio_ok(img, host, &cmd->iter) ||
 	    host + len > i_size_read(file_inode(img->file)))
-		return -EAGAIN;
+		goto sync;
 
 	init_sync_kiocb(iocb, img->file);
 	iocb->ki_pos = host;
@@ -519,9 +542,12 @@ static int qimg_submit_aio(struct qimg_device *dev, struct qimg_cmd *cmd,
 	if (ret == -EIOCBQUEUED)
 		return 0;
 	if (ret == -EINVAL && iov_iter_count(&cmd->iter) == len)
-		return -EAGAIN;	/* refused up front: let the sync path say */
+		goto sync;	/* refused up front: let the sync path say */
 	qimg_aio_complete(iocb, ret);
 	return 0;
+sync:
+	qimg_io_exit(dev, cmd->io_epoch);
+	return -EAGAIN;
 }
 
 /* Returns -EIOCBQUEUED when the request completes asynchronously. */

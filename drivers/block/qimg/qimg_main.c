@@ -611,6 +611,7 @@ int qimg_attach(const struct qimg_attach *a)
 	spin_lock_init(&dev->inflight_lock);
 	INIT_LIST_HEAD(&dev->inflight);
 	init_waitqueue_head(&dev->inflight_wq);
+	init_waitqueue_head(&dev->io_wq);
 	INIT_WORK(&dev->autoclear_work, qimg_autoclear_work);
 
 	mutex_lock(&qimg_ctl_mutex);

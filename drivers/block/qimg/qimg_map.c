@@ -18,6 +18,16 @@
  * through the normal read path, so backing files, zero clusters,
  * compressed clusters and clusters shared with internal snapshots are all
  * handled the same way.
+ *
+ * Reuse of freed clusters: data I/O to a host cluster found by a lookup
+ * runs without any lock, so a discard of the same guest cluster may point
+ * the entry elsewhere and queue the old host cluster for freeing while
+ * that I/O is still in flight.  If the cluster were freed and allocated to
+ * another guest cluster before the I/O landed, a stale write would corrupt
+ * its new owner.  Such I/O is therefore counted (qimg_io_enter/exit) and
+ * the frees wait for every I/O that started before the entries changed
+ * (qimg_io_drain, from qimg_apply_frees).  Two counters alternate, like a
+ * minimal SRCU that allows the exit to happen in the kiocb completion.
  */
 #include <linux/ratelimit.h>
 #include <linux/mm.h>
@@ -168,6 +178,48 @@ static bool qimg_inflight_busy(struct qimg_device *dev, u64 cluster)
 	return busy;
 }
 
+/*
+ * Enter before looking up the host cluster an I/O will target; returns
+ * the epoch to hand to qimg_io_exit() once that I/O has completed (any
+ * context).  The full barrier orders our count before the lookup's loads:
+ * either a concurrent drain sees the count, or we see the entry it waits
+ * behind (classic store buffering, barriers on both sides).
+ */
+int qimg_io_enter(struct qimg_device *dev)
+{
+	int epoch = READ_ONCE(dev->io_epoch) & 1;
+
+	atomic_inc(&dev->io_count[epoch]);
+	smp_mb__after_atomic();	/* count before lookup; pairs with drain */
+	return epoch;
+}
+
+void qimg_io_exit(struct qimg_device *dev, int epoch)
+{
+	/* wq_has_sleeper() has the barrier that pairs with wait_event(). */
+	if (atomic_dec_and_test(&dev->io_count[epoch]) &&
+	    wq_has_sleeper(&dev->io_wq))
+		wake_up_all(&dev->io_wq);
+}
+
+/*
+ * Wait for every counted I/O that may have looked up a mapping changed
+ * before this call.  Called with dev->meta_lock held (which also
+ * serialises drains); counted I/O never takes meta_lock, so it cannot
+ * wait for us.  I/O entering after the flip counts in the other epoch and
+ * sees the new entries.
+ */
+void qimg_io_drain(struct qimg_device *dev)
+{
+	int old = dev->io_epoch & 1;
+
+	lockdep_assert_held(&dev->meta_lock);
+	smp_mb();	/* the entry changes before the flip */
+	WRITE_ONCE(dev->io_epoch, dev->io_epoch + 1);
+	smp_mb();	/* the flip before reading the old count */
+	wait_event(dev->io_wq, !atomic_read(&dev->io_count[old]));
+}
+
 /* Does the guest currently see only zeros in this cluster? */
 static bool qimg_cow_src_zero(struct qimg_image *img,
 			      const struct qimg_l2_entry *e)
@@ -276,8 +328,12 @@ static int qimg_map_write_alloc(struct qimg_device *dev, u64 guest,
 		goto unlock;
 	if (e.type == QIMG_CLUSTER_NORMAL && e.copied) {
 		/* Someone allocated it while we waited. */
+		int epoch = qimg_io_enter(dev);
+
 		mutex_unlock(&dev->meta_lock);
-		return qimg_write_iter_at(img, e.host_offset + coff, it);
+		ret = qimg_write_iter_at(img, e.host_offset + coff, it);
+		qimg_io_exit(dev, epoch);
+		return ret;
 	}
 
 	qimg_meta_begin(dev);
@@ -398,14 +454,19 @@ int qimg_map_write(struct qimg_device *dev, u64 guest, struct iov_iter *it)
 {
 	struct qimg_image *img = &dev->top;
 	struct qimg_l2_entry e;
+	int epoch = qimg_io_enter(dev);
 	int ret;
 
 	ret = qimg_map_lookup(img, guest, &e);
+	if (!ret && e.type == QIMG_CLUSTER_NORMAL && e.copied) {
+		ret = qimg_write_iter_at(img, e.host_offset +
+					 qimg_cluster_offset(img->g, guest),
+					 it);
+		qimg_io_exit(dev, epoch);
+		return ret;
+	}
+	qimg_io_exit(dev, epoch);
 	if (ret)
 		return ret;
-	if (e.type == QIMG_CLUSTER_NORMAL && e.copied)
-		return qimg_write_iter_at(img, e.host_offset +
-					  qimg_cluster_offset(img->g, guest),
-					  it);
 	return qimg_map_write_alloc(dev, guest, it);
 }

@@ -367,6 +367,9 @@ int qimg_apply_frees(struct qimg_device *dev)
 	int ret = 0;
 
 	lockdep_assert_held(&dev->meta_lock);
+	/* No I/O that looked up the old entries may still be in flight. */
+	if (!list_empty(&dev->pending_frees))
+		qimg_io_drain(dev);
 	qimg_meta_begin(dev);
 	list_for_each_entry_safe(p, tmp, &dev->pending_frees, node) {
 		u64 c = p->host & ~(g->cluster_size - 1);
