@@ -401,6 +401,31 @@ static void qimg_fmt_encode_roundtrip(struct kunit *test)
 
 /* ---- the vectors shared with the userspace tests (qimg_vectors.h) ------- */
 
+/* @got is the refusal policy's answer; @want a substring of it, or NULL. */
+static void qimg_t_expect_refusal(struct kunit *test, const char *mode,
+				  const char *got, const char *want)
+{
+	if (!want)
+		KUNIT_EXPECT_NULL_MSG(test, got, "%s: refused (%s)", mode, got);
+	else if (!got)
+		KUNIT_FAIL(test, "%s: served, expected \"%s\"", mode, want);
+	else
+		KUNIT_EXPECT_NOT_NULL_MSG(test, strstr(got, want),
+					  "%s: \"%s\" not in \"%s\"", mode,
+					  want, got);
+}
+
+/* A refusal explains itself, with @want in it when the vector says so. */
+static void qimg_t_expect_msg(struct kunit *test, const struct qimg_err *err,
+			      const char *want)
+{
+	KUNIT_EXPECT_NE(test, err->msg[0], '\0');
+	if (want)
+		KUNIT_EXPECT_NOT_NULL_MSG(test, strstr(err->msg, want),
+					  "\"%s\" not in \"%s\"", want,
+					  err->msg);
+}
+
 static void qimg_t_hdr_vec_desc(const struct qimg_hdr_vec *v, char *desc)
 {
 	strscpy(desc, v->name, KUNIT_PARAM_DESC_SIZE);
@@ -452,6 +477,10 @@ static void qimg_fmt_header_vectors(struct kunit *test)
 		KUNIT_EXPECT_STREQ(test, h->backing_fmt, v->backing_fmt);
 	if (v->ext_end)
 		KUNIT_EXPECT_EQ(test, h->ext_end, v->ext_end);
+	qimg_t_expect_refusal(test, "read-only",
+			      qimg_unsupported_feature(h, false), v->refuse_ro);
+	qimg_t_expect_refusal(test, "read-write",
+			      qimg_unsupported_feature(h, true), v->refuse_rw);
 
 	/* encode(decode(x)) decodes to the same fields. */
 	n = qimg_header_encode(h, img, QV_BUF_LEN);
@@ -504,8 +533,10 @@ static void qimg_fmt_snapshot_vectors(struct kunit *test)
 	ret = qimg_snapshot_decode(&g, qimg_t_raw_copy(test, v), v->len,
 				   QV_FILE_SIZE, s, &err);
 	KUNIT_EXPECT_EQ_MSG(test, ret, v->expect, "message: %s", err.msg);
-	if (ret)
+	if (ret) {
+		qimg_t_expect_msg(test, &err, v->msg);
 		return;
+	}
 	KUNIT_EXPECT_EQ(test, s->entry_len, v->entry_len);
 	KUNIT_EXPECT_STREQ(test, s->id_str, v->label);
 }
@@ -524,8 +555,10 @@ static void qimg_fmt_bitmap_vectors(struct kunit *test)
 	ret = qimg_bitmap_decode(&g, qimg_t_raw_copy(test, v), v->len,
 				 QV_FILE_SIZE, b, &err);
 	KUNIT_EXPECT_EQ_MSG(test, ret, v->expect, "message: %s", err.msg);
-	if (ret)
+	if (ret) {
+		qimg_t_expect_msg(test, &err, v->msg);
 		return;
+	}
 	KUNIT_EXPECT_EQ(test, b->entry_len, v->entry_len);
 	KUNIT_EXPECT_STREQ(test, b->name, v->label);
 }
@@ -550,10 +583,38 @@ static void qimg_fmt_bitmap_table_vectors(struct kunit *test)
 	ret = qimg_bitmap_table_decode(&g, v->raw, QV_FILE_SIZE, &off, &ones,
 				       &err);
 	KUNIT_EXPECT_EQ_MSG(test, ret, v->expect, "message: %s", err.msg);
-	if (ret)
+	if (ret) {
+		qimg_t_expect_msg(test, &err, v->msg);
 		return;
+	}
 	KUNIT_EXPECT_EQ(test, off, v->offset);
 	KUNIT_EXPECT_EQ(test, ones, v->all_ones);
+}
+
+static void qimg_t_unsup_vec_desc(const struct qimg_unsup_vec *v, char *desc)
+{
+	strscpy(desc, v->name, KUNIT_PARAM_DESC_SIZE);
+}
+
+KUNIT_ARRAY_PARAM(qimg_t_unsup_vec, qimg_unsup_vecs, qimg_t_unsup_vec_desc);
+
+/* The refusal policy the driver applies at attach, and qimgctl explains. */
+static void qimg_fmt_unsupported_vectors(struct kunit *test)
+{
+	const struct qimg_unsup_vec *v = test->param_value;
+	struct qimg_header *h;
+	const char *ro, *rw;
+
+	h = kunit_kzalloc(test, sizeof(*h), GFP_KERNEL);
+	KUNIT_ASSERT_NOT_NULL(test, h);
+	qimg_unsup_vec_header(v, h);
+	ro = qimg_unsupported_feature(h, false);
+	rw = qimg_unsupported_feature(h, true);
+	qimg_t_expect_refusal(test, v->writable ? "read-write" : "read-only",
+			      v->writable ? rw : ro, v->refuse);
+	/* Whatever is refused read-only is refused read-write, as itself. */
+	if (ro)
+		KUNIT_EXPECT_PTR_EQ(test, rw, ro);
 }
 
 static struct kunit_case qimg_fmt_cases[] = {
@@ -564,6 +625,8 @@ static struct kunit_case qimg_fmt_cases[] = {
 	KUNIT_CASE_PARAM(qimg_fmt_bitmap_vectors, qimg_t_bm_vec_gen_params),
 	KUNIT_CASE_PARAM(qimg_fmt_bitmap_table_vectors,
 			 qimg_t_bme_vec_gen_params),
+	KUNIT_CASE_PARAM(qimg_fmt_unsupported_vectors,
+			 qimg_t_unsup_vec_gen_params),
 	KUNIT_CASE(qimg_fmt_good_fields),
 	KUNIT_CASE(qimg_fmt_every_length),
 	KUNIT_CASE(qimg_fmt_random_damage),

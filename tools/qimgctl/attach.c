@@ -164,35 +164,41 @@ static int qimgctl_open_chain(const struct qimgctl_image *top,
 	return ret;
 }
 
+/* Would clearing the dirty bit (what a repair does) let us write? */
+static bool qimgctl_repair_helps(const struct qimg_header *h)
+{
+	struct qimg_header clean = *h;
+
+	clean.incompatible_features &= ~QIMG_INCOMPAT_DIRTY;
+	return (h->incompatible_features & QIMG_INCOMPAT_DIRTY) &&
+	       !qimg_unsupported_feature(&clean, true);
+}
+
 /* Name the reason the kernel refused, from what we know of the header. */
 static void qimgctl_explain_attach(const struct qimgctl_image *img, int e,
 				   bool ro)
 {
 	const struct qimg_header *h = &img->h;
-	const char *what = NULL;
+	const char *what;
 
 	switch (e) {
 	case EOPNOTSUPP:
-		if (h->incompatible_features & QIMG_INCOMPAT_DATA_FILE ||
-		    h->has_data_file)
-			what = "external data file";
-		else if (h->crypt_method || h->has_crypto_ext)
-			what = "encryption";
-		else if (h->incompatible_features & QIMG_INCOMPAT_JOURNAL_DIRTY)
-			what = "journal dirty (needs journal replay)";
-		else if (h->incompatible_features & QIMG_INCOMPAT_COMPRESSION &&
-			 h->compression_type != QIMG_COMPRESSION_ZLIB)
-			what = "zstd compression";
-		else if (!ro && h->geom.ext_l2)
-			what = "writing extended L2 entries (attach with -r)";
-		else if (!ro && h->incompatible_features & QIMG_INCOMPAT_DIRTY)
-			what = "dirty bit set (run 'qemu-img check -r all' first, or attach with -r)";
-		if (what)
-			qimgctl_err("%s: unsupported feature: %s", img->path,
-				    what);
-		else
+		/* The kernel's own policy, so the reason is the one it used. */
+		what = qimg_unsupported_feature(h, !ro);
+		if (!what) {
 			qimgctl_err("%s: unsupported feature (see dmesg)",
 				    img->path);
+		} else if (qimg_unsupported_feature(h, false)) {
+			qimgctl_err("%s: unsupported feature: %s", img->path,
+				    what);
+		} else {
+			/* Only writing is refused: say how to get going. */
+			qimgctl_err("%s: unsupported feature: %s (attach with -r%s)",
+				    img->path, what,
+				    qimgctl_repair_helps(h) ?
+				    ", or repair with 'qemu-img check -r all'" :
+				    "");
+		}
 		return;
 	case EUCLEAN:
 		if (h->incompatible_features & QIMG_INCOMPAT_CORRUPT)

@@ -94,6 +94,36 @@ const char *qimg_known_feature_name(u8 type, u8 bit)
 	return NULL;
 }
 
+const char *qimg_unsupported_feature(const struct qimg_header *h,
+				     bool writable)
+{
+	u64 incompat = h->incompatible_features;
+
+	/* Decode refuses these already; a header built elsewhere may not. */
+	if (incompat & ~QIMG_INCOMPAT_KNOWN)
+		return "unknown incompatible feature";
+	if (incompat & QIMG_INCOMPAT_DATA_FILE || h->has_data_file)
+		return "external data file";
+	if (h->crypt_method || h->has_crypto_ext)
+		return "encryption";
+	/* Unreplayed transactions: the metadata on disk is not current. */
+	if (incompat & QIMG_INCOMPAT_JOURNAL_DIRTY)
+		return "dirty metadata journal (replay is not implemented)";
+	if (incompat & QIMG_INCOMPAT_COMPRESSION &&
+	    h->compression_type != QIMG_COMPRESSION_ZLIB)
+		return h->compression_type == QIMG_COMPRESSION_ZSTD ?
+		       "zstd compression" : "compression type other than zlib";
+	if (!writable)
+		return NULL;
+	/* Reading these is fine; allocating in them is not implemented. */
+	if (incompat & QIMG_INCOMPAT_EXTL2)
+		return "writing extended L2 entries";
+	/* Lazy refcounts after a crash: refcounts must be rebuilt first. */
+	if (incompat & QIMG_INCOMPAT_DIRTY)
+		return "writing an image with the dirty bit set";
+	return NULL;
+}
+
 /*
  * End of the header extension area: extensions may not run into the
  * backing file name (QEMU stops there too) nor past the first cluster, and
@@ -167,6 +197,20 @@ int qimg_feature_name(const void *buf, size_t len, const struct qimg_header *h,
 /* ------------------------------------------------------------------------ */
 /* Geometry                                                                 */
 
+/* Below 512 bytes no image can exist; above 2 MiB QEMU could write one. */
+static int qimg_check_cluster_bits(u32 cb, struct qimg_err *err)
+{
+	if (cb < QIMG_MIN_CLUSTER_BITS)
+		return qimg_fail(err, -EUCLEAN,
+				 "cluster_bits %u is below the minimum of %u",
+				 cb, QIMG_MIN_CLUSTER_BITS);
+	if (cb > QIMG_MAX_CLUSTER_BITS)
+		return qimg_fail(err, -EOPNOTSUPP,
+				 "cluster size 2^%u is not supported (max 2 MiB)",
+				 cb);
+	return 0;
+}
+
 u64 qimg_l1_entries_for(u32 cluster_bits, bool ext_l2, u64 virtual_size)
 {
 	u32 shift;
@@ -185,16 +229,12 @@ int qimg_geom_init(struct qimg_header *h, struct qimg_err *err)
 	struct qimg_geom *g = &h->geom;
 	u32 cb = h->cluster_bits;
 	u64 l1;
+	int ret;
 
 	memset(g, 0, sizeof(*g));
-	if (cb < QIMG_MIN_CLUSTER_BITS)
-		return qimg_fail(err, -EUCLEAN,
-				 "cluster_bits %u is below the minimum of %u",
-				 cb, QIMG_MIN_CLUSTER_BITS);
-	if (cb > QIMG_MAX_CLUSTER_BITS)
-		return qimg_fail(err, -EOPNOTSUPP,
-				 "cluster size 2^%u is not supported (max 2 MiB)",
-				 cb);
+	ret = qimg_check_cluster_bits(cb, err);
+	if (ret)
+		return ret;
 	if (h->refcount_order > QIMG_MAX_REFCOUNT_ORDER)
 		return qimg_fail(err, -EUCLEAN,
 				 "refcount_order %u is above the maximum of %u",
@@ -244,6 +284,7 @@ s64 qimg_header_peek_cluster_size(const void *buf, size_t len,
 {
 	const struct qimg_disk_header *d = buf;
 	u32 version, cb;
+	int ret;
 
 	if (!buf || len < QIMG_V2_HEADER_LEN)
 		return qimg_fail(err, -EINVAL,
@@ -255,41 +296,51 @@ s64 qimg_header_peek_cluster_size(const void *buf, size_t len,
 		return qimg_fail(err, -EOPNOTSUPP,
 				 "unsupported qcow2 version %u", version);
 	cb = be32_to_cpu(d->cluster_bits);
-	if (cb < QIMG_MIN_CLUSTER_BITS)
-		return qimg_fail(err, -EUCLEAN,
-				 "cluster_bits %u is below the minimum of %u",
-				 cb, QIMG_MIN_CLUSTER_BITS);
-	if (cb > QIMG_MAX_CLUSTER_BITS)
-		return qimg_fail(err, -EOPNOTSUPP,
-				 "cluster size 2^%u is not supported (max 2 MiB)",
-				 cb);
+	ret = qimg_check_cluster_bits(cb, err);
+	if (ret)
+		return ret;
 	return (s64)1 << cb;
 }
 
 /*
- * A metadata area [offset, offset + bytes) must be cluster aligned, must
- * not touch the header cluster and must lie inside the file.
+ * Every reference to metadata (a table in the header, an L2 table or
+ * refcount block named by an entry, a snapshot's L1 table, bitmap data)
+ * must point at [offset, offset + bytes) cluster aligned, clear of the
+ * header cluster and inside the file; offset 0 is refused, so callers let
+ * "unallocated" through before asking.  The printf-style @fmt names what
+ * is referenced; it is only formatted when the check fails.  Offsets are
+ * printed as 0x%llx: with %#llx the kernel writes 0 as "0x0" and libc as
+ * "0", and dmesg and qimgctl should say the same thing.
  */
-static int qimg_check_area(const struct qimg_header *h, const char *what,
-			   u64 offset, u64 bytes, u64 file_size,
-			   struct qimg_err *err)
+static __printf(6, 7) int qimg_check_ref(struct qimg_err *err, u64 csize,
+					 u64 offset, u64 bytes,
+					 u64 file_size, const char *fmt, ...)
 {
-	u64 csize = 1ULL << h->cluster_bits;
+	bool unaligned = offset & (csize - 1);
+	bool in_header = offset < csize;
+	char what[96];
+	va_list ap;
 	u64 end;
 
-	if (offset & (csize - 1))
+	if (!unaligned && !in_header && qimg_add_ok(offset, bytes, &end) &&
+	    end <= file_size)
+		return 0;
+	if (!err)
+		return -EUCLEAN;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	if (unaligned)
 		return qimg_fail(err, -EUCLEAN,
-				 "%s offset %#llx is not cluster aligned",
+				 "%s offset 0x%llx is not cluster aligned",
 				 what, offset);
-	if (offset < csize)
+	if (in_header)
 		return qimg_fail(err, -EUCLEAN,
-				 "%s at offset %#llx overlaps the image header",
+				 "%s at 0x%llx overlaps the image header",
 				 what, offset);
-	if (!qimg_add_ok(offset, bytes, &end) || end > file_size)
-		return qimg_fail(err, -EUCLEAN,
-				 "%s at %#llx (%llu bytes) extends past the end of the file (%llu bytes)",
-				 what, offset, bytes, file_size);
-	return 0;
+	return qimg_fail(err, -EUCLEAN,
+			 "%s at 0x%llx (%llu bytes) extends past the end of the file (%llu bytes)",
+			 what, offset, bytes, file_size);
 }
 
 static int qimg_check_incompat(const void *buf, size_t len,
@@ -438,10 +489,10 @@ static int qimg_decode_exts(const u8 *p, size_t len, u64 file_size,
 						 "bitmap directory (%llu bytes) too small for %u bitmaps",
 						 h->bitmap_directory_size,
 						 h->nb_bitmaps);
-			ret = qimg_check_area(h, "bitmap directory",
-					      h->bitmap_directory_offset,
-					      h->bitmap_directory_size,
-					      file_size, err);
+			ret = qimg_check_ref(err, csize,
+					     h->bitmap_directory_offset,
+					     h->bitmap_directory_size,
+					     file_size, "bitmap directory");
 			if (ret)
 				return ret;
 			break;
@@ -482,8 +533,9 @@ static int qimg_decode_exts(const u8 *p, size_t len, u64 file_size,
 				return qimg_fail(err, -EFBIG,
 						 "journal too large (%llu bytes)",
 						 h->journal_size);
-			ret = qimg_check_area(h, "journal", h->journal_offset,
-					      h->journal_size, file_size, err);
+			ret = qimg_check_ref(err, csize, h->journal_offset,
+					     h->journal_size, file_size,
+					     "journal");
 			if (ret)
 				return ret;
 			break;
@@ -548,8 +600,8 @@ static int qimg_decode_tables(u64 file_size, struct qimg_header *h,
 				 h->l1_size, h->geom.l1_size, h->size);
 	l1_bytes = (u64)h->l1_size * 8;
 	if (h->l1_size) {
-		ret = qimg_check_area(h, "L1 table", h->l1_table_offset,
-				      l1_bytes, file_size, err);
+		ret = qimg_check_ref(err, csize, h->l1_table_offset,
+				     l1_bytes, file_size, "L1 table");
 		if (ret)
 			return ret;
 	}
@@ -561,8 +613,8 @@ static int qimg_decode_tables(u64 file_size, struct qimg_header *h,
 				 "refcount table too large (%u clusters)",
 				 h->refcount_table_clusters);
 	rt_bytes = (u64)h->refcount_table_clusters * csize;
-	ret = qimg_check_area(h, "refcount table", h->refcount_table_offset,
-			      rt_bytes, file_size, err);
+	ret = qimg_check_ref(err, csize, h->refcount_table_offset, rt_bytes,
+			     file_size, "refcount table");
 	if (ret)
 		return ret;
 	if (qimg_ranges_overlap(h->l1_table_offset, l1_bytes,
@@ -575,10 +627,10 @@ static int qimg_decode_tables(u64 file_size, struct qimg_header *h,
 		return qimg_fail(err, -EFBIG, "too many snapshots (%u)",
 				 h->nb_snapshots);
 	if (h->nb_snapshots) {
-		ret = qimg_check_area(h, "snapshot table", h->snapshots_offset,
-				      (u64)h->nb_snapshots *
-				      sizeof(struct qimg_disk_snapshot),
-				      file_size, err);
+		ret = qimg_check_ref(err, csize, h->snapshots_offset,
+				     (u64)h->nb_snapshots *
+				     sizeof(struct qimg_disk_snapshot),
+				     file_size, "snapshot table");
 		if (ret)
 			return ret;
 	}
@@ -654,14 +706,9 @@ int qimg_header_decode(const void *buf, size_t len, u64 file_size,
 			h->compression_type = d.compression_type;
 	}
 
-	if (h->cluster_bits < QIMG_MIN_CLUSTER_BITS)
-		return qimg_fail(err, -EUCLEAN,
-				 "cluster_bits %u is below the minimum of %u",
-				 h->cluster_bits, QIMG_MIN_CLUSTER_BITS);
-	if (h->cluster_bits > QIMG_MAX_CLUSTER_BITS)
-		return qimg_fail(err, -EOPNOTSUPP,
-				 "cluster size 2^%u is not supported (max 2 MiB)",
-				 h->cluster_bits);
+	ret = qimg_check_cluster_bits(h->cluster_bits, err);
+	if (ret)
+		return ret;
 	csize = 1ULL << h->cluster_bits;
 	if (h->header_length > csize)
 		return qimg_fail(err, -EUCLEAN,
@@ -903,27 +950,18 @@ int qimg_l1_decode(const struct qimg_geom *g, u64 raw, u64 file_size,
 		   u64 *l2_offset, bool *copied, struct qimg_err *err)
 {
 	u64 off = raw & QIMG_L1E_OFFSET_MASK;
-	u64 end;
+	int ret;
 
 	*l2_offset = 0;
 	*copied = false;
 	if (raw & QIMG_L1E_RESERVED_MASK)
 		return qimg_fail(err, -EUCLEAN,
 				 "L1 entry %#llx has reserved bits set", raw);
-	if (off & (g->cluster_size - 1))
-		return qimg_fail(err, -EUCLEAN,
-				 "L2 table offset %#llx is not cluster aligned",
-				 off);
 	if (off) {
-		if (off < g->cluster_size)
-			return qimg_fail(err, -EUCLEAN,
-					 "L2 table at %#llx overlaps the image header",
-					 off);
-		if (!qimg_add_ok(off, g->cluster_size, &end) ||
-		    end > file_size)
-			return qimg_fail(err, -EUCLEAN,
-					 "L2 table at %#llx is past the end of the file (%llu bytes)",
-					 off, file_size);
+		ret = qimg_check_ref(err, g->cluster_size, off,
+				     g->cluster_size, file_size, "L2 table");
+		if (ret)
+			return ret;
 	}
 	*l2_offset = off;
 	*copied = off && (raw & QIMG_OFLAG_COPIED);
@@ -1165,27 +1203,19 @@ int qimg_reftable_decode(const struct qimg_geom *g, u64 raw, u64 file_size,
 			 u64 *rb_offset, struct qimg_err *err)
 {
 	u64 off = raw & QIMG_REFT_OFFSET_MASK;
-	u64 end;
+	int ret;
 
 	*rb_offset = 0;
 	if (raw & QIMG_REFT_RESERVED_MASK)
 		return qimg_fail(err, -EUCLEAN,
 				 "refcount table entry %#llx has reserved bits set",
 				 raw);
-	if (off & (g->cluster_size - 1))
-		return qimg_fail(err, -EUCLEAN,
-				 "refcount block offset %#llx is not cluster aligned",
-				 off);
 	if (!off)
 		return 0;
-	if (off < g->cluster_size)
-		return qimg_fail(err, -EUCLEAN,
-				 "refcount block at %#llx overlaps the image header",
-				 off);
-	if (!qimg_add_ok(off, g->cluster_size, &end) || end > file_size)
-		return qimg_fail(err, -EUCLEAN,
-				 "refcount block at %#llx is past the end of the file (%llu bytes)",
-				 off, file_size);
+	ret = qimg_check_ref(err, g->cluster_size, off, g->cluster_size,
+			     file_size, "refcount block");
+	if (ret)
+		return ret;
 	*rb_offset = off;
 	return 0;
 }
@@ -1214,7 +1244,7 @@ int qimg_snapshot_decode(const struct qimg_geom *g, const void *buf,
 	const struct qimg_disk_snapshot *d = buf;
 	const u8 *p = buf;
 	u32 extra, id_len, name_len;
-	u64 total, l1_bytes, end;
+	u64 total;
 
 	memset(s, 0, sizeof(*s));
 	if (!buf || len < sizeof(*d))
@@ -1267,21 +1297,9 @@ int qimg_snapshot_decode(const struct qimg_geom *g, const void *buf,
 				 s->id_str, s->l1_size);
 	if (!s->l1_size)
 		return 0;
-	l1_bytes = (u64)s->l1_size * 8;
-	if (s->l1_table_offset & (g->cluster_size - 1))
-		return qimg_fail(err, -EUCLEAN,
-				 "snapshot '%s' L1 table offset %#llx is not cluster aligned",
-				 s->id_str, s->l1_table_offset);
-	if (s->l1_table_offset < g->cluster_size)
-		return qimg_fail(err, -EUCLEAN,
-				 "snapshot '%s' L1 table overlaps the image header",
-				 s->id_str);
-	if (!qimg_add_ok(s->l1_table_offset, l1_bytes, &end) ||
-	    end > file_size)
-		return qimg_fail(err, -EUCLEAN,
-				 "snapshot '%s' L1 table at %#llx is past the end of the file",
-				 s->id_str, s->l1_table_offset);
-	return 0;
+	return qimg_check_ref(err, g->cluster_size, s->l1_table_offset,
+			      (u64)s->l1_size * 8, file_size,
+			      "snapshot '%s' L1 table", s->id_str);
 }
 
 int qimg_bitmap_decode(const struct qimg_geom *g, const void *buf, size_t len,
@@ -1290,8 +1308,9 @@ int qimg_bitmap_decode(const struct qimg_geom *g, const void *buf, size_t len,
 {
 	const struct qimg_disk_bitmap_dir_entry *d = buf;
 	const u8 *p = buf;
-	u64 total, end, bits, bytes, need, i;
+	u64 total, bits, bytes, need, i;
 	u32 name_len;
+	int ret;
 
 	memset(b, 0, sizeof(*b));
 	if (!buf || len < sizeof(*d))
@@ -1351,18 +1370,11 @@ int qimg_bitmap_decode(const struct qimg_geom *g, const void *buf, size_t len,
 		return qimg_fail(err, -EFBIG,
 				 "bitmap '%s' table too large (%u entries)",
 				 b->name, b->bitmap_table_size);
-	if (!b->bitmap_table_offset ||
-	    (b->bitmap_table_offset & (g->cluster_size - 1)) ||
-	    b->bitmap_table_offset < g->cluster_size)
-		return qimg_fail(err, -EUCLEAN,
-				 "bitmap '%s' table offset %#llx is invalid",
-				 b->name, b->bitmap_table_offset);
-	if (!qimg_add_ok(b->bitmap_table_offset,
-			 (u64)b->bitmap_table_size * 8, &end) ||
-	    end > file_size)
-		return qimg_fail(err, -EUCLEAN,
-				 "bitmap '%s' table at %#llx is past the end of the file",
-				 b->name, b->bitmap_table_offset);
+	ret = qimg_check_ref(err, g->cluster_size, b->bitmap_table_offset,
+			     (u64)b->bitmap_table_size * 8, file_size,
+			     "bitmap '%s' table", b->name);
+	if (ret)
+		return ret;
 
 	/*
 	 * One bit per granule; the table needs one entry per cluster of
@@ -1386,7 +1398,7 @@ int qimg_bitmap_table_decode(const struct qimg_geom *g, u64 raw,
 			     struct qimg_err *err)
 {
 	u64 off = raw & QIMG_BME_OFFSET_MASK;
-	u64 end;
+	int ret;
 
 	*data_offset = 0;
 	*all_ones = false;
@@ -1402,18 +1414,10 @@ int qimg_bitmap_table_decode(const struct qimg_geom *g, u64 raw,
 		return qimg_fail(err, -EUCLEAN,
 				 "bitmap table entry %#llx has both an offset and the all-ones bit",
 				 raw);
-	if (off & (g->cluster_size - 1))
-		return qimg_fail(err, -EUCLEAN,
-				 "bitmap data offset %#llx is not cluster aligned",
-				 off);
-	if (off < g->cluster_size)
-		return qimg_fail(err, -EUCLEAN,
-				 "bitmap data at %#llx overlaps the image header",
-				 off);
-	if (!qimg_add_ok(off, g->cluster_size, &end) || end > file_size)
-		return qimg_fail(err, -EUCLEAN,
-				 "bitmap data at %#llx is past the end of the file",
-				 off);
+	ret = qimg_check_ref(err, g->cluster_size, off, g->cluster_size,
+			     file_size, "bitmap data");
+	if (ret)
+		return ret;
 	*data_offset = off;
 	return 0;
 }

@@ -560,6 +560,18 @@ int qimg_bitmap_table_decode(const struct qimg_geom *g, u64 raw,
 /* Human-readable name of a known incompatible/compatible/autoclear bit. */
 const char *qimg_known_feature_name(u8 type, u8 bit);
 
+/*
+ * The one statement of what the driver refuses to serve, shared so that
+ * qimgctl explains an -EOPNOTSUPP from attach with the reason the kernel
+ * acted on.  Returns NULL if the device can serve @h (read-write when
+ * @writable), else a short name of the first feature it cannot serve,
+ * such as "external data file".  A name returned only when @writable means
+ * that a read-only attach would work.  The corrupt bit is not a feature:
+ * callers refuse it for writing with -EUCLEAN themselves.
+ */
+const char *qimg_unsupported_feature(const struct qimg_header *h,
+				     bool writable);
+
 /* Does [a, a+alen) overlap [b, b+blen)?  Safe against overflow. */
 static inline bool qimg_ranges_overlap(u64 a, u64 alen, u64 b, u64 blen)
 {

@@ -103,33 +103,22 @@ static char *qimg_file_path(struct file *file)
 static int qimg_check_features(struct qimg_image *img, bool writable)
 {
 	const struct qimg_header *h = img->h;
-	const char *what = NULL;
-	int ret = -EOPNOTSUPP;
+	const char *path = img->path ? img->path : "?";
+	const char *what = qimg_unsupported_feature(h, writable);
 
-	if (h->incompatible_features & QIMG_INCOMPAT_DATA_FILE ||
-	    h->has_data_file)
-		what = "external data file";
-	else if (h->crypt_method || h->has_crypto_ext)
-		what = "encryption";
-	else if (h->incompatible_features & QIMG_INCOMPAT_JOURNAL_DIRTY)
-		what = "journal dirty (journal replay is not implemented)";
-	else if (h->incompatible_features & QIMG_INCOMPAT_COMPRESSION &&
-		 h->compression_type != QIMG_COMPRESSION_ZLIB)
-		what = "compression type other than zlib";
-	else if (writable && h->geom.ext_l2)
-		what = "extended L2 entries (writing; attach read-only)";
-	else if (writable && h->incompatible_features & QIMG_INCOMPAT_DIRTY)
-		what = "dirty bit set (lazy refcounts; repair or attach read-only)";
-	if (!what && writable &&
-	    h->incompatible_features & QIMG_INCOMPAT_CORRUPT) {
-		what = "image is marked corrupt (attach read-only)";
-		ret = -EUCLEAN;
+	if (what) {
+		/* Say so when a read-only attach would have worked. */
+		pr_err("qimg: %s: unsupported: %s%s\n", path, what,
+		       qimg_unsupported_feature(h, false) ? "" :
+		       " (attach read-only)");
+		return -EOPNOTSUPP;
 	}
-	if (!what)
-		return 0;
-	pr_err("qimg: %s: unsupported: %s\n", img->path ? img->path : "?",
-	       what);
-	return ret;
+	if (writable && h->incompatible_features & QIMG_INCOMPAT_CORRUPT) {
+		pr_err("qimg: %s: image is marked corrupt (attach read-only)\n",
+		       path);
+		return -EUCLEAN;
+	}
+	return 0;
 }
 
 static int qimg_image_open(struct qimg_device *dev, struct qimg_image *img,

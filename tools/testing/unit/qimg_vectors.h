@@ -52,6 +52,13 @@ struct qimg_hdr_vec {
 	const char *backing;
 	const char *backing_fmt;
 	u32 ext_end;
+	/*
+	 * On success, what qimg_unsupported_feature() says of the decoded
+	 * header read-only and read-write: a substring of the name, or NULL
+	 * when the driver serves it.
+	 */
+	const char *refuse_ro;
+	const char *refuse_rw;
 };
 
 /* Patch helpers: header fields by offset (see struct qimg_disk_header). */
@@ -98,7 +105,8 @@ static const struct qimg_hdr_vec qimg_hdr_vecs[] = {
 	{ .name = "zero virtual size, empty L1",
 	  .p = { QP_SIZE(0), QP_L1_SIZE(0), QP_L1_OFF(0) }, .expect = 0 },
 	{ .name = "dirty, corrupt and lazy refcounts are known",
-	  .p = { QP_INCOMPAT(3), QP_COMPAT(1) }, .expect = 0 },
+	  .p = { QP_INCOMPAT(3), QP_COMPAT(1) }, .expect = 0,
+	  .refuse_rw = "dirty bit" },
 	{ .name = "unknown compatible and autoclear bits are ignored",
 	  .p = { QP_COMPAT(1ULL << 40), QP_AUTOCLEAR(1ULL << 50) },
 	  .expect = 0 },
@@ -106,10 +114,10 @@ static const struct qimg_hdr_vec qimg_hdr_vecs[] = {
 	{ .name = "refcount_order 6", .p = { QP_RC_ORDER(6) }, .expect = 0 },
 	{ .name = "extended L2 with 64 KiB clusters",
 	  .p = { QP_INCOMPAT(QIMG_INCOMPAT_EXTL2), QP_L1_SIZE(4) },
-	  .expect = 0 },
+	  .expect = 0, .refuse_rw = "extended L2" },
 	{ .name = "zstd compression type",
 	  .p = { QP_INCOMPAT(QIMG_INCOMPAT_COMPRESSION), QP_COMP(1) },
-	  .expect = 0 },
+	  .expect = 0, .refuse_ro = "zstd", .refuse_rw = "zstd" },
 	{ .name = "backing file name after the end mark",
 	  .p = { QP_BFO(0x200), QP_BFS(7) },
 	  .str = { { 0x200, "a.qcow2" } },
@@ -145,12 +153,15 @@ static const struct qimg_hdr_vec qimg_hdr_vecs[] = {
 		 QP_INCOMPAT(QIMG_INCOMPAT_DATA_FILE),
 		 QP_AUTOCLEAR(QIMG_AUTOCLEAR_DATA_RAW) },
 	  .str = { { 120, "d.data" } },
-	  .expect = 0, .ext_end = 136 },
+	  .expect = 0, .ext_end = 136,
+	  .refuse_ro = "external data file",
+	  .refuse_rw = "external data file" },
 	{ .name = "journal extension",
 	  .p = { QP_EXT_TYPE(112, QIMG_EXT_JOURNAL), QP_EXT_LEN(112, 16),
 		 QP(120, 8, 0x40000), QP(128, 8, 0x20000),
 		 QP_INCOMPAT(QIMG_INCOMPAT_JOURNAL_DIRTY) },
-	  .file_size = 0x60000, .expect = 0, .ext_end = 144 },
+	  .file_size = 0x60000, .expect = 0, .ext_end = 144,
+	  .refuse_ro = "journal", .refuse_rw = "journal" },
 
 	/* ---- magic, version, lengths ---- */
 	{ .name = "bad magic", .p = { QP_MAGIC(0x514649fa) },
@@ -252,13 +263,16 @@ static const struct qimg_hdr_vec qimg_hdr_vecs[] = {
 	{ .name = "refcount table offset not aligned",
 	  .p = { QP_RT_OFF(QV_RT_OFF + 8) }, .expect = QV_EUCLEAN },
 	{ .name = "refcount table in the header cluster",
-	  .p = { QP_RT_OFF(0) }, .expect = QV_EUCLEAN },
+	  .p = { QP_RT_OFF(0) }, .expect = QV_EUCLEAN,
+	  .msg = "refcount table at 0x0 overlaps the image header" },
 	{ .name = "refcount table past the end of the file",
-	  .p = { QP_RT_CLUSTERS(4) }, .expect = QV_EUCLEAN },
+	  .p = { QP_RT_CLUSTERS(4) }, .expect = QV_EUCLEAN,
+	  .msg = "refcount table at 0x10000 (262144 bytes) extends past the end of the file (262144 bytes)" },
 	{ .name = "too many snapshots", .p = { QP_NB_SNAP(65537),
 	  QP_SNAP_OFF(0x20000) }, .expect = -EFBIG },
 	{ .name = "snapshot table not aligned",
-	  .p = { QP_NB_SNAP(1), QP_SNAP_OFF(0x20008) }, .expect = QV_EUCLEAN },
+	  .p = { QP_NB_SNAP(1), QP_SNAP_OFF(0x20008) }, .expect = QV_EUCLEAN,
+	  .msg = "snapshot table offset 0x20008 is not cluster aligned" },
 	{ .name = "snapshot table past the end of the file",
 	  .p = { QP_NB_SNAP(2000), QP_SNAP_OFF(0x30000) },
 	  .expect = QV_EUCLEAN },
@@ -438,6 +452,101 @@ static inline u64 qimg_vec_file_size(const struct qimg_hdr_vec *v)
 	return v->file_size ? v->file_size : QV_FILE_SIZE;
 }
 
+/* ---- the driver's refusal policy (qimg_unsupported_feature) ---------- */
+
+/*
+ * A header is the base geometry (v3, 64 KiB clusters, 1 GiB) with these
+ * fields set; the header vectors above check the same policy on headers
+ * that went through the decoder.  These also cover what decode refuses
+ * before the policy sees it, since the policy must stand on its own.
+ */
+struct qimg_unsup_vec {
+	const char *name;
+	u32 version;		/* 0: 3 */
+	u64 incompat;
+	u32 crypt_method;
+	bool crypto_ext;
+	bool data_file_ext;
+	u8 compression_type;
+	bool writable;
+	const char *refuse;	/* substring of the name; NULL: served */
+};
+
+static const struct qimg_unsup_vec qimg_unsup_vecs[] = {
+	{ .name = "plain image, read-only" },
+	{ .name = "plain image, read-write", .writable = true },
+	{ .name = "v2 image, read-write", .version = 2, .writable = true },
+	{ .name = "dirty bit, read-only", .incompat = QIMG_INCOMPAT_DIRTY },
+	{ .name = "dirty bit, read-write", .incompat = QIMG_INCOMPAT_DIRTY,
+	  .writable = true, .refuse = "dirty bit" },
+	{ .name = "corrupt bit is the caller's",
+	  .incompat = QIMG_INCOMPAT_CORRUPT, .writable = true },
+	{ .name = "extended L2, read-only", .incompat = QIMG_INCOMPAT_EXTL2 },
+	{ .name = "extended L2, read-write", .incompat = QIMG_INCOMPAT_EXTL2,
+	  .writable = true, .refuse = "writing extended L2" },
+	{ .name = "extended L2 is named before the dirty bit",
+	  .incompat = QIMG_INCOMPAT_EXTL2 | QIMG_INCOMPAT_DIRTY,
+	  .writable = true, .refuse = "extended L2" },
+	{ .name = "zlib with the compression bit, read-write",
+	  .incompat = QIMG_INCOMPAT_COMPRESSION, .writable = true },
+	{ .name = "zstd, read-only", .incompat = QIMG_INCOMPAT_COMPRESSION,
+	  .compression_type = QIMG_COMPRESSION_ZSTD, .refuse = "zstd" },
+	{ .name = "zstd is named before writing extended L2",
+	  .incompat = QIMG_INCOMPAT_COMPRESSION | QIMG_INCOMPAT_EXTL2,
+	  .compression_type = QIMG_COMPRESSION_ZSTD, .writable = true,
+	  .refuse = "zstd" },
+	{ .name = "unknown compression type",
+	  .incompat = QIMG_INCOMPAT_COMPRESSION, .compression_type = 7,
+	  .refuse = "other than zlib" },
+	{ .name = "compression type without its bit is not compression",
+	  .compression_type = QIMG_COMPRESSION_ZSTD },
+	{ .name = "dirty journal, read-only",
+	  .incompat = QIMG_INCOMPAT_JOURNAL_DIRTY, .refuse = "journal" },
+	{ .name = "dirty journal is named before zstd",
+	  .incompat = QIMG_INCOMPAT_JOURNAL_DIRTY |
+		      QIMG_INCOMPAT_COMPRESSION,
+	  .compression_type = QIMG_COMPRESSION_ZSTD, .refuse = "journal" },
+	{ .name = "encryption, read-only", .crypt_method = 1,
+	  .refuse = "encryption" },
+	{ .name = "LUKS encryption (method 2)", .crypt_method = 2,
+	  .writable = true, .refuse = "encryption" },
+	{ .name = "crypto extension alone", .crypto_ext = true,
+	  .refuse = "encryption" },
+	{ .name = "encryption is named before the dirty journal",
+	  .crypt_method = 1, .incompat = QIMG_INCOMPAT_JOURNAL_DIRTY,
+	  .refuse = "encryption" },
+	{ .name = "external data file bit, read-only",
+	  .incompat = QIMG_INCOMPAT_DATA_FILE,
+	  .refuse = "external data file" },
+	{ .name = "external data file name alone", .data_file_ext = true,
+	  .writable = true, .refuse = "external data file" },
+	{ .name = "external data file is named before encryption",
+	  .incompat = QIMG_INCOMPAT_DATA_FILE, .crypt_method = 1,
+	  .refuse = "external data file" },
+	{ .name = "unknown incompatible bit", .incompat = 1ULL << 9,
+	  .refuse = "unknown incompatible" },
+	{ .name = "unknown bit is named before everything",
+	  .incompat = (1ULL << 63) | QIMG_INCOMPAT_DATA_FILE,
+	  .crypt_method = 1, .writable = true,
+	  .refuse = "unknown incompatible" },
+};
+
+/* The header @v describes (geometry of the base image, not validated). */
+static inline void qimg_unsup_vec_header(const struct qimg_unsup_vec *v,
+					 struct qimg_header *h)
+{
+	memset(h, 0, sizeof(*h));
+	h->version = v->version ? v->version : 3;
+	h->cluster_bits = 16;
+	h->size = 1ULL << 30;
+	h->refcount_order = 4;
+	h->incompatible_features = v->incompat;
+	h->crypt_method = v->crypt_method;
+	h->has_crypto_ext = v->crypto_ext;
+	h->has_data_file = v->data_file_ext;
+	h->compression_type = v->compression_type;
+}
+
 /* ---- table entries, against the geometry of the base image ---------- */
 
 struct qimg_l1_vec {
@@ -446,6 +555,7 @@ struct qimg_l1_vec {
 	int expect;
 	u64 l2_offset;
 	bool copied;
+	const char *msg;	/* substring of the error message, or NULL */
 };
 
 static const struct qimg_l1_vec qimg_l1_vecs[] = {
@@ -462,10 +572,12 @@ static const struct qimg_l1_vec qimg_l1_vecs[] = {
 	{ .name = "L1 compressed flag is reserved",
 	  .raw = QIMG_OFLAG_COMPRESSED | 0x20000, .expect = -EUCLEAN },
 	{ .name = "L1 not cluster aligned", .raw = 0x20200,
-	  .expect = -EUCLEAN },
+	  .expect = -EUCLEAN,
+	  .msg = "L2 table offset 0x20200 is not cluster aligned" },
 	{ .name = "L1 unallocated with COPIED", .raw = QIMG_OFLAG_COPIED,
 	  .expect = 0, .l2_offset = 0, .copied = false },
-	{ .name = "L1 past end of file", .raw = 0x40000, .expect = -EUCLEAN },
+	{ .name = "L1 past end of file", .raw = 0x40000, .expect = -EUCLEAN,
+	  .msg = "L2 table at 0x40000 (65536 bytes) extends past the end of the file (262144 bytes)" },
 	{ .name = "L1 max offset", .raw = 0x00ffffffffff0000ULL,
 	  .expect = -EUCLEAN },
 };
@@ -635,6 +747,7 @@ struct qimg_reftable_vec {
 	u64 raw;
 	int expect;
 	u64 rb_offset;
+	const char *msg;	/* substring of the error message, or NULL */
 };
 
 static const struct qimg_reftable_vec qimg_reftable_vecs[] = {
@@ -644,8 +757,10 @@ static const struct qimg_reftable_vec qimg_reftable_vecs[] = {
 	  .rb_offset = 0x20000 },
 	{ .name = "reftable reserved bit", .raw = 0x20001,
 	  .expect = -EUCLEAN },
-	{ .name = "reftable not aligned", .raw = 0x20200, .expect = -EUCLEAN },
-	{ .name = "reftable past EOF", .raw = 0x40000, .expect = -EUCLEAN },
+	{ .name = "reftable not aligned", .raw = 0x20200, .expect = -EUCLEAN,
+	  .msg = "refcount block offset 0x20200 is not cluster aligned" },
+	{ .name = "reftable past EOF", .raw = 0x40000, .expect = -EUCLEAN,
+	  .msg = "refcount block at 0x40000 (65536 bytes) extends past the end of the file (262144 bytes)" },
 	{ .name = "reftable high bits are offset bits", .raw = 1ULL << 63,
 	  .expect = -EUCLEAN },
 	{ .name = "reftable in the header", .raw = 0x200, .expect = -EUCLEAN },
@@ -657,6 +772,7 @@ struct qimg_bme_vec {
 	int expect;
 	u64 offset;
 	bool all_ones;
+	const char *msg;	/* substring of the error message, or NULL */
 };
 
 static const struct qimg_bme_vec qimg_bme_vecs[] = {
@@ -673,9 +789,11 @@ static const struct qimg_bme_vec qimg_bme_vecs[] = {
 	{ .name = "bitmap entry reserved bit 56", .raw = 1ULL << 56,
 	  .expect = -EUCLEAN },
 	{ .name = "bitmap entry unaligned", .raw = 0x20200,
-	  .expect = -EUCLEAN },
+	  .expect = -EUCLEAN,
+	  .msg = "bitmap data offset 0x20200 is not cluster aligned" },
 	{ .name = "bitmap entry past EOF", .raw = 0x40000,
-	  .expect = -EUCLEAN },
+	  .expect = -EUCLEAN,
+	  .msg = "bitmap data at 0x40000 (65536 bytes) extends past the end of the file (262144 bytes)" },
 };
 
 /*
@@ -689,6 +807,7 @@ struct qimg_raw_vec {
 	int expect;
 	u32 entry_len;		/* checked on success */
 	const char *label;	/* id (snapshot) or name (bitmap) */
+	const char *msg;	/* substring of the error message, or NULL */
 };
 
 static const u8 qv_snap_v3[] = {
@@ -875,17 +994,20 @@ static const struct qimg_raw_vec qimg_snapshot_vecs[] = {
 	{ .name = "snapshot entry cut before padding", .bytes = qv_snap_v3,
 	  .len = 60, .expect = -EUCLEAN },
 	{ .name = "snapshot L1 unaligned", QV_RAW(qv_snap_bad_l1),
-	  .expect = -EUCLEAN },
+	  .expect = -EUCLEAN,
+	  .msg = "snapshot 'x' L1 table offset 0x30008 is not cluster aligned" },
 	{ .name = "snapshot name past the table", QV_RAW(qv_snap_long_name),
 	  .expect = -EUCLEAN },
 	{ .name = "snapshot extra data over 1 KiB",
 	  QV_RAW(qv_snap_big_extra), .expect = -EFBIG },
 	{ .name = "snapshot L1 in the header", QV_RAW(qv_snap_l1_in_header),
-	  .expect = -EUCLEAN },
+	  .expect = -EUCLEAN,
+	  .msg = "snapshot 'x' L1 table at 0x0 overlaps the image header" },
 	{ .name = "snapshot L1 unaligned near EOF",
 	  QV_RAW(qv_snap_l1_past_eof), .expect = -EUCLEAN },
 	{ .name = "snapshot L1 past EOF", QV_RAW(qv_snap_l1_eof),
-	  .expect = -EUCLEAN },
+	  .expect = -EUCLEAN,
+	  .msg = "snapshot 'x' L1 table at 0x40000 (16 bytes) extends past the end of the file (262144 bytes)" },
 	{ .name = "snapshot without L1 table", QV_RAW(qv_snap_no_l1),
 	  .expect = 0, .entry_len = 48, .label = "x" },
 	{ .name = "snapshot L1 over 32 MiB", QV_RAW(qv_snap_big_l1),
@@ -919,13 +1041,15 @@ static const struct qimg_raw_vec qimg_bitmap_vecs[] = {
 	  QV_RAW(qv_bm_small_in_use), .expect = 0, .entry_len = 32,
 	  .label = "bm0" },
 	{ .name = "bitmap table unaligned", QV_RAW(qv_bm_table_unaligned),
-	  .expect = -EUCLEAN },
+	  .expect = -EUCLEAN,
+	  .msg = "bitmap 'bm0' table offset 0x30008 is not cluster aligned" },
 	{ .name = "bitmap name of 1024 bytes", QV_RAW(qv_bm_long_name),
 	  .expect = -EFBIG },
 	{ .name = "bitmap table over 2^27 entries", QV_RAW(qv_bm_table_huge),
 	  .expect = -EFBIG },
 	{ .name = "bitmap table past EOF", QV_RAW(qv_bm_table_past_eof),
-	  .expect = -EUCLEAN },
+	  .expect = -EUCLEAN,
+	  .msg = "bitmap 'bm0' table at 0x30000 (65544 bytes) extends past the end of the file (262144 bytes)" },
 	{ .name = "bitmap table empty", QV_RAW(qv_bm_table_empty),
 	  .expect = -EUCLEAN },
 	{ .name = "bitmap extra data size near 2^32",

@@ -13,6 +13,26 @@
 static u8 qt_buf[QV_BUF_LEN];
 static u8 qt_buf2[QV_BUF_LEN];
 
+/* @got is the policy's answer; @want a substring of it, or NULL. */
+static void qt_expect_refusal(const char *what, const char *got,
+			      const char *want)
+{
+	if (!want && got)
+		fail_msg("%s: refused (\"%s\"), expected to be served", what,
+			 got);
+	if (want && (!got || !strstr(got, want)))
+		fail_msg("%s: got \"%s\", expected \"%s\"", what,
+			 got ? got : "(served)", want);
+}
+
+/* A refusal explains itself, with @want in it when the vector says so. */
+static void qt_expect_msg(const struct qimg_err *err, const char *want)
+{
+	assert_true(err->msg[0] != '\0');
+	if (want && !strstr(err->msg, want))
+		fail_msg("message '%s' lacks '%s'", err->msg, want);
+}
+
 /* The geometry all entry vectors are decoded against. */
 static void qt_base_geom(struct qimg_header *h, bool ext_l2, bool data_file)
 {
@@ -92,6 +112,10 @@ static void qt_header_vec(void **state)
 		assert_string_equal(h->backing_fmt, v->backing_fmt);
 	if (v->ext_end)
 		assert_int_equal(h->ext_end, v->ext_end);
+	qt_expect_refusal("read-only", qimg_unsupported_feature(h, false),
+			  v->refuse_ro);
+	qt_expect_refusal("read-write", qimg_unsupported_feature(h, true),
+			  v->refuse_rw);
 
 	/* encode(decode(x)) decodes to the same fields. */
 	n = qimg_header_encode(h, qt_buf2, sizeof(qt_buf2));
@@ -106,6 +130,25 @@ static void qt_header_vec(void **state)
 out:
 	free(h);
 	free(h2);
+}
+
+static void qt_unsup_vec(void **state)
+{
+	const struct qimg_unsup_vec *v = *state;
+	struct qimg_header *h = calloc(1, sizeof(*h));
+	const char *ro, *rw;
+
+	assert_non_null(h);
+	qimg_unsup_vec_header(v, h);
+	ro = qimg_unsupported_feature(h, false);
+	rw = qimg_unsupported_feature(h, true);
+	free(h);
+	qt_expect_refusal(v->writable ? "read-write" : "read-only",
+			  v->writable ? rw : ro, v->refuse);
+	/* Whatever is refused read-only is refused read-write, as itself. */
+	if (ro && (!rw || strcmp(ro, rw)))
+		fail_msg("read-only refuses \"%s\", read-write \"%s\"", ro,
+			 rw ? rw : "(served)");
 }
 
 static void qt_l1_vec(void **state)
@@ -123,7 +166,7 @@ static void qt_l1_vec(void **state)
 	if (ret != v->expect)
 		fail_msg("got %d (%s), expected %d", ret, err.msg, v->expect);
 	if (ret) {
-		assert_true(err.msg[0] != '\0');
+		qt_expect_msg(&err, v->msg);
 		return;
 	}
 	assert_true(off == v->l2_offset);
@@ -200,10 +243,12 @@ static void qt_reftable_vec(void **state)
 	ret = qimg_reftable_decode(&h.geom, v->raw, QV_FILE_SIZE, &off, &err);
 	if (ret != v->expect)
 		fail_msg("got %d (%s), expected %d", ret, err.msg, v->expect);
-	if (!ret)
+	if (!ret) {
 		assert_true(off == v->rb_offset);
-	else
-		assert_true(off == 0 && err.msg[0]);
+	} else {
+		assert_true(off == 0);
+		qt_expect_msg(&err, v->msg);
+	}
 }
 
 static void qt_bme_vec(void **state)
@@ -223,6 +268,8 @@ static void qt_bme_vec(void **state)
 	if (!ret) {
 		assert_true(off == v->offset);
 		assert_int_equal(ones, v->all_ones);
+	} else {
+		qt_expect_msg(&err, v->msg);
 	}
 }
 
@@ -244,8 +291,10 @@ static void qt_snapshot_vec(void **state)
 	free(copy);
 	if (ret != v->expect)
 		fail_msg("got %d (%s), expected %d", ret, err.msg, v->expect);
-	if (ret)
+	if (ret) {
+		qt_expect_msg(&err, v->msg);
 		return;
+	}
 	assert_int_equal(s.entry_len, v->entry_len);
 	assert_string_equal(s.id_str, v->label);
 }
@@ -274,6 +323,8 @@ static void qt_bitmap_vec(void **state)
 		assert_string_equal(b->name, v->label);
 	}
 	free(b);
+	if (ret)
+		qt_expect_msg(&err, v->msg);
 }
 
 #define QT_TABLE(group, tbl, fn) \
@@ -285,6 +336,8 @@ int qimg_test_run_vectors(void)
 	int failed = 0;
 
 	failed += QT_TABLE("header vectors", qimg_hdr_vecs, qt_header_vec);
+	failed += QT_TABLE("unsupported features", qimg_unsup_vecs,
+			   qt_unsup_vec);
 	failed += QT_TABLE("L1 entries", qimg_l1_vecs, qt_l1_vec);
 	failed += QT_TABLE("L2 entries", qimg_l2_vecs, qt_l2_vec);
 	failed += QT_TABLE("refcount entries", qimg_refcount_vecs,
