@@ -207,11 +207,16 @@ int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 	if (ret) {
 		QF_CHECK(ret < 0 && err.msg[0]);
 	} else {
+		const char *ro_why, *rw_why;
 		char name[48];
 		u32 bit;
 
 		QF_CHECK(h.ext_end <= len);
 		QF_CHECK(h.geom.l1_size <= h.l1_size);
+		/* Whatever blocks a read-only attach blocks writing too. */
+		ro_why = qimg_unsupported_feature(&h, false);
+		rw_why = qimg_unsupported_feature(&h, true);
+		QF_CHECK(!ro_why || rw_why);
 		for (bit = 0; bit < 64; bit += 9)
 			(void)qimg_feature_name(buf, len, &h,
 						(u8)(bit % 3), (u8)bit, name,
