@@ -15,6 +15,7 @@
 #include <linux/types.h>
 #include <linux/fs.h>
 #include <linux/list.h>
+#include <linux/llist.h>
 #include <linux/mutex.h>
 #include <linux/spinlock.h>
 #include <linux/wait.h>
@@ -35,6 +36,7 @@
 #define QIMG_MINORS			16
 
 #define QIMG_STATE_CORRUPT		0	/* corruption found, now read-only */
+#define QIMG_STATE_WB_FAILED		1	/* metadata write-back failed: read-only */
 
 struct qimg_image;
 
@@ -46,6 +48,23 @@ struct qimg_image;
 struct qimg_inflight {
 	struct list_head node;
 	u64 cluster;			/* guest offset of the cluster */
+};
+
+/*
+ * One allocating write between its reservation (qimg_alloc_begin) and the
+ * linking of its L2 entry (qimg_alloc_finish); the data I/O in between
+ * runs without dev->meta_lock, synchronously or as a kiocb.
+ */
+struct qimg_alloc {
+	struct qimg_inflight fl;
+	struct qimg_l2_entry e;		/* the entry being replaced */
+	struct qimg_centry *t;		/* its L2 table, referenced */
+	u64 guest;
+	u64 host;			/* the reserved cluster */
+	int err;			/* the reservation's write-back failed */
+	int epoch;			/* qimg_alloc_begin() returned 1 */
+	bool reuse;			/* host was the entry's own cluster */
+	bool fresh;			/* host never written: reads zeros */
 };
 
 /* One cached L2 table or refcount block. */
@@ -94,6 +113,14 @@ struct qimg_image {
 	u32 l1_dirty_lo, l1_dirty_hi;	/* dirty entry range [lo, hi) */
 	struct qimg_cache l2;
 	atomic64_t alloc_end;		/* end of allocated host space */
+	/*
+	 * Top image, under dev->meta_lock: host space at or past
+	 * max(hole_start, alloc_end) was never written since the attach and
+	 * reads as zeros (0: not known yet).  no_prealloc: growing the file
+	 * ahead failed once; not tried again.
+	 */
+	u64 hole_start;
+	bool no_prealloc;
 	struct qimg_image *backing;
 };
 
@@ -134,6 +161,15 @@ struct qimg_device {
 	struct gendisk *disk;
 	struct blk_mq_tag_set tag_set;
 	struct workqueue_struct *wq;
+	/*
+	 * Links the L2 entries of asynchronous allocating writes whose data
+	 * is written (link_list), all of them in one dev->meta_lock section.
+	 * Not on dev->wq: its workers may all be waiting for such a link
+	 * (qimg_inflight_wait), and linking never waits for a request.
+	 */
+	struct workqueue_struct *link_wq;
+	struct work_struct link_work;
+	struct llist_head link_list;	/* struct qimg_cmd, by link_node */
 
 	struct mutex open_mutex;	/* open_count, detaching */
 	int open_count;
@@ -161,6 +197,9 @@ struct qimg_cmd {
 	struct kiocb iocb;	/* asynchronous direct I/O */
 	size_t len;		/* bytes submitted asynchronously */
 	int io_epoch;		/* qimg_io_enter() of the asynchronous I/O */
+	long res;		/* result of an asynchronous allocating write */
+	struct llist_node link_node;	/* on dev->link_list */
+	struct qimg_alloc alloc;
 };
 
 /* qimg_main.c */
@@ -176,6 +215,7 @@ long qimg_ctl_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
 
 /* qimg_io.c */
 extern const struct blk_mq_ops qimg_mq_ops;
+void qimg_link_work(struct work_struct *work);
 int qimg_kread(struct file *file, void *buf, size_t len, u64 pos);
 int qimg_kwrite(struct file *file, const void *buf, size_t len, u64 pos);
 int qimg_read_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it);
@@ -191,6 +231,13 @@ int qimg_flush(struct qimg_device *dev);
 int qimg_map_lookup(struct qimg_image *img, u64 guest,
 		    struct qimg_l2_entry *e);
 int qimg_map_write(struct qimg_device *dev, u64 guest, struct iov_iter *it);
+int qimg_alloc_begin(struct qimg_device *dev, u64 guest, struct qimg_alloc *a);
+bool qimg_alloc_data_only(struct qimg_device *dev, const struct qimg_alloc *a,
+			  size_t len);
+int qimg_alloc_write(struct qimg_device *dev, struct qimg_alloc *a,
+		     struct iov_iter *it);
+void qimg_alloc_link(struct qimg_device *dev, struct qimg_alloc *a, int ret);
+int qimg_alloc_finish(struct qimg_device *dev, struct qimg_alloc *a, int ret);
 int qimg_map_zero_cluster(struct qimg_device *dev, u64 cstart, bool unmap);
 u64 qimg_image_end(struct qimg_image *img);
 void qimg_inflight_wait(struct qimg_device *dev, u64 cluster);
@@ -224,6 +271,7 @@ int qimg_meta_record_refcount(struct qimg_device *dev, struct qimg_centry *e,
 void qimg_meta_record_reftable(struct qimg_device *dev, u64 idx, u64 val);
 int qimg_meta_end(struct qimg_device *dev);
 int qimg_meta_writeback(struct qimg_device *dev);
+int qimg_meta_sync_failed(struct qimg_device *dev, int err);
 int qimg_meta_header_write(struct qimg_device *dev, u32 off, u64 val);
 
 /* qimg_refcount.c */

@@ -9,6 +9,9 @@
  * A request that falls in one allocated cluster (for writes: one that is
  * ours alone) and is aligned for direct I/O is submitted as an
  * asynchronous IOCB_DIRECT kiocb and ended by its completion, like loop.
+ * So is an allocating write whose data is all the new cluster needs (see
+ * qimg_map.c): the cluster is reserved first, and the completion queues
+ * the linking of its L2 entry on dev->link_wq, which ends the request.
  * Everything else uses synchronous kiocbs on the image file: IOCB_DIRECT
  * when the device asked for it, the file supports it (FMODE_CAN_ODIRECT)
  * and the piece is aligned for the underlying device; buffered otherwise.
@@ -387,6 +390,9 @@ int qimg_flush(struct qimg_device *dev)
 {
 	int ret = 0;
 
+	/* Metadata that can no longer be written: no flush may succeed. */
+	if (test_bit(QIMG_STATE_WB_FAILED, &dev->state))
+		return -EIO;
 	if (dev->read_only)
 		return 0;
 	mutex_lock(&dev->meta_lock);
@@ -394,7 +400,14 @@ int qimg_flush(struct qimg_device *dev)
 	mutex_unlock(&dev->meta_lock);
 	if (ret)
 		return ret;
-	return vfs_fsync(dev->top.file, 0);
+	ret = vfs_fsync(dev->top.file, 0);
+	if (ret) {
+		/* The error is reported once: later fsyncs would succeed. */
+		mutex_lock(&dev->meta_lock);
+		qimg_meta_sync_failed(dev, ret);
+		mutex_unlock(&dev->meta_lock);
+	}
+	return ret;
 }
 
 static int qimg_do_write(struct qimg_device *dev, u64 off, struct iov_iter *it)
@@ -550,6 +563,108 @@ sync:
 	return -EAGAIN;
 }
 
+/*
+ * Completion of an allocating write's data; any context.  The first
+ * completion to find the list empty queues the work; the work takes the
+ * whole list, so a re-queue while it runs picks up what came in late.
+ */
+static void qimg_alloc_aio_complete(struct kiocb *iocb, long res)
+{
+	struct qimg_cmd *cmd = container_of(iocb, struct qimg_cmd, iocb);
+	struct qimg_device *dev = cmd->rq->q->queuedata;
+
+	cmd->res = res;
+	if (llist_add(&cmd->link_node, &dev->link_list))
+		queue_work(dev->link_wq, &dev->link_work);
+}
+
+/*
+ * Link the L2 entries of the allocating writes whose data is written:
+ * one dev->meta_lock section and one metadata group for all of them,
+ * then end their requests.
+ */
+void qimg_link_work(struct work_struct *work)
+{
+	struct qimg_device *dev = container_of(work, struct qimg_device,
+					       link_work);
+	struct llist_node *list = llist_reverse_order(llist_del_all(&dev->link_list));
+	struct qimg_cmd *cmd, *tmp;
+	unsigned int noio;
+	int err;
+
+	if (!list)
+		return;
+	noio = memalloc_noio_save();
+	mutex_lock(&dev->meta_lock);
+	qimg_meta_begin(dev);
+	llist_for_each_entry(cmd, list, link_node) {
+		if (cmd->res >= 0 && cmd->res != cmd->len)
+			cmd->res = -EIO;
+		qimg_alloc_link(dev, &cmd->alloc, min_t(long, cmd->res, 0));
+	}
+	err = qimg_meta_end(dev);
+	mutex_unlock(&dev->meta_lock);
+	wake_up_all(&dev->inflight_wq);
+	memalloc_noio_restore(noio);
+	llist_for_each_entry_safe(cmd, tmp, list, link_node)
+		qimg_rq_done(dev, cmd, cmd->res < 0 ? cmd->res : err);
+}
+
+/*
+ * A write inside one cluster that needs a new one.  When the guest's data
+ * is all the new cluster needs (a cluster never written before, whose
+ * old content reads as zeros, or a whole cluster), the data goes out as
+ * an asynchronous direct kiocb, and its completion links the L2 entry
+ * from dev->link_wq: the worker does not wait for the write, and neither
+ * does the next allocating write, as it would behind ext4's inode lock
+ * with a synchronous one.  Returns -EIOCBQUEUED when handed over, 1
+ * (nothing done) for the general path, or the request's result.
+ */
+static int qimg_submit_alloc_aio(struct qimg_device *dev,
+				 struct qimg_cmd *cmd, u64 pos)
+{
+	struct qimg_image *img = &dev->top;
+	const struct qimg_geom *g = img->g;
+	struct qimg_alloc *a = &cmd->alloc;
+	size_t len = iov_iter_count(&cmd->iter);
+	u64 coff = qimg_cluster_offset(g, pos);
+	struct kiocb *iocb = &cmd->iocb;
+	ssize_t ret;
+	u64 host;
+
+	/* Host clusters are aligned: the offset in one says it all. */
+	if (g->ext_l2 || coff + len > g->cluster_size ||
+	    !qimg_dio_ok(img, coff, &cmd->iter))
+		return 1;
+	ret = qimg_alloc_begin(dev, pos, a);
+	if (ret < 0)
+		return ret;
+	if (ret > 0) {
+		ret = qimg_write_iter_at(img, a->host + coff, &cmd->iter);
+		qimg_io_exit(dev, a->epoch);
+		return ret;
+	}
+	host = a->host + coff;
+	if (a->err || !qimg_alloc_data_only(dev, a, len) ||
+	    host + len > i_size_read(file_inode(img->file)))
+		goto sync;
+
+	init_sync_kiocb(iocb, img->file);
+	iocb->ki_pos = host;
+	iocb->ki_flags |= IOCB_DIRECT;
+	iocb->ki_complete = qimg_alloc_aio_complete;
+	cmd->len = len;
+	ret = img->file->f_op->write_iter(iocb, &cmd->iter);
+	if (ret == -EIOCBQUEUED)
+		return ret;
+	if (ret == -EINVAL && iov_iter_count(&cmd->iter) == len)
+		goto sync;	/* refused up front: let the sync path say */
+	qimg_alloc_aio_complete(iocb, ret);
+	return -EIOCBQUEUED;
+sync:
+	return qimg_alloc_finish(dev, a, qimg_alloc_write(dev, a, &cmd->iter));
+}
+
 /* Returns -EIOCBQUEUED when the request completes asynchronously. */
 static int qimg_handle_rq(struct qimg_device *dev, struct qimg_cmd *cmd)
 {
@@ -610,9 +725,15 @@ static int qimg_handle_rq(struct qimg_device *dev, struct qimg_cmd *cmd)
 		cmd->iter.iov_offset = bio->bi_iter.bi_bvec_done;
 	}
 
-	if (!(rq->cmd_flags & REQ_FUA) &&
-	    !qimg_submit_aio(dev, cmd, pos, write))
-		return -EIOCBQUEUED;
+	if (!(rq->cmd_flags & REQ_FUA)) {
+		if (!qimg_submit_aio(dev, cmd, pos, write))
+			return -EIOCBQUEUED;
+		if (write) {
+			ret = qimg_submit_alloc_aio(dev, cmd, pos);
+			if (ret <= 0)
+				return ret;
+		}
+	}
 	if (write) {
 		ret = qimg_do_write(dev, pos, &cmd->iter);
 		if (!ret && (rq->cmd_flags & REQ_FUA))

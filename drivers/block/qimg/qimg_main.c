@@ -416,6 +416,7 @@ static void qimg_destroy(struct qimg_device *dev, bool from_work)
 		pr_err("qimg%d: final flush failed (%d); metadata may be incomplete\n",
 		       dev->index, ret);
 	destroy_workqueue(dev->wq);
+	destroy_workqueue(dev->link_wq);
 	blk_mq_free_tag_set(&dev->tag_set);
 	put_disk(dev->disk);
 	pr_info("qimg%d: detached\n", dev->index);
@@ -601,6 +602,8 @@ int qimg_attach(const struct qimg_attach *a)
 	INIT_LIST_HEAD(&dev->inflight);
 	init_waitqueue_head(&dev->inflight_wq);
 	init_waitqueue_head(&dev->io_wq);
+	INIT_WORK(&dev->link_work, qimg_link_work);
+	init_llist_head(&dev->link_list);
 	INIT_WORK(&dev->autoclear_work, qimg_autoclear_work);
 
 	mutex_lock(&qimg_ctl_mutex);
@@ -633,7 +636,14 @@ int qimg_attach(const struct qimg_attach *a)
 	dev->index = ret;
 	dev->wq = alloc_workqueue("qimg%d", WQ_UNBOUND | WQ_MEM_RECLAIM, 0,
 				  dev->index);
-	if (!dev->wq) {
+	dev->link_wq = alloc_workqueue("qimg%d_link",
+				       WQ_UNBOUND | WQ_MEM_RECLAIM, 0,
+				       dev->index);
+	if (!dev->wq || !dev->link_wq) {
+		if (dev->wq)
+			destroy_workqueue(dev->wq);
+		if (dev->link_wq)
+			destroy_workqueue(dev->link_wq);
 		ret = -ENOMEM;
 		goto fail_idr;
 	}
@@ -642,6 +652,7 @@ int qimg_attach(const struct qimg_attach *a)
 	if (ret) {
 		module_put(THIS_MODULE);
 		destroy_workqueue(dev->wq);
+		destroy_workqueue(dev->link_wq);
 		goto fail_idr;
 	}
 	pr_info("qimg%d: attached %s (%llu bytes, cluster %llu%s%s%s)\n",

@@ -179,12 +179,21 @@ static int qimg_grow_reftable(struct qimg_device *dev)
 		     max_t(u64, atomic64_read(&img->alloc_end),
 			   table_off + new_clusters * cs));
 	ret = qimg_meta_writeback(dev);
-	if (!ret)
-		ret = qimg_kwrite(img->file, nt, new_clusters * cs, table_off);
-	if (!ret)
-		ret = vfs_fsync(img->file, 0);
 	if (ret)
 		goto fail;
+	ret = qimg_kwrite(img->file, nt, new_clusters * cs, table_off);
+	if (!ret)
+		ret = vfs_fsync(img->file, 0);
+	if (ret) {
+		/*
+		 * The refcount blocks just written back may not be on disk
+		 * although the cache calls them clean: stop writing, as for
+		 * any failed write-back (this write-back makes it read-only).
+		 */
+		set_bit(QIMG_STATE_WB_FAILED, &dev->state);
+		qimg_meta_writeback(dev);
+		goto fail;
+	}
 
 	hdr.off = cpu_to_be64(table_off);
 	hdr.clusters = cpu_to_be32(new_clusters);

@@ -11,7 +11,8 @@
 # here: a target that cannot be set up is recorded as an error and skipped.
 #
 # Env: QIMG_BENCH_OUT (dir on the share), QIMG_BENCH_RUNTIME (s per run),
-# QIMG_BENCH_SIZE (file and device size), QIMG_BENCH_ROUNDS, QIMGCTL,
+# QIMG_BENCH_SIZE (file and device size), QIMG_BENCH_ROUNDS,
+# QIMG_BENCH_ONLY (ERE: only the workloads it matches), QIMGCTL,
 # QIMG_SCRATCH.
 set -u
 
@@ -19,6 +20,7 @@ OUT=${QIMG_BENCH_OUT:?}
 RT=${QIMG_BENCH_RUNTIME:-8}
 SIZE=${QIMG_BENCH_SIZE:-512M}
 ROUNDS=${QIMG_BENCH_ROUNDS:-1}
+ONLY=${QIMG_BENCH_ONLY:-}
 QIMGCTL=${QIMGCTL:?}
 DIR=${QIMG_SCRATCH:?no scratch disk}/bench
 NBD=/dev/nbd0
@@ -181,6 +183,9 @@ run_one() {
 n=0
 for round in $(seq "$ROUNDS"); do
 	while read -r name kind rw bs qd; do
+		if [ -n "$ONLY" ] && ! [[ $name =~ $ONLY ]]; then
+			continue
+		fi
 		# Rotate the target order per workload and round, so no target
 		# always runs first (or right after the prefill's writeback).
 		for i in 0 1 2; do
