@@ -497,6 +497,20 @@ static void qimg_rq_done(struct qimg_device *dev, struct qimg_cmd *cmd,
 	blk_mq_end_request(rq, errno_to_blk_status(ret));
 }
 
+/* An asynchronous direct kiocb of @len bytes at @host, ended by @done. */
+static void qimg_aio_prep(struct qimg_cmd *cmd, struct qimg_image *img,
+			  u64 host, size_t len,
+			  void (*done)(struct kiocb *iocb, long res))
+{
+	struct kiocb *iocb = &cmd->iocb;
+
+	init_sync_kiocb(iocb, img->file);
+	iocb->ki_pos = host;
+	iocb->ki_flags |= IOCB_DIRECT;
+	iocb->ki_complete = done;
+	cmd->len = len;
+}
+
 /* Completion of an asynchronous direct I/O; any context. */
 static void qimg_aio_complete(struct kiocb *iocb, long res)
 {
@@ -543,11 +557,7 @@ static int qimg_submit_aio(struct qimg_device *dev, struct qimg_cmd *cmd,
 	    host + len > i_size_read(file_inode(img->file)))
 		goto sync;
 
-	init_sync_kiocb(iocb, img->file);
-	iocb->ki_pos = host;
-	iocb->ki_flags |= IOCB_DIRECT;
-	iocb->ki_complete = qimg_aio_complete;
-	cmd->len = len;
+	qimg_aio_prep(cmd, img, host, len, qimg_aio_complete);
 	if (write)
 		ret = img->file->f_op->write_iter(iocb, &cmd->iter);
 	else
@@ -649,11 +659,7 @@ static int qimg_submit_alloc_aio(struct qimg_device *dev,
 	    host + len > i_size_read(file_inode(img->file)))
 		goto sync;
 
-	init_sync_kiocb(iocb, img->file);
-	iocb->ki_pos = host;
-	iocb->ki_flags |= IOCB_DIRECT;
-	iocb->ki_complete = qimg_alloc_aio_complete;
-	cmd->len = len;
+	qimg_aio_prep(cmd, img, host, len, qimg_alloc_aio_complete);
 	ret = img->file->f_op->write_iter(iocb, &cmd->iter);
 	if (ret == -EIOCBQUEUED)
 		return ret;
