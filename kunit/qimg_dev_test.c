@@ -69,7 +69,7 @@ static int qimg_t_attach(struct kunit *test, struct file *f)
 	KUNIT_ASSERT_GE(test, fd, 0);
 	fd_install(fd, get_file(f));
 	a.fd = fd;
-	ret = qimg_attach(&a);
+	ret = qimg_attach(&a, NULL, NULL);
 	close_fd(fd);
 	return ret;
 }
@@ -359,7 +359,7 @@ static void qimg_dev_read_only(struct kunit *test)
 	KUNIT_ASSERT_GE(test, fd, 0);
 	fd_install(fd, get_file(d->file));
 	a.fd = fd;
-	d->index = qimg_attach(&a);
+	d->index = qimg_attach(&a, NULL, NULL);
 	close_fd(fd);
 	KUNIT_ASSERT_GE(test, d->index, 0);
 

@@ -23,6 +23,7 @@
 #include <linux/blk-mq.h>
 #include <linux/uio.h>
 #include <linux/sizes.h>
+#include <linux/srcu.h>
 
 #include <linux/qimg.h>
 
@@ -127,7 +128,9 @@ struct qimg_image {
 struct qimg_device {
 	int index;
 	u32 flags;			/* QIMG_ATTACH_* as given */
-	bool read_only;
+	bool writable;			/* attached read-write */
+	bool read_only;			/* refuses writes (now) */
+	bool attaching;			/* reserved, not yet published */
 	unsigned long state;		/* QIMG_STATE_* bits */
 	unsigned int nr_backing;
 	u64 l2_bytes;			/* cache sizes asked for */
@@ -149,14 +152,13 @@ struct qimg_device {
 
 	/*
 	 * Data I/O aimed at a host cluster found by a lookup of the top
-	 * image, counted per epoch (qimg_io_enter/exit), so that a freed
-	 * cluster's refcount drops only after every such I/O that may still
-	 * target it has finished (qimg_io_drain): a write racing with a
-	 * discard must never land in the cluster's next owner.
+	 * image is an SRCU read section (qimg_io_enter/exit), so that a
+	 * freed cluster's refcount drops only after every such I/O that may
+	 * still target it has finished (qimg_io_drain): a write racing with
+	 * a discard must never land in the cluster's next owner.
 	 */
-	atomic_t io_count[2];
-	unsigned int io_epoch;		/* written under meta_lock */
-	wait_queue_head_t io_wq;	/* an epoch's count reached zero */
+	struct srcu_struct io_srcu;
+	bool io_srcu_ready;		/* init_srcu_struct() done */
 
 	struct gendisk *disk;
 	struct blk_mq_tag_set tag_set;
@@ -195,6 +197,8 @@ struct qimg_cmd {
 	struct iov_iter iter;	/* the request's data */
 	struct bio_vec *bvec;	/* kmalloc'ed bvec array of a multi-bio rq */
 	struct kiocb iocb;	/* asynchronous direct I/O */
+	struct cgroup_subsys_state *blkcg_css;	/* the submitter's, or NULL */
+	struct cgroup_subsys_state *memcg_css;	/* referenced, or NULL */
 	size_t len;		/* bytes submitted asynchronously */
 	int io_epoch;		/* qimg_io_enter() of the asynchronous I/O */
 	long res;		/* result of an asynchronous allocating write */
@@ -204,7 +208,10 @@ struct qimg_cmd {
 
 /* qimg_main.c */
 extern struct mutex qimg_ctl_mutex;
-int qimg_attach(const struct qimg_attach *a);
+/* Told the device number before the disk goes live; an error undoes. */
+typedef int (*qimg_attach_report_t)(void *arg, int index);
+int qimg_attach(const struct qimg_attach *a, qimg_attach_report_t report,
+		void *arg);
 int qimg_detach(int index);
 int qimg_get_info(struct qimg_info *info);
 void qimg_mark_corrupt(struct qimg_device *dev, const char *fmt, ...)
@@ -226,6 +233,8 @@ int qimg_read_guest_buf(struct qimg_image *img, u64 off, void *buf,
 int qimg_decompress(struct qimg_image *img, const struct qimg_l2_entry *e,
 		    void *out);
 int qimg_flush(struct qimg_device *dev);
+unsigned int qimg_writer_begin(void);
+void qimg_writer_end(unsigned int old);
 
 /* qimg_map.c */
 int qimg_map_lookup(struct qimg_image *img, u64 guest,

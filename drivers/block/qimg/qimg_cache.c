@@ -525,7 +525,8 @@ static int qimg_meta_writeback_locked(struct qimg_device *dev)
 	/* Dirty metadata that can no longer be written: never a success. */
 	if (test_bit(QIMG_STATE_WB_FAILED, &dev->state))
 		return qimg_meta_abort(dev, -EIO, "after an earlier failure");
-	if (dev->read_only)
+	/* Turned read-only by corruption: acknowledged writes still go. */
+	if (!dev->writable)
 		return 0;
 
 	ret = qimg_meta_wb_cache(dev, &dev->rc);

@@ -9,6 +9,9 @@
  *  6.9:  blk_mq_alloc_disk() takes a struct queue_limits
  *  6.11: write cache / FUA are queue_limits features, the old setters are
  *        gone
+ *  6.3:  srcu_down_read() / srcu_up_read(): SRCU read sections that
+ *        may end in another context (before: __srcu_read_lock/unlock)
+ *  6.6:  kiocb_start_write() / kiocb_end_write() for asynchronous writes
  *  6.12: <asm/unaligned.h> moved to <linux/unaligned.h>
  */
 #ifndef QIMG_COMPAT_H
@@ -17,6 +20,8 @@
 #include <linux/version.h>
 #include <linux/blkdev.h>
 #include <linux/blk-mq.h>
+#include <linux/fs.h>
+#include <linux/srcu.h>
 
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
 #include <linux/unaligned.h>
@@ -107,6 +112,54 @@ static void release_fn##_compat(struct gendisk *disk, fmode_t mode)	\
 {									\
 	release_fn(disk);						\
 }
+#endif
+
+/*
+ * Freeze protection of an asynchronous write to a regular file: taken at
+ * submission, handed over to the completion (any context), as aio does.
+ */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 6, 0)
+static inline void qimg_compat_kiocb_start_write(struct kiocb *iocb)
+{
+	if (S_ISREG(file_inode(iocb->ki_filp)->i_mode))
+		kiocb_start_write(iocb);
+}
+
+static inline void qimg_compat_kiocb_end_write(struct kiocb *iocb)
+{
+	if (S_ISREG(file_inode(iocb->ki_filp)->i_mode))
+		kiocb_end_write(iocb);
+}
+#else
+static inline void qimg_compat_kiocb_start_write(struct kiocb *iocb)
+{
+	struct inode *inode = file_inode(iocb->ki_filp);
+
+	if (!S_ISREG(inode->i_mode))
+		return;
+	sb_start_write(inode->i_sb);
+	/* Released for lockdep here; the completion acquires it back. */
+	__sb_writers_release(inode->i_sb, SB_FREEZE_WRITE);
+}
+
+static inline void qimg_compat_kiocb_end_write(struct kiocb *iocb)
+{
+	struct inode *inode = file_inode(iocb->ki_filp);
+
+	if (!S_ISREG(inode->i_mode))
+		return;
+	__sb_writers_acquired(inode->i_sb, SB_FREEZE_WRITE);
+	sb_end_write(inode->i_sb);
+}
+#endif
+
+/* An SRCU read section whose end may run in another context. */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+#define qimg_compat_srcu_down_read(ssp)		srcu_down_read(ssp)
+#define qimg_compat_srcu_up_read(ssp, idx)	srcu_up_read(ssp, idx)
+#else
+#define qimg_compat_srcu_down_read(ssp)		__srcu_read_lock(ssp)
+#define qimg_compat_srcu_up_read(ssp, idx)	__srcu_read_unlock(ssp, idx)
 #endif
 
 #endif /* QIMG_COMPAT_H */

@@ -4,8 +4,9 @@
  * image files through the VFS.
  *
  * queue_rq only hands the request to the device's unbound workqueue: the
- * work may sleep (cache misses, allocation, file I/O) and runs under
- * memalloc_noio_save() so that memory reclaim never recurses into us.
+ * work may sleep (cache misses, allocation, file I/O) and runs as a
+ * backing-file writer (qimg_writer_begin(): no reclaim recursion into us,
+ * local dirty throttling), in the submitter's blkcg and memcg.
  * A request that falls in one allocated cluster (for writes: one that is
  * ours alone) and is aligned for direct I/O is submitted as an
  * asynchronous IOCB_DIRECT kiocb and ended by its completion, like loop.
@@ -19,6 +20,11 @@
  * durable by the ordered write-back in qimg_cache.c.
  */
 #include <linux/bio.h>
+#include <linux/blk-cgroup.h>
+#include <linux/cgroup.h>
+#include <linux/ioprio.h>
+#include <linux/kthread.h>
+#include <linux/memcontrol.h>
 #include <linux/blk-mq.h>
 #include <linux/mm.h>
 #include <linux/ratelimit.h>
@@ -28,42 +34,63 @@
 
 #include "qimg.h"
 
-int qimg_kread(struct file *file, void *buf, size_t len, u64 pos)
+/*
+ * Every kiocb on an image file is set up here, with flags we chose: none
+ * of the descriptor's open flags (O_APPEND, O_DIRECT, O_DSYNC, O_NOATIME
+ * via f_iocb_flags / iocb_flags()) may reach our I/O, as loop learned.
+ */
+static void qimg_kiocb_init(struct kiocb *iocb, struct file *file, u64 pos,
+			    int flags, u16 ioprio)
 {
-	loff_t p = pos;
-	char *b = buf;
+	*iocb = (struct kiocb) {
+		.ki_filp = file,
+		.ki_pos = pos,
+		.ki_flags = flags,
+		.ki_ioprio = ioprio,
+	};
+}
 
-	while (len) {
-		ssize_t n = kernel_read(file, b, len, &p);
+/* Buffered I/O of a kernel buffer at @pos; writes are complete or fail. */
+static int qimg_kio(struct file *file, void *buf, size_t len, u64 pos,
+		    bool write)
+{
+	struct kvec kv = { .iov_base = buf, .iov_len = len };
+	struct iov_iter it;
+	struct kiocb kiocb;
+	ssize_t n;
 
+	iov_iter_kvec(&it, write ? ITER_SOURCE : ITER_DEST, &kv, 1, len);
+	while (iov_iter_count(&it)) {
+		qimg_kiocb_init(&kiocb, file, pos, write ? IOCB_WRITE : 0,
+				IOPRIO_DEFAULT);
+		if (write) {
+			file_start_write(file);
+			n = vfs_iocb_iter_write(file, &kiocb, &it);
+			file_end_write(file);
+		} else {
+			n = vfs_iocb_iter_read(file, &kiocb, &it);
+		}
 		if (n < 0)
 			return n;
-		if (n == 0) {		/* past EOF reads as zeros */
-			memset(b, 0, len);
-			return 0;
+		if (n == 0) {
+			if (write)
+				return -EIO;
+			iov_iter_zero(iov_iter_count(&it), &it);
+			break;		/* past EOF reads as zeros */
 		}
-		b += n;
-		len -= n;
+		pos += n;
 	}
 	return 0;
 }
 
+int qimg_kread(struct file *file, void *buf, size_t len, u64 pos)
+{
+	return qimg_kio(file, buf, len, pos, false);
+}
+
 int qimg_kwrite(struct file *file, const void *buf, size_t len, u64 pos)
 {
-	loff_t p = pos;
-	const char *b = buf;
-
-	while (len) {
-		ssize_t n = kernel_write(file, b, len, &p);
-
-		if (n < 0)
-			return n;
-		if (n == 0)
-			return -EIO;
-		b += n;
-		len -= n;
-	}
-	return 0;
+	return qimg_kio(file, (void *)buf, len, pos, true);
 }
 
 static bool qimg_dio_ok(struct qimg_image *img, u64 pos, struct iov_iter *it)
@@ -74,27 +101,44 @@ static bool qimg_dio_ok(struct qimg_image *img, u64 pos, struct iov_iter *it)
 	       !((pos | iov_iter_count(it) | iov_iter_alignment(it)) & mask);
 }
 
-int qimg_read_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it)
+static void qimg_dio_refused(struct qimg_image *img)
+{
+	/* The file system wants other alignment: go buffered. */
+	img->dio = false;
+	pr_info("qimg%d: %s: direct I/O refused, using buffered I/O\n",
+		img->dev->index, img->path ? img->path : "?");
+}
+
+/* Synchronous data I/O at @pos: direct when it can be, buffered else. */
+static int qimg_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it,
+			bool write)
 {
 	struct kiocb kiocb;
 	ssize_t n;
+	int flags;
 
 	while (iov_iter_count(it)) {
-		init_sync_kiocb(&kiocb, img->file);
-		kiocb.ki_pos = pos;
+		flags = write ? IOCB_WRITE : 0;
 		if (qimg_dio_ok(img, pos, it))
-			kiocb.ki_flags |= IOCB_DIRECT;
-		n = vfs_iocb_iter_read(img->file, &kiocb, it);
-		if (n == -EINVAL && (kiocb.ki_flags & IOCB_DIRECT)) {
-			/* The file system wants other alignment: go buffered. */
-			img->dio = false;
-			pr_info("qimg%d: %s: direct I/O refused, using buffered I/O\n",
-				img->dev->index, img->path ? img->path : "?");
+			flags |= IOCB_DIRECT;
+		qimg_kiocb_init(&kiocb, img->file, pos, flags,
+				get_current_ioprio());
+		if (write) {
+			file_start_write(img->file);
+			n = vfs_iocb_iter_write(img->file, &kiocb, it);
+			file_end_write(img->file);
+		} else {
+			n = vfs_iocb_iter_read(img->file, &kiocb, it);
+		}
+		if (n == -EINVAL && (flags & IOCB_DIRECT)) {
+			qimg_dio_refused(img);
 			continue;
 		}
 		if (n < 0)
 			return n;
 		if (n == 0) {
+			if (write)
+				return -EIO;
 			iov_iter_zero(iov_iter_count(it), it);
 			break;
 		}
@@ -103,32 +147,14 @@ int qimg_read_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it)
 	return 0;
 }
 
+int qimg_read_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it)
+{
+	return qimg_iter_at(img, pos, it, false);
+}
+
 int qimg_write_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it)
 {
-	struct kiocb kiocb;
-	ssize_t n;
-
-	while (iov_iter_count(it)) {
-		init_sync_kiocb(&kiocb, img->file);
-		kiocb.ki_pos = pos;
-		if (qimg_dio_ok(img, pos, it))
-			kiocb.ki_flags |= IOCB_DIRECT;
-		file_start_write(img->file);
-		n = vfs_iocb_iter_write(img->file, &kiocb, it);
-		file_end_write(img->file);
-		if (n == -EINVAL && (kiocb.ki_flags & IOCB_DIRECT)) {
-			img->dio = false;
-			pr_info("qimg%d: %s: direct I/O refused, using buffered I/O\n",
-				img->dev->index, img->path ? img->path : "?");
-			continue;
-		}
-		if (n < 0)
-			return n;
-		if (n == 0)
-			return -EIO;
-		pos += n;
-	}
-	return 0;
+	return qimg_iter_at(img, pos, it, true);
 }
 
 int qimg_decompress(struct qimg_image *img, const struct qimg_l2_entry *e,
@@ -386,14 +412,22 @@ int qimg_read_guest_buf(struct qimg_image *img, u64 off, void *buf,
 	return qimg_read_guest(img, off, &it);
 }
 
+/*
+ * REQ_OP_FLUSH, and detach: make every acknowledged write durable.  Also
+ * after corruption was found (the device refuses new writes then), the
+ * metadata of writes already acknowledged is written back: it describes
+ * clusters that were allocated and written correctly, and dropping it
+ * would lose them.  Only a failed write-back (QIMG_STATE_WB_FAILED) makes
+ * that impossible, and then every flush fails: none may report success
+ * while acknowledged data is not durable.
+ */
 int qimg_flush(struct qimg_device *dev)
 {
 	int ret = 0;
 
-	/* Metadata that can no longer be written: no flush may succeed. */
 	if (test_bit(QIMG_STATE_WB_FAILED, &dev->state))
 		return -EIO;
-	if (dev->read_only)
+	if (!dev->writable)
 		return 0;
 	mutex_lock(&dev->meta_lock);
 	ret = qimg_meta_writeback(dev);
@@ -497,28 +531,45 @@ static void qimg_rq_done(struct qimg_device *dev, struct qimg_cmd *cmd,
 	blk_mq_end_request(rq, errno_to_blk_status(ret));
 }
 
-/* An asynchronous direct kiocb of @len bytes at @host, ended by @done. */
-static void qimg_aio_prep(struct qimg_cmd *cmd, struct qimg_image *img,
-			  u64 host, size_t len,
-			  void (*done)(struct kiocb *iocb, long res))
+/*
+ * Submit an asynchronous direct kiocb of @len bytes at @host, ended by
+ * @done, with the request's I/O priority.  A write holds freeze
+ * protection of the image's file system until it completes (taken here,
+ * dropped by qimg_aio_end()).  Returns -EIOCBQUEUED when handed off, like
+ * ->read_iter / ->write_iter.
+ */
+static ssize_t qimg_aio_submit(struct qimg_cmd *cmd, struct qimg_image *img,
+			       u64 host, size_t len, bool write,
+			       void (*done)(struct kiocb *iocb, long res))
 {
 	struct kiocb *iocb = &cmd->iocb;
 
-	init_sync_kiocb(iocb, img->file);
-	iocb->ki_pos = host;
-	iocb->ki_flags |= IOCB_DIRECT;
+	qimg_kiocb_init(iocb, img->file, host,
+			IOCB_DIRECT | (write ? IOCB_WRITE : 0),
+			req_get_ioprio(cmd->rq));
 	iocb->ki_complete = done;
 	cmd->len = len;
+	if (!write)
+		return img->file->f_op->read_iter(iocb, &cmd->iter);
+	qimg_compat_kiocb_start_write(iocb);
+	return img->file->f_op->write_iter(iocb, &cmd->iter);
+}
+
+/* First thing in every completion of qimg_aio_submit()'s kiocbs. */
+static void qimg_aio_end(struct kiocb *iocb)
+{
+	if (iocb->ki_flags & IOCB_WRITE)
+		qimg_compat_kiocb_end_write(iocb);
 }
 
 /* Completion of an asynchronous direct I/O; any context. */
 static void qimg_aio_complete(struct kiocb *iocb, long res)
 {
 	struct qimg_cmd *cmd = container_of(iocb, struct qimg_cmd, iocb);
+	struct qimg_device *dev = cmd->rq->q->queuedata;
 	int ret = 0;
 
-	struct qimg_device *dev = cmd->rq->q->queuedata;
-
+	qimg_aio_end(iocb);
 	if (res < 0)
 		ret = res;
 	else if (res != cmd->len)
@@ -557,15 +608,13 @@ static int qimg_submit_aio(struct qimg_device *dev, struct qimg_cmd *cmd,
 	    host + len > i_size_read(file_inode(img->file)))
 		goto sync;
 
-	qimg_aio_prep(cmd, img, host, len, qimg_aio_complete);
-	if (write)
-		ret = img->file->f_op->write_iter(iocb, &cmd->iter);
-	else
-		ret = img->file->f_op->read_iter(iocb, &cmd->iter);
+	ret = qimg_aio_submit(cmd, img, host, len, write, qimg_aio_complete);
 	if (ret == -EIOCBQUEUED)
 		return 0;
-	if (ret == -EINVAL && iov_iter_count(&cmd->iter) == len)
+	if (ret == -EINVAL && iov_iter_count(&cmd->iter) == len) {
+		qimg_aio_end(iocb);
 		goto sync;	/* refused up front: let the sync path say */
+	}
 	qimg_aio_complete(iocb, ret);
 	return 0;
 sync:
@@ -583,6 +632,7 @@ static void qimg_alloc_aio_complete(struct kiocb *iocb, long res)
 	struct qimg_cmd *cmd = container_of(iocb, struct qimg_cmd, iocb);
 	struct qimg_device *dev = cmd->rq->q->queuedata;
 
+	qimg_aio_end(iocb);
 	cmd->res = res;
 	if (llist_add(&cmd->link_node, &dev->link_list))
 		queue_work(dev->link_wq, &dev->link_work);
@@ -599,12 +649,12 @@ void qimg_link_work(struct work_struct *work)
 					       link_work);
 	struct llist_node *list = llist_reverse_order(llist_del_all(&dev->link_list));
 	struct qimg_cmd *cmd, *tmp;
-	unsigned int noio;
+	unsigned int pflags;
 	int err;
 
 	if (!list)
 		return;
-	noio = memalloc_noio_save();
+	pflags = qimg_writer_begin();	/* write-back may run from here */
 	mutex_lock(&dev->meta_lock);
 	qimg_meta_begin(dev);
 	llist_for_each_entry(cmd, list, link_node) {
@@ -615,7 +665,7 @@ void qimg_link_work(struct work_struct *work)
 	err = qimg_meta_end(dev);
 	mutex_unlock(&dev->meta_lock);
 	wake_up_all(&dev->inflight_wq);
-	memalloc_noio_restore(noio);
+	qimg_writer_end(pflags);
 	llist_for_each_entry_safe(cmd, tmp, list, link_node)
 		qimg_rq_done(dev, cmd, cmd->res < 0 ? cmd->res : err);
 }
@@ -659,12 +709,14 @@ static int qimg_submit_alloc_aio(struct qimg_device *dev,
 	    host + len > i_size_read(file_inode(img->file)))
 		goto sync;
 
-	qimg_aio_prep(cmd, img, host, len, qimg_alloc_aio_complete);
-	ret = img->file->f_op->write_iter(iocb, &cmd->iter);
+	ret = qimg_aio_submit(cmd, img, host, len, true,
+			      qimg_alloc_aio_complete);
 	if (ret == -EIOCBQUEUED)
 		return ret;
-	if (ret == -EINVAL && iov_iter_count(&cmd->iter) == len)
+	if (ret == -EINVAL && iov_iter_count(&cmd->iter) == len) {
+		qimg_aio_end(iocb);
 		goto sync;	/* refused up front: let the sync path say */
+	}
 	qimg_alloc_aio_complete(iocb, ret);
 	return -EIOCBQUEUED;
 sync:
@@ -750,16 +802,76 @@ static int qimg_handle_rq(struct qimg_device *dev, struct qimg_cmd *cmd)
 	return ret;
 }
 
+/*
+ * A worker that writes image files on behalf of requests (loop's
+ * lessons): PF_MEMALLOC_NOIO so that reclaim never recurses into the
+ * device, and PF_LOCAL_THROTTLE so that balance_dirty_pages() on the
+ * image's file system throttles us only for our own dirty pages, not for
+ * those of a file system mounted on /dev/qimgN, whose writeback needs us.
+ */
+unsigned int qimg_writer_begin(void)
+{
+	unsigned int old = current->flags &
+			   (PF_LOCAL_THROTTLE | PF_MEMALLOC_NOIO);
+
+	current->flags |= PF_LOCAL_THROTTLE | PF_MEMALLOC_NOIO;
+	return old;
+}
+
+void qimg_writer_end(unsigned int old)
+{
+	current->flags = (current->flags &
+			  ~(PF_LOCAL_THROTTLE | PF_MEMALLOC_NOIO)) | old;
+}
+
+/*
+ * The submitter's cgroups, taken in queue_rq from the request's first bio
+ * as loop does: the worker issues the image-file I/O charged to them (the
+ * blkcg for I/O control, the memcg for the page cache it dirties).
+ */
+static void qimg_cmd_cgroups(struct qimg_cmd *cmd)
+{
+	cmd->blkcg_css = NULL;
+	cmd->memcg_css = NULL;
+#ifdef CONFIG_BLK_CGROUP
+	if (cmd->rq->bio)
+		cmd->blkcg_css = bio_blkcg_css(cmd->rq->bio);
+#ifdef CONFIG_MEMCG
+	if (cmd->blkcg_css)
+		cmd->memcg_css = cgroup_get_e_css(cmd->blkcg_css->cgroup,
+						  &memory_cgrp_subsys);
+#endif
+#endif
+}
+
 static void qimg_cmd_work(struct work_struct *work)
 {
 	struct qimg_cmd *cmd = container_of(work, struct qimg_cmd, work);
 	struct qimg_device *dev = cmd->rq->q->queuedata;
-	unsigned int noio;
+	struct cgroup_subsys_state *memcg_css = cmd->memcg_css;
+	struct cgroup_subsys_state *blkcg_css = cmd->blkcg_css;
+	struct mem_cgroup *old_memcg = NULL;
+	unsigned int pflags;
 	int ret;
 
-	noio = memalloc_noio_save();
+	pflags = qimg_writer_begin();
+	if (blkcg_css)
+		kthread_associate_blkcg(blkcg_css);
+#ifdef CONFIG_MEMCG
+	if (memcg_css)
+		old_memcg = set_active_memcg(mem_cgroup_from_css(memcg_css));
+#endif
+	/* Once handed off, cmd may complete (and be reused) at any time. */
 	ret = qimg_handle_rq(dev, cmd);
-	memalloc_noio_restore(noio);
+#ifdef CONFIG_MEMCG
+	if (memcg_css) {
+		set_active_memcg(old_memcg);
+		css_put(memcg_css);
+	}
+#endif
+	if (blkcg_css)
+		kthread_associate_blkcg(NULL);
+	qimg_writer_end(pflags);
 	if (ret != -EIOCBQUEUED)
 		qimg_rq_done(dev, cmd, ret);
 }
@@ -772,6 +884,7 @@ static blk_status_t qimg_queue_rq(struct blk_mq_hw_ctx *hctx,
 	struct qimg_device *dev = rq->q->queuedata;
 
 	blk_mq_start_request(rq);
+	qimg_cmd_cgroups(cmd);
 	queue_work(dev->wq, &cmd->work);
 	return BLK_STS_OK;
 }

@@ -2,6 +2,13 @@
 /*
  * qimg control device ioctls: argument copying and checking.  The work is
  * done in qimg_main.c.
+ *
+ * Compatibility: each struct carries its size.  copy_struct_from_user()
+ * takes any size from the first version's on, so an older qimgctl works
+ * with a newer module (missing fields read as zero) and a newer one with
+ * an older module as long as it leaves the fields we do not know zero
+ * (else -E2BIG).  The command numbers encode a struct size too; they are
+ * matched without it.
  */
 #include <linux/capability.h>
 #include <linux/fs.h>
@@ -15,38 +22,55 @@ static bool qimg_zero(const void *p, size_t len)
 	return !memchr_inv(p, 0, len);
 }
 
+/* Copy a versioned struct of the size its first field announces. */
+static int qimg_copy_in(void *dst, size_t ksize, size_t min,
+			const void __user *uarg, u32 *usize)
+{
+	if (get_user(*usize, (const u32 __user *)uarg))
+		return -EFAULT;
+	if (*usize < min || *usize > PAGE_SIZE)
+		return -EINVAL;
+	return copy_struct_from_user(dst, ksize, uarg, *usize);
+}
+
+/* Hand the device number to the caller before the disk goes live. */
+static int qimg_report_index(void *arg, int index)
+{
+	struct qimg_attach __user *ua = arg;
+	u32 idx = index;
+
+	return put_user(idx, &ua->index) ? -EFAULT : 0;
+}
+
 static long qimg_ioctl_attach(void __user *uarg)
 {
 	struct qimg_attach a;
+	u32 usize;
 	int ret;
 
-	if (copy_from_user(&a, uarg, sizeof(a)))
-		return -EFAULT;
-	if (a.size != sizeof(a) || a.flags & ~QIMG_ATTACH_FLAGS_ALL ||
+	ret = qimg_copy_in(&a, sizeof(a), QIMG_ATTACH_SIZE_VER0, uarg, &usize);
+	if (ret)
+		return ret;
+	if (a.flags & ~QIMG_ATTACH_FLAGS_ALL ||
 	    a.__pad || !qimg_zero(a.__reserved, sizeof(a.__reserved)) ||
 	    a.nr_backing > QIMG_MAX_BACKING || (a.nr_backing && !a.backing) ||
 	    a.l2_cache_size > QIMG_MAX_CACHE_BYTES ||
 	    a.refcount_cache_size > QIMG_MAX_CACHE_BYTES)
 		return -EINVAL;
-	ret = qimg_attach(&a);
-	if (ret < 0)
-		return ret;
-	a.index = ret;
-	if (copy_to_user(uarg, &a, sizeof(a))) {
-		/* The caller cannot learn the index: undo. */
-		qimg_detach(a.index);
-		return -EFAULT;
-	}
-	return 0;
+	ret = qimg_attach(&a, qimg_report_index, uarg);
+	return ret < 0 ? ret : 0;
 }
 
 static long qimg_ioctl_detach(void __user *uarg)
 {
 	struct qimg_detach d;
+	u32 usize;
+	int ret;
 
-	if (copy_from_user(&d, uarg, sizeof(d)))
-		return -EFAULT;
-	if (d.size != sizeof(d) || d.flags || d.__pad ||
+	ret = qimg_copy_in(&d, sizeof(d), QIMG_DETACH_SIZE_VER0, uarg, &usize);
+	if (ret)
+		return ret;
+	if (d.flags || d.__pad ||
 	    !qimg_zero(d.__reserved, sizeof(d.__reserved)))
 		return -EINVAL;
 	if (d.index > INT_MAX)
@@ -57,52 +81,61 @@ static long qimg_ioctl_detach(void __user *uarg)
 static long qimg_ioctl_get_info(void __user *uarg)
 {
 	struct qimg_info *info;
+	u32 usize;
 	long ret;
 
 	info = kzalloc(sizeof(*info), GFP_KERNEL);
 	if (!info)
 		return -ENOMEM;
-	ret = -EFAULT;
-	if (copy_from_user(info, uarg, offsetof(struct qimg_info, path)))
+	ret = qimg_copy_in(info, sizeof(*info), QIMG_INFO_SIZE_VER0, uarg,
+			   &usize);
+	if (ret)
 		goto out;
+	/* Only the head is input; the paths are output. */
 	ret = -EINVAL;
-	if (info->size != sizeof(*info) || info->query > QIMG_QUERY_NEXT ||
+	if (info->query > QIMG_QUERY_NEXT ||
 	    !qimg_zero(info->__reserved, sizeof(info->__reserved)))
 		goto out;
 	ret = -ENXIO;
 	if (info->index > INT_MAX)
 		goto out;
 	ret = qimg_get_info(info);
-	if (!ret && copy_to_user(uarg, info, sizeof(*info)))
+	info->size = min_t(u32, usize, sizeof(*info));
+	if (!ret && copy_to_user(uarg, info, info->size))
 		ret = -EFAULT;
 out:
 	kfree(info);
 	return ret;
 }
 
+/* A command without its size bits. */
+#define QIMG_IOC_NOSIZE(cmd)	((cmd) & ~(_IOC_SIZEMASK << _IOC_SIZESHIFT))
+
 long qimg_ctl_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
 	void __user *uarg = (void __user *)arg;
 
-	BUILD_BUG_ON(sizeof(struct qimg_attach) != 80);
-	BUILD_BUG_ON(sizeof(struct qimg_detach) != 32);
+	BUILD_BUG_ON(sizeof(struct qimg_attach) != QIMG_ATTACH_SIZE_VER0);
+	BUILD_BUG_ON(sizeof(struct qimg_detach) != QIMG_DETACH_SIZE_VER0);
+	BUILD_BUG_ON(sizeof(struct qimg_info) != QIMG_INFO_SIZE_VER0);
 	BUILD_BUG_ON(sizeof(struct qimg_info) != 128 + 2 * QIMG_PATH_LEN);
 	BUILD_BUG_ON(sizeof(struct qimg_backing_fd) != 8);
+	BUILD_BUG_ON(offsetof(struct qimg_attach, index) != 40);
 
-	switch (cmd) {
-	case QIMG_CTL_ATTACH:
-	case QIMG_CTL_DETACH:
-	case QIMG_CTL_GET_INFO:
+	switch (QIMG_IOC_NOSIZE(cmd)) {
+	case QIMG_IOC_NOSIZE(QIMG_CTL_ATTACH):
+	case QIMG_IOC_NOSIZE(QIMG_CTL_DETACH):
+	case QIMG_IOC_NOSIZE(QIMG_CTL_GET_INFO):
 		break;
 	default:
 		return -ENOTTY;
 	}
 	if (!capable(CAP_SYS_ADMIN))
 		return -EPERM;
-	switch (cmd) {
-	case QIMG_CTL_ATTACH:
+	switch (QIMG_IOC_NOSIZE(cmd)) {
+	case QIMG_IOC_NOSIZE(QIMG_CTL_ATTACH):
 		return qimg_ioctl_attach(uarg);
-	case QIMG_CTL_DETACH:
+	case QIMG_IOC_NOSIZE(QIMG_CTL_DETACH):
 		return qimg_ioctl_detach(uarg);
 	default:
 		return qimg_ioctl_get_info(uarg);

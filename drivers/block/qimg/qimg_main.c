@@ -150,6 +150,18 @@ static int qimg_image_open(struct qimg_device *dev, struct qimg_image *img,
 		return -EBADF;
 	if (!S_ISREG(inode->i_mode) && !S_ISBLK(inode->i_mode))
 		return -EINVAL;
+	/*
+	 * Tables are rewritten in place: an append-only file cannot hold a
+	 * writable image, and a descriptor opened with O_APPEND says the
+	 * caller meant something else (our own I/O never appends).
+	 */
+	if (writable && (IS_APPEND(inode) || (file->f_flags & O_APPEND))) {
+		pr_err("qimg: %s: %s; the image must be opened for writing in place\n",
+		       img->path ? img->path : "?",
+		       IS_APPEND(inode) ? "the file is append-only" :
+		       "the descriptor was opened with O_APPEND");
+		return -EINVAL;
+	}
 
 	if (fmt == QIMG_FMT_RAW) {
 		img->raw = true;
@@ -343,6 +355,8 @@ static void qimg_device_free(struct qimg_device *dev)
 		qimg_cache_destroy(&dev->rc);
 	kvfree(dev->reftable);
 	qimg_image_release(&dev->top);
+	if (dev->io_srcu_ready)
+		cleanup_srcu_struct(&dev->io_srcu);
 	kfree(dev);
 }
 
@@ -403,8 +417,13 @@ static const struct block_device_operations qimg_fops = {
 	.release = qimg_bdev_release_compat,
 };
 
-/* Tear down a device already removed from the idr. */
-static void qimg_destroy(struct qimg_device *dev, bool from_work)
+/*
+ * Tear down a device already removed from the idr.  The device goes away
+ * whatever the final flush says (after a failed write-back nothing more
+ * can be written anyway, see qimg_meta_abort()); its result is returned so
+ * that detach can report it.
+ */
+static int qimg_destroy(struct qimg_device *dev, bool from_work)
 {
 	int ret;
 
@@ -412,9 +431,11 @@ static void qimg_destroy(struct qimg_device *dev, bool from_work)
 		cancel_work_sync(&dev->autoclear_work);
 	del_gendisk(dev->disk);
 	ret = qimg_flush(dev);
-	if (ret)
-		pr_err("qimg%d: final flush failed (%d); metadata may be incomplete\n",
-		       dev->index, ret);
+	if (ret) {
+		pr_err("qimg%d: %s: final write-back failed (%d); recent writes may be lost, check the image\n",
+		       dev->index, dev->top.path ? dev->top.path : "?", ret);
+		ret = -EIO;
+	}
 	destroy_workqueue(dev->wq);
 	destroy_workqueue(dev->link_wq);
 	blk_mq_free_tag_set(&dev->tag_set);
@@ -422,6 +443,7 @@ static void qimg_destroy(struct qimg_device *dev, bool from_work)
 	pr_info("qimg%d: detached\n", dev->index);
 	qimg_device_free(dev);
 	module_put(THIS_MODULE);
+	return ret;
 }
 
 static void qimg_autoclear_work(struct work_struct *work)
@@ -453,9 +475,9 @@ int qimg_detach(int index)
 
 	mutex_lock(&qimg_ctl_mutex);
 	dev = idr_find(&qimg_idr, index);
-	if (!dev) {
+	if (!dev || dev->attaching) {
 		mutex_unlock(&qimg_ctl_mutex);
-		return -ENXIO;
+		return dev ? -EBUSY : -ENXIO;
 	}
 	mutex_lock(&dev->open_mutex);
 	if (dev->open_count) {
@@ -467,8 +489,7 @@ int qimg_detach(int index)
 	mutex_unlock(&dev->open_mutex);
 	idr_remove(&qimg_idr, index);
 	mutex_unlock(&qimg_ctl_mutex);
-	qimg_destroy(dev, false);
-	return 0;
+	return qimg_destroy(dev, false);
 }
 
 static int qimg_add_disk(struct qimg_device *dev)
@@ -548,10 +569,6 @@ static int qimg_attach_backing(struct qimg_device *dev,
 		file = fget(bfd.fd);
 		if (!file)
 			return -EBADF;
-		if (qimg_inode_busy(file_inode(file), false, false)) {
-			fput(file);
-			return -EBUSY;
-		}
 		img = kzalloc(sizeof(*img), GFP_KERNEL);
 		if (!img) {
 			fput(file);
@@ -573,24 +590,53 @@ static int qimg_attach_backing(struct qimg_device *dev,
 	return 0;
 }
 
-int qimg_attach(const struct qimg_attach *a)
+/*
+ * Does another device use an image of @dev's chain in a way that
+ * conflicts, or is the top image in its own backing chain?  With
+ * qimg_ctl_mutex held.
+ */
+static int qimg_chain_busy(struct qimg_device *dev, bool writable)
 {
-	bool writable = !(a->flags & QIMG_ATTACH_READ_ONLY);
-	struct qimg_device *dev;
-	struct file *file;
-	int ret;
+	struct inode *top = file_inode(dev->top.file);
+	struct qimg_image *img;
 
-	file = fget(a->fd);
-	if (!file)
-		return -EBADF;
-	dev = kzalloc(sizeof(*dev), GFP_KERNEL);
-	if (!dev) {
-		fput(file);
-		return -ENOMEM;
+	lockdep_assert_held(&qimg_ctl_mutex);
+	for (img = dev->top.backing; img; img = img->backing) {
+		if (file_inode(img->file) == top) {
+			pr_err("qimg: %s is its own backing file\n",
+			       dev->top.path ? dev->top.path : "?");
+			return -ELOOP;
+		}
+		if (qimg_inode_busy(file_inode(img->file), false, false)) {
+			pr_err("qimg: backing file %s is attached read-write\n",
+			       img->path ? img->path : "?");
+			return -EBUSY;
+		}
 	}
+	if (qimg_inode_busy(top, writable, true)) {
+		pr_err("qimg: %s is already attached%s\n",
+		       dev->top.path ? dev->top.path : "?",
+		       writable ? "" : " read-write");
+		return -EBUSY;
+	}
+	return 0;
+}
+
+static struct qimg_device *qimg_device_alloc(const struct qimg_attach *a)
+{
+	struct qimg_device *dev = kzalloc(sizeof(*dev), GFP_KERNEL);
+
+	if (!dev)
+		return NULL;
+	if (init_srcu_struct(&dev->io_srcu)) {
+		kfree(dev);
+		return NULL;
+	}
+	dev->io_srcu_ready = true;
 	dev->index = -1;
 	dev->flags = a->flags;
-	dev->read_only = !writable;
+	dev->writable = !(a->flags & QIMG_ATTACH_READ_ONLY);
+	dev->read_only = !dev->writable;
 	dev->l2_bytes = a->l2_cache_size ? a->l2_cache_size :
 			QIMG_DEFAULT_L2_CACHE;
 	dev->rc_bytes = a->refcount_cache_size ? a->refcount_cache_size :
@@ -601,59 +647,101 @@ int qimg_attach(const struct qimg_attach *a)
 	spin_lock_init(&dev->inflight_lock);
 	INIT_LIST_HEAD(&dev->inflight);
 	init_waitqueue_head(&dev->inflight_wq);
-	init_waitqueue_head(&dev->io_wq);
 	INIT_WORK(&dev->link_work, qimg_link_work);
 	init_llist_head(&dev->link_list);
 	INIT_WORK(&dev->autoclear_work, qimg_autoclear_work);
+	return dev;
+}
 
-	mutex_lock(&qimg_ctl_mutex);
-	ret = qimg_image_open(dev, &dev->top, file, QIMG_FMT_QCOW2,
-			      dev->l2_bytes, writable);
-	if (ret)
-		goto fail;
-	if (qimg_inode_busy(file_inode(file), writable, true)) {
-		pr_err("qimg: %s is already attached%s\n", dev->top.path,
-		       writable ? "" : " read-write");
-		ret = -EBUSY;
-		goto fail;
-	}
-	ret = qimg_attach_backing(dev, a);
-	if (ret)
-		goto fail;
-	if (writable) {
-		ret = qimg_load_reftable(dev);
-		if (ret)
-			goto fail;
-		ret = qimg_writable_autoclear(dev);
-		if (ret)
-			goto fail;
-	}
-
-	ret = idr_alloc(&qimg_idr, dev, 0, MINORMASK / QIMG_MINORS,
-			GFP_KERNEL);
-	if (ret < 0)
-		goto fail;
-	dev->index = ret;
+static int qimg_alloc_wqs(struct qimg_device *dev)
+{
 	dev->wq = alloc_workqueue("qimg%d", WQ_UNBOUND | WQ_MEM_RECLAIM, 0,
 				  dev->index);
 	dev->link_wq = alloc_workqueue("qimg%d_link",
 				       WQ_UNBOUND | WQ_MEM_RECLAIM, 0,
 				       dev->index);
-	if (!dev->wq || !dev->link_wq) {
-		if (dev->wq)
-			destroy_workqueue(dev->wq);
-		if (dev->link_wq)
-			destroy_workqueue(dev->link_wq);
-		ret = -ENOMEM;
+	if (dev->wq && dev->link_wq)
+		return 0;
+	if (dev->wq)
+		destroy_workqueue(dev->wq);
+	if (dev->link_wq)
+		destroy_workqueue(dev->link_wq);
+	dev->wq = NULL;
+	dev->link_wq = NULL;
+	return -ENOMEM;
+}
+
+/*
+ * Attach in three steps, so that qimg_ctl_mutex is never held across
+ * image-file I/O (a slow attach over NFS or FUSE must not stall every
+ * control operation):
+ *  1. open and validate the chain, without the mutex;
+ *  2. under the mutex: refuse conflicting uses, reserve the device number
+ *     (the device is in the idr but marked attaching: detach and GET_INFO
+ *     do not see it, later attaches do);
+ *  3. without the mutex: the writable set-up (header writes), @report
+ *     (the ioctl hands the number to the caller; an error undoes
+ *     everything while the device is still private), the gendisk; then,
+ *     under the mutex again, the device is published.
+ * Returns the device number or a negative errno.
+ */
+int qimg_attach(const struct qimg_attach *a, qimg_attach_report_t report,
+		void *arg)
+{
+	struct qimg_device *dev;
+	struct file *file;
+	int ret;
+
+	file = fget(a->fd);
+	if (!file)
+		return -EBADF;
+	dev = qimg_device_alloc(a);
+	if (!dev) {
+		fput(file);
+		return -ENOMEM;
+	}
+
+	ret = qimg_image_open(dev, &dev->top, file, QIMG_FMT_QCOW2,
+			      dev->l2_bytes, dev->writable);
+	if (ret)
+		goto fail;
+	ret = qimg_attach_backing(dev, a);
+	if (ret)
+		goto fail;
+
+	mutex_lock(&qimg_ctl_mutex);
+	ret = qimg_chain_busy(dev, dev->writable);
+	if (!ret) {
+		dev->attaching = true;
+		ret = idr_alloc(&qimg_idr, dev, 0, MINORMASK / QIMG_MINORS,
+				GFP_KERNEL);
+	}
+	mutex_unlock(&qimg_ctl_mutex);
+	if (ret < 0)
+		goto fail;
+	dev->index = ret;
+
+	if (dev->writable) {
+		ret = qimg_load_reftable(dev);
+		if (ret)
+			goto fail_idr;
+		ret = qimg_writable_autoclear(dev);
+		if (ret)
+			goto fail_idr;
+	}
+	ret = qimg_alloc_wqs(dev);
+	if (ret)
 		goto fail_idr;
+	if (report) {
+		ret = report(arg, dev->index);
+		if (ret)
+			goto fail_wq;
 	}
 	__module_get(THIS_MODULE);
 	ret = qimg_add_disk(dev);
 	if (ret) {
 		module_put(THIS_MODULE);
-		destroy_workqueue(dev->wq);
-		destroy_workqueue(dev->link_wq);
-		goto fail_idr;
+		goto fail_wq;
 	}
 	pr_info("qimg%d: attached %s (%llu bytes, cluster %llu%s%s%s)\n",
 		dev->index, dev->top.path ? dev->top.path : "?",
@@ -661,13 +749,19 @@ int qimg_attach(const struct qimg_attach *a)
 		dev->read_only ? ", read-only" : "",
 		dev->top.dio ? ", direct I/O" : "",
 		dev->nr_backing ? ", with backing chain" : "");
+	mutex_lock(&qimg_ctl_mutex);
+	dev->attaching = false;
 	mutex_unlock(&qimg_ctl_mutex);
 	return dev->index;
 
+fail_wq:
+	destroy_workqueue(dev->wq);
+	destroy_workqueue(dev->link_wq);
 fail_idr:
+	mutex_lock(&qimg_ctl_mutex);
 	idr_remove(&qimg_idr, dev->index);
-fail:
 	mutex_unlock(&qimg_ctl_mutex);
+fail:
 	qimg_device_free(dev);
 	return ret;
 }
@@ -685,11 +779,13 @@ int qimg_get_info(struct qimg_info *info)
 	int id = info->index;
 
 	mutex_lock(&qimg_ctl_mutex);
-	if (info->query == QIMG_QUERY_NEXT)
-		dev = idr_get_next(&qimg_idr, &id);
-	else
+	if (info->query == QIMG_QUERY_NEXT) {
+		while ((dev = idr_get_next(&qimg_idr, &id)) && dev->attaching)
+			id++;
+	} else {
 		dev = idr_find(&qimg_idr, id);
-	if (!dev) {
+	}
+	if (!dev || dev->attaching) {
 		mutex_unlock(&qimg_ctl_mutex);
 		return -ENXIO;
 	}

@@ -34,10 +34,9 @@
  * the entry elsewhere and queue the old host cluster for freeing while
  * that I/O is still in flight.  If the cluster were freed and allocated to
  * another guest cluster before the I/O landed, a stale write would corrupt
- * its new owner.  Such I/O is therefore counted (qimg_io_enter/exit) and
- * the frees wait for every I/O that started before the entries changed
- * (qimg_io_drain, from qimg_apply_frees).  Two counters alternate, like a
- * minimal SRCU that allows the exit to happen in the kiocb completion.
+ * its new owner.  Such I/O is therefore an SRCU read section
+ * (qimg_io_enter/exit) and the frees wait for every I/O that started
+ * before the entries changed (qimg_io_drain, from qimg_apply_frees).
  */
 #include <linux/ratelimit.h>
 #include <linux/mm.h>
@@ -189,45 +188,35 @@ static bool qimg_inflight_busy(struct qimg_device *dev, u64 cluster)
 }
 
 /*
- * Enter before looking up the host cluster an I/O will target; returns
- * the epoch to hand to qimg_io_exit() once that I/O has completed (any
- * context).  The full barrier orders our count before the lookup's loads:
- * either a concurrent drain sees the count, or we see the entry it waits
- * behind (classic store buffering, barriers on both sides).
+ * Data I/O aimed at a host cluster of the top image found by a lookup is
+ * an SRCU read section of dev->io_srcu, from before the lookup until the
+ * I/O has completed; the completion may run in another context (a kiocb's
+ * ki_complete), which srcu_down_read() allows.  qimg_io_drain() is the
+ * grace period: once it returns, no I/O that may have seen a mapping
+ * changed before the call is still in flight.  SRCU gives that guarantee
+ * for any interleaving, including a reader preempted between choosing its
+ * counter and incrementing it, which a hand-made pair of epoch counters
+ * does not.
  */
 int qimg_io_enter(struct qimg_device *dev)
 {
-	int epoch = READ_ONCE(dev->io_epoch) & 1;
-
-	atomic_inc(&dev->io_count[epoch]);
-	smp_mb__after_atomic();	/* count before lookup; pairs with drain */
-	return epoch;
+	return qimg_compat_srcu_down_read(&dev->io_srcu);
 }
 
-void qimg_io_exit(struct qimg_device *dev, int epoch)
+void qimg_io_exit(struct qimg_device *dev, int idx)
 {
-	/* wq_has_sleeper() has the barrier that pairs with wait_event(). */
-	if (atomic_dec_and_test(&dev->io_count[epoch]) &&
-	    wq_has_sleeper(&dev->io_wq))
-		wake_up_all(&dev->io_wq);
+	qimg_compat_srcu_up_read(&dev->io_srcu, idx);
 }
 
 /*
  * Wait for every counted I/O that may have looked up a mapping changed
- * before this call.  Called with dev->meta_lock held (which also
- * serialises drains); counted I/O never takes meta_lock, so it cannot
- * wait for us.  I/O entering after the flip counts in the other epoch and
- * sees the new entries.
+ * before this call.  Called with dev->meta_lock held; counted I/O never
+ * takes meta_lock, so it cannot wait for us.
  */
 void qimg_io_drain(struct qimg_device *dev)
 {
-	int old = dev->io_epoch & 1;
-
 	lockdep_assert_held(&dev->meta_lock);
-	smp_mb();	/* the entry changes before the flip */
-	WRITE_ONCE(dev->io_epoch, dev->io_epoch + 1);
-	smp_mb();	/* the flip before reading the old count */
-	wait_event(dev->io_wq, !atomic_read(&dev->io_count[old]));
+	synchronize_srcu_expedited(&dev->io_srcu);
 }
 
 /* Does the guest currently see only zeros in this cluster? */

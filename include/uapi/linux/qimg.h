@@ -94,6 +94,16 @@ struct qimg_detach {
 	__u64 __reserved[2];	/* must be zero */
 };
 
+/*
+ * Every struct starts with its size as the caller knows it: the module
+ * accepts any size from the first version's on (a newer, bigger struct's
+ * extra bytes must be zero, an older one's missing fields read as zero),
+ * and matches the commands below whatever size they encode.
+ */
+#define QIMG_ATTACH_SIZE_VER0	80
+#define QIMG_DETACH_SIZE_VER0	32
+#define QIMG_INFO_SIZE_VER0	2176
+
 #define QIMG_IOC_MAGIC		0xd5
 #define QIMG_CTL_ATTACH		_IOWR(QIMG_IOC_MAGIC, 0x00, struct qimg_attach)
 #define QIMG_CTL_DETACH		_IOW(QIMG_IOC_MAGIC, 0x01, struct qimg_detach)

@@ -921,14 +921,7 @@ fault_mr_detach() {
 	fw new.raw $((10 * M)) 262144 100000 || return 1
 	n0=$(dmesg | wc -l)
 	fault_mr_on || return 1
-	if out=$(timeout "$TO" "$QIMGCTL" detach "$DEV" 2>&1); then
-		# The ioctl may not carry the error; the kernel log must.
-		dmesg | tail -n +$((n0 + 1)) | grep -E "qimg[0-9]+: .*(flush|write-back|writeback).*fail" ||
-			{ echo "FAILED: detach lost the write-back error silently"; return 1; }
-	else
-		[ $? != 124 ] || { echo "FAILED: detach hung"; return 1; }
-		echo "detach said: $out"
-	fi
+	detach_must_fail "$DEV" "$n0" || return 1
 	fault_mr_off
 	[ ! -b "$DEV" ] || { echo "FAILED: $DEV still exists after detach"; return 1; }
 	fault_remount || return 1
@@ -1076,6 +1069,278 @@ if [ "$P" = qimg ] && [ -e "$DBG/fail_make_request" ] &&
 	TC_KBAD=$KBAD_FAULT tc "fault: every allocation in attach fails once (fail-nth)" \
 		fault_slab_attach
 fi
+
+# --- driver foundations: data safety and the control interface -------------
+#
+# Each case below was red on the driver before the fix it is named after
+# (issue "Driver foundations"); they run on every kernel.
+
+QIOCTL="python3 $HERE/qimg_ioctl.py"
+
+# detach_must_fail DEV N0: detach after a failed final write-back must
+# say so (non-zero exit, a message naming the failure), the device goes
+# away anyway, and the kernel log since line N0 names it too.
+detach_must_fail() {
+	local out rc
+	out=$(timeout "$TO" "$QIMGCTL" detach "$1" 2>&1)
+	rc=$?
+	echo "detach said ($rc): $out"
+	[ $rc != 124 ] || { echo "FAILED: detach hung"; return 1; }
+	[ $rc != 0 ] || { echo "FAILED: detach reported success after its write-back failed"; return 1; }
+	printf '%s\n' "$out" | grep -qi 'write-back' ||
+		{ echo "FAILED: detach's message does not say the write-back failed"; return 1; }
+	dmesg | tail -n +$(($2 + 1)) | grep -E "qimg[0-9]+: .*final write-back failed" ||
+		{ echo "FAILED: no kernel message about the failed write-back"; return 1; }
+	[ ! -b "$1" ] || { echo "FAILED: $1 still exists after detach"; return 1; }
+}
+
+# fsync_ro DEV: flush a (possibly read-only) device; its result is ours.
+fsync_ro() {
+	timeout "$TO" python3 -c 'import os, sys; os.fsync(os.open(sys.argv[1], os.O_RDONLY))' "$1"
+}
+
+# Defect 1: after corruption is found the device refuses new writes, but
+# the metadata of writes it already acknowledged must still reach the
+# disk: at the next flush (which only then reports success) and at detach.
+safe_corrupt_keeps_acked() {
+	local l1 l2 img=c.qcow2
+	run qemu-img create -q -f qcow2 "$img" 16M || return 1
+	run qemu-io -f qcow2 -c 'write -P 0x61 0 64k' -c 'write -P 0x62 8M 64k' "$img" >/dev/null || return 1
+	l1=$((16#$(be_read "$img" 40 8)))
+	l2=$(( (16#$(be_read "$img" "$l1" 8)) & 0x00fffffffffffe00 ))
+	# Guest cluster 128 (8M) points far past the end of the file.
+	be_write64 "$img" $((l2 + 128 * 8)) $(( (1 << 63) | (1 << 44) ))
+	q_attach "$img" || return 1
+	# Acknowledged, not flushed: two allocating writes.
+	fw "$DEV" $((2 * M)) 65536 0 oflag=direct || return 1
+	fw "$DEV" $((4 * M)) 4096 70000 oflag=direct || return 1
+	if dd if="$DEV" of=/dev/null bs=64k skip=128 count=1 iflag=direct status=none 2>/dev/null; then
+		echo "FAILED: read of the bad cluster succeeded"
+		return 1
+	fi
+	dmesg | grep -q "qimg[0-9]*: corrupt metadata" || { echo "FAILED: corruption not reported"; return 1; }
+	[ "$(blockdev --getro "$DEV")" = 1 ] || { echo "FAILED: $DEV not read-only after corruption"; return 1; }
+	if fw "$DEV" $((6 * M)) 4096 0 oflag=direct 2>/dev/null; then
+		echo "FAILED: a new write after corruption succeeded"
+		return 1
+	fi
+	run fsync_ro "$DEV" || { echo "FAILED: flush after corruption failed"; return 1; }
+	# The flush succeeded: what it covered must be on disk now.
+	dd if="$W/rnd" of=want bs=65536 count=1 status=none
+	run qemu-img dd -U -f qcow2 -O raw if="$img" of=got bs=65536 skip=32 count=1 || return 1
+	if ! cmp -s got want; then
+		echo "FAILED: data acknowledged before the corruption is not in the image after a successful flush"
+		return 1
+	fi
+	q_detach "$DEV" || return 1
+	# Detach wrote the rest: both writes are there, and the corrupt bit.
+	dd if="$W/rnd" of=want bs=1 skip=70000 count=4096 status=none
+	run qemu-img dd -U -f qcow2 -O raw if="$img" of=got bs=4096 skip=1024 count=1 || return 1
+	cmp -s got want || { echo "FAILED: acknowledged write lost at detach"; return 1; }
+	[ $(( 16#$(be_read "$img" 72 8) & 2 )) = 2 ] || { echo "FAILED: corrupt bit not set"; return 1; }
+	rm -f got want
+}
+tc "safety: writes acknowledged before corruption was found survive flush and detach" safe_corrupt_keeps_acked
+
+# Defect 3: the image descriptor's open flags must not reach our I/O.
+safe_open_flags() {
+	local out idx
+	run qemu-img create -q -f qcow2 f.qcow2 16M || return 1
+	cp f.qcow2 f.orig
+	if out=$($QIOCTL attach f.qcow2 --open append); then
+		echo "FAILED: a descriptor opened with O_APPEND was attached read-write ($out)"
+		"$QIMGCTL" detach -a >/dev/null 2>&1
+		return 1
+	fi
+	[ "$out" = "errno EINVAL" ] || { echo "FAILED: O_APPEND refused with $out, not EINVAL"; return 1; }
+	dmesg | tail -n 5 | grep -q "O_APPEND" || { echo "FAILED: no message about O_APPEND"; return 1; }
+	cmp -s f.qcow2 f.orig || { echo "FAILED: refused attach changed the image"; return 1; }
+	# Read-only with O_APPEND is harmless.
+	idx=$($QIOCTL attach f.qcow2 --ro --open append) || { echo "FAILED: read-only attach: $idx"; return 1; }
+	q_detach "/dev/${P}$idx" || return 1
+	# O_DIRECT and O_DSYNC on the descriptor: tables still written in place.
+	idx=$($QIOCTL attach f.qcow2 --open direct,dsync) || { echo "FAILED: attach with O_DIRECT: $idx"; return 1; }
+	DEV=/dev/${P}$idx
+	for _ in $(seq 50); do [ -b "$DEV" ] && break; sleep 0.1; done
+	cp "$W/rnd" ref.raw && truncate -s 16M ref.raw
+	run dd if="$W/rnd" of="$DEV" bs=1M count=1 oflag=direct conv=fsync status=none || return 1
+	fw "$DEV" $((9 * M)) 3000 5 conv=fsync || return 1
+	fw ref.raw $((9 * M)) 3000 5 || return 1
+	q_detach "$DEV" || return 1
+	run qemu-img check -q f.qcow2 || return 1
+	run qemu-img compare -q -f qcow2 -F raw f.qcow2 ref.raw
+}
+tc "safety: O_APPEND descriptors refused, O_DIRECT/O_DSYNC ones write tables in place" safe_open_flags
+
+# Defect 4: the workers that write the image file carry PF_LOCAL_THROTTLE
+# (and PF_MEMALLOC_NOIO), as loop's do, seen in /proc/PID/stat while
+# they run our work.
+safe_worker_flags() {
+	local pid seen=0 bad=0 st flags
+	run qemu-img create -q -f qcow2 w.qcow2 256M || return 1
+	q_attach w.qcow2 || return 1
+	timeout 60 fio --name=w --filename="$DEV" --rw=randwrite --bs=4k --size=128M \
+		--ioengine=libaio --iodepth=16 --direct=1 --time_based --runtime=6 \
+		--output=/dev/null &
+	pid=$!
+	for _ in $(seq 300); do
+		for st in /proc/[0-9]*/stat; do
+			read -r line <"$st" 2>/dev/null || continue
+			case $line in *"-${DEV#/dev/})"*|*"-${DEV#/dev/}_link)"*) ;; *) continue ;; esac
+			flags=$(echo "${line##*) }" | awk '{print $7}')
+			seen=$((seen + 1))
+			if [ $(( flags & 0x00100000 )) = 0 ] || [ $(( flags & 0x00080000 )) = 0 ]; then
+				bad=$((bad + 1))
+				echo "worker without PF_LOCAL_THROTTLE|PF_MEMALLOC_NOIO: $line"
+			fi
+		done
+		[ $seen -ge 20 ] && break
+		kill -0 $pid 2>/dev/null || break
+	done
+	wait $pid
+	q_detach "$DEV" || return 1
+	echo "worker samples: $seen, without the flags: $bad"
+	[ $seen -gt 0 ] || { echo "FAILED: never saw a worker running our work"; return 1; }
+	[ $bad = 0 ] || { echo "FAILED: image-file writers lack PF_LOCAL_THROTTLE"; return 1; }
+}
+tc "safety: image-file writers run with PF_LOCAL_THROTTLE and PF_MEMALLOC_NOIO" safe_worker_flags
+
+# Defect 4: asynchronous writes hold freeze protection of the image's file
+# system: while it is frozen, a write to the device waits.
+safe_freeze() {
+	local img=$FMNT/z.qcow2 pid
+	run qemu-img create -q -f qcow2 "$img" 16M || return 1
+	run qemu-io -f qcow2 -c 'write -P 0x33 0 1M' "$img" >/dev/null || return 1
+	q_attach "$img" || return 1
+	run fsfreeze -f "$FMNT" || return 1
+	fw "$DEV" 65536 4096 0 oflag=direct &
+	pid=$!
+	sleep 3
+	if ! kill -0 $pid 2>/dev/null; then
+		fsfreeze -u "$FMNT"
+		wait $pid
+		echo "FAILED: a direct write to an allocated cluster completed while the image's file system was frozen"
+		return 1
+	fi
+	run fsfreeze -u "$FMNT" || return 1
+	wait $pid || { echo "FAILED: the write failed after thawing"; return 1; }
+	q_detach "$DEV" || return 1
+	run qemu-img check -q "$img"
+}
+tc "safety: writes wait while the image's file system is frozen" fault_on_disk safe_freeze
+
+# Defect 4: the image-file I/O of a request is charged to the submitter's
+# cgroup (io.stat of that cgroup shows the scratch disk), as loop does.
+safe_blkcg() {
+	local cg=/sys/fs/cgroup majmin rc
+	mountpoint -q $cg || mount -t cgroup2 none $cg || { echo "FAILED: no cgroup2"; return 1; }
+	grep -qw io $cg/cgroup.controllers || { echo "FAILED: no io controller"; return 1; }
+	echo +io >$cg/cgroup.subtree_control 2>/dev/null
+	mkdir -p $cg/qimgt
+	run qemu-img create -q -f qcow2 g.qcow2 64M || return 1
+	q_attach g.qcow2 || return 1
+	majmin=$(findmnt -no MAJ:MIN -T "$W" | tr -d ' ')
+	sh -c "echo \$\$ >$cg/qimgt/cgroup.procs && exec dd if=$W/rnd of=$DEV bs=64k count=16 oflag=direct status=none"
+	rc=$?
+	q_detach "$DEV" || return 1
+	[ $rc = 0 ] || { echo "FAILED: dd in the cgroup"; return 1; }
+	echo "io.stat: $(cat $cg/qimgt/io.stat)"
+	grep -q "^$majmin .*wbytes=[1-9]" $cg/qimgt/io.stat ||
+		{ echo "FAILED: image writes ($majmin) not charged to the writer's cgroup"; rmdir $cg/qimgt; return 1; }
+	rmdir $cg/qimgt
+}
+tc "safety: image-file I/O is charged to the submitter's blkcg" safe_blkcg
+
+# Defect 5: the image's disk fails after the writes were acknowledged (a
+# dm table switched to "error"; stock kernels): detach must report it.
+safe_detach_fails() {
+	local loopd sectors img=$FMNT/d.qcow2 n0
+	run truncate -s 80M "$W/dmdisk.img" || return 1
+	loopd=$(losetup -f --show "$W/dmdisk.img") || return 1
+	sectors=$(blockdev --getsz "$loopd")
+	run dmsetup create qimgflt --table "0 $sectors linear $loopd 0" || { losetup -d "$loopd"; return 1; }
+	(
+		set -e
+		mkfs.ext4 -q -F -O ^has_journal /dev/mapper/qimgflt
+		mkdir -p "$FMNT"
+		mount -o noatime,errors=continue /dev/mapper/qimgflt "$FMNT"
+	) || { echo "FAILED: cannot set up the dm disk"; dmsetup remove qimgflt; losetup -d "$loopd"; return 1; }
+	rc=0
+	run qemu-img create -q -f qcow2 "$img" 32M && q_attach "$img" &&
+		fw "$DEV" $M 262144 0 oflag=direct || rc=1
+	if [ $rc = 0 ]; then
+		n0=$(dmesg | wc -l)
+		dmsetup suspend --nolockfs --noflush qimgflt &&
+			dmsetup load qimgflt --table "0 $sectors error" &&
+			dmsetup resume qimgflt || rc=1
+		[ $rc = 0 ] && { detach_must_fail "$DEV" "$n0" || rc=1; }
+	fi
+	"$QIMGCTL" detach -a >/dev/null 2>&1
+	umount "$FMNT" 2>/dev/null
+	dmsetup remove qimgflt
+	losetup -d "$loopd"
+	rm -f "$W/dmdisk.img"
+	return $rc
+}
+TC_KBAD=$KBAD_FAULT tc "safety: detach reports a failed final write-back (dm error)" safe_detach_fails
+
+# Defect 7: struct sizes of other qimgctl versions.
+ctl_versioned_structs() {
+	local idx out
+	run qemu-img create -q -f qcow2 v.qcow2 16M || return 1
+	# A newer caller: a bigger struct whose unknown tail is zero, and a
+	# command number that encodes that size.
+	idx=$($QIOCTL attach v.qcow2 --size 96 --cmd-size 96) || { echo "FAILED: 96-byte attach: $idx"; return 1; }
+	out=$($QIOCTL info "$idx" --size 2200) || { echo "FAILED: 2200-byte info: $out"; return 1; }
+	case $out in "$idx $W/v.qcow2 2176") ;; *) echo "FAILED: info said: $out"; return 1 ;; esac
+	out=$($QIOCTL detach "$idx" --size 48) || { echo "FAILED: 48-byte detach: $out"; return 1; }
+	# Non-zero bytes the module does not know: E2BIG, nothing attached.
+	out=$($QIOCTL attach v.qcow2 --size 96 --tail 01)
+	[ "$out" = "errno E2BIG" ] || { echo "FAILED: unknown non-zero tail gave: $out"; return 1; }
+	# Smaller than the first version: EINVAL.
+	out=$($QIOCTL attach v.qcow2 --size 40)
+	[ "$out" = "errno EINVAL" ] || { echo "FAILED: 40-byte attach gave: $out"; return 1; }
+	! ls /dev/${P}[0-9]* >/dev/null 2>&1 || { echo "FAILED: a device was left behind"; ls /dev/${P}*; return 1; }
+}
+tc "control: ioctl structs of older and newer sizes" ctl_versioned_structs
+
+# Defect 7: the number cannot be handed back (read-only argument memory):
+# the attach is undone by the kernel itself, other devices untouched.
+ctl_attach_efault() {
+	local out
+	run qemu-img create -q -f qcow2 e1.qcow2 16M || return 1
+	run qemu-img create -q -f qcow2 e2.qcow2 16M || return 1
+	q_attach e1.qcow2 || return 1
+	out=$($QIOCTL attach e2.qcow2 --ro-arg)
+	[ "$out" = "errno EFAULT" ] || { echo "FAILED: attach with read-only argument gave: $out"; return 1; }
+	[ -b "$DEV" ] || { echo "FAILED: $DEV vanished"; return 1; }
+	[ "$(ls /dev/${P}[0-9]* | wc -l)" = 1 ] || { echo "FAILED: devices: $(ls /dev/${P}*)"; return 1; }
+	q_detach "$DEV"
+}
+tc "control: attach whose result cannot be copied back leaves nothing" ctl_attach_efault
+
+# Defect 7: the control mutex is not held across image I/O: an attach
+# stuck writing the image (its file system frozen) does not block list.
+ctl_slow_attach() {
+	local img=$FMNT/s.qcow2 pid rc=0
+	run qemu-img create -q -f qcow2 "$img" 16M || return 1
+	# A persistent bitmap: a read-write attach must write the image first.
+	run qemu-img bitmap --add "$img" b0 || return 1
+	run fsfreeze -f "$FMNT" || return 1
+	timeout 60 "$QIMGCTL" attach "$img" >att.out 2>&1 &
+	pid=$!
+	sleep 3
+	kill -0 $pid 2>/dev/null || { echo "attach did not block: $(cat att.out)"; }
+	if ! timeout 10 "$QIMGCTL" list >/dev/null 2>&1; then
+		echo "FAILED: qimgctl list blocked behind an attach writing to a frozen file system"
+		rc=1
+	fi
+	fsfreeze -u "$FMNT"
+	wait $pid || { echo "FAILED: attach after thawing: $(cat att.out)"; rc=1; }
+	"$QIMGCTL" detach -a >/dev/null 2>&1
+	return $rc
+}
+tc "control: a slow attach does not block other control operations" fault_on_disk ctl_slow_attach
 
 # --- a first performance figure (not a test) --------------------------------
 
