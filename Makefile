@@ -95,7 +95,8 @@ deps:
 
 check-build: $(B)/qimgctl $(B)/san/qimgctl $(B)/san/test_fmt $(B)/fuzz/fuzz_header modules-all
 
-SUITES := tools/testing/unit/run \
+SUITES := tools/testing/selftest/run \
+	tools/testing/unit/run \
 	tools/testing/lint/run \
 	tools/testing/fuzz/run \
 	tools/testing/xcheck/run \

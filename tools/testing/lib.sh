@@ -1,10 +1,13 @@
 # shellcheck shell=bash
 # Helpers shared by the test suites.  Every suite reports each case as one
-# TAP-style line, "ok - NAME" or "not ok - NAME: why", on stdout; run-all
-# counts those lines, so a case that is not printed was not run.
+# TAP-style line, "ok - NAME", "not ok - NAME: why" or, for a case that did
+# not run, "ok - NAME # SKIP why", on stdout; run-all counts those lines
+# (a skip as skipped, never as passed), so a case that is not printed was
+# not run.
 
 T_PASSED=0
 T_FAILED=0
+T_SKIPPED=0
 
 # QIMG_T_PREFIX tags case names when a suite runs more than once (e.g. on
 # two kernels).
@@ -16,6 +19,15 @@ t_pass() {
 t_fail() {
 	echo "not ok - ${QIMG_T_PREFIX:-}$*"
 	T_FAILED=$((T_FAILED + 1))
+}
+
+# t_skip NAME WHY...: the case did not run (a missing tool, a feature the
+# driver refuses by design).  TAP's SKIP directive: counted apart.
+t_skip() {
+	local name=$1
+	shift
+	echo "ok - ${QIMG_T_PREFIX:-}$name # SKIP ${*:-no reason given}"
+	T_SKIPPED=$((T_SKIPPED + 1))
 }
 
 # t_check NAME CMD...: run CMD, pass if it exits 0; its output is shown
@@ -33,6 +45,6 @@ t_check() {
 
 # Exit status for the end of a suite.
 t_done() {
-	echo "# $T_PASSED passed, $T_FAILED failed"
+	echo "# $T_PASSED passed, $T_FAILED failed, $T_SKIPPED skipped"
 	[ "$T_FAILED" -eq 0 ]
 }

@@ -97,7 +97,7 @@ if [ -n "${QIMGCTL:-}" ] && [ -x "$QIMGCTL" ] && [ -n "${QIMG_SCRATCH:-}" ]; the
 	}
 	t_check "$T: attach, write, detach, qemu-img check" smoke
 else
-	echo "# $T: attach smoke test skipped (no QIMGCTL or scratch disk)"
+	t_skip "$T: attach, write, detach, qemu-img check" "no QIMGCTL or scratch disk"
 fi
 
 if out=$(rmmod qimg 2>&1); then

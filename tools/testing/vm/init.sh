@@ -11,6 +11,9 @@
 #   QV_MODE     run | shell
 #   QV_SHARE    host directory exported read-write with mount_tag "share",
 #               mounted at the same path inside the guest
+#   QV_TMPFS    directories that get a fresh tmpfs (/tmp /run /mnt /var/tmp)
+# /qimg-keep.list: host directories under those (one per line) that the run
+# needs, e.g. a repository cloned under /tmp: bound back at the same path.
 #   QV_MODULE   path (host view) of a .ko to insmod, or empty
 #   QV_MODULE_REQUIRED  1: failing to load it is fatal
 #   QV_SCRATCH  1: /dev/vda is the scratch disk, mkfs.ext4 + mount it;
@@ -70,11 +73,34 @@ mkdir -p $R/dev/pts $R/dev/shm 2>/dev/null
 mount -t devpts devpts $R/dev/pts 2>/dev/null
 mount -t tmpfs tmpfs $R/dev/shm 2>/dev/null
 mount -t debugfs debugfs $R/sys/kernel/debug 2>/dev/null
-for d in /tmp /run /mnt /var/tmp; do
+# A host directory under one of the tmpfs dirs that the run needs is set
+# aside first (a bind of the host's view of it, writable through the
+# overlay just like any other path outside the share) and bound back at
+# the same path once the tmpfs is there.
+QV_TMPFS=${QV_TMPFS:-/tmp /run /mnt /var/tmp}
+nkeep=0
+if [ -f /qimg-keep.list ]; then
+	while IFS= read -r p; do
+		[ -n "$p" ] || continue
+		[ -d "$R$p" ] || fail "host directory $p is not visible in the guest"
+		nkeep=$((nkeep + 1))
+		mkdir -p /keep/$nkeep
+		mount --bind "$R$p" /keep/$nkeep || fail "cannot set $p aside"
+		printf '%s\n' "$p" >/keep/$nkeep.path
+	done </qimg-keep.list
+fi
+for d in $QV_TMPFS; do
 	mount -t tmpfs -o mode=1777 tmpfs $R$d || fail "tmpfs on $d"
 done
 chmod 755 $R/run $R/mnt
 mkdir -p $R/run/lock $R/run/qimg-vm
+i=1
+while [ $i -le $nkeep ]; do
+	p=$(cat /keep/$i.path)
+	mkdir -p "$R$p" && mount --bind /keep/$i "$R$p" ||
+		fail "cannot bind $p back over the tmpfs"
+	i=$((i + 1))
+done
 
 if [ -n "$QV_SHARE" ]; then
 	mkdir -p "$R$QV_SHARE" 2>/dev/null

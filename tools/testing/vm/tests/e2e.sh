@@ -187,7 +187,7 @@ tc() {
 		local skip
 		skip=$(printf '%s\n' "$out" | sed -n 's/^SKIP-UNSUPPORTED: //p' | head -n 1)
 		if [ -n "$skip" ]; then
-			t_pass "$name # SKIP refused cleanly: $skip"
+			t_skip "$name" "refused cleanly: $skip"
 		else
 			t_pass "$name"
 		fi
