@@ -351,6 +351,9 @@ static int qimgctl_detach_index(int ctl, uint32_t index)
 				    index);
 		else if (e == ENXIO)
 			qimgctl_err("/dev/qimg%u is not attached", index);
+		else if (e == EIO)
+			qimgctl_err("/dev/qimg%u detached, but its final write-back failed (%s): recent writes may be lost; check the image",
+				    index, strerror(e));
 		else
 			qimgctl_err("/dev/qimg%u: detach failed: %s", index,
 				    strerror(e));
