@@ -16,7 +16,10 @@
 #include <linux/blkdev.h>
 #include <linux/fdtable.h>
 #include <linux/file.h>
+#include <linux/delay.h>
 #include <linux/fs.h>
+#include <linux/kthread.h>
+#include <linux/sched/task.h>
 #include <linux/qimg.h>
 #include "qimg_kunit.h"
 #include "qimg.h"
@@ -484,6 +487,85 @@ static void qimg_dev_discard_waits_for_io(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, rc, 0ULL);
 }
 
+/*
+ * The I/O-section contract behind deferred frees, raced: readers enter,
+ * load the current object, dawdle, check it was not freed, and exit; the
+ * writer swaps the object, drains, and only then marks the old one freed
+ * (as qimg_apply_frees() drops a refcount).  A reader must never see its
+ * object freed, however enter() interleaves with the drains.
+ */
+struct qimg_t_race {
+	struct qimg_device *dev;
+	atomic_t obj_freed[2];
+	int cur;			/* READ_ONCE: the live object */
+	atomic_t violations;
+	atomic_t sections;
+	bool stop;
+};
+
+static int qimg_t_race_reader(void *arg)
+{
+	struct qimg_t_race *r = arg;
+	unsigned int n = 0;
+
+	while (!READ_ONCE(r->stop)) {
+		int idx = qimg_io_enter(r->dev);
+		int o = READ_ONCE(r->cur);
+
+		if (++n % 3)
+			ndelay(200 * (n % 7));
+		else
+			cond_resched();
+		if (atomic_read(&r->obj_freed[o]))
+			atomic_inc(&r->violations);
+		qimg_io_exit(r->dev, idx);
+		atomic_inc(&r->sections);
+	}
+	return 0;
+}
+
+static void qimg_dev_io_drain_race(struct kunit *test)
+{
+	struct qimg_t_dev *d = test->priv;
+	struct task_struct *t[4];
+	struct qimg_t_race *r;
+	unsigned long end;
+	int i, swaps = 0;
+
+	r = kunit_kzalloc(test, sizeof(*r), GFP_KERNEL);
+	KUNIT_ASSERT_NOT_NULL(test, r);
+	qimg_t_make_image(test, d->file);
+	qimg_t_up(test, d);
+	r->dev = d->bdev->bd_disk->private_data;
+	for (i = 0; i < ARRAY_SIZE(t); i++) {
+		t[i] = kthread_run(qimg_t_race_reader, r, "qimg_race%d", i);
+		KUNIT_ASSERT_FALSE(test, IS_ERR(t[i]));
+		get_task_struct(t[i]);
+	}
+	end = jiffies + 2 * HZ;
+	while (time_before(jiffies, end)) {
+		int old = r->cur;
+
+		mutex_lock(&r->dev->meta_lock);
+		atomic_set(&r->obj_freed[!old], 0);
+		WRITE_ONCE(r->cur, !old);
+		qimg_io_drain(r->dev);
+		atomic_set(&r->obj_freed[old], 1);
+		mutex_unlock(&r->dev->meta_lock);
+		swaps++;
+		cond_resched();
+	}
+	WRITE_ONCE(r->stop, true);
+	for (i = 0; i < ARRAY_SIZE(t); i++) {
+		kthread_stop(t[i]);
+		put_task_struct(t[i]);
+	}
+	kunit_info(test, "%d drains, %d read sections\n", swaps,
+		   atomic_read(&r->sections));
+	KUNIT_EXPECT_GT(test, swaps, 10);
+	KUNIT_EXPECT_EQ(test, atomic_read(&r->violations), 0);
+}
+
 static struct kunit_case qimg_dev_cases[] = {
 	KUNIT_CASE(qimg_dev_attach_corrupt),
 	KUNIT_CASE(qimg_dev_read_holes),
@@ -491,6 +573,7 @@ static struct kunit_case qimg_dev_cases[] = {
 	KUNIT_CASE(qimg_dev_parallel_writes),
 	KUNIT_CASE(qimg_dev_read_only),
 	KUNIT_CASE(qimg_dev_discard_waits_for_io),
+	KUNIT_CASE(qimg_dev_io_drain_race),
 	{}
 };
 

@@ -844,33 +844,50 @@ static void qimg_cmd_cgroups(struct qimg_cmd *cmd)
 #endif
 }
 
+/* Run as the submitter's cgroups; returns what qimg_cmd_cg_end() needs. */
+static struct mem_cgroup *qimg_cmd_cg_begin(struct qimg_cmd *cmd)
+{
+	struct mem_cgroup *old = NULL;
+
+	if (cmd->blkcg_css)
+		kthread_associate_blkcg(cmd->blkcg_css);
+#ifdef CONFIG_MEMCG
+	if (cmd->memcg_css)
+		old = set_active_memcg(mem_cgroup_from_css(cmd->memcg_css));
+#endif
+	return old;
+}
+
+/* @memcg_css, @blkcg_css: copies taken before the request could end. */
+static void qimg_cmd_cg_end(struct cgroup_subsys_state *blkcg_css,
+			    struct cgroup_subsys_state *memcg_css,
+			    struct mem_cgroup *old)
+{
+#ifdef CONFIG_MEMCG
+	if (memcg_css) {
+		set_active_memcg(old);
+		css_put(memcg_css);
+	}
+#endif
+	if (blkcg_css)
+		kthread_associate_blkcg(NULL);
+}
+
 static void qimg_cmd_work(struct work_struct *work)
 {
 	struct qimg_cmd *cmd = container_of(work, struct qimg_cmd, work);
 	struct qimg_device *dev = cmd->rq->q->queuedata;
 	struct cgroup_subsys_state *memcg_css = cmd->memcg_css;
 	struct cgroup_subsys_state *blkcg_css = cmd->blkcg_css;
-	struct mem_cgroup *old_memcg = NULL;
+	struct mem_cgroup *old_memcg;
 	unsigned int pflags;
 	int ret;
 
 	pflags = qimg_writer_begin();
-	if (blkcg_css)
-		kthread_associate_blkcg(blkcg_css);
-#ifdef CONFIG_MEMCG
-	if (memcg_css)
-		old_memcg = set_active_memcg(mem_cgroup_from_css(memcg_css));
-#endif
+	old_memcg = qimg_cmd_cg_begin(cmd);
 	/* Once handed off, cmd may complete (and be reused) at any time. */
 	ret = qimg_handle_rq(dev, cmd);
-#ifdef CONFIG_MEMCG
-	if (memcg_css) {
-		set_active_memcg(old_memcg);
-		css_put(memcg_css);
-	}
-#endif
-	if (blkcg_css)
-		kthread_associate_blkcg(NULL);
+	qimg_cmd_cg_end(blkcg_css, memcg_css, old_memcg);
 	qimg_writer_end(pflags);
 	if (ret != -EIOCBQUEUED)
 		qimg_rq_done(dev, cmd, ret);
