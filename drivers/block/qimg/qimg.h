@@ -208,7 +208,10 @@ struct qimg_cmd {
 
 /* qimg_main.c */
 extern struct mutex qimg_ctl_mutex;
-/* Told the device number before the disk goes live; an error undoes. */
+/*
+ * Told the device number before the disk goes live (@arg is the caller's,
+ * passed through); an error undoes the attach.
+ */
 typedef int (*qimg_attach_report_t)(void *arg, int index);
 int qimg_attach(const struct qimg_attach *a, qimg_attach_report_t report,
 		void *arg);

@@ -33,17 +33,22 @@ static int qimg_copy_in(void *dst, size_t ksize, size_t min,
 	return copy_struct_from_user(dst, ksize, uarg, *usize);
 }
 
+struct qimg_report_ctx {
+	struct qimg_attach __user *ua;
+};
+
 /* Hand the device number to the caller before the disk goes live. */
 static int qimg_report_index(void *arg, int index)
 {
-	struct qimg_attach __user *ua = arg;
+	struct qimg_report_ctx *ctx = arg;
 	u32 idx = index;
 
-	return put_user(idx, &ua->index) ? -EFAULT : 0;
+	return put_user(idx, &ctx->ua->index) ? -EFAULT : 0;
 }
 
 static long qimg_ioctl_attach(void __user *uarg)
 {
+	struct qimg_report_ctx ctx;
 	struct qimg_attach a;
 	u32 usize;
 	int ret;
@@ -57,7 +62,8 @@ static long qimg_ioctl_attach(void __user *uarg)
 	    a.l2_cache_size > QIMG_MAX_CACHE_BYTES ||
 	    a.refcount_cache_size > QIMG_MAX_CACHE_BYTES)
 		return -EINVAL;
-	ret = qimg_attach(&a, qimg_report_index, uarg);
+	ctx.ua = uarg;
+	ret = qimg_attach(&a, qimg_report_index, &ctx);
 	return ret < 0 ? ret : 0;
 }
 

@@ -200,11 +200,16 @@ static bool qimg_inflight_busy(struct qimg_device *dev, u64 cluster)
  */
 int qimg_io_enter(struct qimg_device *dev)
 {
-	return qimg_compat_srcu_down_read(&dev->io_srcu);
+	int idx = qimg_compat_srcu_down_read(&dev->io_srcu);
+
+	/* For sparse: the section ends in qimg_io_exit(), maybe elsewhere. */
+	__release(&dev->io_srcu);
+	return idx;
 }
 
 void qimg_io_exit(struct qimg_device *dev, int idx)
 {
+	__acquire(&dev->io_srcu);
 	qimg_compat_srcu_up_read(&dev->io_srcu, idx);
 }
 
