@@ -22,7 +22,13 @@
 #include <linux/sched/task.h>
 #include <linux/qimg.h>
 #include "qimg_kunit.h"
-#include "qimg.h"
+#include "qimg_file.h"
+#include "qimg_cache.h"
+#include "qimg_meta.h"
+#include "qimg_refcount.h"
+#include "qimg_map.h"
+#include "qimg_rq.h"
+#include "qimg_dev.h"
 
 #define QIMG_T_CB	16
 #define QIMG_T_CS	BIT(QIMG_T_CB)

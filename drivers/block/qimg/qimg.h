@@ -1,6 +1,21 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * qimg driver internals.
+ * qimg driver internals: the types every layer shares.  Each layer
+ * declares its functions in its own header, bottom up:
+ *
+ *   qimg_fmt.h       on-disk format core, no I/O (shared with userspace)
+ *   qimg_file.h      backing-file I/O, decompression, SRCU I/O sections
+ *   qimg_cache.h     L2 / refcount-block cache
+ *   qimg_meta.h      metadata changes, ordered write-back, failure state
+ *   qimg_refcount.h  refcounts, allocation, deferred frees
+ *   qimg_map.h       guest -> host mapping, allocation, COW, guest reads
+ *   qimg_rq.h        blk-mq requests, flush
+ *   qimg_dev.h       attach / detach / info, the gendisk, sysfs
+ *   (qimg_ioctl.c)   control device and module init, on top
+ *
+ * A file includes only its own layer's header and those below.  A lower
+ * layer reaches up only through a callback it was given
+ * (struct qimg_meta_ops, the attach report callback).
  *
  * Lock order (outermost first); see qimg_main.c for the details:
  *   qimg_ctl_mutex          global: device idr, attach/detach/info
@@ -40,6 +55,7 @@
 #define QIMG_STATE_WB_FAILED		1	/* metadata write-back failed: read-only */
 
 struct qimg_image;
+struct qimg_meta_ops;
 
 /*
  * A cluster allocation whose data I/O runs without dev->meta_lock: the
@@ -144,6 +160,7 @@ struct qimg_device {
 	u64 rt_dirty_lo, rt_dirty_hi;
 	u64 free_hint;			/* cluster index to start searching */
 	struct list_head pending_frees;	/* struct qimg_pending_free */
+	const struct qimg_meta_ops *meta_ops;	/* hooks of the layers above */
 	struct mutex meta_lock;		/* metadata mutation, allocation */
 	unsigned int meta_depth;	/* open qimg_meta_begin groups */
 	spinlock_t inflight_lock;	/* inflight list */
@@ -205,95 +222,5 @@ struct qimg_cmd {
 	struct llist_node link_node;	/* on dev->link_list */
 	struct qimg_alloc alloc;
 };
-
-/* qimg_main.c */
-extern struct mutex qimg_ctl_mutex;
-/*
- * Told the device number before the disk goes live (@arg is the caller's,
- * passed through); an error undoes the attach.
- */
-typedef int (*qimg_attach_report_t)(void *arg, int index);
-int qimg_attach(const struct qimg_attach *a, qimg_attach_report_t report,
-		void *arg);
-int qimg_detach(int index);
-int qimg_get_info(struct qimg_info *info);
-void qimg_mark_corrupt(struct qimg_device *dev, const char *fmt, ...)
-	__printf(2, 3);
-
-/* qimg_ioctl.c */
-long qimg_ctl_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
-
-/* qimg_io.c */
-extern const struct blk_mq_ops qimg_mq_ops;
-void qimg_link_work(struct work_struct *work);
-int qimg_kread(struct file *file, void *buf, size_t len, u64 pos);
-int qimg_kwrite(struct file *file, const void *buf, size_t len, u64 pos);
-int qimg_read_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it);
-int qimg_write_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it);
-int qimg_read_guest(struct qimg_image *img, u64 off, struct iov_iter *it);
-int qimg_read_guest_buf(struct qimg_image *img, u64 off, void *buf,
-			size_t len);
-int qimg_decompress(struct qimg_image *img, const struct qimg_l2_entry *e,
-		    void *out);
-int qimg_flush(struct qimg_device *dev);
-unsigned int qimg_writer_begin(void);
-void qimg_writer_end(unsigned int old);
-
-/* qimg_map.c */
-int qimg_map_lookup(struct qimg_image *img, u64 guest,
-		    struct qimg_l2_entry *e);
-int qimg_map_write(struct qimg_device *dev, u64 guest, struct iov_iter *it);
-int qimg_alloc_begin(struct qimg_device *dev, u64 guest, struct qimg_alloc *a);
-bool qimg_alloc_data_only(struct qimg_device *dev, const struct qimg_alloc *a,
-			  size_t len);
-int qimg_alloc_write(struct qimg_device *dev, struct qimg_alloc *a,
-		     struct iov_iter *it);
-void qimg_alloc_link(struct qimg_device *dev, struct qimg_alloc *a, int ret);
-int qimg_alloc_finish(struct qimg_device *dev, struct qimg_alloc *a, int ret);
-int qimg_map_zero_cluster(struct qimg_device *dev, u64 cstart, bool unmap);
-u64 qimg_image_end(struct qimg_image *img);
-void qimg_inflight_wait(struct qimg_device *dev, u64 cluster);
-int qimg_io_enter(struct qimg_device *dev);
-void qimg_io_exit(struct qimg_device *dev, int epoch);
-void qimg_io_drain(struct qimg_device *dev);
-
-/* qimg_cache.c */
-void qimg_slabs_exit(void);
-int qimg_cache_init(struct qimg_cache *c, struct qimg_image *img,
-		    const char *name, u64 bytes);
-void qimg_cache_destroy(struct qimg_cache *c);
-int qimg_cache_get(struct qimg_cache *c, u64 offset, bool fresh,
-		   struct qimg_centry **out);
-void qimg_cache_put(struct qimg_cache *c, struct qimg_centry *e);
-u64 qimg_cache_bytes(const struct qimg_cache *c);
-
-/*
- * Metadata mutations.  Every change to an L1/L2 entry, a refcount, the
- * refcount table or the header goes through these, between begin and end,
- * with dev->meta_lock held.  A group is what a future journal would commit
- * atomically; today end() only enforces the cache limits, writing back in
- * dependency order when dirty entries crowd a cache.
- */
-void qimg_meta_begin(struct qimg_device *dev);
-void qimg_meta_record_l1(struct qimg_device *dev, u32 idx, u64 val);
-void qimg_meta_record_l2(struct qimg_device *dev, struct qimg_centry *e,
-			 u64 idx, u64 val);
-int qimg_meta_record_refcount(struct qimg_device *dev, struct qimg_centry *e,
-			      u64 idx, u64 val);
-void qimg_meta_record_reftable(struct qimg_device *dev, u64 idx, u64 val);
-int qimg_meta_end(struct qimg_device *dev);
-int qimg_meta_writeback(struct qimg_device *dev);
-int qimg_meta_sync_failed(struct qimg_device *dev, int err);
-int qimg_meta_header_write(struct qimg_device *dev, u32 off, u64 val);
-
-/* qimg_refcount.c */
-int qimg_refcount_get_host(struct qimg_device *dev, u64 host, u64 *val);
-int qimg_alloc_clusters(struct qimg_device *dev, u64 *host);
-void qimg_defer_free(struct qimg_device *dev, u64 host, u64 len);
-int qimg_apply_frees(struct qimg_device *dev);
-void qimg_drop_frees(struct qimg_device *dev);
-
-/* qimg_sysfs.c */
-extern const struct attribute_group *qimg_disk_groups[];
 
 #endif /* QIMG_H */

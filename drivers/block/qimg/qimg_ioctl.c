@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * qimg control device ioctls: argument copying and checking.  The work is
- * done in qimg_main.c.
+ * qimg control layer, the top: the module's init and exit, the control
+ * device /dev/qimg-control and its ioctls (argument copying and checking;
+ * the work is done by the device layer, qimg_dev.h).
  *
  * Compatibility: each struct carries its size.  copy_struct_from_user()
  * takes any size from the first version's on, so an older qimgctl works
@@ -12,10 +13,13 @@
  */
 #include <linux/capability.h>
 #include <linux/fs.h>
+#include <linux/init.h>
+#include <linux/miscdevice.h>
+#include <linux/module.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 
-#include "qimg.h"
+#include "qimg_dev.h"
 
 static bool qimg_zero(const void *p, size_t len)
 {
@@ -117,7 +121,7 @@ out:
 /* A command without its size bits. */
 #define QIMG_IOC_NOSIZE(cmd)	((cmd) & ~(_IOC_SIZEMASK << _IOC_SIZESHIFT))
 
-long qimg_ctl_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+static long qimg_ctl_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
 	void __user *uarg = (void __user *)arg;
 
@@ -147,3 +151,45 @@ long qimg_ctl_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		return qimg_ioctl_get_info(uarg);
 	}
 }
+
+static const struct file_operations qimg_ctl_fops = {
+	.owner = THIS_MODULE,
+	.open = nonseekable_open,
+	.unlocked_ioctl = qimg_ctl_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
+	.llseek = noop_llseek,
+};
+
+static struct miscdevice qimg_misc = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = QIMG_CONTROL_NAME,
+	.fops = &qimg_ctl_fops,
+	.mode = 0600,
+};
+
+static int __init qimg_init(void)
+{
+	int ret = qimg_dev_init();
+
+	if (ret)
+		return ret;
+	ret = misc_register(&qimg_misc);
+	if (ret) {
+		qimg_dev_exit();
+		return ret;
+	}
+	pr_info("qimg: qcow2 block driver loaded (control: /dev/%s)\n",
+		QIMG_CONTROL_NAME);
+	return 0;
+}
+
+static void __exit qimg_exit(void)
+{
+	misc_deregister(&qimg_misc);
+	qimg_dev_exit();
+}
+
+module_init(qimg_init);
+module_exit(qimg_exit);
+MODULE_DESCRIPTION("qcow2 image block device");
+MODULE_LICENSE("GPL");

@@ -2,8 +2,9 @@
 /*
  * qimg: serve a qcow2 image file as a block device.
  *
- * This file: module init/exit, the control device, attach / detach and
- * the gendisk.
+ * This file, the device layer: attach / detach / GET_INFO, the image
+ * header set-up at attach (autoclear bits, bitmaps in use), the gendisk
+ * and its lifetime.
  *
  * Lock order (outermost first):
  *   qimg_ctl_mutex      the device idr and list; attach, detach, GET_INFO
@@ -27,49 +28,24 @@
 #include <linux/file.h>
 #include <linux/idr.h>
 #include <linux/init.h>
-#include <linux/miscdevice.h>
 #include <linux/module.h>
 #include <linux/mm.h>
 #include <linux/ratelimit.h>
 #include <linux/slab.h>
 
-#include "qimg.h"
+#include "qimg_file.h"
+#include "qimg_cache.h"
+#include "qimg_meta.h"
+#include "qimg_refcount.h"
+#include "qimg_map.h"
+#include "qimg_rq.h"
+#include "qimg_dev.h"
 
 /* Serialises attach/detach/info and guards qimg_idr. */
 DEFINE_MUTEX(qimg_ctl_mutex);
 static DEFINE_IDR(qimg_idr);
 static int qimg_major;
 static struct workqueue_struct *qimg_ctl_wq;
-
-void qimg_mark_corrupt(struct qimg_device *dev, const char *fmt, ...)
-{
-	struct va_format vaf;
-	va_list args;
-	bool was_rw;
-
-	va_start(args, fmt);
-	vaf.fmt = fmt;
-	vaf.va = &args;
-	pr_err_ratelimited("qimg%d: corrupt metadata: %pV\n", dev->index, &vaf);
-	va_end(args);
-
-	if (test_and_set_bit(QIMG_STATE_CORRUPT, &dev->state))
-		return;
-	was_rw = !dev->read_only;
-	dev->read_only = true;
-	if (dev->disk)
-		set_disk_ro(dev->disk, true);
-	if (was_rw && dev->top.h->version >= 3) {
-		/* Tell every later user, as QEMU does; best effort. */
-		if (qimg_meta_header_write(dev, QIMG_HDR_INCOMPAT_OFFSET,
-					   dev->top.h->incompatible_features |
-					   QIMG_INCOMPAT_CORRUPT))
-			pr_err("qimg%d: could not set the corrupt bit\n",
-			       dev->index);
-	}
-	pr_err("qimg%d: device is now read-only; check the image with qemu-img check\n",
-	       dev->index);
-}
 
 /* ------------------------------------------------------------------------ */
 /* Images                                                                    */
@@ -722,6 +698,7 @@ int qimg_attach(const struct qimg_attach *a, qimg_attach_report_t report,
 	dev->index = ret;
 
 	if (dev->writable) {
+		dev->meta_ops = &qimg_refcount_meta_ops;
 		ret = qimg_load_reftable(dev);
 		if (ret)
 			goto fail_idr;
@@ -824,24 +801,9 @@ int qimg_get_info(struct qimg_info *info)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Module                                                                    */
+/* Set-up of the device layer (module init, from qimg_ioctl.c)               */
 
-static const struct file_operations qimg_ctl_fops = {
-	.owner = THIS_MODULE,
-	.open = nonseekable_open,
-	.unlocked_ioctl = qimg_ctl_ioctl,
-	.compat_ioctl = compat_ptr_ioctl,
-	.llseek = noop_llseek,
-};
-
-static struct miscdevice qimg_misc = {
-	.minor = MISC_DYNAMIC_MINOR,
-	.name = QIMG_CONTROL_NAME,
-	.fops = &qimg_ctl_fops,
-	.mode = 0600,
-};
-
-static int __init qimg_init(void)
+int qimg_dev_init(void)
 {
 	int ret;
 
@@ -849,33 +811,19 @@ static int __init qimg_init(void)
 	if (!qimg_ctl_wq)
 		return -ENOMEM;
 	ret = register_blkdev(0, "qimg");
-	if (ret < 0)
-		goto out_wq;
+	if (ret < 0) {
+		destroy_workqueue(qimg_ctl_wq);
+		return ret;
+	}
 	qimg_major = ret;
-	ret = misc_register(&qimg_misc);
-	if (ret)
-		goto out_blk;
-	pr_info("qimg: qcow2 block driver loaded (control: /dev/%s)\n",
-		QIMG_CONTROL_NAME);
 	return 0;
-out_blk:
-	unregister_blkdev(qimg_major, "qimg");
-out_wq:
-	destroy_workqueue(qimg_ctl_wq);
-	return ret;
 }
 
-static void __exit qimg_exit(void)
+/* Devices hold module references: none can be left here. */
+void qimg_dev_exit(void)
 {
-	/* Devices hold module references: none can be left here. */
-	misc_deregister(&qimg_misc);
 	destroy_workqueue(qimg_ctl_wq);
 	unregister_blkdev(qimg_major, "qimg");
 	idr_destroy(&qimg_idr);
 	qimg_slabs_exit();
 }
-
-module_init(qimg_init);
-module_exit(qimg_exit);
-MODULE_DESCRIPTION("qcow2 image block device");
-MODULE_LICENSE("GPL");

@@ -43,15 +43,11 @@
 #include <linux/slab.h>
 #include <linux/wait.h>
 
-#include "qimg.h"
-
-u64 qimg_image_end(struct qimg_image *img)
-{
-	u64 isize = i_size_read(file_inode(img->file));
-	u64 alloc = atomic64_read(&img->alloc_end);
-
-	return max(isize, alloc);
-}
+#include "qimg_file.h"
+#include "qimg_cache.h"
+#include "qimg_meta.h"
+#include "qimg_refcount.h"
+#include "qimg_map.h"
 
 static int qimg_map_corrupt(struct qimg_image *img, const char *what,
 			    const struct qimg_err *err)
@@ -185,43 +181,6 @@ static bool qimg_inflight_busy(struct qimg_device *dev, u64 cluster)
 	}
 	spin_unlock(&dev->inflight_lock);
 	return busy;
-}
-
-/*
- * Data I/O aimed at a host cluster of the top image found by a lookup is
- * an SRCU read section of dev->io_srcu, from before the lookup until the
- * I/O has completed; the completion may run in another context (a kiocb's
- * ki_complete), which srcu_down_read() allows.  qimg_io_drain() is the
- * grace period: once it returns, no I/O that may have seen a mapping
- * changed before the call is still in flight.  SRCU gives that guarantee
- * for any interleaving, including a reader preempted between choosing its
- * counter and incrementing it, which a hand-made pair of epoch counters
- * does not.
- */
-int qimg_io_enter(struct qimg_device *dev)
-{
-	int idx = qimg_compat_srcu_down_read(&dev->io_srcu);
-
-	/* For sparse: the section ends in qimg_io_exit(), maybe elsewhere. */
-	__release(&dev->io_srcu);
-	return idx;
-}
-
-void qimg_io_exit(struct qimg_device *dev, int idx)
-{
-	__acquire(&dev->io_srcu);
-	qimg_compat_srcu_up_read(&dev->io_srcu, idx);
-}
-
-/*
- * Wait for every counted I/O that may have looked up a mapping changed
- * before this call.  Called with dev->meta_lock held; counted I/O never
- * takes meta_lock, so it cannot wait for us.
- */
-void qimg_io_drain(struct qimg_device *dev)
-{
-	lockdep_assert_held(&dev->meta_lock);
-	synchronize_srcu_expedited(&dev->io_srcu);
 }
 
 /* Does the guest currently see only zeros in this cluster? */
@@ -599,4 +558,209 @@ int qimg_map_write(struct qimg_device *dev, u64 guest, struct iov_iter *it)
 	if (ret)
 		return ret;
 	return qimg_map_write_alloc(dev, guest, it);
+}
+
+static int qimg_read_compressed(struct qimg_image *img,
+				const struct qimg_l2_entry *e, u64 coff,
+				struct iov_iter *it)
+{
+	size_t n = iov_iter_count(it);
+	void *buf;
+	int ret;
+
+	buf = kvmalloc(img->g->cluster_size, GFP_KERNEL);
+	if (!buf)
+		return -ENOMEM;
+	ret = qimg_decompress(img, e, buf);
+	if (!ret && copy_to_iter((char *)buf + coff, n, it) != n)
+		ret = -EFAULT;
+	kvfree(buf);
+	return ret;
+}
+
+/* Does the cluster after @e continue it on the host?  (merge reads) */
+static bool qimg_contiguous(struct qimg_image *img, u64 guest,
+			    const struct qimg_l2_entry *e, u64 *host_next)
+{
+	struct qimg_l2_entry n;
+
+	if (qimg_map_lookup(img, guest, &n))
+		return false;
+	return n.type == QIMG_CLUSTER_NORMAL && n.host_offset == *host_next;
+}
+
+/*
+ * Read one piece of @len bytes at @off of image @img, all of one kind,
+ * from @it; the caller truncated nothing: we work on a copy.
+ */
+static int qimg_read_piece(struct qimg_image *img, u64 off, size_t len,
+			   struct iov_iter *it,
+			   int (*fn)(struct qimg_image *img, u64 off,
+				     struct iov_iter *sub, void *arg),
+			   void *arg)
+{
+	struct iov_iter sub = *it;
+	int ret;
+
+	iov_iter_truncate(&sub, len);
+	ret = fn(img, off, &sub, arg);
+	if (ret)
+		return ret;
+	iov_iter_advance(it, len);
+	return 0;
+}
+
+static int qimg_piece_backing(struct qimg_image *img, u64 off,
+			      struct iov_iter *sub, void *arg)
+{
+	if (img->backing)
+		return qimg_read_guest(img->backing, off, sub);
+	iov_iter_zero(iov_iter_count(sub), sub);
+	return 0;
+}
+
+static int qimg_piece_zero(struct qimg_image *img, u64 off,
+			   struct iov_iter *sub, void *arg)
+{
+	iov_iter_zero(iov_iter_count(sub), sub);
+	return 0;
+}
+
+static int qimg_piece_host(struct qimg_image *img, u64 host,
+			   struct iov_iter *sub, void *arg)
+{
+	return qimg_read_iter_at(img, host, sub);
+}
+
+static int qimg_piece_compressed(struct qimg_image *img, u64 coff,
+				 struct iov_iter *sub, void *arg)
+{
+	return qimg_read_compressed(img, arg, coff, sub);
+}
+
+static int qimg_read_guest_chain(struct qimg_image *img, u64 off,
+				 struct iov_iter *it)
+{
+	const struct qimg_geom *g = img->g;
+	struct qimg_l2_entry e;
+	int ret;
+
+	while (iov_iter_count(it)) {
+		size_t count = iov_iter_count(it);
+		u64 len, coff, host;
+
+		if (off >= img->virtual_size) {
+			iov_iter_zero(count, it);
+			return 0;
+		}
+		len = min_t(u64, count, img->virtual_size - off);
+		if (img->raw) {
+			ret = qimg_read_piece(img, off, len, it,
+					      qimg_piece_host, NULL);
+			if (ret)
+				return ret;
+			off += len;
+			continue;
+		}
+		coff = qimg_cluster_offset(g, off);
+		ret = qimg_map_lookup(img, off, &e);
+		if (ret)
+			return ret;
+		if (g->ext_l2) {
+			u64 scs = 1ULL << g->subcluster_bits;
+			unsigned int sc = coff >> g->subcluster_bits;
+
+			len = min(len, scs - (off & (scs - 1)));
+			switch (qimg_subcluster_type(&e, sc)) {
+			case QIMG_SUBCLUSTER_UNALLOCATED:
+				e.type = QIMG_CLUSTER_UNALLOCATED;
+				break;
+			case QIMG_SUBCLUSTER_ZERO:
+				e.type = QIMG_CLUSTER_ZERO_PLAIN;
+				break;
+			case QIMG_SUBCLUSTER_NORMAL:
+				e.type = QIMG_CLUSTER_NORMAL;
+				break;
+			case QIMG_SUBCLUSTER_COMPRESSED:
+				e.type = QIMG_CLUSTER_COMPRESSED;
+				break;
+			}
+		} else {
+			len = min(len, g->cluster_size - coff);
+		}
+
+		switch (e.type) {
+		case QIMG_CLUSTER_UNALLOCATED:
+			ret = qimg_read_piece(img, off, len, it,
+					      qimg_piece_backing, NULL);
+			break;
+		case QIMG_CLUSTER_ZERO_PLAIN:
+		case QIMG_CLUSTER_ZERO_ALLOC:
+			ret = qimg_read_piece(img, off, len, it,
+					      qimg_piece_zero, NULL);
+			break;
+		case QIMG_CLUSTER_COMPRESSED:
+			ret = qimg_read_piece(img, coff, len, it,
+					      qimg_piece_compressed, &e);
+			break;
+		case QIMG_CLUSTER_NORMAL:
+			host = e.host_offset + coff;
+			/* Merge following clusters that are contiguous. */
+			if (!g->ext_l2) {
+				u64 next = e.host_offset + g->cluster_size;
+				u64 goff = off - coff + g->cluster_size;
+
+				while (len < count &&
+				       goff < img->virtual_size &&
+				       qimg_contiguous(img, goff, &e, &next)) {
+					u64 more = min_t(u64, g->cluster_size,
+							 count - len);
+
+					more = min(more,
+						   img->virtual_size - goff);
+					len += more;
+					next += g->cluster_size;
+					goff += g->cluster_size;
+				}
+			}
+			ret = qimg_read_piece(img, host, len, it,
+					      qimg_piece_host, NULL);
+			break;
+		default:
+			ret = -EIO;
+		}
+		if (ret)
+			return ret;
+		off += len;
+	}
+	return 0;
+}
+
+/*
+ * Read iov_iter_count(@it) bytes of what the guest sees at @off in @img.
+ * Clusters of the top image can be freed and reused while we read them
+ * (a concurrent discard): counted, see qimg_io_drain().  Backing images
+ * are never written.
+ */
+int qimg_read_guest(struct qimg_image *img, u64 off, struct iov_iter *it)
+{
+	struct qimg_device *dev = img->dev;
+	int epoch, ret;
+
+	if (img != &dev->top)
+		return qimg_read_guest_chain(img, off, it);
+	epoch = qimg_io_enter(dev);
+	ret = qimg_read_guest_chain(img, off, it);
+	qimg_io_exit(dev, epoch);
+	return ret;
+}
+
+int qimg_read_guest_buf(struct qimg_image *img, u64 off, void *buf,
+			size_t len)
+{
+	struct kvec kv = { .iov_base = buf, .iov_len = len };
+	struct iov_iter it;
+
+	iov_iter_kvec(&it, ITER_DEST, &kv, 1, len);
+	return qimg_read_guest(img, off, &it);
 }

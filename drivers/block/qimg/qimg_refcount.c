@@ -18,8 +18,12 @@
 #include <linux/ratelimit.h>
 #include <linux/slab.h>
 
-#include "qimg.h"
 #include <linux/falloc.h>
+
+#include "qimg_file.h"
+#include "qimg_cache.h"
+#include "qimg_meta.h"
+#include "qimg_refcount.h"
 
 static int qimg_rt_lookup(struct qimg_device *dev, u64 rt_idx, u64 *rb_off)
 {
@@ -413,3 +417,14 @@ void qimg_drop_frees(struct qimg_device *dev)
 		kfree(p);
 	}
 }
+
+static bool qimg_frees_pending(struct qimg_device *dev)
+{
+	return !list_empty(&dev->pending_frees);
+}
+
+/* Deferred frees run once what replaced the freed clusters is durable. */
+const struct qimg_meta_ops qimg_refcount_meta_ops = {
+	.post_sync_pending = qimg_frees_pending,
+	.post_sync = qimg_apply_frees,
+};

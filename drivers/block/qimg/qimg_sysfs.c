@@ -9,7 +9,8 @@
 #include <linux/device.h>
 #include <linux/sysfs.h>
 
-#include "qimg.h"
+#include "qimg_cache.h"
+#include "qimg_dev.h"
 
 static struct qimg_device *qimg_from_dev(struct device *d)
 {

@@ -1,0 +1,272 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * qimg backing-file layer: every read and write of an image file, the
+ * decompression of compressed clusters, the SRCU sections that protect
+ * data I/O against the reuse of freed clusters, and the context of the
+ * threads that write image files.  Nothing here knows about requests,
+ * tables or refcounts; everything above uses these helpers.
+ */
+#include <linux/fs.h>
+#include <linux/ioprio.h>
+#include <linux/mm.h>
+#include <linux/sched.h>
+#include <linux/slab.h>
+#include <linux/srcu.h>
+#include <linux/uio.h>
+#include <linux/zlib.h>
+
+#include "qimg_file.h"
+
+void qimg_dev_err(const struct qimg_device *dev, const char *fmt, ...)
+{
+	struct va_format vaf;
+	va_list args;
+
+	va_start(args, fmt);
+	vaf.fmt = fmt;
+	vaf.va = &args;
+	pr_err("qimg%d: %s: %pV", dev->index,
+	       dev->top.path ? dev->top.path : "?", &vaf);
+	va_end(args);
+}
+
+u64 qimg_image_end(struct qimg_image *img)
+{
+	u64 isize = i_size_read(file_inode(img->file));
+	u64 alloc = atomic64_read(&img->alloc_end);
+
+	return max(isize, alloc);
+}
+
+/*
+ * Every kiocb on an image file is set up here, with flags we chose: none
+ * of the descriptor's open flags (O_APPEND, O_DIRECT, O_DSYNC, O_NOATIME
+ * via f_iocb_flags / iocb_flags()) may reach our I/O, as loop learned.
+ */
+void qimg_kiocb_init(struct kiocb *iocb, struct file *file, u64 pos,
+		     int flags, u16 ioprio)
+{
+	*iocb = (struct kiocb) {
+		.ki_filp = file,
+		.ki_pos = pos,
+		.ki_flags = flags,
+		.ki_ioprio = ioprio,
+	};
+}
+
+/* Buffered I/O of a kernel buffer at @pos; writes are complete or fail. */
+static int qimg_kio(struct file *file, void *buf, size_t len, u64 pos,
+		    bool write)
+{
+	struct kvec kv = { .iov_base = buf, .iov_len = len };
+	struct iov_iter it;
+	struct kiocb kiocb;
+	ssize_t n;
+
+	iov_iter_kvec(&it, write ? ITER_SOURCE : ITER_DEST, &kv, 1, len);
+	while (iov_iter_count(&it)) {
+		qimg_kiocb_init(&kiocb, file, pos, write ? IOCB_WRITE : 0,
+				IOPRIO_DEFAULT);
+		if (write) {
+			file_start_write(file);
+			n = vfs_iocb_iter_write(file, &kiocb, &it);
+			file_end_write(file);
+		} else {
+			n = vfs_iocb_iter_read(file, &kiocb, &it);
+		}
+		if (n < 0)
+			return n;
+		if (n == 0) {
+			if (write)
+				return -EIO;
+			iov_iter_zero(iov_iter_count(&it), &it);
+			break;		/* past EOF reads as zeros */
+		}
+		pos += n;
+	}
+	return 0;
+}
+
+int qimg_kread(struct file *file, void *buf, size_t len, u64 pos)
+{
+	return qimg_kio(file, buf, len, pos, false);
+}
+
+int qimg_kwrite(struct file *file, const void *buf, size_t len, u64 pos)
+{
+	return qimg_kio(file, (void *)buf, len, pos, true);
+}
+
+bool qimg_dio_ok(struct qimg_image *img, u64 pos, struct iov_iter *it)
+{
+	unsigned long mask = img->dio_align - 1;
+
+	return img->dio && iov_iter_is_bvec(it) &&
+	       !((pos | iov_iter_count(it) | iov_iter_alignment(it)) & mask);
+}
+
+static void qimg_dio_refused(struct qimg_image *img)
+{
+	/* The file system wants other alignment: go buffered. */
+	img->dio = false;
+	pr_info("qimg%d: %s: direct I/O refused, using buffered I/O\n",
+		img->dev->index, img->path ? img->path : "?");
+}
+
+/* Synchronous data I/O at @pos: direct when it can be, buffered else. */
+static int qimg_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it,
+			bool write)
+{
+	struct kiocb kiocb;
+	ssize_t n;
+	int flags;
+
+	while (iov_iter_count(it)) {
+		flags = write ? IOCB_WRITE : 0;
+		if (qimg_dio_ok(img, pos, it))
+			flags |= IOCB_DIRECT;
+		qimg_kiocb_init(&kiocb, img->file, pos, flags,
+				get_current_ioprio());
+		if (write) {
+			file_start_write(img->file);
+			n = vfs_iocb_iter_write(img->file, &kiocb, it);
+			file_end_write(img->file);
+		} else {
+			n = vfs_iocb_iter_read(img->file, &kiocb, it);
+		}
+		if (n == -EINVAL && (flags & IOCB_DIRECT)) {
+			qimg_dio_refused(img);
+			continue;
+		}
+		if (n < 0)
+			return n;
+		if (n == 0) {
+			if (write)
+				return -EIO;
+			iov_iter_zero(iov_iter_count(it), it);
+			break;
+		}
+		pos += n;
+	}
+	return 0;
+}
+
+int qimg_read_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it)
+{
+	return qimg_iter_at(img, pos, it, false);
+}
+
+int qimg_write_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it)
+{
+	return qimg_iter_at(img, pos, it, true);
+}
+
+int qimg_decompress(struct qimg_image *img, const struct qimg_l2_entry *e,
+		    void *out)
+{
+	u64 end = qimg_image_end(img);
+	u64 len = e->compressed_len;
+	struct z_stream_s strm = { };
+	void *in;
+	int ret, zret;
+
+	if (img->h->compression_type != QIMG_COMPRESSION_ZLIB)
+		return -EOPNOTSUPP;
+	if (e->host_offset >= end)
+		return -EUCLEAN;
+	/* The size field is an upper bound; the last cluster may be short. */
+	len = min(len, end - e->host_offset);
+	len = min_t(u64, len, 2 * img->g->cluster_size);
+	in = kvmalloc(len, GFP_KERNEL);
+	strm.workspace = kvmalloc(zlib_inflate_workspacesize(), GFP_KERNEL);
+	if (!in || !strm.workspace) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = qimg_kread(img->file, in, len, e->host_offset);
+	if (ret)
+		goto out;
+	/* Raw deflate, no zlib header, 4 KiB window: what QEMU writes. */
+	if (zlib_inflateInit2(&strm, -12) != Z_OK) {
+		ret = -EIO;
+		goto out;
+	}
+	strm.next_in = in;
+	strm.avail_in = len;
+	strm.next_out = out;
+	strm.avail_out = img->g->cluster_size;
+	zret = zlib_inflate(&strm, Z_FINISH);
+	zlib_inflateEnd(&strm);
+	/* Success means the whole cluster came out, as QEMU decides it. */
+	if ((zret == Z_STREAM_END || zret == Z_BUF_ERROR) && !strm.avail_out) {
+		ret = 0;
+	} else {
+		pr_err_ratelimited("qimg%d: compressed cluster at %llu does not decompress (%d)\n",
+				   img->dev->index, e->host_offset, zret);
+		ret = -EUCLEAN;
+	}
+out:
+	kvfree(strm.workspace);
+	kvfree(in);
+	return ret;
+}
+
+/*
+ * Data I/O aimed at a host cluster of the top image found by a lookup is
+ * an SRCU read section of dev->io_srcu, from before the lookup until the
+ * I/O has completed; the completion may run in another context (a kiocb's
+ * ki_complete), which srcu_down_read() allows.  qimg_io_drain() is the
+ * grace period: once it returns, no I/O that may have seen a mapping
+ * changed before the call is still in flight.  SRCU gives that guarantee
+ * for any interleaving, including a reader preempted between choosing its
+ * counter and incrementing it, which a hand-made pair of epoch counters
+ * does not.
+ */
+int qimg_io_enter(struct qimg_device *dev)
+{
+	int idx = qimg_compat_srcu_down_read(&dev->io_srcu);
+
+	/* For sparse: the section ends in qimg_io_exit(), maybe elsewhere. */
+	__release(&dev->io_srcu);
+	return idx;
+}
+
+void qimg_io_exit(struct qimg_device *dev, int idx)
+{
+	__acquire(&dev->io_srcu);
+	qimg_compat_srcu_up_read(&dev->io_srcu, idx);
+}
+
+/*
+ * Wait for every counted I/O that may have looked up a mapping changed
+ * before this call.  Called with dev->meta_lock held; counted I/O never
+ * takes meta_lock, so it cannot wait for us.
+ */
+void qimg_io_drain(struct qimg_device *dev)
+{
+	lockdep_assert_held(&dev->meta_lock);
+	synchronize_srcu_expedited(&dev->io_srcu);
+}
+
+/*
+ * A worker that writes image files on behalf of requests (loop's
+ * lessons): PF_MEMALLOC_NOIO so that reclaim never recurses into the
+ * device, and PF_LOCAL_THROTTLE so that balance_dirty_pages() on the
+ * image's file system throttles us only for our own dirty pages, not for
+ * those of a file system mounted on /dev/qimgN, whose writeback needs us.
+ */
+unsigned int qimg_writer_begin(void)
+{
+	unsigned int old = current->flags &
+			   (PF_LOCAL_THROTTLE | PF_MEMALLOC_NOIO);
+
+	current->flags |= PF_LOCAL_THROTTLE | PF_MEMALLOC_NOIO;
+	return old;
+}
+
+void qimg_writer_end(unsigned int old)
+{
+	current->flags = (current->flags &
+			  ~(PF_LOCAL_THROTTLE | PF_MEMALLOC_NOIO)) | old;
+}
+

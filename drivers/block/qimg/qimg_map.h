@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * qimg mapping: guest offset -> host cluster lookups, guest reads through
+ * the backing chain, and the write side (allocation, copy-on-write,
+ * zero clusters).
+ */
+#ifndef QIMG_MAP_H
+#define QIMG_MAP_H
+
+#include "qimg.h"
+
+int qimg_map_lookup(struct qimg_image *img, u64 guest,
+		    struct qimg_l2_entry *e);
+int qimg_read_guest(struct qimg_image *img, u64 off, struct iov_iter *it);
+int qimg_read_guest_buf(struct qimg_image *img, u64 off, void *buf,
+			size_t len);
+int qimg_map_write(struct qimg_device *dev, u64 guest, struct iov_iter *it);
+int qimg_alloc_begin(struct qimg_device *dev, u64 guest, struct qimg_alloc *a);
+bool qimg_alloc_data_only(struct qimg_device *dev, const struct qimg_alloc *a,
+			  size_t len);
+int qimg_alloc_write(struct qimg_device *dev, struct qimg_alloc *a,
+		     struct iov_iter *it);
+void qimg_alloc_link(struct qimg_device *dev, struct qimg_alloc *a, int ret);
+int qimg_alloc_finish(struct qimg_device *dev, struct qimg_alloc *a, int ret);
+int qimg_map_zero_cluster(struct qimg_device *dev, u64 cstart, bool unmap);
+void qimg_inflight_wait(struct qimg_device *dev, u64 cluster);
+
+#endif /* QIMG_MAP_H */

@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * qimg refcounts: reading and allocating, deferred decrements.  All with
+ * dev->meta_lock held.
+ */
+#ifndef QIMG_REFCOUNT_H
+#define QIMG_REFCOUNT_H
+
+#include "qimg.h"
+#include "qimg_meta.h"
+
+extern const struct qimg_meta_ops qimg_refcount_meta_ops;
+
+int qimg_refcount_get_host(struct qimg_device *dev, u64 host, u64 *val);
+int qimg_alloc_clusters(struct qimg_device *dev, u64 *host);
+void qimg_defer_free(struct qimg_device *dev, u64 host, u64 len);
+int qimg_apply_frees(struct qimg_device *dev);
+void qimg_drop_frees(struct qimg_device *dev);
+
+#endif /* QIMG_REFCOUNT_H */
