@@ -22,7 +22,7 @@
 #include <json-c/json.h>
 #include <linux/qimg.h>
 
-#include "qimgctl.h"
+#include "image_io.h"
 
 #define QIMGCTL_CONTROL "/dev/" QIMG_CONTROL_NAME
 
@@ -48,121 +48,6 @@ static int qimgctl_control_open(void)
 
 /* ------------------------------------------------------------------------ */
 /* attach                                                                    */
-
-struct qimgctl_chain {
-	unsigned int nr;
-	struct qimg_backing_fd fds[QIMG_MAX_BACKING];
-};
-
-static void qimgctl_chain_close(struct qimgctl_chain *c)
-{
-	unsigned int i;
-
-	for (i = 0; i < c->nr; i++)
-		close(c->fds[i].fd);
-	c->nr = 0;
-}
-
-/* @name relative to the directory of @image, as qemu-img resolves it. */
-static char *qimgctl_backing_path(const char *image, const char *name)
-{
-	const char *slash = strrchr(image, '/');
-	size_t dlen;
-	char *p;
-
-	if (name[0] == '/' || !slash)
-		return strdup(name);
-	dlen = (size_t)(slash - image) + 1;
-	p = malloc(dlen + strlen(name) + 1);
-	if (!p)
-		return NULL;
-	memcpy(p, image, dlen);
-	strcpy(p + dlen, name);
-	return p;
-}
-
-static int qimgctl_probe_fmt(const char *path, int fd, uint32_t *fmt)
-{
-	unsigned char magic[4];
-	int ret = qimgctl_pread(fd, magic, sizeof(magic), 0);
-
-	if (ret) {
-		qimgctl_err("%s: read: %s", path, strerror(-ret));
-		return ret;
-	}
-	*fmt = (magic[0] == 'Q' && magic[1] == 'F' && magic[2] == 'I' &&
-		magic[3] == 0xfb) ? QIMG_FMT_QCOW2 : QIMG_FMT_RAW;
-	return 0;
-}
-
-/* Open the backing chain of @top, nearest first. */
-static int qimgctl_open_chain(const struct qimgctl_image *top,
-			      struct qimgctl_chain *c)
-{
-	char name[QIMG_MAX_BACKING_NAME + 1], fmtname[32];
-	char *cur_path = strdup(top->path), *path;
-	int ret = 0;
-
-	if (!cur_path)
-		return -ENOMEM;
-	snprintf(name, sizeof(name), "%s", top->h.backing_file);
-	snprintf(fmtname, sizeof(fmtname), "%s", top->h.backing_fmt);
-	while (name[0]) {
-		struct qimgctl_image img;
-		uint32_t fmt;
-		int fd;
-
-		if (c->nr == QIMG_MAX_BACKING) {
-			qimgctl_err("%s: backing chain longer than %d images",
-				    top->path, QIMG_MAX_BACKING);
-			ret = -ELOOP;
-			break;
-		}
-		path = qimgctl_backing_path(cur_path, name);
-		free(cur_path);
-		cur_path = path;
-		if (!path) {
-			ret = -ENOMEM;
-			break;
-		}
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0) {
-			ret = -errno;
-			qimgctl_err("backing file %s: %s", path,
-				    strerror(errno));
-			break;
-		}
-		c->fds[c->nr].fd = fd;
-		c->nr++;
-		if (!strcmp(fmtname, "raw")) {
-			fmt = QIMG_FMT_RAW;
-		} else if (!strcmp(fmtname, "qcow2")) {
-			fmt = QIMG_FMT_QCOW2;
-		} else if (!fmtname[0]) {
-			ret = qimgctl_probe_fmt(path, fd, &fmt);
-			if (ret)
-				break;
-		} else {
-			qimgctl_err("backing file %s: unsupported format '%s'",
-				    path, fmtname);
-			ret = -EOPNOTSUPP;
-			break;
-		}
-		c->fds[c->nr - 1].format = fmt;
-		if (fmt == QIMG_FMT_RAW)
-			break;
-		ret = qimgctl_image_open(&img, path, false);
-		if (ret)
-			break;
-		snprintf(name, sizeof(name), "%s", img.h.backing_file);
-		snprintf(fmtname, sizeof(fmtname), "%s", img.h.backing_fmt);
-		qimgctl_image_close(&img);
-	}
-	free(cur_path);
-	if (ret)
-		qimgctl_chain_close(c);
-	return ret;
-}
 
 /* Would clearing the dirty bit (what a repair does) let us write? */
 static bool qimgctl_repair_helps(const struct qimg_header *h)
@@ -237,6 +122,7 @@ int qimgctl_cmd_attach(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "read-only", no_argument, NULL, 'r' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "partscan", no_argument, NULL, 'P' },
 		{ "autoclear", no_argument, NULL, 'a' },
 		{ "direct-io", required_argument, NULL, 'D' },
@@ -245,17 +131,21 @@ int qimgctl_cmd_attach(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct qimg_attach a = { .size = sizeof(a) };
-	struct qimgctl_chain chain = { 0 };
-	struct qimgctl_image img;
-	bool ro = false;
+	struct qimg_backing_fd fds[QIMG_MAX_BACKING];
+	struct qimgctl_node *top, *n;
+	unsigned int flags = QIMGCTL_CHAIN_HEADERS;
+	bool ro = false, share = false;
 	int c, ctl, ret;
 
 	a.flags = QIMG_ATTACH_DIRECT_IO;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "rPa", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "rUPa", opts, NULL)) != -1) {
 		switch (c) {
 		case 'r':
 			ro = true;
+			break;
+		case 'U':
+			share = true;
 			break;
 		case 'P':
 			a.flags |= QIMG_ATTACH_PARTSCAN;
@@ -291,27 +181,49 @@ int qimgctl_cmd_attach(int argc, char **argv)
 		qimgctl_err("usage: attach [-r] [-P] [--direct-io=on|off] [--l2-cache-size=SIZE] [--refcount-cache-size=SIZE] FILE");
 		return 1;
 	}
+	if (share && !ro) {
+		qimgctl_err("%s: --force-share (-U) can only be used with read-only attach (-r)",
+			    argv[optind]);
+		return 1;
+	}
 	if (ro)
 		a.flags |= QIMG_ATTACH_READ_ONLY;
+	else
+		flags |= QIMGCTL_OPEN_WRITE;
+	if (share)
+		flags |= QIMGCTL_OPEN_SHARE;
 
-	ret = qimgctl_image_open(&img, argv[optind], !ro);
+	/*
+	 * The image and its backing files are locked the way QEMU locks
+	 * them, on the very fds the kernel takes: the locks belong to the
+	 * open file descriptions, so they stay while the image is attached
+	 * and a QEMU started on it meanwhile refuses what would conflict.
+	 */
+	ret = qimgctl_chain_open(&top, argv[optind], NULL, flags);
 	if (ret)
 		return 1;
-	ret = qimgctl_open_chain(&img, &chain);
-	if (ret) {
-		qimgctl_image_close(&img);
-		return 1;
+	a.nr_backing = 0;
+	for (n = top->backing; n; n = n->backing) {
+		if (a.nr_backing == QIMG_MAX_BACKING) {
+			qimgctl_err("%s: backing chain longer than %d images",
+				    top->path, QIMG_MAX_BACKING);
+			ret = 1;
+			goto out;
+		}
+		fds[a.nr_backing].fd = qimgctl_node_fd(n);
+		fds[a.nr_backing].format = n->raw ? QIMG_FMT_RAW :
+						    QIMG_FMT_QCOW2;
+		a.nr_backing++;
 	}
 	ctl = qimgctl_control_open();
 	if (ctl < 0) {
 		ret = 1;
 		goto out;
 	}
-	a.fd = img.fd;
-	a.nr_backing = chain.nr;
-	a.backing = (uintptr_t)chain.fds;
+	a.fd = top->img.fd;
+	a.backing = (uintptr_t)fds;
 	if (ioctl(ctl, QIMG_CTL_ATTACH, &a) < 0) {
-		qimgctl_explain_attach(&img, errno, ro);
+		qimgctl_explain_attach(&top->img, errno, ro);
 		ret = 1;
 	} else {
 		printf("/dev/qimg%u\n", a.index);
@@ -319,8 +231,7 @@ int qimgctl_cmd_attach(int argc, char **argv)
 	}
 	close(ctl);
 out:
-	qimgctl_chain_close(&chain);
-	qimgctl_image_close(&img);
+	qimgctl_chain_close(top);
 	return ret;
 }
 

@@ -1353,14 +1353,14 @@ static u64 ck_range_end(u64 off, u64 len)
  * bound raised just to cover them.
  */
 static int ck_open(struct qimgctl_image *img, const char *path,
-		   bool writable)
+		   unsigned int flags)
 {
 	struct qimg_err err = { "" }, err2 = { "" };
 	struct qimg_header lax;
 	u64 bound, end;
 	int ret;
 
-	ret = qimgctl_image_load(img, path, writable);
+	ret = qimgctl_image_load(img, path, flags);
 	if (ret)
 		return ret;
 	ret = qimg_header_decode(img->hdr_buf, img->hdr_len, img->file_size,
@@ -1398,17 +1398,18 @@ int qimgctl_cmd_check(int argc, char **argv)
 		{ "output", required_argument, NULL, 'o' },
 		{ "format", required_argument, NULL, 'f' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct ck_result res, fixed;
 	struct qimgctl_image img;
-	bool json = false, quiet = false;
+	bool json = false, quiet = false, share = false;
 	const char *path, *why = "";
 	int fix = 0, opt, ret;
 
 	optind = 1;
-	while ((opt = getopt_long(argc, argv, "r:f:qh", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "r:f:qUh", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'r':
 			if (!strcmp(optarg, "leaks")) {
@@ -1445,6 +1446,9 @@ int qimgctl_cmd_check(int argc, char **argv)
 		case 'q':
 			quiet = true;
 			break;
+		case 'U':
+			share = true;
+			break;
 		case 'h':
 			ck_usage(stdout);
 			return 0;
@@ -1458,6 +1462,11 @@ int qimgctl_cmd_check(int argc, char **argv)
 		return QIMGCTL_CHECK_INCOMPLETE;
 	}
 	path = argv[optind];
+	if (share && fix) {
+		qimgctl_err("%s: --force-share (-U) can only be used without --repair (-r)",
+			    path);
+		return QIMGCTL_CHECK_INCOMPLETE;
+	}
 
 	/*
 	 * Not qcow2 at all: qemu-img's "format does not support checks"
@@ -1468,7 +1477,8 @@ int qimgctl_cmd_check(int argc, char **argv)
 			    path, why);
 		return QIMGCTL_CHECK_UNSUPPORTED;
 	}
-	ret = ck_open(&img, path, fix != 0);
+	ret = ck_open(&img, path, fix ? QIMGCTL_OPEN_WRITE :
+			   share ? QIMGCTL_OPEN_SHARE : 0);
 	if (ret) {
 		/*
 		 * The opener said why in one line.  A feature we cannot
@@ -1491,7 +1501,7 @@ int qimgctl_cmd_check(int argc, char **argv)
 			printf("The following inconsistencies were found and repaired:\n\n    %lld leaked clusters\n    %lld corruptions\n\nDouble checking the fixed image now...\n",
 			       fixed.leaks_fixed, fixed.corruptions_fixed);
 		qimgctl_image_close(&img);
-		ret = ck_open(&img, path, false);
+		ret = ck_open(&img, path, 0);
 		if (ret)
 			return QIMGCTL_CHECK_INCOMPLETE;
 		ret = ck_run(&img, 0, &res);

@@ -468,17 +468,18 @@ int qimgctl_cmd_info(int argc, char **argv)
 	struct qimgctl_node *top, *n;
 	struct json_object *o, *list;
 	bool json = false, chain = false;
+	unsigned int flags = QIMGCTL_OPEN_META;
 	size_t i;
 	int c, ret;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+hf:U", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hf:U", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'B':
 			chain = true;
 			break;
 		case 'U':
-			/* We never lock images; accepted for qemu-img users. */
+			flags |= QIMGCTL_OPEN_SHARE;
 			break;
 		case 'j':
 			json = true;
@@ -513,7 +514,8 @@ int qimgctl_cmd_info(int argc, char **argv)
 		return 1;
 	}
 	/* Backing files are opened only when they are to be shown. */
-	ret = qimgctl_chain_open(&top, argv[optind], !chain);
+	ret = qimgctl_chain_open(&top, argv[optind], NULL,
+				 flags | (chain ? 0 : QIMGCTL_CHAIN_NO_BACKING));
 	if (ret)
 		return 1;
 	list = json_object_new_array();

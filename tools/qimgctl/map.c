@@ -237,20 +237,25 @@ int qimgctl_cmd_map(int argc, char **argv)
 	static const struct option lopts[] = {
 		{ "json", no_argument, NULL, 'j' },
 		{ "output", required_argument, NULL, 'O' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct map_entry curr = { 0 }, next;
+	unsigned int flags = 0;
 	struct qimgctl_node *top;
 	bool json = false;
 	u64 size, off;
 	int c, ret;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+h", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hU", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			json = true;
+			break;
+		case 'U':
+			flags |= QIMGCTL_OPEN_SHARE;
 			break;
 		case 'O':
 			if (!strcmp(optarg, "json")) {
@@ -274,7 +279,7 @@ int qimgctl_cmd_map(int argc, char **argv)
 		map_usage();
 		return 1;
 	}
-	ret = qimgctl_chain_open(&top, argv[optind], false);
+	ret = qimgctl_chain_open(&top, argv[optind], NULL, flags);
 	if (ret)
 		return 1;
 

@@ -42,13 +42,19 @@ struct qimgctl_image {
 	size_t hdr_len;
 };
 
+/* How qimgctl_image_open() and the chain opener open and lock a file. */
+#define QIMGCTL_OPEN_WRITE	0x1	/* read-write, QEMU's write locks */
+#define QIMGCTL_OPEN_SHARE	0x2	/* -U/--force-share (read-only) */
+#define QIMGCTL_OPEN_META	0x4	/* header only: qemu-img info's locks */
+
 /*
- * Open and decode @path.  On failure prints one line on stderr naming the
- * file and the reason and returns a negative errno; -EOPNOTSUPP means an
- * unsupported feature (check exits 63 for it), -EINVAL not a qcow2 image.
+ * Open, lock (see lock.h) and decode @path.  On failure prints one line on
+ * stderr naming the file and the reason and returns a negative errno;
+ * -EOPNOTSUPP means an unsupported feature (check exits 63 for it),
+ * -EINVAL not a qcow2 image, -EAGAIN another process holds the image.
  */
 int qimgctl_image_open(struct qimgctl_image *img, const char *path,
-		       bool writable);
+		       unsigned int flags);
 void qimgctl_image_close(struct qimgctl_image *img);
 
 /*
@@ -57,7 +63,10 @@ void qimgctl_image_close(struct qimgctl_image *img);
  * for callers that decode with rules of their own (check).
  */
 int qimgctl_image_load(struct qimgctl_image *img, const char *path,
-		       bool writable);
+		       unsigned int flags);
+
+/* Lock the freshly opened @fd of @path as QIMGCTL_OPEN_* @flags say. */
+int qimgctl_lock_open_file(int fd, const char *path, unsigned int flags);
 
 /* Full-length pread/pwrite; a short read past EOF is zero-filled. */
 int qimgctl_pread(int fd, void *buf, size_t len, uint64_t off);
