@@ -128,6 +128,7 @@ int qimgctl_cmd_attach(int argc, char **argv)
 		{ "direct-io", required_argument, NULL, 'D' },
 		{ "l2-cache-size", required_argument, NULL, 'L' },
 		{ "refcount-cache-size", required_argument, NULL, 'R' },
+		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct qimg_attach a = { .size = sizeof(a) };
@@ -139,7 +140,7 @@ int qimgctl_cmd_attach(int argc, char **argv)
 
 	a.flags = QIMG_ATTACH_DIRECT_IO;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "rUPa", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":rUPah", opts, NULL)) != -1) {
 		switch (c) {
 		case 'r':
 			ro = true;
@@ -159,7 +160,8 @@ int qimgctl_cmd_attach(int argc, char **argv)
 			} else if (!strcmp(optarg, "off")) {
 				a.flags &= ~QIMG_ATTACH_DIRECT_IO;
 			} else {
-				qimgctl_err("--direct-io takes on or off");
+				qimgctl_usage_err("attach", "--direct-io takes on or off, not '%s'",
+						  optarg);
 				return 1;
 			}
 			break;
@@ -173,14 +175,16 @@ int qimgctl_cmd_attach(int argc, char **argv)
 						&a.refcount_cache_size))
 				return 1;
 			break;
+		case 'h':
+			qimgctl_usage(stdout, "attach");
+			return 0;
 		default:
+			qimgctl_opt_err("attach", c, argv);
 			return 1;
 		}
 	}
-	if (optind != argc - 1) {
-		qimgctl_err("usage: attach [-r] [-P] [--direct-io=on|off] [--l2-cache-size=SIZE] [--refcount-cache-size=SIZE] FILE");
+	if (qimgctl_one_file("attach", argc, argv))
 		return 1;
-	}
 	if (share && !ro) {
 		qimgctl_err("%s: --force-share (-U) can only be used with read-only attach (-r)",
 			    argv[optind]);
@@ -298,20 +302,48 @@ static long qimgctl_dev_index(const char *s)
 
 int qimgctl_cmd_detach(int argc, char **argv)
 {
+	static const struct option opts[] = {
+		{ "all", no_argument, NULL, 'a' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
 	struct qimg_info info;
 	struct stat st;
 	uint32_t idx = 0;
-	int ctl, ret = 0, found = 0;
+	int c, ctl, ret = 0, found = 0;
+	bool all = false;
+	const char *what;
 	long index;
 
-	if (argc != 2) {
-		qimgctl_err("usage: detach DEVICE|FILE | detach -a");
+	optind = 1;
+	while ((c = getopt_long(argc, argv, ":ah", opts, NULL)) != -1) {
+		switch (c) {
+		case 'a':
+			all = true;
+			break;
+		case 'h':
+			qimgctl_usage(stdout, "detach");
+			return 0;
+		default:
+			qimgctl_opt_err("detach", c, argv);
+			return 1;
+		}
+	}
+	if (all && optind < argc) {
+		qimgctl_usage_err("detach", "-a takes no DEVICE or FILE");
 		return 1;
 	}
+	if (!all && optind >= argc) {
+		qimgctl_usage_err("detach", "no DEVICE or FILE given");
+		return 1;
+	}
+	if (!all && qimgctl_one_file("detach", argc, argv))
+		return 1;
+	what = all ? NULL : argv[optind];
 	ctl = qimgctl_control_open();
 	if (ctl < 0)
 		return 1;
-	if (!strcmp(argv[1], "-a") || !strcmp(argv[1], "--all")) {
+	if (all) {
 		while (!qimgctl_info(ctl, idx, QIMG_QUERY_NEXT, &info)) {
 			if (qimgctl_detach_index(ctl, info.index))
 				ret = 1;
@@ -320,7 +352,7 @@ int qimgctl_cmd_detach(int argc, char **argv)
 		goto out;
 	}
 	/* A path to an existing regular file is an image, else a device. */
-	if (stat(argv[1], &st) == 0 && S_ISREG(st.st_mode)) {
+	if (stat(what, &st) == 0 && S_ISREG(st.st_mode)) {
 		uint32_t enc = qimgctl_encode_dev(st.st_dev);
 
 		while (!qimgctl_info(ctl, idx, QIMG_QUERY_NEXT, &info)) {
@@ -332,15 +364,15 @@ int qimgctl_cmd_detach(int argc, char **argv)
 			idx = info.index + 1;
 		}
 		if (!found) {
-			qimgctl_err("%s is not attached", argv[1]);
+			qimgctl_err("%s is not attached", what);
 			ret = 1;
 		}
 		goto out;
 	}
-	index = qimgctl_dev_index(argv[1]);
+	index = qimgctl_dev_index(what);
 	if (index < 0) {
 		qimgctl_err("%s: neither a qimg device nor an image file",
-			    argv[1]);
+			    what);
 		ret = 1;
 		goto out;
 	}
@@ -353,33 +385,64 @@ out:
 
 int qimgctl_cmd_list(int argc, char **argv)
 {
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
 	struct json_object *arr = NULL;
 	struct qimg_info info;
-	bool json = false;
+	bool json = false, header = false;
 	uint32_t idx = 0;
-	int ctl, ret;
+	int c, ctl, ret;
 
-	if (argc == 2 && !strcmp(argv[1], "--json")) {
-		json = true;
-	} else if (argc != 1) {
-		qimgctl_err("usage: list [--json]");
+	optind = 1;
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'j':
+			json = true;
+			break;
+		case 'h':
+			qimgctl_usage(stdout, "list");
+			return 0;
+		default:
+			qimgctl_opt_err("list", c, argv);
+			return 1;
+		}
+	}
+	if (optind < argc) {
+		qimgctl_usage_err("list", "unexpected argument '%s'",
+				  argv[optind]);
 		return 1;
 	}
-	ctl = qimgctl_control_open();
-	if (ctl < 0)
-		return 1;
 	if (json) {
 		arr = json_object_new_array();
 		if (!arr) {
-			close(ctl);
+			qimgctl_err("out of memory");
 			return 1;
 		}
-	} else {
-		printf("%-12s %-40s %14s %-3s %s\n", "DEVICE", "FILE", "SIZE",
-		       "RO", "BACKING");
+	}
+	/*
+	 * No module, no devices: an empty list, as losetup -l says when no
+	 * loop device is set up.
+	 */
+	if (access(QIMGCTL_CONTROL, F_OK) < 0 && errno == ENOENT) {
+		ret = -ENXIO;
+		goto done;
+	}
+	ctl = qimgctl_control_open();
+	if (ctl < 0) {
+		json_object_put(arr);
+		return 1;
 	}
 	while (!(ret = qimgctl_info(ctl, idx, QIMG_QUERY_NEXT, &info))) {
 		char devname[32];
+
+		if (!json && !header) {
+			printf("%-12s %-40s %14s %-3s %s\n", "DEVICE", "FILE",
+			       "SIZE", "RO", "BACKING");
+			header = true;
+		}
 
 		snprintf(devname, sizeof(devname), "/dev/qimg%u", info.index);
 		if (json) {
@@ -422,12 +485,16 @@ int qimgctl_cmd_list(int argc, char **argv)
 		idx = info.index + 1;
 	}
 	close(ctl);
+done:
 	if (ret != -ENXIO) {
 		qimgctl_err("list: %s", strerror(-ret));
 		json_object_put(arr);
 		return 1;
 	}
-	if (json) {
+	if (json && !json_object_array_length(arr)) {
+		printf("[]\n");
+		json_object_put(arr);
+	} else if (json) {
 		printf("%s\n", json_object_to_json_string_ext(arr,
 			JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
 		json_object_put(arr);

@@ -1303,12 +1303,6 @@ static int ck_exit_code(const struct ck_result *r)
 /* ------------------------------------------------------------------------ */
 /* Command line                                                             */
 
-static void ck_usage(FILE *f)
-{
-	fprintf(f, "usage: %s check [-q] [-f qcow2] [-r leaks|all | --repair=leaks|all] [--json | --output=json|human] FILE\n",
-		qimgctl_prog);
-}
-
 /*
  * Does @path start with the qcow2 magic?  Decides 63 versus 1: 1 yes,
  * 0 no (with @why saying how not), -1 cannot tell (open/read error, left
@@ -1409,7 +1403,7 @@ int qimgctl_cmd_check(int argc, char **argv)
 	int fix = 0, opt, ret;
 
 	optind = 1;
-	while ((opt = getopt_long(argc, argv, "r:f:qUh", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":r:f:qUh", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'r':
 			if (!strcmp(optarg, "leaks")) {
@@ -1450,17 +1444,15 @@ int qimgctl_cmd_check(int argc, char **argv)
 			share = true;
 			break;
 		case 'h':
-			ck_usage(stdout);
+			qimgctl_usage(stdout, "check");
 			return 0;
 		default:
-			ck_usage(stderr);
+			qimgctl_opt_err("check", opt, argv);
 			return QIMGCTL_CHECK_INCOMPLETE;
 		}
 	}
-	if (optind != argc - 1) {
-		ck_usage(stderr);
+	if (qimgctl_one_file("check", argc, argv))
 		return QIMGCTL_CHECK_INCOMPLETE;
-	}
 	path = argv[optind];
 	if (share && fix) {
 		qimgctl_err("%s: --force-share (-U) can only be used without --repair (-r)",
@@ -1490,8 +1482,8 @@ int qimgctl_cmd_check(int argc, char **argv)
 		return QIMGCTL_CHECK_INCOMPLETE;
 	}
 	if (img.h.incompatible_features & QIMG_INCOMPAT_DIRTY)
-		fprintf(stderr, "%s: image is dirty (lazy refcounts): all refcounts are checked against the rebuilt ones\n",
-			path);
+		qimgctl_err("%s: image is dirty (lazy refcounts): all refcounts are checked against the rebuilt ones",
+			    path);
 
 	ret = ck_run(&img, fix, &res);
 	fixed = res;

@@ -45,16 +45,6 @@ struct create_opts {
 	struct qimgctl_node *chain;
 };
 
-static void create_usage(void)
-{
-	fprintf(stderr,
-		"usage: %s create [-q] [-f qcow2] [-o OPTIONS] [-b BACKING [-F FMT]] [-u] FILE [SIZE]\n"
-		"options: cluster_size, refcount_bits, lazy_refcounts=on|off, compat=0.10|v2|1.1|v3,\n"
-		"         extended_l2=on|off, compression_type=zlib|zstd, preallocation=off,\n"
-		"         backing_file, backing_fmt, size\n",
-		qimgctl_prog);
-}
-
 static int parse_bool(const char *v, bool *out)
 {
 	if (!strcmp(v, "on") || !strcmp(v, "yes") || !strcmp(v, "true")) {
@@ -458,7 +448,7 @@ int qimgctl_cmd_create(int argc, char **argv)
 		return 1;
 	}
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+hqf:o:b:F:u", lopts,
+	while ((c = getopt_long(argc, argv, ":hqf:o:b:F:u", lopts,
 				NULL)) != -1) {
 		switch (c) {
 		case 'f':
@@ -480,16 +470,21 @@ int qimgctl_cmd_create(int argc, char **argv)
 			o.quiet = true;
 			break;
 		case 'h':
-			create_usage();
+			qimgctl_usage(stdout, "create");
 			ret = 0;
 			goto out;
 		default:
-			create_usage();
+			qimgctl_opt_err("create", c, argv);
 			goto out;
 		}
 	}
-	if (optind >= argc || argc - optind > 2) {
-		create_usage();
+	if (optind >= argc) {
+		qimgctl_usage_err("create", "no FILE given");
+		goto out;
+	}
+	if (argc - optind > 2) {
+		qimgctl_usage_err("create", "unexpected argument '%s'",
+				  argv[optind + 2]);
 		goto out;
 	}
 	o.file = argv[optind];

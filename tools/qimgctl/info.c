@@ -449,12 +449,6 @@ static void print_human(struct json_object *o)
 	}
 }
 
-static void info_usage(void)
-{
-	fprintf(stderr, "usage: %s info [-f qcow2] [--backing-chain] [--json | --output=json|human] FILE\n",
-		qimgctl_prog);
-}
-
 int qimgctl_cmd_info(int argc, char **argv)
 {
 	static const struct option lopts[] = {
@@ -473,7 +467,7 @@ int qimgctl_cmd_info(int argc, char **argv)
 	int c, ret;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "hf:U", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":hf:U", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'B':
 			chain = true;
@@ -502,17 +496,15 @@ int qimgctl_cmd_info(int argc, char **argv)
 			}
 			break;
 		case 'h':
-			info_usage();
+			qimgctl_usage(stdout, "info");
 			return 0;
 		default:
-			info_usage();
+			qimgctl_opt_err("info", c, argv);
 			return 1;
 		}
 	}
-	if (optind != argc - 1) {
-		info_usage();
+	if (qimgctl_one_file("info", argc, argv))
 		return 1;
-	}
 	/* Backing files are opened only when they are to be shown. */
 	ret = qimgctl_chain_open(&top, argv[optind], NULL,
 				 flags | (chain ? 0 : QIMGCTL_CHAIN_NO_BACKING));

@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -23,6 +24,22 @@ extern const char *qimgctl_prog;
 
 /* One line on stderr, prefixed with the program name. */
 void qimgctl_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/*
+ * Command lines (qimgctl.c's command table is the only description of
+ * them).  qimgctl_usage(): "usage: qimgctl SYNOPSIS" and the command's
+ * help, for CMD --help (stdout).  qimgctl_usage_err(): a bad command line
+ * of @cmd, one line on stderr with a pointer to --help.
+ * qimgctl_opt_err(): the same for getopt_long() having returned '?' or ':'
+ * (every optstring starts with ':'; main() sets opterr to 0).
+ */
+void qimgctl_usage(FILE *f, const char *cmd);
+void qimgctl_usage_err(const char *cmd, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void qimgctl_opt_err(const char *cmd, int c, char **argv);
+
+/* After option parsing: exactly one operand left (FILE), else an error. */
+int qimgctl_one_file(const char *cmd, int argc, char **argv);
 
 /*
  * Parse a size the way qemu-img does: plain bytes, or a number (possibly
