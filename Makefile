@@ -67,6 +67,11 @@ $(B)/san/qimgctl: $(QIMGCTL_SRC) $(QIMGCTL_HDR)
 	@mkdir -p $(B)/san
 	$(CC) $(BASE_CFLAGS) -O1 $(SAN) $(JSONC_CFLAGS) $(QIMGCTL_DEFS) -o $@ $(QIMGCTL_SRC) $(LIBS)
 
+# xcheck's lock holder: qimgctl's lock module alone, held until stdin closes.
+$(B)/san/qimg-lockhold: tools/testing/xcheck/lockhold.c tools/qimgctl/lock.c $(QIMGCTL_HDR)
+	@mkdir -p $(B)/san
+	$(CC) $(BASE_CFLAGS) -O1 $(SAN) -o $@ tools/testing/xcheck/lockhold.c tools/qimgctl/lock.c
+
 $(B)/san/test_fmt: $(UNIT_SRC) $(UNIT_HDR) $(FMT_SRC) $(QIMGCTL_HDR)
 	@mkdir -p $(B)/san
 	$(CC) $(BASE_CFLAGS) -O1 $(SAN) -o $@ $(UNIT_SRC) $(FMT_SRC) -lcmocka
@@ -97,7 +102,7 @@ modules-all:
 deps:
 	@bash tools/testing/install-deps.sh
 
-check-build: $(B)/qimgctl $(B)/san/qimgctl $(B)/san/test_fmt $(B)/fuzz/fuzz_header modules-all
+check-build: $(B)/qimgctl $(B)/san/qimgctl $(B)/san/qimg-lockhold $(B)/san/test_fmt $(B)/fuzz/fuzz_header modules-all
 
 SUITES := tools/testing/unit/run \
 	tools/testing/lint/run \
