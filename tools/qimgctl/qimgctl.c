@@ -138,8 +138,8 @@ static void usage(FILE *f)
 	size_t i;
 
 	fprintf(f, "usage: %s COMMAND [ARGS]   (options may come before or after FILE)\n"
-		"       %s COMMAND --help | --help | --version\n\ncommands:\n",
-		qimgctl_prog, qimgctl_prog);
+		"       %s [COMMAND] --help\n       %s --version\n\ncommands:\n",
+		qimgctl_prog, qimgctl_prog, qimgctl_prog);
 	for (i = 0; i < NR_CMDS; i++)
 		fprintf(f, "  %s\n", cmds[i].usage);
 	fprintf(f, "\n%s", common_help);
