@@ -676,6 +676,21 @@ attach_locks() {
 }
 tc "attach: attached image stays locked against QEMU" attach_locks
 
+# A backing chain that comes back to one of its files (here through a hard
+# link) is refused as a loop, before the kernel sees it.
+err_chain_loop() {
+	local out
+	run qemu-img create -q -f qcow2 la.qcow2 16M || return 1
+	run ln -f la.qcow2 la-link.qcow2 || return 1
+	run qemu-img create -q -f qcow2 -u -b la-link.qcow2 -F qcow2 lb.qcow2 16M || return 1
+	run qemu-img rebase -u -b lb.qcow2 -F qcow2 la.qcow2 || return 1
+	out=$(attach_refused la.qcow2 -r) || { echo "$out"; return 1; }
+	echo "$out"
+	printf '%s\n' "$out" | grep -q 'loop' ||
+		{ echo "FAILED: the refusal does not name the loop"; return 1; }
+}
+tc "err: attach of a backing chain loop refused" err_chain_loop
+
 # --- fault injection (kernels with CONFIG_FAULT_INJECTION_DEBUG_FS) -----------
 #
 # What a user expects of a storage driver when the disk under the image
