@@ -40,7 +40,7 @@
 
 #include <json-c/json.h>
 
-#include "qimgctl.h"
+#include "image_io.h"
 
 #define CK_FIX_LEAKS	1
 #define CK_FIX_ERRORS	2
@@ -1310,24 +1310,24 @@ static int ck_exit_code(const struct ck_result *r)
  */
 static int ck_has_magic(const char *path, const char **why)
 {
-	unsigned char m[4];
-	FILE *f = fopen(path, "rb");
-	size_t n;
+	struct stat st;
+	bool raw;
+	int fd;
 
-	if (!f)
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		return -1;
-	n = fread(m, 1, sizeof(m), f);
-	if (n < sizeof(m) && ferror(f)) {
-		fclose(f);
+	if (fstat(fd, &st) < 0 || qimgctl_probe_raw(fd, &raw)) {
+		close(fd);
 		return -1;
 	}
-	fclose(f);
-	if (n < sizeof(m)) {
+	close(fd);
+	if (st.st_size < 4) {
 		*why = "file too short";
 		return 0;
 	}
 	*why = "bad magic";
-	return get_unaligned_be32(m) == QIMG_MAGIC;
+	return !raw;
 }
 
 static u64 ck_range_end(u64 off, u64 len)
