@@ -34,9 +34,13 @@ SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
 LIBS := $(shell pkg-config --libs json-c 2>/dev/null || echo -ljson-c) -lz -lzstd -lm
 JSONC_CFLAGS := $(shell pkg-config --cflags json-c 2>/dev/null)
 
+# The project's one version number lives in dkms.conf (see mk/install.mk).
+QIMG_VERSION := $(shell sed -n 's/^PACKAGE_VERSION="\{0,1\}\([^"]*\)"\{0,1\}[[:space:]]*$$/\1/p' $(TOP)/dkms.conf)
+QIMGCTL_DEFS := -DQIMGCTL_VERSION='"$(QIMG_VERSION)"'
+
 FMT_SRC := drivers/block/qimg/qimg_fmt.c
 QIMGCTL_SRC := $(wildcard tools/qimgctl/*.c) $(FMT_SRC)
-QIMGCTL_HDR := $(wildcard tools/qimgctl/*.h) drivers/block/qimg/qimg_fmt.h \
+QIMGCTL_HDR := $(wildcard tools/qimgctl/*.h) drivers/block/qimg/qimg_fmt.h dkms.conf \
 	tools/include/qimg_shim.h $(wildcard include/uapi/linux/*.h)
 UNIT_SRC := $(wildcard tools/testing/unit/*.c)
 UNIT_HDR := $(wildcard tools/testing/unit/*.h)
@@ -56,12 +60,17 @@ tools: $(B)/qimgctl
 
 $(B)/qimgctl: $(QIMGCTL_SRC) $(QIMGCTL_HDR)
 	@mkdir -p $(B)
-	$(CC) $(BASE_CFLAGS) $(CFLAGS) $(JSONC_CFLAGS) -o $@ $(QIMGCTL_SRC) $(LIBS)
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) $(JSONC_CFLAGS) $(QIMGCTL_DEFS) -o $@ $(QIMGCTL_SRC) $(LIBS)
 
 # Everything the tests run is built with ASan + UBSan.
 $(B)/san/qimgctl: $(QIMGCTL_SRC) $(QIMGCTL_HDR)
 	@mkdir -p $(B)/san
-	$(CC) $(BASE_CFLAGS) -O1 $(SAN) $(JSONC_CFLAGS) -o $@ $(QIMGCTL_SRC) $(LIBS)
+	$(CC) $(BASE_CFLAGS) -O1 $(SAN) $(JSONC_CFLAGS) $(QIMGCTL_DEFS) -o $@ $(QIMGCTL_SRC) $(LIBS)
+
+# xcheck's lock holder: qimgctl's lock module alone, held until stdin closes.
+$(B)/san/qimg-lockhold: tools/testing/xcheck/lockhold.c tools/qimgctl/lock.c $(QIMGCTL_HDR)
+	@mkdir -p $(B)/san
+	$(CC) $(BASE_CFLAGS) -O1 $(SAN) -o $@ tools/testing/xcheck/lockhold.c tools/qimgctl/lock.c
 
 $(B)/san/test_fmt: $(UNIT_SRC) $(UNIT_HDR) $(FMT_SRC) $(QIMGCTL_HDR)
 	@mkdir -p $(B)/san
@@ -93,7 +102,7 @@ modules-all:
 deps:
 	@bash tools/testing/install-deps.sh
 
-check-build: $(B)/qimgctl $(B)/san/qimgctl $(B)/san/test_fmt $(B)/fuzz/fuzz_header modules-all
+check-build: $(B)/qimgctl $(B)/san/qimgctl $(B)/san/qimg-lockhold $(B)/san/test_fmt $(B)/fuzz/fuzz_header modules-all
 
 SUITES := tools/testing/selftest/run \
 	tools/testing/unit/run \

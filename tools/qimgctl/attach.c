@@ -22,7 +22,7 @@
 #include <json-c/json.h>
 #include <linux/qimg.h>
 
-#include "qimgctl.h"
+#include "image_io.h"
 
 #define QIMGCTL_CONTROL "/dev/" QIMG_CONTROL_NAME
 
@@ -48,121 +48,6 @@ static int qimgctl_control_open(void)
 
 /* ------------------------------------------------------------------------ */
 /* attach                                                                    */
-
-struct qimgctl_chain {
-	unsigned int nr;
-	struct qimg_backing_fd fds[QIMG_MAX_BACKING];
-};
-
-static void qimgctl_chain_close(struct qimgctl_chain *c)
-{
-	unsigned int i;
-
-	for (i = 0; i < c->nr; i++)
-		close(c->fds[i].fd);
-	c->nr = 0;
-}
-
-/* @name relative to the directory of @image, as qemu-img resolves it. */
-static char *qimgctl_backing_path(const char *image, const char *name)
-{
-	const char *slash = strrchr(image, '/');
-	size_t dlen;
-	char *p;
-
-	if (name[0] == '/' || !slash)
-		return strdup(name);
-	dlen = (size_t)(slash - image) + 1;
-	p = malloc(dlen + strlen(name) + 1);
-	if (!p)
-		return NULL;
-	memcpy(p, image, dlen);
-	strcpy(p + dlen, name);
-	return p;
-}
-
-static int qimgctl_probe_fmt(const char *path, int fd, uint32_t *fmt)
-{
-	unsigned char magic[4];
-	int ret = qimgctl_pread(fd, magic, sizeof(magic), 0);
-
-	if (ret) {
-		qimgctl_err("%s: read: %s", path, strerror(-ret));
-		return ret;
-	}
-	*fmt = (magic[0] == 'Q' && magic[1] == 'F' && magic[2] == 'I' &&
-		magic[3] == 0xfb) ? QIMG_FMT_QCOW2 : QIMG_FMT_RAW;
-	return 0;
-}
-
-/* Open the backing chain of @top, nearest first. */
-static int qimgctl_open_chain(const struct qimgctl_image *top,
-			      struct qimgctl_chain *c)
-{
-	char name[QIMG_MAX_BACKING_NAME + 1], fmtname[32];
-	char *cur_path = strdup(top->path), *path;
-	int ret = 0;
-
-	if (!cur_path)
-		return -ENOMEM;
-	snprintf(name, sizeof(name), "%s", top->h.backing_file);
-	snprintf(fmtname, sizeof(fmtname), "%s", top->h.backing_fmt);
-	while (name[0]) {
-		struct qimgctl_image img;
-		uint32_t fmt;
-		int fd;
-
-		if (c->nr == QIMG_MAX_BACKING) {
-			qimgctl_err("%s: backing chain longer than %d images",
-				    top->path, QIMG_MAX_BACKING);
-			ret = -ELOOP;
-			break;
-		}
-		path = qimgctl_backing_path(cur_path, name);
-		free(cur_path);
-		cur_path = path;
-		if (!path) {
-			ret = -ENOMEM;
-			break;
-		}
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0) {
-			ret = -errno;
-			qimgctl_err("backing file %s: %s", path,
-				    strerror(errno));
-			break;
-		}
-		c->fds[c->nr].fd = fd;
-		c->nr++;
-		if (!strcmp(fmtname, "raw")) {
-			fmt = QIMG_FMT_RAW;
-		} else if (!strcmp(fmtname, "qcow2")) {
-			fmt = QIMG_FMT_QCOW2;
-		} else if (!fmtname[0]) {
-			ret = qimgctl_probe_fmt(path, fd, &fmt);
-			if (ret)
-				break;
-		} else {
-			qimgctl_err("backing file %s: unsupported format '%s'",
-				    path, fmtname);
-			ret = -EOPNOTSUPP;
-			break;
-		}
-		c->fds[c->nr - 1].format = fmt;
-		if (fmt == QIMG_FMT_RAW)
-			break;
-		ret = qimgctl_image_open(&img, path, false);
-		if (ret)
-			break;
-		snprintf(name, sizeof(name), "%s", img.h.backing_file);
-		snprintf(fmtname, sizeof(fmtname), "%s", img.h.backing_fmt);
-		qimgctl_image_close(&img);
-	}
-	free(cur_path);
-	if (ret)
-		qimgctl_chain_close(c);
-	return ret;
-}
 
 /* Would clearing the dirty bit (what a repair does) let us write? */
 static bool qimgctl_repair_helps(const struct qimg_header *h)
@@ -237,25 +122,31 @@ int qimgctl_cmd_attach(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "read-only", no_argument, NULL, 'r' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "partscan", no_argument, NULL, 'P' },
 		{ "autoclear", no_argument, NULL, 'a' },
 		{ "direct-io", required_argument, NULL, 'D' },
 		{ "l2-cache-size", required_argument, NULL, 'L' },
 		{ "refcount-cache-size", required_argument, NULL, 'R' },
+		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct qimg_attach a = { .size = sizeof(a) };
-	struct qimgctl_chain chain = { 0 };
-	struct qimgctl_image img;
-	bool ro = false;
+	struct qimg_backing_fd fds[QIMG_MAX_BACKING];
+	struct qimgctl_node *top, *n;
+	unsigned int flags = QIMGCTL_CHAIN_HEADERS;
+	bool ro = false, share = false;
 	int c, ctl, ret;
 
 	a.flags = QIMG_ATTACH_DIRECT_IO;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "rPa", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":rUPah", opts, NULL)) != -1) {
 		switch (c) {
 		case 'r':
 			ro = true;
+			break;
+		case 'U':
+			share = true;
 			break;
 		case 'P':
 			a.flags |= QIMG_ATTACH_PARTSCAN;
@@ -269,7 +160,8 @@ int qimgctl_cmd_attach(int argc, char **argv)
 			} else if (!strcmp(optarg, "off")) {
 				a.flags &= ~QIMG_ATTACH_DIRECT_IO;
 			} else {
-				qimgctl_err("--direct-io takes on or off");
+				qimgctl_usage_err("attach", "--direct-io takes on or off, not '%s'",
+						  optarg);
 				return 1;
 			}
 			break;
@@ -283,35 +175,59 @@ int qimgctl_cmd_attach(int argc, char **argv)
 						&a.refcount_cache_size))
 				return 1;
 			break;
+		case 'h':
+			qimgctl_usage(stdout, "attach");
+			return 0;
 		default:
+			qimgctl_opt_err("attach", c, argv);
 			return 1;
 		}
 	}
-	if (optind != argc - 1) {
-		qimgctl_err("usage: attach [-r] [-P] [--direct-io=on|off] [--l2-cache-size=SIZE] [--refcount-cache-size=SIZE] FILE");
+	if (qimgctl_one_file("attach", argc, argv))
+		return 1;
+	if (share && !ro) {
+		qimgctl_err("%s: --force-share (-U) can only be used with read-only attach (-r)",
+			    argv[optind]);
 		return 1;
 	}
 	if (ro)
 		a.flags |= QIMG_ATTACH_READ_ONLY;
+	else
+		flags |= QIMGCTL_OPEN_WRITE;
+	if (share)
+		flags |= QIMGCTL_OPEN_SHARE;
 
-	ret = qimgctl_image_open(&img, argv[optind], !ro);
+	/*
+	 * The image and its backing files are locked the way QEMU locks
+	 * them, on the very fds the kernel takes: the locks belong to the
+	 * open file descriptions, so they stay while the image is attached
+	 * and a QEMU started on it meanwhile refuses what would conflict.
+	 */
+	ret = qimgctl_chain_open(&top, argv[optind], NULL, flags);
 	if (ret)
 		return 1;
-	ret = qimgctl_open_chain(&img, &chain);
-	if (ret) {
-		qimgctl_image_close(&img);
-		return 1;
+	a.nr_backing = 0;
+	for (n = top->backing; n; n = n->backing) {
+		if (a.nr_backing == QIMG_MAX_BACKING) {
+			qimgctl_err("%s: backing chain longer than %d images",
+				    top->path, QIMG_MAX_BACKING);
+			ret = 1;
+			goto out;
+		}
+		fds[a.nr_backing].fd = qimgctl_node_fd(n);
+		fds[a.nr_backing].format = n->raw ? QIMG_FMT_RAW :
+						    QIMG_FMT_QCOW2;
+		a.nr_backing++;
 	}
 	ctl = qimgctl_control_open();
 	if (ctl < 0) {
 		ret = 1;
 		goto out;
 	}
-	a.fd = img.fd;
-	a.nr_backing = chain.nr;
-	a.backing = (uintptr_t)chain.fds;
+	a.fd = top->img.fd;
+	a.backing = (uintptr_t)fds;
 	if (ioctl(ctl, QIMG_CTL_ATTACH, &a) < 0) {
-		qimgctl_explain_attach(&img, errno, ro);
+		qimgctl_explain_attach(&top->img, errno, ro);
 		ret = 1;
 	} else {
 		printf("/dev/qimg%u\n", a.index);
@@ -319,8 +235,7 @@ int qimgctl_cmd_attach(int argc, char **argv)
 	}
 	close(ctl);
 out:
-	qimgctl_chain_close(&chain);
-	qimgctl_image_close(&img);
+	qimgctl_chain_close(top);
 	return ret;
 }
 
@@ -390,20 +305,48 @@ static long qimgctl_dev_index(const char *s)
 
 int qimgctl_cmd_detach(int argc, char **argv)
 {
+	static const struct option opts[] = {
+		{ "all", no_argument, NULL, 'a' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
 	struct qimg_info info;
 	struct stat st;
 	uint32_t idx = 0;
-	int ctl, ret = 0, found = 0;
+	int c, ctl, ret = 0, found = 0;
+	bool all = false;
+	const char *what;
 	long index;
 
-	if (argc != 2) {
-		qimgctl_err("usage: detach DEVICE|FILE | detach -a");
+	optind = 1;
+	while ((c = getopt_long(argc, argv, ":ah", opts, NULL)) != -1) {
+		switch (c) {
+		case 'a':
+			all = true;
+			break;
+		case 'h':
+			qimgctl_usage(stdout, "detach");
+			return 0;
+		default:
+			qimgctl_opt_err("detach", c, argv);
+			return 1;
+		}
+	}
+	if (all && optind < argc) {
+		qimgctl_usage_err("detach", "-a takes no DEVICE or FILE");
 		return 1;
 	}
+	if (!all && optind >= argc) {
+		qimgctl_usage_err("detach", "no DEVICE or FILE given");
+		return 1;
+	}
+	if (!all && qimgctl_one_file("detach", argc, argv))
+		return 1;
+	what = all ? NULL : argv[optind];
 	ctl = qimgctl_control_open();
 	if (ctl < 0)
 		return 1;
-	if (!strcmp(argv[1], "-a") || !strcmp(argv[1], "--all")) {
+	if (all) {
 		while (!qimgctl_info(ctl, idx, QIMG_QUERY_NEXT, &info)) {
 			if (qimgctl_detach_index(ctl, info.index))
 				ret = 1;
@@ -412,7 +355,7 @@ int qimgctl_cmd_detach(int argc, char **argv)
 		goto out;
 	}
 	/* A path to an existing regular file is an image, else a device. */
-	if (stat(argv[1], &st) == 0 && S_ISREG(st.st_mode)) {
+	if (stat(what, &st) == 0 && S_ISREG(st.st_mode)) {
 		uint32_t enc = qimgctl_encode_dev(st.st_dev);
 
 		while (!qimgctl_info(ctl, idx, QIMG_QUERY_NEXT, &info)) {
@@ -424,15 +367,15 @@ int qimgctl_cmd_detach(int argc, char **argv)
 			idx = info.index + 1;
 		}
 		if (!found) {
-			qimgctl_err("%s is not attached", argv[1]);
+			qimgctl_err("%s is not attached", what);
 			ret = 1;
 		}
 		goto out;
 	}
-	index = qimgctl_dev_index(argv[1]);
+	index = qimgctl_dev_index(what);
 	if (index < 0) {
 		qimgctl_err("%s: neither a qimg device nor an image file",
-			    argv[1]);
+			    what);
 		ret = 1;
 		goto out;
 	}
@@ -445,33 +388,64 @@ out:
 
 int qimgctl_cmd_list(int argc, char **argv)
 {
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
 	struct json_object *arr = NULL;
 	struct qimg_info info;
-	bool json = false;
+	bool json = false, header = false;
 	uint32_t idx = 0;
-	int ctl, ret;
+	int c, ctl, ret;
 
-	if (argc == 2 && !strcmp(argv[1], "--json")) {
-		json = true;
-	} else if (argc != 1) {
-		qimgctl_err("usage: list [--json]");
+	optind = 1;
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'j':
+			json = true;
+			break;
+		case 'h':
+			qimgctl_usage(stdout, "list");
+			return 0;
+		default:
+			qimgctl_opt_err("list", c, argv);
+			return 1;
+		}
+	}
+	if (optind < argc) {
+		qimgctl_usage_err("list", "unexpected argument '%s'",
+				  argv[optind]);
 		return 1;
 	}
-	ctl = qimgctl_control_open();
-	if (ctl < 0)
-		return 1;
 	if (json) {
 		arr = json_object_new_array();
 		if (!arr) {
-			close(ctl);
+			qimgctl_err("out of memory");
 			return 1;
 		}
-	} else {
-		printf("%-12s %-40s %14s %-3s %s\n", "DEVICE", "FILE", "SIZE",
-		       "RO", "BACKING");
+	}
+	/*
+	 * No module, no devices: an empty list, as losetup -l says when no
+	 * loop device is set up.
+	 */
+	if (access(QIMGCTL_CONTROL, F_OK) < 0 && errno == ENOENT) {
+		ret = -ENXIO;
+		goto done;
+	}
+	ctl = qimgctl_control_open();
+	if (ctl < 0) {
+		json_object_put(arr);
+		return 1;
 	}
 	while (!(ret = qimgctl_info(ctl, idx, QIMG_QUERY_NEXT, &info))) {
 		char devname[32];
+
+		if (!json && !header) {
+			printf("%-12s %-40s %14s %-3s %s\n", "DEVICE", "FILE",
+			       "SIZE", "RO", "BACKING");
+			header = true;
+		}
 
 		snprintf(devname, sizeof(devname), "/dev/qimg%u", info.index);
 		if (json) {
@@ -514,12 +488,16 @@ int qimgctl_cmd_list(int argc, char **argv)
 		idx = info.index + 1;
 	}
 	close(ctl);
+done:
 	if (ret != -ENXIO) {
 		qimgctl_err("list: %s", strerror(-ret));
 		json_object_put(arr);
 		return 1;
 	}
-	if (json) {
+	if (json && !json_object_array_length(arr)) {
+		printf("[]\n");
+		json_object_put(arr);
+	} else if (json) {
 		printf("%s\n", json_object_to_json_string_ext(arr,
 			JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
 		json_object_put(arr);

@@ -40,7 +40,7 @@
 
 #include <json-c/json.h>
 
-#include "qimgctl.h"
+#include "image_io.h"
 
 #define CK_FIX_LEAKS	1
 #define CK_FIX_ERRORS	2
@@ -1303,12 +1303,6 @@ static int ck_exit_code(const struct ck_result *r)
 /* ------------------------------------------------------------------------ */
 /* Command line                                                             */
 
-static void ck_usage(FILE *f)
-{
-	fprintf(f, "usage: %s check [-q] [-f qcow2] [-r leaks|all | --repair=leaks|all] [--json | --output=json|human] FILE\n",
-		qimgctl_prog);
-}
-
 /*
  * Does @path start with the qcow2 magic?  Decides 63 versus 1: 1 yes,
  * 0 no (with @why saying how not), -1 cannot tell (open/read error, left
@@ -1316,24 +1310,24 @@ static void ck_usage(FILE *f)
  */
 static int ck_has_magic(const char *path, const char **why)
 {
-	unsigned char m[4];
-	FILE *f = fopen(path, "rb");
-	size_t n;
+	struct stat st;
+	bool raw;
+	int fd;
 
-	if (!f)
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		return -1;
-	n = fread(m, 1, sizeof(m), f);
-	if (n < sizeof(m) && ferror(f)) {
-		fclose(f);
+	if (fstat(fd, &st) < 0 || qimgctl_probe_raw(fd, &raw)) {
+		close(fd);
 		return -1;
 	}
-	fclose(f);
-	if (n < sizeof(m)) {
+	close(fd);
+	if (st.st_size < 4) {
 		*why = "file too short";
 		return 0;
 	}
 	*why = "bad magic";
-	return get_unaligned_be32(m) == QIMG_MAGIC;
+	return !raw;
 }
 
 static u64 ck_range_end(u64 off, u64 len)
@@ -1353,14 +1347,14 @@ static u64 ck_range_end(u64 off, u64 len)
  * bound raised just to cover them.
  */
 static int ck_open(struct qimgctl_image *img, const char *path,
-		   bool writable)
+		   unsigned int flags)
 {
 	struct qimg_err err = { "" }, err2 = { "" };
 	struct qimg_header lax;
 	u64 bound, end;
 	int ret;
 
-	ret = qimgctl_image_load(img, path, writable);
+	ret = qimgctl_image_load(img, path, flags);
 	if (ret)
 		return ret;
 	ret = qimg_header_decode(img->hdr_buf, img->hdr_len, img->file_size,
@@ -1398,17 +1392,18 @@ int qimgctl_cmd_check(int argc, char **argv)
 		{ "output", required_argument, NULL, 'o' },
 		{ "format", required_argument, NULL, 'f' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct ck_result res, fixed;
 	struct qimgctl_image img;
-	bool json = false, quiet = false;
+	bool json = false, quiet = false, share = false;
 	const char *path, *why = "";
 	int fix = 0, opt, ret;
 
 	optind = 1;
-	while ((opt = getopt_long(argc, argv, "r:f:qh", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":r:f:qUh", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'r':
 			if (!strcmp(optarg, "leaks")) {
@@ -1445,19 +1440,25 @@ int qimgctl_cmd_check(int argc, char **argv)
 		case 'q':
 			quiet = true;
 			break;
+		case 'U':
+			share = true;
+			break;
 		case 'h':
-			ck_usage(stdout);
+			qimgctl_usage(stdout, "check");
 			return 0;
 		default:
-			ck_usage(stderr);
+			qimgctl_opt_err("check", opt, argv);
 			return QIMGCTL_CHECK_INCOMPLETE;
 		}
 	}
-	if (optind != argc - 1) {
-		ck_usage(stderr);
+	if (qimgctl_one_file("check", argc, argv))
+		return QIMGCTL_CHECK_INCOMPLETE;
+	path = argv[optind];
+	if (share && fix) {
+		qimgctl_err("%s: --force-share (-U) can only be used without --repair (-r)",
+			    path);
 		return QIMGCTL_CHECK_INCOMPLETE;
 	}
-	path = argv[optind];
 
 	/*
 	 * Not qcow2 at all: qemu-img's "format does not support checks"
@@ -1468,7 +1469,8 @@ int qimgctl_cmd_check(int argc, char **argv)
 			    path, why);
 		return QIMGCTL_CHECK_UNSUPPORTED;
 	}
-	ret = ck_open(&img, path, fix != 0);
+	ret = ck_open(&img, path, fix ? QIMGCTL_OPEN_WRITE :
+			   share ? QIMGCTL_OPEN_SHARE : 0);
 	if (ret) {
 		/*
 		 * The opener said why in one line.  A feature we cannot
@@ -1480,8 +1482,8 @@ int qimgctl_cmd_check(int argc, char **argv)
 		return QIMGCTL_CHECK_INCOMPLETE;
 	}
 	if (img.h.incompatible_features & QIMG_INCOMPAT_DIRTY)
-		fprintf(stderr, "%s: image is dirty (lazy refcounts): all refcounts are checked against the rebuilt ones\n",
-			path);
+		qimgctl_err("%s: image is dirty (lazy refcounts): all refcounts are checked against the rebuilt ones",
+			    path);
 
 	ret = ck_run(&img, fix, &res);
 	fixed = res;
@@ -1491,7 +1493,7 @@ int qimgctl_cmd_check(int argc, char **argv)
 			printf("The following inconsistencies were found and repaired:\n\n    %lld leaked clusters\n    %lld corruptions\n\nDouble checking the fixed image now...\n",
 			       fixed.leaks_fixed, fixed.corruptions_fixed);
 		qimgctl_image_close(&img);
-		ret = ck_open(&img, path, false);
+		ret = ck_open(&img, path, 0);
 		if (ret)
 			return QIMGCTL_CHECK_INCOMPLETE;
 		ret = ck_run(&img, 0, &res);

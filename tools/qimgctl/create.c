@@ -41,17 +41,9 @@ struct create_opts {
 	const char *prealloc;
 	bool unsafe;
 	bool quiet;
+	/* The backing chain, open (unlocked, as qemu-img) until we are done. */
+	struct qimgctl_node *chain;
 };
-
-static void create_usage(void)
-{
-	fprintf(stderr,
-		"usage: %s create [-q] [-f qcow2] [-o OPTIONS] [-b BACKING [-F FMT]] [-u] FILE [SIZE]\n"
-		"options: cluster_size, refcount_bits, lazy_refcounts=on|off, compat=0.10|v2|1.1|v3,\n"
-		"         extended_l2=on|off, compression_type=zlib|zstd, preallocation=off,\n"
-		"         backing_file, backing_fmt, size\n",
-		qimgctl_prog);
-}
 
 static int parse_bool(const char *v, bool *out)
 {
@@ -209,59 +201,77 @@ static int apply_opt_string(struct create_opts *o, char *s)
 	return 0;
 }
 
-/* Virtual size of the backing file, which must exist unless -u. */
-static int backing_size(struct create_opts *o, uint64_t *size)
+/* The element of @chain that is the file @st describes, if any. */
+static const struct qimgctl_node *chain_has(const struct qimgctl_node *chain,
+					    const struct stat *st)
 {
-	struct qimgctl_image img;
-	char *path;
+	for (; chain; chain = chain->backing)
+		if (chain->dev == st->st_dev && chain->ino == st->st_ino)
+			return chain;
+	return NULL;
+}
+
+/*
+ * Refuse to make @o->file an image of its own backing chain: creating it
+ * would destroy a file the new image reads from.  Files are compared by
+ * device and inode, so other names (hard or symbolic links) for the same
+ * file count too.  @st: the output file as it is now (or NULL).
+ */
+static int self_backing(const struct create_opts *o, const struct stat *st,
+			const char *backing_path)
+{
+	const struct qimgctl_node *n;
+	struct stat bst;
+
+	if (!strcmp(backing_path, o->file)) {
+		n = NULL;
+	} else if (!st) {
+		return 0;
+	} else if (o->chain) {
+		n = chain_has(o->chain, st);
+		if (!n)
+			return 0;
+	} else if (stat(backing_path, &bst) == 0 &&
+		   bst.st_dev == st->st_dev && bst.st_ino == st->st_ino) {
+		n = NULL;	/* -u: only the named backing file is known */
+	} else {
+		return 0;
+	}
+	if (!n || n == o->chain)
+		qimgctl_err("%s: Trying to create an image with the same file as its backing file '%s'",
+			    o->file, o->backing);
+	else
+		qimgctl_err("%s: Trying to create an image that is in its own backing chain (as '%s')",
+			    o->file, n->path);
+	return -ELOOP;
+}
+
+/*
+ * Open the backing chain (it must exist unless -u) and take the virtual
+ * size of its top.  Like qemu-img: the whole chain, without locks (force
+ * share, no I/O), so an image in use can get an overlay.
+ */
+static int open_backing(struct create_opts *o, uint64_t *size)
+{
 	struct stat st;
-	bool raw;
-	int fd, ret;
+	char *path;
+	int ret;
 
 	path = qimgctl_path_combine(o->file, o->backing);
 	if (!path) {
 		qimgctl_err("out of memory");
 		return -ENOMEM;
 	}
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		ret = -errno;
-		qimgctl_err("%s: Could not open backing file '%s': %s",
-			    o->file, path, strerror(errno));
-		goto out;
-	}
-	ret = qimgctl_probe_raw(fd, &raw);
-	if (ret) {
-		qimgctl_err("%s: Could not read backing file '%s': %s",
-			    o->file, path, strerror(-ret));
-		close(fd);
-		goto out;
-	}
-	if (!strcmp(o->backing_fmt, "raw")) {
-		if (fstat(fd, &st) < 0) {
-			ret = -errno;
-			qimgctl_err("%s: %s: %s", o->file, path,
-				    strerror(errno));
-			close(fd);
+	if (!o->unsafe) {
+		ret = qimgctl_chain_open(&o->chain, path, o->backing_fmt,
+					 QIMGCTL_OPEN_META | QIMGCTL_OPEN_SHARE |
+					 QIMGCTL_CHAIN_HEADERS);
+		if (ret)
 			goto out;
-		}
-		close(fd);
-		*size = ((u64)st.st_size + 511) & ~511ULL;
-		ret = 0;
-		goto out;
+		if (size)
+			*size = o->chain->length;
 	}
-	close(fd);
-	if (raw) {
-		qimgctl_err("%s: Backing file '%s' is not in qcow2 format",
-			    o->file, path);
-		ret = -EINVAL;
-		goto out;
-	}
-	ret = qimgctl_image_open(&img, path, false);
-	if (ret)
-		goto out;
-	*size = img.h.size;
-	qimgctl_image_close(&img);
+	ret = self_backing(o, stat(o->file, &st) == 0 ? &st : NULL, path);
 out:
 	free(path);
 	return ret;
@@ -269,7 +279,6 @@ out:
 
 static int validate(struct create_opts *o)
 {
-	uint64_t bsize;
 	u64 l1;
 
 	if (o->version == 2) {
@@ -325,8 +334,7 @@ static int validate(struct create_opts *o)
 			return -EINVAL;
 		}
 		/* With an explicit size the backing file is still checked. */
-		if (!o->unsafe &&
-		    backing_size(o, o->has_size ? &bsize : &o->size))
+		if (open_backing(o, o->has_size ? NULL : &o->size))
 			return -EINVAL;
 		if (!o->unsafe)
 			o->has_size = true;
@@ -440,7 +448,7 @@ int qimgctl_cmd_create(int argc, char **argv)
 		return 1;
 	}
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+hqf:o:b:F:u", lopts,
+	while ((c = getopt_long(argc, argv, ":hqf:o:b:F:u", lopts,
 				NULL)) != -1) {
 		switch (c) {
 		case 'f':
@@ -462,16 +470,21 @@ int qimgctl_cmd_create(int argc, char **argv)
 			o.quiet = true;
 			break;
 		case 'h':
-			create_usage();
+			qimgctl_usage(stdout, "create");
 			ret = 0;
 			goto out;
 		default:
-			create_usage();
+			qimgctl_opt_err("create", c, argv);
 			goto out;
 		}
 	}
-	if (optind >= argc || argc - optind > 2) {
-		create_usage();
+	if (optind >= argc) {
+		qimgctl_usage_err("create", "no FILE given");
+		goto out;
+	}
+	if (argc - optind > 2) {
+		qimgctl_usage_err("create", "unexpected argument '%s'",
+				  argv[optind + 2]);
 		goto out;
 	}
 	o.file = argv[optind];
@@ -573,15 +586,46 @@ int qimgctl_cmd_create(int argc, char **argv)
 		}
 	}
 
-	fd = open(o.file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	/*
+	 * As QEMU does: open without truncating, lock, make sure nobody else
+	 * uses the file, and only then empty it.
+	 */
+	fd = open(o.file, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 	if (fd < 0) {
 		ret = -errno;
 		qimgctl_err("%s: Could not create '%s': %s", o.file, o.file,
 			    strerror(errno));
 		goto out;
 	}
+	ret = qimgctl_lock_open_file(fd, o.file, QIMGCTL_OPEN_WRITE);
+	if (ret)
+		goto out;
+	if (o.backing) {
+		struct stat st;
+		char *bpath = qimgctl_path_combine(o.file, o.backing);
+
+		if (!bpath) {
+			qimgctl_err("out of memory");
+			ret = -ENOMEM;
+			goto out;
+		}
+		/* Again on what we opened, in case the name moved since. */
+		ret = fstat(fd, &st) < 0 ? -errno : self_backing(&o, &st, bpath);
+		free(bpath);
+		if (ret) {
+			if (ret != -ELOOP)
+				qimgctl_err("%s: %s", o.file, strerror(-ret));
+			goto out;
+		}
+	}
 	if (!o.quiet)
 		print_formatting(&o);
+	if (ftruncate(fd, 0) < 0) {
+		ret = -errno;
+		qimgctl_err("%s: Could not empty the file: %s", o.file,
+			    strerror(errno));
+		goto out;
+	}
 	ret = qimgctl_pwrite(fd, hdr, cs, 0);
 	if (!ret)
 		ret = qimgctl_pwrite(fd, rt, rt_cl * cs, rt_off);
@@ -608,6 +652,7 @@ out:
 		qimgctl_err("%s: close: %s", o.file, strerror(errno));
 		ret = -EIO;
 	}
+	qimgctl_chain_close(o.chain);
 	free(hdr);
 	free(rt);
 	free(rb);

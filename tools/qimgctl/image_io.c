@@ -369,12 +369,17 @@ void qimgctl_chain_close(struct qimgctl_node *top)
 	}
 }
 
-/* Open one chain element; @fmt is "", "qcow2" or "raw". */
+/*
+ * Open one chain element; @fmt is "", "qcow2" or "raw".  @backing: it is a
+ * backing file (for the wording of errors).  @flags: QIMGCTL_OPEN_* and
+ * QIMGCTL_CHAIN_HEADERS for this file.
+ */
 static int node_open(struct qimgctl_node **out, char *path, const char *fmt,
-		     bool top)
+		     bool backing, unsigned int flags, const struct stat *st)
 {
+	bool write = flags & QIMGCTL_OPEN_WRITE;
 	struct qimgctl_node *n;
-	struct stat st;
+	struct stat fst;
 	int ret;
 
 	n = calloc(1, sizeof(*n));
@@ -387,20 +392,25 @@ static int node_open(struct qimgctl_node **out, char *path, const char *fmt,
 	n->raw_fd = -1;
 	n->data_fd = -1;
 	n->img.fd = -1;
-	if (!top && strcmp(fmt, "qcow2")) {
+	n->dev = st->st_dev;
+	n->ino = st->st_ino;
+	if (strcmp(fmt, "qcow2")) {
 		if (strcmp(fmt, "raw") && fmt[0]) {
 			qimgctl_err("%s: backing file format '%s' is not supported (only qcow2 and raw)",
 				    path, fmt);
 			ret = -EOPNOTSUPP;
 			goto fail;
 		}
-		n->raw_fd = open(path, O_RDONLY | O_CLOEXEC);
+		n->raw_fd = open(path, (write ? O_RDWR : O_RDONLY) | O_CLOEXEC);
 		if (n->raw_fd < 0) {
 			ret = -errno;
 			qimgctl_err("%s: could not open backing file: %s",
 				    path, strerror(errno));
 			goto fail;
 		}
+		ret = qimgctl_lock_open_file(n->raw_fd, path, flags);
+		if (ret)
+			goto fail;
 		if (!fmt[0]) {
 			ret = qimgctl_probe_raw(n->raw_fd, &n->raw);
 			if (ret) {
@@ -416,30 +426,32 @@ static int node_open(struct qimgctl_node **out, char *path, const char *fmt,
 		}
 	}
 	if (n->raw) {
-		if (fstat(n->raw_fd, &st) < 0) {
+		if (fstat(n->raw_fd, &fst) < 0) {
 			ret = -errno;
 			qimgctl_err("%s: %s", path, strerror(errno));
 			goto fail;
 		}
 		/* The block layer sees raw files in whole sectors. */
-		n->length = ((u64)st.st_size + 511) & ~511ULL;
+		n->length = ((u64)fst.st_size + 511) & ~511ULL;
 		*out = n;
 		return 0;
 	}
 	/* Say which file is missing: the user named only the top one. */
-	if (!top && access(path, R_OK) < 0) {
+	if (backing && access(path, R_OK) < 0) {
 		ret = -errno;
 		qimgctl_err("%s: could not open backing file: %s", path,
 			    strerror(errno));
 		goto fail;
 	}
-	ret = qimgctl_image_open(&n->img, path, false);
+	ret = qimgctl_image_open(&n->img, path, flags);
 	if (ret)
 		goto fail;
-	ret = qimgctl_mapper_init(&n->map, &n->img);
-	if (ret) {
-		qimgctl_image_close(&n->img);
-		goto fail;
+	if (!(flags & QIMGCTL_CHAIN_HEADERS)) {
+		ret = qimgctl_mapper_init(&n->map, &n->img);
+		if (ret) {
+			qimgctl_image_close(&n->img);
+			goto fail;
+		}
 	}
 	n->length = n->img.h.size;
 	*out = n;
@@ -454,11 +466,13 @@ fail:
 }
 
 int qimgctl_chain_open(struct qimgctl_node **top, const char *path,
-		       bool no_backing)
+		       const char *fmt, unsigned int flags)
 {
-	struct qimgctl_node *n = NULL, **link = top;
+	struct qimgctl_node *n = NULL, *m, **link = top;
 	char *p = strdup(path);
-	const char *fmt = "qcow2";
+	bool backing = fmt != NULL;
+	unsigned int nflags = flags;
+	struct stat st;
 	int depth, ret;
 
 	*top = NULL;
@@ -466,16 +480,42 @@ int qimgctl_chain_open(struct qimgctl_node **top, const char *path,
 		qimgctl_err("out of memory");
 		return -ENOMEM;
 	}
+	if (!fmt)
+		fmt = "qcow2";
 	for (depth = 0;; depth++) {
-		ret = node_open(&n, p, fmt, depth == 0);
+		/*
+		 * The same file twice would be a loop, whatever the names
+		 * say; find it before opening (and locking) it again.
+		 */
+		if (stat(p, &st) < 0) {
+			ret = -errno;
+			if (backing || depth)
+				qimgctl_err("%s: could not open backing file: %s",
+					    p, strerror(errno));
+			else
+				qimgctl_err("%s: %s", p, strerror(errno));
+			free(p);
+			goto fail;
+		}
+		for (m = *top; m; m = m->backing) {
+			if (m->dev == st.st_dev && m->ino == st.st_ino) {
+				qimgctl_err("%s: backing chain loop: the backing file of '%s' is '%s' again",
+					    path, n->path, m->path);
+				free(p);
+				ret = -ELOOP;
+				goto fail;
+			}
+		}
+		ret = node_open(&n, p, fmt, backing || depth, nflags, &st);
 		if (ret)
 			goto fail;
 		*link = n;
 		link = &n->backing;
-		if (no_backing || n->raw || !n->img.h.backing_file[0])
+		if ((flags & QIMGCTL_CHAIN_NO_BACKING) || n->raw ||
+		    !n->img.h.backing_file[0])
 			return 0;
 		if (depth + 1 >= QIMGCTL_MAX_CHAIN) {
-			qimgctl_err("%s: backing chain is longer than %d images (a loop?)",
+			qimgctl_err("%s: backing chain is longer than %d images",
 				    path, QIMGCTL_MAX_CHAIN);
 			ret = -ELOOP;
 			goto fail;
@@ -487,6 +527,8 @@ int qimgctl_chain_open(struct qimgctl_node **top, const char *path,
 			goto fail;
 		}
 		fmt = n->img.h.backing_fmt;
+		/* QEMU opens backing files read-only. */
+		nflags = flags & ~QIMGCTL_OPEN_WRITE;
 	}
 fail:
 	qimgctl_chain_close(*top);

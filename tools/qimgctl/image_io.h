@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include <json-c/json.h>
 
@@ -89,8 +90,10 @@ struct qimgctl_node {
 	bool raw;
 	int raw_fd;
 	u64 length;		/* virtual size in bytes */
+	dev_t dev;		/* the file, for loop detection */
+	ino_t ino;
 	struct qimgctl_image img;
-	struct qimgctl_mapper map;
+	struct qimgctl_mapper map;	/* unless QIMGCTL_CHAIN_HEADERS */
 	struct qimgctl_node *backing;
 	/* Used by map: see qimgctl_meta_prealloc(). */
 	bool prealloc_known;
@@ -98,13 +101,33 @@ struct qimgctl_node {
 	int data_fd;		/* external data file, opened on demand */
 };
 
+/* The fd of a chain element's file (qcow2 or raw). */
+static inline int qimgctl_node_fd(const struct qimgctl_node *n)
+{
+	return n->raw ? n->raw_fd : n->img.fd;
+}
+
+/* qimgctl_chain_open() flags, besides QIMGCTL_OPEN_* (see qimgctl.h). */
+#define QIMGCTL_CHAIN_NO_BACKING	0x100	/* the first image only */
+#define QIMGCTL_CHAIN_HEADERS		0x200	/* do not read the L1 tables */
+
 /*
- * Open @path as a qcow2 image (the top of a chain is always qcow2) and,
- * unless @no_backing, its whole backing chain.  Prints the reason and
- * returns -errno on failure.
+ * The one backing-chain opener.  Opens @path and, unless
+ * QIMGCTL_CHAIN_NO_BACKING, every backing file below it, each resolved
+ * against the directory of the image naming it.  @fmt NULL: @path is the
+ * image the user named and must be qcow2; else @path is itself a backing
+ * file of format @fmt ("qcow2", "raw" or "" to probe), as when `create`
+ * looks at the backing file it is given.
+ *
+ * Every file is locked as QEMU locks it (lock.h): the first one as @flags
+ * say (QIMGCTL_OPEN_WRITE applies to it alone), backing files for reading
+ * (QIMGCTL_OPEN_SHARE and QIMGCTL_OPEN_META apply to all).  A chain that
+ * comes back to a file already in it (by device and inode, so hard and
+ * symbolic links count) is refused with -ELOOP, and so is one deeper than
+ * QIMGCTL_MAX_CHAIN.  Prints the reason and returns -errno on failure.
  */
 int qimgctl_chain_open(struct qimgctl_node **top, const char *path,
-		       bool no_backing);
+		       const char *fmt, unsigned int flags);
 void qimgctl_chain_close(struct qimgctl_node *top);
 
 /*
@@ -114,7 +137,7 @@ void qimgctl_chain_close(struct qimgctl_node *top);
  */
 char *qimgctl_path_combine(const char *base, const char *rel);
 
-/* "qcow2" or "raw" from the first bytes of @fd; -errno on read errors. */
+/* Raw (not qcow2) from the first bytes of @fd; -errno on read errors. */
 int qimgctl_probe_raw(int fd, bool *raw);
 
 /*

@@ -449,12 +449,6 @@ static void print_human(struct json_object *o)
 	}
 }
 
-static void info_usage(void)
-{
-	fprintf(stderr, "usage: %s info [-f qcow2] [--backing-chain] [--json | --output=json|human] FILE\n",
-		qimgctl_prog);
-}
-
 int qimgctl_cmd_info(int argc, char **argv)
 {
 	static const struct option lopts[] = {
@@ -468,17 +462,18 @@ int qimgctl_cmd_info(int argc, char **argv)
 	struct qimgctl_node *top, *n;
 	struct json_object *o, *list;
 	bool json = false, chain = false;
+	unsigned int flags = QIMGCTL_OPEN_META;
 	size_t i;
 	int c, ret;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+hf:U", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":hf:U", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'B':
 			chain = true;
 			break;
 		case 'U':
-			/* We never lock images; accepted for qemu-img users. */
+			flags |= QIMGCTL_OPEN_SHARE;
 			break;
 		case 'j':
 			json = true;
@@ -501,19 +496,18 @@ int qimgctl_cmd_info(int argc, char **argv)
 			}
 			break;
 		case 'h':
-			info_usage();
+			qimgctl_usage(stdout, "info");
 			return 0;
 		default:
-			info_usage();
+			qimgctl_opt_err("info", c, argv);
 			return 1;
 		}
 	}
-	if (optind != argc - 1) {
-		info_usage();
+	if (qimgctl_one_file("info", argc, argv))
 		return 1;
-	}
 	/* Backing files are opened only when they are to be shown. */
-	ret = qimgctl_chain_open(&top, argv[optind], !chain);
+	ret = qimgctl_chain_open(&top, argv[optind], NULL,
+				 flags | (chain ? 0 : QIMGCTL_CHAIN_NO_BACKING));
 	if (ret)
 		return 1;
 	list = json_object_new_array();

@@ -226,31 +226,31 @@ static int dump(bool json, const struct map_entry *e, struct map_entry *next)
 	return 0;
 }
 
-static void map_usage(void)
-{
-	fprintf(stderr, "usage: %s map [--json | --output=json|human] FILE\n",
-		qimgctl_prog);
-}
-
 int qimgctl_cmd_map(int argc, char **argv)
 {
 	static const struct option lopts[] = {
 		{ "json", no_argument, NULL, 'j' },
 		{ "output", required_argument, NULL, 'O' },
+		{ "format", required_argument, NULL, 'f' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct map_entry curr = { 0 }, next;
+	unsigned int flags = 0;
 	struct qimgctl_node *top;
 	bool json = false;
 	u64 size, off;
 	int c, ret;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+h", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":hf:U", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			json = true;
+			break;
+		case 'U':
+			flags |= QIMGCTL_OPEN_SHARE;
 			break;
 		case 'O':
 			if (!strcmp(optarg, "json")) {
@@ -262,19 +262,24 @@ int qimgctl_cmd_map(int argc, char **argv)
 				return 1;
 			}
 			break;
+		case 'f':
+			if (strcmp(optarg, "qcow2")) {
+				qimgctl_err("only the qcow2 format is supported, not '%s'",
+					    optarg);
+				return 1;
+			}
+			break;
 		case 'h':
-			map_usage();
+			qimgctl_usage(stdout, "map");
 			return 0;
 		default:
-			map_usage();
+			qimgctl_opt_err("map", c, argv);
 			return 1;
 		}
 	}
-	if (optind != argc - 1) {
-		map_usage();
+	if (qimgctl_one_file("map", argc, argv))
 		return 1;
-	}
-	ret = qimgctl_chain_open(&top, argv[optind], false);
+	ret = qimgctl_chain_open(&top, argv[optind], NULL, flags);
 	if (ret)
 		return 1;
 

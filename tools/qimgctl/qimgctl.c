@@ -1,61 +1,178 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * qimgctl: manage qcow2 images and the qimg block devices that serve them.
+ *
+ * The command table below is the only place the command lines are
+ * described: `qimgctl --help`, `qimgctl CMD --help` and the usage errors
+ * of every command print from it.
  */
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "qimgctl.h"
 
+#ifndef QIMGCTL_VERSION
+#error "QIMGCTL_VERSION must be defined (the Makefile takes it from dkms.conf)"
+#endif
+
 const char *qimgctl_prog = "qimgctl";
 
 struct qimgctl_cmd {
 	const char *name;
 	int (*fn)(int argc, char **argv);
-	const char *usage;
+	const char *usage;	/* synopsis, after "qimgctl " */
+	const char *details;	/* more lines for CMD --help, or NULL */
 };
 
 static const struct qimgctl_cmd cmds[] = {
 	{ "create", qimgctl_cmd_create,
-	  "create [-f qcow2] [-o cluster_size=,refcount_bits=,lazy_refcounts=,compat=,extended_l2=] [-b BACKING -F FMT] FILE [SIZE]" },
-	{ "info", qimgctl_cmd_info, "info [--json] FILE" },
+	  "create [-q] [-f qcow2] [-o OPTIONS] [-b BACKING -F FMT [-u]] FILE [SIZE]",
+	  "Make an empty qcow2 image, as qemu-img create -f qcow2 does.\n"
+	  "OPTIONS (comma-separated key=value, ',,' for a comma):\n"
+	  "  cluster_size, refcount_bits, lazy_refcounts=on|off,\n"
+	  "  compat=0.10|v2|1.1|v3, extended_l2=on|off,\n"
+	  "  compression_type=zlib|zstd, preallocation=off,\n"
+	  "  backing_file, backing_fmt, size\n"
+	  "-b BACKING -F qcow2|raw  backing file and its format; SIZE defaults\n"
+	  "                         to the backing file's\n"
+	  "-u                       do not open the backing file (SIZE needed)\n"
+	  "-q                       do not print the \"Formatting\" line\n" },
+	{ "info", qimgctl_cmd_info,
+	  "info [-f qcow2] [-U] [--backing-chain] [--json | --output=json|human] FILE",
+	  NULL },
 	{ "check", qimgctl_cmd_check,
-	  "check [-r leaks|all | --repair=leaks|all] [--json] FILE" },
-	{ "map", qimgctl_cmd_map, "map [--json] FILE" },
+	  "check [-q] [-f qcow2] [-U] [-r leaks|all | --repair=leaks|all] [--json | --output=json|human] FILE",
+	  "Exit status as qemu-img check: 0 clean, 1 check not completed,\n"
+	  "2 corruptions, 3 leaked clusters only, 63 checks not supported.\n" },
+	{ "map", qimgctl_cmd_map,
+	  "map [-f qcow2] [-U] [--json | --output=json|human] FILE", NULL },
 	{ "attach", qimgctl_cmd_attach,
-	  "attach [-r] [-P] [-a] [--direct-io=on|off] [--l2-cache-size=SIZE] [--refcount-cache-size=SIZE] FILE" },
-	{ "detach", qimgctl_cmd_detach, "detach DEVICE|FILE | detach -a" },
-	{ "list", qimgctl_cmd_list, "list [--json]" },
+	  "attach [-r [-U]] [-P] [-a] [--direct-io=on|off] [--l2-cache-size=SIZE] [--refcount-cache-size=SIZE] FILE",
+	  "Serve FILE as /dev/qimgN (printed).  -r read-only, -P scan\n"
+	  "partitions, -a detach automatically on last close.  The image and\n"
+	  "its backing files stay locked against QEMU while attached.\n" },
+	{ "detach", qimgctl_cmd_detach, "detach DEVICE|FILE | detach -a",
+	  NULL },
+	{ "list", qimgctl_cmd_list, "list [--json]",
+	  "Attached devices; nothing (or [] with --json) if there are none.\n" },
 };
+
+#define NR_CMDS	(sizeof(cmds) / sizeof(cmds[0]))
+
+static const char common_help[] =
+	"Sizes take qemu-img suffixes: k, M, G, T, P, E.\n"
+	"-U, --force-share: use an image another process (QEMU) holds, read-only.\n"
+	"Images are locked the way QEMU locks them.\n";
+
+static const struct qimgctl_cmd *find_cmd(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < NR_CMDS; i++)
+		if (!strcmp(name, cmds[i].name))
+			return &cmds[i];
+	return NULL;
+}
+
+void qimgctl_usage(FILE *f, const char *cmd)
+{
+	const struct qimgctl_cmd *c = find_cmd(cmd);
+
+	if (!c)
+		return;
+	fprintf(f, "usage: %s %s\n", qimgctl_prog, c->usage);
+	if (c->details)
+		fprintf(f, "\n%s", c->details);
+	fprintf(f, "\n%s", common_help);
+}
+
+void qimgctl_usage_err(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: %s: ", qimgctl_prog, cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, " (try '%s %s --help')\n", qimgctl_prog, cmd);
+}
+
+void qimgctl_opt_err(const char *cmd, int c, char **argv)
+{
+	const char *arg = optind > 0 ? argv[optind - 1] : "";
+
+	if (c == ':') {
+		if (optopt)
+			qimgctl_usage_err(cmd, "option -%c needs an argument",
+					  optopt);
+		else
+			qimgctl_usage_err(cmd, "option '%s' needs an argument",
+					  arg);
+	} else if (optopt) {
+		qimgctl_usage_err(cmd, "unknown option -%c", optopt);
+	} else {
+		qimgctl_usage_err(cmd, "unknown option '%s'", arg);
+	}
+}
+
+int qimgctl_one_file(const char *cmd, int argc, char **argv)
+{
+	if (optind >= argc) {
+		qimgctl_usage_err(cmd, "no FILE given");
+		return -EINVAL;
+	}
+	if (optind + 1 < argc) {
+		qimgctl_usage_err(cmd, "unexpected argument '%s'",
+				  argv[optind + 1]);
+		return -EINVAL;
+	}
+	return 0;
+}
 
 static void usage(FILE *f)
 {
 	size_t i;
 
-	fprintf(f, "usage: %s COMMAND [ARGS]\n\ncommands:\n", qimgctl_prog);
-	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+	fprintf(f, "usage: %s COMMAND [ARGS]   (options may come before or after FILE)\n"
+		"       %s [COMMAND] --help\n       %s --version\n\ncommands:\n",
+		qimgctl_prog, qimgctl_prog, qimgctl_prog);
+	for (i = 0; i < NR_CMDS; i++)
 		fprintf(f, "  %s\n", cmds[i].usage);
-	fprintf(f, "\nSizes take qemu-img suffixes: k, M, G, T, P, E.\n");
+	fprintf(f, "\n%s", common_help);
 }
 
 int main(int argc, char **argv)
 {
-	size_t i;
+	const struct qimgctl_cmd *c;
 
 	if (argc < 2) {
-		usage(stderr);
+		qimgctl_err("no command given (try '%s --help')", qimgctl_prog);
 		return 1;
 	}
 	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
 	    !strcmp(argv[1], "help")) {
+		if (argc > 2 && find_cmd(argv[2])) {
+			qimgctl_usage(stdout, argv[2]);
+			return 0;
+		}
 		usage(stdout);
 		return 0;
 	}
-	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
-		if (!strcmp(argv[1], cmds[i].name))
-			return cmds[i].fn(argc - 1, argv + 1);
-	qimgctl_err("unknown command '%s' (try '%s --help')", argv[1],
-		    qimgctl_prog);
-	return 1;
+	if (!strcmp(argv[1], "-V") || !strcmp(argv[1], "--version")) {
+		printf("%s version %s\n", qimgctl_prog, QIMGCTL_VERSION);
+		return 0;
+	}
+	c = find_cmd(argv[1]);
+	if (!c) {
+		qimgctl_err("unknown command '%s' (try '%s --help')", argv[1],
+			    qimgctl_prog);
+		return 1;
+	}
+	/* Our own messages, with our one prefix, instead of getopt's. */
+	opterr = 0;
+	return c->fn(argc - 1, argv + 1);
 }

@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -23,6 +24,22 @@ extern const char *qimgctl_prog;
 
 /* One line on stderr, prefixed with the program name. */
 void qimgctl_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/*
+ * Command lines (qimgctl.c's command table is the only description of
+ * them).  qimgctl_usage(): "usage: qimgctl SYNOPSIS" and the command's
+ * help, for CMD --help (stdout).  qimgctl_usage_err(): a bad command line
+ * of @cmd, one line on stderr with a pointer to --help.
+ * qimgctl_opt_err(): the same for getopt_long() having returned '?' or ':'
+ * (every optstring starts with ':'; main() sets opterr to 0).
+ */
+void qimgctl_usage(FILE *f, const char *cmd);
+void qimgctl_usage_err(const char *cmd, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void qimgctl_opt_err(const char *cmd, int c, char **argv);
+
+/* After option parsing: exactly one operand left (FILE), else an error. */
+int qimgctl_one_file(const char *cmd, int argc, char **argv);
 
 /*
  * Parse a size the way qemu-img does: plain bytes, or a number (possibly
@@ -42,13 +59,19 @@ struct qimgctl_image {
 	size_t hdr_len;
 };
 
+/* How qimgctl_image_open() and the chain opener open and lock a file. */
+#define QIMGCTL_OPEN_WRITE	0x1	/* read-write, QEMU's write locks */
+#define QIMGCTL_OPEN_SHARE	0x2	/* -U/--force-share (read-only) */
+#define QIMGCTL_OPEN_META	0x4	/* header only: qemu-img info's locks */
+
 /*
- * Open and decode @path.  On failure prints one line on stderr naming the
- * file and the reason and returns a negative errno; -EOPNOTSUPP means an
- * unsupported feature (check exits 63 for it), -EINVAL not a qcow2 image.
+ * Open, lock (see lock.h) and decode @path.  On failure prints one line on
+ * stderr naming the file and the reason and returns a negative errno;
+ * -EOPNOTSUPP means an unsupported feature (check exits 63 for it),
+ * -EINVAL not a qcow2 image, -EAGAIN another process holds the image.
  */
 int qimgctl_image_open(struct qimgctl_image *img, const char *path,
-		       bool writable);
+		       unsigned int flags);
 void qimgctl_image_close(struct qimgctl_image *img);
 
 /*
@@ -57,7 +80,10 @@ void qimgctl_image_close(struct qimgctl_image *img);
  * for callers that decode with rules of their own (check).
  */
 int qimgctl_image_load(struct qimgctl_image *img, const char *path,
-		       bool writable);
+		       unsigned int flags);
+
+/* Lock the freshly opened @fd of @path as QIMGCTL_OPEN_* @flags say. */
+int qimgctl_lock_open_file(int fd, const char *path, unsigned int flags);
 
 /* Full-length pread/pwrite; a short read past EOF is zero-filled. */
 int qimgctl_pread(int fd, void *buf, size_t len, uint64_t off);

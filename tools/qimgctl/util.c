@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lock.h"
 #include "qimgctl.h"
 
 void qimgctl_err(const char *fmt, ...)
@@ -97,9 +98,22 @@ int qimgctl_pwrite(int fd, const void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-int qimgctl_image_load(struct qimgctl_image *img, const char *path,
-		       bool writable)
+int qimgctl_lock_open_file(int fd, const char *path, unsigned int flags)
 {
+	enum qimgctl_lock_mode mode = QIMGCTL_LOCK_READ;
+
+	if (flags & QIMGCTL_OPEN_WRITE)
+		mode = QIMGCTL_LOCK_WRITE;
+	else if (flags & QIMGCTL_OPEN_META)
+		mode = QIMGCTL_LOCK_META;
+	return qimgctl_lock_image(fd, path, mode,
+				  flags & QIMGCTL_OPEN_SHARE);
+}
+
+int qimgctl_image_load(struct qimgctl_image *img, const char *path,
+		       unsigned int flags)
+{
+	bool writable = flags & QIMGCTL_OPEN_WRITE;
 	struct qimg_err err = { "" };
 	unsigned char first[512];
 	struct stat st;
@@ -115,6 +129,10 @@ int qimgctl_image_load(struct qimgctl_image *img, const char *path,
 		qimgctl_err("%s: %s", path, strerror(errno));
 		return ret;
 	}
+	/* Like QEMU: lock before reading anything. */
+	ret = qimgctl_lock_open_file(img->fd, path, flags);
+	if (ret)
+		goto fail;
 	if (fstat(img->fd, &st) < 0) {
 		ret = -errno;
 		qimgctl_err("%s: %s", path, strerror(errno));
@@ -158,12 +176,12 @@ fail:
 }
 
 int qimgctl_image_open(struct qimgctl_image *img, const char *path,
-		       bool writable)
+		       unsigned int flags)
 {
 	struct qimg_err err = { "" };
 	int ret;
 
-	ret = qimgctl_image_load(img, path, writable);
+	ret = qimgctl_image_load(img, path, flags);
 	if (ret)
 		return ret;
 	ret = qimg_header_decode(img->hdr_buf, img->hdr_len, img->file_size,

@@ -625,6 +625,72 @@ for want in sys.argv[1:]:
 }
 tc "list --json shows attached devices" list_json
 
+# qemu_io_refused WHAT ARGS...: qemu-io ARGS must fail, saying WHAT.
+qemu_io_refused() {
+	local what=$1 out
+	shift
+	if out=$(timeout 60 qemu-io "$@" 2>&1); then
+		echo "FAILED: qemu-io $* succeeded on a locked image"
+		return 1
+	fi
+	printf '%s\n' "$out" | grep -qF "$what" && return 0
+	echo "FAILED: qemu-io $*: no '$what' in: $out"
+	return 1
+}
+
+# An attached image stays locked the way QEMU locks images (the kernel
+# holds the very file qimgctl locked): QEMU must not open it read-write, or
+# read-only without -U, while it is attached read-write, and its backing
+# file only for reading; after detach it is free again.
+attach_locks() {
+	local i
+	run qemu-img create -q -f qcow2 kb.qcow2 16M || return 1
+	run qemu-img create -q -f qcow2 -b kb.qcow2 -F qcow2 k.qcow2 || return 1
+	q_attach k.qcow2 || return 1
+	qemu_io_refused 'Failed to get "write" lock' \
+		-f qcow2 -c 'read 0 512' k.qcow2 || { q_detach "$DEV"; return 1; }
+	qemu_io_refused 'Failed to get shared "write" lock' \
+		-r -f qcow2 -c 'read 0 512' k.qcow2 || { q_detach "$DEV"; return 1; }
+	run qemu-io -r -U -f qcow2 -c 'read 0 512' k.qcow2 >/dev/null ||
+		{ q_detach "$DEV"; return 1; }
+	qemu_io_refused 'Failed to get "write" lock' \
+		-f qcow2 -c 'read 0 512' kb.qcow2 || { q_detach "$DEV"; return 1; }
+	run qemu-io -r -f qcow2 -c 'read 0 512' kb.qcow2 >/dev/null ||
+		{ q_detach "$DEV"; return 1; }
+	q_detach "$DEV" || return 1
+	# The kernel may drop its last reference a moment after detach.
+	for i in $(seq 50); do
+		qemu-io -f qcow2 -c 'read 0 512' k.qcow2 >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	run qemu-io -f qcow2 -c 'read 0 512' k.qcow2 >/dev/null ||
+		{ echo "FAILED: still locked after detach"; return 1; }
+	run qemu-io -f qcow2 -c 'read 0 512' kb.qcow2 >/dev/null || return 1
+	# Read-only: QEMU may read along, not write.
+	q_attach -r k.qcow2 || return 1
+	qemu_io_refused 'Failed to get "write" lock' \
+		-f qcow2 -c 'read 0 512' k.qcow2 || { q_detach "$DEV"; return 1; }
+	run qemu-io -r -f qcow2 -c 'read 0 512' k.qcow2 >/dev/null ||
+		{ q_detach "$DEV"; return 1; }
+	q_detach "$DEV"
+}
+tc "attach: attached image stays locked against QEMU" attach_locks
+
+# A backing chain that comes back to one of its files (here through a hard
+# link) is refused as a loop, before the kernel sees it.
+err_chain_loop() {
+	local out
+	run qemu-img create -q -f qcow2 la.qcow2 16M || return 1
+	run ln -f la.qcow2 la-link.qcow2 || return 1
+	run qemu-img create -q -f qcow2 -u -b la-link.qcow2 -F qcow2 lb.qcow2 16M || return 1
+	run qemu-img rebase -u -b lb.qcow2 -F qcow2 la.qcow2 || return 1
+	out=$(attach_refused la.qcow2 -r) || { echo "$out"; return 1; }
+	echo "$out"
+	printf '%s\n' "$out" | grep -q 'loop' ||
+		{ echo "FAILED: the refusal does not name the loop"; return 1; }
+}
+tc "err: attach of a backing chain loop refused" err_chain_loop
+
 # --- fault injection (kernels with CONFIG_FAULT_INJECTION_DEBUG_FS) -----------
 #
 # What a user expects of a storage driver when the disk under the image
@@ -876,7 +942,8 @@ fault_mr_alloc() {
 	fault_image "$img" || return 1
 	q_attach "$img" || return 1
 	fw "$DEV" $M 65536 0 oflag=direct conv=fsync || return 1
-	run qemu-img convert -O raw "$img" old.raw || return 1
+	# The image is attached (and so locked): read it force-shared.
+	run qemu-img convert -U -O raw "$img" old.raw || return 1
 	cp old.raw new.raw || return 1
 	fault_mr_on || return 1
 	must_eio "allocating write" \
@@ -915,7 +982,8 @@ fault_mr_detach() {
 	fault_image "$img" || return 1
 	q_attach "$img" || return 1
 	fw "$DEV" $M 65536 0 oflag=direct conv=fsync || return 1
-	run qemu-img convert -O raw "$img" old.raw || return 1
+	# The image is attached (and so locked): read it force-shared.
+	run qemu-img convert -U -O raw "$img" old.raw || return 1
 	cp old.raw new.raw || return 1
 	fw "$DEV" $((10 * M)) 262144 100000 oflag=direct || return 1
 	fw new.raw $((10 * M)) 262144 100000 || return 1
