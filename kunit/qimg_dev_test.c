@@ -135,7 +135,7 @@ static int qimg_t_flush(struct block_device *bdev)
 	return ret;
 }
 
-static int qimg_dev_init(struct kunit *test)
+static int qimg_t_dev_init(struct kunit *test)
 {
 	struct qimg_t_dev *d = kunit_kzalloc(test, sizeof(*d), GFP_KERNEL);
 
@@ -153,7 +153,7 @@ static int qimg_dev_init(struct kunit *test)
 	return 0;
 }
 
-static void qimg_dev_exit(struct kunit *test)
+static void qimg_t_dev_exit(struct kunit *test)
 {
 	struct qimg_t_dev *d = test->priv;
 
@@ -585,8 +585,8 @@ static struct kunit_case qimg_dev_cases[] = {
 
 static struct kunit_suite qimg_dev_suite = {
 	.name = "qimg_dev",
-	.init = qimg_dev_init,
-	.exit = qimg_dev_exit,
+	.init = qimg_t_dev_init,
+	.exit = qimg_t_dev_exit,
 	.test_cases = qimg_dev_cases,
 };
 
