@@ -17,12 +17,23 @@
  * layer reaches up only through a callback it was given
  * (struct qimg_meta_ops, the attach report callback).
  *
- * Lock order (outermost first); see qimg_main.c for the details:
- *   qimg_ctl_mutex          global: device idr, attach/detach/info
- *   dev->open_mutex         open count, autoclear
- *   dev->meta_lock          every metadata mutation, allocation, write-back
- *   cache->load_mutex       one cache miss at a time per cache
- *   cache->lock (spinlock)  hash + LRU of one cache; never held across I/O
+ * Lock order, the one table (outermost first; a lock may be taken while
+ * holding only those above it):
+ *   qimg_ctl_mutex          device idr, reservation and publication of a
+ *                           device; never held across image-file I/O
+ *   dev->open_mutex         open count, the detaching flag
+ *   dev->meta_lock          metadata changes, allocation, write-back (held
+ *                           across metadata I/O, never by the read path or
+ *                           by writes to clusters already owned)
+ *   cache->load_mutex       one miss at a time per cache
+ *   qimg_slab_mutex         creation of the shared table slabs
+ *   cache->lock (spinlock)  hash, LRU and dirty list of one cache
+ *   dev->inflight_lock      (spinlock) the in-flight allocation list
+ * Not locks, but ordered the same way: dev->io_srcu read sections are
+ * entered with none of the above held or with meta_lock not held
+ * (qimg_io_drain() waits for them under meta_lock, and no section takes
+ * meta_lock); dev->inflight_wq is waited on with meta_lock dropped.
+ * No lock of ours is held across del_gendisk() or add_disk().
  */
 #ifndef QIMG_H
 #define QIMG_H

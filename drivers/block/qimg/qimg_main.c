@@ -6,16 +6,7 @@
  * header set-up at attach (autoclear bits, bitmaps in use), the gendisk
  * and its lifetime.
  *
- * Lock order (outermost first):
- *   qimg_ctl_mutex      the device idr and list; attach, detach, GET_INFO
- *   dev->open_mutex     open count, the detaching flag
- *   dev->meta_lock      metadata mutations, allocation, write-back (one
- *                       per device; the read path and writes to clusters
- *                       already owned never take it)
- *   cache->load_mutex   serialises misses of one cache
- *   cache->lock         spinlock: hash + LRU of one cache, no I/O under it
- * No lock is held across the block layer's own locks except that detach
- * calls del_gendisk() with none of ours held.
+ * Locking: the lock-order table is in qimg.h.
  *
  * Lifetime: each attached device holds a module reference, so the module
  * cannot be unloaded while devices exist (detach them first).  A device is
