@@ -23,6 +23,7 @@
 #include <linux/blk-mq.h>
 #include <linux/uio.h>
 #include <linux/sizes.h>
+#include <linux/xarray.h>
 
 #include <linux/qimg.h>
 
@@ -97,6 +98,16 @@ struct qimg_cache {
 	atomic64_t misses;
 };
 
+/*
+ * Metadata overlap check of the top image (qimg_overlap.c); only on a
+ * read-write attach (ready).
+ */
+struct qimg_overlap {
+	struct qimg_ol_fixed fixed;	/* read locklessly */
+	struct xarray clusters;		/* host cluster -> QIMG_OL_* kinds */
+	bool ready;
+};
+
 /* An image of the chain: the attached one or one of its backing files. */
 struct qimg_image {
 	struct qimg_device *dev;
@@ -140,6 +151,7 @@ struct qimg_device {
 	u64 reftable_entries;
 	u64 rt_dirty_lo, rt_dirty_hi;
 	u64 free_hint;			/* cluster index to start searching */
+	struct qimg_overlap ol;		/* metadata a write must not hit */
 	struct list_head pending_frees;	/* struct qimg_pending_free */
 	struct mutex meta_lock;		/* metadata mutation, allocation */
 	unsigned int meta_depth;	/* open qimg_meta_begin groups */
@@ -254,6 +266,7 @@ int qimg_cache_get(struct qimg_cache *c, u64 offset, bool fresh,
 		   struct qimg_centry **out);
 void qimg_cache_put(struct qimg_cache *c, struct qimg_centry *e);
 u64 qimg_cache_bytes(const struct qimg_cache *c);
+bool qimg_cache_has_dirty(struct qimg_cache *c, u64 offset);
 
 /*
  * Metadata mutations.  Every change to an L1/L2 entry, a refcount, the
@@ -280,6 +293,18 @@ int qimg_alloc_clusters(struct qimg_device *dev, u64 *host);
 void qimg_defer_free(struct qimg_device *dev, u64 host, u64 len);
 int qimg_apply_frees(struct qimg_device *dev);
 void qimg_drop_frees(struct qimg_device *dev);
+
+/* qimg_overlap.c */
+int qimg_overlap_init(struct qimg_device *dev);
+void qimg_overlap_destroy(struct qimg_device *dev);
+int qimg_overlap_add(struct qimg_device *dev, u64 off, u32 kind);
+void qimg_overlap_drop_l2(struct qimg_device *dev, u64 off, u32 l1i);
+void qimg_overlap_set_reftable(struct qimg_device *dev, u64 off, u64 len);
+u32 qimg_overlap_hit(struct qimg_device *dev, u64 off, u64 len, u32 ign);
+int qimg_overlap_check(struct qimg_device *dev, u64 off, u64 len, u32 ign,
+		       const char *what);
+int qimg_overlap_check_new(struct qimg_device *dev, u64 off, u32 ign,
+			   const char *what);
 
 /* qimg_sysfs.c */
 extern const struct attribute_group *qimg_disk_groups[];

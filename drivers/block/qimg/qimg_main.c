@@ -284,6 +284,10 @@ static int qimg_bitmaps_mark_in_use(struct qimg_device *dev)
 		pos += b.entry_len;
 	}
 	if (!ret && changed)
+		ret = qimg_overlap_check(dev, h->bitmap_directory_offset, size,
+					 QIMG_OL_BITMAP_DIR,
+					 "bitmap directory");
+	if (!ret && changed)
 		ret = qimg_kwrite(img->file, dir, size,
 				  h->bitmap_directory_offset);
 	if (!ret && changed) {
@@ -339,6 +343,7 @@ static void qimg_device_free(struct qimg_device *dev)
 		img = next;
 	}
 	qimg_drop_frees(dev);
+	qimg_overlap_destroy(dev);
 	if (dev->top.h && dev->reftable)
 		qimg_cache_destroy(&dev->rc);
 	kvfree(dev->reftable);
@@ -622,6 +627,8 @@ int qimg_attach(const struct qimg_attach *a)
 		goto fail;
 	if (writable) {
 		ret = qimg_load_reftable(dev);
+		if (!ret)
+			ret = qimg_overlap_init(dev);
 		if (ret)
 			goto fail;
 		ret = qimg_writable_autoclear(dev);
