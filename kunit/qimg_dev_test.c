@@ -526,7 +526,7 @@ static void qimg_dev_overlap_reftable0(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, memcmp(before, after, 72), 0);
 	KUNIT_EXPECT_EQ(test, memcmp(before + 80, after + 80, QIMG_T_CS - 80),
 			0);
-	KUNIT_EXPECT_EQ(test, after[79] & 1, 1);	/* corrupt bit */
+	KUNIT_EXPECT_EQ(test, after[79] & 2, 2);	/* corrupt bit */
 	qimg_t_make_image(test, d->file);
 }
 

@@ -150,7 +150,7 @@ int qimg_overlap_check(struct qimg_device *dev, u64 off, u64 len, u32 ign,
 
 	if (likely(!hit))
 		return 0;
-	qimg_mark_corrupt(dev, "overlap: %s at 0x%llx (%llu bytes) would overwrite the %s; nothing written",
+	qimg_mark_corrupt(dev, "overlap: %s at 0x%llx+%llu would overwrite the %s",
 			  what, off, len, qimg_ol_name(hit));
 	return -EUCLEAN;
 }
@@ -176,7 +176,7 @@ int qimg_overlap_check_new(struct qimg_device *dev, u64 off, u32 ign,
 		cache = "refcount";
 	if (!cache)
 		return 0;
-	qimg_mark_corrupt(dev, "overlap: %s at 0x%llx is dirty in the %s cache; nothing written",
+	qimg_mark_corrupt(dev, "overlap: %s at 0x%llx is dirty in the %s cache",
 			  what, off, cache);
 	return -EUCLEAN;
 }

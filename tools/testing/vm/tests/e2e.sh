@@ -594,7 +594,7 @@ err_ol_reftable0() {
 	# The header, but for the incompatible features (the corrupt bit).
 	ol_same o.qcow2 o.orig 0 72 || return 1
 	ol_same o.qcow2 o.orig 80 $((65536 - 80)) || return 1
-	[ $(( 16#$(be_read o.qcow2 72 8) & 1 )) = 1 ] ||
+	[ $(( 16#$(be_read o.qcow2 72 8) & 2 )) = 2 ] ||
 		{ echo "FAILED: corrupt bit not set"; return 1; }
 }
 tc "err: overlap: refcount table entry 0 cleared, header not overwritten" err_ol_reftable0
