@@ -499,9 +499,10 @@ static void qimg_t_pwrite64(struct file *f, loff_t pos, u64 val)
 
 /*
  * Overlap check: refcount table entry 0 cleared, so the refcount block
- * the first allocation creates would cover and land in cluster 0.  The
- * write fails, the device turns read-only, and the header is unchanged
- * but for the corrupt bit.
+ * the next allocation creates would cover and land in cluster 0.  Guest
+ * cluster 0 is written first, so that the write to cluster 1 needs one
+ * data cluster only.  The write fails, the device turns read-only, and
+ * the header is unchanged but for the corrupt bit.
  */
 static void qimg_dev_overlap_reftable0(struct kunit *test)
 {
@@ -514,11 +515,16 @@ static void qimg_dev_overlap_reftable0(struct kunit *test)
 	KUNIT_ASSERT_NOT_NULL(test, before);
 	KUNIT_ASSERT_NOT_NULL(test, after);
 	qimg_t_make_image(test, d->file);
+	qimg_t_up(test, d);
+	memset(w, 0x5a, 4096);
+	KUNIT_ASSERT_EQ(test, qimg_t_io(d->bdev, REQ_OP_WRITE, 0, w, 4096), 0);
+	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+	qimg_t_down(test, d);
 	qimg_t_pwrite64(d->file, QIMG_T_CS, 0);
 	qimg_t_pread(test, d->file, before, QIMG_T_CS, 0);
 	qimg_t_up(test, d);
-	memset(w, 0x5a, 4096);
-	KUNIT_EXPECT_NE(test, qimg_t_io(d->bdev, REQ_OP_WRITE, 0, w, 4096), 0);
+	KUNIT_EXPECT_NE(test, qimg_t_io(d->bdev, REQ_OP_WRITE, QIMG_T_CS, w,
+					4096), 0);
 	KUNIT_EXPECT_TRUE(test, bdev_read_only(d->bdev));
 	qimg_t_flush(d->bdev);
 	qimg_t_down(test, d);

@@ -559,11 +559,12 @@ tc "err: L2 entry past EOF gives EIO, no crash" err_bad_l2_entry
 
 # --- overlap checks: no write may land in metadata --------------------------
 
-# ol_write_refused DEV: a 64k direct write at guest offset 0 must fail, and
+# ol_write_refused DEV N0 [SEEK]: a 64k direct write at guest cluster SEEK
+# (default 0) must fail, and
 # the device must be read-only afterwards, with the overlap in dmesg.
 ol_write_refused() {
-	local dev=$1 n0=$2
-	if dd if="$W/rnd" of="$dev" bs=64k count=1 oflag=direct conv=notrunc status=none 2>/dev/null; then
+	local dev=$1 n0=$2 seek=${3:-0}
+	if dd if="$W/rnd" of="$dev" bs=64k count=1 seek="$seek" oflag=direct conv=notrunc status=none 2>/dev/null; then
 		echo "FAILED: write landing in metadata succeeded"
 		return 1
 	fi
@@ -580,16 +581,18 @@ ol_same() {
 }
 
 # Refcount table entry 0 cleared: the refcount block the next allocation
-# creates would cover -- and land in -- cluster 0, the header.
+# creates would cover -- and land in -- cluster 0, the header.  The L2
+# table exists already, so the write needs one data cluster only.
 err_ol_reftable0() {
 	local rt n0
 	run qemu-img create -q -f qcow2 o.qcow2 16M || return 1
+	run qemu-io -f qcow2 -c 'write -P 0x61 0 64k' o.qcow2 >/dev/null || return 1
 	rt=$((16#$(be_read o.qcow2 48 8)))
 	be_write64 o.qcow2 "$rt" 0
 	cp o.qcow2 o.orig || return 1
 	q_attach o.qcow2 || return 1
 	n0=$(dmesg | wc -l)
-	ol_write_refused "$DEV" "$n0" || { q_detach "$DEV"; return 1; }
+	ol_write_refused "$DEV" "$n0" 1 || { q_detach "$DEV"; return 1; }
 	q_detach "$DEV" || return 1
 	# The header, but for the incompatible features (the corrupt bit).
 	ol_same o.qcow2 o.orig 0 72 || return 1
