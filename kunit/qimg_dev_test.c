@@ -572,6 +572,115 @@ static void qimg_dev_io_drain_race(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, atomic_read(&r->violations), 0);
 }
 
+static void qimg_t_pread(struct kunit *test, struct file *f, void *buf,
+			 size_t len, loff_t pos)
+{
+	KUNIT_ASSERT_EQ(test, kernel_read(f, buf, len, &pos), (ssize_t)len);
+}
+
+static void qimg_t_pwrite64(struct file *f, loff_t pos, u64 val)
+{
+	__be64 v = cpu_to_be64(val);
+
+	kernel_write(f, &v, 8, &pos);
+}
+
+/*
+ * Overlap check: refcount table entry 0 cleared, so the refcount block
+ * the next allocation creates would cover and land in cluster 0.  Guest
+ * cluster 0 is written first, so that the write to cluster 1 needs one
+ * data cluster only.  The write fails, the device turns read-only, and
+ * the header is unchanged but for the corrupt bit.
+ */
+static void qimg_dev_overlap_reftable0(struct kunit *test)
+{
+	struct qimg_t_dev *d = test->priv;
+	u8 *w = kunit_kzalloc(test, 4096, GFP_KERNEL);
+	u8 *before = kunit_kmalloc(test, QIMG_T_CS, GFP_KERNEL);
+	u8 *after = kunit_kmalloc(test, QIMG_T_CS, GFP_KERNEL);
+
+	KUNIT_ASSERT_NOT_NULL(test, w);
+	KUNIT_ASSERT_NOT_NULL(test, before);
+	KUNIT_ASSERT_NOT_NULL(test, after);
+	qimg_t_make_image(test, d->file);
+	qimg_t_up(test, d);
+	memset(w, 0x5a, 4096);
+	KUNIT_ASSERT_EQ(test, qimg_t_io(d->bdev, REQ_OP_WRITE, 0, w, 4096), 0);
+	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+	qimg_t_down(test, d);
+	qimg_t_pwrite64(d->file, QIMG_T_CS, 0);
+	qimg_t_pread(test, d->file, before, QIMG_T_CS, 0);
+	qimg_t_up(test, d);
+	KUNIT_EXPECT_NE(test, qimg_t_io(d->bdev, REQ_OP_WRITE, QIMG_T_CS, w,
+					4096), 0);
+	KUNIT_EXPECT_TRUE(test, bdev_read_only(d->bdev));
+	qimg_t_flush(d->bdev);
+	qimg_t_down(test, d);
+	qimg_t_pread(test, d->file, after, QIMG_T_CS, 0);
+	KUNIT_EXPECT_EQ(test, memcmp(before, after, 72), 0);
+	KUNIT_EXPECT_EQ(test, memcmp(before + 80, after + 80, QIMG_T_CS - 80),
+			0);
+	KUNIT_EXPECT_EQ(test, after[79] & 2, 2);	/* corrupt bit */
+	qimg_t_make_image(test, d->file);
+}
+
+/*
+ * Overlap check: guest cluster 0's L2 entry (COPIED, normal or
+ * zero-allocated) pointing at the refcount table, the refcount block or
+ * the L1 table.  A write there fails and leaves that cluster unchanged.
+ */
+static void qimg_dev_overlap_entry(struct kunit *test)
+{
+	static const u64 targets[] = { 1, 2, 3 };	/* clusters */
+	struct qimg_t_dev *d = test->priv;
+	u8 *w = kunit_kmalloc(test, QIMG_T_CS, GFP_KERNEL);
+	u8 *before = kunit_kmalloc(test, QIMG_T_CS, GFP_KERNEL);
+	u8 *after = kunit_kmalloc(test, QIMG_T_CS, GFP_KERNEL);
+	unsigned int i, zero;
+	__be64 l1e;
+	u64 l2, tgt;
+
+	KUNIT_ASSERT_NOT_NULL(test, w);
+	KUNIT_ASSERT_NOT_NULL(test, before);
+	KUNIT_ASSERT_NOT_NULL(test, after);
+	for (zero = 0; zero < 2; zero++) {
+		for (i = 0; i < ARRAY_SIZE(targets); i++) {
+			tgt = targets[i] * QIMG_T_CS;
+			qimg_t_make_image(test, d->file);
+			qimg_t_up(test, d);
+			qimg_t_fill(w, QIMG_T_CS, 7);
+			KUNIT_ASSERT_EQ(test, qimg_t_io(d->bdev, REQ_OP_WRITE,
+							0, w, QIMG_T_CS), 0);
+			KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+			qimg_t_down(test, d);
+
+			qimg_t_pread(test, d->file, &l1e, 8, 3 * QIMG_T_CS);
+			l2 = be64_to_cpu(l1e) & QIMG_L1E_OFFSET_MASK;
+			KUNIT_ASSERT_NE(test, l2, 0ULL);
+			qimg_t_pwrite64(d->file, l2, QIMG_OFLAG_COPIED | tgt |
+					(zero ? QIMG_OFLAG_ZERO : 0));
+			qimg_t_pread(test, d->file, before, QIMG_T_CS, tgt);
+			qimg_t_up(test, d);
+			/* A whole cluster (fast path) and a partial one. */
+			KUNIT_EXPECT_NE_MSG(test, qimg_t_io(d->bdev,
+							    REQ_OP_WRITE, 0, w,
+							    QIMG_T_CS), 0,
+					    "zero %u, cluster %llu", zero,
+					    targets[i]);
+			KUNIT_EXPECT_NE(test, qimg_t_io(d->bdev, REQ_OP_WRITE,
+							8192, w, 4096), 0);
+			KUNIT_EXPECT_TRUE(test, bdev_read_only(d->bdev));
+			qimg_t_down(test, d);
+			qimg_t_pread(test, d->file, after, QIMG_T_CS, tgt);
+			KUNIT_EXPECT_EQ_MSG(test, memcmp(before, after,
+							 QIMG_T_CS), 0,
+					    "zero %u, cluster %llu changed",
+					    zero, targets[i]);
+		}
+	}
+	qimg_t_make_image(test, d->file);
+}
+
 static struct kunit_case qimg_dev_cases[] = {
 	KUNIT_CASE(qimg_dev_attach_corrupt),
 	KUNIT_CASE(qimg_dev_read_holes),
@@ -580,6 +689,8 @@ static struct kunit_case qimg_dev_cases[] = {
 	KUNIT_CASE(qimg_dev_read_only),
 	KUNIT_CASE(qimg_dev_discard_waits_for_io),
 	KUNIT_CASE(qimg_dev_io_drain_race),
+	KUNIT_CASE(qimg_dev_overlap_reftable0),
+	KUNIT_CASE(qimg_dev_overlap_entry),
 	{}
 };
 

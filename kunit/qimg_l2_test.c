@@ -157,6 +157,11 @@ static const struct qimg_t_l2_case qimg_t_l2_cases[] = {
 	{ "zero, host cluster kept", false,
 	  QIMG_OFLAG_COPIED | QIMG_OFLAG_ZERO | C(9), 0, 0,
 	  QIMG_CLUSTER_ZERO_ALLOC, C(9), 0, true },
+	/* Reused in place by a write: range-checked like a normal one. */
+	{ "zero, host cluster kept, past the end of the file", false,
+	  QIMG_OFLAG_COPIED | QIMG_OFLAG_ZERO | C(64), 0, -EUCLEAN },
+	{ "zero, host cluster kept, not cluster aligned", false,
+	  QIMG_OFLAG_COPIED | QIMG_OFLAG_ZERO | (C(9) + 512), 0, -EUCLEAN },
 	{ "not cluster aligned", false, C(7) + 4096, 0, -EUCLEAN },
 	{ "reserved bit 1", false, C(7) | 2, 0, -EUCLEAN },
 	{ "reserved bit 61", false, C(7) | (1ULL << 61), 0, -EUCLEAN },

@@ -50,6 +50,7 @@
 #include <linux/uio.h>
 #include <linux/sizes.h>
 #include <linux/srcu.h>
+#include <linux/xarray.h>
 
 #include <linux/qimg.h>
 
@@ -125,6 +126,16 @@ struct qimg_cache {
 	atomic64_t misses;
 };
 
+/*
+ * Metadata overlap check of the top image (qimg_overlap.c); only on a
+ * read-write attach (ready).
+ */
+struct qimg_overlap {
+	struct qimg_ol_fixed fixed;	/* read locklessly */
+	struct xarray clusters;		/* host cluster -> QIMG_OL_* kinds */
+	bool ready;
+};
+
 /* An image of the chain: the attached one or one of its backing files. */
 struct qimg_image {
 	struct qimg_device *dev;
@@ -170,6 +181,7 @@ struct qimg_device {
 	u64 reftable_entries;
 	u64 rt_dirty_lo, rt_dirty_hi;
 	u64 free_hint;			/* cluster index to start searching */
+	struct qimg_overlap ol;		/* metadata a write must not hit */
 	struct list_head pending_frees;	/* struct qimg_pending_free */
 	const struct qimg_meta_ops *meta_ops;	/* hooks of the layers above */
 	struct mutex meta_lock;		/* metadata mutation, allocation */

@@ -164,6 +164,28 @@ static struct qimg_centry *qimg_cache_find(struct qimg_cache *c, u64 offset)
 }
 
 /* Evict clean, unused entries from the cold end while over the limit. */
+/*
+ * Does the cache hold a dirty entry for @offset (to be written there)?
+ * A peek: no reference taken, LRU untouched, never loads.
+ */
+bool qimg_cache_has_dirty(struct qimg_cache *c, u64 offset)
+{
+	struct qimg_centry *e;
+	bool dirty = false;
+
+	if (!c->buckets)
+		return false;
+	spin_lock(&c->lock);
+	hlist_for_each_entry(e, qimg_bucket(c, offset), hnode) {
+		if (e->offset == offset) {
+			dirty = e->dirty;
+			break;
+		}
+	}
+	spin_unlock(&c->lock);
+	return dirty;
+}
+
 static void qimg_cache_trim_locked(struct qimg_cache *c,
 				   struct list_head *victims)
 {

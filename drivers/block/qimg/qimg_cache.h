@@ -19,6 +19,7 @@ int qimg_cache_get(struct qimg_cache *c, u64 offset, bool fresh,
 		   struct qimg_centry **out);
 void qimg_cache_put(struct qimg_cache *c, struct qimg_centry *e);
 u64 qimg_cache_bytes(const struct qimg_cache *c);
+bool qimg_cache_has_dirty(struct qimg_cache *c, u64 offset);
 void qimg_cache_mark_dirty(struct qimg_cache *c, struct qimg_centry *e);
 int qimg_cache_writeback(struct qimg_cache *c);
 void qimg_cache_trim(struct qimg_cache *c);

@@ -1061,16 +1061,14 @@ int qimg_l2_decode(const struct qimg_geom *g, u32 version, u64 raw,
 				 "data cluster at %#llx overlaps the image header",
 				 off);
 	e->host_offset = off;
-	if (raw & QIMG_OFLAG_ZERO) {
-		/* Preallocated: nothing is read from it, it may be past EOF. */
-		e->type = QIMG_CLUSTER_ZERO_ALLOC;
-		return 0;
-	}
-	e->type = QIMG_CLUSTER_NORMAL;
+	e->type = (raw & QIMG_OFLAG_ZERO) ? QIMG_CLUSTER_ZERO_ALLOC :
+		  QIMG_CLUSTER_NORMAL;
 	/*
 	 * Data is written before the L2 entry points at it, so at least its
 	 * first allocated byte exists.  An extended entry with no allocated
-	 * subcluster only reserves the cluster.
+	 * subcluster only reserves the cluster.  A zero-allocated cluster
+	 * is held to the same bound: a write reuses it in place, so an
+	 * offset past the end of the file is as corrupt as a normal one.
 	 */
 	if ((!g->ext_l2 || alloc) && off >= file_size)
 		return qimg_fail(err, -EUCLEAN,
@@ -1420,4 +1418,59 @@ int qimg_bitmap_table_decode(const struct qimg_geom *g, u64 raw,
 		return ret;
 	*data_offset = off;
 	return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Metadata overlap check                                                   */
+
+void qimg_ol_fixed_init(struct qimg_ol_fixed *f, const struct qimg_header *h,
+			u64 snap_table_len)
+{
+	u64 cs = h->geom.cluster_size;
+
+	memset(f, 0, sizeof(*f));
+	f->len[0] = cs;				/* header cluster */
+	f->off[1] = h->l1_table_offset;
+	f->len[1] = (u64)h->l1_size * 8;
+	f->off[2] = h->refcount_table_offset;
+	f->len[2] = (u64)h->refcount_table_clusters * cs;
+	if (h->nb_snapshots) {
+		f->off[3] = h->snapshots_offset;
+		f->len[3] = snap_table_len ? snap_table_len :
+			    (u64)h->nb_snapshots *
+			    sizeof(struct qimg_disk_snapshot);
+	}
+	if (h->has_bitmaps_ext && h->nb_bitmaps) {
+		f->off[4] = h->bitmap_directory_offset;
+		f->len[4] = h->bitmap_directory_size;
+	}
+}
+
+u32 qimg_ol_fixed_hit(const struct qimg_ol_fixed *f, u64 off, u64 len,
+		      u32 ign)
+{
+	int i;
+
+	for (i = 0; i < QIMG_OL_NR_FIXED; i++) {
+		if (!(ign & BIT(i)) &&
+		    qimg_ranges_overlap(off, len, f->off[i], f->len[i]))
+			return BIT(i);
+	}
+	return 0;
+}
+
+const char *qimg_ol_name(u32 kinds)
+{
+	static const char *const names[] = {
+		"image header", "active L1 table", "refcount table",
+		"snapshot table", "bitmap directory", "active L2 table",
+		"refcount block", "inactive L1 table",
+	};
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(names); i++) {
+		if (kinds & BIT(i))
+			return names[i];
+	}
+	return "metadata";
 }

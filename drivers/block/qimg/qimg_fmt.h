@@ -585,4 +585,47 @@ static inline bool qimg_add_ok(u64 a, u64 b, u64 *res)
 	return *res >= a;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Metadata overlap check (QEMU's overlap-check, "cached" level)            */
+
+/*
+ * Kinds of metadata a host write must not touch.  The first five are
+ * fixed ranges named by the header; the last three are clusters named by
+ * in-memory tables (the active L1 table, the refcount table, the snapshot
+ * table), which the driver keeps in a per-cluster index.
+ */
+#define QIMG_OL_HEADER		BIT(0)
+#define QIMG_OL_ACTIVE_L1	BIT(1)
+#define QIMG_OL_REFCOUNT_TABLE	BIT(2)
+#define QIMG_OL_SNAPSHOT_TABLE	BIT(3)
+#define QIMG_OL_BITMAP_DIR	BIT(4)
+#define QIMG_OL_ACTIVE_L2	BIT(5)
+#define QIMG_OL_REFCOUNT_BLOCK	BIT(6)
+#define QIMG_OL_INACTIVE_L1	BIT(7)
+#define QIMG_OL_NR_FIXED	5
+
+/* The fixed ranges: index i describes kind BIT(i); len 0 is absent. */
+struct qimg_ol_fixed {
+	u64 off[QIMG_OL_NR_FIXED];
+	u64 len[QIMG_OL_NR_FIXED];
+};
+
+/*
+ * Fill @f from @h.  @snap_table_len: bytes the snapshot table occupies
+ * (its entries have variable length, so the caller walks them; 0 when
+ * unknown: then nb_snapshots fixed-size entries, a lower bound).
+ */
+void qimg_ol_fixed_init(struct qimg_ol_fixed *f, const struct qimg_header *h,
+			u64 snap_table_len);
+
+/*
+ * Does [off, off + len) overlap a fixed range whose kind is not in @ign?
+ * Returns the kind of the first one (lowest bit), or 0.
+ */
+u32 qimg_ol_fixed_hit(const struct qimg_ol_fixed *f, u64 off, u64 len,
+		      u32 ign);
+
+/* Name of the lowest kind in @kinds, for messages ("L1 table", ...). */
+const char *qimg_ol_name(u32 kinds);
+
 #endif /* QIMG_FMT_H */

@@ -27,6 +27,7 @@
 #include "qimg_file.h"
 #include "qimg_cache.h"
 #include "qimg_meta.h"
+#include "qimg_overlap.h"
 #include "qimg_refcount.h"
 #include "qimg_map.h"
 #include "qimg_rq.h"
@@ -263,6 +264,10 @@ static int qimg_bitmaps_mark_in_use(struct qimg_device *dev)
 		pos += b.entry_len;
 	}
 	if (!ret && changed)
+		ret = qimg_overlap_check(dev, h->bitmap_directory_offset, size,
+					 QIMG_OL_BITMAP_DIR,
+					 "bitmap directory");
+	if (!ret && changed)
 		ret = qimg_kwrite(img->file, dir, size,
 				  h->bitmap_directory_offset);
 	if (!ret && changed) {
@@ -318,6 +323,7 @@ static void qimg_device_free(struct qimg_device *dev)
 		img = next;
 	}
 	qimg_drop_frees(dev);
+	qimg_overlap_destroy(dev);
 	if (dev->top.h && dev->reftable)
 		qimg_cache_destroy(&dev->rc);
 	kvfree(dev->reftable);
@@ -691,6 +697,8 @@ int qimg_attach(const struct qimg_attach *a, qimg_attach_report_t report,
 	if (dev->writable) {
 		dev->meta_ops = &qimg_refcount_meta_ops;
 		ret = qimg_load_reftable(dev);
+		if (!ret)
+			ret = qimg_overlap_init(dev);
 		if (ret)
 			goto fail_idr;
 		ret = qimg_writable_autoclear(dev);

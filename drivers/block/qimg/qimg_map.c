@@ -46,6 +46,7 @@
 #include "qimg_file.h"
 #include "qimg_cache.h"
 #include "qimg_meta.h"
+#include "qimg_overlap.h"
 #include "qimg_refcount.h"
 #include "qimg_map.h"
 
@@ -140,8 +141,14 @@ static int qimg_l2_for_write(struct qimg_device *dev, u64 guest,
 	ret = qimg_l1_get(img, l1i, &l2_off, &copied);
 	if (ret)
 		return ret;
-	if (l2_off && copied)
+	if (l2_off && copied) {
+		/* What we change there is written back there. */
+		ret = qimg_overlap_check(dev, l2_off, img->g->cluster_size,
+					 QIMG_OL_ACTIVE_L2, "L2 table");
+		if (ret)
+			return ret;
 		return qimg_cache_get(&img->l2, l2_off, false, out);
+	}
 
 	ret = qimg_alloc_clusters(dev, &new_off);
 	if (ret)
@@ -163,6 +170,10 @@ static int qimg_l2_for_write(struct qimg_device *dev, u64 guest,
 	/* Mark the whole new table dirty before anything can point at it. */
 	qimg_meta_record_l2(dev, t, 0, be64_to_cpu(((__be64 *)t->data)[0]));
 	qimg_meta_record_l1(dev, l1i, qimg_l1_encode(new_off, true));
+	/* Failing (no memory) only leaves the new table unchecked. */
+	qimg_overlap_add(dev, new_off, QIMG_OL_ACTIVE_L2);
+	if (l2_off)
+		qimg_overlap_drop_l2(dev, l2_off, l1i);
 	*out = t;
 	return 0;
 }
@@ -348,6 +359,11 @@ int qimg_alloc_begin(struct qimg_device *dev, u64 guest, struct qimg_alloc *a)
 		goto unlock;
 	if (a->e.type == QIMG_CLUSTER_NORMAL && a->e.copied) {
 		/* Someone allocated it while we waited. */
+		ret = qimg_overlap_check(dev, a->e.host_offset,
+					 img->g->cluster_size, 0,
+					 "guest data write");
+		if (ret)
+			goto unlock;
 		a->epoch = qimg_io_enter(dev);
 		a->host = a->e.host_offset;
 		mutex_unlock(&dev->meta_lock);
@@ -360,6 +376,9 @@ int qimg_alloc_begin(struct qimg_device *dev, u64 guest, struct qimg_alloc *a)
 		a->reuse = a->e.type == QIMG_CLUSTER_ZERO_ALLOC && a->e.copied;
 		if (a->reuse) {
 			a->host = a->e.host_offset;	/* ours alone: reuse */
+			ret = qimg_overlap_check(dev, a->host,
+						 img->g->cluster_size, 0,
+						 "guest data write (zero-allocated cluster)");
 		} else {
 			u64 hole = qimg_hole_start(img);
 
@@ -548,9 +567,15 @@ int qimg_map_write(struct qimg_device *dev, u64 guest, struct iov_iter *it)
 
 	ret = qimg_map_lookup(img, guest, &e);
 	if (!ret && e.type == QIMG_CLUSTER_NORMAL && e.copied) {
-		ret = qimg_write_iter_at(img, e.host_offset +
-					 qimg_cluster_offset(img->g, guest),
-					 it);
+		/* One xa_load() and a few compares: see qimg_overlap.c. */
+		ret = qimg_overlap_check(dev, e.host_offset,
+					 img->g->cluster_size, 0,
+					 "guest data write");
+		if (!ret)
+			ret = qimg_write_iter_at(img, e.host_offset +
+						 qimg_cluster_offset(img->g,
+								     guest),
+						 it);
 		qimg_io_exit(dev, epoch);
 		return ret;
 	}

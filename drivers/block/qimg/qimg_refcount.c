@@ -23,6 +23,7 @@
 #include "qimg_file.h"
 #include "qimg_cache.h"
 #include "qimg_meta.h"
+#include "qimg_overlap.h"
 #include "qimg_refcount.h"
 
 static int qimg_rt_lookup(struct qimg_device *dev, u64 rt_idx, u64 *rb_off)
@@ -44,6 +45,11 @@ static int qimg_rt_lookup(struct qimg_device *dev, u64 rt_idx, u64 *rb_off)
 				  rt_idx, err.msg);
 		return -EUCLEAN;
 	}
+	/* A refcount block written back must not land in other metadata. */
+	if (*rb_off)
+		return qimg_overlap_check(dev, *rb_off, img->g->cluster_size,
+					  QIMG_OL_REFCOUNT_BLOCK,
+					  "refcount block");
 	return 0;
 }
 
@@ -82,23 +88,6 @@ static void qimg_note_alloc(struct qimg_image *img, u64 host)
 			break;
 		cur = old;
 	}
-}
-
-/*
- * A refcount of zero on the header, the L1 table or the refcount table
- * means the refcounts are corrupt; handing such a cluster out would
- * overwrite metadata, so refuse (QEMU's overlap check, in its cheap form).
- */
-static bool qimg_overlaps_fixed_metadata(struct qimg_device *dev, u64 off)
-{
-	const struct qimg_header *h = dev->top.h;
-	u64 cs = dev->top.g->cluster_size;
-
-	return off < cs ||
-	       qimg_ranges_overlap(off, cs, h->l1_table_offset,
-				   (u64)h->l1_size * 8) ||
-	       qimg_ranges_overlap(off, cs, h->refcount_table_offset,
-				   (u64)h->refcount_table_clusters * cs);
 }
 
 /* Header offsets of refcount_table_offset (u64) and _clusters (u32). */
@@ -153,6 +142,12 @@ static int qimg_grow_reftable(struct qimg_device *dev)
 		return -ENOSPC;
 	}
 	table_off = (c0 + nrb) << g->cluster_bits;
+	/* All of it is past every cluster in use: nothing may live there. */
+	ret = qimg_overlap_check(dev, c0 << g->cluster_bits,
+				 (nrb + new_clusters) * cs, 0,
+				 "new refcount table and blocks");
+	if (ret)
+		return ret;
 
 	ret = qimg_meta_writeback(dev);
 	if (ret)
@@ -178,6 +173,9 @@ static int qimg_grow_reftable(struct qimg_device *dev)
 		if (ret)
 			goto fail;
 		nt[old_entries + j] = cpu_to_be64(rb_off);
+		ret = qimg_overlap_add(dev, rb_off, QIMG_OL_REFCOUNT_BLOCK);
+		if (ret)
+			goto fail;
 	}
 	atomic64_set(&img->alloc_end,
 		     max_t(u64, atomic64_read(&img->alloc_end),
@@ -217,6 +215,7 @@ static int qimg_grow_reftable(struct qimg_device *dev)
 	dev->rt_dirty_hi = 0;
 	h->refcount_table_offset = table_off;
 	h->refcount_table_clusters = new_clusters;
+	qimg_overlap_set_reftable(dev, table_off, new_clusters * cs);
 	dev->free_hint = c0 + nrb + new_clusters;
 	qimg_defer_free(dev, old_off, old_clusters * cs);
 	pr_info("qimg%d: refcount table grown to %llu clusters at %llu\n",
@@ -254,6 +253,10 @@ int qimg_alloc_clusters(struct qimg_device *dev, u64 *host)
 			return ret;
 		if (!rb_off) {
 			/* New refcount block in the first cluster it covers. */
+			ret = qimg_overlap_check_new(dev, off, 0,
+						     "new refcount block");
+			if (ret)
+				return ret;
 			ret = qimg_cache_get(&dev->rc, off, true, &e);
 			if (ret)
 				return ret;
@@ -263,6 +266,8 @@ int qimg_alloc_clusters(struct qimg_device *dev, u64 *host)
 			if (ret)
 				return ret;
 			qimg_meta_record_reftable(dev, rt_idx, off);
+			/* Failing (no memory) only leaves it unchecked. */
+			qimg_overlap_add(dev, off, QIMG_OL_REFCOUNT_BLOCK);
 			qimg_note_alloc(img, off);
 			dev->free_hint = c + 1;
 			continue;
@@ -281,17 +286,18 @@ int qimg_alloc_clusters(struct qimg_device *dev, u64 *host)
 		}
 		off = (rt_idx << (g->rb_bits + g->cluster_bits)) +
 		      (i << g->cluster_bits);
-		ret = qimg_meta_record_refcount(dev, e, i, 1);
+		/*
+		 * A refcount of zero on metadata means the refcounts are
+		 * corrupt; handing the cluster out would overwrite it.
+		 */
+		ret = qimg_overlap_check_new(dev, off, 0, "free cluster");
+		if (!ret)
+			ret = qimg_meta_record_refcount(dev, e, i, 1);
 		qimg_cache_put(&dev->rc, e);
 		if (ret)
 			return ret;
 		qimg_note_alloc(img, off);
 		dev->free_hint = (off >> g->cluster_bits) + 1;
-		if (qimg_overlaps_fixed_metadata(dev, off)) {
-			qimg_mark_corrupt(dev, "free cluster %llu overlaps the header/L1/reftable",
-					  off);
-			return -EUCLEAN;
-		}
 		*host = off;
 		return 0;
 	}

@@ -32,6 +32,7 @@
 
 #include "qimg_file.h"
 #include "qimg_meta.h"
+#include "qimg_overlap.h"
 #include "qimg_map.h"
 #include "qimg_rq.h"
 
@@ -224,8 +225,9 @@ static int qimg_submit_aio(struct qimg_device *dev, struct qimg_cmd *cmd,
 		return -EAGAIN;
 	cmd->io_epoch = qimg_io_enter(dev);
 	if (qimg_map_lookup(img, pos, &e) || e.type != QIMG_CLUSTER_NORMAL ||
-	    (write && !e.copied))
-		goto sync;
+	    (write && (!e.copied ||
+		       qimg_overlap_hit(dev, e.host_offset, g->cluster_size, 0))))
+		goto sync;	/* an overlap: the sync path refuses it */
 	host = e.host_offset + coff;
 	if (!qimg_dio_ok(img, host, &cmd->iter) ||
 	    host + len > i_size_read(file_inode(img->file)))

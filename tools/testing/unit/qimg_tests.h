@@ -18,6 +18,7 @@
 int qimg_test_run_vectors(void);
 int qimg_test_run_roundtrip(void);
 int qimg_test_run_qemu(void);
+int qimg_test_run_overlap(void);
 
 /*
  * Run @n tests, each calling @fn with the address of element i of @table

@@ -41,5 +41,6 @@ int main(void)
 	failed += qimg_test_run_vectors();
 	failed += qimg_test_run_roundtrip();
 	failed += qimg_test_run_qemu();
+	failed += qimg_test_run_overlap();
 	return failed ? 1 : 0;
 }

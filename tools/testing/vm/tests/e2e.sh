@@ -557,6 +557,124 @@ err_bad_l2_entry() {
 }
 tc "err: L2 entry past EOF gives EIO, no crash" err_bad_l2_entry
 
+# --- overlap checks: no write may land in metadata --------------------------
+
+# ol_write_refused DEV N0 [SEEK]: a 64k direct write at guest cluster SEEK
+# (default 0) must fail, and
+# the device must be read-only afterwards, with the overlap in dmesg.
+ol_write_refused() {
+	local dev=$1 n0=$2 seek=${3:-0}
+	if dd if="$W/rnd" of="$dev" bs=64k count=1 seek="$seek" oflag=direct conv=notrunc status=none 2>/dev/null; then
+		echo "FAILED: write landing in metadata succeeded"
+		return 1
+	fi
+	[ "$(blockdev --getro "$dev")" = 1 ] ||
+		{ echo "FAILED: $dev is not read-only after the overlap"; return 1; }
+	dmesg | tail -n +$((n0 + 1)) | grep -q 'overlap' ||
+		{ echo "FAILED: dmesg does not name the overlap"; return 1; }
+}
+
+# ol_same IMG ORIG OFF LEN: bytes [OFF, OFF+LEN) unchanged.
+ol_same() {
+	cmp -i "$3" -n "$4" "$1" "$2" >/dev/null ||
+		{ echo "FAILED: $4 bytes of metadata at $3 changed"; return 1; }
+}
+
+# Refcount table entry 0 cleared: the refcount block the next allocation
+# creates would cover -- and land in -- cluster 0, the header.  The L2
+# table exists already, so the write needs one data cluster only.
+err_ol_reftable0() {
+	local rt n0
+	run qemu-img create -q -f qcow2 o.qcow2 16M || return 1
+	run qemu-io -f qcow2 -c 'write -P 0x61 0 64k' o.qcow2 >/dev/null || return 1
+	rt=$((16#$(be_read o.qcow2 48 8)))
+	be_write64 o.qcow2 "$rt" 0
+	cp o.qcow2 o.orig || return 1
+	q_attach o.qcow2 || return 1
+	n0=$(dmesg | wc -l)
+	ol_write_refused "$DEV" "$n0" 1 || { q_detach "$DEV"; return 1; }
+	q_detach "$DEV" || return 1
+	# The header, but for the incompatible features (the corrupt bit).
+	ol_same o.qcow2 o.orig 0 72 || return 1
+	ol_same o.qcow2 o.orig 80 $((65536 - 80)) || return 1
+	[ $(( 16#$(be_read o.qcow2 72 8) & 2 )) = 2 ] ||
+		{ echo "FAILED: corrupt bit not set"; return 1; }
+}
+tc "err: overlap: refcount table entry 0 cleared, header not overwritten" err_ol_reftable0
+
+# err_ol_entry KIND TARGET: guest cluster 0's L2 entry (COPIED; KIND normal
+# or zero: zero-allocated) patched to point at metadata TARGET; a write
+# there must fail and leave that metadata cluster untouched.
+err_ol_entry() {
+	local kind=$1 what=$2 l1 rt rb l2 l2b st tgt n0 raw
+	run qemu-img create -q -f qcow2 o.qcow2 1G || return 1
+	run qemu-io -f qcow2 -c 'write -P 0x61 0 64k' \
+		-c 'write -P 0x62 512M 64k' o.qcow2 >/dev/null || return 1
+	run qemu-img snapshot -c s1 o.qcow2 || return 1
+	l1=$((16#$(be_read o.qcow2 40 8)))
+	rt=$((16#$(be_read o.qcow2 48 8)))
+	st=$((16#$(be_read o.qcow2 64 8)))
+	rb=$(( 16#$(be_read o.qcow2 "$rt" 8) & ~511 ))
+	l2=$(( 16#$(be_read o.qcow2 "$l1" 8) & 0x00fffffffffffe00 ))
+	l2b=$(( 16#$(be_read o.qcow2 $((l1 + 8)) 8) & 0x00fffffffffffe00 ))
+	case $what in
+	l1) tgt=$l1 ;;
+	reftable) tgt=$rt ;;
+	refblock) tgt=$rb ;;
+	l2) tgt=$l2b ;;		# another L2 table
+	snaptable) tgt=$st ;;
+	snapl1) tgt=$(( 16#$(be_read o.qcow2 "$st" 8) )) ;;
+	esac
+	raw=$(( (1 << 63) | tgt ))
+	[ "$kind" = zero ] && raw=$(( raw | 1 ))
+	be_write64 o.qcow2 "$l2" "$raw"
+	cp o.qcow2 o.orig || return 1
+	q_attach o.qcow2 || return 1
+	n0=$(dmesg | wc -l)
+	ol_write_refused "$DEV" "$n0" || { q_detach "$DEV"; return 1; }
+	q_detach "$DEV" || return 1
+	ol_same o.qcow2 o.orig "$tgt" 65536
+}
+for k in normal zero; do
+	for t in l1 reftable refblock l2 snaptable snapl1; do
+		tc "err: overlap: $k L2 entry pointing at the $t, write refused" err_ol_entry $k $t
+	done
+done
+
+# A zero-allocated entry is range-checked like a normal one: an unaligned
+# or past-EOF host offset is corrupt, for reads and writes alike.
+err_ol_zero_bad() {
+	local how=$1 l1 l2 data size
+	run qemu-img create -q -f qcow2 o.qcow2 16M || return 1
+	run qemu-io -f qcow2 -c 'write -P 0x61 0 128k' o.qcow2 >/dev/null || return 1
+	l1=$((16#$(be_read o.qcow2 40 8)))
+	l2=$(( 16#$(be_read o.qcow2 "$l1" 8) & 0x00fffffffffffe00 ))
+	data=$(( 16#$(be_read o.qcow2 "$l2" 8) & 0x00fffffffffffe00 ))
+	case $how in
+	unaligned) be_write64 o.qcow2 "$l2" $(( (1 << 63) | (data + 512) | 1 )) ;;
+	eof) be_write64 o.qcow2 "$l2" $(( (1 << 63) | (1 << 40) | 1 )) ;;
+	esac
+	size=$(stat -c %s o.qcow2)
+	q_attach o.qcow2 || return 1
+	if dd if="$DEV" of=/dev/null bs=64k count=1 iflag=direct status=none 2>/dev/null; then
+		echo "FAILED: read through a bad zero-allocated entry succeeded"
+		q_detach "$DEV"
+		return 1
+	fi
+	if dd if="$W/rnd" of="$DEV" bs=4k count=1 oflag=direct conv=notrunc status=none 2>/dev/null; then
+		echo "FAILED: write through a bad zero-allocated entry succeeded"
+		q_detach "$DEV"
+		return 1
+	fi
+	run dd if="$DEV" of=/dev/null bs=64k skip=1 count=1 status=none ||
+		{ q_detach "$DEV"; return 1; }
+	q_detach "$DEV" || return 1
+	[ "$(stat -c %s o.qcow2)" = "$size" ] ||
+		{ echo "FAILED: image grew to $(stat -c %s o.qcow2) bytes"; return 1; }
+}
+tc "err: overlap: zero-allocated entry with an unaligned offset refused" err_ol_zero_bad unaligned
+tc "err: overlap: zero-allocated entry past EOF refused" err_ol_zero_bad eof
+
 err_busy() {
 	run qemu-img create -q -f qcow2 m.qcow2 64M || return 1
 	q_attach m.qcow2 || return 1
