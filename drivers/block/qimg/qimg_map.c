@@ -370,15 +370,24 @@ int qimg_alloc_begin(struct qimg_device *dev, u64 guest, struct qimg_alloc *a)
 		return 1;
 	}
 
+	a->reuse = a->e.type == QIMG_CLUSTER_ZERO_ALLOC && a->e.copied;
+	if (a->reuse) {
+		/*
+		 * Before any metadata changes: a refused request must leave
+		 * nothing behind (its L2 table copy would be written back).
+		 */
+		ret = qimg_overlap_check(dev, a->e.host_offset,
+					 img->g->cluster_size, 0,
+					 "guest data write (zero-allocated cluster)");
+		if (ret)
+			goto unlock;
+	}
+
 	qimg_meta_begin(dev);
 	ret = qimg_l2_for_write(dev, guest, &a->t);
 	if (!ret) {
-		a->reuse = a->e.type == QIMG_CLUSTER_ZERO_ALLOC && a->e.copied;
 		if (a->reuse) {
 			a->host = a->e.host_offset;	/* ours alone: reuse */
-			ret = qimg_overlap_check(dev, a->host,
-						 img->g->cluster_size, 0,
-						 "guest data write (zero-allocated cluster)");
 		} else {
 			u64 hole = qimg_hole_start(img);
 
