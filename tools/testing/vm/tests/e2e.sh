@@ -77,6 +77,28 @@ q_detach() {
 	run "$QIMGCTL" detach "$1"
 }
 
+# detach_must_fail DEV N0: detach after a failed final write-back must
+# say so (non-zero exit, a message naming the failure), the device goes
+# away anyway, and the kernel log since line N0 names it too.
+detach_must_fail() {
+	local out rc
+	out=$(timeout "$TO" "$QIMGCTL" detach "$1" 2>&1)
+	rc=$?
+	echo "detach said ($rc): $out"
+	[ $rc != 124 ] || { echo "FAILED: detach hung"; return 1; }
+	[ $rc != 0 ] || { echo "FAILED: detach reported success after its write-back failed"; return 1; }
+	printf '%s\n' "$out" | grep -qi 'write-back' ||
+		{ echo "FAILED: detach's message does not say the write-back failed"; return 1; }
+	dmesg | tail -n +$(($2 + 1)) | grep -E "qimg[0-9]+: .*final write-back failed" ||
+		{ echo "FAILED: no kernel message about the failed write-back"; return 1; }
+	[ ! -b "$1" ] || { echo "FAILED: $1 still exists after detach"; return 1; }
+}
+
+# fsync_ro DEV: flush a (possibly read-only) device; its result is ours.
+fsync_ro() {
+	timeout "$TO" python3 -c 'import os, sys; os.fsync(os.open(sys.argv[1], os.O_RDONLY))' "$1"
+}
+
 # Bytes at an offset as big-endian hex, and writing a big-endian u64.
 be_read() {
 	od -An -tx1 -v -j "$2" -N "$3" "$1" | tr -d ' \n'
@@ -1037,7 +1059,12 @@ fault_mr_writes() {
 		flush_dev "$DEV" || { echo "FAILED: flush after the fault stopped"; return 1; }
 		fault_b_writes old.raw || return 1
 	fi
-	q_detach "$DEV" || return 1
+	# After a failed write-back detach must say so; else it succeeds.
+	if [ $st = 2 ]; then
+		detach_must_fail "$DEV" "$(dmesg | wc -l)" || return 1
+	else
+		q_detach "$DEV" || return 1
+	fi
 
 	fault_remount || return 1
 	check_0_or_3 "$img" || return 1
@@ -1086,7 +1113,11 @@ fault_mr_alloc() {
 			{ echo "FAILED: allocating write after the fault"; return 1; }
 		fw old.raw $((22 * M)) 65536 0 && fw new.raw $((22 * M)) 65536 0 || return 1
 	fi
-	q_detach "$DEV" || return 1
+	if [ $st = 2 ]; then
+		detach_must_fail "$DEV" "$(dmesg | wc -l)" || return 1
+	else
+		q_detach "$DEV" || return 1
+	fi
 	fault_remount || return 1
 	check_0_or_3 "$img" || return 1
 	run qemu-img convert -O raw "$img" got.raw || return 1
@@ -1262,28 +1293,6 @@ fi
 # (issue "Driver foundations"); they run on every kernel.
 
 QIOCTL="python3 $HERE/qimg_ioctl.py"
-
-# detach_must_fail DEV N0: detach after a failed final write-back must
-# say so (non-zero exit, a message naming the failure), the device goes
-# away anyway, and the kernel log since line N0 names it too.
-detach_must_fail() {
-	local out rc
-	out=$(timeout "$TO" "$QIMGCTL" detach "$1" 2>&1)
-	rc=$?
-	echo "detach said ($rc): $out"
-	[ $rc != 124 ] || { echo "FAILED: detach hung"; return 1; }
-	[ $rc != 0 ] || { echo "FAILED: detach reported success after its write-back failed"; return 1; }
-	printf '%s\n' "$out" | grep -qi 'write-back' ||
-		{ echo "FAILED: detach's message does not say the write-back failed"; return 1; }
-	dmesg | tail -n +$(($2 + 1)) | grep -E "qimg[0-9]+: .*final write-back failed" ||
-		{ echo "FAILED: no kernel message about the failed write-back"; return 1; }
-	[ ! -b "$1" ] || { echo "FAILED: $1 still exists after detach"; return 1; }
-}
-
-# fsync_ro DEV: flush a (possibly read-only) device; its result is ours.
-fsync_ro() {
-	timeout "$TO" python3 -c 'import os, sys; os.fsync(os.open(sys.argv[1], os.O_RDONLY))' "$1"
-}
 
 # Defect 1: after corruption is found the device refuses new writes, but
 # the metadata of writes it already acknowledged must still reach the
