@@ -479,11 +479,8 @@ int qimgctl_cmd_info(int argc, char **argv)
 			json = true;
 			break;
 		case 'f':
-			if (strcmp(optarg, "qcow2")) {
-				qimgctl_err("only the qcow2 format is supported, not '%s'",
-					    optarg);
+			if (qimgctl_want_qcow2(optarg))
 				return 1;
-			}
 			break;
 		case 'O':
 			if (!strcmp(optarg, "json")) {

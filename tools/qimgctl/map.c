@@ -263,11 +263,8 @@ int qimgctl_cmd_map(int argc, char **argv)
 			}
 			break;
 		case 'f':
-			if (strcmp(optarg, "qcow2")) {
-				qimgctl_err("only the qcow2 format is supported, not '%s'",
-					    optarg);
+			if (qimgctl_want_qcow2(optarg))
 				return 1;
-			}
 			break;
 		case 'h':
 			qimgctl_usage(stdout, "map");

@@ -47,6 +47,8 @@ int qimgctl_one_file(const char *cmd, int argc, char **argv);
  * for bytes.  Returns 0 or -EINVAL / -ERANGE.
  */
 int qimgctl_parse_size(const char *s, uint64_t *out);
+/* -f FMT of a command that reads qcow2 only: 0, or -1 after a message. */
+int qimgctl_want_qcow2(const char *fmt);
 
 /* An opened image: its fd, size and decoded header. */
 struct qimgctl_image {

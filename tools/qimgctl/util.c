@@ -26,6 +26,14 @@ void qimgctl_err(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+int qimgctl_want_qcow2(const char *fmt)
+{
+	if (!strcmp(fmt, "qcow2"))
+		return 0;
+	qimgctl_err("only the qcow2 format is supported, not '%s'", fmt);
+	return -1;
+}
+
 int qimgctl_parse_size(const char *s, uint64_t *out)
 {
 	static const char units[] = "bkmgtpe";
