@@ -39,9 +39,11 @@ QIMG_VERSION := $(shell sed -n 's/^PACKAGE_VERSION="\{0,1\}\([^"]*\)"\{0,1\}[[:s
 QIMGCTL_DEFS := -DQIMGCTL_VERSION='"$(QIMG_VERSION)"'
 
 FMT_SRC := drivers/block/qimg/qimg_fmt.c
+FMT_SRC += drivers/block/qimg/qimg_qed.c
 QIMGCTL_SRC := $(wildcard tools/qimgctl/*.c) $(FMT_SRC)
 QIMGCTL_HDR := $(wildcard tools/qimgctl/*.h) drivers/block/qimg/qimg_fmt.h dkms.conf \
 	tools/include/qimg_shim.h $(wildcard include/uapi/linux/*.h)
+QIMGCTL_HDR += drivers/block/qimg/qimg_qed.h
 UNIT_SRC := $(wildcard tools/testing/unit/*.c)
 UNIT_HDR := $(wildcard tools/testing/unit/*.h)
 

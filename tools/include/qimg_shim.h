@@ -39,6 +39,9 @@ typedef unsigned long long __u64;
 typedef uint16_t __be16;
 typedef uint32_t __be32;
 typedef unsigned long long __be64;
+typedef uint16_t __le16;
+typedef uint32_t __le32;
+typedef unsigned long long __le64;
 
 #define be16_to_cpu(x) be16toh(x)
 #define be32_to_cpu(x) be32toh(x)
@@ -46,6 +49,12 @@ typedef unsigned long long __be64;
 #define cpu_to_be16(x) htobe16(x)
 #define cpu_to_be32(x) htobe32(x)
 #define cpu_to_be64(x) htobe64(x)
+#define le16_to_cpu(x) le16toh(x)
+#define le32_to_cpu(x) le32toh(x)
+#define le64_to_cpu(x) le64toh(x)
+#define cpu_to_le16(x) htole16(x)
+#define cpu_to_le32(x) htole32(x)
+#define cpu_to_le64(x) htole64(x)
 
 #ifndef __packed
 #define __packed __attribute__((packed))
@@ -71,6 +80,10 @@ typedef unsigned long long __be64;
 
 #ifndef ARRAY_SIZE
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#endif
+
+#ifndef U32_MAX
+#define U32_MAX UINT32_MAX
 #endif
 
 #ifndef EUCLEAN
@@ -117,6 +130,29 @@ static inline void put_unaligned_be32(u32 val, void *p)
 static inline void put_unaligned_be64(u64 val, void *p)
 {
 	val = htobe64(val);
+	memcpy(p, &val, sizeof(val));
+}
+
+/* Little-endian ones (QED). */
+static inline u32 get_unaligned_le32(const void *p)
+{
+	u32 v;
+
+	memcpy(&v, p, sizeof(v));
+	return le32toh(v);
+}
+
+static inline u64 get_unaligned_le64(const void *p)
+{
+	u64 v;
+
+	memcpy(&v, p, sizeof(v));
+	return le64toh(v);
+}
+
+static inline void put_unaligned_le64(u64 val, void *p)
+{
+	val = htole64(val);
 	memcpy(p, &val, sizeof(val));
 }
 
