@@ -1305,29 +1305,32 @@ static int ck_exit_code(const struct ck_result *r)
 
 /*
  * Does @path start with the qcow2 magic?  Decides 63 versus 1: 1 yes,
- * 0 no (with @why saying how not), -1 cannot tell (open/read error, left
- * to the image opener to report).
+ * 0 no (with @why saying how not), 2 it is a QED image, -1 cannot tell
+ * (open/read error, left to the image opener to report).
  */
 static int ck_has_magic(const char *path, const char **why)
 {
+	enum qimgctl_fmt fmt;
 	struct stat st;
-	bool raw;
 	int fd;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -1;
-	if (fstat(fd, &st) < 0 || qimgctl_probe_raw(fd, &raw)) {
+	if (fstat(fd, &st) < 0 || qimgctl_probe_format(fd, &fmt)) {
 		close(fd);
 		return -1;
 	}
 	close(fd);
+	/* QEMU probes zero-padded bytes: "QED" alone is QED too. */
+	if (fmt == QIMGCTL_FMT_QED && st.st_size > 0)
+		return 2;
 	if (st.st_size < 4) {
 		*why = "file too short";
 		return 0;
 	}
 	*why = "bad magic";
-	return !raw;
+	return fmt == QIMGCTL_FMT_QCOW2;
 }
 
 static u64 ck_range_end(u64 off, u64 len)
@@ -1400,7 +1403,7 @@ int qimgctl_cmd_check(int argc, char **argv)
 	struct qimgctl_image img;
 	bool json = false, quiet = false, share = false;
 	const char *path, *why = "";
-	int fix = 0, opt, ret;
+	int fix = 0, opt, ret, qed = -1;
 
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, ":r:f:qUh", opts, NULL)) != -1) {
@@ -1431,10 +1434,14 @@ int qimgctl_cmd_check(int argc, char **argv)
 			}
 			break;
 		case 'f':
-			if (strcmp(optarg, "qcow2")) {
-				qimgctl_err("check: format '%s' is not supported, only qcow2",
+			if (!strcmp(optarg, "qed")) {
+				qed = 1;
+			} else if (strcmp(optarg, "qcow2")) {
+				qimgctl_err("check: format '%s' is not supported, only qcow2 and qed",
 					    optarg);
 				return QIMGCTL_CHECK_UNSUPPORTED;
+			} else {
+				qed = 0;
 			}
 			break;
 		case 'q':
@@ -1460,6 +1467,9 @@ int qimgctl_cmd_check(int argc, char **argv)
 		return QIMGCTL_CHECK_INCOMPLETE;
 	}
 
+	/* QED, named with -f qed or probed: see qed.c. */
+	if (qed == 1 || (qed < 0 && ck_has_magic(path, &why) == 2))
+		return qimgctl_qed_check(path, fix != 0, json, quiet, share);
 	/*
 	 * Not qcow2 at all: qemu-img's "format does not support checks"
 	 * case, said here in one line instead of the opener's.

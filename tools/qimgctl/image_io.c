@@ -330,7 +330,22 @@ char *qimgctl_path_combine(const char *base, const char *rel)
 	return out;
 }
 
-int qimgctl_probe_raw(int fd, bool *raw)
+int qimgctl_want_format(const char *fmt, unsigned int *flags)
+{
+	if (!strcmp(fmt, "qed")) {
+		*flags |= QIMGCTL_CHAIN_ONLY_QED;
+		return 0;
+	}
+	if (!strcmp(fmt, "qcow2")) {
+		*flags |= QIMGCTL_CHAIN_ONLY_QCOW2;
+		return 0;
+	}
+	qimgctl_err("only the qcow2 and qed formats are supported, not '%s'",
+		    fmt);
+	return -1;
+}
+
+int qimgctl_probe_format(int fd, enum qimgctl_fmt *fmt)
 {
 	unsigned char buf[4];
 	int ret;
@@ -338,7 +353,12 @@ int qimgctl_probe_raw(int fd, bool *raw)
 	ret = qimgctl_pread(fd, buf, sizeof(buf), 0);
 	if (ret)
 		return ret;
-	*raw = get_unaligned_be32(buf) != QIMG_MAGIC;
+	if (get_unaligned_be32(buf) == QIMG_MAGIC)
+		*fmt = QIMGCTL_FMT_QCOW2;
+	else if (qimg_qed_probe(buf, sizeof(buf)))
+		*fmt = QIMGCTL_FMT_QED;
+	else
+		*fmt = QIMGCTL_FMT_RAW;
 	return 0;
 }
 
@@ -349,6 +369,9 @@ static void node_free(struct qimgctl_node *n)
 	if (n->raw) {
 		if (n->raw_fd >= 0)
 			close(n->raw_fd);
+	} else if (n->qed) {
+		qimgctl_qed_close(n->qed);
+		free(n->qed);
 	} else {
 		if (n->data_fd >= 0)
 			close(n->data_fd);
@@ -370,14 +393,63 @@ void qimgctl_chain_close(struct qimgctl_node *top)
 }
 
 /*
- * Open one chain element; @fmt is "", "qcow2" or "raw".  @backing: it is a
- * backing file (for the wording of errors).  @flags: QIMGCTL_OPEN_* and
- * QIMGCTL_CHAIN_HEADERS for this file.
+ * The format of the image the user named, when it may be qcow2 or QED:
+ * "qed" when it starts with the QED magic, else "qcow2" (and the qcow2
+ * opener says what is wrong with it).  The file is locked while it is
+ * looked at, as QEMU locks before it reads.
+ */
+static const char *top_format(const char *path, unsigned int flags, int *ret)
+{
+	enum qimgctl_fmt f = QIMGCTL_FMT_QCOW2;
+	int fd;
+
+	*ret = 0;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return "qcow2";
+	*ret = qimgctl_lock_open_file(fd, path, flags);
+	if (!*ret && qimgctl_probe_format(fd, &f))
+		f = QIMGCTL_FMT_QCOW2;
+	close(fd);
+	return f == QIMGCTL_FMT_QED ? "qed" : "qcow2";
+}
+
+/* A QED chain element; @n->path is its name. */
+static int node_open_qed(struct qimgctl_node *n, unsigned int flags)
+{
+	int ret;
+
+	if (!(flags & QIMGCTL_CHAIN_QED)) {
+		qimgctl_err("%s: QED images are not supported by this command",
+			    n->path);
+		return -EOPNOTSUPP;
+	}
+	n->qed = calloc(1, sizeof(*n->qed));
+	if (!n->qed) {
+		qimgctl_err("out of memory");
+		return -ENOMEM;
+	}
+	ret = qimgctl_qed_open(n->qed, n->path, flags,
+			       flags & QIMGCTL_CHAIN_HEADERS);
+	if (ret) {
+		free(n->qed);
+		n->qed = NULL;
+		return ret;
+	}
+	n->length = n->qed->h.image_size;
+	return 0;
+}
+
+/*
+ * Open one chain element; @fmt is "", "qcow2", "qed" or "raw".  @backing:
+ * it is a backing file (for the wording of errors).  @flags: QIMGCTL_OPEN_*
+ * and QIMGCTL_CHAIN_* for this file.
  */
 static int node_open(struct qimgctl_node **out, char *path, const char *fmt,
 		     bool backing, unsigned int flags, const struct stat *st)
 {
 	bool write = flags & QIMGCTL_OPEN_WRITE;
+	enum qimgctl_fmt probed;
 	struct qimgctl_node *n;
 	struct stat fst;
 	int ret;
@@ -394,6 +466,19 @@ static int node_open(struct qimgctl_node **out, char *path, const char *fmt,
 	n->img.fd = -1;
 	n->dev = st->st_dev;
 	n->ino = st->st_ino;
+	if (!strcmp(fmt, "qed") && (flags & QIMGCTL_CHAIN_QED)) {
+		if (backing && access(path, R_OK) < 0) {
+			ret = -errno;
+			qimgctl_err("%s: could not open backing file: %s",
+				    path, strerror(errno));
+			goto fail;
+		}
+		ret = node_open_qed(n, flags);
+		if (ret)
+			goto fail;
+		*out = n;
+		return 0;
+	}
 	if (strcmp(fmt, "qcow2")) {
 		if (strcmp(fmt, "raw") && fmt[0]) {
 			qimgctl_err("%s: backing file format '%s' is not supported (only qcow2 and raw)",
@@ -412,14 +497,22 @@ static int node_open(struct qimgctl_node **out, char *path, const char *fmt,
 		if (ret)
 			goto fail;
 		if (!fmt[0]) {
-			ret = qimgctl_probe_raw(n->raw_fd, &n->raw);
+			ret = qimgctl_probe_format(n->raw_fd, &probed);
 			if (ret) {
 				qimgctl_err("%s: %s", path, strerror(-ret));
 				goto fail;
 			}
+			n->raw = probed == QIMGCTL_FMT_RAW;
 			if (!n->raw) {
 				close(n->raw_fd);
 				n->raw_fd = -1;
+			}
+			if (probed == QIMGCTL_FMT_QED) {
+				ret = node_open_qed(n, flags);
+				if (ret)
+					goto fail;
+				*out = n;
+				return 0;
 			}
 		} else {
 			n->raw = true;
@@ -471,7 +564,9 @@ int qimgctl_chain_open(struct qimgctl_node **top, const char *path,
 	struct qimgctl_node *n = NULL, *m, **link = top;
 	char *p = strdup(path);
 	bool backing = fmt != NULL;
-	unsigned int nflags = flags;
+	unsigned int nflags = flags & ~(QIMGCTL_CHAIN_ONLY_QED |
+					QIMGCTL_CHAIN_ONLY_QCOW2);
+	const char *bname, *bfmt;
 	struct stat st;
 	int depth, ret;
 
@@ -480,8 +575,19 @@ int qimgctl_chain_open(struct qimgctl_node **top, const char *path,
 		qimgctl_err("out of memory");
 		return -ENOMEM;
 	}
-	if (!fmt)
+	if (!fmt && (flags & QIMGCTL_CHAIN_ONLY_QCOW2)) {
 		fmt = "qcow2";
+	} else if (!fmt && (flags & QIMGCTL_CHAIN_ONLY_QED)) {
+		fmt = "qed";
+	} else if (!fmt && (flags & QIMGCTL_CHAIN_QED)) {
+		fmt = top_format(p, flags, &ret);
+		if (ret) {
+			free(p);
+			return ret;
+		}
+	} else if (!fmt) {
+		fmt = "qcow2";
+	}
 	for (depth = 0;; depth++) {
 		/*
 		 * The same file twice would be a loop, whatever the names
@@ -511,8 +617,17 @@ int qimgctl_chain_open(struct qimgctl_node **top, const char *path,
 			goto fail;
 		*link = n;
 		link = &n->backing;
-		if ((flags & QIMGCTL_CHAIN_NO_BACKING) || n->raw ||
-		    !n->img.h.backing_file[0])
+		if ((flags & QIMGCTL_CHAIN_NO_BACKING) || n->raw)
+			return 0;
+		if (n->qed) {
+			bname = n->qed->backing;
+			/* QED names a format only for raw: others are probed. */
+			bfmt = n->qed->h.backing_raw ? "raw" : "";
+		} else {
+			bname = n->img.h.backing_file;
+			bfmt = n->img.h.backing_fmt;
+		}
+		if (!bname[0])
 			return 0;
 		if (depth + 1 >= QIMGCTL_MAX_CHAIN) {
 			qimgctl_err("%s: backing chain is longer than %d images",
@@ -520,13 +635,13 @@ int qimgctl_chain_open(struct qimgctl_node **top, const char *path,
 			ret = -ELOOP;
 			goto fail;
 		}
-		p = qimgctl_path_combine(n->path, n->img.h.backing_file);
+		p = qimgctl_path_combine(n->path, bname);
 		if (!p) {
 			qimgctl_err("out of memory");
 			ret = -ENOMEM;
 			goto fail;
 		}
-		fmt = n->img.h.backing_fmt;
+		fmt = bfmt;
 		/* QEMU opens backing files read-only. */
 		nflags = flags & ~QIMGCTL_OPEN_WRITE;
 	}

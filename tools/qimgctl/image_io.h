@@ -16,6 +16,7 @@
 #include <json-c/json.h>
 
 #include "qimgctl.h"
+#include "qimg_qed.h"
 
 /* Longest backing chain we follow; deeper chains are almost surely loops. */
 #define QIMGCTL_MAX_CHAIN	64
@@ -84,7 +85,23 @@ int qimgctl_l2_raw(struct qimgctl_mapper *m, u64 l2_offset, u64 idx,
 int qimgctl_map_status(struct qimgctl_mapper *m, u64 guest, u64 max,
 		       struct qimgctl_extent *ext);
 
-/* One element of a backing chain: a qcow2 image or a raw file. */
+/*
+ * An opened QED image (see qed.c): its header, the L1 table and one cached
+ * L2 table, raw as read (little-endian entries, decoded by the format core
+ * on every use).
+ */
+struct qimgctl_qed {
+	const char *path;
+	int fd;
+	u64 file_size;		/* the real size; h.file_size is rounded down */
+	struct qimg_qed_header h;
+	char backing[QIMG_QED_MAX_BACKING_NAME + 1];	/* "" without one */
+	u8 *l1;			/* h.table_bytes, NULL with QIMGCTL_CHAIN_HEADERS */
+	u8 *l2;
+	u64 l2_offset;		/* of the cached table, 0 = none */
+};
+
+/* One element of a backing chain: a qcow2 image, a QED image or a raw file. */
 struct qimgctl_node {
 	char *path;		/* as opened (resolved for backing files) */
 	bool raw;
@@ -99,17 +116,21 @@ struct qimgctl_node {
 	bool prealloc_known;
 	bool prealloc;
 	int data_fd;		/* external data file, opened on demand */
+	struct qimgctl_qed *qed;	/* a QED image (then img is unused) */
 };
 
 /* The fd of a chain element's file (qcow2 or raw). */
 static inline int qimgctl_node_fd(const struct qimgctl_node *n)
 {
-	return n->raw ? n->raw_fd : n->img.fd;
+	return n->raw ? n->raw_fd : n->qed ? n->qed->fd : n->img.fd;
 }
 
 /* qimgctl_chain_open() flags, besides QIMGCTL_OPEN_* (see qimgctl.h). */
 #define QIMGCTL_CHAIN_NO_BACKING	0x100	/* the first image only */
 #define QIMGCTL_CHAIN_HEADERS		0x200	/* do not read the L1 tables */
+#define QIMGCTL_CHAIN_QED		0x400	/* QED images are welcome */
+#define QIMGCTL_CHAIN_ONLY_QED		0x800	/* -f qed: the first one is QED */
+#define QIMGCTL_CHAIN_ONLY_QCOW2	0x1000	/* -f qcow2: it is qcow2 */
 
 /*
  * The one backing-chain opener.  Opens @path and, unless
@@ -117,7 +138,10 @@ static inline int qimgctl_node_fd(const struct qimgctl_node *n)
  * against the directory of the image naming it.  @fmt NULL: @path is the
  * image the user named and must be qcow2; else @path is itself a backing
  * file of format @fmt ("qcow2", "raw" or "" to probe), as when `create`
- * looks at the backing file it is given.
+ * looks at the backing file it is given.  With QIMGCTL_CHAIN_QED, QED
+ * images are opened too (the first one is then probed: qcow2 or QED, or
+ * QED alone with QIMGCTL_CHAIN_ONLY_QED); without it a QED image anywhere
+ * in the chain is refused.
  *
  * Every file is locked as QEMU locks it (lock.h): the first one as @flags
  * say (QIMGCTL_OPEN_WRITE applies to it alone), backing files for reading
@@ -137,8 +161,18 @@ void qimgctl_chain_close(struct qimgctl_node *top);
  */
 char *qimgctl_path_combine(const char *base, const char *rel);
 
-/* Raw (not qcow2) from the first bytes of @fd; -errno on read errors. */
-int qimgctl_probe_raw(int fd, bool *raw);
+/* Image formats the probe tells apart (everything else is raw). */
+enum qimgctl_fmt {
+	QIMGCTL_FMT_RAW,
+	QIMGCTL_FMT_QCOW2,
+	QIMGCTL_FMT_QED,
+};
+
+/*
+ * The one format probe: the format of @fd from its first bytes (missing
+ * ones read as zeroes, as QEMU probes); -errno on read errors.
+ */
+int qimgctl_probe_format(int fd, enum qimgctl_fmt *fmt);
 
 /*
  * Print @obj the way qemu's pretty JSON output does (four-space indent,
@@ -148,5 +182,36 @@ void qimgctl_json_print(FILE *f, struct json_object *obj);
 
 /* qemu's size_to_str(): "0 B", "196 KiB", "1.5 GiB". */
 void qimgctl_size_str(u64 val, char *buf, size_t len);
+
+/*
+ * -f FMT of a command that reads qcow2 and QED images: adds the
+ * QIMGCTL_CHAIN_ONLY_* flag for @fmt to @flags; -1 after a message for
+ * another format.
+ */
+int qimgctl_want_format(const char *fmt, unsigned int *flags);
+
+/* ------------------------------------------------------------------------ */
+/* QED images (qed.c)                                                       */
+
+/*
+ * Open and lock (QIMGCTL_OPEN_* @flags) the QED image @path and decode its
+ * header and backing file name; read the L1 table too unless @headers.
+ * Prints the reason (QEMU's words for a bad header) and returns -errno:
+ * -EINVAL not QED or a bad header, -EOPNOTSUPP unknown features.
+ */
+int qimgctl_qed_open(struct qimgctl_qed *q, const char *path,
+		     unsigned int flags, bool headers);
+void qimgctl_qed_close(struct qimgctl_qed *q);
+
+/* Status of guest offset @guest, as qimgctl_map_status() for qcow2. */
+int qimgctl_qed_status(struct qimgctl_qed *q, u64 guest, u64 max,
+		       struct qimgctl_extent *ext);
+
+/*
+ * `check` of the QED image @path, printed and with the exit status of
+ * qemu-img check.  @fix: repair (-r leaks and -r all alike, as QEMU).
+ */
+int qimgctl_qed_check(const char *path, bool fix, bool json, bool quiet,
+		      bool share);
 
 #endif /* QIMGCTL_IMAGE_IO_H */

@@ -292,6 +292,44 @@ fail:
 	return NULL;
 }
 
+/*
+ * What qemu-img reports for a QED image: no format-specific part, and a
+ * backing format only when the image names one (raw).  dirty-flag is
+ * false even with need-check set: that is what qemu-img 7.2 prints.
+ */
+static struct json_object *build_qed_info(struct qimgctl_node *n, int *err)
+{
+	const struct qimgctl_qed *q = n->qed;
+	struct json_object *o = json_object_new_object();
+	char *full;
+
+	*err = 0;
+	if (q->backing[0] && q->h.backing_raw)
+		json_object_object_add(o, "backing-filename-format",
+				       jstr("raw"));
+	json_object_object_add(o, "virtual-size", ju64(q->h.image_size));
+	json_object_object_add(o, "filename", jstr(n->path));
+	json_object_object_add(o, "cluster-size", ju64(q->h.cluster_size));
+	json_object_object_add(o, "format", jstr("qed"));
+	json_object_object_add(o, "actual-size",
+			       ju64(allocated_size(n->path)));
+	if (q->backing[0]) {
+		full = qimgctl_path_combine(n->path, q->backing);
+		if (!full) {
+			*err = -ENOMEM;
+			qimgctl_err("out of memory");
+			json_object_put(o);
+			return NULL;
+		}
+		json_object_object_add(o, "full-backing-filename", jstr(full));
+		free(full);
+		json_object_object_add(o, "backing-filename",
+				       jstr(q->backing));
+	}
+	json_object_object_add(o, "dirty-flag", jbool(0));
+	return o;
+}
+
 /* What qemu-img reports for a raw file in a backing chain. */
 static struct json_object *build_raw_info(struct qimgctl_node *n)
 {
@@ -462,7 +500,7 @@ int qimgctl_cmd_info(int argc, char **argv)
 	struct qimgctl_node *top, *n;
 	struct json_object *o, *list;
 	bool json = false, chain = false;
-	unsigned int flags = QIMGCTL_OPEN_META;
+	unsigned int flags = QIMGCTL_OPEN_META | QIMGCTL_CHAIN_QED;
 	size_t i;
 	int c, ret;
 
@@ -479,7 +517,7 @@ int qimgctl_cmd_info(int argc, char **argv)
 			json = true;
 			break;
 		case 'f':
-			if (qimgctl_want_qcow2(optarg))
+			if (qimgctl_want_format(optarg, &flags))
 				return 1;
 			break;
 		case 'O':
@@ -509,7 +547,8 @@ int qimgctl_cmd_info(int argc, char **argv)
 		return 1;
 	list = json_object_new_array();
 	for (n = top; n; n = n->backing) {
-		o = n->raw ? build_raw_info(n) : build_info(&n->img, &ret);
+		o = n->raw ? build_raw_info(n) :
+		    n->qed ? build_qed_info(n, &ret) : build_info(&n->img, &ret);
 		if (!o) {
 			json_object_put(list);
 			qimgctl_chain_close(top);

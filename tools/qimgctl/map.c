@@ -69,6 +69,8 @@ static int node_status(struct qimgctl_node *n, u64 off, u64 max,
 		max = n->length - off;
 	if (n->raw)
 		return raw_status(n, off, max, ext);
+	if (n->qed)
+		return qimgctl_qed_status(n->qed, off, max, ext);
 	return qimgctl_map_status(&n->map, off, max, ext);
 }
 
@@ -159,7 +161,7 @@ static int block_status(struct qimgctl_node *top, u64 off, u64 max,
 	e->depth = depth;
 	e->has_offset = ext.has_offset;
 	e->offset = ext.host_offset;
-	if (!n->raw && e->data && e->has_offset) {
+	if (!n->raw && !n->qed && e->data && e->has_offset) {
 		if (!n->prealloc_known) {
 			n->prealloc = qimgctl_meta_prealloc(&n->img);
 			n->prealloc_known = true;
@@ -169,7 +171,7 @@ static int block_status(struct qimgctl_node *top, u64 off, u64 max,
 	}
 	if (!ext.has_offset)
 		e->filename = NULL;
-	else if (!n->raw && n->map.data_path)
+	else if (!n->raw && !n->qed && n->map.data_path)
 		e->filename = n->map.data_path;
 	else
 		e->filename = n->path;
@@ -237,7 +239,7 @@ int qimgctl_cmd_map(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct map_entry curr = { 0 }, next;
-	unsigned int flags = 0;
+	unsigned int flags = QIMGCTL_CHAIN_QED;
 	struct qimgctl_node *top;
 	bool json = false;
 	u64 size, off;
@@ -263,7 +265,7 @@ int qimgctl_cmd_map(int argc, char **argv)
 			}
 			break;
 		case 'f':
-			if (qimgctl_want_qcow2(optarg))
+			if (qimgctl_want_format(optarg, &flags))
 				return 1;
 			break;
 		case 'h':
