@@ -42,14 +42,16 @@ static const struct qimgctl_cmd cmds[] = {
 	  "-u                       do not open the backing file (SIZE needed)\n"
 	  "-q                       do not print the \"Formatting\" line\n" },
 	{ "info", qimgctl_cmd_info,
-	  "info [-f qcow2] [-U] [--backing-chain] [--json | --output=json|human] FILE",
-	  NULL },
+	  "info [-f qcow2|qed] [-U] [--backing-chain] [--json | --output=json|human] FILE",
+	  "FILE is a qcow2 or a QED image (probed unless -f says which).\n" },
 	{ "check", qimgctl_cmd_check,
-	  "check [-q] [-f qcow2] [-U] [-r leaks|all | --repair=leaks|all] [--json | --output=json|human] FILE",
+	  "check [-q] [-f qcow2|qed] [-U] [-r leaks|all | --repair=leaks|all] [--json | --output=json|human] FILE",
 	  "Exit status as qemu-img check: 0 clean, 1 check not completed,\n"
-	  "2 corruptions, 3 leaked clusters only, 63 checks not supported.\n" },
+	  "2 corruptions, 3 leaked clusters only, 63 checks not supported.\n"
+	  "FILE is a qcow2 or a QED image (probed unless -f says which).\n" },
 	{ "map", qimgctl_cmd_map,
-	  "map [-f qcow2] [-U] [--json | --output=json|human] FILE", NULL },
+	  "map [-f qcow2|qed] [-U] [--json | --output=json|human] FILE",
+	  "FILE is a qcow2 or a QED image (probed unless -f says which).\n" },
 	{ "attach", qimgctl_cmd_attach,
 	  "attach [-r [-U]] [-P] [-a] [--direct-io=on|off] [--l2-cache-size=SIZE] [--refcount-cache-size=SIZE] FILE",
 	  "Serve FILE as /dev/qimgN (printed).  -r read-only, -P scan\n"
