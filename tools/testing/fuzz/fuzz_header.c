@@ -13,11 +13,16 @@
  *    that decode again to the same fields;
  *  - table entries taken from the input decode without crashing, and the
  *    canonical ones re-encode to the same raw value;
- *  - refcount get/set agree for every entry width.
+ *  - refcount get/set agree for every entry width;
+ *  - the same bytes taken as a QED image: a header that decodes has a
+ *    consistent geometry, its backing name (when it lies in the input)
+ *    decodes, and table entries and runs taken from the input decode
+ *    within the table and the file.
  */
 #include <stdlib.h>
 
 #include "qimg_fmt.h"
+#include "qimg_qed.h"
 
 int LLVMFuzzerTestOneInput(const u8 *data, size_t size);
 
@@ -181,6 +186,53 @@ static void qf_refcounts(const u8 *data, size_t size)
 	}
 }
 
+static void qf_qed(const u8 *buf, size_t len, u64 file_size)
+{
+	static char name[QIMG_QED_MAX_BACKING_NAME + 1];
+	struct qimg_err err = { "" };
+	struct qimg_qed_l2_entry e;
+	struct qimg_qed_header h;
+	u64 raw, off, first;
+	size_t i;
+	u32 run, idx;
+	int ret;
+
+	ret = qimg_qed_header_decode(buf, len, file_size, &h, &err);
+	if (ret) {
+		QF_CHECK(ret < 0 && err.msg[0]);
+		return;
+	}
+	QF_CHECK(qimg_qed_probe(buf, len) || len < 4);
+	QF_CHECK(h.table_entries * 8ULL == h.table_bytes);
+	QF_CHECK((1ULL << (h.cluster_bits + h.table_bits)) ==
+		 qimg_qed_l2_span(&h));
+	QF_CHECK(h.file_size <= file_size && !(h.file_size & (h.cluster_size - 1)));
+	QF_CHECK(qimg_qed_table_ok(&h, h.l1_table_offset));
+	QF_CHECK(h.l1_table_offset + h.table_bytes <= h.file_size);
+	if (h.image_size)
+		QF_CHECK(qimg_qed_l1_index(&h, h.image_size - 1) <
+			 h.table_entries);
+	if (h.has_backing &&
+	    (u64)h.backing_filename_offset + h.backing_filename_size <= len)
+		QF_CHECK(!qimg_qed_backing_name(&h,
+						buf + h.backing_filename_offset,
+						name, sizeof(name), &err));
+	for (i = 0; i + 8 <= len && i < 4096; i += 8) {
+		raw = get_unaligned_le64(buf + i);
+		if (!qimg_qed_l1_decode(&h, raw, &off, &err) && off)
+			QF_CHECK(off + h.table_bytes <= h.file_size);
+		if (!qimg_qed_l2_decode(&h, raw, &e, &err) &&
+		    e.type == QIMG_QED_CL_DATA)
+			QF_CHECK(e.host_offset + h.cluster_size <= h.file_size);
+	}
+	/* The input itself as an L2 table, when it is one table long. */
+	if (len >= h.table_bytes) {
+		idx = len > 8 ? buf[8] % h.table_entries : 0;
+		run = qimg_qed_l2_run(&h, buf, idx, h.table_entries, &first);
+		QF_CHECK(run >= 1 && idx + run <= h.table_entries);
+	}
+}
+
 int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 {
 	static struct qimg_header h, fallback;
@@ -238,6 +290,7 @@ int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 	if (!qimg_geom_init(&fallback, NULL))
 		qf_entries(&fallback, buf, len, file_size);
 	qf_refcounts(buf, len);
+	qf_qed(buf, len, file_size);
 	free(buf);
 	return 0;
 }
