@@ -4,6 +4,7 @@
  * declares its functions in its own header, bottom up:
  *
  *   qimg_fmt.h       on-disk format core, no I/O (shared with userspace)
+ *   qimg_qed.h       the QED format core, no I/O (shared with userspace)
  *   qimg_file.h      backing-file I/O, decompression, SRCU I/O sections
  *   qimg_cache.h     L2 / refcount-block cache
  *   qimg_meta.h      metadata changes, ordered write-back, failure state
