@@ -202,6 +202,8 @@ int qimgctl_want_format(const char *fmt, unsigned int *flags);
 int qimgctl_qed_open(struct qimgctl_qed *q, const char *path,
 		     unsigned int flags, bool headers);
 void qimgctl_qed_close(struct qimgctl_qed *q);
+/* Read the L1 table of an image opened with @headers (once). */
+int qimgctl_qed_read_l1(struct qimgctl_qed *q);
 
 /* Status of guest offset @guest, as qimgctl_map_status() for qcow2. */
 int qimgctl_qed_status(struct qimgctl_qed *q, u64 guest, u64 max,

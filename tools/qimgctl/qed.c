@@ -113,21 +113,39 @@ int qimgctl_qed_open(struct qimgctl_qed *q, const char *path,
 	}
 	if (headers)
 		return 0;
-	/* The table lies inside the file (the header decoder checked). */
-	q->l1 = malloc(q->h.table_bytes);
-	q->l2 = malloc(q->h.table_bytes);
-	if (!q->l1 || !q->l2) {
-		ret = -ENOMEM;
-		qimgctl_err("%s: out of memory", path);
-		goto fail;
-	}
-	ret = qed_read_table(q, q->h.l1_table_offset, q->l1, "L1 table");
+	ret = qimgctl_qed_read_l1(q);
 	if (ret)
 		goto fail;
 	return 0;
 fail:
 	qimgctl_qed_close(q);
 	return ret;
+}
+
+int qimgctl_qed_read_l1(struct qimgctl_qed *q)
+{
+	if (q->l1)
+		return 0;
+	/* The table lies inside the file (the header decoder checked). */
+	q->l1 = malloc(q->h.table_bytes);
+	q->l2 = malloc(q->h.table_bytes);
+	if (!q->l1 || !q->l2) {
+		free(q->l1);
+		free(q->l2);
+		q->l1 = NULL;
+		q->l2 = NULL;
+		qimgctl_err("%s: out of memory", q->path);
+		return -ENOMEM;
+	}
+	q->l2_offset = 0;
+	if (qed_read_table(q, q->h.l1_table_offset, q->l1, "L1 table")) {
+		free(q->l1);
+		free(q->l2);
+		q->l1 = NULL;
+		q->l2 = NULL;
+		return -EIO;
+	}
+	return 0;
 }
 
 void qimgctl_qed_close(struct qimgctl_qed *q)
@@ -462,44 +480,57 @@ static void qed_ck_json(const struct qed_ck *c, const char *path)
 int qimgctl_qed_check(const char *path, bool fix, bool json, bool quiet,
 		      bool share)
 {
-	struct qimgctl_qed q;
+	struct qimgctl_node *top;
+	struct qimgctl_qed *q;
 	struct qed_ck c;
 	s64 fixed;
 	int ret;
 
-	ret = qimgctl_qed_open(&q, path, fix ? QIMGCTL_OPEN_WRITE :
-			       share ? QIMGCTL_OPEN_SHARE : 0, false);
+	/*
+	 * Like qemu-img check, open (and lock) the whole backing chain: a
+	 * missing or unreadable backing file makes the check fail.
+	 */
+	ret = qimgctl_chain_open(&top, path, NULL,
+				 (fix ? QIMGCTL_OPEN_WRITE :
+				  share ? QIMGCTL_OPEN_SHARE : 0) |
+				 QIMGCTL_CHAIN_QED | QIMGCTL_CHAIN_ONLY_QED |
+				 QIMGCTL_CHAIN_HEADERS);
 	if (ret)
 		return QIMGCTL_CHECK_INCOMPLETE;
+	q = top->qed;
+	if (qimgctl_qed_read_l1(q)) {
+		qimgctl_chain_close(top);
+		return QIMGCTL_CHECK_INCOMPLETE;
+	}
 	/* Opened for writing: QEMU drops autoclear bits it does not know. */
-	if (fix && (q.h.autoclear_features & ~QIMG_QED_AUTOCLEAR_KNOWN)) {
-		q.h.autoclear_features &= QIMG_QED_AUTOCLEAR_KNOWN;
-		if (qed_ck_set_field(&q, offsetof(struct qimg_qed_disk_header,
-						  autoclear_features),
-				     q.h.autoclear_features)) {
-			qimgctl_qed_close(&q);
+	if (fix && (q->h.autoclear_features & ~QIMG_QED_AUTOCLEAR_KNOWN)) {
+		q->h.autoclear_features &= QIMG_QED_AUTOCLEAR_KNOWN;
+		if (qed_ck_set_field(q, offsetof(struct qimg_qed_disk_header,
+						 autoclear_features),
+				     q->h.autoclear_features)) {
+			qimgctl_chain_close(top);
 			return QIMGCTL_CHECK_INCOMPLETE;
 		}
 	}
-	ret = qed_ck_run(&q, fix, &c);
+	ret = qed_ck_run(q, fix, &c);
 	if (!ret && c.corruptions_fixed) {
 		/* Like qemu-img: say what was repaired, then check again. */
 		fixed = c.corruptions_fixed;
 		if (!json && !quiet)
 			printf("The following inconsistencies were found and repaired:\n\n    0 leaked clusters\n    %lld corruptions\n\nDouble checking the fixed image now...\n",
 			       fixed);
-		ret = qed_ck_run(&q, false, &c);
+		ret = qed_ck_run(q, false, &c);
 		c.corruptions_fixed = fixed;
 	}
 	/*
 	 * Clear need-check after a clean repair, or in any case when the
 	 * image was opened for writing, as QEMU's close does.
 	 */
-	if (fix && q.h.need_check &&
-	    !qed_ck_set_field(&q, QIMG_QED_OFF_FEATURES,
-			      q.h.features & ~QIMG_QED_F_NEED_CHECK))
-		q.h.need_check = false;
-	qimgctl_qed_close(&q);
+	if (fix && q->h.need_check &&
+	    !qed_ck_set_field(q, QIMG_QED_OFF_FEATURES,
+			      q->h.features & ~QIMG_QED_F_NEED_CHECK))
+		q->h.need_check = false;
+	qimgctl_chain_close(top);
 	if (ret) {
 		qimgctl_err("%s: check failed: %s", path, strerror(-ret));
 		return QIMGCTL_CHECK_INCOMPLETE;

@@ -147,7 +147,7 @@ part_qed() {
 	local cs ts size back i id img
 	local -a CS=(4k 64k 1M) TS=(2 4 16) SIZES=(64M 1G 24M)
 	local -a BACKS=(none raw qed)
-	want 'qed/' || return 0
+	want 'qed/' 'errors/qed-' || return 0
 
 	# The QED backing file of the "qed" overlays.
 	if ! qemu-img create -q -f qed -b bk-raw.raw -F raw qb.qed 12M ||
@@ -208,6 +208,35 @@ part_qed() {
 	qed_all qed/chain-qed-qcow2 ch3.qed
 	qed_cmp "qed/chain-qed-qcow2: info --backing-chain" ch3.qed \
 		info --backing-chain --output=json
+
+	# Backing names: relative to a subdirectory, absolute, missing; a
+	# size that is no multiple of the cluster size; size 0.
+	N_IMAGES=$((N_IMAGES + 5))
+	mkdir -p sub
+	qemu-img create -q -f qed -b ../bk-raw.raw -F raw sub/rel.qed 9M &&
+		qemu-io -f qed -c "write -P 0x64 4M 8k" sub/rel.qed >/dev/null
+	qed_all qed/backing-relative-subdir sub/rel.qed
+	qemu-img create -q -f qed -b "$PWD/qb.qed" -F qed abs.qed 16M
+	qed_all qed/backing-absolute abs.qed
+	qemu-img create -q -f qed -u -b missing.raw -F raw miss.qed 8M
+	qed_all qed/backing-missing miss.qed
+	qemu-img create -q -f qed odd.qed 1000k &&
+		qemu-io -f qed -c "write -P 0x65 960k 40k" odd.qed >/dev/null
+	qed_all qed/size-1000k odd.qed
+	qemu-img create -q -f qed zero.qed 0
+	qed_all qed/size-0 zero.qed
+	# An image that is its own backing file: qemu-img loops forever on
+	# it, qimgctl must refuse it in one line.
+	qemu-img create -q -f qed -u -b lq.qed -F qed loop.qed 8M
+	qed_py loop.qed set32 60 0
+	printf 'loop.qed' | dd of=loop.qed bs=1 seek=64 conv=notrunc \
+		2>/dev/null
+	qed_py loop.qed set32 60 8
+	local c
+	for c in map "info --backing-chain" check; do
+		# shellcheck disable=SC2086
+		ERR_WORD=loop err_case "qed-backing-loop-${c%% *}" 1 $c loop.qed
+	done
 
 	# 4k clusters in a file of more than 4095 clusters: qemu numbers
 	# clusters with the wrong divisor there, and counts leaks that are
@@ -323,5 +352,5 @@ part_qed() {
 		qed_cmp "qed/locked: map -U" dm.qed map -U --output=json
 		hold_stop
 	fi
-	rm -f ./*.qed ch2.qcow2
+	rm -rf ./*.qed ch2.qcow2 sub
 }
