@@ -14,6 +14,7 @@
 
 #include "lock.h"
 #include "qimgctl.h"
+#include "qimg_qed.h"
 
 void qimgctl_err(const char *fmt, ...)
 {
@@ -160,7 +161,11 @@ int qimgctl_image_load(struct qimgctl_image *img, const char *path,
 	csize = qimg_header_peek_cluster_size(first, sizeof(first), &err);
 	if (csize < 0) {
 		ret = (int)csize;
-		qimgctl_err("%s: %s", path, err.msg);
+		if (qimg_qed_probe(first, sizeof(first)))
+			qimgctl_err("%s: a QED image, not qcow2 (only info, check and map read QED)",
+				    path);
+		else
+			qimgctl_err("%s: %s", path, err.msg);
 		goto fail;
 	}
 	img->hdr_len = (size_t)csize;
