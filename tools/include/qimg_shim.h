@@ -85,6 +85,9 @@ typedef unsigned long long __le64;
 #ifndef U32_MAX
 #define U32_MAX UINT32_MAX
 #endif
+#ifndef U64_MAX
+#define U64_MAX UINT64_MAX
+#endif
 
 #ifndef EUCLEAN
 #define EUCLEAN 117

@@ -114,6 +114,12 @@ int qimg_qed_header_decode(const void *buf, size_t len, u64 file_size,
 	    !qimg_qed_pow2(h->cluster_size))
 		return qimg_qed_fail(err, -EINVAL, "QED cluster size is invalid");
 	h->cluster_bits = qimg_qed_log2(h->cluster_size);
+	/*
+	 * QEMU sees the file in whole 512-byte sectors (a partial last one
+	 * counts), then takes the whole clusters of that.
+	 */
+	if (file_size <= U64_MAX - 511)
+		file_size = (file_size + 511) & ~511ULL;
 	h->file_size = file_size & ~((u64)h->cluster_size - 1);
 	if (h->table_size < QIMG_QED_MIN_TABLE ||
 	    h->table_size > QIMG_QED_MAX_TABLE ||

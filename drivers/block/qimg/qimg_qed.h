@@ -21,7 +21,9 @@
  * their edges, because qimgctl must accept and refuse exactly what
  * qemu-img does:
  *  - a cluster offset is valid when it is cluster aligned, past the header
- *    clusters and below the file size rounded down to whole clusters;
+ *    clusters and below the file size rounded down to whole clusters
+ *    (after rounding it up to whole 512-byte sectors, as QEMU's block
+ *    layer sees files);
  *  - a table offset is valid when its first and its last cluster are both
  *    valid and the last lies strictly after the first, so a table of one
  *    cluster never is (QEMU creates such images but cannot open them);
@@ -95,7 +97,7 @@ struct qimg_qed_header {
 	u32 table_bits;		/* log2(table_entries) */
 	u32 table_bytes;	/* cluster_size * table_size */
 	u64 header_bytes;	/* header_size * cluster_size */
-	u64 file_size;		/* the file's size, rounded down to clusters */
+	u64 file_size;		/* the file's size as QEMU sees it (above) */
 	bool has_backing;	/* QIMG_QED_F_BACKING_FILE */
 	bool backing_raw;	/* the backing file is raw, not probed */
 	bool need_check;	/* QIMG_QED_F_NEED_CHECK: not closed cleanly */

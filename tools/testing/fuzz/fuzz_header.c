@@ -206,7 +206,9 @@ static void qf_qed(const u8 *buf, size_t len, u64 file_size)
 	QF_CHECK(h.table_entries * 8ULL == h.table_bytes);
 	QF_CHECK((1ULL << (h.cluster_bits + h.table_bits)) ==
 		 qimg_qed_l2_span(&h));
-	QF_CHECK(h.file_size <= file_size && !(h.file_size & (h.cluster_size - 1)));
+	/* QEMU's view of the file: whole sectors, then whole clusters. */
+	QF_CHECK(h.file_size <= file_size + 511 &&
+		 !(h.file_size & (h.cluster_size - 1)));
 	QF_CHECK(qimg_qed_table_ok(&h, h.l1_table_offset));
 	QF_CHECK(h.l1_table_offset + h.table_bytes <= h.file_size);
 	if (h.image_size)

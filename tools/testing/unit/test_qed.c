@@ -105,8 +105,11 @@ static const struct qq_hdr_vec qq_hdr_vecs[] = {
 	  .expect = -EINVAL, .msg = "QED table offset is invalid" },
 	{ .name = "qed/bad-l1-past-eof", .p = { P8(40, 0x20000) },
 	  .expect = -EINVAL, .msg = "QED table offset is invalid" },
-	{ .name = "qed/bad-l1-truncated-file", .file_size = 0x4ffffULL,
+	{ .name = "qed/bad-l1-truncated-file", .file_size = 0x4fe00ULL,
 	  .expect = -EINVAL, .msg = "QED table offset is invalid" },
+	/* A partial last sector counts as a whole one, as in QEMU. */
+	{ .name = "qed/good-file-ends-in-last-sector",
+	  .file_size = 0x4fe01ULL },
 	{ .name = "qed/bad-l1-wraps", .p = { P8(40, 0xffffffffffff0000ULL) },
 	  .file_size = ~0ULL, .expect = -EINVAL,
 	  .msg = "QED table offset is invalid" },

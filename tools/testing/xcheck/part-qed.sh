@@ -295,6 +295,15 @@ part_qed() {
 	cp dm.qed t1.qed
 	truncate -s -100k t1.qed
 	qed_all qed/truncated-data t1.qed
+	# Ending inside a sector: QEMU rounds the file up to whole sectors
+	# before it takes its whole clusters.
+	N_IMAGES=$((N_IMAGES + 1))
+	cp dm.qed t5.qed
+	truncate -s -65000 t5.qed
+	qed_all qed/truncated-mid-sector t5.qed
+	cp dm.qed t6.qed
+	truncate -s -65537 t6.qed
+	qed_all qed/truncated-sector-short-of-cluster t6.qed
 	cp dm.qed t2.qed
 	truncate -s 100k t2.qed
 	qed_all qed/truncated-l1 t2.qed
