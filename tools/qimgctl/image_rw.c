@@ -508,9 +508,7 @@ int qimgw_flush(struct qimgw *w)
 	if (!ret)
 		ret = w_sync(w);
 	if (!ret && w->l1_dirty) {
-		/* After a shrink, the entries past the new size too. */
-		ret = write_table(w, w->l1, w->l1_size > w->l1_wr ?
-				  w->l1_size : w->l1_wr, w->l1_off,
+		ret = write_table(w, w->l1, w->l1_size, w->l1_off,
 				  "writing the L1 table");
 		if (!ret)
 			ret = w_sync(w);
@@ -805,70 +803,46 @@ int qimgw_write_compressed(struct qimgw *w, u64 guest, const void *cbuf,
 /* ------------------------------------------------------------------------ */
 /* Resize                                                                   */
 
-/* Shrink: every cluster from @size on must hold nothing. */
-static int shrink_check(struct qimgw *w, u64 size)
-{
-	const struct qimg_geom *g = w->g;
-	u64 guest = (size + w->cs - 1) & ~(w->cs - 1), span;
-	struct qimg_l2_entry e;
-	u8 *tbl;
-	int ret;
-
-	span = w->cs << g->l2_bits;
-	while (guest < w->h->size) {
-		u32 l1i = (u32)qimg_l1_index(g, guest);
-
-		ret = l2_get(w, l1i, false, &tbl);
-		if (ret)
-			return ret;
-		if (!tbl) {
-			guest = (guest | (span - 1)) + 1;
-			continue;
-		}
-		ret = l2_entry(w, tbl, guest, &e);
-		if (ret)
-			return ret;
-		if (e.type != QIMG_CLUSTER_UNALLOCATED &&
-		    e.type != QIMG_CLUSTER_ZERO_PLAIN) {
-			qimgctl_err("%s: cannot shrink: guest offset %" PRIu64 " past the new size holds data (qimgctl shrinks qcow2 images only over unallocated clusters)",
-				    w->img.path, (uint64_t)guest);
-			return -ENOTEMPTY;
-		}
-		guest += w->cs;
-	}
-	return 0;
-}
-
-/* Clear entries from @size on and drop the L2 tables left unused. */
+/*
+ * Shrink as qemu does: every cluster from @size on (rounded up to a
+ * cluster) is discarded, the L2 tables past the new end are dropped and
+ * their L1 entries cleared; the L1 table keeps its size.
+ */
 static int shrink_tables(struct qimgw *w, u64 size, u32 new_l1)
 {
 	const struct qimg_geom *g = w->g;
-	u64 guest = (size + w->cs - 1) & ~(w->cs - 1), span, off;
+	u64 guest = (size + w->cs - 1) & ~(w->cs - 1), off;
+	struct qimg_l2_entry e;
 	u32 l1i;
 	u8 *tbl;
 	int ret;
 
-	span = w->cs << g->l2_bits;
-	for (; guest < w->h->size; guest = (guest | (span - 1)) + 1) {
+	for (; guest < w->h->size; guest += w->cs) {
 		l1i = (u32)qimg_l1_index(g, guest);
-		if (l1i >= new_l1)
-			break;
 		ret = l2_get(w, l1i, false, &tbl);
 		if (ret)
 			return ret;
-		if (!tbl)
+		if (!tbl) {
+			guest |= (w->cs << g->l2_bits) - 1;
+			guest -= w->cs - 1;
 			continue;
+		}
+		ret = l2_entry(w, tbl, guest, &e);
+		if (!ret)
+			ret = drop_entry(w, &e);
+		if (ret)
+			return ret;
 		off = qimg_l2_index(g, guest) << g->l2_entry_shift;
-		memset(tbl + off, 0, w->cs - off);
+		memset(tbl + off, 0, (size_t)1 << g->l2_entry_shift);
 		w->l2_dirty[l1i] = true;
 	}
 	for (l1i = new_l1; l1i < w->l1_size; l1i++) {
 		off = w->l1[l1i] & QIMG_L1E_OFFSET_MASK;
-		if (off) {
-			ret = drop_later(w, off);
-			if (ret)
-				return ret;
-		}
+		if (!off)
+			continue;
+		ret = drop_later(w, off);
+		if (ret)
+			return ret;
 		w->l1[l1i] = 0;
 		w->l1_dirty = true;
 		free(w->l2[l1i]);
@@ -933,6 +907,74 @@ static int l1_grow(struct qimgw *w, u32 n)
 	return 0;
 }
 
+/* Refcount blocks that count nothing but themselves go, as in qemu. */
+static int drop_empty_rbs(struct qimgw *w)
+{
+	u64 idx, j, own;
+	bool used;
+	u8 *blk;
+	int ret;
+
+	for (idx = 0; idx < w->rt_entries; idx++) {
+		ret = rb_get(w, idx, false, &blk);
+		if (ret)
+			return ret;
+		if (!blk)
+			continue;
+		own = w->rt[idx] >> w->g->cluster_bits;
+		used = false;
+		for (j = 0; j < w->g->rb_entries && !used; j++)
+			used = ((idx << w->g->rb_bits) + j != own) &&
+			       qimg_refcount_get(blk, w->g->refcount_order, j);
+		if (used)
+			continue;
+		if (own >> w->g->rb_bits != idx) {
+			ret = drop_later(w, w->rt[idx]);
+			if (ret)
+				return ret;
+		}
+		free(w->rb[idx]);
+		w->rb[idx] = NULL;
+		w->rb_dirty[idx] = false;
+		w->rt[idx] = 0;
+		w->rt_dirty = true;
+	}
+	return qimgw_flush(w);
+}
+
+int qimgw_trim(struct qimgw *w)
+{
+	u64 idx, j, end = 0;
+	struct stat st;
+	u8 *blk;
+	int ret;
+
+	ret = drop_empty_rbs(w);
+	if (ret)
+		return ret;
+	for (idx = w->rt_entries; idx > 0 && !end; idx--) {
+		ret = rb_get(w, idx - 1, false, &blk);
+		if (ret)
+			return ret;
+		for (j = blk ? w->g->rb_entries : 0; j > 0; j--) {
+			if (qimg_refcount_get(blk, w->g->refcount_order,
+					      j - 1)) {
+				end = (((idx - 1) << w->g->rb_bits) + j) *
+				      w->cs;
+				break;
+			}
+		}
+	}
+	if (fstat(w->img.fd, &st) < 0)
+		return w_err(w, -errno, "fstat");
+	if (end && end < (u64)st.st_size &&
+	    ftruncate(w->img.fd, (off_t)end) < 0)
+		return w_err(w, -errno, "truncating the file");
+	if (end && end < w->end)
+		w->end = end;
+	return 0;
+}
+
 int qimgw_resize(struct qimgw *w, u64 size)
 {
 	u32 n = (u32)qimg_l1_entries_for(w->g->cluster_bits, w->g->ext_l2,
@@ -944,18 +986,11 @@ int qimgw_resize(struct qimgw *w, u64 size)
 	if (size > QIMG_MAX_VIRTUAL_SIZE)
 		return w_err(w, -EFBIG, "the new size is too large");
 	if (size < w->h->size) {
-		ret = shrink_check(w, size);
+		ret = refuse_shared(w);
 		if (!ret)
 			ret = shrink_tables(w, size, n);
 		if (ret)
 			return ret;
-		/* qemu keeps the L1 table and only lowers its size. */
-		if (n < w->l1_size) {
-			if (w->l1_wr < w->l1_size)
-				w->l1_wr = w->l1_size;
-			w->l1_size = n;
-			w->l1_dirty = true;
-		}
 	} else if (n > w->l1_size) {
 		ret = l1_grow(w, n);
 		if (ret)

@@ -37,7 +37,6 @@ struct qimgw {
 
 	u64 *l1;		/* CPU-endian */
 	u32 l1_size;
-	u32 l1_wr;		/* entries to write when more than l1_size */
 	u64 l1_off;
 	bool l1_dirty;
 	u64 l1_old_off;		/* replaced L1 table, freed after flush */
@@ -95,11 +94,17 @@ int qimgw_write_zero(struct qimgw *w, u64 guest);
 
 /*
  * Change the virtual size to @size (a multiple of 512): the L1 table is
- * grown (in place when the clusters after it are free, else moved) when
- * needed.  Shrinking is refused with -ENOTEMPTY when a cluster past the new
- * end is allocated (or zero-allocated) in the active L1 table.
+ * grown (in place when its last cluster has room, else moved to new
+ * clusters) when needed.  Shrinking discards every cluster past the new
+ * end, as qemu does (callers ask for --shrink first).
  */
 int qimgw_resize(struct qimgw *w, u64 size);
+
+/*
+ * After a flush: cut the file after the last cluster with a non-zero
+ * refcount, as qemu does after shrinking.
+ */
+int qimgw_trim(struct qimgw *w);
 
 /* ------------------------------------------------------------------------ */
 /* Reading guest data through a backing chain                               */
