@@ -153,10 +153,54 @@ static int write_raw(struct convert *c, u64 off, u64 len)
 	return 0;
 }
 
-/* Copy one output unit at @off (@len bytes, the last one may be short). */
-static int copy_unit(struct convert *c, u64 off, u64 len)
+/*
+ * Extended L2: the subclusters that qemu-img's zero detection (4 KiB
+ * blocks) would write, the ones overlapping a non-zero block.
+ */
+static u32 subcluster_mask(const struct convert *c, const u8 *p)
+{
+	u64 cs = c->w.cs, sc = cs / QIMG_SUBCLUSTERS, b;
+	u32 mask = 0;
+
+	for (b = 0; b < cs; b += RAW_BLOCK) {
+		u64 n = cs - b < RAW_BLOCK ? cs - b : RAW_BLOCK, i;
+
+		if (all_zero(p + b, n))
+			continue;
+		for (i = b / sc; i <= (b + n - 1) / sc; i++)
+			mask |= 1U << i;
+	}
+	return mask;
+}
+
+/* Cluster @off of a qcow2 output, its data at @p. */
+static int write_one(struct convert *c, u64 off, const u8 *p, bool zero)
 {
 	size_t clen;
+
+	if (zero)
+		return c->backing ? qimgw_write_zero(&c->w, off) : 0;
+	if (c->compress) {
+		clen = qimgw_compress(c->ctype, p, c->w.cs, c->cbuf);
+		if (clen)
+			return qimgw_write_compressed(&c->w, off, c->cbuf,
+						      clen);
+	}
+	if (c->w.g->ext_l2 && !c->backing)
+		return qimgw_write_subclusters(&c->w, off, p,
+					       subcluster_mask(c, p));
+	return qimgw_write_cluster(&c->w, off, p);
+}
+
+/*
+ * Copy one unit at @off (@len bytes, the last one may be short): a
+ * cluster, or for clusters under 4 KiB the 4 KiB qemu-img's zero detection
+ * looks at, whose clusters are written together unless compressed.
+ */
+static int copy_unit(struct convert *c, u64 off, u64 len)
+{
+	u64 k, skip, cs;
+	bool zero;
 	int ret;
 
 	ret = qimgr_read(&c->rd, c->chain, off, c->buf, len);
@@ -165,15 +209,22 @@ static int copy_unit(struct convert *c, u64 off, u64 len)
 	memset(c->buf + len, 0, c->chunk - len);
 	if (c->raw_fd >= 0)
 		return write_raw(c, off, len);
-	if (all_zero(c->buf, c->chunk))
-		return c->backing ? qimgw_write_zero(&c->w, off) : 0;
-	if (c->compress) {
-		clen = qimgw_compress(c->ctype, c->buf, c->chunk, c->cbuf);
-		if (clen)
-			return qimgw_write_compressed(&c->w, off, c->cbuf,
-						      clen);
+	cs = c->w.cs;
+	if (cs == c->chunk)
+		return write_one(c, off, c->buf, all_zero(c->buf, cs));
+	zero = all_zero(c->buf, c->chunk);
+	for (k = 0; k < len; k += cs) {
+		ret = classify(c, off + k, len - k < cs ? len - k : cs, &skip);
+		if (ret < 0)
+			return ret;
+		if (!ret)
+			continue;
+		ret = write_one(c, off + k, c->buf + k,
+				c->compress ? all_zero(c->buf + k, cs) : zero);
+		if (ret)
+			return ret;
 	}
-	return qimgw_write_cluster(&c->w, off, c->buf);
+	return 0;
 }
 
 static int copy_all(struct convert *c)
@@ -261,6 +312,21 @@ static int open_raw_out(struct convert *c)
 			    strerror(errno));
 		return ret;
 	}
+	/*
+	 * qemu allocates the first block of a new raw file (so that its
+	 * alignment can be probed): the same map as qemu-img's output.
+	 */
+	if (c->size) {
+		static const u8 zero[RAW_BLOCK];
+		u64 n = c->size < RAW_BLOCK ? 512 : RAW_BLOCK;
+
+		ret = qimgctl_pwrite(c->raw_fd, zero, n < c->size ? n : c->size,
+				     0);
+		if (ret) {
+			qimgctl_err("%s: write: %s", c->dst, strerror(-ret));
+			return ret;
+		}
+	}
 	return 0;
 }
 
@@ -312,7 +378,7 @@ static int run(struct convert *c)
 		if (!ret)
 			ret = qimgw_open(&c->w, c->dst);
 		if (!ret) {
-			c->chunk = c->w.cs;
+			c->chunk = c->w.cs < RAW_BLOCK ? RAW_BLOCK : c->w.cs;
 			c->ctype = c->w.h->compression_type;
 		}
 	}

@@ -711,11 +711,13 @@ static int check_guest(struct qimgw *w, u64 guest)
 	return refuse_shared(w);
 }
 
-int qimgw_write_cluster(struct qimgw *w, u64 guest, const void *buf)
+int qimgw_write_subclusters(struct qimgw *w, u64 guest, const void *buf,
+			    u32 mask)
 {
 	u32 l1i = (u32)qimg_l1_index(w->g, guest);
 	struct qimg_l2_entry e;
-	u64 host, full = w->g->ext_l2 ? 0xffffffffULL : 0;
+	u64 host, bitmap = 0;
+	bool in_place;
 	u8 *tbl;
 	int ret;
 
@@ -726,8 +728,23 @@ int qimgw_write_cluster(struct qimgw *w, u64 guest, const void *buf)
 		ret = l2_entry(w, tbl, guest, &e);
 	if (ret)
 		return ret;
-	if ((e.type == QIMG_CLUSTER_NORMAL ||
-	     e.type == QIMG_CLUSTER_ZERO_ALLOC) && e.copied) {
+	if (!w->g->ext_l2)
+		mask = ~0U;
+	in_place = (e.type == QIMG_CLUSTER_NORMAL ||
+		    e.type == QIMG_CLUSTER_ZERO_ALLOC) && e.copied;
+	if (w->g->ext_l2) {
+		if (!in_place && mask != ~0U &&
+		    (e.type == QIMG_CLUSTER_NORMAL ||
+		     e.type == QIMG_CLUSTER_COMPRESSED)) {
+			qimgctl_err("%s: a partial write of a shared or compressed cluster is not supported",
+				    w->img.path);
+			return -EOPNOTSUPP;
+		}
+		/* Subclusters not written keep their state. */
+		bitmap = (u64)((in_place ? e.alloc_bitmap : 0) | mask) |
+			 ((u64)(e.zero_bitmap & ~mask) << 32);
+	}
+	if (in_place) {
 		host = e.host_offset;
 	} else {
 		ret = qimgw_alloc(w, 1, &host);
@@ -737,7 +754,12 @@ int qimgw_write_cluster(struct qimgw *w, u64 guest, const void *buf)
 	ret = w_pwrite(w, buf, w->cs, host, "writing guest data");
 	if (ret)
 		return ret;
-	return l2_set(w, guest, qimg_l2_encode_normal(host, true), full);
+	return l2_set(w, guest, qimg_l2_encode_normal(host, true), bitmap);
+}
+
+int qimgw_write_cluster(struct qimgw *w, u64 guest, const void *buf)
+{
+	return qimgw_write_subclusters(w, guest, buf, ~0U);
 }
 
 int qimgw_write_zero(struct qimgw *w, u64 guest)

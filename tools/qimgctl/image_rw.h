@@ -86,6 +86,13 @@ int qimgw_ref_add(struct qimgw *w, u64 off, int delta);
  * loses this reference after the flush).
  */
 int qimgw_write_cluster(struct qimgw *w, u64 guest, const void *buf);
+/*
+ * The same for the subclusters in @mask only (extended L2; the others keep
+ * their state, and @buf's bytes there are written but not used).  Without
+ * extended L2 the whole cluster is written.
+ */
+int qimgw_write_subclusters(struct qimgw *w, u64 guest, const void *buf,
+			    u32 mask);
 /* The same, as @clen bytes of compressed data (< cluster size). */
 int qimgw_write_compressed(struct qimgw *w, u64 guest, const void *cbuf,
 			   u64 clen);
