@@ -1024,6 +1024,90 @@ int qimgw_resize(struct qimgw *w, u64 size)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Header rewrite and compat downgrade                                      */
+
+int qimgw_rewrite_header(struct qimgw *w, const struct qimg_header *nh)
+{
+	u8 *buf;
+	int ret;
+
+	if (w->h->nb_unknown_exts) {
+		qimgctl_err("%s: the header has extensions qimgctl does not know; not rewriting it",
+			    w->img.path);
+		return -EOPNOTSUPP;
+	}
+	ret = qimgw_flush(w);
+	if (ret)
+		return ret;
+	buf = malloc(w->cs);
+	if (!buf)
+		return w_err(w, -ENOMEM, "header");
+	ret = qimg_header_encode(nh, buf, w->cs);
+	if (ret < 0) {
+		free(buf);
+		return w_err(w, ret, "encoding the header");
+	}
+	/* The tables' places and sizes are the writer's. */
+	put_unaligned_be64(w->h->size, buf + HDR_SIZE_OFF);
+	put_unaligned_be32(w->l1_size, buf + HDR_L1_SIZE_OFF);
+	put_unaligned_be64(w->l1_off, buf + HDR_L1_OFF);
+	put_unaligned_be64(w->rt_off, buf + HDR_RT_OFF);
+	put_unaligned_be32(w->rt_clusters, buf + HDR_RT_CLUSTERS_OFF);
+	ret = w_pwrite(w, buf, w->cs, 0, "writing the header");
+	if (!ret)
+		ret = w_sync(w);
+	if (!ret) {
+		memcpy(w->img.hdr_buf, buf, w->img.hdr_len);
+		*w->h = *nh;
+	}
+	free(buf);
+	return ret;
+}
+
+int qimgw_expand_zeros(struct qimgw *w, bool has_backing)
+{
+	const struct qimg_geom *g = w->g;
+	struct qimg_l2_entry e;
+	u64 guest, idx;
+	void *zero = NULL;
+	u32 l1i;
+	u8 *tbl;
+	int ret = 0;
+
+	for (l1i = 0; !ret && l1i < w->l1_size; l1i++) {
+		ret = l2_get(w, l1i, false, &tbl);
+		if (ret || !tbl)
+			continue;
+		for (idx = 0; !ret && idx < g->l2_entries; idx++) {
+			guest = (((u64)l1i << g->l2_bits) + idx) << g->cluster_bits;
+			if (guest >= w->h->size)
+				break;
+			ret = l2_entry(w, tbl, guest, &e);
+			if (ret)
+				break;
+			if (e.type == QIMG_CLUSTER_ZERO_PLAIN && !has_backing) {
+				/* Unallocated reads as zeroes too. */
+				ret = l2_set(w, guest, 0, 0);
+				continue;
+			}
+			if (e.type != QIMG_CLUSTER_ZERO_PLAIN &&
+			    e.type != QIMG_CLUSTER_ZERO_ALLOC)
+				continue;
+			if (!zero) {
+				zero = calloc(1, w->cs);
+				if (!zero) {
+					ret = w_err(w, -ENOMEM, "zero cluster");
+					break;
+				}
+			}
+			ret = qimgw_write_cluster(w, guest, zero);
+		}
+	}
+	free(zero);
+	return ret ? ret : qimgw_flush(w);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Compression                                                              */
 
 size_t qimgw_compress(u8 type, const void *src, size_t len, void *dst)

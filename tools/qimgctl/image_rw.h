@@ -113,6 +113,20 @@ int qimgw_resize(struct qimgw *w, u64 size);
  */
 int qimgw_trim(struct qimgw *w);
 
+/*
+ * Flush, then write the header @nh (its version, features, extensions;
+ * the table fields are the writer's) over the first cluster.  Refuses
+ * headers with extensions the format core does not know.
+ */
+int qimgw_rewrite_header(struct qimgw *w, const struct qimg_header *nh);
+
+/*
+ * For a downgrade to compat 0.10: every zero cluster of the active L1 table
+ * becomes unallocated (without a backing file) or a cluster of zeroes;
+ * then flush.
+ */
+int qimgw_expand_zeros(struct qimgw *w, bool has_backing);
+
 /* ------------------------------------------------------------------------ */
 /* Reading guest data through a backing chain                               */
 

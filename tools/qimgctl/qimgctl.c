@@ -73,8 +73,12 @@ static const struct qimgctl_cmd cmds[] = {
 	{ "resize", qimgctl_cmd_resize,
 	  "resize [-q] [-f qcow2|raw] [--shrink] FILE [+|-]SIZE",
 	  "Change the virtual size of a detached image, as qemu-img resize.\n"
-	  "Shrinking needs --shrink; a qcow2 image is only shrunk over\n"
-	  "clusters that hold nothing.\n" },
+	  "Shrinking needs --shrink and, as in qemu-img, deletes what lies\n"
+	  "past the new end.\n" },
+	{ "amend", qimgctl_cmd_amend,
+	  "amend [-q] [-f qcow2] -o OPTIONS FILE",
+	  "Change options of a detached qcow2 image, as qemu-img amend:\n"
+	  "  compat=0.10|v2|1.1|v3, lazy_refcounts=on|off\n" },
 };
 
 #define NR_CMDS	(sizeof(cmds) / sizeof(cmds[0]))

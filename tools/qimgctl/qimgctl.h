@@ -101,5 +101,6 @@ int qimgctl_cmd_detach(int argc, char **argv);
 int qimgctl_cmd_list(int argc, char **argv);
 int qimgctl_cmd_convert(int argc, char **argv);
 int qimgctl_cmd_resize(int argc, char **argv);
+int qimgctl_cmd_amend(int argc, char **argv);
 
 #endif /* QIMGCTL_H */
