@@ -1,15 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * qimgctl amend: change the compatibility level and the lazy_refcounts
- * feature of a detached qcow2 image, as `qemu-img amend -o` does.
+ * qimgctl amend: change the compatibility level, the lazy_refcounts
+ * feature and the refcount width of a detached qcow2 image, as
+ * `qemu-img amend -o` does.
  *
  * compat=1.1 from 0.10 rewrites the header as version 3.  compat=0.10
  * from 1.1 first turns every zero cluster into what version 2 can say
  * (unallocated when there is no backing file, else a cluster of zeroes),
  * flushes (image_rw.h: data, refcounts, L2, L1), and only then rewrites
  * the header as version 2, so an interruption leaves a valid v3 image.
+ * refcount_bits builds new refcount structures after the end of the file
+ * and switches the header to them (qimgw_set_refcount_order()).
  */
 #include <errno.h>
+#include <stdint.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +24,7 @@
 struct amend_opts {
 	const char *file;
 	int version;		/* 0: unchanged */
+	int refcount_order;	/* -1: unchanged */
 	int lazy;		/* -1: unchanged */
 };
 
@@ -76,10 +81,26 @@ static int apply(struct amend_opts *o, const char *key, const char *val)
 	}
 	if (!strcmp(key, "lazy_refcounts"))
 		return parse_onoff(key, val, &o->lazy);
-	if (!strcmp(key, "refcount_bits") || !strcmp(key, "size") ||
+	if (!strcmp(key, "refcount_bits")) {
+		char *end;
+		unsigned long v;
+
+		errno = 0;
+		v = strtoul(val, &end, 10);
+		if (errno || *end || end == val || !v || (v & (v - 1)) ||
+		    v > 64) {
+			qimgctl_err("Refcount width must be a power of two and may not exceed 64 bits");
+			return -EINVAL;
+		}
+		for (o->refcount_order = 0; (1UL << o->refcount_order) < v;
+		     o->refcount_order++)
+			;
+		return 0;
+	}
+	if (!strcmp(key, "size") ||
 	    !strcmp(key, "backing_file") || !strcmp(key, "backing_fmt") ||
 	    !strcmp(key, "data_file") || !strcmp(key, "data_file_raw")) {
-		qimgctl_err("%s: changing '%s' is not supported by qimgctl amend (compat and lazy_refcounts are)",
+		qimgctl_err("%s: changing '%s' is not supported by qimgctl amend (compat, lazy_refcounts and refcount_bits are)",
 			    o->file, key);
 		return -EOPNOTSUPP;
 	}
@@ -127,7 +148,7 @@ static int downgrade_ok(const struct qimgw *w)
 	const char *why = NULL;
 
 	if (h->refcount_order != 4)
-		why = "Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)";
+		why = "compat=0.10 requires refcount_bits=16";
 	else if (h->incompatible_features & QIMG_INCOMPAT_EXTL2)
 		why = "Cannot downgrade an image with extended L2 entries";
 	else if (h->compression_type != QIMG_COMPRESSION_ZLIB)
@@ -162,6 +183,28 @@ static int amend(struct amend_opts *o)
 		ret = -EINVAL;
 		goto out;
 	}
+	if (o->refcount_order >= 0 && o->refcount_order != 4 && version < 3) {
+		qimgctl_err("%s: Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)",
+			    o->file);
+		ret = -EINVAL;
+		goto out;
+	}
+	/* An upgrade first: a new refcount width needs a v3 header. */
+	if (version > (int)w.h->version) {
+		nh.version = 3;
+		nh.header_length = QIMG_V3_HEADER_LEN_COMP;
+		if (lazy)
+			nh.compatible_features |= QIMG_COMPAT_LAZY_REFCOUNTS;
+		ret = qimgw_rewrite_header(&w, &nh);
+		if (ret)
+			goto out;
+	}
+	if (o->refcount_order >= 0) {
+		ret = qimgw_set_refcount_order(&w, (u32)o->refcount_order);
+		if (ret)
+			goto out;
+	}
+	nh = *w.h;
 	if (version < (int)w.h->version) {
 		ret = downgrade_ok(&w);
 		if (!ret)
@@ -169,17 +212,16 @@ static int amend(struct amend_opts *o)
 						 w.h->backing_file[0] != '\0');
 		if (ret)
 			goto out;
+		nh.version = 2;
+		nh.header_length = QIMG_V2_HEADER_LEN;
 		nh.incompatible_features = 0;
 		nh.compatible_features = 0;
 		nh.autoclear_features = 0;
-	}
-	nh.version = (u32)version;
-	nh.header_length = version >= 3 ? QIMG_V3_HEADER_LEN_COMP :
-					  QIMG_V2_HEADER_LEN;
-	if (lazy && version >= 3)
+	} else if (lazy) {
 		nh.compatible_features |= QIMG_COMPAT_LAZY_REFCOUNTS;
-	else
+	} else {
 		nh.compatible_features &= ~QIMG_COMPAT_LAZY_REFCOUNTS;
+	}
 	if (nh.version != w.h->version ||
 	    nh.compatible_features != w.h->compatible_features)
 		ret = qimgw_rewrite_header(&w, &nh);
@@ -195,7 +237,7 @@ int qimgctl_cmd_amend(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct amend_opts o = { .lazy = -1 };
+	struct amend_opts o = { .lazy = -1, .refcount_order = -1 };
 	char *opts[32];
 	int nopts = 0, c, i, ret = 0;
 	const char *fmt = NULL;

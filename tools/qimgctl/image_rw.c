@@ -450,7 +450,9 @@ static int write_header(struct qimgw *w, bool all)
 	}
 	put_unaligned_be64(w->rt_off, b + HDR_RT_OFF);
 	put_unaligned_be32(w->rt_clusters, b + HDR_RT_CLUSTERS_OFF);
-	ret = w_pwrite(w, b, QIMG_V2_HEADER_LEN, 0, "writing the header");
+	/* One sector: the fields change together or not at all. */
+	ret = w_pwrite(w, b, w->img.hdr_len < 512 ? w->img.hdr_len : 512, 0,
+		       "writing the header");
 	return ret ? ret : w_sync(w);
 }
 
@@ -1105,6 +1107,147 @@ int qimgw_expand_zeros(struct qimgw *w, bool has_backing)
 	}
 	free(zero);
 	return ret ? ret : qimgw_flush(w);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Refcount width                                                           */
+
+/* Largest number of clusters whose refcounts we hold at once (2 GiB). */
+#define REORDER_MAX_CLUSTERS	(1ULL << 28)
+
+/* Build the new refcount structures at @base; returns them in @tbl/@blk. */
+static int reorder_build(struct qimgw *w, const u64 *refs, u64 n_cl,
+			 u32 order, u64 base, u64 rt_cl, u64 rb_cl, u64 *tbl,
+			 u8 *blk)
+{
+	u64 per = 1ULL << (w->g->cluster_bits + 3 - order), i, v;
+	u64 first_new = base >> w->g->cluster_bits;
+	int ret;
+
+	for (i = 0; i < rb_cl; i++)
+		tbl[i] = base + (rt_cl + i) * w->cs;
+	for (i = 0; i < first_new + rt_cl + rb_cl; i++) {
+		v = i < n_cl ? refs[i] : 0;
+		if (i >= first_new)
+			v = 1;
+		if (!v)
+			continue;
+		ret = qimg_refcount_set(blk + (i / per) * w->cs, order,
+					i % per, v);
+		if (ret)
+			return w_err(w, ret, "setting a refcount");
+	}
+	return 0;
+}
+
+int qimgw_set_refcount_order(struct qimgw *w, u32 order)
+{
+	u64 n_cl, i, max, per, rt_cl = 1, rb_cl = 1, need_rb, need_rt;
+	u64 base, total, *refs = NULL, *tbl = NULL;
+	u8 *blk = NULL, *b = w->img.hdr_buf;
+	struct qimg_err err = { "" };
+	int ret;
+
+	if (order == w->h->refcount_order)
+		return 0;
+	ret = qimgw_flush(w);
+	if (ret)
+		return ret;
+	n_cl = w->end >> w->g->cluster_bits;
+	if (n_cl > REORDER_MAX_CLUSTERS)
+		return w_err(w, -EFBIG, "too many clusters to change the refcount width");
+	refs = calloc(n_cl ? n_cl : 1, sizeof(*refs));
+	if (!refs)
+		return w_err(w, -ENOMEM, "refcounts");
+	for (i = 0; i < n_cl; i++) {
+		ret = ref_get(w, i, &refs[i]);
+		if (ret)
+			goto out;
+	}
+	/* The old structures are garbage once the header names the new. */
+	for (i = 0; i < w->rt_clusters; i++)
+		if ((w->rt_off >> w->g->cluster_bits) + i < n_cl)
+			refs[(w->rt_off >> w->g->cluster_bits) + i] = 0;
+	for (i = 0; i < w->rt_entries; i++)
+		if (w->rt[i] && (w->rt[i] >> w->g->cluster_bits) < n_cl)
+			refs[w->rt[i] >> w->g->cluster_bits] = 0;
+	max = order == 6 ? ~0ULL : (1ULL << (1U << order)) - 1;
+	for (i = 0; i < n_cl; i++) {
+		if (refs[i] > max) {
+			qimgctl_err("%s: Cannot decrease refcount entry width to %u bits: Cluster at offset %#" PRIx64 " has a refcount of %" PRIu64,
+				    w->img.path, 1U << order,
+				    (uint64_t)(i << w->g->cluster_bits),
+				    (uint64_t)refs[i]);
+			ret = -ERANGE;
+			goto out;
+		}
+	}
+	per = 1ULL << (w->g->cluster_bits + 3 - order);
+	base = w->end;
+	for (;;) {
+		total = (base >> w->g->cluster_bits) + rt_cl + rb_cl;
+		need_rb = (total + per - 1) / per;
+		need_rt = (need_rb * 8 + w->cs - 1) / w->cs;
+		if (need_rb <= rb_cl && need_rt <= rt_cl)
+			break;
+		rb_cl = need_rb > rb_cl ? need_rb : rb_cl;
+		rt_cl = need_rt > rt_cl ? need_rt : rt_cl;
+	}
+	if (rt_cl * w->cs > QIMG_MAX_REFTABLE_BYTES) {
+		ret = w_err(w, -EFBIG, "the new refcount table is too large");
+		goto out;
+	}
+	tbl = calloc(rt_cl * w->cs / 8, sizeof(*tbl));
+	blk = calloc(rb_cl, w->cs);
+	if (!tbl || !blk) {
+		ret = w_err(w, -ENOMEM, "refcount blocks");
+		goto out;
+	}
+	ret = reorder_build(w, refs, n_cl, order, base, rt_cl, rb_cl, tbl,
+			    blk);
+	if (ret)
+		goto out;
+	/* New blocks, new table, then the header switches to them. */
+	ret = w_pwrite(w, blk, rb_cl * w->cs, base + rt_cl * w->cs,
+		       "writing refcount blocks");
+	if (!ret)
+		ret = write_table(w, tbl, rt_cl * w->cs / 8, base,
+				  "writing the refcount table");
+	if (!ret)
+		ret = w_sync(w);
+	if (ret)
+		goto out;
+	put_unaligned_be32(order, b + 96);
+	w->rt_off = base;
+	w->rt_clusters = (u32)rt_cl;
+	ret = write_header(w, false);
+	if (ret)
+		goto out;
+	/* Reload the writer's view from what is now on disk. */
+	for (i = 0; i < w->rt_entries; i++)
+		free(w->rb[i]);
+	free(w->rt);
+	free(w->rb);
+	free(w->rb_dirty);
+	w->rt = NULL;
+	w->rb = NULL;
+	w->rb_dirty = NULL;
+	w->h->refcount_order = order;
+	w->h->refcount_table_offset = base;
+	w->h->refcount_table_clusters = (u32)rt_cl;
+	ret = qimg_geom_init(w->h, &err);
+	if (ret) {
+		qimgctl_err("%s: %s", w->img.path, err.msg);
+		goto out;
+	}
+	w->end = base + (rt_cl + rb_cl) * w->cs;
+	w->cbyte = 0;
+	ret = load_reftable(w);
+out:
+	free(refs);
+	free(tbl);
+	free(blk);
+	return ret;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -121,6 +121,14 @@ int qimgw_trim(struct qimgw *w);
 int qimgw_rewrite_header(struct qimgw *w, const struct qimg_header *nh);
 
 /*
+ * Change the refcount width to 2^@order bits (v3 images): new refcount
+ * blocks and table are written after the end of the file, then the header
+ * switches to them in one sector write; the old ones become free clusters.
+ * Refuses (-ERANGE) when a refcount does not fit the new width.
+ */
+int qimgw_set_refcount_order(struct qimgw *w, u32 order);
+
+/*
  * For a downgrade to compat 0.10: every zero cluster of the active L1 table
  * becomes unallocated (without a backing file) or a cluster of zeroes;
  * then flush.

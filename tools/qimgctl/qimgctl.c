@@ -78,7 +78,7 @@ static const struct qimgctl_cmd cmds[] = {
 	{ "amend", qimgctl_cmd_amend,
 	  "amend [-q] [-f qcow2] -o OPTIONS FILE",
 	  "Change options of a detached qcow2 image, as qemu-img amend:\n"
-	  "  compat=0.10|v2|1.1|v3, lazy_refcounts=on|off\n" },
+	  "  compat=0.10|v2|1.1|v3, lazy_refcounts=on|off, refcount_bits\n" },
 };
 
 #define NR_CMDS	(sizeof(cmds) / sizeof(cmds[0]))

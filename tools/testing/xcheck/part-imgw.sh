@@ -14,6 +14,9 @@
 #   resize: qcow2 (64k and 512 B clusters) and raw, grow and shrink, the
 #     same status, output, info, guest data (and file size) as qemu-img
 #     resize of a copy.
+#   amend: compat up/down (zero clusters, backing file, lazy refcounts),
+#     lazy_refcounts, refcount_bits (1..64, grown and narrowed), refused
+#     options: the same status, guest data and info as qemu-img amend.
 #   errors: bad command lines and images, with qemu-img's exit status.
 
 # cv_map IMG FMT: qemu-img map's extents as "start length data zero"
@@ -155,11 +158,12 @@ cv_case() {
 	rm -f "$x" "$q"
 }
 
-# rs_case ID FMT CREATE-OPTS SIZE ARGS...: resize twins by both tools.
-rs_case() {
-	local id="resize/$1" fmt=$2 o=$3 size=$4 qrc
-	shift 4
-	want "$id: resize" "$id: compare" "$id: check" "$id: twin info" ||
+# tw_case CMD ID FMT CREATE-OPTS SIZE ARGS...: twins made by qemu-img, one
+# changed by qemu-img CMD ARGS, the other by qimgctl CMD ARGS.
+tw_case() {
+	local cmd=$1 id="$1/$2" fmt=$3 o=$4 size=$5 qrc
+	shift 5
+	want "$id: $cmd" "$id: compare" "$id: check" "$id: twin info" ||
 		return 0
 	if [ "$fmt" = raw ]; then
 		qemu-img create -q -f raw rs-q.img "$size" &&
@@ -171,39 +175,39 @@ rs_case() {
 				-c "write -P 0x12 1M 4k" -c "write -z 2M 64k" \
 				-c "write -P 0x13 20M 64k" rs-q.img >/dev/null
 	fi || {
-		t_fail "$id: resize: could not make the image"
+		t_fail "$id: $cmd: could not make the image"
 		return
 	}
 	cp rs-q.img rs-x.img
 	N_CMP=$((N_CMP + 1))
-	qemu-img resize -f "$fmt" rs-q.img "$@" >out/q.out 2>out/q.err
+	qemu-img "$cmd" -f "$fmt" rs-q.img "$@" >out/q.out 2>out/q.err
 	qrc=$?
-	qx out/x.out out/x.err resize -f "$fmt" rs-x.img "$@"
+	qx out/x.out out/x.err "$cmd" -f "$fmt" rs-x.img "$@"
 	if crashed "$QX_RC" out/x.err; then
-		t_fail "$id: resize: qimgctl crashed (status $QX_RC)"
+		t_fail "$id: $cmd: qimgctl crashed (status $QX_RC)"
 		show out/x.err 8
 		return
 	elif [ "$QX_RC" -ne "$qrc" ]; then
-		t_fail "$id: resize: exit status $QX_RC, qemu-img $qrc"
+		t_fail "$id: $cmd: exit status $QX_RC, qemu-img $qrc"
 		show out/x.err 2
 		show out/q.err 2
 		return
 	elif ! cmp -s out/q.out out/x.out; then
-		t_fail "$id: resize: stdout differs from qemu-img's"
+		t_fail "$id: $cmd: stdout differs from qemu-img's"
 		show out/x.out 2
 		return
 	elif [ "$qrc" -ne 0 ] && [ "$(grep -c . out/x.err)" -ne 1 ]; then
-		t_fail "$id: resize: not one line on stderr"
+		t_fail "$id: $cmd: not one line on stderr"
 		show out/x.err 3
 		return
 	fi
-	t_pass "$id: resize"
+	t_pass "$id: $cmd"
 	N_CMP=$((N_CMP + 1))
 	if qemu-img compare -f "$fmt" -F "$fmt" rs-q.img rs-x.img \
 		>out/cmp 2>&1; then
 		t_pass "$id: compare"
 	else
-		t_fail "$id: compare: guest data differs from qemu-img's resize"
+		t_fail "$id: compare: guest data differs from qemu-img $cmd's"
 		show out/cmp 3
 	fi
 	[ "$fmt" = raw ] || {
@@ -221,7 +225,7 @@ rs_case() {
 	if jcmp twin out/q.json out/x.json; then
 		t_pass "$id: twin info"
 	else
-		t_fail "$id: twin info: qemu-img info differs from qemu-img resize's"
+		t_fail "$id: twin info: qemu-img info differs from qemu-img $cmd's"
 		show out/diff 8
 	fi
 	if [ "$(stat -c %s rs-q.img)" != "$(stat -c %s rs-x.img)" ]; then
@@ -281,24 +285,63 @@ part_imgw() {
 			-F qcow2
 	fi
 
-	rs_case grow qcow2 cluster_size=65536 32M 64M
-	rs_case grow-rel qcow2 cluster_size=65536 32M +100G
-	rs_case grow-512 qcow2 cluster_size=512 32M 1G
-	rs_case grow-512-l1-moves qcow2 cluster_size=512,refcount_bits=1 32M +64M
-	rs_case grow-v2 qcow2 compat=0.10 32M 3G
-	rs_case grow-extl2 qcow2 extended_l2=on 32M 10G
-	rs_case shrink-no-flag qcow2 cluster_size=65536 32M 16M
-	rs_case shrink qcow2 cluster_size=65536 32M --shrink 16M
-	rs_case shrink-rel qcow2 cluster_size=65536 32M --shrink -12M
-	rs_case shrink-512 qcow2 cluster_size=512 32M --shrink 1536k
-	rs_case shrink-512-rb64 qcow2 cluster_size=512,refcount_bits=64 32M --shrink 2M
-	rs_case shrink-unaligned qcow2 cluster_size=65536 32M --shrink 1000
-	rs_case shrink-to-zero qcow2 cluster_size=65536 32M --shrink -- -32M
-	rs_case same qcow2 cluster_size=65536 32M 32M
-	rs_case quiet qcow2 cluster_size=65536 32M -q 48M
-	rs_case raw-grow raw - 2M +3M
-	rs_case raw-shrink raw - 2M --shrink 1000
-	rs_case raw-shrink-no-flag raw - 2M 1M
+	tw_case resize grow qcow2 cluster_size=65536 32M 64M
+	tw_case resize grow-rel qcow2 cluster_size=65536 32M +100G
+	tw_case resize grow-512 qcow2 cluster_size=512 32M 1G
+	tw_case resize grow-512-l1-moves qcow2 cluster_size=512,refcount_bits=1 32M +64M
+	tw_case resize grow-v2 qcow2 compat=0.10 32M 3G
+	tw_case resize grow-extl2 qcow2 extended_l2=on 32M 10G
+	tw_case resize shrink-no-flag qcow2 cluster_size=65536 32M 16M
+	tw_case resize shrink qcow2 cluster_size=65536 32M --shrink 16M
+	tw_case resize shrink-rel qcow2 cluster_size=65536 32M --shrink -12M
+	tw_case resize shrink-512 qcow2 cluster_size=512 32M --shrink 1536k
+	tw_case resize shrink-512-rb64 qcow2 cluster_size=512,refcount_bits=64 32M --shrink 2M
+	tw_case resize shrink-unaligned qcow2 cluster_size=65536 32M --shrink 1000
+	tw_case resize shrink-to-zero qcow2 cluster_size=65536 32M --shrink -- -32M
+	tw_case resize same qcow2 cluster_size=65536 32M 32M
+	tw_case resize quiet qcow2 cluster_size=65536 32M -q 48M
+	tw_case resize raw-grow raw - 2M +3M
+	tw_case resize raw-shrink raw - 2M --shrink 1000
+	tw_case resize raw-shrink-no-flag raw - 2M 1M
+
+	tw_case amend v3-to-v2 qcow2 compat=1.1 32M -o compat=0.10
+	tw_case amend v3-to-v2-backing qcow2 \
+		backing_file=bk-q.qcow2,backing_fmt=qcow2 32M -o compat=0.10
+	tw_case amend v3-to-v2-lazy qcow2 lazy_refcounts=on 32M -o compat=0.10
+	tw_case amend v3-to-v2-rb8 qcow2 refcount_bits=8 32M -o compat=0.10
+	tw_case amend v3-to-v2-extl2 qcow2 extended_l2=on 32M -o compat=0.10
+	tw_case amend v2-to-v3 qcow2 compat=0.10 32M -o compat=1.1
+	tw_case amend v2-to-v3-lazy qcow2 compat=0.10 32M \
+		-o compat=v3,lazy_refcounts=on
+	tw_case amend v2-lazy qcow2 compat=0.10 32M -o lazy_refcounts=on
+	tw_case amend lazy-on qcow2 compat=1.1 32M -o lazy_refcounts=on
+	tw_case amend lazy-off qcow2 lazy_refcounts=on 32M -o lazy_refcounts=off
+	tw_case amend rb1 qcow2 compat=1.1 32M -o refcount_bits=1
+	tw_case amend rb8 qcow2 compat=1.1 32M -o refcount_bits=8
+	tw_case amend rb64 qcow2 compat=1.1 32M -o refcount_bits=64
+	tw_case amend rb64-to-16-c512 qcow2 cluster_size=512,refcount_bits=64 \
+		32M -o refcount_bits=16
+	tw_case amend rb2-c512 qcow2 cluster_size=512 32M -o refcount_bits=2
+	tw_case amend v2-to-v3-rb4 qcow2 compat=0.10 32M \
+		-o compat=1.1,refcount_bits=4
+	tw_case amend rb3 qcow2 compat=1.1 32M -o refcount_bits=3
+	tw_case amend cluster-size qcow2 compat=1.1 32M -o cluster_size=4k
+	tw_case amend unknown qcow2 compat=1.1 32M -o no_such=on
+	tw_case amend no-options qcow2 compat=1.1 32M
+	if want "amend/compressed-rb1: amend"; then
+		qemu-img convert -c -O qcow2 cv-v3.img am-c.qcow2 2>/dev/null
+		cp am-c.qcow2 am-c2.qcow2
+		lk_case amend/compressed-rb1 1 "refcount of" am-c.qcow2 amend \
+			-o refcount_bits=1 am-c.qcow2
+		qx out/x.out out/x.err amend -o refcount_bits=4 am-c2.qcow2
+		if qemu-img check -q am-c2.qcow2 &&
+			qemu-img compare -q am-c.qcow2 am-c2.qcow2; then
+			t_pass "amend/compressed-rb4: amend"
+		else
+			t_fail "amend/compressed-rb4: amend: not clean or differs"
+		fi
+		rm -f am-c.qcow2 am-c2.qcow2
+	fi
 
 	if want "errors/convert-x" "errors/resize-x"; then
 		qemu-img create -q -f qcow2 ie.qcow2 4M
