@@ -329,7 +329,9 @@ part_imgw() {
 	tw_case amend unknown qcow2 compat=1.1 32M -o no_such=on
 	tw_case amend no-options qcow2 compat=1.1 32M
 	if want "amend/compressed-rb1: amend"; then
-		qemu-img convert -c -O qcow2 cv-v3.img am-c.qcow2 2>/dev/null
+		qemu-img create -q -f qcow2 am-s.qcow2 32M
+		qemu_io_pattern am-s.qcow2 65536 32M >/dev/null
+		qemu-img convert -c -O qcow2 am-s.qcow2 am-c.qcow2
 		cp am-c.qcow2 am-c2.qcow2
 		lk_case amend/compressed-rb1 1 "refcount of" am-c.qcow2 amend \
 			-o refcount_bits=1 am-c.qcow2
@@ -340,7 +342,7 @@ part_imgw() {
 		else
 			t_fail "amend/compressed-rb4: amend: not clean or differs"
 		fi
-		rm -f am-c.qcow2 am-c2.qcow2
+		rm -f am-s.qcow2 am-c.qcow2 am-c2.qcow2
 	fi
 
 	if want "errors/convert-x" "errors/resize-x"; then
