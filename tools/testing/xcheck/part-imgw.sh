@@ -17,6 +17,8 @@
 #   amend: compat up/down (zero clusters, backing file, lazy refcounts),
 #     lazy_refcounts, refcount_bits (1..64, grown and narrowed), refused
 #     options: the same status, guest data and info as qemu-img amend.
+#   crash: resize, amend and convert stopped before each of their writes
+#     and fsyncs (crashw.c): never a corrupt image, guest data kept.
 #   errors: bad command lines and images, with qemu-img's exit status.
 
 # cv_map IMG FMT: qemu-img map's extents as "start length data zero"
@@ -234,6 +236,121 @@ tw_case() {
 	rm -f rs-q.img rs-x.img
 }
 
+# The crash simulator (crashw.c, LD_PRELOAD); empty if it cannot be built.
+CRASHW=
+crashw_lib() {
+	[ -n "$CRASHW" ] && return 0
+	${CC:-cc} -std=c11 -D_GNU_SOURCE -O1 -shared -fPIC \
+		-o "$work/crashw.so" "$here/crashw.c" -ldl \
+		>out/crashw.log 2>&1 && CRASHW=$work/crashw.so
+}
+
+# crashed_at N ARGS...: qimgctl ARGS, killed before its Nth write or fsync.
+crash_run() {
+	local n=$1
+	shift
+	ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=0:abort_on_error=1 \
+		QIMG_CRASH_AT=$n QIMG_CRASH_COUNT=$work/out/crash.count \
+		LD_PRELOAD=$CRASHW "$QIMGCTL" "$@" >/dev/null 2>out/cr.err \
+		</dev/null
+}
+
+# cr_case NAME DATA IMG ARGS...: qimgctl ARGS (which change IMG) stopped
+# at every write or fsync (a sample of them for long runs): each time
+# qemu-img check must find IMG clean or only leaking, and with DATA=same
+# its guest data must still be what it was (qemu-img compare).  DATA=new:
+# IMG is made by ARGS (convert); the first 4 points are create's (header,
+# refcount table and block, fsync), where IMG is not an image yet.
+cr_case() {
+	local name="crash/$1" data=$2 img=$3 total n bad= first=1
+	shift 3
+	want "$name" || return 0
+	N_CMP=$((N_CMP + 1))
+	if ! crashw_lib; then
+		t_skip "$name" "cannot build the crash simulator"
+		return
+	fi
+	cr_reset() {
+		if [ "$data" = new ]; then
+			rm -f "$img"
+		else
+			cp cr-orig.img "$img"
+		fi
+	}
+	[ "$data" = new ] && first=5
+	[ "$data" = new ] || cp "$img" cr-orig.img
+	crash_run 0 "$@"
+	total=$(cat out/crash.count 2>/dev/null || echo 0)
+	cr_reset
+	if [ "$total" -lt 2 ]; then
+		t_fail "$name: the command made $total writes"
+		return
+	fi
+	local -a pts=()
+	if [ "$total" -le 40 ]; then
+		mapfile -t pts < <(seq "$first" "$total")
+	else
+		mapfile -t pts < <({ seq "$first" 12
+			seq $((total - 12)) "$total"
+			seq 13 $(((total - 25) / 12 + 1)) $((total - 13)); } |
+			sort -nu)
+	fi
+	for n in "${pts[@]}"; do
+		cr_reset
+		crash_run "$n" "$@"
+		if crashed 0 out/cr.err; then
+			bad="qimgctl crashed at write $n"
+			show out/cr.err 6
+			break
+		fi
+		qemu-img check -f qcow2 "$img" >out/chk 2>&1
+		case $? in
+		0 | 3) ;;
+		*)
+			bad="stopped at write $n of $total: qemu-img check finds corruption"
+			show out/chk 6
+			break
+			;;
+		esac
+		if [ "$data" = same ] &&
+			! qemu-img compare -q -f qcow2 -F qcow2 cr-orig.img \
+				"$img" >out/cmp 2>&1; then
+			bad="stopped at write $n of $total: guest data changed"
+			show out/cmp 3
+			break
+		fi
+	done
+	if [ -n "$bad" ]; then
+		t_fail "$name: $bad"
+	else
+		t_pass "$name (${#pts[@]} of $total points)"
+	fi
+	rm -f cr-orig.img "$img"
+}
+
+cr_cases() {
+	want "crash/x" || return 0
+	qemu-img create -q -f qcow2 -o cluster_size=512 cr-a.img 32M &&
+		qemu_io_pattern cr-a.img 512 32M >/dev/null || {
+		t_fail "crash/setup: could not make the image"
+		return
+	}
+	cp cr-a.img cr.img
+	cr_case resize-grow-512 same cr.img resize -f qcow2 cr.img 2G
+	cp cr-a.img cr.img
+	cr_case resize-shrink-512 - cr.img resize -f qcow2 --shrink cr.img 6M
+	cp cr-a.img cr.img
+	cr_case amend-rb64 same cr.img amend -o refcount_bits=64 cr.img
+	cp cr-a.img cr.img
+	cr_case amend-v2 same cr.img amend -o compat=0.10 cr.img
+	rm -f cr.img
+	cr_case convert-512 new cr.img convert -f qcow2 -O qcow2 \
+		-o cluster_size=512,refcount_bits=2 cr-a.img cr.img
+	cr_case convert-c new cr.img convert -f qcow2 -O qcow2 -c \
+		-o cluster_size=4k cr-a.img cr.img
+	rm -f cr-a.img cr.img
+}
+
 # qerr_case NAME ARGS...: qimgctl ARGS must fail as qemu-img ARGS does.
 qerr_case() {
 	local name=$1 rc
@@ -344,6 +461,8 @@ part_imgw() {
 		fi
 		rm -f am-s.qcow2 am-c.qcow2 am-c2.qcow2
 	fi
+
+	cr_cases
 
 	if want "errors/convert-x" "errors/resize-x"; then
 		qemu-img create -q -f qcow2 ie.qcow2 4M
