@@ -65,7 +65,7 @@ cv_sources() {
 
 # cv_case SRC VARIANT ARGS...: convert cv-SRC.img with ARGS by both tools.
 cv_case() {
-	local src=$1 var=$2 id="convert/$1/$2" fmt x q ofmt=raw a
+	local src=$1 id="convert/$1/$2" fmt x q ofmt=raw a
 	shift 2
 	want "$id: convert" "$id: compare" "$id: check" "$id: twin info" \
 		"$id: twin map" "$id: read back" || return 0
@@ -238,6 +238,8 @@ tw_case() {
 
 # The crash simulator (crashw.c, LD_PRELOAD); empty if it cannot be built.
 CRASHW=
+# (work and here are run's)
+# shellcheck disable=SC2154
 crashw_lib() {
 	[ -n "$CRASHW" ] && return 0
 	${CC:-cc} -std=c11 -D_GNU_SOURCE -O1 -shared -fPIC \
@@ -262,7 +264,7 @@ crash_run() {
 # IMG is made by ARGS (convert); the first 4 points are create's (header,
 # refcount table and block, fsync), where IMG is not an image yet.
 cr_case() {
-	local name="crash/$1" data=$2 img=$3 total n bad= first=1
+	local name="crash/$1" data=$2 img=$3 total n bad='' first=1
 	shift 3
 	want "$name" || return 0
 	N_CMP=$((N_CMP + 1))
@@ -330,11 +332,11 @@ cr_case() {
 
 cr_cases() {
 	want "crash/x" || return 0
-	qemu-img create -q -f qcow2 -o cluster_size=512 cr-a.img 32M &&
-		qemu_io_pattern cr-a.img 512 32M >/dev/null || {
+	if ! qemu-img create -q -f qcow2 -o cluster_size=512 cr-a.img 32M ||
+		! qemu_io_pattern cr-a.img 512 32M >/dev/null; then
 		t_fail "crash/setup: could not make the image"
 		return
-	}
+	fi
 	cp cr-a.img cr.img
 	cr_case resize-grow-512 same cr.img resize -f qcow2 cr.img 2G
 	cp cr-a.img cr.img
