@@ -108,38 +108,9 @@ static int apply(struct amend_opts *o, const char *key, const char *val)
 	return -EINVAL;
 }
 
-/* "a=1,b=2", ",," for a literal comma (qemu's rule). */
-static int parse_opts(struct amend_opts *o, char *s)
+static int apply_cb(void *ctx, char *key, char *val)
 {
-	char *key, *val, *r, *w;
-	int ret;
-
-	while (*s) {
-		key = s;
-		val = NULL;
-		for (r = w = s; *r; r++) {
-			if (*r == ',' && !(r[1] == ',' && val))
-				break;
-			if (*r == ',') {
-				*w++ = *r++;
-				continue;
-			}
-			if (*r == '=' && !val) {
-				*w++ = '\0';
-				val = w;
-				continue;
-			}
-			*w++ = *r;
-		}
-		s = *r ? r + 1 : r;
-		*w = '\0';
-		if (!*key)
-			continue;
-		ret = apply(o, key, val);
-		if (ret)
-			return ret;
-	}
-	return 0;
+	return apply(ctx, key, val);
 }
 
 static int downgrade_ok(const struct qimgw *w)
@@ -282,7 +253,7 @@ int qimgctl_cmd_amend(int argc, char **argv)
 			qimgctl_err("out of memory");
 			return 1;
 		}
-		ret = parse_opts(&o, copy);
+		ret = qimgctl_opts_each(copy, apply_cb, &o);
 		free(copy);
 	}
 	if (!ret)

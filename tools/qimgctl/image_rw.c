@@ -205,6 +205,19 @@ static int free_table(struct qimgw *w, u64 off, u64 n, bool on_disk)
 	return 0;
 }
 
+/* Install new refcount table arrays (NULL: none), freeing the old ones. */
+static void rt_replace(struct qimgw *w, u64 *rt, u8 **rb, bool *dirty,
+		       u64 entries)
+{
+	free(w->rt);
+	free(w->rb);
+	free(w->rb_dirty);
+	w->rt = rt;
+	w->rb = rb;
+	w->rb_dirty = dirty;
+	w->rt_entries = entries;
+}
+
 /*
  * The refcount table must have at least @need entries: move it to new
  * clusters at the end, big enough to also cover itself and the refcount
@@ -244,13 +257,7 @@ static int rt_grow(struct qimgw *w, u64 need)
 	memcpy(nrt, w->rt, w->rt_entries * sizeof(*nrt));
 	memcpy(nrb, w->rb, w->rt_entries * sizeof(*nrb));
 	memcpy(nd, w->rb_dirty, w->rt_entries * sizeof(*nd));
-	free(w->rt);
-	free(w->rb);
-	free(w->rb_dirty);
-	w->rt = nrt;
-	w->rb = nrb;
-	w->rb_dirty = nd;
-	w->rt_entries = entries;
+	rt_replace(w, nrt, nrb, nd, entries);
 	off = take_raw(w, ncl);
 	/* The header still names the table read at open: free it later. */
 	if (!w->rt_old_off) {
@@ -561,9 +568,7 @@ int qimgw_close(struct qimgw *w, bool flush)
 	free(w->l1);
 	free(w->l2);
 	free(w->l2_dirty);
-	free(w->rt);
-	free(w->rb);
-	free(w->rb_dirty);
+	rt_replace(w, NULL, NULL, NULL, 0);
 	free(w->drop);
 	qimgctl_image_close(&w->img);
 	memset(w, 0, sizeof(*w));
@@ -1226,12 +1231,7 @@ int qimgw_set_refcount_order(struct qimgw *w, u32 order)
 	/* Reload the writer's view from what is now on disk. */
 	for (i = 0; i < w->rt_entries; i++)
 		free(w->rb[i]);
-	free(w->rt);
-	free(w->rb);
-	free(w->rb_dirty);
-	w->rt = NULL;
-	w->rb = NULL;
-	w->rb_dirty = NULL;
+	rt_replace(w, NULL, NULL, NULL, 0);
 	w->h->refcount_order = order;
 	w->h->refcount_table_offset = base;
 	w->h->refcount_table_clusters = (u32)rt_cl;

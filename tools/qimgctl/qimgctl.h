@@ -47,6 +47,13 @@ int qimgctl_one_file(const char *cmd, int argc, char **argv);
  * for bytes.  Returns 0 or -EINVAL / -ERANGE.
  */
 int qimgctl_parse_size(const char *s, uint64_t *out);
+/*
+ * Split a -o string "a=1,b=2" in place (",," after '=' is a literal comma,
+ * as in qemu) and call @fn for each key (val NULL for a bare key); stops
+ * at and returns @fn's first non-zero result.
+ */
+int qimgctl_opts_each(char *s, int (*fn)(void *ctx, char *key, char *val),
+		      void *ctx);
 /* -f FMT of a command that reads qcow2 only: 0, or -1 after a message. */
 int qimgctl_want_qcow2(const char *fmt);
 
