@@ -61,6 +61,12 @@ cv_sources() {
 		qemu-io -f qcow2 -c "write -P 0xd1 100k 8k" \
 			-c "write -z 0 4k" -c "write -P 0xd2 7M 4k" \
 			cv-backq.img >/dev/null && CV_FMT[backq]=qcow2
+	# Internal snapshots and bitmaps stay behind (qemu-img convert without
+	# --bitmaps): only the active guest data is copied.
+	cp cv-v3.img cv-snap.img && qemu-img snapshot -c s1 cv-snap.img &&
+		qemu-io -f qcow2 -c "write -P 0xe1 0 128k" cv-snap.img \
+			>/dev/null && qemu-img bitmap --add cv-snap.img b0 &&
+		CV_FMT[snap]=qcow2
 }
 
 # cv_case SRC VARIANT ARGS...: convert cv-SRC.img with ARGS by both tools.
@@ -158,6 +164,38 @@ cv_case() {
 		t_pass "$id: read back"
 	fi
 	rm -f "$x" "$q"
+}
+
+# -p: nothing when stderr is not a terminal; qemu-img's "(100.00/100%)"
+# at the end when it is (script(1) gives it one).
+cv_progress() {
+	if want "convert/progress/not-a-tty"; then
+		N_CMP=$((N_CMP + 1))
+		rm -f cvp.img
+		qx out/p.out out/p.err convert -p -f qcow2 -O qcow2 cv-v3.img cvp.img
+		if [ "$QX_RC" -eq 0 ] && [ ! -s out/p.err ] && [ ! -s out/p.out ]; then
+			t_pass "convert/progress/not-a-tty"
+		else
+			t_fail "convert/progress/not-a-tty: status $QX_RC or output"
+			show out/p.err 3
+		fi
+	fi
+	if want "convert/progress/tty"; then
+		N_CMP=$((N_CMP + 1))
+		rm -f cvp.img
+		if ! command -v script >/dev/null; then
+			t_skip "convert/progress/tty" "script(1) is not installed"
+		elif script -qec "$(printf '%q ' "$QIMGCTL" convert -p -f qcow2 \
+			-O qcow2 cv-v3.img cvp.img)" /dev/null >out/p.tty \
+			2>&1 </dev/null && grep -qF '(100.00/100%)' out/p.tty &&
+			qemu-img compare -q cv-v3.img cvp.img; then
+			t_pass "convert/progress/tty"
+		else
+			t_fail "convert/progress/tty: no progress on a terminal"
+			show out/p.tty 3
+		fi
+	fi
+	rm -f cvp.img
 }
 
 # tw_case CMD ID FMT CREATE-OPTS SIZE ARGS...: twins made by qemu-img, one
@@ -374,10 +412,10 @@ part_imgw() {
 			show out/cv.log 4
 		fi
 		for s in raw v3 v2 c512 c2m rb1 rb64 extl2 comp zstd chain \
-			backq; do
+			backq snap; do
 			cv_case "$s" qcow2 -O qcow2
 		done
-		for s in raw v3 v2 c2m extl2 comp zstd chain backq; do
+		for s in raw v3 v2 c2m extl2 comp zstd chain backq snap; do
 			cv_case "$s" raw -O raw
 		done
 		cv_case v3 zlib -O qcow2 -c
@@ -402,6 +440,7 @@ part_imgw() {
 		cv_case backq B -O qcow2 -B bk-q.qcow2 -F qcow2
 		cv_case backq B-v2 -O qcow2 -o compat=0.10 -B bk-q.qcow2 \
 			-F qcow2
+		cv_progress
 	fi
 
 	tw_case resize grow qcow2 cluster_size=65536 32M 64M
