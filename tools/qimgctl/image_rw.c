@@ -479,6 +479,29 @@ static int write_table(struct qimgw *w, const u64 *t, u64 n, u64 off,
 	return ret;
 }
 
+/*
+ * Everything is on disk: forget the cached tables (they are read again
+ * when needed), so memory stays bounded by what one flush interval
+ * touches.
+ */
+static void drop_caches(struct qimgw *w)
+{
+	u64 i;
+
+	for (i = 0; i < w->l1_size; i++) {
+		if (w->l2_dirty[i])
+			continue;
+		free(w->l2[i]);
+		w->l2[i] = NULL;
+	}
+	for (i = 0; i < w->rt_entries; i++) {
+		if (w->rb_dirty[i])
+			continue;
+		free(w->rb[i]);
+		w->rb[i] = NULL;
+	}
+}
+
 int qimgw_flush(struct qimgw *w)
 {
 	bool rt_moved = w->rt_old_off != 0;
@@ -549,6 +572,8 @@ int qimgw_flush(struct qimgw *w)
 		ret = write_rbs(w);
 	if (!ret)
 		ret = w_sync(w);
+	if (!ret)
+		drop_caches(w);
 	return ret;
 }
 
