@@ -103,6 +103,7 @@ struct qimg_centry {
 	struct list_head dnode;	/* on cache->dirty while dirty */
 	u64 offset;		/* host offset of the cluster it caches */
 	void *data;		/* cluster_size bytes, on-disk format */
+	u64 tid;		/* transaction it last joined (meta_lock) */
 	int ref;		/* users; protected by cache->lock */
 	bool dirty;		/* differs from disk; never evicted */
 	bool from_slab;
@@ -185,7 +186,12 @@ struct qimg_device {
 	struct list_head pending_frees;	/* struct qimg_pending_free */
 	const struct qimg_meta_ops *meta_ops;	/* hooks of the layers above */
 	struct mutex meta_lock;		/* metadata mutation, allocation */
-	unsigned int meta_depth;	/* open qimg_meta_begin groups */
+	/* The running transaction (qimg_meta.h), under meta_lock. */
+	u64 meta_tid;
+	unsigned int meta_depth;	/* open handles */
+	unsigned int meta_reserved;	/* credits of the open handles */
+	bool meta_wb_running;		/* inside qimg_meta_writeback() */
+	struct work_struct corrupt_work;	/* sets the corrupt bit */
 	spinlock_t inflight_lock;	/* inflight list */
 	struct list_head inflight;	/* struct qimg_inflight */
 	wait_queue_head_t inflight_wq;	/* an inflight entry went away */

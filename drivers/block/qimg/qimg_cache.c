@@ -17,6 +17,8 @@
  * (qimg_meta.c) writes them back, in dependency order, after which clean
  * entries beyond the limit go.
  */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
 #include <linux/hash.h>
 #include <linux/mm.h>
 #include <linux/slab.h>

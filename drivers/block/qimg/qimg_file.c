@@ -6,6 +6,9 @@
  * threads that write image files.  Nothing here knows about requests,
  * tables or refcounts; everything above uses these helpers.
  */
+/* The message helpers below print their own "qimgN: path: " prefix. */
+#define pr_fmt(fmt) fmt
+
 #include <linux/fs.h>
 #include <linux/ioprio.h>
 #include <linux/mm.h>
@@ -15,8 +18,11 @@
 #include <linux/uio.h>
 #include <linux/zlib.h>
 
+#include <linux/falloc.h>
+
 #include "qimg_file.h"
 
+/* "qimgN: IMAGE: message", at KERN_ERR. */
 void qimg_dev_err(const struct qimg_device *dev, const char *fmt, ...)
 {
 	struct va_format vaf;
@@ -27,6 +33,19 @@ void qimg_dev_err(const struct qimg_device *dev, const char *fmt, ...)
 	vaf.va = &args;
 	pr_err("qimg%d: %s: %pV", dev->index,
 	       dev->top.path ? dev->top.path : "?", &vaf);
+	va_end(args);
+}
+
+/* "qimgN: message", at KERN_INFO (the message names the image if needed). */
+void qimg_dev_info(const struct qimg_device *dev, const char *fmt, ...)
+{
+	struct va_format vaf;
+	va_list args;
+
+	va_start(args, fmt);
+	vaf.fmt = fmt;
+	vaf.va = &args;
+	pr_info("qimg%d: %pV", dev->index, &vaf);
 	va_end(args);
 }
 
@@ -95,6 +114,40 @@ int qimg_kread(struct file *file, void *buf, size_t len, u64 pos)
 int qimg_kwrite(struct file *file, const void *buf, size_t len, u64 pos)
 {
 	return qimg_kio(file, (void *)buf, len, pos, true);
+}
+
+/**
+ * qimg_file_extend() - grow an image file to @end bytes (sparse)
+ * @file: the image file
+ * @end: the new size; never below the current one (then nothing happens)
+ *
+ * Context: process context; the caller serialises size changes
+ * (dev->meta_lock).
+ * Return: 0 or a negative errno (e.g. a file system that refuses).
+ */
+int qimg_file_extend(struct file *file, u64 end)
+{
+	if (end <= i_size_read(file_inode(file)))
+		return 0;
+	return vfs_truncate(&file->f_path, end);
+}
+
+/**
+ * qimg_file_punch() - give [@off, @off + @len) of @file back to its file system
+ * @file: the image file
+ * @off: start of the range
+ * @len: its length
+ *
+ * The range then reads as zeros; the file keeps its size.
+ * Context: process context.
+ * Return: 0 or a negative errno (-EOPNOTSUPP where holes cannot be punched).
+ */
+int qimg_file_punch(struct file *file, u64 off, u64 len)
+{
+	if (!len)
+		return 0;
+	return vfs_fallocate(file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			     off, len);
 }
 
 bool qimg_dio_ok(struct qimg_image *img, u64 pos, struct iov_iter *it)

@@ -14,6 +14,8 @@
  * last close; both remove it from the idr under qimg_ctl_mutex first, so
  * exactly one of them tears it down.
  */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
 #include <linux/blkdev.h>
 #include <linux/capability.h>
 #include <linux/file.h>
@@ -76,13 +78,13 @@ static int qimg_check_features(struct qimg_image *img, bool writable)
 
 	if (what) {
 		/* Say so when a read-only attach would have worked. */
-		pr_err("qimg: %s: unsupported: %s%s\n", path, what,
+		pr_err("%s: unsupported: %s%s\n", path, what,
 		       qimg_unsupported_feature(h, false) ? "" :
 		       " (attach read-only)");
 		return -EOPNOTSUPP;
 	}
 	if (writable && h->incompatible_features & QIMG_INCOMPAT_CORRUPT) {
-		pr_err("qimg: %s: image is marked corrupt (attach read-only)\n",
+		pr_err("%s: image is marked corrupt (attach read-only)\n",
 		       path);
 		return -EUCLEAN;
 	}
@@ -110,7 +112,7 @@ static int qimg_image_open(struct qimg_device *dev, struct qimg_image *img,
 	if (dev->flags & QIMG_ATTACH_DIRECT_IO) {
 		img->dio = file->f_mode & FMODE_CAN_ODIRECT;
 		if (!img->dio)
-			pr_info("qimg: %s: no direct I/O on this file, using buffered I/O\n",
+			pr_info("%s: no direct I/O on this file, using buffered I/O\n",
 				img->path ? img->path : "?");
 	}
 	if (!(file->f_mode & FMODE_READ) ||
@@ -124,7 +126,7 @@ static int qimg_image_open(struct qimg_device *dev, struct qimg_image *img,
 	 * caller meant something else (our own I/O never appends).
 	 */
 	if (writable && (IS_APPEND(inode) || (file->f_flags & O_APPEND))) {
-		pr_err("qimg: %s: %s; the image must be opened for writing in place\n",
+		pr_err("%s: %s; the image must be opened for writing in place\n",
 		       img->path ? img->path : "?",
 		       IS_APPEND(inode) ? "the file is append-only" :
 		       "the descriptor was opened with O_APPEND");
@@ -139,7 +141,7 @@ static int qimg_image_open(struct qimg_device *dev, struct qimg_image *img,
 	if (fmt != QIMG_FMT_QCOW2)
 		return -EINVAL;
 	if (size < QIMG_V2_HEADER_LEN) {
-		pr_err("qimg: %s: not a qcow2 image (too short)\n", img->path);
+		pr_err("%s: not a qcow2 image (too short)\n", img->path);
 		return -EINVAL;
 	}
 	buf = kzalloc(512, GFP_KERNEL);
@@ -199,7 +201,7 @@ out:
 	kvfree(buf);
 	return ret;
 bad:
-	pr_err("qimg: %s: %s\n", img->path ? img->path : "?", err.msg);
+	pr_err("%s: %s\n", img->path ? img->path : "?", err.msg);
 	goto out;
 }
 
@@ -251,7 +253,7 @@ static int qimg_bitmaps_mark_in_use(struct qimg_device *dev)
 	for (i = 0; !ret && i < h->nb_bitmaps; i++) {
 		if (qimg_bitmap_decode(img->g, dir + pos, size - pos, fsize, &b,
 				       &err)) {
-			pr_err("qimg: %s: bitmap directory entry %u: %s\n",
+			pr_err("%s: bitmap directory entry %u: %s\n",
 			       img->path ? img->path : "?", i, err.msg);
 			ret = -EUCLEAN;
 			break;
@@ -267,12 +269,20 @@ static int qimg_bitmaps_mark_in_use(struct qimg_device *dev)
 		ret = qimg_overlap_check(dev, h->bitmap_directory_offset, size,
 					 QIMG_OL_BITMAP_DIR,
 					 "bitmap directory");
-	if (!ret && changed)
-		ret = qimg_kwrite(img->file, dir, size,
-				  h->bitmap_directory_offset);
 	if (!ret && changed) {
-		ret = vfs_fsync(img->file, 0);
-		pr_info("qimg: %s: %u persistent bitmap(s) marked in use (not updated by qimg)\n",
+		struct qimg_handle th;
+
+		mutex_lock(&dev->meta_lock);
+		ret = qimg_meta_start(dev, &th, 1);
+		if (!ret)
+			ret = qimg_meta_write_struct(&th, dir, size,
+						     h->bitmap_directory_offset,
+						     "bitmap directory");
+		ret = qimg_meta_stop(&th, ret);
+		mutex_unlock(&dev->meta_lock);
+	}
+	if (!ret && changed) {
+		pr_info("%s: %u persistent bitmap(s) marked in use (not updated by qimg)\n",
 			img->path ? img->path : "?", h->nb_bitmaps);
 	}
 	kvfree(dir);
@@ -288,6 +298,7 @@ static int qimg_bitmaps_mark_in_use(struct qimg_device *dev)
 static int qimg_writable_autoclear(struct qimg_device *dev)
 {
 	struct qimg_header *h = dev->top.h;
+	struct qimg_handle th;
 	u64 keep = 0;
 	int ret;
 
@@ -297,7 +308,7 @@ static int qimg_writable_autoclear(struct qimg_device *dev)
 	    h->has_bitmaps_ext && h->nb_bitmaps) {
 		ret = qimg_bitmaps_mark_in_use(dev);
 		if (ret) {
-			pr_err("qimg: %s: cannot mark the persistent bitmaps in use (%d); attach read-only or remove them\n",
+			pr_err("%s: cannot mark the persistent bitmaps in use (%d); attach read-only or remove them\n",
 			       dev->top.path ? dev->top.path : "?", ret);
 			return ret;
 		}
@@ -305,7 +316,12 @@ static int qimg_writable_autoclear(struct qimg_device *dev)
 	}
 	if (h->autoclear_features == keep)
 		return 0;
-	ret = qimg_meta_header_write(dev, QIMG_HDR_AUTOCLEAR_OFFSET, keep);
+	mutex_lock(&dev->meta_lock);
+	ret = qimg_meta_start(dev, &th, 1);
+	if (!ret)
+		ret = qimg_meta_set_header(&th, QIMG_HDR_AUTOCLEAR_OFFSET, keep);
+	ret = qimg_meta_stop(&th, ret);
+	mutex_unlock(&dev->meta_lock);
 	if (ret)
 		return ret;
 	h->autoclear_features = keep;
@@ -316,6 +332,7 @@ static void qimg_device_free(struct qimg_device *dev)
 {
 	struct qimg_image *img = dev->top.backing, *next;
 
+	qimg_meta_quiesce(dev);		/* the corrupt bit, if pending */
 	while (img) {
 		next = img->backing;
 		qimg_image_release(img);
@@ -403,17 +420,18 @@ static int qimg_destroy(struct qimg_device *dev, bool from_work)
 	if (!from_work)
 		cancel_work_sync(&dev->autoclear_work);
 	del_gendisk(dev->disk);
+	qimg_meta_quiesce(dev);
 	ret = qimg_flush(dev);
 	if (ret) {
-		pr_err("qimg%d: %s: final write-back failed (%d); recent writes may be lost, check the image\n",
-		       dev->index, dev->top.path ? dev->top.path : "?", ret);
+		qimg_dev_err(dev, "final write-back failed (%d); recent writes may be lost, check the image\n",
+			     ret);
 		ret = -EIO;
 	}
 	destroy_workqueue(dev->wq);
 	destroy_workqueue(dev->link_wq);
 	blk_mq_free_tag_set(&dev->tag_set);
 	put_disk(dev->disk);
-	pr_info("qimg%d: detached\n", dev->index);
+	qimg_dev_info(dev, "detached\n");
 	qimg_device_free(dev);
 	module_put(THIS_MODULE);
 	return ret;
@@ -533,7 +551,7 @@ static int qimg_attach_backing(struct qimg_device *dev,
 
 	for (i = 0; i < a->nr_backing; i++) {
 		if (prev->raw || !prev->h->backing_file[0]) {
-			pr_err("qimg: %s has no backing file, but more backing images were passed\n",
+			pr_err("%s has no backing file, but more backing images were passed\n",
 			       prev->path ? prev->path : "?");
 			return -EINVAL;
 		}
@@ -556,7 +574,7 @@ static int qimg_attach_backing(struct qimg_device *dev,
 		prev = img;
 	}
 	if (!prev->raw && prev->h->backing_file[0]) {
-		pr_err("qimg: %s: backing file \"%s\" was not passed\n",
+		pr_err("%s: backing file \"%s\" was not passed\n",
 		       prev->path ? prev->path : "?", prev->h->backing_file);
 		return -EINVAL;
 	}
@@ -576,18 +594,18 @@ static int qimg_chain_busy(struct qimg_device *dev, bool writable)
 	lockdep_assert_held(&qimg_ctl_mutex);
 	for (img = dev->top.backing; img; img = img->backing) {
 		if (file_inode(img->file) == top) {
-			pr_err("qimg: %s is its own backing file\n",
+			pr_err("%s is its own backing file\n",
 			       dev->top.path ? dev->top.path : "?");
 			return -ELOOP;
 		}
 		if (qimg_inode_busy(file_inode(img->file), false, false)) {
-			pr_err("qimg: backing file %s is attached read-write\n",
+			pr_err("backing file %s is attached read-write\n",
 			       img->path ? img->path : "?");
 			return -EBUSY;
 		}
 	}
 	if (qimg_inode_busy(top, writable, true)) {
-		pr_err("qimg: %s is already attached%s\n",
+		pr_err("%s is already attached%s\n",
 		       dev->top.path ? dev->top.path : "?",
 		       writable ? "" : " read-write");
 		return -EBUSY;
@@ -623,6 +641,7 @@ static struct qimg_device *qimg_device_alloc(const struct qimg_attach *a)
 	INIT_WORK(&dev->link_work, qimg_link_work);
 	init_llist_head(&dev->link_list);
 	INIT_WORK(&dev->autoclear_work, qimg_autoclear_work);
+	qimg_meta_init(dev);
 	return dev;
 }
 
@@ -719,12 +738,12 @@ int qimg_attach(const struct qimg_attach *a, qimg_attach_report_t report,
 		module_put(THIS_MODULE);
 		goto fail_wq;
 	}
-	pr_info("qimg%d: attached %s (%llu bytes, cluster %llu%s%s%s)\n",
-		dev->index, dev->top.path ? dev->top.path : "?",
-		dev->top.virtual_size, dev->top.g->cluster_size,
-		dev->read_only ? ", read-only" : "",
-		dev->top.dio ? ", direct I/O" : "",
-		dev->nr_backing ? ", with backing chain" : "");
+	qimg_dev_info(dev, "attached %s (%llu bytes, cluster %llu%s%s%s)\n",
+		      dev->top.path ? dev->top.path : "?",
+		      dev->top.virtual_size, dev->top.g->cluster_size,
+		      dev->read_only ? ", read-only" : "",
+		      dev->top.dio ? ", direct I/O" : "",
+		      dev->nr_backing ? ", with backing chain" : "");
 	mutex_lock(&qimg_ctl_mutex);
 	dev->attaching = false;
 	mutex_unlock(&qimg_ctl_mutex);

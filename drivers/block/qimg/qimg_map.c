@@ -38,6 +38,8 @@
  * (qimg_io_enter/exit) and the frees wait for every I/O that started
  * before the entries changed (qimg_io_drain, from qimg_apply_frees).
  */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
 #include <linux/ratelimit.h>
 #include <linux/mm.h>
 #include <linux/slab.h>
@@ -56,9 +58,9 @@ static int qimg_map_corrupt(struct qimg_image *img, const char *what,
 	if (img == &img->dev->top)
 		qimg_mark_corrupt(img->dev, "%s: %s", what, err->msg);
 	else
-		pr_err_ratelimited("qimg%d: backing image %s: %s: %s\n",
-				   img->dev->index,
-				   img->path ? img->path : "?", what, err->msg);
+		qimg_dev_err_ratelimited(img->dev, "backing image %s: %s: %s\n",
+					 img->path ? img->path : "?", what,
+					 err->msg);
 	return -EUCLEAN;
 }
 
@@ -123,16 +125,18 @@ int qimg_map_lookup(struct qimg_image *img, u64 guest,
 }
 
 /*
- * The L2 table covering @guest, ready to be modified: allocated if the L1
- * entry is empty, copied if it is shared with a snapshot (no COPIED flag).
+ * The L2 table covering @guest, ready to be modified through @h
+ * (QIMG_CREDITS_L2_WRITE): allocated if the L1 entry is empty, copied if
+ * it is shared with a snapshot (no COPIED flag).
  */
-static int qimg_l2_for_write(struct qimg_device *dev, u64 guest,
+static int qimg_l2_for_write(struct qimg_handle *h, u64 guest,
 			     struct qimg_centry **out)
 {
+	struct qimg_device *dev = h->dev;
 	struct qimg_image *img = &dev->top;
 	u64 l1i = qimg_l1_index(img->g, guest);
 	struct qimg_centry *old, *t;
-	u64 l2_off, new_off;
+	u64 l2_off, new_off = 0;
 	bool copied;
 	int ret;
 
@@ -147,29 +151,49 @@ static int qimg_l2_for_write(struct qimg_device *dev, u64 guest,
 					 QIMG_OL_ACTIVE_L2, "L2 table");
 		if (ret)
 			return ret;
-		return qimg_cache_get(&img->l2, l2_off, false, out);
-	}
-
-	ret = qimg_alloc_clusters(dev, &new_off);
-	if (ret)
-		return ret;
-	ret = qimg_cache_get(&img->l2, new_off, true, &t);
-	if (ret)
-		return ret;
-	if (l2_off) {
-		/* Shared with a snapshot: the old table stays theirs. */
-		ret = qimg_cache_get(&img->l2, l2_off, false, &old);
+		ret = qimg_cache_get(&img->l2, l2_off, false, &t);
+		if (ret)
+			return ret;
+		ret = qimg_meta_get_write_access(h, &img->l2, t);
 		if (ret) {
 			qimg_cache_put(&img->l2, t);
 			return ret;
 		}
-		memcpy(t->data, old->data, img->g->cluster_size);
-		qimg_cache_put(&img->l2, old);
-		qimg_defer_free(dev, l2_off, img->g->cluster_size);
+		*out = t;
+		return 0;
 	}
-	/* Mark the whole new table dirty before anything can point at it. */
-	qimg_meta_record_l2(dev, t, 0, be64_to_cpu(((__be64 *)t->data)[0]));
-	qimg_meta_record_l1(dev, l1i, qimg_l1_encode(new_off, true));
+
+	old = NULL;
+	if (l2_off) {
+		/* Shared with a snapshot: the old table stays theirs. */
+		ret = qimg_cache_get(&img->l2, l2_off, false, &old);
+		if (ret)
+			return ret;
+	}
+	ret = qimg_alloc_clusters(h, &new_off);
+	/* The whole new table is dirty before anything can point at it. */
+	if (!ret)
+		ret = qimg_meta_new_table(h, &img->l2, new_off, old, &t);
+	if (old)
+		qimg_cache_put(&img->l2, old);
+	if (ret) {
+		/* Allocated, nothing in it: give it back (a crash leaks it). */
+		if (new_off)
+			qimg_defer_free(h, new_off, img->g->cluster_size);
+		return ret;
+	}
+	/*
+	 * Only a handle that can no longer change anything fails here; the
+	 * new table stays dirty at new_off, so the cluster is left allocated
+	 * (leaked), never handed out again under it.
+	 */
+	ret = qimg_meta_set_l1(h, l1i, qimg_l1_encode(new_off, true));
+	if (ret) {
+		qimg_cache_put(&img->l2, t);
+		return ret;
+	}
+	if (l2_off)
+		qimg_defer_free(h, l2_off, img->g->cluster_size);
 	/* Failing (no memory) only leaves the new table unchecked. */
 	qimg_overlap_add(dev, new_off, QIMG_OL_ACTIVE_L2);
 	if (l2_off)
@@ -251,7 +275,7 @@ static bool qimg_fresh_ready(struct qimg_image *img, u64 host)
 	if (img->no_prealloc)
 		return false;
 	end = round_up(host + cs, max_t(u64, cs, QIMG_PREALLOC_BYTES));
-	ret = vfs_truncate(&img->file->f_path, end);
+	ret = qimg_file_extend(img->file, end);
 	if (ret)
 		img->no_prealloc = true;	/* not allowed here: never again */
 	return host + cs <= i_size_read(file_inode(img->file));
@@ -347,6 +371,7 @@ int qimg_alloc_begin(struct qimg_device *dev, u64 guest, struct qimg_alloc *a)
 {
 	struct qimg_image *img = &dev->top;
 	u64 cstart = guest & ~(img->g->cluster_size - 1);
+	struct qimg_handle h;
 	int ret;
 
 	memset(a, 0, sizeof(*a));
@@ -383,15 +408,16 @@ int qimg_alloc_begin(struct qimg_device *dev, u64 guest, struct qimg_alloc *a)
 			goto unlock;
 	}
 
-	qimg_meta_begin(dev);
-	ret = qimg_l2_for_write(dev, guest, &a->t);
+	ret = qimg_meta_start(dev, &h, QIMG_CREDITS_ALLOC_WRITE);
+	if (!ret)
+		ret = qimg_l2_for_write(&h, guest, &a->t);
 	if (!ret) {
 		if (a->reuse) {
 			a->host = a->e.host_offset;	/* ours alone: reuse */
 		} else {
 			u64 hole = qimg_hole_start(img);
 
-			ret = qimg_alloc_clusters(dev, &a->host);
+			ret = qimg_alloc_clusters(&h, &a->host);
 			a->fresh = !ret && a->host >= hole &&
 				   qimg_fresh_ready(img, a->host);
 		}
@@ -399,7 +425,7 @@ int qimg_alloc_begin(struct qimg_device *dev, u64 guest, struct qimg_alloc *a)
 			qimg_cache_put(&img->l2, a->t);
 	}
 	/* A failed write-back leaves the metadata dirty: no data I/O then. */
-	a->err = qimg_meta_end(dev);
+	a->err = qimg_meta_stop(&h, 0);
 	if (ret)
 		goto unlock;
 	spin_lock(&dev->inflight_lock);
@@ -439,48 +465,57 @@ int qimg_alloc_write(struct qimg_device *dev, struct qimg_alloc *a,
 			      a->fresh, it);
 }
 
-/*
- * Step 3 inside a metadata group (qimg_meta_begin) under dev->meta_lock;
- * @ret is the data write's result.  Wake dev->inflight_wq after unlocking.
+/**
+ * qimg_alloc_link() - step 3 of an allocating write
+ * @h: a handle with QIMG_CREDITS_LINK for this allocation
+ * @a: the allocation
+ * @ret: the data write's result
+ *
+ * Points the L2 entry at the written cluster, or gives the cluster back.
+ * Wake dev->inflight_wq after unlocking.
+ * Context: dev->meta_lock held.
+ * Return: 0, or why the entry could not be set (the request fails).
  */
-void qimg_alloc_link(struct qimg_device *dev, struct qimg_alloc *a, int ret)
+int qimg_alloc_link(struct qimg_handle *h, struct qimg_alloc *a, int ret)
 {
+	struct qimg_device *dev = h->dev;
 	struct qimg_image *img = &dev->top;
 	const struct qimg_geom *g = img->g;
 	struct qimg_l2_entry *e = &a->e;
 
 	lockdep_assert_held(&dev->meta_lock);
+	if (!ret)
+		ret = qimg_meta_set_l2(h, a->t, qimg_l2_index(g, a->guest),
+				       qimg_l2_encode_normal(a->host, true));
 	if (!ret) {
-		qimg_meta_record_l2(dev, a->t, qimg_l2_index(g, a->guest),
-				    qimg_l2_encode_normal(a->host, true));
 		/* The replaced cluster was shared: drop our reference. */
 		if (e->type == QIMG_CLUSTER_COMPRESSED)
-			qimg_defer_free(dev, e->host_offset, e->compressed_len);
+			qimg_defer_free(h, e->host_offset, e->compressed_len);
 		else if ((e->type == QIMG_CLUSTER_NORMAL ||
 			  e->type == QIMG_CLUSTER_ZERO_ALLOC) && !e->copied)
-			qimg_defer_free(dev, e->host_offset, g->cluster_size);
+			qimg_defer_free(h, e->host_offset, g->cluster_size);
 	} else if (!a->reuse) {
 		/* Nothing points at it: give it back (a crash leaks it). */
-		qimg_defer_free(dev, a->host, g->cluster_size);
+		qimg_defer_free(h, a->host, g->cluster_size);
 	}
 	qimg_cache_put(&img->l2, a->t);
 	spin_lock(&dev->inflight_lock);
 	list_del(&a->fl.node);
 	spin_unlock(&dev->inflight_lock);
+	return ret;
 }
 
 /* Step 3 on its own.  Returns the request's result. */
 int qimg_alloc_finish(struct qimg_device *dev, struct qimg_alloc *a, int ret)
 {
-	int err;
+	struct qimg_handle h;
 
 	mutex_lock(&dev->meta_lock);
-	qimg_meta_begin(dev);
-	qimg_alloc_link(dev, a, ret);
-	err = qimg_meta_end(dev);
+	qimg_meta_start(dev, &h, QIMG_CREDITS_LINK);	/* its error: below */
+	ret = qimg_meta_stop(&h, qimg_alloc_link(&h, a, ret));
 	mutex_unlock(&dev->meta_lock);
 	wake_up_all(&dev->inflight_wq);
-	return ret ? ret : err;
+	return ret;
 }
 
 static int qimg_map_write_alloc(struct qimg_device *dev, u64 guest,
@@ -522,8 +557,9 @@ int qimg_map_zero_cluster(struct qimg_device *dev, u64 cstart, bool unmap)
 	struct qimg_l2_entry e;
 	struct qimg_centry *t;
 	bool keep = false;
+	struct qimg_handle h;
 	u64 val;
-	int ret, err;
+	int ret;
 
 	mutex_lock(&dev->meta_lock);
 	qimg_inflight_wait(dev, cstart);
@@ -547,20 +583,21 @@ int qimg_map_zero_cluster(struct qimg_device *dev, u64 cstart, bool unmap)
 		goto unlock;
 	}
 
-	qimg_meta_begin(dev);
-	ret = qimg_l2_for_write(dev, cstart, &t);
+	ret = qimg_meta_start(dev, &h, QIMG_CREDITS_L2_WRITE);
+	if (!ret)
+		ret = qimg_l2_for_write(&h, cstart, &t);
 	if (!ret) {
-		qimg_meta_record_l2(dev, t, qimg_l2_index(g, cstart), val);
+		ret = qimg_meta_set_l2(&h, t, qimg_l2_index(g, cstart), val);
 		qimg_cache_put(&img->l2, t);
+	}
+	if (!ret) {
 		if (e.type == QIMG_CLUSTER_COMPRESSED)
-			qimg_defer_free(dev, e.host_offset, e.compressed_len);
+			qimg_defer_free(&h, e.host_offset, e.compressed_len);
 		else if (!keep && (e.type == QIMG_CLUSTER_NORMAL ||
 				   e.type == QIMG_CLUSTER_ZERO_ALLOC))
-			qimg_defer_free(dev, e.host_offset, g->cluster_size);
+			qimg_defer_free(&h, e.host_offset, g->cluster_size);
 	}
-	err = qimg_meta_end(dev);
-	if (!ret)
-		ret = err;
+	ret = qimg_meta_stop(&h, ret);
 unlock:
 	mutex_unlock(&dev->meta_lock);
 	return ret;

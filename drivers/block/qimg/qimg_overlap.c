@@ -25,6 +25,8 @@
  * An overlap marks the image corrupt (read-only from then on) and fails
  * the request with -EUCLEAN before anything is written.
  */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
 #include <linux/xarray.h>
 
 #include "qimg_file.h"
@@ -219,7 +221,7 @@ static int qimg_overlap_snapshots(struct qimg_device *dev, u64 *table_len)
 		ret = qimg_kread(img->file, buf, len, pos);
 		if (!ret && (qimg_snapshot_decode(img->g, buf, len, fsize, s,
 						  &err) || !s->entry_len)) {
-			pr_err("qimg: %s: snapshot %u: %s\n",
+			pr_err("%s: snapshot %u: %s\n",
 			       img->path ? img->path : "?", i,
 			       err.msg[0] ? err.msg : "bad entry");
 			ret = -EUCLEAN;

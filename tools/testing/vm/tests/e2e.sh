@@ -1314,7 +1314,7 @@ safe_corrupt_keeps_acked() {
 		echo "FAILED: read of the bad cluster succeeded"
 		return 1
 	fi
-	dmesg | grep -q "qimg[0-9]*: corrupt metadata" || { echo "FAILED: corruption not reported"; return 1; }
+	dmesg | grep -Eq "qimg[0-9]+: .*corrupt metadata" || { echo "FAILED: corruption not reported"; return 1; }
 	[ "$(blockdev --getro "$DEV")" = 1 ] || { echo "FAILED: $DEV not read-only after corruption"; return 1; }
 	if fw "$DEV" $((6 * M)) 4096 0 oflag=direct 2>/dev/null; then
 		echo "FAILED: a new write after corruption succeeded"
