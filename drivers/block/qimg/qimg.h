@@ -32,7 +32,10 @@
  * Not locks, but ordered the same way: dev->io_srcu read sections are
  * entered with none of the above held or with meta_lock not held
  * (qimg_io_drain() waits for them under meta_lock, and no section takes
- * meta_lock); dev->inflight_wq is waited on with meta_lock dropped.
+ * meta_lock); dev->inflight_wq is waited on with meta_lock dropped;
+ * dev->corrupt_work takes meta_lock, so it is flushed (qimg_meta_quiesce)
+ * with none of our locks held.  Metadata handles (qimg_meta.h) live
+ * inside meta_lock sections and never span an unlock.
  * No lock of ours is held across del_gendisk() or add_disk().
  */
 #ifndef QIMG_H
