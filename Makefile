@@ -111,7 +111,7 @@ SUITES := tools/testing/selftest/run \
 	tools/testing/xcheck/run \
 	tools/testing/vm/run-tests \
 	tools/testing/vm/run-tests-debug \
-	kunit/run \
+	tools/testing/kunit/run \
 	$(wildcard tools/testing/crash/run) \
 	$(wildcard tools/testing/dkms/run)
 
@@ -131,7 +131,7 @@ check-debug: deps
 
 # KUnit on UML with KASAN + lockdep, in the cached linux-source-6.1 tree.
 kunit:
-	@kunit/run
+	@tools/testing/kunit/run
 
 # x86_64 guest kernel with KASAN, lockdep, kmemleak, fault injection (cached).
 debug-kernel:

@@ -8,7 +8,7 @@
  * KASAN and lockdep this exercises the request path the way a filesystem
  * would, without a VM.
  *
- * Built only with CONFIG_QIMG_KUNIT_DRIVER (kunit/Kbuild links the driver
+ * Built only with CONFIG_QIMG_KUNIT_DRIVER (tests/Kbuild links the driver
  * sources in); the test thread is a kthread, so the image is handed to
  * qimg_attach() through a descriptor in the kernel threads' file table.
  */
