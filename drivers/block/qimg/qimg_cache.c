@@ -34,8 +34,8 @@ static DEFINE_MUTEX(qimg_slab_mutex);
 /**
  * qimg_slabs_exit() - destroy the shared table slabs
  *
- * Destroys every kmem_cache qimg_slab_for() created (one per cluster size
- * up to 64 KiB, shared by all devices) and forgets it.
+ * Description: destroys every kmem_cache qimg_slab_for() created (one
+ * per cluster size up to 64 KiB, shared by all devices) and forgets it.
  *
  * Context: module exit (qimg_dev_exit()), process context, may sleep; no
  * cache may still hold a table from these slabs (every device is gone),

@@ -448,9 +448,9 @@ void qimg_io_drain(struct qimg_device *dev)
 /**
  * qimg_writer_begin() - enter the context of an image-file writer
  *
- * A worker that writes image files on behalf of requests (loop's
- * lessons): PF_MEMALLOC_NOIO so that reclaim never recurses into the
- * device, and PF_LOCAL_THROTTLE so that balance_dirty_pages() on the
+ * Description: a worker that writes image files on behalf of requests
+ * (loop's lessons): PF_MEMALLOC_NOIO so that reclaim never recurses into
+ * the device, and PF_LOCAL_THROTTLE so that balance_dirty_pages() on the
  * image's file system throttles us only for our own dirty pages, not for
  * those of a file system mounted on /dev/qimgN, whose writeback needs us.
  *

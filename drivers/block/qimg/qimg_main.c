@@ -863,7 +863,8 @@ int qimg_get_info(struct qimg_info *info)
 /**
  * qimg_dev_init() - set up the device layer
  *
- * The control workqueue (autoclear detaches) and the block major.
+ * Description: the control workqueue (autoclear detaches) and the block
+ * major.
  *
  * Context: module init, process context, may sleep.
  * Return: 0, -ENOMEM or register_blkdev()'s error.
@@ -887,8 +888,8 @@ int qimg_dev_init(void)
 /**
  * qimg_dev_exit() - tear down the device layer
  *
- * Undoes qimg_dev_init() and destroys the shared table slabs.  Devices
- * hold module references: none can be left here.
+ * Description: undoes qimg_dev_init() and destroys the shared table
+ * slabs.  Devices hold module references: none can be left here.
  *
  * Context: module exit, or a failed module init after qimg_dev_init();
  * process context, may sleep.
