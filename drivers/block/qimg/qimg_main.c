@@ -460,6 +460,21 @@ static void qimg_autoclear_work(struct work_struct *work)
 	qimg_destroy(dev, true);
 }
 
+/**
+ * qimg_detach() - detach a device
+ * @index: the device number
+ *
+ * Refused while the device is open or still attaching.  Otherwise the
+ * device leaves the idr, then is torn down without any lock of ours:
+ * the gendisk is deleted, the final flush writes back and syncs, and the
+ * device goes away whatever that flush says.
+ *
+ * Context: process context, sleeps; no lock of ours held.  Takes
+ * qimg_ctl_mutex and dev->open_mutex (not across the teardown), then
+ * dev->meta_lock for the final flush.
+ * Return: 0, -ENXIO (no such device), -EBUSY (open, or attaching), or
+ * -EIO when the final write-back failed (the device is gone all the same).
+ */
 int qimg_detach(int index)
 {
 	struct qimg_device *dev;
@@ -663,19 +678,32 @@ static int qimg_alloc_wqs(struct qimg_device *dev)
 	return -ENOMEM;
 }
 
-/*
+/**
+ * qimg_attach() - attach an image as a new device
+ * @a: the request: descriptor of the image in the caller's file table,
+ *     flags, backing chain, cache sizes (validated by the caller)
+ * @report: told the device number before the disk goes live (NULL: not
+ *          told); an error from it undoes the attach
+ * @arg: passed to @report
+ *
  * Attach in three steps, so that qimg_ctl_mutex is never held across
  * image-file I/O (a slow attach over NFS or FUSE must not stall every
  * control operation):
+ *
  *  1. open and validate the chain, without the mutex;
  *  2. under the mutex: refuse conflicting uses, reserve the device number
  *     (the device is in the idr but marked attaching: detach and GET_INFO
  *     do not see it, later attaches do);
- *  3. without the mutex: the writable set-up (header writes), @report
- *     (the ioctl hands the number to the caller; an error undoes
- *     everything while the device is still private), the gendisk; then,
- *     under the mutex again, the device is published.
- * Returns the device number or a negative errno.
+ *  3. without the mutex: the writable set-up (reftable, overlap index,
+ *     header writes under dev->meta_lock), @report (the ioctl hands the
+ *     number to the caller; an error undoes everything while the device is
+ *     still private), the gendisk; then, under the mutex again, the device
+ *     is published.
+ *
+ * Context: process context, sleeps; no lock of ours held (@report is
+ * called without any).  Takes qimg_ctl_mutex (briefly, twice) and
+ * dev->meta_lock; add_disk() runs with neither held.
+ * Return: the device number or a negative errno.
  */
 int qimg_attach(const struct qimg_attach *a, qimg_attach_report_t report,
 		void *arg)
@@ -766,6 +794,17 @@ static void qimg_copy_path(char *dst, const char *src)
 	strscpy(dst, src ? src : "", QIMG_PATH_LEN);
 }
 
+/**
+ * qimg_get_info() - describe an attached device (GET_INFO)
+ * @info: in: index and query (QIMG_QUERY_NEXT: the first device at or
+ *        after index); out: everything else, index included
+ *
+ * Devices still attaching are skipped.
+ *
+ * Context: process context, sleeps; takes qimg_ctl_mutex, no other lock
+ * of ours held.
+ * Return: 0 or -ENXIO (no such device).
+ */
 int qimg_get_info(struct qimg_info *info)
 {
 	struct qimg_device *dev;
@@ -821,6 +860,15 @@ int qimg_get_info(struct qimg_info *info)
 /* ------------------------------------------------------------------------ */
 /* Set-up of the device layer (module init, from qimg_ioctl.c)               */
 
+/**
+ * qimg_dev_init() - set up the device layer
+ *
+ * Description: the control workqueue (autoclear detaches) and the block
+ * major.
+ *
+ * Context: module init, process context, may sleep.
+ * Return: 0, -ENOMEM or register_blkdev()'s error.
+ */
 int qimg_dev_init(void)
 {
 	int ret;
@@ -837,7 +885,15 @@ int qimg_dev_init(void)
 	return 0;
 }
 
-/* Devices hold module references: none can be left here. */
+/**
+ * qimg_dev_exit() - tear down the device layer
+ *
+ * Description: undoes qimg_dev_init() and destroys the shared table
+ * slabs.  Devices hold module references: none can be left here.
+ *
+ * Context: module exit, or a failed module init after qimg_dev_init();
+ * process context, may sleep.
+ */
 void qimg_dev_exit(void)
 {
 	destroy_workqueue(qimg_ctl_wq);

@@ -103,6 +103,23 @@ static int qimg_l2_entry_get(struct qimg_image *img, struct qimg_centry *t,
 	return 0;
 }
 
+/**
+ * qimg_map_lookup() - decode the L2 entry of a guest offset
+ * @img: the image (the top one or a backing file)
+ * @guest: guest offset
+ * @e: receives the decoded entry (QIMG_CLUSTER_UNALLOCATED when no L2
+ *     table covers @guest)
+ *
+ * Lockless: the L1 entry is read with READ_ONCE and the L2 table comes
+ * from the cache.  Bad entries are corruption: of the top image, it is
+ * marked corrupt; of a backing file, reported.
+ *
+ * Context: process context, may sleep (L2 table read on a cache miss);
+ * dev->meta_lock may or may not be held.  Without it the entry may change
+ * at once: I/O to the top image's host cluster found here must be inside
+ * a qimg_io_enter() section begun before the lookup.
+ * Return: 0, -EUCLEAN (corrupt entry), -ENOMEM or a read's errno.
+ */
 int qimg_map_lookup(struct qimg_image *img, u64 guest,
 		    struct qimg_l2_entry *e)
 {
@@ -335,12 +352,20 @@ static int qimg_cow_write(struct qimg_image *img,
 	return ret;
 }
 
-/*
- * Wait until no allocation of @cluster is in flight.  Called and returns
- * with dev->meta_lock held; drops it while waiting.
+/**
+ * qimg_inflight_wait() - wait until no allocation of a cluster is in flight
+ * @dev: the device
+ * @cluster: guest offset of the cluster
+ *
+ * Drops dev->meta_lock while waiting, so whatever the caller looked up
+ * before must be looked up again.
+ *
+ * Context: process context, may sleep; called and returns with
+ * dev->meta_lock held; takes dev->inflight_lock.
  */
 void qimg_inflight_wait(struct qimg_device *dev, u64 cluster)
 {
+	lockdep_assert_held(&dev->meta_lock);
 	while (qimg_inflight_busy(dev, cluster)) {
 		mutex_unlock(&dev->meta_lock);
 		wait_event(dev->inflight_wq,
@@ -349,23 +374,33 @@ void qimg_inflight_wait(struct qimg_device *dev, u64 cluster)
 	}
 }
 
-/*
- * Allocating / copy-on-write path.  Three steps:
+/**
+ * qimg_alloc_begin() - step 1 of an allocating or copy-on-write write
+ * @dev: the device
+ * @guest: guest offset of the write
+ * @a: the allocation, filled in here
+ *
+ * The allocating / copy-on-write path has three steps:
+ *
  *  1. qimg_alloc_begin(), under dev->meta_lock: look again, get the L2
  *     table (allocating it if needed), reserve the host cluster, record
  *     the allocation in flight;
  *  2. without the lock: write the data and the copy-on-write parts, here
- *     or as an asynchronous kiocb (qimg_io.c);
- *  3. qimg_alloc_finish(), under the lock: point the L2 entry at the
- *     cluster (or give the cluster back on error) and drop the in-flight
- *     record.
+ *     (qimg_alloc_write()) or as an asynchronous kiocb (qimg_rq.c);
+ *  3. qimg_alloc_finish() or qimg_alloc_link(), under the lock: point the
+ *     L2 entry at the cluster (or give the cluster back on error) and drop
+ *     the in-flight record.
+ *
  * The entry reaches the disk only after a sync that follows step 2, so the
  * order data -> L2 -> L1 of the crash model holds.
  *
- * qimg_alloc_begin() returns 0 with @a reserved (finish it even when
- * a->err is set: then no data may be written), 1 when the cluster turned
- * out to be allocated and ours meanwhile (write to a->host, then
- * qimg_io_exit(dev, a->epoch)), or an error.
+ * Context: process context, may sleep; takes dev->meta_lock (the caller
+ * must not hold it) and dev->inflight_lock, and may wait for another
+ * allocation of the same cluster (qimg_inflight_wait()).
+ * Return: 0 with @a reserved (finish it even when a->err is set: then no
+ * data may be written), 1 when the cluster turned out to be allocated and
+ * ours meanwhile (write to a->host, then qimg_io_exit(dev, a->epoch)), or
+ * a negative errno (nothing to undo).
  */
 int qimg_alloc_begin(struct qimg_device *dev, u64 guest, struct qimg_alloc *a)
 {
@@ -438,10 +473,19 @@ unlock:
 	return ret;
 }
 
-/*
- * Is the write of @len bytes at a->guest all the reserved cluster needs
- * (no copy-on-write around it)?  Then it can go straight to
- * a->host + its offset in the cluster, like any data write.
+/**
+ * qimg_alloc_data_only() - is the guest's data all the new cluster needs?
+ * @dev: the device
+ * @a: an allocation begun by qimg_alloc_begin()
+ * @len: bytes the guest writes at a->guest
+ *
+ * True for a whole cluster, or for a fresh cluster (reads as zeros) where
+ * the guest sees zeros now: no copy-on-write around the data, which can
+ * go straight to a->host plus its offset in the cluster, like any data
+ * write.
+ *
+ * Context: any context, no lock, does not sleep.
+ * Return: true if no copy-on-write is needed.
  */
 bool qimg_alloc_data_only(struct qimg_device *dev, const struct qimg_alloc *a,
 			  size_t len)
@@ -452,7 +496,20 @@ bool qimg_alloc_data_only(struct qimg_device *dev, const struct qimg_alloc *a,
 	       (a->fresh && qimg_cow_src_zero(img, &a->e));
 }
 
-/* Step 2, synchronously: the data of @it and the copy-on-write around it. */
+/**
+ * qimg_alloc_write() - step 2 of an allocating write, synchronously
+ * @dev: the device
+ * @a: an allocation begun by qimg_alloc_begin()
+ * @it: the guest's data, inside the cluster
+ *
+ * Writes the data and, around it, what the guest sees there now
+ * (copy-on-write of only the untouched head and tail).  Nothing points
+ * at a->host yet, so readers still see the old mapping.
+ *
+ * Context: process context, may sleep; dev->meta_lock not held (the
+ * copy-on-write reads run as ordinary guest reads).
+ * Return: a->err if the reservation failed, else 0 or the write's errno.
+ */
 int qimg_alloc_write(struct qimg_device *dev, struct qimg_alloc *a,
 		     struct iov_iter *it)
 {
@@ -471,9 +528,13 @@ int qimg_alloc_write(struct qimg_device *dev, struct qimg_alloc *a,
  * @a: the allocation
  * @ret: the data write's result
  *
- * Points the L2 entry at the written cluster, or gives the cluster back.
- * Wake dev->inflight_wq after unlocking.
- * Context: dev->meta_lock held.
+ * Points the L2 entry at the written cluster and queues the replaced
+ * entry's shared cluster for freeing, or (on an error, unless the cluster
+ * was the entry's own) gives the cluster back.  Either way @a is done:
+ * its L2 table reference and its in-flight record are dropped.  Wake
+ * dev->inflight_wq after unlocking.
+ * Context: dev->meta_lock held; may sleep (queueing a free allocates);
+ * takes dev->inflight_lock.
  * Return: 0, or why the entry could not be set (the request fails).
  */
 int qimg_alloc_link(struct qimg_handle *h, struct qimg_alloc *a, int ret)
@@ -505,7 +566,20 @@ int qimg_alloc_link(struct qimg_handle *h, struct qimg_alloc *a, int ret)
 	return ret;
 }
 
-/* Step 3 on its own.  Returns the request's result. */
+/**
+ * qimg_alloc_finish() - step 3 of an allocating write on its own
+ * @dev: the device
+ * @a: an allocation begun by qimg_alloc_begin()
+ * @ret: the data write's result
+ *
+ * qimg_alloc_link() in a handle of its own, then wakes the writers
+ * waiting for the cluster (dev->inflight_wq).
+ *
+ * Context: process context, may sleep (the handle may write back); takes
+ * dev->meta_lock, which the caller must not hold.
+ * Return: the request's result: @ret, else why the entry could not be
+ * linked, else the handle's (write-back's) error.
+ */
 int qimg_alloc_finish(struct qimg_device *dev, struct qimg_alloc *a, int ret)
 {
 	struct qimg_handle h;
@@ -538,16 +612,25 @@ static int qimg_map_write_alloc(struct qimg_device *dev, u64 guest,
 	return qimg_alloc_finish(dev, &a, qimg_alloc_write(dev, &a, it));
 }
 
-/*
- * Discard / write zeroes of the whole cluster at @cstart through its L2
- * entry.  @unmap: the host cluster may be released.  With no backing file
- * and @unmap the entry is cleared (unallocated reads as zeros, v2 and v3);
- * otherwise v3 uses the zero flag, keeping the host cluster (ZERO_ALLOC)
- * only when it is ours alone and unmapping is not allowed.  v2 with a
- * backing file has no way to hide the backing data: -EOPNOTSUPP, the
- * caller writes zeros (write zeroes) or does nothing (discard).
- * A released cluster goes through the deferred-free path, so its refcount
- * drops only once the entry no longer pointing at it is durable.
+/**
+ * qimg_map_zero_cluster() - discard or write zeroes of a whole cluster
+ * @dev: the device
+ * @cstart: guest offset of the cluster
+ * @unmap: the host cluster may be released
+ *
+ * Changes the cluster's L2 entry.  With no backing file and @unmap the
+ * entry is cleared (unallocated reads as zeros, v2 and v3); otherwise v3
+ * uses the zero flag, keeping the host cluster (ZERO_ALLOC) only when it
+ * is ours alone and unmapping is not allowed.  v2 with a backing file has
+ * no way to hide the backing data.  A released cluster goes through the
+ * deferred-free path, so its refcount drops only once the entry no longer
+ * pointing at it is durable.
+ *
+ * Context: process context, may sleep; takes dev->meta_lock (the caller
+ * must not hold it) and waits for an allocation of the cluster in flight.
+ * Return: 0; -EOPNOTSUPP for v2 with a backing file (the caller writes
+ * zeros for write zeroes, or does nothing for discard); or a negative
+ * errno.
  */
 int qimg_map_zero_cluster(struct qimg_device *dev, u64 cstart, bool unmap)
 {
@@ -603,7 +686,20 @@ unlock:
 	return ret;
 }
 
-/* Write iov_iter_count(@it) bytes at @guest, all inside one cluster. */
+/**
+ * qimg_map_write() - write guest data inside one cluster
+ * @dev: the device
+ * @guest: guest offset
+ * @it: the data, iov_iter_count(@it) bytes, not crossing a cluster end
+ *
+ * A cluster that is allocated and ours alone (COPIED) is written in place
+ * without a device lock, inside a qimg_io_enter() section; anything else
+ * goes through the allocating path (qimg_alloc_begin() ...).
+ *
+ * Context: process context, may sleep; no lock held (dev->meta_lock is
+ * taken for an allocation).
+ * Return: 0 or a negative errno (-EUCLEAN for corruption or an overlap).
+ */
 int qimg_map_write(struct qimg_device *dev, u64 guest, struct iov_iter *it)
 {
 	struct qimg_image *img = &dev->top;
@@ -807,11 +903,20 @@ static int qimg_read_guest_chain(struct qimg_image *img, u64 off,
 	return 0;
 }
 
-/*
- * Read iov_iter_count(@it) bytes of what the guest sees at @off in @img.
- * Clusters of the top image can be freed and reused while we read them
- * (a concurrent discard): counted, see qimg_io_drain().  Backing images
- * are never written.
+/**
+ * qimg_read_guest() - read what the guest sees
+ * @img: the image (the top one, or a backing file for the chain below)
+ * @off: guest offset
+ * @it: destination, iov_iter_count(@it) bytes; zeros past the image's end
+ *
+ * Follows the backing chain for unallocated clusters.  Clusters of the
+ * top image can be freed and reused while we read them (a concurrent
+ * discard): the read is one qimg_io_enter() section, see qimg_io_drain().
+ * Backing images are never written.
+ *
+ * Context: process context, may sleep; no lock held (also called from
+ * the copy-on-write of qimg_alloc_write(), without dev->meta_lock).
+ * Return: 0 or a negative errno.
  */
 int qimg_read_guest(struct qimg_image *img, u64 off, struct iov_iter *it)
 {
@@ -826,6 +931,16 @@ int qimg_read_guest(struct qimg_image *img, u64 off, struct iov_iter *it)
 	return ret;
 }
 
+/**
+ * qimg_read_guest_buf() - qimg_read_guest() into a kernel buffer
+ * @img: the image
+ * @off: guest offset
+ * @buf: destination
+ * @len: bytes to read
+ *
+ * Context: process context, may sleep; no lock held.
+ * Return: 0 or a negative errno.
+ */
 int qimg_read_guest_buf(struct qimg_image *img, u64 off, void *buf,
 			size_t len)
 {

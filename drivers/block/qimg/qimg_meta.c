@@ -88,20 +88,51 @@ static void qimg_meta_corrupt_work(struct work_struct *work)
 			     ret);
 }
 
-/* Before the device is set up (attach). */
+/**
+ * qimg_meta_init() - set up a device's metadata layer
+ * @dev: the device, not yet visible to anybody
+ *
+ * The first transaction and the work item that sets the corrupt bit.
+ *
+ * Context: attach (qimg_device_alloc()), before the device is set up; no
+ * lock needed.
+ */
 void qimg_meta_init(struct qimg_device *dev)
 {
 	dev->meta_tid = 1;
 	INIT_WORK(&dev->corrupt_work, qimg_meta_corrupt_work);
 }
 
-/* Before the final flush and before the image files are released. */
+/**
+ * qimg_meta_quiesce() - wait for pending metadata work of a device
+ * @dev: the device
+ *
+ * Waits for the work item that sets the corrupt bit in the header.  Due
+ * before the final flush and before the image files are released.
+ *
+ * Context: process context, sleeps; dev->meta_lock not held (the work
+ * item takes it).
+ */
 void qimg_meta_quiesce(struct qimg_device *dev)
 {
 	flush_work(&dev->corrupt_work);
 }
 
-/* Any context; dev->meta_lock may or may not be held. */
+/**
+ * qimg_mark_corrupt() - report corrupt metadata; the device turns read-only
+ * @dev: the device
+ * @fmt: printf format of what is wrong (no newline)
+ *
+ * Logs the message (rate limited).  The first report turns the device and
+ * its disk read-only (writes already acknowledged are still written back,
+ * see qimg_flush()) and, for a v3 image attached read-write, schedules
+ * setting the corrupt bit in the header, as QEMU does, from a work item:
+ * readers find corruption too, without dev->meta_lock, and must not wait
+ * for it.
+ *
+ * Context: process context, may sleep (the first report changes the
+ * disk's read-only state); dev->meta_lock may or may not be held.
+ */
 void qimg_mark_corrupt(struct qimg_device *dev, const char *fmt, ...)
 {
 	struct va_format vaf;
@@ -132,8 +163,8 @@ void qimg_mark_corrupt(struct qimg_device *dev, const char *fmt, ...)
  * @h: the handle, on the caller's stack
  * @credits: metadata blocks the handle may add to the transaction
  *
- * Context: dev->meta_lock held.  Always pair with qimg_meta_stop(), also
- * when this fails.
+ * Context: dev->meta_lock held, does not sleep.  Always pair with
+ * qimg_meta_stop(), also when this fails.
  * Return: 0, or -EIO when no metadata can be written any more (the
  * handle then refuses every change).
  */
@@ -195,10 +226,14 @@ static int qimg_h_touch(struct qimg_handle *h, unsigned int bit,
  * Changes made through @h stay in the running transaction whatever @err
  * says: callers order their steps so that each leaves the metadata
  * consistent (at worst a leak).  The outermost handle writes back when
- * dirty tables crowd a cache (they cannot be evicted).
+ * dirty tables crowd a cache (they cannot be evicted), unless it runs
+ * inside a write-back.
  *
- * Context: dev->meta_lock held.
- * Return: @err if set, else the handle's error, else the write-back's.
+ * Context: dev->meta_lock held; may sleep (the outermost handle may write
+ * back).
+ * Return: @err if set, else the handle's error, else -EIO once write-back
+ * has failed for good (for the outermost handle), else the write-back's
+ * result.  -EIO also for a handle stopped twice.
  */
 int qimg_meta_stop(struct qimg_handle *h, int err)
 {
@@ -234,7 +269,7 @@ int qimg_meta_stop(struct qimg_handle *h, int err)
  * first time.  (With the journal, this is where a table being committed
  * would be copied first.)
  *
- * Context: dev->meta_lock held.
+ * Context: dev->meta_lock held, does not sleep.
  * Return: 0 or the handle's error.
  */
 int qimg_meta_get_write_access(struct qimg_handle *h, struct qimg_cache *c,
@@ -264,7 +299,8 @@ int qimg_meta_get_write_access(struct qimg_handle *h, struct qimg_cache *c,
  * The whole table is dirty: it is written before anything that points at
  * it (see the crash model).
  *
- * Context: dev->meta_lock held.
+ * Context: dev->meta_lock held; may sleep (allocation; takes the cache's
+ * load_mutex and lock).
  * Return: 0 or a negative errno (nothing changed).
  */
 int qimg_meta_new_table(struct qimg_handle *h, struct qimg_cache *c,
@@ -301,7 +337,8 @@ int qimg_meta_new_table(struct qimg_handle *h, struct qimg_cache *c,
  * @val: the raw entry (see qimg_l2_encode_*())
  *
  * Lockless readers see the old or the new entry, never a mix.
- * Context: dev->meta_lock held.
+ * Context: dev->meta_lock held, does not sleep (takes the L2 cache's
+ * lock).
  * Return: 0 or the handle's error (then nothing changed).
  */
 int qimg_meta_set_l2(struct qimg_handle *h, struct qimg_centry *e, u64 idx,
@@ -324,7 +361,8 @@ int qimg_meta_set_l2(struct qimg_handle *h, struct qimg_centry *e, u64 idx,
  * @idx: entry index in the block
  * @val: the new refcount
  *
- * Context: dev->meta_lock held.
+ * Context: dev->meta_lock held, does not sleep (takes the refcount
+ * cache's lock).
  * Return: 0, -ERANGE if @val does not fit the image's refcount width, or
  * the handle's error.
  */
@@ -360,7 +398,7 @@ static void qimg_range_add(u64 *lo, u64 *hi, u64 idx)
  * @idx: entry index, below l1_entries
  * @val: the raw entry (qimg_l1_encode())
  *
- * Context: dev->meta_lock held.
+ * Context: dev->meta_lock held, does not sleep.
  * Return: 0 or the handle's error (then nothing changed).
  */
 int qimg_meta_set_l1(struct qimg_handle *h, u32 idx, u64 val)
@@ -385,7 +423,7 @@ int qimg_meta_set_l1(struct qimg_handle *h, u32 idx, u64 val)
  * @idx: entry index, below dev->reftable_entries
  * @val: host offset of the refcount block
  *
- * Context: dev->meta_lock held.
+ * Context: dev->meta_lock held, does not sleep.
  * Return: 0 or the handle's error (then nothing changed).
  */
 int qimg_meta_set_reftable(struct qimg_handle *h, u64 idx, u64 val)
@@ -623,10 +661,16 @@ static int qimg_meta_writeback_locked(struct qimg_device *dev)
  * Without the journal, this is the commit: everything dirty goes to disk
  * in dependency order (the final fsync is the caller's).  Run with no
  * handle open, it also ends the transaction; inside a handle (growing
- * the refcount table) the transaction goes on.
+ * the refcount table) the transaction goes on.  The post-sync hook of
+ * the layer above (deferred frees) runs from here.  A failed write or
+ * sync ends all writing (qimg_meta_abort()): the device turns read-only
+ * and the L1 and L2 tables in memory are reread from the disk.
  *
- * Context: dev->meta_lock held.
- * Return: 0 or a negative errno; after a failure nothing more is written.
+ * Context: dev->meta_lock held, may sleep (file writes, syncs); never from
+ * inside a write-back.
+ * Return: 0 or a negative errno: -EIO after an earlier failure of
+ * write-back or from inside one, or the error of a write, a sync or the
+ * post-sync hook.
  */
 int qimg_meta_writeback(struct qimg_device *dev)
 {
@@ -646,7 +690,18 @@ int qimg_meta_writeback(struct qimg_device *dev)
 	return ret;
 }
 
-/* The caller's own fsync of the image failed (dev->meta_lock held). */
+/**
+ * qimg_meta_sync_failed() - the caller's own fsync of the image failed
+ * @dev: the device
+ * @err: the fsync's error
+ *
+ * What reached the disk is unknown: writing stops for good (the device
+ * turns read-only, every later write-back fails) and the L1 and L2 tables
+ * in memory are reread from the disk.
+ *
+ * Context: process context, may sleep; dev->meta_lock held.
+ * Return: @err.
+ */
 int qimg_meta_sync_failed(struct qimg_device *dev, int err)
 {
 	lockdep_assert_held(&dev->meta_lock);
@@ -662,7 +717,7 @@ int qimg_meta_sync_failed(struct qimg_device *dev, int err)
  * @val: its new value
  *
  * Written in place and synced before this returns.
- * Context: dev->meta_lock held.
+ * Context: dev->meta_lock held, may sleep (write and sync).
  * Return: 0 or a negative errno (a failed write ends all writing).
  */
 int qimg_meta_set_header(struct qimg_handle *h, u32 off, u64 val)
@@ -689,7 +744,7 @@ int qimg_meta_set_header(struct qimg_handle *h, u32 off, u64 val)
  *
  * For the bitmap directory: written in place and synced before this
  * returns.
- * Context: dev->meta_lock held.
+ * Context: dev->meta_lock held, may sleep (write and sync).
  * Return: 0 or a negative errno (a failed write ends all writing).
  */
 int qimg_meta_write_struct(struct qimg_handle *h, const void *buf,
@@ -724,9 +779,10 @@ int qimg_meta_write_struct(struct qimg_handle *h, const void *buf,
  * In the crash model's order: everything dirty written back, the new
  * table (with the current entries copied in now) written and synced, then
  * the header's offset and size switched in one sector write and synced.
- * Any failure ends all writing (the header may or may not have moved).
+ * A failed write or sync ends all writing (the header may or may not have
+ * moved).
  *
- * Context: dev->meta_lock held.
+ * Context: dev->meta_lock held, may sleep (write-back, writes, syncs).
  * Return: 0 or a negative errno (@table then stays the caller's).
  */
 int qimg_meta_switch_reftable(struct qimg_handle *h, __be64 *table,

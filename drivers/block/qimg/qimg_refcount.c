@@ -53,6 +53,21 @@ static int qimg_rt_lookup(struct qimg_device *dev, u64 rt_idx, u64 *rb_off)
 	return 0;
 }
 
+/**
+ * qimg_refcount_get_host() - read the refcount of a host cluster
+ * @dev: the device (its top image, attached read-write)
+ * @host: a host offset in the cluster
+ * @val: receives the refcount; 0 when no refcount block covers @host
+ *
+ * A corrupt refcount table entry marks the image corrupt.
+ *
+ * Context: process context, may sleep (refcount block read).
+ * dev->meta_lock should be held: the refcount table may otherwise be
+ * replaced (and freed) by qimg_grow_reftable() meanwhile.  Its one caller,
+ * a KUnit test, reads with the device idle.
+ * Return: 0, -EUCLEAN (corrupt metadata, or an overlap), or the cache's
+ * errno.
+ */
 int qimg_refcount_get_host(struct qimg_device *dev, u64 host, u64 *val)
 {
 	const struct qimg_geom *g = dev->top.g;
@@ -184,8 +199,16 @@ static int qimg_grow_reftable(struct qimg_device *dev)
  * @h: the handle (QIMG_CREDITS_ALLOC_CLUSTER)
  * @host: receives the cluster's host offset
  *
- * Context: dev->meta_lock held.
- * Return: 0, -ENOSPC, -EUCLEAN (corrupt refcounts) or another errno.
+ * Scans the refcount blocks from dev->free_hint; a missing refcount block
+ * is made in the first free cluster it covers, and a full refcount table
+ * grows (qimg_grow_reftable(), in a handle of its own, which writes back
+ * and syncs).  A zero refcount on metadata is corruption, never handed
+ * out (qimg_overlap_check_new()).
+ *
+ * Context: dev->meta_lock held; may sleep (refcount block reads, table
+ * growth).
+ * Return: 0, -ENOSPC, -EUCLEAN (corrupt refcounts), the handle's error
+ * or another errno.
  */
 int qimg_alloc_clusters(struct qimg_handle *h, u64 *host)
 {
@@ -273,7 +296,11 @@ int qimg_alloc_clusters(struct qimg_handle *h, u64 *host)
  * @host: start of the range
  * @len: its length (a compressed cluster's bytes, or whole clusters)
  *
- * Context: dev->meta_lock held.
+ * Queued on dev->pending_frees; qimg_apply_frees() applies it after the
+ * next write-back made the replacing references durable.  Without memory
+ * to queue it the range leaks, harmlessly.
+ *
+ * Context: dev->meta_lock held; may sleep (GFP_KERNEL allocation).
  */
 void qimg_defer_free(struct qimg_handle *h, u64 host, u64 len)
 {
@@ -364,10 +391,22 @@ static unsigned int qimg_frees_credits(struct qimg_device *dev)
 	return min_t(u64, n, UINT_MAX / 2);
 }
 
-/*
- * Apply the queued decrements (their replacements are durable by now), in
- * a handle of their own.  Called from the write-back (post-sync hook),
- * which writes the refcount blocks they dirty right after.
+/**
+ * qimg_apply_frees() - apply the deferred refcount decrements
+ * @dev: the device
+ *
+ * The references that replaced the queued ranges are durable by now.
+ * First waits for every data I/O that may still target them
+ * (qimg_io_drain()), then drops one reference per cluster, in a handle of
+ * its own, and punches the clusters that became free out of the file.  The
+ * refcount blocks it dirties are written back by the caller right after.
+ * On an error the range being applied is dropped (what is left of it
+ * leaks) and the later ones stay queued.
+ *
+ * Context: process context, may sleep; dev->meta_lock held.  The post-sync
+ * hook (qimg_refcount_meta_ops), called from qimg_meta_writeback().
+ * Return: 0 or a negative errno (-EUCLEAN for a refcount that was 0 or
+ * had no refcount block).
  */
 int qimg_apply_frees(struct qimg_device *dev)
 {
@@ -406,6 +445,15 @@ int qimg_apply_frees(struct qimg_device *dev)
 	return qimg_meta_stop(&h, ret);
 }
 
+/**
+ * qimg_drop_frees() - forget the deferred refcount decrements
+ * @dev: the device
+ *
+ * At teardown, for decrements never applied (a failed write-back): the
+ * clusters leak, which qemu-img check -r repairs.
+ *
+ * Context: process context; the device has no user left (no lock).
+ */
 void qimg_drop_frees(struct qimg_device *dev)
 {
 	struct qimg_pending_free *p, *tmp;

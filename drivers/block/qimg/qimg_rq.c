@@ -38,14 +38,24 @@
 #include "qimg_map.h"
 #include "qimg_rq.h"
 
-/*
- * REQ_OP_FLUSH, and detach: make every acknowledged write durable.  Also
- * after corruption was found (the device refuses new writes then), the
- * metadata of writes already acknowledged is written back: it describes
- * clusters that were allocated and written correctly, and dropping it
- * would lose them.  Only a failed write-back (QIMG_STATE_WB_FAILED) makes
- * that impossible, and then every flush fails: none may report success
- * while acknowledged data is not durable.
+/**
+ * qimg_flush() - make every acknowledged write durable
+ * @dev: the device
+ *
+ * For REQ_OP_FLUSH and detach: writes back the metadata, then syncs the
+ * image file.  Also after corruption was found (the device refuses new
+ * writes then), the metadata of writes already acknowledged is written
+ * back: it describes clusters that were allocated and written correctly,
+ * and dropping it would lose them.  Only a failed write-back
+ * (QIMG_STATE_WB_FAILED) makes that impossible, and then every flush
+ * fails: none may report success while acknowledged data is not durable.
+ * A failed fsync ends all writing (qimg_meta_sync_failed()): its error is
+ * reported once, later fsyncs would succeed.
+ *
+ * Context: process context, may sleep; takes dev->meta_lock, which the
+ * caller must not hold (request workers, detach).
+ * Return: 0 (also on a read-only attach), or -EIO or the write-back's or
+ * fsync's error.
  */
 int qimg_flush(struct qimg_device *dev)
 {
@@ -269,10 +279,18 @@ static void qimg_alloc_aio_complete(struct kiocb *iocb, long res)
 		queue_work(dev->link_wq, &dev->link_work);
 }
 
-/*
- * Link the L2 entries of the allocating writes whose data is written:
- * one dev->meta_lock section and one metadata group for all of them,
- * then end their requests.
+/**
+ * qimg_link_work() - link the L2 entries of asynchronous allocating writes
+ * @work: dev->link_work
+ *
+ * For the writes whose data is written (dev->link_list): one
+ * dev->meta_lock section and one handle for all of them (qimg_alloc_link()
+ * each), then their requests end.  On dev->link_wq, not dev->wq, whose
+ * workers may all be waiting for such a link (qimg_inflight_wait()).
+ *
+ * Context: process context (workqueue), may sleep; takes dev->meta_lock,
+ * and runs as an image-file writer (qimg_writer_begin()) since the handle
+ * may write back.
  */
 void qimg_link_work(struct work_struct *work)
 {
