@@ -52,7 +52,6 @@ static void qimg_dev_read_holes(struct kunit *test)
 					buf, 4096), 0);
 }
 
-
 /*
  * Allocating writes: a whole cluster, then 4 KiB in the middle of another
  * (the rest of that cluster must read as zeros: COW from nothing), then a

@@ -88,8 +88,8 @@ static inline struct block_device *qimg_t_open_bdev(struct kunit *test, int inde
 	return bdev;
 }
 
-static inline int qimg_t_io(struct block_device *bdev, blk_opf_t op, u64 off,
-		     void *buf, unsigned int len)
+static inline int qimg_t_io(struct block_device *bdev, blk_opf_t op,
+			    u64 off, void *buf, unsigned int len)
 {
 	struct bio *bio;
 	unsigned int done, n;
@@ -177,8 +177,8 @@ static inline void qimg_t_fill(u8 *buf, unsigned int len, u8 seed)
 		buf[i] = seed + i * 7 + (i >> 9);
 }
 
-static inline void qimg_t_pread(struct kunit *test, struct file *f, void *buf,
-			 size_t len, loff_t pos)
+static inline void qimg_t_pread(struct kunit *test, struct file *f,
+				void *buf, size_t len, loff_t pos)
 {
 	KUNIT_ASSERT_EQ(test, kernel_read(f, buf, len, &pos), (ssize_t)len);
 }
