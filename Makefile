@@ -38,9 +38,9 @@ JSONC_CFLAGS := $(shell pkg-config --cflags json-c 2>/dev/null)
 QIMG_VERSION := $(shell sed -n 's/^PACKAGE_VERSION="\{0,1\}\([^"]*\)"\{0,1\}[[:space:]]*$$/\1/p' $(TOP)/dkms.conf)
 QIMGCTL_DEFS := -DQIMGCTL_VERSION='"$(QIMG_VERSION)"'
 
-FMT_SRC := drivers/block/qimg/qimg_fmt.c
+FMT_SRC := drivers/block/qimg/qimg_fmt.c drivers/block/qimg/qimg_journal_fmt.c
 QIMGCTL_SRC := $(wildcard tools/qimgctl/*.c) $(FMT_SRC)
-QIMGCTL_HDR := $(wildcard tools/qimgctl/*.h) drivers/block/qimg/qimg_fmt.h dkms.conf \
+QIMGCTL_HDR := $(wildcard tools/qimgctl/*.h) drivers/block/qimg/qimg_fmt.h drivers/block/qimg/qimg_journal_fmt.h dkms.conf \
 	tools/include/qimg_shim.h $(wildcard include/uapi/linux/*.h)
 UNIT_SRC := $(wildcard tools/testing/unit/*.c)
 UNIT_HDR := $(wildcard tools/testing/unit/*.h)
