@@ -124,7 +124,7 @@ static inline void qimg_jrnl_build_checks(void)
 	BUILD_BUG_ON(offsetof(struct qimg_disk_jrnl_write, data_off) != 16);
 	BUILD_BUG_ON(offsetof(struct qimg_disk_jrnl_write, data_crc) != 20);
 	BUILD_BUG_ON(sizeof(struct qimg_disk_jrnl_revoke) != 16);
-	BUILD_BUG_ON(QIMG_JRNL_HDR_CHUNK < sizeof(struct qimg_disk_jrnl_header));
+	BUILD_BUG_ON(sizeof(struct qimg_disk_jrnl_header) > QIMG_JRNL_HDR_CHUNK);
 	BUILD_BUG_ON(QIMG_JRNL_HDR_CHUNK != 1 << QIMG_JRNL_MIN_BLOCK_BITS);
 }
 
