@@ -825,7 +825,7 @@ static int jtx(struct jwalk *w, u32 start, u64 seq, u32 *next, u32 *nblk,
 			return jfail(w->err, -EUCLEAN,
 				     "journal commit at block %u (seq %llu): next start %u is neither %u nor the ring start",
 				     pos, seq, ns, pos + 1);
-		if (be32_to_cpu(b->tx_crc) != crc) {
+		if (be32_to_cpu(b->tx_crc) != crc && !bad) {
 			bad = true;
 			e->why = "the transaction checksum does not match";
 		}
