@@ -82,6 +82,12 @@ $(B)/fuzz/fuzz_header: tools/testing/fuzz/fuzz_header.c $(FMT_SRC) $(QIMGCTL_HDR
 		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 		-o $@ tools/testing/fuzz/fuzz_header.c $(FMT_SRC)
 
+$(B)/fuzz/fuzz_journal: tools/testing/fuzz/fuzz_journal.c tools/testing/unit/qimg_jrnl_vectors.h $(FMT_SRC) $(QIMGCTL_HDR)
+	@mkdir -p $(B)/fuzz
+	$(CLANG) -std=c11 -D_GNU_SOURCE -g -O1 $(INC) -I$(TOP)/tools/testing/unit \
+		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+		-o $@ tools/testing/fuzz/fuzz_journal.c $(FMT_SRC)
+
 module:
 	$(MAKE) -C $(KDIR) M=$(TOP) modules
 
@@ -103,11 +109,13 @@ deps:
 	@bash tools/testing/install-deps.sh
 
 check-build: $(B)/qimgctl $(B)/san/qimgctl $(B)/san/qimg-lockhold $(B)/san/test_fmt $(B)/fuzz/fuzz_header modules-all
+check-build: $(B)/fuzz/fuzz_journal
 
 SUITES := tools/testing/selftest/run \
 	tools/testing/unit/run \
 	tools/testing/lint/run \
 	tools/testing/fuzz/run \
+	tools/testing/fuzz/run-journal \
 	tools/testing/xcheck/run \
 	tools/testing/vm/run-tests \
 	tools/testing/vm/run-tests-debug \
