@@ -645,7 +645,7 @@ static int jdesc_check(struct jwalk *w, u32 pos, u64 seq)
 		return jfail(w->err, -EUCLEAN,
 			     "journal descriptor at block %u (seq %llu): bytes after the %u records are not zero",
 			     pos, seq, nrec);
-	need = (prev_end + w->bs - 1) >> w->bits;
+	need = ((u64)prev_end + w->bs - 1) >> w->bits;
 	if (ndata != need)
 		return jfail(w->err, -EUCLEAN,
 			     "journal descriptor at block %u (seq %llu): %u data blocks, its records use %u",
