@@ -437,7 +437,8 @@ static inline int qjv_build(const struct qimg_jrnl_vec *v, u8 *area)
 	u32 bits = qjv_bits(v), bs = 1U << bits, nblocks = qjv_nblocks(v);
 	struct qimg_jrnl_hdr h;
 	struct qimg_jrnl_rec recs[6];
-	u8 fill[6][512];
+	/* Static: 3 KiB is too much for a kernel stack (KUnit). */
+	static u8 fill[6][512];
 	u32 pos = QIMG_JRNL_RING_START, i, j, k;
 	int ret;
 
