@@ -930,7 +930,7 @@ static int jwalk_run(struct jwalk *w, struct qimg_jrnl_scan *s, u64 limit)
 	const struct qimg_jrnl_hdr *h = w->h;
 	u64 seq = h->synced_seq + 1, ntx = 0, used = 0;
 	u64 ring = h->nblocks - QIMG_JRNL_RING_START;
-	u32 pos = h->tail_block, next, nblk;
+	u32 pos = h->tail_block, next = 0, nblk = 0;
 	struct jend e;
 	int ret;
 
