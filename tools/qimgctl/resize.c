@@ -109,12 +109,12 @@ static int resize_qcow2(const char *file, const char *arg, bool shrink)
 		ret = -EINVAL;
 	}
 	if (!ret && w.h->nb_snapshots && size < cur) {
-		qimgctl_err("%s: Can't shrink an image which has snapshots (qimgctl does not resize those)",
+		qimgctl_err("%s: shrinking an image with internal snapshots is not supported by qimgctl (qemu-img resize can)",
 			    file);
 		ret = -EOPNOTSUPP;
 	}
 	if (!ret && w.h->has_bitmaps_ext && w.h->nb_bitmaps) {
-		qimgctl_err("%s: Can't resize an image which has bitmaps",
+		qimgctl_err("%s: resizing an image with persistent bitmaps is not supported by qimgctl (qemu-img resize can)",
 			    file);
 		ret = -EOPNOTSUPP;
 	}
