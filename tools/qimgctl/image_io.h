@@ -184,6 +184,13 @@ void qimgctl_json_print(FILE *f, struct json_object *obj);
 void qimgctl_size_str(u64 val, char *buf, size_t len);
 
 /*
+ * Status of guest offset @off (< n->length) of one chain element, a qcow2
+ * image or a raw file (holes read as zeroes), as `map` sees it.
+ */
+int qimgctl_node_status(struct qimgctl_node *n, u64 off, u64 max,
+			struct qimgctl_extent *ext);
+
+/*
  * -f FMT of a command that reads qcow2 and QED images: adds the
  * QIMGCTL_CHAIN_ONLY_* flag for @fmt to @flags; -1 after a message for
  * another format.
