@@ -59,6 +59,16 @@ static const struct qimgctl_cmd cmds[] = {
 	  NULL },
 	{ "list", qimgctl_cmd_list, "list [--json]",
 	  "Attached devices; nothing (or [] with --json) if there are none.\n" },
+	{ "compare", qimgctl_cmd_compare,
+	  "compare [-f FMT] [-F FMT] [-s] [-U] [-p] [-q] FILE1 FILE2",
+	  "Whether two images (qcow2 or raw, with their backing chains) show\n"
+	  "the guest the same contents, as qemu-img compare says it.  Without\n"
+	  "-s the larger image's extra part must read as zeroes.\n"
+	  "-f FMT, -F FMT  format of FILE1, FILE2: qcow2 or raw (default: probe)\n"
+	  "-s              strict: sizes and allocation state must match too\n"
+	  "-p              show progress   -q  print nothing\n"
+	  "Exit status: 0 identical, 1 different, 2 an image could not be\n"
+	  "opened, 3 allocation status failed, 4 a read failed.\n" },
 };
 
 #define NR_CMDS	(sizeof(cmds) / sizeof(cmds[0]))
