@@ -69,6 +69,14 @@ static const struct qimgctl_cmd cmds[] = {
 	  "-p              show progress   -q  print nothing\n"
 	  "Exit status: 0 identical, 1 different, 2 an image could not be\n"
 	  "opened, 3 allocation status failed, 4 a read failed.\n" },
+	{ "measure", qimgctl_cmd_measure,
+	  "measure [--output=human|json] [-O qcow2|raw] [-o OPTIONS] [--size SIZE | [-f FMT] [-U] FILE]",
+	  "The size a new image of format -O (default raw) needs, for SIZE\n"
+	  "bytes or for the contents of FILE (qcow2 or raw, with its backing\n"
+	  "chain), as qemu-img measure reports it: required size, fully\n"
+	  "allocated size and, for qcow2 v3, the space of FILE's persistent\n"
+	  "bitmaps.  OPTIONS as create takes them (cluster_size,\n"
+	  "refcount_bits, compat, extended_l2, preallocation, backing_file...).\n" },
 };
 
 #define NR_CMDS	(sizeof(cmds) / sizeof(cmds[0]))

@@ -100,5 +100,6 @@ int qimgctl_cmd_attach(int argc, char **argv);
 int qimgctl_cmd_detach(int argc, char **argv);
 int qimgctl_cmd_list(int argc, char **argv);
 int qimgctl_cmd_compare(int argc, char **argv);
+int qimgctl_cmd_measure(int argc, char **argv);
 
 #endif /* QIMGCTL_H */
