@@ -10,11 +10,13 @@
  * is reported too.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 
@@ -438,6 +440,14 @@ int qimgctl_cmd_measure(int argc, char **argv)
 		}
 	}
 	if (optind < argc) {
+		int fd = open(argv[optind], O_RDONLY | O_CLOEXEC);
+
+		if (fd < 0) {
+			qimgctl_err("Could not open '%s': %s", argv[optind],
+				    strerror(errno));
+			goto out;
+		}
+		close(fd);
 		if (qimgctl_chain_open(&top, argv[optind], fmt ? fmt : "",
 				       flags))
 			goto out;

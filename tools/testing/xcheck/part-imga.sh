@@ -1,0 +1,179 @@
+# shellcheck shell=bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# xcheck part (sourced by run): the read-side commands qimgctl shares with
+# qemu-img -- compare, measure, map --start-offset/--max-length, info on
+# encrypted images, create -o preallocation -- each compared with what
+# qemu-img 7.2 prints and exits with for the same images.  Uses run's
+# helpers (want, qx, t_pass, t_fail, show, err_case, N_CMP, N_IMAGES).
+
+# ia_images: the images the cases below compare (made by qemu-img/qemu-io).
+ia_images() {
+	local -a w=(-c "write -P 1 0 64k" -c "write -P 2 1M 3k")
+	mkdir -p ia && cd ia || return 1
+	{
+		qemu-img create -q -f qcow2 a.qcow2 16M &&
+		qemu-io -f qcow2 "${w[@]}" -c "write -z 2M 64k" a.qcow2 &&
+		qemu-img create -q -f qcow2 b.qcow2 20M &&
+		qemu-io -f qcow2 "${w[@]}" b.qcow2 &&
+		qemu-img create -q -f qcow2 bx.qcow2 20M &&
+		qemu-io -f qcow2 "${w[@]}" -c "write -P 3 18M 4k" bx.qcow2 &&
+		qemu-img convert -O raw a.qcow2 a.raw &&
+		qemu-img convert -c -O qcow2 a.qcow2 ac.qcow2 &&
+		qemu-img convert -c -O qcow2 -o compression_type=zstd a.qcow2 az.qcow2 &&
+		qemu-img convert -O qcow2 -o cluster_size=4k a.qcow2 a4.qcow2 &&
+		qemu-img create -q -f qcow2 -b a.qcow2 -F qcow2 ov.qcow2 &&
+		qemu-img create -q -f qcow2 -b a.qcow2 -F qcow2 ov2.qcow2 &&
+		qemu-io -f qcow2 -c "write -P 3 1M 512" ov2.qcow2 &&
+		qemu-img create -q -f qcow2 -b a.raw -F raw ovr.qcow2 18M &&
+		qemu-img create -q -f qcow2 -o extended_l2=on c.qcow2 16M &&
+		qemu-io -f qcow2 "${w[@]}" -c "write -z 2M 64k" c.qcow2 &&
+		qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=128k x1.qcow2 16M &&
+		qemu-io -f qcow2 -c "write -P 1 4k 4k" -c "write -P 1 12k 8k" \
+			-c "write -z 64k 4k" x1.qcow2 &&
+		qemu-img bitmap --add -g 512 x1.qcow2 bmA &&
+		qemu-img bitmap --add -g 2M x1.qcow2 a_longer_bitmap_name &&
+		qemu-img create -q -f qcow2 short.qcow2 8M &&
+		qemu-io -f qcow2 "${w[@]}" short.qcow2 &&
+		qemu-img create -q -f qcow2 -b short.qcow2 -F qcow2 ovs.qcow2 16M &&
+		qemu-img create -q -f qcow2 -b short.qcow2 -F qcow2 ovs2.qcow2 16M &&
+		qemu-io -f qcow2 -c "write -P 0 10M 64k" ovs2.qcow2 &&
+		qemu-img create -q -f qcow2 -o compat=0.10 v2.qcow2 16M &&
+		qemu-io -f qcow2 "${w[@]}" -c "write -P 0 2M 64k" v2.qcow2 &&
+		qemu-img create -q -f qcow2 -o cluster_size=512 s512.qcow2 16M &&
+		qemu-io -f qcow2 "${w[@]}" -c "write -z 2M 64k" s512.qcow2 &&
+		qemu-img create -q -f qcow2 -o preallocation=metadata pm.qcow2 16M &&
+		qemu-img create -q -f qcow2 e.qcow2 16M &&
+		qemu-img create -q -f qcow2 -o data_file=df.raw,data_file_raw=on dfi.qcow2 16M &&
+		qemu-io -f qcow2 "${w[@]}" dfi.qcow2 &&
+		truncate -s 16777000 odd.raw &&
+		qemu-io -f raw "${w[@]}" odd.raw
+	} >../out/ia.log 2>&1
+	local rc=$?
+	cd .. || return 1
+	return $rc
+}
+
+IA_FILES="a.qcow2 b.qcow2 bx.qcow2 a.raw ac.qcow2 az.qcow2 a4.qcow2 ov.qcow2
+ov2.qcow2 ovr.qcow2 c.qcow2 x1.qcow2 short.qcow2 ovs.qcow2 ovs2.qcow2 v2.qcow2
+s512.qcow2 pm.qcow2 e.qcow2 dfi.qcow2 odd.raw"
+
+# ia_same NAME ARGS...: qimgctl ARGS and qemu-img ARGS, run in ia/, must
+# print the same stdout and exit with the same status (stderr: one line
+# each when failing).
+ia_same() {
+	local name=$1 qrc
+	shift
+	want "$name" || return 0
+	N_CMP=$((N_CMP + 1))
+	(cd ia && qemu-img "$@" >../out/q.out 2>../out/q.err)
+	qrc=$?
+	(cd ia && qx ../out/x.out ../out/x.err "$@"; exit "$QX_RC")
+	QX_RC=$?
+	if crashed "$QX_RC" out/x.err; then
+		t_fail "$name: qimgctl crashed (status $QX_RC)"
+		show out/x.err 8
+	elif [ "$qrc" -ne "$QX_RC" ]; then
+		t_fail "$name: exit status $QX_RC, qemu-img $qrc"
+		show out/q.out 2
+		show out/x.out 2
+		show out/x.err 2
+	elif ! cmp -s out/q.out out/x.out; then
+		t_fail "$name: output differs from qemu-img's"
+		diff out/q.out out/x.out | show /dev/stdin 6
+	elif [ "$qrc" -ne 0 ] && [ -s out/q.err ] &&
+		[ "$(grep -c . out/x.err)" -ne 1 ]; then
+		t_fail "$name: $(grep -c . out/x.err) lines on stderr, expected one"
+		show out/x.err 4
+	else
+		t_pass "$name"
+	fi
+}
+
+ia_compare() {
+	local x y s i=0
+	# Every image against qcow2 a and against one partner of a rotating
+	# kind (raw, overlay, extended L2, shorter, empty), plain and strict,
+	# in alternating directions.
+	local -a files partners
+	# shellcheck disable=SC2206
+	files=($IA_FILES)
+	partners=(a.raw ov.qcow2 c.qcow2 short.qcow2 e.qcow2)
+	for x in "${files[@]}"; do
+		for y in a.qcow2 "${partners[i % 5]}"; do
+			i=$((i + 1))
+			s=""
+			[ $((i % 3)) = 0 ] && s=-s
+			if [ $((i % 2)) = 0 ]; then
+				ia_same "imga/compare/$x-$y$s" compare $s "$x" "$y"
+			else
+				ia_same "imga/compare/$y-$x$s" compare $s "$y" "$x"
+			fi
+		done
+	done
+	ia_same imga/compare/q-identical compare -q a.qcow2 a.raw
+	ia_same imga/compare/q-differ compare -q a.qcow2 bx.qcow2
+	ia_same imga/compare/formats compare -f qcow2 -F raw a.qcow2 a.raw
+	ia_same imga/compare/raw-as-raw compare -f raw -F raw a.qcow2 a.qcow2
+	ia_same imga/compare/strict-size compare -s a.qcow2 b.qcow2
+	ia_same imga/compare/options-after compare a.qcow2 b.qcow2 -s
+	ia_same imga/compare/missing compare a.qcow2 nope.qcow2
+	ia_same imga/compare/one-file compare a.qcow2
+	ia_same imga/compare/three-files compare a.qcow2 a.qcow2 a.qcow2
+	ia_same imga/compare/not-qcow2 compare -f qcow2 a.qcow2 a.raw
+}
+
+ia_measure() {
+	local f o O out i=0
+	local -a srcs=(a.qcow2 a.raw ac.qcow2 ov2.qcow2 ovr.qcow2 x1.qcow2
+		ovs2.qcow2 pm.qcow2 odd.raw "--size 1G" "--size 1000"
+		"--size 100T")
+	# Every option set with four sources (rotating through the list).
+	for o in "" cluster_size=512 cluster_size=4k,refcount_bits=1 \
+		cluster_size=2M,refcount_bits=64 extended_l2=on \
+		extended_l2=on,cluster_size=16k compat=0.10 preallocation=full \
+		preallocation=metadata backing_file=x,backing_fmt=raw \
+		refcount_bits=8,cluster_size=128k; do
+		for f in "${srcs[i % 12]}" "${srcs[(i + 3) % 12]}" \
+			"${srcs[(i + 6) % 12]}" "${srcs[(i + 9) % 12]}"; do
+			out=human
+			[ $((i % 2)) = 0 ] && out=json
+			i=$((i + 1))
+			# shellcheck disable=SC2086
+			ia_same "imga/measure/${o:-default}/${f// /}" measure -O qcow2 \
+				${o:+-o "$o"} --output=$out $f
+		done
+		i=$((i + 1))
+	done
+	for f in a.qcow2 odd.raw "--size 1000" "--size 1G"; do
+		for O in "" "-O raw"; do
+			# shellcheck disable=SC2086
+			ia_same "imga/measure/raw${O// /}/${f// /}" measure $O \
+				--output=json $f
+		done
+	done
+	ia_same imga/measure/both measure -O qcow2 --size 1G a.qcow2
+	ia_same imga/measure/neither measure -O qcow2
+	ia_same imga/measure/two-files measure -O qcow2 a.qcow2 a.raw
+	ia_same imga/measure/bad-output measure --output=xml --size 1G
+	ia_same imga/measure/bad-cluster measure -O qcow2 -o cluster_size=3k --size 1G
+	ia_same imga/measure/bad-refcount measure -O qcow2 -o refcount_bits=3 --size 1G
+	ia_same imga/measure/v2-refcount measure -O qcow2 -o compat=0.10,refcount_bits=8 --size 1G
+	ia_same imga/measure/l2-small measure -O qcow2 -o extended_l2=on,cluster_size=4k --size 1G
+	ia_same imga/measure/bad-prealloc measure -O qcow2 -o preallocation=bogus --size 1G
+	ia_same imga/measure/bad-option measure -O qcow2 -o bogus=1 --size 1G
+	ia_same imga/measure/too-large measure -O qcow2 --size 7E
+	ia_same imga/measure/missing measure -O qcow2 nope.qcow2
+}
+
+part_imga() {
+	want 'imga/' || return 0
+	if ! ia_images; then
+		t_fail "imga: could not make the images"
+		show out/ia.log 6
+		return
+	fi
+	N_IMAGES=$((N_IMAGES + 21))
+	ia_compare
+	ia_measure
+}
