@@ -49,7 +49,9 @@ static const struct qimgctl_cmd cmds[] = {
 	  "Exit status as qemu-img check: 0 clean, 1 check not completed,\n"
 	  "2 corruptions, 3 leaked clusters only, 63 checks not supported.\n" },
 	{ "map", qimgctl_cmd_map,
-	  "map [-f qcow2] [-U] [--json | --output=json|human] FILE", NULL },
+	  "map [-f qcow2] [-U] [--start-offset=OFFSET] [--max-length=LEN] [--json | --output=json|human] FILE",
+	  "--start-offset, --max-length  map only LEN bytes from OFFSET (qemu-img\n"
+	  "                              suffixes allowed)\n" },
 	{ "attach", qimgctl_cmd_attach,
 	  "attach [-r [-U]] [-P] [-a] [--direct-io=on|off] [--l2-cache-size=SIZE] [--refcount-cache-size=SIZE] FILE",
 	  "Serve FILE as /dev/qimgN (printed).  -r read-only, -P scan\n"

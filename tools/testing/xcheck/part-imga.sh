@@ -166,8 +166,35 @@ ia_measure() {
 	ia_same imga/measure/missing measure -O qcow2 nope.qcow2
 }
 
+ia_map_range() {
+	local f r o i=0 n
+	local -a ranges=("--start-offset=1M" "--start-offset=1000 --max-length=70000"
+		"--start-offset=16M" "--start-offset=20M" "--max-length=0"
+		"--start-offset=1k --max-length=1.5k" "--max-length=100M"
+		"--start-offset=8388607 --max-length=3"
+		"--start-offset=15M --max-length=2M"
+		"--start-offset=4100 --max-length=1" "--start-offset=3M --max-length=0")
+	# Every range on three of the images (rotating), JSON and human.
+	for r in "${ranges[@]}"; do
+		for f in ov2.qcow2 ovs.qcow2 x1.qcow2 pm.qcow2 c.qcow2 ovr.qcow2 \
+			s512.qcow2; do
+			i=$((i + 1))
+			[ $((i % 7 % 3)) = 0 ] || continue
+			for o in json human; do
+				n="imga/map-range/$f${r// /}-$o"
+				# shellcheck disable=SC2086
+				ia_same "$n" map $r --output=$o "$f"
+			done
+		done
+	done
+	ia_same imga/map-range/negative map --start-offset=-1 a.qcow2
+	ia_same imga/map-range/garbage map --max-length=abc a.qcow2
+	ia_same imga/map-range/suffix-after-file map a.qcow2 --start-offset=1.5M --output=json
+}
+
 part_imga() {
-	want 'imga/' || return 0
+	want imga/compare/ imga/measure/ imga/map-range/ imga/info-enc/ \
+		imga/prealloc/ imga/check-r/ || return 0
 	if ! ia_images; then
 		t_fail "imga: could not make the images"
 		show out/ia.log 6
@@ -176,4 +203,5 @@ part_imga() {
 	N_IMAGES=$((N_IMAGES + 21))
 	ia_compare
 	ia_measure
+	ia_map_range
 }
