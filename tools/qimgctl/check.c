@@ -1379,6 +1379,17 @@ static int ck_open(struct qimgctl_image *img, const char *path,
 		goto bad;
 	return 0;
 bad:
+	/*
+	 * qemu-img check cannot open an encrypted image without its key
+	 * either, and says so as a failed open (1), not as "no checks".
+	 */
+	if (ret == -EOPNOTSUPP && img->hdr_len >= 36 &&
+	    get_unaligned_be32((const u8 *)img->hdr_buf + 32) - 1 < 2) {
+		qimgctl_err("%s: encrypted image: opening it needs its key, which qimgctl does not take",
+			    path);
+		qimgctl_image_close(img);
+		return -ENOKEY;
+	}
 	qimgctl_err("%s: %s", path, err.msg);
 	qimgctl_image_close(img);
 	return ret;

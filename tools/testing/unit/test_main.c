@@ -42,5 +42,6 @@ int main(void)
 	failed += qimg_test_run_roundtrip();
 	failed += qimg_test_run_qemu();
 	failed += qimg_test_run_overlap();
+	failed += qimg_test_run_crypt();
 	return failed ? 1 : 0;
 }

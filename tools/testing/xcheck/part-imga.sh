@@ -192,9 +192,63 @@ ia_map_range() {
 	ia_same imga/map-range/suffix-after-file map a.qcow2 --start-offset=1.5M --output=json
 }
 
+# Encrypted images (qemu-img makes them with a secret; iter-time kept short).
+ia_enc_images() {
+	local k=encrypt.key-secret=s0
+	local -a sec=(--object "secret,id=s0,data=xcheck")
+	(
+		cd ia || exit 1
+		qemu-img create -q -f qcow2 "${sec[@]}" \
+			-o encrypt.format=luks,$k,encrypt.iter-time=10 luks.qcow2 16M &&
+		qemu-img create -q -f qcow2 "${sec[@]}" \
+			-o encrypt.format=luks,$k,encrypt.iter-time=10,encrypt.cipher-alg=twofish-128,encrypt.cipher-mode=cbc,encrypt.ivgen-alg=essiv,encrypt.ivgen-hash-alg=sha256,encrypt.hash-alg=sha512 \
+			-b a.qcow2 -F qcow2 luks2.qcow2 &&
+		qemu-img create -q -f qcow2 "${sec[@]}" \
+			-o encrypt.format=luks,$k,encrypt.iter-time=10,encrypt.cipher-alg=serpent-256,encrypt.cipher-mode=xts,cluster_size=4k \
+			luks3.qcow2 1M &&
+		qemu-io "${sec[@]}" --image-opts -c "write -P 7 0 64k" \
+			driver=qcow2,file.filename=luks.qcow2,$k &&
+		qemu-img bitmap "${sec[@]}" --image-opts --add \
+			driver=qcow2,file.filename=luks.qcow2,$k b0 &&
+		qemu-img create -q -f qcow2 "${sec[@]}" \
+			-o encrypt.format=aes,$k aes.qcow2 16M &&
+		qemu-img create -q -f qcow2 "${sec[@]}" \
+			-o compat=0.10,encrypt.format=aes,$k aes2.qcow2 16M &&
+		qemu-img create -q -f qcow2 -b luks.qcow2 -F qcow2 onluks.qcow2
+	) >out/ia-enc.log 2>&1
+}
+
+ia_info_enc() {
+	local f o c
+	if ! ia_enc_images; then
+		t_fail "imga/info-enc: could not make the encrypted images"
+		show out/ia-enc.log 4
+		return
+	fi
+	N_IMAGES=$((N_IMAGES + 6))
+	for f in luks.qcow2 luks2.qcow2 luks3.qcow2 aes.qcow2 aes2.qcow2; do
+		for o in json human; do
+			ia_same "imga/info-enc/$f-$o" info --output=$o "$f"
+		done
+		# Without the key qemu-img can only describe them.
+		for c in check "check --output=json" map "map --output=json" \
+			"measure -O qcow2"; do
+			# shellcheck disable=SC2086
+			ia_same "imga/info-enc/$f-${c// /}-refused" $c "$f"
+		done
+		ia_same "imga/info-enc/$f-compare-refused" compare "$f" a.qcow2
+	done
+	ia_same imga/info-enc/backing-chain info --backing-chain \
+		--output=json onluks.qcow2
+	ia_same imga/info-enc/backing-chain-human info --backing-chain \
+		onluks.qcow2
+	ERR_WORD=encrypted err_case info-enc-attach-refused nz attach -r \
+		ia/luks.qcow2
+}
+
 part_imga() {
 	want imga/compare/ imga/measure/ imga/map-range/ imga/info-enc/ \
-		imga/prealloc/ imga/check-r/ || return 0
+		imga/prealloc/ imga/check-r/ errors/info-enc || return 0
 	if ! ia_images; then
 		t_fail "imga: could not make the images"
 		show out/ia.log 6
@@ -204,4 +258,5 @@ part_imga() {
 	ia_compare
 	ia_measure
 	ia_map_range
+	ia_info_enc
 }
