@@ -35,7 +35,7 @@ static const struct qimgctl_cmd cmds[] = {
 	  "OPTIONS (comma-separated key=value, ',,' for a comma):\n"
 	  "  cluster_size, refcount_bits, lazy_refcounts=on|off,\n"
 	  "  compat=0.10|v2|1.1|v3, extended_l2=on|off,\n"
-	  "  compression_type=zlib|zstd, preallocation=off,\n"
+	  "  compression_type=zlib|zstd, preallocation=off|metadata|falloc|full,\n"
 	  "  backing_file, backing_fmt, size\n"
 	  "-b BACKING -F qcow2|raw  backing file and its format; SIZE defaults\n"
 	  "                         to the backing file's\n"

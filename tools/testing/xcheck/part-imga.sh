@@ -327,9 +327,26 @@ ia_prealloc() {
 	rm -f ia/pq.qcow2 ia/px.qcow2
 }
 
+# --help of the new commands, as run's part 6 checks the others.
+ia_help() {
+	local c
+	for c in compare measure; do
+		want "imga/cli/$c-help" || continue
+		N_CMP=$((N_CMP + 1))
+		qx out/h.out out/h.err "$c" --help
+		if [ "$QX_RC" -ne 0 ] || [ -s out/h.err ] ||
+			! head -n 1 out/h.out | grep -q "^usage: qimgctl $c "; then
+			t_fail "imga/cli/$c-help: status $QX_RC, $(head -n 1 out/h.out out/h.err | tr '\n' ' ' | cut -c1-120)"
+		else
+			t_pass "imga/cli/$c-help"
+		fi
+	done
+}
+
 part_imga() {
 	want imga/compare/ imga/measure/ imga/map-range/ imga/info-enc/ \
-		imga/prealloc/ imga/check-r/ errors/info-enc || return 0
+		imga/prealloc/ imga/check-r/ imga/cli/ errors/info-enc || return 0
+	ia_help
 	if ! ia_images; then
 		t_fail "imga: could not make the images"
 		show out/ia.log 6
