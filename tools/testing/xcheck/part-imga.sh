@@ -358,4 +358,101 @@ part_imga() {
 	ia_map_range
 	ia_info_enc
 	ia_prealloc
+	ia_check_repair
+}
+
+# ia_leak IMG L2-INDEX COUNT: forget COUNT L2 entries of the first L2 table
+# from L2-INDEX on, leaving their clusters referenced by nothing (leaks).
+ia_leak() {
+	python3 - "$@" <<'PY'
+import struct, sys
+path, idx, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with open(path, 'r+b') as f:
+    d = f.read(512)
+    l1 = struct.unpack('>Q', d[40:48])[0]
+    f.seek(l1)
+    l2 = struct.unpack('>Q', f.read(8))[0] & 0x00fffffffffffe00
+    f.seek(l2 + 8 * idx)
+    f.write(b'\0' * 8 * n)
+PY
+}
+
+# ia_repair_case NAME MODE QEMU-IMG-CREATE-ARGS -- QEMU-IO-WRITES -- LEAK-ARGS:
+# the same leaky image repaired by qemu-img check -r MODE and by qimgctl
+# check -r MODE: same status and output, same bytes, and the same space
+# given back to the file system (the same holes).
+ia_repair_case() {
+	local name="imga/check-r/$1" mode=$2 qrc
+	shift 2
+	local -a cr=() io=()
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do cr+=("$1"); shift; done
+	shift
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do io+=(-c "$1"); shift; done
+	shift
+	want "$name" || return 0
+	N_CMP=$((N_CMP + 1))
+	N_IMAGES=$((N_IMAGES + 1))
+	rm -f ia/lk.qcow2 ia/lkq.qcow2 ia/lkx.qcow2
+	# cr: create options, the size last.
+	if ! { qemu-img create -q -f qcow2 "${cr[@]:0:${#cr[@]}-1}" \
+		ia/lk.qcow2 "${cr[${#cr[@]}-1]}" &&
+		qemu-io -f qcow2 "${io[@]}" ia/lk.qcow2 >/dev/null &&
+		ia_leak ia/lk.qcow2 "$@" &&
+		cp --sparse=never ia/lk.qcow2 ia/lkq.qcow2 &&
+		cp --sparse=never ia/lk.qcow2 ia/lkx.qcow2; } >out/lk.log 2>&1; then
+		t_fail "$name: could not make the image"
+		show out/lk.log 3
+		return
+	fi
+	(cd ia && qemu-img check -r "$mode" lkq.qcow2 >../out/q.out 2>/dev/null)
+	qrc=$?
+	(cd ia && qx ../out/x.out ../out/x.err check -r "$mode" lkx.qcow2; exit "$QX_RC")
+	QX_RC=$?
+	if crashed "$QX_RC" out/x.err; then
+		t_fail "$name: qimgctl crashed (status $QX_RC)"
+		show out/x.err 8
+	elif [ "$qrc" -ne "$QX_RC" ] || ! cmp -s out/q.out out/x.out; then
+		t_fail "$name: status $QX_RC (qemu-img $qrc) or output differs"
+		diff out/q.out out/x.out | show /dev/stdin 4
+	elif ! cmp -s ia/lkq.qcow2 ia/lkx.qcow2; then
+		t_fail "$name: the repaired images differ"
+	elif ! cmp -s <(ia_extents ia/lkq.qcow2) <(ia_extents ia/lkx.qcow2); then
+		t_fail "$name: different space given back (holes) than qemu-img"
+		diff <(ia_extents ia/lkq.qcow2) <(ia_extents ia/lkx.qcow2) |
+			show /dev/stdin 4
+	else
+		t_pass "$name"
+	fi
+	rm -f ia/lk.qcow2 ia/lkq.qcow2 ia/lkx.qcow2
+}
+
+# The data extents of a file (SEEK_DATA / SEEK_HOLE), one per line.
+ia_extents() {
+	python3 - "$1" <<'PY'
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+size, off = os.fstat(fd).st_size, 0
+print(size)
+while off < size:
+    try:
+        d = os.lseek(fd, off, os.SEEK_DATA)
+    except OSError:
+        break
+    h = os.lseek(fd, d, os.SEEK_HOLE)
+    print(d, h)
+    off = h
+PY
+}
+
+ia_check_repair() {
+	local m
+	for m in leaks all; do
+		ia_repair_case "middle-$m" "$m" -o cluster_size=64k 16M -- \
+			"write -P 1 0 1M" "write -P 2 4M 1M" -- 0 16
+		# The leaked clusters are the last ones: the file keeps its size.
+		ia_repair_case "tail-$m" "$m" -o cluster_size=64k 16M -- \
+			"write -P 1 0 1M" "write -P 2 4M 1M" -- 64 16
+		ia_repair_case "c4k-scattered-$m" "$m" -o cluster_size=4k 16M -- \
+			"write -P 1 0 256k" "write -P 3 1M 64k" -- 3 40
+	done
 }
