@@ -38,9 +38,9 @@ JSONC_CFLAGS := $(shell pkg-config --cflags json-c 2>/dev/null)
 QIMG_VERSION := $(shell sed -n 's/^PACKAGE_VERSION="\{0,1\}\([^"]*\)"\{0,1\}[[:space:]]*$$/\1/p' $(TOP)/dkms.conf)
 QIMGCTL_DEFS := -DQIMGCTL_VERSION='"$(QIMG_VERSION)"'
 
-FMT_SRC := drivers/block/qimg/qimg_fmt.c
+FMT_SRC := drivers/block/qimg/qimg_fmt.c drivers/block/qimg/qimg_journal_fmt.c
 QIMGCTL_SRC := $(wildcard tools/qimgctl/*.c) $(FMT_SRC)
-QIMGCTL_HDR := $(wildcard tools/qimgctl/*.h) drivers/block/qimg/qimg_fmt.h dkms.conf \
+QIMGCTL_HDR := $(wildcard tools/qimgctl/*.h) drivers/block/qimg/qimg_fmt.h drivers/block/qimg/qimg_journal_fmt.h dkms.conf \
 	tools/include/qimg_shim.h $(wildcard include/uapi/linux/*.h)
 UNIT_SRC := $(wildcard tools/testing/unit/*.c)
 UNIT_HDR := $(wildcard tools/testing/unit/*.h)
@@ -82,6 +82,12 @@ $(B)/fuzz/fuzz_header: tools/testing/fuzz/fuzz_header.c $(FMT_SRC) $(QIMGCTL_HDR
 		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 		-o $@ tools/testing/fuzz/fuzz_header.c $(FMT_SRC)
 
+$(B)/fuzz/fuzz_journal: tools/testing/fuzz/fuzz_journal.c tools/testing/unit/qimg_jrnl_vectors.h $(FMT_SRC) $(QIMGCTL_HDR)
+	@mkdir -p $(B)/fuzz
+	$(CLANG) -std=c11 -D_GNU_SOURCE -g -O1 $(INC) -I$(TOP)/tools/testing/unit \
+		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+		-o $@ tools/testing/fuzz/fuzz_journal.c $(FMT_SRC)
+
 module:
 	$(MAKE) -C $(KDIR) M=$(TOP) modules
 
@@ -103,15 +109,17 @@ deps:
 	@bash tools/testing/install-deps.sh
 
 check-build: $(B)/qimgctl $(B)/san/qimgctl $(B)/san/qimg-lockhold $(B)/san/test_fmt $(B)/fuzz/fuzz_header modules-all
+check-build: $(B)/fuzz/fuzz_journal
 
 SUITES := tools/testing/selftest/run \
 	tools/testing/unit/run \
 	tools/testing/lint/run \
 	tools/testing/fuzz/run \
+	tools/testing/fuzz/run-journal \
 	tools/testing/xcheck/run \
 	tools/testing/vm/run-tests \
 	tools/testing/vm/run-tests-debug \
-	kunit/run \
+	tools/testing/kunit/run \
 	$(wildcard tools/testing/crash/run) \
 	$(wildcard tools/testing/dkms/run)
 
@@ -131,7 +139,7 @@ check-debug: deps
 
 # KUnit on UML with KASAN + lockdep, in the cached linux-source-6.1 tree.
 kunit:
-	@kunit/run
+	@tools/testing/kunit/run
 
 # x86_64 guest kernel with KASAN, lockdep, kmemleak, fault injection (cached).
 debug-kernel:

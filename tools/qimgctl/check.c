@@ -41,6 +41,7 @@
 #include <json-c/json.h>
 
 #include "image_io.h"
+#include "qimg_journal_fmt.h"
 
 #define CK_FIX_LEAKS	1
 #define CK_FIX_ERRORS	2
@@ -1171,6 +1172,66 @@ out:
 	return ret;
 }
 
+/* ------------------------------------------------------------------------ */
+/* The metadata journal (reported, never replayed or written here)          */
+
+static int ck_jrnl_read(void *ctx, u64 pos, void *buf, u32 len)
+{
+	struct ck *c = ctx;
+
+	return qimgctl_pread(c->fd, buf, len, c->h->journal_offset + pos);
+}
+
+/*
+ * A journal marked dirty: say what replay would find (the shared scan of
+ * qimg_journal_fmt.c), or count a damaged journal as a corruption.
+ */
+static void ck_journal(struct ck *c)
+{
+	struct qimg_jrnl_geom jg = {
+		.cluster_bits = c->g->cluster_bits,
+		.area_offset = c->h->journal_offset,
+		.area_size = c->h->journal_size,
+		.file_size = c->file_size,
+	};
+	struct qimg_jrnl_io io = { ck_jrnl_read, NULL, c };
+	struct qimg_err err = { "" };
+	struct qimg_jrnl_scan s;
+	struct qimg_jrnl_hdr jh;
+	u8 chunk[QIMG_JRNL_HDR_CHUNK];
+	void *work;
+	int ret;
+
+	ret = qimg_jrnl_hdr_read(&jg, &io, chunk, &jh, &err);
+	if (!ret) {
+		work = malloc(qimg_jrnl_work_size(&jh));
+		if (!work) {
+			ck_check_error(c, "ERROR out of memory for the metadata journal");
+			return;
+		}
+		ret = qimg_jrnl_scan(&jg, &io, &jh, work, &s, &err);
+		free(work);
+	}
+	if (ret == -EUCLEAN) {
+		ck_corrupt(c, "ERROR metadata journal: %s", err.msg);
+		return;
+	}
+	if (ret) {
+		ck_check_error(c, "ERROR reading the metadata journal: %s",
+			       strerror(-ret));
+		return;
+	}
+	if (s.ntx)
+		qimgctl_err("%s: the metadata journal holds %llu committed transaction%s (sequence %llu to %llu) not yet written in place%s; attach the image to replay them",
+			    c->img->path, s.ntx, s.ntx == 1 ? "" : "s",
+			    s.first_seq, s.last_seq,
+			    s.torn ? ", then a torn one that replay discards" : "");
+	else
+		qimgctl_err("%s: the metadata journal is marked dirty but holds no committed transaction%s",
+			    c->img->path,
+			    s.torn ? " (a torn one that replay discards)" : "");
+}
+
 /* Clear the dirty and corrupt bits once the image is known consistent. */
 static int ck_mark_clean(struct ck *c)
 {
@@ -1241,6 +1302,9 @@ static int ck_run(struct qimgctl_image *img, int fix, struct ck_result *res)
 		fix = 0;
 		c.fix = 0;
 	}
+	if (img->h.has_journal_ext &&
+	    img->h.incompatible_features & QIMG_INCOMPAT_JOURNAL_DIRTY)
+		ck_journal(&c);
 
 	ret = ck_load_reftable(&c);
 	if (ret)

@@ -175,40 +175,14 @@ static int apply_opt(struct create_opts *o, char *key, char *val)
 	return 0;
 }
 
-/* Split "a=1,b=2" in place; ",," stands for a literal comma, as in qemu. */
+static int apply_opt_cb(void *ctx, char *key, char *val)
+{
+	return apply_opt(ctx, key, val);
+}
+
 static int apply_opt_string(struct create_opts *o, char *s)
 {
-	char *key, *val, *r, *w;
-	int ret;
-
-	while (*s) {
-		key = s;
-		val = NULL;
-		for (r = w = s; *r; r++) {
-			if (*r == ',') {
-				if (r[1] == ',' && val) {
-					*w++ = ',';
-					r++;
-					continue;
-				}
-				break;
-			}
-			if (*r == '=' && !val) {
-				*w++ = '\0';
-				val = w;
-				continue;
-			}
-			*w++ = *r;
-		}
-		s = *r ? r + 1 : r;
-		*w = '\0';
-		if (!*key)
-			continue;
-		ret = apply_opt(o, key, val);
-		if (ret)
-			return ret;
-	}
-	return 0;
+	return qimgctl_opts_each(s, apply_opt_cb, o);
 }
 
 /* The element of @chain that is the file @st describes, if any. */

@@ -149,4 +149,11 @@ void qimgctl_json_print(FILE *f, struct json_object *obj);
 /* qemu's size_to_str(): "0 B", "196 KiB", "1.5 GiB". */
 void qimgctl_size_str(u64 val, char *buf, size_t len);
 
+/*
+ * Status of guest offset @off (< n->length) of one chain element, a qcow2
+ * image or a raw file (holes read as zeroes), as `map` sees it.
+ */
+int qimgctl_node_status(struct qimgctl_node *n, u64 off, u64 max,
+			struct qimgctl_extent *ext);
+
 #endif /* QIMGCTL_IMAGE_IO_H */

@@ -333,3 +333,10 @@ out:
 	qimgctl_chain_close(top);
 	return ret ? 1 : 0;
 }
+
+/* node_status() for the other commands (see image_io.h). */
+int qimgctl_node_status(struct qimgctl_node *n, u64 off, u64 max,
+			struct qimgctl_extent *ext)
+{
+	return node_status(n, off, max, ext);
+}

@@ -61,6 +61,26 @@ static const struct qimgctl_cmd cmds[] = {
 	  NULL },
 	{ "list", qimgctl_cmd_list, "list [--json]",
 	  "Attached devices; nothing (or [] with --json) if there are none.\n" },
+	{ "convert", qimgctl_cmd_convert,
+	  "convert [-p] [-q] [-c] [-f qcow2|raw] [-O qcow2|raw] [-o OPTIONS] [-B BACKING -F FMT] [-U] SRC DST",
+	  "Copy the guest contents of SRC (through its backing chain) into a\n"
+	  "new image DST, as qemu-img convert does (-O defaults to raw).\n"
+	  "Zeroes are not written (raw stays sparse, qcow2 unallocated).\n"
+	  "-o OPTIONS   as create -o (qcow2 output)\n"
+	  "-c           compressed clusters (zlib, or zstd with\n"
+	  "             -o compression_type=zstd)\n"
+	  "-B BACKING -F FMT  DST gets this backing file; only what SRC's top\n"
+	  "             image allocates is copied\n"
+	  "-p           progress on stderr when it is a terminal\n" },
+	{ "resize", qimgctl_cmd_resize,
+	  "resize [-q] [-f qcow2|raw] [--shrink] FILE [+|-]SIZE",
+	  "Change the virtual size of a detached image, as qemu-img resize.\n"
+	  "Shrinking needs --shrink and, as in qemu-img, deletes what lies\n"
+	  "past the new end.\n" },
+	{ "amend", qimgctl_cmd_amend,
+	  "amend [-q] [-f qcow2] -o OPTIONS FILE",
+	  "Change options of a detached qcow2 image, as qemu-img amend:\n"
+	  "  compat=0.10|v2|1.1|v3, lazy_refcounts=on|off, refcount_bits\n" },
 	{ "compare", qimgctl_cmd_compare,
 	  "compare [-f FMT] [-F FMT] [-s] [-U] [-p] [-q] FILE1 FILE2",
 	  "Whether two images (qcow2 or raw, with their backing chains) show\n"

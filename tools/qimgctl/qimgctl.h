@@ -47,6 +47,13 @@ int qimgctl_one_file(const char *cmd, int argc, char **argv);
  * for bytes.  Returns 0 or -EINVAL / -ERANGE.
  */
 int qimgctl_parse_size(const char *s, uint64_t *out);
+/*
+ * Split a -o string "a=1,b=2" in place (",," after '=' is a literal comma,
+ * as in qemu) and call @fn for each key (val NULL for a bare key); stops
+ * at and returns @fn's first non-zero result.
+ */
+int qimgctl_opts_each(char *s, int (*fn)(void *ctx, char *key, char *val),
+		      void *ctx);
 /* -f FMT of a command that reads qcow2 only: 0, or -1 after a message. */
 int qimgctl_want_qcow2(const char *fmt);
 
@@ -99,6 +106,9 @@ int qimgctl_cmd_map(int argc, char **argv);
 int qimgctl_cmd_attach(int argc, char **argv);
 int qimgctl_cmd_detach(int argc, char **argv);
 int qimgctl_cmd_list(int argc, char **argv);
+int qimgctl_cmd_convert(int argc, char **argv);
+int qimgctl_cmd_resize(int argc, char **argv);
+int qimgctl_cmd_amend(int argc, char **argv);
 int qimgctl_cmd_compare(int argc, char **argv);
 int qimgctl_cmd_measure(int argc, char **argv);
 

@@ -216,3 +216,40 @@ void qimgctl_image_close(struct qimgctl_image *img)
 	free(img->hdr_buf);
 	img->hdr_buf = NULL;
 }
+
+/* Split "a=1,b=2" in place; ",," stands for a literal comma, as in qemu. */
+int qimgctl_opts_each(char *s, int (*fn)(void *ctx, char *key, char *val),
+		      void *ctx)
+{
+	char *key, *val, *r, *w;
+	int ret;
+
+	while (*s) {
+		key = s;
+		val = NULL;
+		for (r = w = s; *r; r++) {
+			if (*r == ',') {
+				if (r[1] == ',' && val) {
+					*w++ = ',';
+					r++;
+					continue;
+				}
+				break;
+			}
+			if (*r == '=' && !val) {
+				*w++ = '\0';
+				val = w;
+				continue;
+			}
+			*w++ = *r;
+		}
+		s = *r ? r + 1 : r;
+		*w = '\0';
+		if (!*key)
+			continue;
+		ret = fn(ctx, key, val);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}

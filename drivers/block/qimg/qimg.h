@@ -32,7 +32,10 @@
  * Not locks, but ordered the same way: dev->io_srcu read sections are
  * entered with none of the above held or with meta_lock not held
  * (qimg_io_drain() waits for them under meta_lock, and no section takes
- * meta_lock); dev->inflight_wq is waited on with meta_lock dropped.
+ * meta_lock); dev->inflight_wq is waited on with meta_lock dropped;
+ * dev->corrupt_work takes meta_lock, so it is flushed (qimg_meta_quiesce)
+ * with none of our locks held.  Metadata handles (qimg_meta.h) live
+ * inside meta_lock sections and never span an unlock.
  * No lock of ours is held across del_gendisk() or add_disk().
  */
 #ifndef QIMG_H
@@ -103,6 +106,7 @@ struct qimg_centry {
 	struct list_head dnode;	/* on cache->dirty while dirty */
 	u64 offset;		/* host offset of the cluster it caches */
 	void *data;		/* cluster_size bytes, on-disk format */
+	u64 tid;		/* transaction it last joined (meta_lock) */
 	int ref;		/* users; protected by cache->lock */
 	bool dirty;		/* differs from disk; never evicted */
 	bool from_slab;
@@ -185,7 +189,12 @@ struct qimg_device {
 	struct list_head pending_frees;	/* struct qimg_pending_free */
 	const struct qimg_meta_ops *meta_ops;	/* hooks of the layers above */
 	struct mutex meta_lock;		/* metadata mutation, allocation */
-	unsigned int meta_depth;	/* open qimg_meta_begin groups */
+	/* The running transaction (qimg_meta.h), under meta_lock. */
+	u64 meta_tid;
+	unsigned int meta_depth;	/* open handles */
+	unsigned int meta_reserved;	/* credits of the open handles */
+	bool meta_wb_running;		/* inside qimg_meta_writeback() */
+	struct work_struct corrupt_work;	/* sets the corrupt bit */
 	spinlock_t inflight_lock;	/* inflight list */
 	struct list_head inflight;	/* struct qimg_inflight */
 	wait_queue_head_t inflight_wq;	/* an inflight entry went away */

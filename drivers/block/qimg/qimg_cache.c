@@ -17,6 +17,8 @@
  * (qimg_meta.c) writes them back, in dependency order, after which clean
  * entries beyond the limit go.
  */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
 #include <linux/hash.h>
 #include <linux/mm.h>
 #include <linux/slab.h>
@@ -29,6 +31,16 @@
 static struct kmem_cache *qimg_slabs[QIMG_SLAB_MAX_BITS + 1];
 static DEFINE_MUTEX(qimg_slab_mutex);
 
+/**
+ * qimg_slabs_exit() - destroy the shared table slabs
+ *
+ * Description: destroys every kmem_cache qimg_slab_for() created (one
+ * per cluster size up to 64 KiB, shared by all devices) and forgets it.
+ *
+ * Context: module exit (qimg_dev_exit()), process context, may sleep; no
+ * cache may still hold a table from these slabs (every device is gone),
+ * and no qimg_cache_init() may run concurrently.
+ */
 void qimg_slabs_exit(void)
 {
 	int i;
@@ -62,6 +74,22 @@ static struct kmem_cache *qimg_slab_for(u32 bits)
 	return s;
 }
 
+/**
+ * qimg_cache_init() - set up an empty table cache
+ * @c: the cache (L2 tables of @img, or the device's refcount blocks)
+ * @img: the image whose file the tables are read from and written to
+ * @name: the cache's name in messages and fault injection ("l2", ...)
+ * @bytes: memory asked for; clamped to QIMG_MAX_CACHE_BYTES and to at
+ *         least QIMG_MIN_CACHE_ENTRIES tables
+ *
+ * Entries are one cluster of @img each; their memory comes from the slab
+ * of that cluster size when there is one (created now if needed, under
+ * qimg_slab_mutex), else from kvmalloc.
+ *
+ * Context: process context, may sleep; takes qimg_slab_mutex.  Attach (or
+ * a KUnit test) with the cache not yet visible to anybody.
+ * Return: 0 or -ENOMEM.
+ */
 int qimg_cache_init(struct qimg_cache *c, struct qimg_image *img,
 		    const char *name, u64 bytes)
 {
@@ -94,6 +122,13 @@ int qimg_cache_init(struct qimg_cache *c, struct qimg_image *img,
 	return 0;
 }
 
+/**
+ * qimg_cache_bytes() - the memory limit of a cache
+ * @c: an initialised cache
+ *
+ * Context: any context, no lock (the limit is fixed at qimg_cache_init()).
+ * Return: the most bytes of tables @c keeps while they are clean.
+ */
 u64 qimg_cache_bytes(const struct qimg_cache *c)
 {
 	return (u64)c->max * c->entry_size;
@@ -127,6 +162,16 @@ static struct qimg_centry *qimg_centry_alloc(struct qimg_cache *c)
 	return e;
 }
 
+/**
+ * qimg_cache_destroy() - free every table of a cache
+ * @c: the cache; one whose set-up failed or never ran (zeroed) is fine
+ *
+ * Dirty entries are dropped too: the caller wrote back what it wanted to
+ * keep.  An entry still referenced is a bug (warned about once).
+ *
+ * Context: process context, may sleep; no user of @c left (detach or a
+ * failed attach).
+ */
 void qimg_cache_destroy(struct qimg_cache *c)
 {
 	struct qimg_centry *e, *tmp;
@@ -163,10 +208,18 @@ static struct qimg_centry *qimg_cache_find(struct qimg_cache *c, u64 offset)
 	return NULL;
 }
 
-/* Evict clean, unused entries from the cold end while over the limit. */
-/*
- * Does the cache hold a dirty entry for @offset (to be written there)?
- * A peek: no reference taken, LRU untouched, never loads.
+/**
+ * qimg_cache_has_dirty() - is the table at @offset cached dirty?
+ * @c: the cache
+ * @offset: a host offset
+ *
+ * A peek: no reference taken, LRU untouched, never loads.  A dirty entry
+ * will be written to @offset, so the cluster must not be handed out.
+ *
+ * Context: takes and releases @c->lock, does not sleep.  The answer holds
+ * only while dev->meta_lock is held (entries turn dirty and clean under
+ * it); the caller, qimg_overlap_check_new(), holds it.
+ * Return: true if @c holds a dirty entry for @offset.
  */
 bool qimg_cache_has_dirty(struct qimg_cache *c, u64 offset)
 {
@@ -186,6 +239,10 @@ bool qimg_cache_has_dirty(struct qimg_cache *c, u64 offset)
 	return dirty;
 }
 
+/*
+ * Evict clean, unused entries from the cold end while over the limit
+ * (c->lock held; the victims are freed by the caller, unlocked).
+ */
 static void qimg_cache_trim_locked(struct qimg_cache *c,
 				   struct list_head *victims)
 {
@@ -202,6 +259,16 @@ static void qimg_cache_trim_locked(struct qimg_cache *c,
 	}
 }
 
+/**
+ * qimg_cache_trim() - evict clean tables beyond the limit
+ * @c: the cache
+ *
+ * Frees clean, unreferenced entries from the cold end of the LRU until at
+ * most qimg_cache_bytes() are left (dirty or referenced ones stay).
+ *
+ * Context: process context, may sleep (freeing); takes @c->lock.  Called
+ * after write-back (dev->meta_lock held) and by KUnit tests.
+ */
 void qimg_cache_trim(struct qimg_cache *c)
 {
 	struct qimg_centry *e, *tmp;
@@ -214,9 +281,23 @@ void qimg_cache_trim(struct qimg_cache *c)
 		qimg_centry_free(c, e);
 }
 
-/*
- * Get the table at host @offset, reading it unless @fresh (a newly
- * allocated table, which starts zeroed).  The caller validated @offset.
+/**
+ * qimg_cache_get() - get the table at a host offset, referenced
+ * @c: the cache
+ * @offset: host offset of the table, validated by the caller (aligned,
+ *          inside the file or newly allocated)
+ * @fresh: a newly allocated table: not read, the entry is zeroed (also on
+ *         a hit)
+ * @out: receives the entry; release it with qimg_cache_put()
+ *
+ * A hit takes only @c->lock.  A miss takes @c->load_mutex, so a table is
+ * read from disk at most once and a stale copy never overtakes a newer
+ * one; clean entries over the limit are evicted.
+ *
+ * Context: process context, may sleep (allocation, file read); takes
+ * @c->load_mutex on a miss and @c->lock.  Called with or without
+ * dev->meta_lock (readers do not hold it); a caller passing @fresh holds it.
+ * Return: 0, -ENOMEM, or the read's errno.
  */
 int qimg_cache_get(struct qimg_cache *c, u64 offset, bool fresh,
 		   struct qimg_centry **out)
@@ -277,6 +358,13 @@ hit:
 	return 0;
 }
 
+/**
+ * qimg_cache_put() - drop a reference taken by qimg_cache_get()
+ * @c: the cache
+ * @e: the entry
+ *
+ * Context: takes @c->lock, does not sleep.
+ */
 void qimg_cache_put(struct qimg_cache *c, struct qimg_centry *e)
 {
 	spin_lock(&c->lock);
@@ -284,6 +372,17 @@ void qimg_cache_put(struct qimg_cache *c, struct qimg_centry *e)
 	spin_unlock(&c->lock);
 }
 
+/**
+ * qimg_cache_mark_dirty() - note that an entry differs from the disk
+ * @c: the cache
+ * @e: a referenced entry of @c
+ *
+ * A dirty entry is never evicted until qimg_cache_writeback() wrote it.
+ *
+ * Context: takes @c->lock, does not sleep.  Called by the metadata layer
+ * (qimg_meta.c) with dev->meta_lock held, so that write-back sees every
+ * change; KUnit cache tests call it without a device.
+ */
 void qimg_cache_mark_dirty(struct qimg_cache *c, struct qimg_centry *e)
 {
 	spin_lock(&c->lock);
@@ -295,10 +394,19 @@ void qimg_cache_mark_dirty(struct qimg_cache *c, struct qimg_centry *e)
 	spin_unlock(&c->lock);
 }
 
-/*
- * Write every dirty entry of @c (dev->meta_lock held, so nobody dirties
- * more meanwhile; dirty entries cannot be evicted).  Returns how many were
- * written or a negative errno; entries that failed stay dirty.
+/**
+ * qimg_cache_writeback() - write every dirty entry of a cache
+ * @c: the cache
+ *
+ * Dirty entries cannot be evicted, and nobody dirties more meanwhile
+ * (dev->meta_lock).  Stops at the first failed write: that entry and the
+ * ones not yet written stay dirty.  No sync: ordering is the caller's
+ * (qimg_meta.c).
+ *
+ * Context: process context, may sleep (file writes); takes @c->lock.
+ * Called by the metadata layer with dev->meta_lock held; KUnit cache tests
+ * call it without a device.
+ * Return: the number of entries written, or a negative errno.
  */
 int qimg_cache_writeback(struct qimg_cache *c)
 {

@@ -6,6 +6,9 @@
  * threads that write image files.  Nothing here knows about requests,
  * tables or refcounts; everything above uses these helpers.
  */
+/* The message helpers below print their own "qimgN: path: " prefix. */
+#define pr_fmt(fmt) fmt
+
 #include <linux/fs.h>
 #include <linux/ioprio.h>
 #include <linux/mm.h>
@@ -15,8 +18,20 @@
 #include <linux/uio.h>
 #include <linux/zlib.h>
 
+#include <linux/falloc.h>
+
 #include "qimg_file.h"
 
+/**
+ * qimg_dev_err() - log an error about a device and its image
+ * @dev: the device
+ * @fmt: printf format of the message, ending in a newline
+ *
+ * Prints "qimgN: IMAGE: message" at KERN_ERR.  Not rate limited: see
+ * qimg_dev_err_ratelimited() for errors a guest can trigger repeatedly.
+ *
+ * Context: any context, no lock needed.
+ */
 void qimg_dev_err(const struct qimg_device *dev, const char *fmt, ...)
 {
 	struct va_format vaf;
@@ -30,6 +45,41 @@ void qimg_dev_err(const struct qimg_device *dev, const char *fmt, ...)
 	va_end(args);
 }
 
+/**
+ * qimg_dev_info() - log information about a device
+ * @dev: the device
+ * @fmt: printf format of the message, ending in a newline
+ *
+ * Prints "qimgN: message" at KERN_INFO (the message names the image if
+ * needed).
+ *
+ * Context: any context, no lock needed.
+ */
+void qimg_dev_info(const struct qimg_device *dev, const char *fmt, ...)
+{
+	struct va_format vaf;
+	va_list args;
+
+	va_start(args, fmt);
+	vaf.fmt = fmt;
+	vaf.va = &args;
+	pr_info("qimg%d: %pV", dev->index, &vaf);
+	va_end(args);
+}
+
+/**
+ * qimg_image_end() - end of the host space an image may use
+ * @img: the image
+ *
+ * The larger of the file's size and the end of the clusters allocated
+ * since the attach (alloc_end runs ahead of i_size until the data is
+ * written).  Offsets in metadata are checked against it.
+ *
+ * Context: any context, no lock (both values are read atomically; the
+ * result may be outdated at once unless dev->meta_lock serialises
+ * allocation against the caller).
+ * Return: the end offset in bytes.
+ */
 u64 qimg_image_end(struct qimg_image *img)
 {
 	u64 isize = i_size_read(file_inode(img->file));
@@ -38,10 +88,19 @@ u64 qimg_image_end(struct qimg_image *img)
 	return max(isize, alloc);
 }
 
-/*
+/**
+ * qimg_kiocb_init() - set up a kiocb on an image file
+ * @iocb: the kiocb to fill (everything else zeroed)
+ * @file: the image file
+ * @pos: file offset
+ * @flags: the IOCB_* flags we chose
+ * @ioprio: I/O priority
+ *
  * Every kiocb on an image file is set up here, with flags we chose: none
  * of the descriptor's open flags (O_APPEND, O_DIRECT, O_DSYNC, O_NOATIME
  * via f_iocb_flags / iocb_flags()) may reach our I/O, as loop learned.
+ *
+ * Context: any context.
  */
 void qimg_kiocb_init(struct kiocb *iocb, struct file *file, u64 pos,
 		     int flags, u16 ioprio)
@@ -87,16 +146,88 @@ static int qimg_kio(struct file *file, void *buf, size_t len, u64 pos,
 	return 0;
 }
 
+/**
+ * qimg_kread() - read a kernel buffer from an image file
+ * @file: the image file
+ * @buf: destination
+ * @len: bytes to read
+ * @pos: file offset
+ *
+ * Buffered; what lies past the end of the file reads as zeros.
+ *
+ * Context: process context, may sleep; no lock of ours needed (held
+ * across it: dev->meta_lock for metadata, cache->load_mutex for tables).
+ * Return: 0 or a negative errno.
+ */
 int qimg_kread(struct file *file, void *buf, size_t len, u64 pos)
 {
 	return qimg_kio(file, buf, len, pos, false);
 }
 
+/**
+ * qimg_kwrite() - write a kernel buffer to an image file
+ * @file: the image file
+ * @buf: source
+ * @len: bytes to write
+ * @pos: file offset
+ *
+ * Buffered, under the file system's freeze protection; complete or failed
+ * (a short write that makes no progress is -EIO).  Not synced.
+ *
+ * Context: process context, may sleep; no lock of ours needed (metadata
+ * writers hold dev->meta_lock across it).
+ * Return: 0 or a negative errno.
+ */
 int qimg_kwrite(struct file *file, const void *buf, size_t len, u64 pos)
 {
 	return qimg_kio(file, (void *)buf, len, pos, true);
 }
 
+/**
+ * qimg_file_extend() - grow an image file to @end bytes (sparse)
+ * @file: the image file
+ * @end: the new size; never below the current one (then nothing happens)
+ *
+ * Context: process context, may sleep; the caller serialises size changes
+ * (dev->meta_lock held, qimg_fresh_ready()).
+ * Return: 0 or a negative errno (e.g. a file system that refuses).
+ */
+int qimg_file_extend(struct file *file, u64 end)
+{
+	if (end <= i_size_read(file_inode(file)))
+		return 0;
+	return vfs_truncate(&file->f_path, end);
+}
+
+/**
+ * qimg_file_punch() - give [@off, @off + @len) of @file back to its file system
+ * @file: the image file
+ * @off: start of the range
+ * @len: its length
+ *
+ * The range then reads as zeros; the file keeps its size.
+ * Context: process context, may sleep; called with dev->meta_lock held
+ * (qimg_apply_frees()).
+ * Return: 0 or a negative errno (-EOPNOTSUPP where holes cannot be punched).
+ */
+int qimg_file_punch(struct file *file, u64 off, u64 len)
+{
+	if (!len)
+		return 0;
+	return vfs_fallocate(file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			     off, len);
+}
+
+/**
+ * qimg_dio_ok() - may this I/O go to the image file as direct I/O?
+ * @img: the image
+ * @pos: file offset (or any offset with the same alignment)
+ * @it: the data, which must be a bvec iterator
+ *
+ * Context: any context, no lock (img->dio only ever turns false).
+ * Return: true if the image uses direct I/O and @pos, the length and
+ * every segment of @it are aligned to img->dio_align.
+ */
 bool qimg_dio_ok(struct qimg_image *img, u64 pos, struct iov_iter *it)
 {
 	unsigned long mask = img->dio_align - 1;
@@ -151,16 +282,60 @@ static int qimg_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it,
 	return 0;
 }
 
+/**
+ * qimg_read_iter_at() - synchronous data read from an image file
+ * @img: the image
+ * @pos: file offset
+ * @it: destination, filled completely
+ *
+ * Direct I/O when qimg_dio_ok() allows it, buffered else; a file system
+ * that refuses direct I/O (-EINVAL) turns the image to buffered I/O for
+ * good.  What lies past the end of the file reads as zeros.
+ *
+ * Context: process context, may sleep; no lock of ours held.  For the top
+ * image, inside a qimg_io_enter() section when @pos came from a lookup.
+ * Return: 0 or a negative errno.
+ */
 int qimg_read_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it)
 {
 	return qimg_iter_at(img, pos, it, false);
 }
 
+/**
+ * qimg_write_iter_at() - synchronous data write to an image file
+ * @img: the image (the top one)
+ * @pos: file offset
+ * @it: source, written completely
+ *
+ * Direct I/O when qimg_dio_ok() allows it, buffered else (see
+ * qimg_read_iter_at()); under the file system's freeze protection.
+ *
+ * Context: process context, may sleep; no lock of ours held.  Inside a
+ * qimg_io_enter() section when @pos came from a lookup; a reserved,
+ * not yet linked cluster needs none.
+ * Return: 0 or a negative errno (-EIO when no progress is made).
+ */
 int qimg_write_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it)
 {
 	return qimg_iter_at(img, pos, it, true);
 }
 
+/**
+ * qimg_decompress() - read and inflate a compressed cluster
+ * @img: the image holding the cluster
+ * @e: its decoded L2 entry (QIMG_CLUSTER_COMPRESSED)
+ * @out: a buffer of one cluster, filled completely on success
+ *
+ * Raw deflate with a 4 KiB window, as QEMU writes it.  The entry's size
+ * is an upper bound: the input is cut at the end of the image (the last
+ * cluster may be short) and at two clusters.
+ *
+ * Context: process context, may sleep (allocation, file read); no lock
+ * of ours held.
+ * Return: 0, -EOPNOTSUPP (compression type other than zlib), -EUCLEAN
+ * (offset past the image's end, or data that does not inflate to a whole
+ * cluster), -ENOMEM or the read's errno.
+ */
 int qimg_decompress(struct qimg_image *img, const struct qimg_l2_entry *e,
 		    void *out)
 {
@@ -211,7 +386,10 @@ out:
 	return ret;
 }
 
-/*
+/**
+ * qimg_io_enter() - begin the SRCU section of a data I/O
+ * @dev: the device
+ *
  * Data I/O aimed at a host cluster of the top image found by a lookup is
  * an SRCU read section of dev->io_srcu, from before the lookup until the
  * I/O has completed; the completion may run in another context (a kiocb's
@@ -221,6 +399,12 @@ out:
  * for any interleaving, including a reader preempted between choosing its
  * counter and incrementing it, which a hand-made pair of epoch counters
  * does not.
+ *
+ * Context: process context, does not sleep.  May be entered with
+ * dev->meta_lock held (qimg_alloc_begin()), but the section must never
+ * take or wait for dev->meta_lock: qimg_io_drain() waits for sections
+ * while holding it.
+ * Return: the index to pass to qimg_io_exit().
  */
 int qimg_io_enter(struct qimg_device *dev)
 {
@@ -231,16 +415,29 @@ int qimg_io_enter(struct qimg_device *dev)
 	return idx;
 }
 
+/**
+ * qimg_io_exit() - end a section begun by qimg_io_enter()
+ * @dev: the device
+ * @idx: what qimg_io_enter() returned
+ *
+ * Context: any context (also a kiocb completion), does not sleep; not
+ * necessarily the task that entered.
+ */
 void qimg_io_exit(struct qimg_device *dev, int idx)
 {
 	__acquire(&dev->io_srcu);
 	qimg_compat_srcu_up_read(&dev->io_srcu, idx);
 }
 
-/*
- * Wait for every counted I/O that may have looked up a mapping changed
- * before this call.  Called with dev->meta_lock held; counted I/O never
- * takes meta_lock, so it cannot wait for us.
+/**
+ * qimg_io_drain() - wait for the data I/O that may use old mappings
+ * @dev: the device
+ *
+ * Waits for every section (qimg_io_enter()) begun before this call, so
+ * for every I/O that may have looked up a mapping changed before it.
+ * Counted I/O never takes dev->meta_lock, so it cannot wait for us.
+ *
+ * Context: process context, sleeps; dev->meta_lock held.
  */
 void qimg_io_drain(struct qimg_device *dev)
 {
@@ -248,12 +445,18 @@ void qimg_io_drain(struct qimg_device *dev)
 	synchronize_srcu_expedited(&dev->io_srcu);
 }
 
-/*
- * A worker that writes image files on behalf of requests (loop's
- * lessons): PF_MEMALLOC_NOIO so that reclaim never recurses into the
- * device, and PF_LOCAL_THROTTLE so that balance_dirty_pages() on the
+/**
+ * qimg_writer_begin() - enter the context of an image-file writer
+ *
+ * Description: a worker that writes image files on behalf of requests
+ * (loop's lessons): PF_MEMALLOC_NOIO so that reclaim never recurses into
+ * the device, and PF_LOCAL_THROTTLE so that balance_dirty_pages() on the
  * image's file system throttles us only for our own dirty pages, not for
  * those of a file system mounted on /dev/qimgN, whose writeback needs us.
+ *
+ * Context: process context; changes only the current task's flags.  Taken
+ * around work that writes image files, also under dev->meta_lock.
+ * Return: the previous state of those flags, for qimg_writer_end().
  */
 unsigned int qimg_writer_begin(void)
 {
@@ -264,6 +467,12 @@ unsigned int qimg_writer_begin(void)
 	return old;
 }
 
+/**
+ * qimg_writer_end() - leave the context entered by qimg_writer_begin()
+ * @old: what qimg_writer_begin() returned
+ *
+ * Context: process context, the same task as qimg_writer_begin().
+ */
 void qimg_writer_end(unsigned int old)
 {
 	current->flags = (current->flags &

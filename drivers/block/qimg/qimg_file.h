@@ -6,16 +6,35 @@
 #ifndef QIMG_FILE_H
 #define QIMG_FILE_H
 
+#include <linux/ratelimit.h>
+
 #include "qimg.h"
 
-/* An error message naming the device and its image. */
+/*
+ * Messages about a device: errors name the device and its image
+ * ("qimgN: IMAGE: ..."), information the device ("qimgN: ...").  Every
+ * other message of the driver is prefixed "qimg: " (pr_fmt).
+ */
 void qimg_dev_err(const struct qimg_device *dev, const char *fmt, ...)
 	__printf(2, 3);
+void qimg_dev_info(const struct qimg_device *dev, const char *fmt, ...)
+	__printf(2, 3);
+
+#define qimg_dev_err_ratelimited(dev, fmt, ...)				\
+do {									\
+	static DEFINE_RATELIMIT_STATE(_rs, DEFAULT_RATELIMIT_INTERVAL,	\
+				      DEFAULT_RATELIMIT_BURST);		\
+									\
+	if (__ratelimit(&_rs))						\
+		qimg_dev_err(dev, fmt, ##__VA_ARGS__);			\
+} while (0)
 
 void qimg_kiocb_init(struct kiocb *iocb, struct file *file, u64 pos,
 		     int flags, u16 ioprio);
 int qimg_kread(struct file *file, void *buf, size_t len, u64 pos);
 int qimg_kwrite(struct file *file, const void *buf, size_t len, u64 pos);
+int qimg_file_extend(struct file *file, u64 end);
+int qimg_file_punch(struct file *file, u64 off, u64 len);
 bool qimg_dio_ok(struct qimg_image *img, u64 pos, struct iov_iter *it);
 int qimg_read_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it);
 int qimg_write_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it);

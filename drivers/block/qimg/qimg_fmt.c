@@ -506,9 +506,9 @@ static int qimg_decode_exts(const u8 *p, size_t len, u64 file_size,
 			 */
 			if (h->crypt_method != QIMG_CRYPT_LUKS)
 				return qimg_fail(err, -EUCLEAN,
-						 h->crypt_method ?
-						 "crypto header extension in an AES-encrypted image" :
-						 "crypto header extension in an unencrypted image");
+						 "crypto header extension in an %s image",
+						 h->crypt_method ? "AES-encrypted" :
+						 "unencrypted");
 			if (h->has_crypto_ext)
 				goto dup;
 			if (elen != 16)

@@ -11,6 +11,8 @@
  * (else -E2BIG).  The command numbers encode a struct size too; they are
  * matched without it.
  */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
 #include <linux/capability.h>
 #include <linux/fs.h>
 #include <linux/init.h>
@@ -178,7 +180,7 @@ static int __init qimg_init(void)
 		qimg_dev_exit();
 		return ret;
 	}
-	pr_info("qimg: qcow2 block driver loaded (control: /dev/%s)\n",
+	pr_info("qcow2 block driver loaded (control: /dev/%s)\n",
 		QIMG_CONTROL_NAME);
 	return 0;
 }

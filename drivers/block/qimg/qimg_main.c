@@ -14,6 +14,8 @@
  * last close; both remove it from the idr under qimg_ctl_mutex first, so
  * exactly one of them tears it down.
  */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
 #include <linux/blkdev.h>
 #include <linux/capability.h>
 #include <linux/file.h>
@@ -76,13 +78,13 @@ static int qimg_check_features(struct qimg_image *img, bool writable)
 
 	if (what) {
 		/* Say so when a read-only attach would have worked. */
-		pr_err("qimg: %s: unsupported: %s%s\n", path, what,
+		pr_err("%s: unsupported: %s%s\n", path, what,
 		       qimg_unsupported_feature(h, false) ? "" :
 		       " (attach read-only)");
 		return -EOPNOTSUPP;
 	}
 	if (writable && h->incompatible_features & QIMG_INCOMPAT_CORRUPT) {
-		pr_err("qimg: %s: image is marked corrupt (attach read-only)\n",
+		pr_err("%s: image is marked corrupt (attach read-only)\n",
 		       path);
 		return -EUCLEAN;
 	}
@@ -110,7 +112,7 @@ static int qimg_image_open(struct qimg_device *dev, struct qimg_image *img,
 	if (dev->flags & QIMG_ATTACH_DIRECT_IO) {
 		img->dio = file->f_mode & FMODE_CAN_ODIRECT;
 		if (!img->dio)
-			pr_info("qimg: %s: no direct I/O on this file, using buffered I/O\n",
+			pr_info("%s: no direct I/O on this file, using buffered I/O\n",
 				img->path ? img->path : "?");
 	}
 	if (!(file->f_mode & FMODE_READ) ||
@@ -124,7 +126,7 @@ static int qimg_image_open(struct qimg_device *dev, struct qimg_image *img,
 	 * caller meant something else (our own I/O never appends).
 	 */
 	if (writable && (IS_APPEND(inode) || (file->f_flags & O_APPEND))) {
-		pr_err("qimg: %s: %s; the image must be opened for writing in place\n",
+		pr_err("%s: %s; the image must be opened for writing in place\n",
 		       img->path ? img->path : "?",
 		       IS_APPEND(inode) ? "the file is append-only" :
 		       "the descriptor was opened with O_APPEND");
@@ -139,7 +141,7 @@ static int qimg_image_open(struct qimg_device *dev, struct qimg_image *img,
 	if (fmt != QIMG_FMT_QCOW2)
 		return -EINVAL;
 	if (size < QIMG_V2_HEADER_LEN) {
-		pr_err("qimg: %s: not a qcow2 image (too short)\n", img->path);
+		pr_err("%s: not a qcow2 image (too short)\n", img->path);
 		return -EINVAL;
 	}
 	buf = kzalloc(512, GFP_KERNEL);
@@ -199,7 +201,7 @@ out:
 	kvfree(buf);
 	return ret;
 bad:
-	pr_err("qimg: %s: %s\n", img->path ? img->path : "?", err.msg);
+	pr_err("%s: %s\n", img->path ? img->path : "?", err.msg);
 	goto out;
 }
 
@@ -251,7 +253,7 @@ static int qimg_bitmaps_mark_in_use(struct qimg_device *dev)
 	for (i = 0; !ret && i < h->nb_bitmaps; i++) {
 		if (qimg_bitmap_decode(img->g, dir + pos, size - pos, fsize, &b,
 				       &err)) {
-			pr_err("qimg: %s: bitmap directory entry %u: %s\n",
+			pr_err("%s: bitmap directory entry %u: %s\n",
 			       img->path ? img->path : "?", i, err.msg);
 			ret = -EUCLEAN;
 			break;
@@ -267,12 +269,20 @@ static int qimg_bitmaps_mark_in_use(struct qimg_device *dev)
 		ret = qimg_overlap_check(dev, h->bitmap_directory_offset, size,
 					 QIMG_OL_BITMAP_DIR,
 					 "bitmap directory");
-	if (!ret && changed)
-		ret = qimg_kwrite(img->file, dir, size,
-				  h->bitmap_directory_offset);
 	if (!ret && changed) {
-		ret = vfs_fsync(img->file, 0);
-		pr_info("qimg: %s: %u persistent bitmap(s) marked in use (not updated by qimg)\n",
+		struct qimg_handle th;
+
+		mutex_lock(&dev->meta_lock);
+		ret = qimg_meta_start(dev, &th, 1);
+		if (!ret)
+			ret = qimg_meta_write_struct(&th, dir, size,
+						     h->bitmap_directory_offset,
+						     "bitmap directory");
+		ret = qimg_meta_stop(&th, ret);
+		mutex_unlock(&dev->meta_lock);
+	}
+	if (!ret && changed) {
+		pr_info("%s: %u persistent bitmap(s) marked in use (not updated by qimg)\n",
 			img->path ? img->path : "?", h->nb_bitmaps);
 	}
 	kvfree(dir);
@@ -288,6 +298,7 @@ static int qimg_bitmaps_mark_in_use(struct qimg_device *dev)
 static int qimg_writable_autoclear(struct qimg_device *dev)
 {
 	struct qimg_header *h = dev->top.h;
+	struct qimg_handle th;
 	u64 keep = 0;
 	int ret;
 
@@ -297,7 +308,7 @@ static int qimg_writable_autoclear(struct qimg_device *dev)
 	    h->has_bitmaps_ext && h->nb_bitmaps) {
 		ret = qimg_bitmaps_mark_in_use(dev);
 		if (ret) {
-			pr_err("qimg: %s: cannot mark the persistent bitmaps in use (%d); attach read-only or remove them\n",
+			pr_err("%s: cannot mark the persistent bitmaps in use (%d); attach read-only or remove them\n",
 			       dev->top.path ? dev->top.path : "?", ret);
 			return ret;
 		}
@@ -305,7 +316,12 @@ static int qimg_writable_autoclear(struct qimg_device *dev)
 	}
 	if (h->autoclear_features == keep)
 		return 0;
-	ret = qimg_meta_header_write(dev, QIMG_HDR_AUTOCLEAR_OFFSET, keep);
+	mutex_lock(&dev->meta_lock);
+	ret = qimg_meta_start(dev, &th, 1);
+	if (!ret)
+		ret = qimg_meta_set_header(&th, QIMG_HDR_AUTOCLEAR_OFFSET, keep);
+	ret = qimg_meta_stop(&th, ret);
+	mutex_unlock(&dev->meta_lock);
 	if (ret)
 		return ret;
 	h->autoclear_features = keep;
@@ -316,6 +332,7 @@ static void qimg_device_free(struct qimg_device *dev)
 {
 	struct qimg_image *img = dev->top.backing, *next;
 
+	qimg_meta_quiesce(dev);		/* the corrupt bit, if pending */
 	while (img) {
 		next = img->backing;
 		qimg_image_release(img);
@@ -403,17 +420,18 @@ static int qimg_destroy(struct qimg_device *dev, bool from_work)
 	if (!from_work)
 		cancel_work_sync(&dev->autoclear_work);
 	del_gendisk(dev->disk);
+	qimg_meta_quiesce(dev);
 	ret = qimg_flush(dev);
 	if (ret) {
-		pr_err("qimg%d: %s: final write-back failed (%d); recent writes may be lost, check the image\n",
-		       dev->index, dev->top.path ? dev->top.path : "?", ret);
+		qimg_dev_err(dev, "final write-back failed (%d); recent writes may be lost, check the image\n",
+			     ret);
 		ret = -EIO;
 	}
 	destroy_workqueue(dev->wq);
 	destroy_workqueue(dev->link_wq);
 	blk_mq_free_tag_set(&dev->tag_set);
 	put_disk(dev->disk);
-	pr_info("qimg%d: detached\n", dev->index);
+	qimg_dev_info(dev, "detached\n");
 	qimg_device_free(dev);
 	module_put(THIS_MODULE);
 	return ret;
@@ -442,6 +460,21 @@ static void qimg_autoclear_work(struct work_struct *work)
 	qimg_destroy(dev, true);
 }
 
+/**
+ * qimg_detach() - detach a device
+ * @index: the device number
+ *
+ * Refused while the device is open or still attaching.  Otherwise the
+ * device leaves the idr, then is torn down without any lock of ours:
+ * the gendisk is deleted, the final flush writes back and syncs, and the
+ * device goes away whatever that flush says.
+ *
+ * Context: process context, sleeps; no lock of ours held.  Takes
+ * qimg_ctl_mutex and dev->open_mutex (not across the teardown), then
+ * dev->meta_lock for the final flush.
+ * Return: 0, -ENXIO (no such device), -EBUSY (open, or attaching), or
+ * -EIO when the final write-back failed (the device is gone all the same).
+ */
 int qimg_detach(int index)
 {
 	struct qimg_device *dev;
@@ -533,7 +566,7 @@ static int qimg_attach_backing(struct qimg_device *dev,
 
 	for (i = 0; i < a->nr_backing; i++) {
 		if (prev->raw || !prev->h->backing_file[0]) {
-			pr_err("qimg: %s has no backing file, but more backing images were passed\n",
+			pr_err("%s has no backing file, but more backing images were passed\n",
 			       prev->path ? prev->path : "?");
 			return -EINVAL;
 		}
@@ -556,7 +589,7 @@ static int qimg_attach_backing(struct qimg_device *dev,
 		prev = img;
 	}
 	if (!prev->raw && prev->h->backing_file[0]) {
-		pr_err("qimg: %s: backing file \"%s\" was not passed\n",
+		pr_err("%s: backing file \"%s\" was not passed\n",
 		       prev->path ? prev->path : "?", prev->h->backing_file);
 		return -EINVAL;
 	}
@@ -576,18 +609,18 @@ static int qimg_chain_busy(struct qimg_device *dev, bool writable)
 	lockdep_assert_held(&qimg_ctl_mutex);
 	for (img = dev->top.backing; img; img = img->backing) {
 		if (file_inode(img->file) == top) {
-			pr_err("qimg: %s is its own backing file\n",
+			pr_err("%s is its own backing file\n",
 			       dev->top.path ? dev->top.path : "?");
 			return -ELOOP;
 		}
 		if (qimg_inode_busy(file_inode(img->file), false, false)) {
-			pr_err("qimg: backing file %s is attached read-write\n",
+			pr_err("backing file %s is attached read-write\n",
 			       img->path ? img->path : "?");
 			return -EBUSY;
 		}
 	}
 	if (qimg_inode_busy(top, writable, true)) {
-		pr_err("qimg: %s is already attached%s\n",
+		pr_err("%s is already attached%s\n",
 		       dev->top.path ? dev->top.path : "?",
 		       writable ? "" : " read-write");
 		return -EBUSY;
@@ -623,6 +656,7 @@ static struct qimg_device *qimg_device_alloc(const struct qimg_attach *a)
 	INIT_WORK(&dev->link_work, qimg_link_work);
 	init_llist_head(&dev->link_list);
 	INIT_WORK(&dev->autoclear_work, qimg_autoclear_work);
+	qimg_meta_init(dev);
 	return dev;
 }
 
@@ -644,19 +678,32 @@ static int qimg_alloc_wqs(struct qimg_device *dev)
 	return -ENOMEM;
 }
 
-/*
+/**
+ * qimg_attach() - attach an image as a new device
+ * @a: the request: descriptor of the image in the caller's file table,
+ *     flags, backing chain, cache sizes (validated by the caller)
+ * @report: told the device number before the disk goes live (NULL: not
+ *          told); an error from it undoes the attach
+ * @arg: passed to @report
+ *
  * Attach in three steps, so that qimg_ctl_mutex is never held across
  * image-file I/O (a slow attach over NFS or FUSE must not stall every
  * control operation):
+ *
  *  1. open and validate the chain, without the mutex;
  *  2. under the mutex: refuse conflicting uses, reserve the device number
  *     (the device is in the idr but marked attaching: detach and GET_INFO
  *     do not see it, later attaches do);
- *  3. without the mutex: the writable set-up (header writes), @report
- *     (the ioctl hands the number to the caller; an error undoes
- *     everything while the device is still private), the gendisk; then,
- *     under the mutex again, the device is published.
- * Returns the device number or a negative errno.
+ *  3. without the mutex: the writable set-up (reftable, overlap index,
+ *     header writes under dev->meta_lock), @report (the ioctl hands the
+ *     number to the caller; an error undoes everything while the device is
+ *     still private), the gendisk; then, under the mutex again, the device
+ *     is published.
+ *
+ * Context: process context, sleeps; no lock of ours held (@report is
+ * called without any).  Takes qimg_ctl_mutex (briefly, twice) and
+ * dev->meta_lock; add_disk() runs with neither held.
+ * Return: the device number or a negative errno.
  */
 int qimg_attach(const struct qimg_attach *a, qimg_attach_report_t report,
 		void *arg)
@@ -719,12 +766,12 @@ int qimg_attach(const struct qimg_attach *a, qimg_attach_report_t report,
 		module_put(THIS_MODULE);
 		goto fail_wq;
 	}
-	pr_info("qimg%d: attached %s (%llu bytes, cluster %llu%s%s%s)\n",
-		dev->index, dev->top.path ? dev->top.path : "?",
-		dev->top.virtual_size, dev->top.g->cluster_size,
-		dev->read_only ? ", read-only" : "",
-		dev->top.dio ? ", direct I/O" : "",
-		dev->nr_backing ? ", with backing chain" : "");
+	qimg_dev_info(dev, "attached %s (%llu bytes, cluster %llu%s%s%s)\n",
+		      dev->top.path ? dev->top.path : "?",
+		      dev->top.virtual_size, dev->top.g->cluster_size,
+		      dev->read_only ? ", read-only" : "",
+		      dev->top.dio ? ", direct I/O" : "",
+		      dev->nr_backing ? ", with backing chain" : "");
 	mutex_lock(&qimg_ctl_mutex);
 	dev->attaching = false;
 	mutex_unlock(&qimg_ctl_mutex);
@@ -747,6 +794,17 @@ static void qimg_copy_path(char *dst, const char *src)
 	strscpy(dst, src ? src : "", QIMG_PATH_LEN);
 }
 
+/**
+ * qimg_get_info() - describe an attached device (GET_INFO)
+ * @info: in: index and query (QIMG_QUERY_NEXT: the first device at or
+ *        after index); out: everything else, index included
+ *
+ * Devices still attaching are skipped.
+ *
+ * Context: process context, sleeps; takes qimg_ctl_mutex, no other lock
+ * of ours held.
+ * Return: 0 or -ENXIO (no such device).
+ */
 int qimg_get_info(struct qimg_info *info)
 {
 	struct qimg_device *dev;
@@ -802,6 +860,15 @@ int qimg_get_info(struct qimg_info *info)
 /* ------------------------------------------------------------------------ */
 /* Set-up of the device layer (module init, from qimg_ioctl.c)               */
 
+/**
+ * qimg_dev_init() - set up the device layer
+ *
+ * Description: the control workqueue (autoclear detaches) and the block
+ * major.
+ *
+ * Context: module init, process context, may sleep.
+ * Return: 0, -ENOMEM or register_blkdev()'s error.
+ */
 int qimg_dev_init(void)
 {
 	int ret;
@@ -818,7 +885,15 @@ int qimg_dev_init(void)
 	return 0;
 }
 
-/* Devices hold module references: none can be left here. */
+/**
+ * qimg_dev_exit() - tear down the device layer
+ *
+ * Description: undoes qimg_dev_init() and destroys the shared table
+ * slabs.  Devices hold module references: none can be left here.
+ *
+ * Context: module exit, or a failed module init after qimg_dev_init();
+ * process context, may sleep.
+ */
 void qimg_dev_exit(void)
 {
 	destroy_workqueue(qimg_ctl_wq);

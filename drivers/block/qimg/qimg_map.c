@@ -38,6 +38,8 @@
  * (qimg_io_enter/exit) and the frees wait for every I/O that started
  * before the entries changed (qimg_io_drain, from qimg_apply_frees).
  */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
 #include <linux/ratelimit.h>
 #include <linux/mm.h>
 #include <linux/slab.h>
@@ -56,9 +58,9 @@ static int qimg_map_corrupt(struct qimg_image *img, const char *what,
 	if (img == &img->dev->top)
 		qimg_mark_corrupt(img->dev, "%s: %s", what, err->msg);
 	else
-		pr_err_ratelimited("qimg%d: backing image %s: %s: %s\n",
-				   img->dev->index,
-				   img->path ? img->path : "?", what, err->msg);
+		qimg_dev_err_ratelimited(img->dev, "backing image %s: %s: %s\n",
+					 img->path ? img->path : "?", what,
+					 err->msg);
 	return -EUCLEAN;
 }
 
@@ -101,6 +103,23 @@ static int qimg_l2_entry_get(struct qimg_image *img, struct qimg_centry *t,
 	return 0;
 }
 
+/**
+ * qimg_map_lookup() - decode the L2 entry of a guest offset
+ * @img: the image (the top one or a backing file)
+ * @guest: guest offset
+ * @e: receives the decoded entry (QIMG_CLUSTER_UNALLOCATED when no L2
+ *     table covers @guest)
+ *
+ * Lockless: the L1 entry is read with READ_ONCE and the L2 table comes
+ * from the cache.  Bad entries are corruption: of the top image, it is
+ * marked corrupt; of a backing file, reported.
+ *
+ * Context: process context, may sleep (L2 table read on a cache miss);
+ * dev->meta_lock may or may not be held.  Without it the entry may change
+ * at once: I/O to the top image's host cluster found here must be inside
+ * a qimg_io_enter() section begun before the lookup.
+ * Return: 0, -EUCLEAN (corrupt entry), -ENOMEM or a read's errno.
+ */
 int qimg_map_lookup(struct qimg_image *img, u64 guest,
 		    struct qimg_l2_entry *e)
 {
@@ -123,16 +142,18 @@ int qimg_map_lookup(struct qimg_image *img, u64 guest,
 }
 
 /*
- * The L2 table covering @guest, ready to be modified: allocated if the L1
- * entry is empty, copied if it is shared with a snapshot (no COPIED flag).
+ * The L2 table covering @guest, ready to be modified through @h
+ * (QIMG_CREDITS_L2_WRITE): allocated if the L1 entry is empty, copied if
+ * it is shared with a snapshot (no COPIED flag).
  */
-static int qimg_l2_for_write(struct qimg_device *dev, u64 guest,
+static int qimg_l2_for_write(struct qimg_handle *h, u64 guest,
 			     struct qimg_centry **out)
 {
+	struct qimg_device *dev = h->dev;
 	struct qimg_image *img = &dev->top;
 	u64 l1i = qimg_l1_index(img->g, guest);
 	struct qimg_centry *old, *t;
-	u64 l2_off, new_off;
+	u64 l2_off, new_off = 0;
 	bool copied;
 	int ret;
 
@@ -147,29 +168,49 @@ static int qimg_l2_for_write(struct qimg_device *dev, u64 guest,
 					 QIMG_OL_ACTIVE_L2, "L2 table");
 		if (ret)
 			return ret;
-		return qimg_cache_get(&img->l2, l2_off, false, out);
-	}
-
-	ret = qimg_alloc_clusters(dev, &new_off);
-	if (ret)
-		return ret;
-	ret = qimg_cache_get(&img->l2, new_off, true, &t);
-	if (ret)
-		return ret;
-	if (l2_off) {
-		/* Shared with a snapshot: the old table stays theirs. */
-		ret = qimg_cache_get(&img->l2, l2_off, false, &old);
+		ret = qimg_cache_get(&img->l2, l2_off, false, &t);
+		if (ret)
+			return ret;
+		ret = qimg_meta_get_write_access(h, &img->l2, t);
 		if (ret) {
 			qimg_cache_put(&img->l2, t);
 			return ret;
 		}
-		memcpy(t->data, old->data, img->g->cluster_size);
-		qimg_cache_put(&img->l2, old);
-		qimg_defer_free(dev, l2_off, img->g->cluster_size);
+		*out = t;
+		return 0;
 	}
-	/* Mark the whole new table dirty before anything can point at it. */
-	qimg_meta_record_l2(dev, t, 0, be64_to_cpu(((__be64 *)t->data)[0]));
-	qimg_meta_record_l1(dev, l1i, qimg_l1_encode(new_off, true));
+
+	old = NULL;
+	if (l2_off) {
+		/* Shared with a snapshot: the old table stays theirs. */
+		ret = qimg_cache_get(&img->l2, l2_off, false, &old);
+		if (ret)
+			return ret;
+	}
+	ret = qimg_alloc_clusters(h, &new_off);
+	/* The whole new table is dirty before anything can point at it. */
+	if (!ret)
+		ret = qimg_meta_new_table(h, &img->l2, new_off, old, &t);
+	if (old)
+		qimg_cache_put(&img->l2, old);
+	if (ret) {
+		/* Allocated, nothing in it: give it back (a crash leaks it). */
+		if (new_off)
+			qimg_defer_free(h, new_off, img->g->cluster_size);
+		return ret;
+	}
+	/*
+	 * Only a handle that can no longer change anything fails here; the
+	 * new table stays dirty at new_off, so the cluster is left allocated
+	 * (leaked), never handed out again under it.
+	 */
+	ret = qimg_meta_set_l1(h, l1i, qimg_l1_encode(new_off, true));
+	if (ret) {
+		qimg_cache_put(&img->l2, t);
+		return ret;
+	}
+	if (l2_off)
+		qimg_defer_free(h, l2_off, img->g->cluster_size);
 	/* Failing (no memory) only leaves the new table unchecked. */
 	qimg_overlap_add(dev, new_off, QIMG_OL_ACTIVE_L2);
 	if (l2_off)
@@ -251,7 +292,7 @@ static bool qimg_fresh_ready(struct qimg_image *img, u64 host)
 	if (img->no_prealloc)
 		return false;
 	end = round_up(host + cs, max_t(u64, cs, QIMG_PREALLOC_BYTES));
-	ret = vfs_truncate(&img->file->f_path, end);
+	ret = qimg_file_extend(img->file, end);
 	if (ret)
 		img->no_prealloc = true;	/* not allowed here: never again */
 	return host + cs <= i_size_read(file_inode(img->file));
@@ -311,12 +352,20 @@ static int qimg_cow_write(struct qimg_image *img,
 	return ret;
 }
 
-/*
- * Wait until no allocation of @cluster is in flight.  Called and returns
- * with dev->meta_lock held; drops it while waiting.
+/**
+ * qimg_inflight_wait() - wait until no allocation of a cluster is in flight
+ * @dev: the device
+ * @cluster: guest offset of the cluster
+ *
+ * Drops dev->meta_lock while waiting, so whatever the caller looked up
+ * before must be looked up again.
+ *
+ * Context: process context, may sleep; called and returns with
+ * dev->meta_lock held; takes dev->inflight_lock.
  */
 void qimg_inflight_wait(struct qimg_device *dev, u64 cluster)
 {
+	lockdep_assert_held(&dev->meta_lock);
 	while (qimg_inflight_busy(dev, cluster)) {
 		mutex_unlock(&dev->meta_lock);
 		wait_event(dev->inflight_wq,
@@ -325,28 +374,39 @@ void qimg_inflight_wait(struct qimg_device *dev, u64 cluster)
 	}
 }
 
-/*
- * Allocating / copy-on-write path.  Three steps:
+/**
+ * qimg_alloc_begin() - step 1 of an allocating or copy-on-write write
+ * @dev: the device
+ * @guest: guest offset of the write
+ * @a: the allocation, filled in here
+ *
+ * The allocating / copy-on-write path has three steps:
+ *
  *  1. qimg_alloc_begin(), under dev->meta_lock: look again, get the L2
  *     table (allocating it if needed), reserve the host cluster, record
  *     the allocation in flight;
  *  2. without the lock: write the data and the copy-on-write parts, here
- *     or as an asynchronous kiocb (qimg_io.c);
- *  3. qimg_alloc_finish(), under the lock: point the L2 entry at the
- *     cluster (or give the cluster back on error) and drop the in-flight
- *     record.
+ *     (qimg_alloc_write()) or as an asynchronous kiocb (qimg_rq.c);
+ *  3. qimg_alloc_finish() or qimg_alloc_link(), under the lock: point the
+ *     L2 entry at the cluster (or give the cluster back on error) and drop
+ *     the in-flight record.
+ *
  * The entry reaches the disk only after a sync that follows step 2, so the
  * order data -> L2 -> L1 of the crash model holds.
  *
- * qimg_alloc_begin() returns 0 with @a reserved (finish it even when
- * a->err is set: then no data may be written), 1 when the cluster turned
- * out to be allocated and ours meanwhile (write to a->host, then
- * qimg_io_exit(dev, a->epoch)), or an error.
+ * Context: process context, may sleep; takes dev->meta_lock (the caller
+ * must not hold it) and dev->inflight_lock, and may wait for another
+ * allocation of the same cluster (qimg_inflight_wait()).
+ * Return: 0 with @a reserved (finish it even when a->err is set: then no
+ * data may be written), 1 when the cluster turned out to be allocated and
+ * ours meanwhile (write to a->host, then qimg_io_exit(dev, a->epoch)), or
+ * a negative errno (nothing to undo).
  */
 int qimg_alloc_begin(struct qimg_device *dev, u64 guest, struct qimg_alloc *a)
 {
 	struct qimg_image *img = &dev->top;
 	u64 cstart = guest & ~(img->g->cluster_size - 1);
+	struct qimg_handle h;
 	int ret;
 
 	memset(a, 0, sizeof(*a));
@@ -383,15 +443,16 @@ int qimg_alloc_begin(struct qimg_device *dev, u64 guest, struct qimg_alloc *a)
 			goto unlock;
 	}
 
-	qimg_meta_begin(dev);
-	ret = qimg_l2_for_write(dev, guest, &a->t);
+	ret = qimg_meta_start(dev, &h, QIMG_CREDITS_ALLOC_WRITE);
+	if (!ret)
+		ret = qimg_l2_for_write(&h, guest, &a->t);
 	if (!ret) {
 		if (a->reuse) {
 			a->host = a->e.host_offset;	/* ours alone: reuse */
 		} else {
 			u64 hole = qimg_hole_start(img);
 
-			ret = qimg_alloc_clusters(dev, &a->host);
+			ret = qimg_alloc_clusters(&h, &a->host);
 			a->fresh = !ret && a->host >= hole &&
 				   qimg_fresh_ready(img, a->host);
 		}
@@ -399,7 +460,7 @@ int qimg_alloc_begin(struct qimg_device *dev, u64 guest, struct qimg_alloc *a)
 			qimg_cache_put(&img->l2, a->t);
 	}
 	/* A failed write-back leaves the metadata dirty: no data I/O then. */
-	a->err = qimg_meta_end(dev);
+	a->err = qimg_meta_stop(&h, 0);
 	if (ret)
 		goto unlock;
 	spin_lock(&dev->inflight_lock);
@@ -412,10 +473,19 @@ unlock:
 	return ret;
 }
 
-/*
- * Is the write of @len bytes at a->guest all the reserved cluster needs
- * (no copy-on-write around it)?  Then it can go straight to
- * a->host + its offset in the cluster, like any data write.
+/**
+ * qimg_alloc_data_only() - is the guest's data all the new cluster needs?
+ * @dev: the device
+ * @a: an allocation begun by qimg_alloc_begin()
+ * @len: bytes the guest writes at a->guest
+ *
+ * True for a whole cluster, or for a fresh cluster (reads as zeros) where
+ * the guest sees zeros now: no copy-on-write around the data, which can
+ * go straight to a->host plus its offset in the cluster, like any data
+ * write.
+ *
+ * Context: any context, no lock, does not sleep.
+ * Return: true if no copy-on-write is needed.
  */
 bool qimg_alloc_data_only(struct qimg_device *dev, const struct qimg_alloc *a,
 			  size_t len)
@@ -426,7 +496,20 @@ bool qimg_alloc_data_only(struct qimg_device *dev, const struct qimg_alloc *a,
 	       (a->fresh && qimg_cow_src_zero(img, &a->e));
 }
 
-/* Step 2, synchronously: the data of @it and the copy-on-write around it. */
+/**
+ * qimg_alloc_write() - step 2 of an allocating write, synchronously
+ * @dev: the device
+ * @a: an allocation begun by qimg_alloc_begin()
+ * @it: the guest's data, inside the cluster
+ *
+ * Writes the data and, around it, what the guest sees there now
+ * (copy-on-write of only the untouched head and tail).  Nothing points
+ * at a->host yet, so readers still see the old mapping.
+ *
+ * Context: process context, may sleep; dev->meta_lock not held (the
+ * copy-on-write reads run as ordinary guest reads).
+ * Return: a->err if the reservation failed, else 0 or the write's errno.
+ */
 int qimg_alloc_write(struct qimg_device *dev, struct qimg_alloc *a,
 		     struct iov_iter *it)
 {
@@ -439,48 +522,74 @@ int qimg_alloc_write(struct qimg_device *dev, struct qimg_alloc *a,
 			      a->fresh, it);
 }
 
-/*
- * Step 3 inside a metadata group (qimg_meta_begin) under dev->meta_lock;
- * @ret is the data write's result.  Wake dev->inflight_wq after unlocking.
+/**
+ * qimg_alloc_link() - step 3 of an allocating write
+ * @h: a handle with QIMG_CREDITS_LINK for this allocation
+ * @a: the allocation
+ * @ret: the data write's result
+ *
+ * Points the L2 entry at the written cluster and queues the replaced
+ * entry's shared cluster for freeing, or (on an error, unless the cluster
+ * was the entry's own) gives the cluster back.  Either way @a is done:
+ * its L2 table reference and its in-flight record are dropped.  Wake
+ * dev->inflight_wq after unlocking.
+ * Context: dev->meta_lock held; may sleep (queueing a free allocates);
+ * takes dev->inflight_lock.
+ * Return: 0, or why the entry could not be set (the request fails).
  */
-void qimg_alloc_link(struct qimg_device *dev, struct qimg_alloc *a, int ret)
+int qimg_alloc_link(struct qimg_handle *h, struct qimg_alloc *a, int ret)
 {
+	struct qimg_device *dev = h->dev;
 	struct qimg_image *img = &dev->top;
 	const struct qimg_geom *g = img->g;
 	struct qimg_l2_entry *e = &a->e;
 
 	lockdep_assert_held(&dev->meta_lock);
+	if (!ret)
+		ret = qimg_meta_set_l2(h, a->t, qimg_l2_index(g, a->guest),
+				       qimg_l2_encode_normal(a->host, true));
 	if (!ret) {
-		qimg_meta_record_l2(dev, a->t, qimg_l2_index(g, a->guest),
-				    qimg_l2_encode_normal(a->host, true));
 		/* The replaced cluster was shared: drop our reference. */
 		if (e->type == QIMG_CLUSTER_COMPRESSED)
-			qimg_defer_free(dev, e->host_offset, e->compressed_len);
+			qimg_defer_free(h, e->host_offset, e->compressed_len);
 		else if ((e->type == QIMG_CLUSTER_NORMAL ||
 			  e->type == QIMG_CLUSTER_ZERO_ALLOC) && !e->copied)
-			qimg_defer_free(dev, e->host_offset, g->cluster_size);
+			qimg_defer_free(h, e->host_offset, g->cluster_size);
 	} else if (!a->reuse) {
 		/* Nothing points at it: give it back (a crash leaks it). */
-		qimg_defer_free(dev, a->host, g->cluster_size);
+		qimg_defer_free(h, a->host, g->cluster_size);
 	}
 	qimg_cache_put(&img->l2, a->t);
 	spin_lock(&dev->inflight_lock);
 	list_del(&a->fl.node);
 	spin_unlock(&dev->inflight_lock);
+	return ret;
 }
 
-/* Step 3 on its own.  Returns the request's result. */
+/**
+ * qimg_alloc_finish() - step 3 of an allocating write on its own
+ * @dev: the device
+ * @a: an allocation begun by qimg_alloc_begin()
+ * @ret: the data write's result
+ *
+ * qimg_alloc_link() in a handle of its own, then wakes the writers
+ * waiting for the cluster (dev->inflight_wq).
+ *
+ * Context: process context, may sleep (the handle may write back); takes
+ * dev->meta_lock, which the caller must not hold.
+ * Return: the request's result: @ret, else why the entry could not be
+ * linked, else the handle's (write-back's) error.
+ */
 int qimg_alloc_finish(struct qimg_device *dev, struct qimg_alloc *a, int ret)
 {
-	int err;
+	struct qimg_handle h;
 
 	mutex_lock(&dev->meta_lock);
-	qimg_meta_begin(dev);
-	qimg_alloc_link(dev, a, ret);
-	err = qimg_meta_end(dev);
+	qimg_meta_start(dev, &h, QIMG_CREDITS_LINK);	/* its error: below */
+	ret = qimg_meta_stop(&h, qimg_alloc_link(&h, a, ret));
 	mutex_unlock(&dev->meta_lock);
 	wake_up_all(&dev->inflight_wq);
-	return ret ? ret : err;
+	return ret;
 }
 
 static int qimg_map_write_alloc(struct qimg_device *dev, u64 guest,
@@ -503,16 +612,25 @@ static int qimg_map_write_alloc(struct qimg_device *dev, u64 guest,
 	return qimg_alloc_finish(dev, &a, qimg_alloc_write(dev, &a, it));
 }
 
-/*
- * Discard / write zeroes of the whole cluster at @cstart through its L2
- * entry.  @unmap: the host cluster may be released.  With no backing file
- * and @unmap the entry is cleared (unallocated reads as zeros, v2 and v3);
- * otherwise v3 uses the zero flag, keeping the host cluster (ZERO_ALLOC)
- * only when it is ours alone and unmapping is not allowed.  v2 with a
- * backing file has no way to hide the backing data: -EOPNOTSUPP, the
- * caller writes zeros (write zeroes) or does nothing (discard).
- * A released cluster goes through the deferred-free path, so its refcount
- * drops only once the entry no longer pointing at it is durable.
+/**
+ * qimg_map_zero_cluster() - discard or write zeroes of a whole cluster
+ * @dev: the device
+ * @cstart: guest offset of the cluster
+ * @unmap: the host cluster may be released
+ *
+ * Changes the cluster's L2 entry.  With no backing file and @unmap the
+ * entry is cleared (unallocated reads as zeros, v2 and v3); otherwise v3
+ * uses the zero flag, keeping the host cluster (ZERO_ALLOC) only when it
+ * is ours alone and unmapping is not allowed.  v2 with a backing file has
+ * no way to hide the backing data.  A released cluster goes through the
+ * deferred-free path, so its refcount drops only once the entry no longer
+ * pointing at it is durable.
+ *
+ * Context: process context, may sleep; takes dev->meta_lock (the caller
+ * must not hold it) and waits for an allocation of the cluster in flight.
+ * Return: 0; -EOPNOTSUPP for v2 with a backing file (the caller writes
+ * zeros for write zeroes, or does nothing for discard); or a negative
+ * errno.
  */
 int qimg_map_zero_cluster(struct qimg_device *dev, u64 cstart, bool unmap)
 {
@@ -522,8 +640,9 @@ int qimg_map_zero_cluster(struct qimg_device *dev, u64 cstart, bool unmap)
 	struct qimg_l2_entry e;
 	struct qimg_centry *t;
 	bool keep = false;
+	struct qimg_handle h;
 	u64 val;
-	int ret, err;
+	int ret;
 
 	mutex_lock(&dev->meta_lock);
 	qimg_inflight_wait(dev, cstart);
@@ -547,26 +666,40 @@ int qimg_map_zero_cluster(struct qimg_device *dev, u64 cstart, bool unmap)
 		goto unlock;
 	}
 
-	qimg_meta_begin(dev);
-	ret = qimg_l2_for_write(dev, cstart, &t);
+	ret = qimg_meta_start(dev, &h, QIMG_CREDITS_L2_WRITE);
+	if (!ret)
+		ret = qimg_l2_for_write(&h, cstart, &t);
 	if (!ret) {
-		qimg_meta_record_l2(dev, t, qimg_l2_index(g, cstart), val);
+		ret = qimg_meta_set_l2(&h, t, qimg_l2_index(g, cstart), val);
 		qimg_cache_put(&img->l2, t);
+	}
+	if (!ret) {
 		if (e.type == QIMG_CLUSTER_COMPRESSED)
-			qimg_defer_free(dev, e.host_offset, e.compressed_len);
+			qimg_defer_free(&h, e.host_offset, e.compressed_len);
 		else if (!keep && (e.type == QIMG_CLUSTER_NORMAL ||
 				   e.type == QIMG_CLUSTER_ZERO_ALLOC))
-			qimg_defer_free(dev, e.host_offset, g->cluster_size);
+			qimg_defer_free(&h, e.host_offset, g->cluster_size);
 	}
-	err = qimg_meta_end(dev);
-	if (!ret)
-		ret = err;
+	ret = qimg_meta_stop(&h, ret);
 unlock:
 	mutex_unlock(&dev->meta_lock);
 	return ret;
 }
 
-/* Write iov_iter_count(@it) bytes at @guest, all inside one cluster. */
+/**
+ * qimg_map_write() - write guest data inside one cluster
+ * @dev: the device
+ * @guest: guest offset
+ * @it: the data, iov_iter_count(@it) bytes, not crossing a cluster end
+ *
+ * A cluster that is allocated and ours alone (COPIED) is written in place
+ * without a device lock, inside a qimg_io_enter() section; anything else
+ * goes through the allocating path (qimg_alloc_begin() ...).
+ *
+ * Context: process context, may sleep; no lock held (dev->meta_lock is
+ * taken for an allocation).
+ * Return: 0 or a negative errno (-EUCLEAN for corruption or an overlap).
+ */
 int qimg_map_write(struct qimg_device *dev, u64 guest, struct iov_iter *it)
 {
 	struct qimg_image *img = &dev->top;
@@ -770,11 +903,20 @@ static int qimg_read_guest_chain(struct qimg_image *img, u64 off,
 	return 0;
 }
 
-/*
- * Read iov_iter_count(@it) bytes of what the guest sees at @off in @img.
- * Clusters of the top image can be freed and reused while we read them
- * (a concurrent discard): counted, see qimg_io_drain().  Backing images
- * are never written.
+/**
+ * qimg_read_guest() - read what the guest sees
+ * @img: the image (the top one, or a backing file for the chain below)
+ * @off: guest offset
+ * @it: destination, iov_iter_count(@it) bytes; zeros past the image's end
+ *
+ * Follows the backing chain for unallocated clusters.  Clusters of the
+ * top image can be freed and reused while we read them (a concurrent
+ * discard): the read is one qimg_io_enter() section, see qimg_io_drain().
+ * Backing images are never written.
+ *
+ * Context: process context, may sleep; no lock held (also called from
+ * the copy-on-write of qimg_alloc_write(), without dev->meta_lock).
+ * Return: 0 or a negative errno.
  */
 int qimg_read_guest(struct qimg_image *img, u64 off, struct iov_iter *it)
 {
@@ -789,6 +931,16 @@ int qimg_read_guest(struct qimg_image *img, u64 off, struct iov_iter *it)
 	return ret;
 }
 
+/**
+ * qimg_read_guest_buf() - qimg_read_guest() into a kernel buffer
+ * @img: the image
+ * @off: guest offset
+ * @buf: destination
+ * @len: bytes to read
+ *
+ * Context: process context, may sleep; no lock held.
+ * Return: 0 or a negative errno.
+ */
 int qimg_read_guest_buf(struct qimg_image *img, u64 off, void *buf,
 			size_t len)
 {

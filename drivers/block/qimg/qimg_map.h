@@ -8,6 +8,7 @@
 #define QIMG_MAP_H
 
 #include "qimg.h"
+#include "qimg_meta.h"
 
 int qimg_map_lookup(struct qimg_image *img, u64 guest,
 		    struct qimg_l2_entry *e);
@@ -20,7 +21,7 @@ bool qimg_alloc_data_only(struct qimg_device *dev, const struct qimg_alloc *a,
 			  size_t len);
 int qimg_alloc_write(struct qimg_device *dev, struct qimg_alloc *a,
 		     struct iov_iter *it);
-void qimg_alloc_link(struct qimg_device *dev, struct qimg_alloc *a, int ret);
+int qimg_alloc_link(struct qimg_handle *h, struct qimg_alloc *a, int ret);
 int qimg_alloc_finish(struct qimg_device *dev, struct qimg_alloc *a, int ret);
 int qimg_map_zero_cluster(struct qimg_device *dev, u64 cstart, bool unmap);
 void qimg_inflight_wait(struct qimg_device *dev, u64 cluster);

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * qimg metadata layer: every change to an L1/L2 entry, a refcount, the
- * refcount table or the header goes through qimg_meta_*(), between
- * qimg_meta_begin() and qimg_meta_end() with dev->meta_lock held; this
- * file writes the changes back in dependency order and owns the failure
+ * refcount table, a header field or the bitmap directory is made through
+ * a handle of the running transaction (qimg_meta_start() ...
+ * qimg_meta_stop(), see qimg_meta.h) with dev->meta_lock held; this file
+ * writes the transactions back in dependency order and owns the failure
  * state (one function records why and turns the device read-only).
  *
  * Crash model without a journal: a reference (L2 entry, L1 entry, refcount
@@ -21,8 +22,13 @@
  * group, so a write-back in between can only make the reservation durable
  * (a leak).  Discard and write zeroes release clusters through the same
  * deferred decrements.  Growing the refcount table writes the new table
- * and its refcount blocks and syncs them before the header points at them.
+ * and its refcount blocks and syncs them before the header points at them
+ * (qimg_meta_switch_reftable()).  Header fields and the bitmap directory
+ * are written in place and synced at once: they are roots, nothing
+ * written later depends on them being ordered after it.
  */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
 #include <linux/blkdev.h>
 #include <linux/ratelimit.h>
 #include <linux/slab.h>
@@ -52,6 +58,81 @@ static bool qimg_meta_fail(struct qimg_device *dev, int bit, const char *why,
 	return dev->writable;
 }
 
+/*
+ * Set the corrupt bit in the header, as QEMU does, so that every later
+ * user learns of it; best effort.  A work item, because corruption is
+ * found by readers too, which run without dev->meta_lock and must not
+ * wait for it.
+ */
+static void qimg_meta_corrupt_work(struct work_struct *work)
+{
+	struct qimg_device *dev = container_of(work, struct qimg_device,
+					       corrupt_work);
+	unsigned int pflags = qimg_writer_begin();
+	struct qimg_handle h;
+	int ret;
+
+	mutex_lock(&dev->meta_lock);
+	ret = qimg_meta_start(dev, &h, 1);
+	if (!ret)
+		ret = qimg_meta_set_header(&h, QIMG_HDR_INCOMPAT_OFFSET,
+					   dev->top.h->incompatible_features |
+					   QIMG_INCOMPAT_CORRUPT);
+	ret = qimg_meta_stop(&h, ret);
+	if (!ret)
+		dev->top.h->incompatible_features |= QIMG_INCOMPAT_CORRUPT;
+	mutex_unlock(&dev->meta_lock);
+	qimg_writer_end(pflags);
+	if (ret)
+		qimg_dev_err(dev, "could not set the corrupt bit (error %d)\n",
+			     ret);
+}
+
+/**
+ * qimg_meta_init() - set up a device's metadata layer
+ * @dev: the device, not yet visible to anybody
+ *
+ * The first transaction and the work item that sets the corrupt bit.
+ *
+ * Context: attach (qimg_device_alloc()), before the device is set up; no
+ * lock needed.
+ */
+void qimg_meta_init(struct qimg_device *dev)
+{
+	dev->meta_tid = 1;
+	INIT_WORK(&dev->corrupt_work, qimg_meta_corrupt_work);
+}
+
+/**
+ * qimg_meta_quiesce() - wait for pending metadata work of a device
+ * @dev: the device
+ *
+ * Waits for the work item that sets the corrupt bit in the header.  Due
+ * before the final flush and before the image files are released.
+ *
+ * Context: process context, sleeps; dev->meta_lock not held (the work
+ * item takes it).
+ */
+void qimg_meta_quiesce(struct qimg_device *dev)
+{
+	flush_work(&dev->corrupt_work);
+}
+
+/**
+ * qimg_mark_corrupt() - report corrupt metadata; the device turns read-only
+ * @dev: the device
+ * @fmt: printf format of what is wrong (no newline)
+ *
+ * Logs the message (rate limited).  The first report turns the device and
+ * its disk read-only (writes already acknowledged are still written back,
+ * see qimg_flush()) and, for a v3 image attached read-write, schedules
+ * setting the corrupt bit in the header, as QEMU does, from a work item:
+ * readers find corruption too, without dev->meta_lock, and must not wait
+ * for it.
+ *
+ * Context: process context, may sleep (the first report changes the
+ * disk's read-only state); dev->meta_lock may or may not be held.
+ */
 void qimg_mark_corrupt(struct qimg_device *dev, const char *fmt, ...)
 {
 	struct va_format vaf;
@@ -60,61 +141,239 @@ void qimg_mark_corrupt(struct qimg_device *dev, const char *fmt, ...)
 	va_start(args, fmt);
 	vaf.fmt = fmt;
 	vaf.va = &args;
-	pr_err_ratelimited("qimg%d: corrupt metadata: %pV\n", dev->index, &vaf);
+	qimg_dev_err_ratelimited(dev, "corrupt metadata: %pV\n", &vaf);
 	va_end(args);
 
-	if (!qimg_meta_fail(dev, QIMG_STATE_CORRUPT, "corrupt metadata",
-			    -EUCLEAN) || dev->top.h->version < 3)
-		return;
-	/* Tell every later user, as QEMU does; best effort. */
-	if (qimg_meta_header_write(dev, QIMG_HDR_INCOMPAT_OFFSET,
-				   dev->top.h->incompatible_features |
-				   QIMG_INCOMPAT_CORRUPT))
-		qimg_dev_err(dev, "could not set the corrupt bit\n");
+	if (qimg_meta_fail(dev, QIMG_STATE_CORRUPT, "corrupt metadata",
+			   -EUCLEAN) && dev->top.h->version >= 3)
+		schedule_work(&dev->corrupt_work);
 }
 
-void qimg_meta_begin(struct qimg_device *dev)
+/* ------------------------------------------------------------------------ */
+/* Handles                                                                   */
+
+/* What a handle was charged for already (struct qimg_handle.touched). */
+#define QIMG_H_L1		BIT(0)
+#define QIMG_H_REFTABLE		BIT(1)
+#define QIMG_H_HEADER		BIT(2)
+
+/**
+ * qimg_meta_start() - start a handle in the running transaction
+ * @dev: the device
+ * @h: the handle, on the caller's stack
+ * @credits: metadata blocks the handle may add to the transaction
+ *
+ * Context: dev->meta_lock held, does not sleep.  Always pair with
+ * qimg_meta_stop(), also when this fails.
+ * Return: 0, or -EIO when no metadata can be written any more (the
+ * handle then refuses every change).
+ */
+int qimg_meta_start(struct qimg_device *dev, struct qimg_handle *h,
+		    unsigned int credits)
 {
 	lockdep_assert_held(&dev->meta_lock);
+	*h = (struct qimg_handle) {
+		.dev = dev,
+		.credits = credits,
+		.reserved = credits,
+	};
 	dev->meta_depth++;
+	dev->meta_reserved += credits;
+	if (test_bit(QIMG_STATE_WB_FAILED, &dev->state))
+		h->err = -EIO;
+	return h->err;
 }
 
-void qimg_meta_record_l1(struct qimg_device *dev, u32 idx, u64 val)
+/* Can @h still change metadata?  0 or the error that stops it. */
+static int qimg_h_check(struct qimg_handle *h)
 {
-	struct qimg_image *img = &dev->top;
+	if (!h->err && test_bit(QIMG_STATE_WB_FAILED, &h->dev->state))
+		h->err = -EIO;	/* nothing will be written: keep the disk's view */
+	return h->err;
+}
+
+static int qimg_h_charge(struct qimg_handle *h, const char *what)
+{
+	if (WARN_ON_ONCE(!h->credits)) {
+		qimg_dev_err(h->dev, "metadata handle out of credits (%u) at %s\n",
+			     h->reserved, what);
+		h->err = -EIO;
+		return h->err;
+	}
+	h->credits--;
+	return 0;
+}
+
+/* Charge once per handle for one of the QIMG_H_* structures. */
+static int qimg_h_touch(struct qimg_handle *h, unsigned int bit,
+			const char *what)
+{
+	int ret = qimg_h_check(h);
+
+	if (ret || (h->touched & bit))
+		return ret;
+	ret = qimg_h_charge(h, what);
+	if (!ret)
+		h->touched |= bit;
+	return ret;
+}
+
+/**
+ * qimg_meta_stop() - end a handle
+ * @h: a handle begun by qimg_meta_start()
+ * @err: the caller's own result
+ *
+ * Changes made through @h stay in the running transaction whatever @err
+ * says: callers order their steps so that each leaves the metadata
+ * consistent (at worst a leak).  The outermost handle writes back when
+ * dirty tables crowd a cache (they cannot be evicted), unless it runs
+ * inside a write-back.
+ *
+ * Context: dev->meta_lock held; may sleep (the outermost handle may write
+ * back).
+ * Return: @err if set, else the handle's error, else -EIO once write-back
+ * has failed for good (for the outermost handle), else the write-back's
+ * result.  -EIO also for a handle stopped twice.
+ */
+int qimg_meta_stop(struct qimg_handle *h, int err)
+{
+	struct qimg_device *dev = h->dev;
+	int ret = err ? err : h->err;
 
 	lockdep_assert_held(&dev->meta_lock);
-	/* Nothing can be written any more: keep the disk's view. */
+	if (WARN_ON_ONCE(!dev->meta_depth))
+		return -EIO;
+	dev->meta_reserved -= h->reserved;
+	if (--dev->meta_depth || dev->meta_wb_running)
+		return ret;
+	/* A mutation whose metadata can never be written has failed. */
 	if (test_bit(QIMG_STATE_WB_FAILED, &dev->state))
-		return;
-	WRITE_ONCE(img->l1[idx], cpu_to_be64(val));
-	if (img->l1_dirty_lo >= img->l1_dirty_hi) {
-		img->l1_dirty_lo = idx;
-		img->l1_dirty_hi = idx + 1;
-	} else {
-		img->l1_dirty_lo = min(img->l1_dirty_lo, idx);
-		img->l1_dirty_hi = max(img->l1_dirty_hi, idx + 1);
+		return ret ? ret : -EIO;
+	if ((dev->top.l2.nr > dev->top.l2.max && dev->top.l2.nr_dirty) ||
+	    (dev->rc.nr > dev->rc.max && dev->rc.nr_dirty)) {
+		int wb = qimg_meta_writeback(dev);
+
+		if (!ret)
+			ret = wb;
 	}
+	return ret;
 }
 
-void qimg_meta_record_l2(struct qimg_device *dev, struct qimg_centry *e,
-			 u64 idx, u64 val)
+/**
+ * qimg_meta_get_write_access() - declare that @h will change a cached table
+ * @h: the handle
+ * @c: the cache holding @e (L2 tables or refcount blocks)
+ * @e: a referenced entry of @c
+ *
+ * The table joins the running transaction, at the cost of one credit the
+ * first time.  (With the journal, this is where a table being committed
+ * would be copied first.)
+ *
+ * Context: dev->meta_lock held, does not sleep.
+ * Return: 0 or the handle's error.
+ */
+int qimg_meta_get_write_access(struct qimg_handle *h, struct qimg_cache *c,
+			       struct qimg_centry *e)
+{
+	struct qimg_device *dev = h->dev;
+	int ret = qimg_h_check(h);
+
+	lockdep_assert_held(&dev->meta_lock);
+	if (ret || e->tid == dev->meta_tid)
+		return ret;
+	ret = qimg_h_charge(h, c->name);
+	if (!ret)
+		e->tid = dev->meta_tid;
+	return ret;
+}
+
+/**
+ * qimg_meta_new_table() - a table in a newly allocated cluster
+ * @h: the handle
+ * @c: the cache the table goes into
+ * @offset: its host offset (allocated and checked by the caller)
+ * @src: a table to copy (an L2 table shared with a snapshot), or NULL for
+ *       an empty one
+ * @out: the new entry, referenced (qimg_cache_put() it)
+ *
+ * The whole table is dirty: it is written before anything that points at
+ * it (see the crash model).
+ *
+ * Context: dev->meta_lock held; may sleep (allocation; takes the cache's
+ * load_mutex and lock).
+ * Return: 0 or a negative errno (nothing changed).
+ */
+int qimg_meta_new_table(struct qimg_handle *h, struct qimg_cache *c,
+			u64 offset, const struct qimg_centry *src,
+			struct qimg_centry **out)
+{
+	struct qimg_centry *e;
+	int ret = qimg_h_check(h);
+
+	lockdep_assert_held(&h->dev->meta_lock);
+	if (ret)
+		return ret;
+	ret = qimg_h_charge(h, c->name);
+	if (ret)
+		return ret;
+	ret = qimg_cache_get(c, offset, true, &e);
+	if (ret) {
+		h->credits++;	/* nothing joined */
+		return ret;
+	}
+	if (src)
+		memcpy(e->data, src->data, c->entry_size);
+	e->tid = h->dev->meta_tid;
+	qimg_cache_mark_dirty(c, e);
+	*out = e;
+	return 0;
+}
+
+/**
+ * qimg_meta_set_l2() - set entry @idx of the L2 table @e to @val (CPU order)
+ * @h: the handle, which got write access to @e
+ * @e: the table
+ * @idx: entry index
+ * @val: the raw entry (see qimg_l2_encode_*())
+ *
+ * Lockless readers see the old or the new entry, never a mix.
+ * Context: dev->meta_lock held, does not sleep (takes the L2 cache's
+ * lock).
+ * Return: 0 or the handle's error (then nothing changed).
+ */
+int qimg_meta_set_l2(struct qimg_handle *h, struct qimg_centry *e, u64 idx,
+		     u64 val)
 {
 	__be64 *t = e->data;
+	int ret = qimg_meta_get_write_access(h, &h->dev->top.l2, e);
 
-	lockdep_assert_held(&dev->meta_lock);
-	if (test_bit(QIMG_STATE_WB_FAILED, &dev->state))
-		return;
+	if (ret)
+		return ret;
 	WRITE_ONCE(t[idx], cpu_to_be64(val));
-	qimg_cache_mark_dirty(&dev->top.l2, e);
+	qimg_cache_mark_dirty(&h->dev->top.l2, e);
+	return 0;
 }
 
-int qimg_meta_record_refcount(struct qimg_device *dev, struct qimg_centry *e,
-			      u64 idx, u64 val)
+/**
+ * qimg_meta_set_refcount() - set refcount @idx of refcount block @e
+ * @h: the handle, which got write access to @e
+ * @e: the refcount block
+ * @idx: entry index in the block
+ * @val: the new refcount
+ *
+ * Context: dev->meta_lock held, does not sleep (takes the refcount
+ * cache's lock).
+ * Return: 0, -ERANGE if @val does not fit the image's refcount width, or
+ * the handle's error.
+ */
+int qimg_meta_set_refcount(struct qimg_handle *h, struct qimg_centry *e,
+			   u64 idx, u64 val)
 {
-	int ret;
+	struct qimg_device *dev = h->dev;
+	int ret = qimg_meta_get_write_access(h, &dev->rc, e);
 
-	lockdep_assert_held(&dev->meta_lock);
+	if (ret)
+		return ret;
 	ret = qimg_refcount_set(e->data, dev->top.g->refcount_order, idx, val);
 	if (ret)
 		return ret;
@@ -122,36 +381,62 @@ int qimg_meta_record_refcount(struct qimg_device *dev, struct qimg_centry *e,
 	return 0;
 }
 
-void qimg_meta_record_reftable(struct qimg_device *dev, u64 idx, u64 val)
+static void qimg_range_add(u64 *lo, u64 *hi, u64 idx)
 {
-	lockdep_assert_held(&dev->meta_lock);
-	WRITE_ONCE(dev->reftable[idx], cpu_to_be64(val));
-	if (dev->rt_dirty_lo >= dev->rt_dirty_hi) {
-		dev->rt_dirty_lo = idx;
-		dev->rt_dirty_hi = idx + 1;
+	if (*lo >= *hi) {
+		*lo = idx;
+		*hi = idx + 1;
 	} else {
-		dev->rt_dirty_lo = min(dev->rt_dirty_lo, idx);
-		dev->rt_dirty_hi = max(dev->rt_dirty_hi, idx + 1);
+		*lo = min(*lo, idx);
+		*hi = max(*hi, idx + 1);
 	}
 }
 
-int qimg_meta_end(struct qimg_device *dev)
+/**
+ * qimg_meta_set_l1() - set L1 entry @idx of the top image to @val
+ * @h: the handle (charged once for the L1 table)
+ * @idx: entry index, below l1_entries
+ * @val: the raw entry (qimg_l1_encode())
+ *
+ * Context: dev->meta_lock held, does not sleep.
+ * Return: 0 or the handle's error (then nothing changed).
+ */
+int qimg_meta_set_l1(struct qimg_handle *h, u32 idx, u64 val)
 {
-	int ret = 0;
+	struct qimg_image *img = &h->dev->top;
+	int ret = qimg_h_touch(h, QIMG_H_L1, "L1 table");
+	u64 lo = img->l1_dirty_lo, hi = img->l1_dirty_hi;
+
+	lockdep_assert_held(&h->dev->meta_lock);
+	if (ret)
+		return ret;
+	WRITE_ONCE(img->l1[idx], cpu_to_be64(val));
+	qimg_range_add(&lo, &hi, idx);
+	img->l1_dirty_lo = lo;
+	img->l1_dirty_hi = hi;
+	return 0;
+}
+
+/**
+ * qimg_meta_set_reftable() - set refcount-table entry @idx to @val
+ * @h: the handle (charged once for the refcount table)
+ * @idx: entry index, below dev->reftable_entries
+ * @val: host offset of the refcount block
+ *
+ * Context: dev->meta_lock held, does not sleep.
+ * Return: 0 or the handle's error (then nothing changed).
+ */
+int qimg_meta_set_reftable(struct qimg_handle *h, u64 idx, u64 val)
+{
+	struct qimg_device *dev = h->dev;
+	int ret = qimg_h_touch(h, QIMG_H_REFTABLE, "refcount table");
 
 	lockdep_assert_held(&dev->meta_lock);
-	if (WARN_ON_ONCE(!dev->meta_depth))
-		return -EIO;
-	if (--dev->meta_depth)
-		return 0;
-	/* A mutation whose metadata can never be written has failed. */
-	if (test_bit(QIMG_STATE_WB_FAILED, &dev->state))
-		return -EIO;
-	/* Dirty entries cannot be evicted: write back when they crowd out. */
-	if ((dev->top.l2.nr > dev->top.l2.max && dev->top.l2.nr_dirty) ||
-	    (dev->rc.nr > dev->rc.max && dev->rc.nr_dirty))
-		ret = qimg_meta_writeback(dev);
-	return ret;
+	if (ret)
+		return ret;
+	WRITE_ONCE(dev->reftable[idx], cpu_to_be64(val));
+	qimg_range_add(&dev->rt_dirty_lo, &dev->rt_dirty_hi, idx);
+	return 0;
 }
 
 /*
@@ -172,6 +457,26 @@ static int qimg_meta_abort(struct qimg_device *dev, int err, const char *what)
 	return err;
 }
 
+#if IS_ENABLED(CONFIG_QIMG_KUNIT_DRIVER)
+const char *qimg_meta_fail_next;
+
+/* KUnit builds only: does the test want this metadata write to fail? */
+static bool qimg_meta_injected(const char *what)
+{
+	const char *w = READ_ONCE(qimg_meta_fail_next);
+
+	if (!w || strncmp(what, w, strlen(w)))
+		return false;
+	WRITE_ONCE(qimg_meta_fail_next, NULL);
+	return true;
+}
+#else
+static inline bool qimg_meta_injected(const char *what)
+{
+	return false;
+}
+#endif
+
 static int qimg_meta_sync(struct qimg_device *dev)
 {
 	int ret = vfs_fsync(dev->top.file, 0);
@@ -182,7 +487,8 @@ static int qimg_meta_sync(struct qimg_device *dev)
 /* Write back one cache; a failure ends all writing (qimg_meta_abort). */
 static int qimg_meta_wb_cache(struct qimg_device *dev, struct qimg_cache *c)
 {
-	int ret = qimg_cache_writeback(c);
+	int ret = c->nr_dirty && qimg_meta_injected(c->name) ? -EIO :
+		  qimg_cache_writeback(c);
 
 	return ret < 0 ? qimg_meta_abort(dev, ret, c->name) : ret;
 }
@@ -190,7 +496,8 @@ static int qimg_meta_wb_cache(struct qimg_device *dev, struct qimg_cache *c)
 static int qimg_meta_kwrite(struct qimg_device *dev, const void *buf,
 			    size_t len, u64 pos, const char *what)
 {
-	int ret = qimg_kwrite(dev->top.file, buf, len, pos);
+	int ret = qimg_meta_injected(what) ? -EIO :
+		  qimg_kwrite(dev->top.file, buf, len, pos);
 
 	return ret ? qimg_meta_abort(dev, ret, what) : 0;
 }
@@ -252,8 +559,7 @@ static void qimg_meta_revert(struct qimg_device *dev)
 	}
 	kvfree(buf);
 	if (stale)
-		pr_err("qimg%d: could not reread the mapping from disk; reads of recently written clusters may return stale data\n",
-		       dev->index);
+		qimg_dev_err(dev, "could not reread the mapping from disk; reads of recently written clusters may return stale data\n");
 }
 
 /*
@@ -348,16 +654,54 @@ static int qimg_meta_writeback_locked(struct qimg_device *dev)
 	return 0;
 }
 
+/**
+ * qimg_meta_writeback() - write back the running transaction
+ * @dev: the device
+ *
+ * Without the journal, this is the commit: everything dirty goes to disk
+ * in dependency order (the final fsync is the caller's).  Run with no
+ * handle open, it also ends the transaction; inside a handle (growing
+ * the refcount table) the transaction goes on.  The post-sync hook of
+ * the layer above (deferred frees) runs from here.  A failed write or
+ * sync ends all writing (qimg_meta_abort()): the device turns read-only
+ * and the L1 and L2 tables in memory are reread from the disk.
+ *
+ * Context: dev->meta_lock held, may sleep (file writes, syncs); never from
+ * inside a write-back.
+ * Return: 0 or a negative errno: -EIO after an earlier failure of
+ * write-back or from inside one, or the error of a write, a sync or the
+ * post-sync hook.
+ */
 int qimg_meta_writeback(struct qimg_device *dev)
 {
-	int ret = qimg_meta_writeback_locked(dev);
+	int ret;
+
+	lockdep_assert_held(&dev->meta_lock);
+	if (WARN_ON_ONCE(dev->meta_wb_running))
+		return -EIO;
+	dev->meta_wb_running = true;
+	if (!dev->meta_depth)
+		dev->meta_tid++;
+	ret = qimg_meta_writeback_locked(dev);
+	dev->meta_wb_running = false;
 
 	if (ret && test_bit(QIMG_STATE_WB_FAILED, &dev->state))
 		qimg_meta_revert(dev);
 	return ret;
 }
 
-/* The caller's own fsync of the image failed (dev->meta_lock held). */
+/**
+ * qimg_meta_sync_failed() - the caller's own fsync of the image failed
+ * @dev: the device
+ * @err: the fsync's error
+ *
+ * What reached the disk is unknown: writing stops for good (the device
+ * turns read-only, every later write-back fails) and the L1 and L2 tables
+ * in memory are reread from the disk.
+ *
+ * Context: process context, may sleep; dev->meta_lock held.
+ * Return: @err.
+ */
 int qimg_meta_sync_failed(struct qimg_device *dev, int err)
 {
 	lockdep_assert_held(&dev->meta_lock);
@@ -366,14 +710,129 @@ int qimg_meta_sync_failed(struct qimg_device *dev, int err)
 	return err;
 }
 
-/* Patch one big-endian 64-bit header field in place and make it durable. */
-int qimg_meta_header_write(struct qimg_device *dev, u32 off, u64 val)
+/**
+ * qimg_meta_set_header() - change one big-endian 64-bit header field
+ * @h: the handle (charged once for the header)
+ * @off: byte offset of the field (QIMG_HDR_*_OFFSET)
+ * @val: its new value
+ *
+ * Written in place and synced before this returns.
+ * Context: dev->meta_lock held, may sleep (write and sync).
+ * Return: 0 or a negative errno (a failed write ends all writing).
+ */
+int qimg_meta_set_header(struct qimg_handle *h, u32 off, u64 val)
 {
+	struct qimg_device *dev = h->dev;
 	__be64 v = cpu_to_be64(val);
+	int ret = qimg_h_touch(h, QIMG_H_HEADER, "header");
+
+	lockdep_assert_held(&dev->meta_lock);
+	if (!ret)
+		ret = qimg_meta_kwrite(dev, &v, sizeof(v), off, "header");
+	if (!ret)
+		ret = qimg_meta_sync(dev);
+	return ret;
+}
+
+/**
+ * qimg_meta_write_struct() - rewrite an uncached metadata structure
+ * @h: the handle (one credit)
+ * @buf: the new contents
+ * @len: their length
+ * @off: host offset (checked against the overlap rules by the caller)
+ * @what: the structure's name, for messages
+ *
+ * For the bitmap directory: written in place and synced before this
+ * returns.
+ * Context: dev->meta_lock held, may sleep (write and sync).
+ * Return: 0 or a negative errno (a failed write ends all writing).
+ */
+int qimg_meta_write_struct(struct qimg_handle *h, const void *buf,
+			   size_t len, u64 off, const char *what)
+{
+	struct qimg_device *dev = h->dev;
+	int ret = qimg_h_check(h);
+
+	lockdep_assert_held(&dev->meta_lock);
+	if (!ret)
+		ret = qimg_h_charge(h, what);
+	if (!ret)
+		ret = qimg_meta_kwrite(dev, buf, len, off, what);
+	if (!ret)
+		ret = qimg_meta_sync(dev);
+	return ret;
+}
+
+/* Header offsets of refcount_table_offset (u64) and _clusters (u32). */
+#define QIMG_HDR_RT_OFFSET	48
+
+/**
+ * qimg_meta_switch_reftable() - move the refcount table to a new place
+ * @h: the handle (charged for the refcount table and the header)
+ * @table: the new table, @clusters clusters, kvmalloc'ed; its entries past
+ *         the current table's point at refcount blocks already made
+ *         through @h (qimg_meta_new_table()).  Taken over on success.
+ * @table_off: where it goes (allocated by the caller: nothing may live
+ *             there)
+ * @clusters: its size in clusters
+ *
+ * In the crash model's order: everything dirty written back, the new
+ * table (with the current entries copied in now) written and synced, then
+ * the header's offset and size switched in one sector write and synced.
+ * A failed write or sync ends all writing (the header may or may not have
+ * moved).
+ *
+ * Context: dev->meta_lock held, may sleep (write-back, writes, syncs).
+ * Return: 0 or a negative errno (@table then stays the caller's).
+ */
+int qimg_meta_switch_reftable(struct qimg_handle *h, __be64 *table,
+			      u64 table_off, u32 clusters)
+{
+	struct qimg_device *dev = h->dev;
+	struct qimg_header *hdr = dev->top.h;
+	u64 bytes = (u64)clusters << dev->top.g->cluster_bits;
+	struct {
+		__be64 off;
+		__be32 clusters;
+	} __packed rt;
 	int ret;
 
-	ret = qimg_meta_kwrite(dev, &v, sizeof(v), off, "header");
+	lockdep_assert_held(&dev->meta_lock);
+	BUILD_BUG_ON(sizeof(rt) != 12);
+	BUILD_BUG_ON(offsetof(struct qimg_disk_header, refcount_table_offset) !=
+		     QIMG_HDR_RT_OFFSET);
+	BUILD_BUG_ON(offsetof(struct qimg_disk_header, refcount_table_clusters) !=
+		     QIMG_HDR_RT_OFFSET + 8);
+	if (WARN_ON_ONCE(bytes / 8 < dev->reftable_entries))
+		return -EIO;
+	ret = qimg_h_touch(h, QIMG_H_REFTABLE, "refcount table");
+	if (!ret)
+		ret = qimg_h_touch(h, QIMG_H_HEADER, "header");
+	if (!ret)
+		ret = qimg_meta_writeback(dev);
 	if (ret)
 		return ret;
-	return qimg_meta_sync(dev);
+	memcpy(table, dev->reftable, dev->reftable_entries * 8);
+	ret = qimg_meta_kwrite(dev, table, bytes, table_off,
+			       "new refcount table");
+	if (!ret)
+		ret = qimg_meta_sync(dev);
+	if (ret)
+		return ret;
+	rt.off = cpu_to_be64(table_off);
+	rt.clusters = cpu_to_be32(clusters);
+	ret = qimg_meta_kwrite(dev, &rt, sizeof(rt), QIMG_HDR_RT_OFFSET,
+			       "header (refcount table switch)");
+	if (!ret)
+		ret = qimg_meta_sync(dev);
+	if (ret)
+		return ret;
+	kvfree(dev->reftable);
+	dev->reftable = table;
+	dev->reftable_entries = bytes / 8;
+	dev->rt_dirty_lo = 0;
+	dev->rt_dirty_hi = 0;
+	hdr->refcount_table_offset = table_off;
+	hdr->refcount_table_clusters = clusters;
+	return 0;
 }

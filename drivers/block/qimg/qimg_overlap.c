@@ -25,6 +25,8 @@
  * An overlap marks the image corrupt (read-only from then on) and fails
  * the request with -EUCLEAN before anything is written.
  */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
 #include <linux/xarray.h>
 
 #include "qimg_file.h"
@@ -57,7 +59,19 @@ static u32 qimg_overlap_kinds(struct qimg_overlap *ol, u64 idx)
 	return xa_is_value(v) ? (u32)xa_to_value(v) : 0;
 }
 
-/* Add @kind to the cluster at host offset @off (dev->meta_lock or attach). */
+/**
+ * qimg_overlap_add() - note a metadata cluster
+ * @dev: the device
+ * @off: host offset of the cluster
+ * @kind: the QIMG_OL_* kind found there (added to those already noted)
+ *
+ * Nothing to do on a device without the check (read-only attach).
+ *
+ * Context: process context, may sleep (xarray allocation, GFP_NOIO).
+ * dev->meta_lock held, or at attach (qimg_overlap_init()) before anything
+ * is written.
+ * Return: 0 or -ENOMEM (the cluster then goes unchecked).
+ */
 int qimg_overlap_add(struct qimg_device *dev, u64 off, u32 kind)
 {
 	struct qimg_overlap *ol = &dev->ol;
@@ -73,10 +87,17 @@ int qimg_overlap_add(struct qimg_device *dev, u64 off, u32 kind)
 			       xa_mk_value(kinds | kind), GFP_NOIO));
 }
 
-/*
- * The active L1 table no longer names the L2 table at @off (entry @l1i
- * changed).  Another entry may still name it (a corrupt image): keep it
- * then.  Rare (copy of a shared L2 table), so a scan is fine.
+/**
+ * qimg_overlap_drop_l2() - an L2 table is no longer active
+ * @dev: the device
+ * @off: host offset of the L2 table
+ * @l1i: the L1 entry that named it and changed
+ *
+ * Another L1 entry may still name it (a corrupt image): keep it then.
+ * Rare (copy of a shared L2 table), so a scan is fine.
+ *
+ * Context: process context, may sleep (xarray, GFP_NOIO); dev->meta_lock
+ * held (qimg_l2_for_write()).
  */
 void qimg_overlap_drop_l2(struct qimg_device *dev, u64 off, u32 l1i)
 {
@@ -85,6 +106,7 @@ void qimg_overlap_drop_l2(struct qimg_device *dev, u64 off, u32 l1i)
 	u64 idx = off >> img->g->cluster_bits;
 	u32 i, kinds;
 
+	lockdep_assert_held(&dev->meta_lock);
 	if (!ol->ready)
 		return;
 	for (i = 0; i < img->l1_entries; i++) {
@@ -99,20 +121,40 @@ void qimg_overlap_drop_l2(struct qimg_device *dev, u64 off, u32 l1i)
 		xa_erase(&ol->clusters, idx);
 }
 
-/* The refcount table moved (qimg_grow_reftable, dev->meta_lock held). */
+/**
+ * qimg_overlap_set_reftable() - the refcount table moved
+ * @dev: the device
+ * @off: its new host offset
+ * @len: its new length in bytes
+ *
+ * Published for lockless checks: the offset before the (larger) length,
+ * see qimg_overlap_fixed_read().
+ *
+ * Context: dev->meta_lock held (qimg_grow_reftable()), does not sleep.
+ */
 void qimg_overlap_set_reftable(struct qimg_device *dev, u64 off, u64 len)
 {
 	struct qimg_ol_fixed *f = &dev->ol.fixed;
 	unsigned int i = ilog2(QIMG_OL_REFCOUNT_TABLE);
 
+	lockdep_assert_held(&dev->meta_lock);
 	WRITE_ONCE(f->off[i], off);
 	smp_wmb();	/* pairs with qimg_overlap_fixed_read() */
 	WRITE_ONCE(f->len[i], len);
 }
 
-/*
- * Which metadata (QIMG_OL_* kinds not in @ign) does [off, off + len)
- * overlap?  0: none, or no check on this device (read-only attach).
+/**
+ * qimg_overlap_hit() - which metadata does a host range overlap?
+ * @dev: the device
+ * @off: start of the range
+ * @len: its length
+ * @ign: QIMG_OL_* kinds not to report (the structure being written)
+ *
+ * Context: any context, no lock (RCU lookups in the xarray, the fixed
+ * ranges read in publication order); data writes call it without
+ * dev->meta_lock.
+ * Return: the QIMG_OL_* kinds found (of one cluster or fixed range), 0 for
+ * none or on a device without the check (read-only attach).
  */
 u32 qimg_overlap_hit(struct qimg_device *dev, u64 off, u64 len, u32 ign)
 {
@@ -141,10 +183,20 @@ u32 qimg_overlap_hit(struct qimg_device *dev, u64 off, u64 len, u32 ign)
 	return 0;
 }
 
-/*
- * Refuse a write of [off, off + len) that would land in metadata (kinds
- * in @ign excepted: the structure being written itself): mark the image
- * corrupt and return -EUCLEAN.  @what names the write for the message.
+/**
+ * qimg_overlap_check() - refuse a write that would land in metadata
+ * @dev: the device
+ * @off: start of the range to be written
+ * @len: its length
+ * @ign: QIMG_OL_* kinds excepted (the structure being written itself)
+ * @what: names the write for the message
+ *
+ * An overlap marks the image corrupt (qimg_mark_corrupt()).
+ *
+ * Context: process context; dev->meta_lock may or may not be held (data
+ * writes, attach and metadata changes all check).  Sleeps only when it
+ * reports an overlap.
+ * Return: 0, or -EUCLEAN on an overlap.
  */
 int qimg_overlap_check(struct qimg_device *dev, u64 off, u64 len, u32 ign,
 		       const char *what)
@@ -158,9 +210,19 @@ int qimg_overlap_check(struct qimg_device *dev, u64 off, u64 len, u32 ign,
 	return -EUCLEAN;
 }
 
-/*
- * The same for a cluster just taken from the free space to become @what:
- * besides the metadata above, no cache may hold a dirty entry for it.
+/**
+ * qimg_overlap_check_new() - check a cluster just taken from free space
+ * @dev: the device
+ * @off: its host offset
+ * @ign: QIMG_OL_* kinds excepted (what it is to become)
+ * @what: what it is to become, for the message
+ *
+ * As qimg_overlap_check() for the cluster; besides, no cache may hold a
+ * dirty entry for it (write-back would land there).
+ *
+ * Context: process context; dev->meta_lock held (allocation), so the
+ * caches' dirty state is stable.  Sleeps only when it reports an overlap.
+ * Return: 0, or -EUCLEAN on an overlap.
  */
 int qimg_overlap_check_new(struct qimg_device *dev, u64 off, u32 ign,
 			   const char *what)
@@ -169,6 +231,7 @@ int qimg_overlap_check_new(struct qimg_device *dev, u64 off, u32 ign,
 	const char *cache = NULL;
 	int ret;
 
+	lockdep_assert_held(&dev->meta_lock);
 	ret = qimg_overlap_check(dev, off, cs, ign, what);
 	if (ret || !dev->ol.ready)
 		return ret;
@@ -219,7 +282,7 @@ static int qimg_overlap_snapshots(struct qimg_device *dev, u64 *table_len)
 		ret = qimg_kread(img->file, buf, len, pos);
 		if (!ret && (qimg_snapshot_decode(img->g, buf, len, fsize, s,
 						  &err) || !s->entry_len)) {
-			pr_err("qimg: %s: snapshot %u: %s\n",
+			pr_err("%s: snapshot %u: %s\n",
 			       img->path ? img->path : "?", i,
 			       err.msg[0] ? err.msg : "bad entry");
 			ret = -EUCLEAN;
@@ -242,9 +305,18 @@ static int qimg_overlap_snapshots(struct qimg_device *dev, u64 *table_len)
 	return ret;
 }
 
-/*
- * Build the index at a read-write attach, after the L1 and refcount
- * tables are in memory and before anything is written.
+/**
+ * qimg_overlap_init() - build the overlap index at a read-write attach
+ * @dev: the device, not yet visible to anybody
+ *
+ * After the L1 and refcount tables are in memory and before anything is
+ * written: notes every active L2 table, every refcount block and the
+ * snapshots' L1 tables (reading the snapshot table), then the fixed
+ * ranges from the header.  Also on failure, qimg_overlap_destroy() is due.
+ *
+ * Context: process context, may sleep (reads, allocation); attach, no
+ * lock held.
+ * Return: 0, -ENOMEM, -EUCLEAN (a bad snapshot entry) or a read's errno.
  */
 int qimg_overlap_init(struct qimg_device *dev)
 {
@@ -272,6 +344,12 @@ int qimg_overlap_init(struct qimg_device *dev)
 	return ret;
 }
 
+/**
+ * qimg_overlap_destroy() - free the overlap index
+ * @dev: the device; fine if qimg_overlap_init() never ran
+ *
+ * Context: process context; teardown, the device has no user left.
+ */
 void qimg_overlap_destroy(struct qimg_device *dev)
 {
 	if (dev->ol.ready)

@@ -15,10 +15,10 @@
  * qimg_defer_free() queues them and the write-back applies them only after
  * the new references are durable, so a crash in between merely leaks.
  */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
 #include <linux/ratelimit.h>
 #include <linux/slab.h>
-
-#include <linux/falloc.h>
 
 #include "qimg_file.h"
 #include "qimg_cache.h"
@@ -53,6 +53,21 @@ static int qimg_rt_lookup(struct qimg_device *dev, u64 rt_idx, u64 *rb_off)
 	return 0;
 }
 
+/**
+ * qimg_refcount_get_host() - read the refcount of a host cluster
+ * @dev: the device (its top image, attached read-write)
+ * @host: a host offset in the cluster
+ * @val: receives the refcount; 0 when no refcount block covers @host
+ *
+ * A corrupt refcount table entry marks the image corrupt.
+ *
+ * Context: process context, may sleep (refcount block read).
+ * dev->meta_lock should be held: the refcount table may otherwise be
+ * replaced (and freed) by qimg_grow_reftable() meanwhile.  Its one caller,
+ * a KUnit test, reads with the device idle.
+ * Return: 0, -EUCLEAN (corrupt metadata, or an overlap), or the cache's
+ * errno.
+ */
 int qimg_refcount_get_host(struct qimg_device *dev, u64 host, u64 *val)
 {
 	const struct qimg_geom *g = dev->top.g;
@@ -90,22 +105,15 @@ static void qimg_note_alloc(struct qimg_image *img, u64 host)
 	}
 }
 
-/* Header offsets of refcount_table_offset (u64) and _clusters (u32). */
-#define QIMG_HDR_RT_OFFSET	48
-#define QIMG_HDR_RT_CLUSTERS	56
-
 /*
  * The refcount table covers no free cluster any more: replace it by one
  * twice as big.  Every cluster the old table covers is in use, so the new
  * structures go right after the covered space C0: first the refcount
  * blocks for the new entries (they describe themselves and the new table,
- * as QEMU lays them out), then the new table.  Order, for the crash model:
- *  1. all dirty metadata written back; new refcount blocks and the new
- *     table written and synced (nothing on disk points at them yet);
- *  2. the header's table offset and size switched in one sector write,
- *     synced;
- *  3. the old table's clusters freed through the deferred-free path
- *     (a crash before that leaks them, nothing worse).
+ * as QEMU lays them out), then the new table.  The metadata layer writes
+ * them in the crash model's order (qimg_meta_switch_reftable()); the old
+ * table's clusters are freed through the deferred-free path (a crash
+ * before that leaks them, nothing worse).  In a handle of its own.
  */
 static int qimg_grow_reftable(struct qimg_device *dev)
 {
@@ -118,10 +126,7 @@ static int qimg_grow_reftable(struct qimg_device *dev)
 	u64 old_clusters = h->refcount_table_clusters;
 	u64 c0 = old_entries << g->rb_bits;	/* first uncovered cluster */
 	u64 new_clusters, new_entries, nrb, j, table_off;
-	struct {
-		__be64 off;
-		__be32 clusters;
-	} __packed hdr;
+	struct qimg_handle th;
 	struct qimg_centry *e;
 	__be64 *nt;
 	int ret;
@@ -137,8 +142,8 @@ static int qimg_grow_reftable(struct qimg_device *dev)
 	    new_entries < old_entries + nrb ||
 	    ((c0 + nrb + new_clusters) << g->cluster_bits) >
 	    QIMG_MAX_HOST_OFFSET) {
-		pr_err_ratelimited("qimg%d: refcount table cannot grow past %llu clusters\n",
-				   dev->index, old_clusters);
+		qimg_dev_err_ratelimited(dev, "refcount table cannot grow past %llu clusters\n",
+					 old_clusters);
 		return -ENOSPC;
 	}
 	table_off = (c0 + nrb) << g->cluster_bits;
@@ -148,87 +153,66 @@ static int qimg_grow_reftable(struct qimg_device *dev)
 				 "new refcount table and blocks");
 	if (ret)
 		return ret;
-
-	ret = qimg_meta_writeback(dev);
-	if (ret)
-		return ret;
-
 	nt = kvzalloc(new_clusters * cs, GFP_KERNEL);
 	if (!nt)
 		return -ENOMEM;
-	memcpy(nt, dev->reftable, old_entries * 8);
 
+	ret = qimg_meta_start(dev, &th, nrb + 2);
 	/* New refcount blocks, accounting for themselves and the table. */
-	for (j = 0; j < nrb; j++) {
+	for (j = 0; !ret && j < nrb; j++) {
 		u64 rb_off = (c0 + j) << g->cluster_bits;
 		u64 k, first = j * g->rb_entries;
 
-		ret = qimg_cache_get(&dev->rc, rb_off, true, &e);
+		ret = qimg_meta_new_table(&th, &dev->rc, rb_off, NULL, &e);
 		if (ret)
-			goto fail;
+			break;
 		for (k = first; !ret && k < nrb + new_clusters &&
 		     k < first + g->rb_entries; k++)
-			ret = qimg_meta_record_refcount(dev, e, k - first, 1);
+			ret = qimg_meta_set_refcount(&th, e, k - first, 1);
 		qimg_cache_put(&dev->rc, e);
-		if (ret)
-			goto fail;
 		nt[old_entries + j] = cpu_to_be64(rb_off);
-		ret = qimg_overlap_add(dev, rb_off, QIMG_OL_REFCOUNT_BLOCK);
-		if (ret)
-			goto fail;
+		if (!ret)
+			ret = qimg_overlap_add(dev, rb_off,
+					       QIMG_OL_REFCOUNT_BLOCK);
 	}
-	atomic64_set(&img->alloc_end,
-		     max_t(u64, atomic64_read(&img->alloc_end),
-			   table_off + new_clusters * cs));
-	ret = qimg_meta_writeback(dev);
-	if (ret)
-		goto fail;
-	ret = qimg_kwrite(img->file, nt, new_clusters * cs, table_off);
-	if (!ret)
-		ret = vfs_fsync(img->file, 0);
-	if (ret) {
-		/*
-		 * The refcount blocks just written back may not be on disk
-		 * although the cache calls them clean: stop writing, as for
-		 * any failed write-back (this write-back makes it read-only).
-		 */
-		set_bit(QIMG_STATE_WB_FAILED, &dev->state);
-		qimg_meta_writeback(dev);
-		goto fail;
+	if (!ret) {
+		atomic64_set(&img->alloc_end,
+			     max_t(u64, atomic64_read(&img->alloc_end),
+				   table_off + new_clusters * cs));
+		ret = qimg_meta_switch_reftable(&th, nt, table_off,
+						new_clusters);
 	}
-
-	hdr.off = cpu_to_be64(table_off);
-	hdr.clusters = cpu_to_be32(new_clusters);
-	ret = qimg_kwrite(img->file, &hdr, sizeof(hdr), QIMG_HDR_RT_OFFSET);
-	if (!ret)
-		ret = vfs_fsync(img->file, 0);
-	if (ret) {
-		/* The header may or may not have changed: stop writing. */
-		qimg_mark_corrupt(dev, "refcount table switch failed (%d)",
-				  ret);
-		goto fail;
+	if (!ret) {
+		qimg_overlap_set_reftable(dev, table_off, new_clusters * cs);
+		dev->free_hint = c0 + nrb + new_clusters;
+		qimg_defer_free(&th, old_off, old_clusters * cs);
+		qimg_dev_info(dev, "refcount table grown to %llu clusters at %llu\n",
+			      new_clusters, table_off);
+	} else {
+		kvfree(nt);
 	}
-	kvfree(dev->reftable);
-	dev->reftable = nt;
-	dev->reftable_entries = new_entries;
-	dev->rt_dirty_lo = 0;
-	dev->rt_dirty_hi = 0;
-	h->refcount_table_offset = table_off;
-	h->refcount_table_clusters = new_clusters;
-	qimg_overlap_set_reftable(dev, table_off, new_clusters * cs);
-	dev->free_hint = c0 + nrb + new_clusters;
-	qimg_defer_free(dev, old_off, old_clusters * cs);
-	pr_info("qimg%d: refcount table grown to %llu clusters at %llu\n",
-		dev->index, new_clusters, table_off);
-	return 0;
-fail:
-	kvfree(nt);
-	return ret;
+	return qimg_meta_stop(&th, ret);
 }
 
-/* Allocate one cluster with refcount 1; *host receives its offset. */
-int qimg_alloc_clusters(struct qimg_device *dev, u64 *host)
+/**
+ * qimg_alloc_clusters() - allocate one cluster with refcount 1
+ * @h: the handle (QIMG_CREDITS_ALLOC_CLUSTER)
+ * @host: receives the cluster's host offset
+ *
+ * Scans the refcount blocks from dev->free_hint; a missing refcount block
+ * is made in the first free cluster it covers, and a full refcount table
+ * grows (qimg_grow_reftable(), in a handle of its own, which writes back
+ * and syncs).  A zero refcount on metadata is corruption, never handed
+ * out (qimg_overlap_check_new()).
+ *
+ * Context: dev->meta_lock held; may sleep (refcount block reads, table
+ * growth).
+ * Return: 0, -ENOSPC, -EUCLEAN (corrupt refcounts), the handle's error
+ * or another errno.
+ */
+int qimg_alloc_clusters(struct qimg_handle *h, u64 *host)
 {
+	struct qimg_device *dev = h->dev;
 	struct qimg_image *img = &dev->top;
 	const struct qimg_geom *g = img->g;
 	struct qimg_centry *e;
@@ -257,15 +241,16 @@ int qimg_alloc_clusters(struct qimg_device *dev, u64 *host)
 						     "new refcount block");
 			if (ret)
 				return ret;
-			ret = qimg_cache_get(&dev->rc, off, true, &e);
+			ret = qimg_meta_new_table(h, &dev->rc, off, NULL, &e);
 			if (ret)
 				return ret;
 			i = qimg_refblock_index(g, off);
-			ret = qimg_meta_record_refcount(dev, e, i, 1);
+			ret = qimg_meta_set_refcount(h, e, i, 1);
 			qimg_cache_put(&dev->rc, e);
+			if (!ret)
+				ret = qimg_meta_set_reftable(h, rt_idx, off);
 			if (ret)
 				return ret;
-			qimg_meta_record_reftable(dev, rt_idx, off);
 			/* Failing (no memory) only leaves it unchecked. */
 			qimg_overlap_add(dev, off, QIMG_OL_REFCOUNT_BLOCK);
 			qimg_note_alloc(img, off);
@@ -292,7 +277,7 @@ int qimg_alloc_clusters(struct qimg_device *dev, u64 *host)
 		 */
 		ret = qimg_overlap_check_new(dev, off, 0, "free cluster");
 		if (!ret)
-			ret = qimg_meta_record_refcount(dev, e, i, 1);
+			ret = qimg_meta_set_refcount(h, e, i, 1);
 		qimg_cache_put(&dev->rc, e);
 		if (ret)
 			return ret;
@@ -303,9 +288,23 @@ int qimg_alloc_clusters(struct qimg_device *dev, u64 *host)
 	}
 }
 
-/* Queue a refcount decrement of every cluster of [host, host + len). */
-void qimg_defer_free(struct qimg_device *dev, u64 host, u64 len)
+/**
+ * qimg_defer_free() - drop one reference to every cluster of a host range
+ * @h: the handle whose changes replace the references (no credit: the
+ *     decrements are applied in a handle of their own once those changes
+ *     are durable)
+ * @host: start of the range
+ * @len: its length (a compressed cluster's bytes, or whole clusters)
+ *
+ * Queued on dev->pending_frees; qimg_apply_frees() applies it after the
+ * next write-back made the replacing references durable.  Without memory
+ * to queue it the range leaks, harmlessly.
+ *
+ * Context: dev->meta_lock held; may sleep (GFP_KERNEL allocation).
+ */
+void qimg_defer_free(struct qimg_handle *h, u64 host, u64 len)
 {
+	struct qimg_device *dev = h->dev;
 	struct qimg_pending_free *p;
 
 	lockdep_assert_held(&dev->meta_lock);
@@ -330,8 +329,9 @@ void qimg_defer_free(struct qimg_device *dev, u64 host, u64 len)
 	list_add_tail(&p->node, &dev->pending_frees);
 }
 
-static int qimg_refcount_dec(struct qimg_device *dev, u64 host, bool *freed)
+static int qimg_refcount_dec(struct qimg_handle *h, u64 host, bool *freed)
 {
+	struct qimg_device *dev = h->dev;
 	const struct qimg_geom *g = dev->top.g;
 	struct qimg_centry *e;
 	u64 rb_off, idx, val;
@@ -356,7 +356,7 @@ static int qimg_refcount_dec(struct qimg_device *dev, u64 host, bool *freed)
 				  host);
 		return -EUCLEAN;
 	}
-	ret = qimg_meta_record_refcount(dev, e, idx, val - 1);
+	ret = qimg_meta_set_refcount(h, e, idx, val - 1);
 	qimg_cache_put(&dev->rc, e);
 	*freed = !ret && val == 1;
 	if (*freed && (host >> g->cluster_bits) < dev->free_hint)
@@ -373,23 +373,55 @@ static int qimg_refcount_dec(struct qimg_device *dev, u64 host, bool *freed)
 static void qimg_punch(struct qimg_device *dev, u64 off, u64 len)
 {
 	if (len)
-		vfs_fallocate(dev->top.file,
-			      FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-			      off, len);
+		qimg_file_punch(dev->top.file, off, len);
 }
 
-/* Apply the queued decrements (their replacements are durable by now). */
+/*
+ * Credits for applying the queued decrements: at most one refcount block
+ * per cluster (a compressed range may straddle two clusters).
+ */
+static unsigned int qimg_frees_credits(struct qimg_device *dev)
+{
+	const struct qimg_geom *g = dev->top.g;
+	struct qimg_pending_free *p;
+	u64 n = 0;
+
+	list_for_each_entry(p, &dev->pending_frees, node)
+		n += (p->len >> g->cluster_bits) + 2;
+	return min_t(u64, n, UINT_MAX / 2);
+}
+
+/**
+ * qimg_apply_frees() - apply the deferred refcount decrements
+ * @dev: the device
+ *
+ * The references that replaced the queued ranges are durable by now.
+ * First waits for every data I/O that may still target them
+ * (qimg_io_drain()), then drops one reference per cluster, in a handle of
+ * its own, and punches the clusters that became free out of the file.  The
+ * refcount blocks it dirties are written back by the caller right after.
+ * On an error the range being applied is dropped (what is left of it
+ * leaks) and the later ones stay queued.
+ *
+ * Context: process context, may sleep; dev->meta_lock held.  The post-sync
+ * hook (qimg_refcount_meta_ops), called from qimg_meta_writeback().
+ * Return: 0 or a negative errno (-EUCLEAN for a refcount that was 0 or
+ * had no refcount block).
+ */
 int qimg_apply_frees(struct qimg_device *dev)
 {
 	const struct qimg_geom *g = dev->top.g;
 	struct qimg_pending_free *p, *tmp;
-	int ret = 0;
+	struct qimg_handle h;
+	int ret;
 
 	lockdep_assert_held(&dev->meta_lock);
 	/* No I/O that looked up the old entries may still be in flight. */
 	if (!list_empty(&dev->pending_frees))
 		qimg_io_drain(dev);
-	qimg_meta_begin(dev);
+	ret = qimg_meta_start(dev, &h, qimg_frees_credits(dev));
+	if (ret)
+		return qimg_meta_stop(&h, ret);
 	list_for_each_entry_safe(p, tmp, &dev->pending_frees, node) {
 		u64 c = p->host & ~(g->cluster_size - 1);
 		u64 end = p->host + p->len;
@@ -397,7 +429,7 @@ int qimg_apply_frees(struct qimg_device *dev)
 		bool freed;
 
 		for (; !ret && c < end; c += g->cluster_size) {
-			ret = qimg_refcount_dec(dev, c, &freed);
+			ret = qimg_refcount_dec(&h, c, &freed);
 			if (ret || !freed) {
 				qimg_punch(dev, run, c - run);
 				run = c + g->cluster_size;
@@ -410,10 +442,18 @@ int qimg_apply_frees(struct qimg_device *dev)
 		if (ret)
 			break;
 	}
-	dev->meta_depth--;	/* no nested write-back from here */
-	return ret;
+	return qimg_meta_stop(&h, ret);
 }
 
+/**
+ * qimg_drop_frees() - forget the deferred refcount decrements
+ * @dev: the device
+ *
+ * At teardown, for decrements never applied (a failed write-back): the
+ * clusters leak, which qemu-img check -r repairs.
+ *
+ * Context: process context; the device has no user left (no lock).
+ */
 void qimg_drop_frees(struct qimg_device *dev)
 {
 	struct qimg_pending_free *p, *tmp;

@@ -17,6 +17,8 @@
  * Everything else goes through the mapping layer's synchronous paths.
  * Handing off is reported as -EIOCBQUEUED, as loop does.
  */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
 #include <linux/bio.h>
 #include <linux/blk-cgroup.h>
 #include <linux/cgroup.h>
@@ -36,14 +38,24 @@
 #include "qimg_map.h"
 #include "qimg_rq.h"
 
-/*
- * REQ_OP_FLUSH, and detach: make every acknowledged write durable.  Also
- * after corruption was found (the device refuses new writes then), the
- * metadata of writes already acknowledged is written back: it describes
- * clusters that were allocated and written correctly, and dropping it
- * would lose them.  Only a failed write-back (QIMG_STATE_WB_FAILED) makes
- * that impossible, and then every flush fails: none may report success
- * while acknowledged data is not durable.
+/**
+ * qimg_flush() - make every acknowledged write durable
+ * @dev: the device
+ *
+ * For REQ_OP_FLUSH and detach: writes back the metadata, then syncs the
+ * image file.  Also after corruption was found (the device refuses new
+ * writes then), the metadata of writes already acknowledged is written
+ * back: it describes clusters that were allocated and written correctly,
+ * and dropping it would lose them.  Only a failed write-back
+ * (QIMG_STATE_WB_FAILED) makes that impossible, and then every flush
+ * fails: none may report success while acknowledged data is not durable.
+ * A failed fsync ends all writing (qimg_meta_sync_failed()): its error is
+ * reported once, later fsyncs would succeed.
+ *
+ * Context: process context, may sleep; takes dev->meta_lock, which the
+ * caller must not hold (request workers, detach).
+ * Return: 0 (also on a read-only attach), or -EIO or the write-back's or
+ * fsync's error.
  */
 int qimg_flush(struct qimg_device *dev)
 {
@@ -142,18 +154,21 @@ static void qimg_rq_done(struct qimg_device *dev, struct qimg_cmd *cmd,
 	struct request *rq = cmd->rq;
 
 	if (ret)
-		pr_err_ratelimited("qimg%d: %s at sector %llu failed: %d\n",
-				   dev->index,
-				   req_op(rq) == REQ_OP_READ ? "read" :
-				   req_op(rq) == REQ_OP_WRITE ? "write" :
-				   req_op(rq) == REQ_OP_FLUSH ? "flush" :
-				   req_op(rq) == REQ_OP_DISCARD ? "discard" :
-				   "write zeroes",
-				   (unsigned long long)blk_rq_pos(rq), ret);
+		qimg_dev_err_ratelimited(dev, "%s at sector %llu failed: %d\n",
+					 req_op(rq) == REQ_OP_READ ? "read" :
+					 req_op(rq) == REQ_OP_WRITE ? "write" :
+					 req_op(rq) == REQ_OP_FLUSH ? "flush" :
+					 req_op(rq) == REQ_OP_DISCARD ?
+					 "discard" : "write zeroes",
+					 (unsigned long long)blk_rq_pos(rq),
+					 ret);
 	kfree(cmd->bvec);
 	cmd->bvec = NULL;
 	blk_mq_end_request(rq, errno_to_blk_status(ret));
 }
+
+/* Not handed off: the request takes the synchronous path (a worker). */
+#define QIMG_RQ_SYNC	1
 
 /*
  * Submit an asynchronous direct kiocb of @len bytes at @host, ended by
@@ -206,8 +221,9 @@ static void qimg_aio_complete(struct kiocb *iocb, long res)
  * The fast path: a read of an allocated cluster, or a write of one that is
  * ours alone (COPIED), inside one cluster and aligned for direct I/O, goes
  * to the image file as an asynchronous kiocb, as loop does, so a worker
- * does not sit waiting for each request.  Returns 0 when the request was
- * handed over (its completion ends it), -EAGAIN for the synchronous path.
+ * does not sit waiting for each request.  Returns -EIOCBQUEUED when the
+ * request was handed over (its completion ends it), QIMG_RQ_SYNC for the
+ * synchronous path.
  */
 static int qimg_submit_aio(struct qimg_device *dev, struct qimg_cmd *cmd,
 			   u64 pos, bool write)
@@ -222,7 +238,7 @@ static int qimg_submit_aio(struct qimg_device *dev, struct qimg_cmd *cmd,
 	u64 host;
 
 	if (g->ext_l2 || coff + len > g->cluster_size)
-		return -EAGAIN;
+		return QIMG_RQ_SYNC;
 	cmd->io_epoch = qimg_io_enter(dev);
 	if (qimg_map_lookup(img, pos, &e) || e.type != QIMG_CLUSTER_NORMAL ||
 	    (write && (!e.copied ||
@@ -235,16 +251,16 @@ static int qimg_submit_aio(struct qimg_device *dev, struct qimg_cmd *cmd,
 
 	ret = qimg_aio_submit(cmd, img, host, len, write, qimg_aio_complete);
 	if (ret == -EIOCBQUEUED)
-		return 0;
+		return ret;
 	if (ret == -EINVAL && iov_iter_count(&cmd->iter) == len) {
 		qimg_aio_end(iocb);
 		goto sync;	/* refused up front: let the sync path say */
 	}
 	qimg_aio_complete(iocb, ret);
-	return 0;
+	return -EIOCBQUEUED;
 sync:
 	qimg_io_exit(dev, cmd->io_epoch);
-	return -EAGAIN;
+	return QIMG_RQ_SYNC;
 }
 
 /*
@@ -263,10 +279,18 @@ static void qimg_alloc_aio_complete(struct kiocb *iocb, long res)
 		queue_work(dev->link_wq, &dev->link_work);
 }
 
-/*
- * Link the L2 entries of the allocating writes whose data is written:
- * one dev->meta_lock section and one metadata group for all of them,
- * then end their requests.
+/**
+ * qimg_link_work() - link the L2 entries of asynchronous allocating writes
+ * @work: dev->link_work
+ *
+ * For the writes whose data is written (dev->link_list): one
+ * dev->meta_lock section and one handle for all of them (qimg_alloc_link()
+ * each), then their requests end.  On dev->link_wq, not dev->wq, whose
+ * workers may all be waiting for such a link (qimg_inflight_wait()).
+ *
+ * Context: process context (workqueue), may sleep; takes dev->meta_lock,
+ * and runs as an image-file writer (qimg_writer_begin()) since the handle
+ * may write back.
  */
 void qimg_link_work(struct work_struct *work)
 {
@@ -274,20 +298,26 @@ void qimg_link_work(struct work_struct *work)
 					       link_work);
 	struct llist_node *list = llist_reverse_order(llist_del_all(&dev->link_list));
 	struct qimg_cmd *cmd, *tmp;
-	unsigned int pflags;
-	int err;
+	struct qimg_handle h;
+	unsigned int pflags, n = 0;
+	int ret, err;
 
 	if (!list)
 		return;
 	pflags = qimg_writer_begin();	/* write-back may run from here */
 	mutex_lock(&dev->meta_lock);
-	qimg_meta_begin(dev);
+	llist_for_each_entry(cmd, list, link_node)
+		n++;
+	qimg_meta_start(dev, &h, n * QIMG_CREDITS_LINK);  /* error: per cmd */
 	llist_for_each_entry(cmd, list, link_node) {
 		if (cmd->res >= 0 && cmd->res != cmd->len)
 			cmd->res = -EIO;
-		qimg_alloc_link(dev, &cmd->alloc, min_t(long, cmd->res, 0));
+		ret = qimg_alloc_link(&h, &cmd->alloc,
+				      min_t(long, cmd->res, 0));
+		if (ret && cmd->res >= 0)
+			cmd->res = ret;
 	}
-	err = qimg_meta_end(dev);
+	err = qimg_meta_stop(&h, 0);
 	mutex_unlock(&dev->meta_lock);
 	wake_up_all(&dev->inflight_wq);
 	qimg_writer_end(pflags);
@@ -302,8 +332,9 @@ void qimg_link_work(struct work_struct *work)
  * an asynchronous direct kiocb, and its completion links the L2 entry
  * from dev->link_wq: the worker does not wait for the write, and neither
  * does the next allocating write, as it would behind ext4's inode lock
- * with a synchronous one.  Returns -EIOCBQUEUED when handed over, 1
- * (nothing done) for the general path, or the request's result.
+ * with a synchronous one.  Returns -EIOCBQUEUED when handed over,
+ * QIMG_RQ_SYNC (nothing done) for the general path, or the request's
+ * result.
  */
 static int qimg_submit_alloc_aio(struct qimg_device *dev,
 				 struct qimg_cmd *cmd, u64 pos)
@@ -320,7 +351,7 @@ static int qimg_submit_alloc_aio(struct qimg_device *dev,
 	/* Host clusters are aligned: the offset in one says it all. */
 	if (g->ext_l2 || coff + len > g->cluster_size ||
 	    !qimg_dio_ok(img, coff, &cmd->iter))
-		return 1;
+		return QIMG_RQ_SYNC;
 	ret = qimg_alloc_begin(dev, pos, a);
 	if (ret < 0)
 		return ret;
@@ -409,11 +440,12 @@ static int qimg_handle_rq(struct qimg_device *dev, struct qimg_cmd *cmd)
 	}
 
 	if (!(rq->cmd_flags & REQ_FUA)) {
-		if (!qimg_submit_aio(dev, cmd, pos, write))
-			return -EIOCBQUEUED;
+		ret = qimg_submit_aio(dev, cmd, pos, write);
+		if (ret != QIMG_RQ_SYNC)
+			return ret;
 		if (write) {
 			ret = qimg_submit_alloc_aio(dev, cmd, pos);
-			if (ret <= 0)
+			if (ret != QIMG_RQ_SYNC)
 				return ret;
 		}
 	}

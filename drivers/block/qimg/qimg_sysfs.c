@@ -5,6 +5,8 @@
  * the gendisk, so it disappears in del_gendisk() before the device is
  * freed.
  */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
 #include <linux/blkdev.h>
 #include <linux/device.h>
 #include <linux/sysfs.h>

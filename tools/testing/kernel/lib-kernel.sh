@@ -1,9 +1,9 @@
 # shellcheck shell=bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# Shared by kunit/run and tools/testing/kernel/build-debug-kernel: find (and
-# on a fresh machine, unpack) the linux-source-6.1 tree the project builds
-# its test kernels from.  The tree lives in the user's cache, never in the
+# Shared by tools/testing/kunit/run and tools/testing/kernel/build-debug-kernel:
+# find (and on a fresh machine, unpack) the linux-source-6.1 tree the project
+# builds its test kernels from.  The tree lives in the user's cache, never in the
 # repository, because it is 1.4 GB and must survive `make clean`.
 
 QIMG_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/qimg

@@ -19,6 +19,7 @@ int qimg_test_run_vectors(void);
 int qimg_test_run_roundtrip(void);
 int qimg_test_run_qemu(void);
 int qimg_test_run_overlap(void);
+int qimg_test_run_journal(void);
 int qimg_test_run_crypt(void);
 
 /*

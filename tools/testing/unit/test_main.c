@@ -42,6 +42,7 @@ int main(void)
 	failed += qimg_test_run_roundtrip();
 	failed += qimg_test_run_qemu();
 	failed += qimg_test_run_overlap();
+	failed += qimg_test_run_journal();
 	failed += qimg_test_run_crypt();
 	return failed ? 1 : 0;
 }

@@ -1314,7 +1314,7 @@ safe_corrupt_keeps_acked() {
 		echo "FAILED: read of the bad cluster succeeded"
 		return 1
 	fi
-	dmesg | grep -q "qimg[0-9]*: corrupt metadata" || { echo "FAILED: corruption not reported"; return 1; }
+	dmesg | grep -Eq "qimg[0-9]+: .*corrupt metadata" || { echo "FAILED: corruption not reported"; return 1; }
 	[ "$(blockdev --getro "$DEV")" = 1 ] || { echo "FAILED: $DEV not read-only after corruption"; return 1; }
 	if fw "$DEV" $((6 * M)) 4096 0 oflag=direct 2>/dev/null; then
 		echo "FAILED: a new write after corruption succeeded"
@@ -1330,6 +1330,40 @@ safe_corrupt_keeps_acked() {
 	[ $(( 16#$(be_read "$img" 72 8) & 2 )) = 2 ] || { echo "FAILED: corrupt bit not set"; return 1; }
 }
 tc "safety: writes acknowledged before corruption was found survive flush and detach" safe_corrupt_keeps_acked
+
+# --- block device ------------------------------------------------------------
+
+# The queue advertises a volatile write cache and FUA on every kernel
+# (6.1: blk_queue_write_cache(); 6.12: queue_limits features): without the
+# write cache, the block layer drops every flush before it reaches us.
+bdev_cache_fua() {
+	local q wc fua
+	run qemu-img create -q -f qcow2 wc.qcow2 16M || return 1
+	q_attach wc.qcow2 || return 1
+	q=/sys/block/${DEV#/dev/}/queue
+	wc=$(cat "$q/write_cache")
+	fua=$(cat "$q/fua")
+	q_detach "$DEV" || return 1
+	[ "$wc" = "write back" ] || { echo "FAILED: write_cache is '$wc', not 'write back'"; return 1; }
+	[ "$fua" = 1 ] || { echo "FAILED: fua is '$fua', not 1"; return 1; }
+}
+[ "$P" = qimg ] && tc "bdev: write cache and FUA advertised ($(uname -r))" bdev_cache_fua
+
+# The module cannot be removed while a device is attached.
+bdev_rmmod_busy() {
+	run qemu-img create -q -f qcow2 rm.qcow2 16M || return 1
+	q_attach rm.qcow2 || return 1
+	if rmmod qimg 2>rmmod.err; then
+		echo "FAILED: rmmod qimg succeeded with $DEV attached"
+		return 1
+	fi
+	echo "rmmod said: $(cat rmmod.err)"
+	[ -b "$DEV" ] || { echo "FAILED: $DEV gone after the refused rmmod"; return 1; }
+	run dd if=/dev/zero of="$DEV" bs=4k count=1 oflag=direct conv=fsync status=none || return 1
+	q_detach "$DEV" || return 1
+	run qemu-img check -q rm.qcow2
+}
+[ "$P" = qimg ] && tc "bdev: rmmod refused while a device is attached" bdev_rmmod_busy
 
 # Defect 3: the image descriptor's open flags must not reach our I/O.
 safe_open_flags() {

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Helpers shared by the qimg KUnit suites (the .c files in kunit/), linked
- * into one object with drivers/block/qimg/qimg_fmt.c by kunit/Kbuild.
+ * Helpers shared by the qimg KUnit suites (the *_kunit.c files beside this
+ * header), linked into one object with ../qimg_fmt.c by the Kbuild here.
  */
 #ifndef QIMG_KUNIT_H
 #define QIMG_KUNIT_H

@@ -8,7 +8,7 @@
  * KASAN and lockdep this exercises the request path the way a filesystem
  * would, without a VM.
  *
- * Built only with CONFIG_QIMG_KUNIT_DRIVER (kunit/Kbuild links the driver
+ * Built only with CONFIG_QIMG_KUNIT_DRIVER (tests/Kbuild links the driver
  * sources in); the test thread is a kthread, so the image is handed to
  * qimg_attach() through a descriptor in the kernel threads' file table.
  */
@@ -29,158 +29,7 @@
 #include "qimg_map.h"
 #include "qimg_rq.h"
 #include "qimg_dev.h"
-
-#define QIMG_T_CB	16
-#define QIMG_T_CS	BIT(QIMG_T_CB)
-#define QIMG_T_VSIZE	(64ULL << 20)	/* one L2 table maps 512 MiB */
-#define QIMG_T_PATH	"/qimg-kunit.img"
-
-struct qimg_t_dev {
-	struct file *file;
-	int index;
-	struct block_device *bdev;
-};
-
-/*
- * The image qemu-img create would make: header, refcount table, one
- * refcount block (covering clusters 0..3, all in use), an empty L1 table.
- */
-static void qimg_t_make_image(struct kunit *test, struct file *f)
-{
-	u8 *buf = kunit_kzalloc(test, 4 * QIMG_T_CS, GFP_KERNEL);
-	loff_t pos = 0;
-	int i;
-
-	KUNIT_ASSERT_NOT_NULL(test, buf);
-	put_unaligned_be32(QIMG_MAGIC, buf + 0);
-	put_unaligned_be32(3, buf + 4);
-	put_unaligned_be32(QIMG_T_CB, buf + 20);
-	put_unaligned_be64(QIMG_T_VSIZE, buf + 24);
-	put_unaligned_be32(1, buf + 36);			/* l1_size */
-	put_unaligned_be64(3 * QIMG_T_CS, buf + 40);		/* L1 */
-	put_unaligned_be64(1 * QIMG_T_CS, buf + 48);		/* reftable */
-	put_unaligned_be32(1, buf + 56);
-	put_unaligned_be32(4, buf + 96);			/* 16-bit */
-	put_unaligned_be32(QIMG_V3_HEADER_LEN_COMP, buf + 100);
-	put_unaligned_be64(2 * QIMG_T_CS, buf + QIMG_T_CS);	/* -> block */
-	for (i = 0; i < 4; i++)
-		put_unaligned_be16(1, buf + 2 * QIMG_T_CS + 2 * i);
-	KUNIT_ASSERT_EQ(test, kernel_write(f, buf, 4 * QIMG_T_CS, &pos),
-			(ssize_t)(4 * QIMG_T_CS));
-}
-
-static int qimg_t_attach(struct kunit *test, struct file *f)
-{
-	struct qimg_attach a = { .size = sizeof(a) };
-	int fd, ret;
-
-	fd = get_unused_fd_flags(O_CLOEXEC);
-	KUNIT_ASSERT_GE(test, fd, 0);
-	fd_install(fd, get_file(f));
-	a.fd = fd;
-	ret = qimg_attach(&a, NULL, NULL);
-	close_fd(fd);
-	return ret;
-}
-
-static struct block_device *qimg_t_open_bdev(struct kunit *test, int index)
-{
-	struct block_device *bdev;
-	struct device *d;
-	char name[16];
-	dev_t devt;
-
-	snprintf(name, sizeof(name), "qimg%d", index);
-	d = class_find_device_by_name(&block_class, name);
-	KUNIT_ASSERT_NOT_NULL_MSG(test, d, "no block device %s", name);
-	devt = d->devt;
-	put_device(d);
-	bdev = blkdev_get_by_dev(devt, FMODE_READ | FMODE_WRITE, NULL);
-	KUNIT_ASSERT_FALSE_MSG(test, IS_ERR(bdev), "open %s: %ld", name,
-			       PTR_ERR(bdev));
-	return bdev;
-}
-
-static int qimg_t_io(struct block_device *bdev, blk_opf_t op, u64 off,
-		     void *buf, unsigned int len)
-{
-	struct bio *bio;
-	unsigned int done, n;
-	int ret;
-
-	bio = bio_alloc(bdev, DIV_ROUND_UP(len, PAGE_SIZE) + 1, op,
-			GFP_KERNEL);
-	bio->bi_iter.bi_sector = off >> SECTOR_SHIFT;
-	for (done = 0; done < len; done += n) {
-		n = min_t(unsigned int, len - done,
-			  PAGE_SIZE - offset_in_page(buf + done));
-		if (bio_add_page(bio, virt_to_page(buf + done), n,
-				 offset_in_page(buf + done)) != n) {
-			bio_put(bio);
-			return -EIO;
-		}
-	}
-	ret = submit_bio_wait(bio);
-	bio_put(bio);
-	return ret;
-}
-
-static int qimg_t_flush(struct block_device *bdev)
-{
-	struct bio *bio = bio_alloc(bdev, 0, REQ_OP_WRITE | REQ_PREFLUSH,
-				    GFP_KERNEL);
-	int ret = submit_bio_wait(bio);
-
-	bio_put(bio);
-	return ret;
-}
-
-static int qimg_t_dev_init(struct kunit *test)
-{
-	struct qimg_t_dev *d = kunit_kzalloc(test, sizeof(*d), GFP_KERNEL);
-
-	if (!d)
-		return -ENOMEM;
-	d->index = -1;
-	d->file = filp_open(QIMG_T_PATH, O_RDWR | O_CREAT | O_TRUNC |
-			    O_LARGEFILE, 0600);
-	if (IS_ERR(d->file)) {
-		kunit_err(test, "cannot create %s: %ld", QIMG_T_PATH,
-			  PTR_ERR(d->file));
-		return PTR_ERR(d->file);
-	}
-	test->priv = d;
-	return 0;
-}
-
-static void qimg_t_dev_exit(struct kunit *test)
-{
-	struct qimg_t_dev *d = test->priv;
-
-	if (!d)
-		return;
-	if (d->bdev)
-		blkdev_put(d->bdev, FMODE_READ | FMODE_WRITE);
-	if (d->index >= 0)
-		KUNIT_EXPECT_EQ(test, qimg_detach(d->index), 0);
-	fput(d->file);
-}
-
-static void qimg_t_up(struct kunit *test, struct qimg_t_dev *d)
-{
-	d->index = qimg_t_attach(test, d->file);
-	KUNIT_ASSERT_GE_MSG(test, d->index, 0, "qimg_attach: %d", d->index);
-	d->bdev = qimg_t_open_bdev(test, d->index);
-	KUNIT_EXPECT_EQ(test, bdev_nr_bytes(d->bdev), QIMG_T_VSIZE);
-}
-
-static void qimg_t_down(struct kunit *test, struct qimg_t_dev *d)
-{
-	blkdev_put(d->bdev, FMODE_READ | FMODE_WRITE);
-	d->bdev = NULL;
-	KUNIT_ASSERT_EQ(test, qimg_detach(d->index), 0);
-	d->index = -1;
-}
+#include "qimg_dev_kunit.h"
 
 /* A fresh image reads as zeros everywhere, including its last sector. */
 static void qimg_dev_read_holes(struct kunit *test)
@@ -201,14 +50,6 @@ static void qimg_dev_read_holes(struct kunit *test)
 	/* Past the end: the block layer refuses, the driver never sees it. */
 	KUNIT_EXPECT_NE(test, qimg_t_io(d->bdev, REQ_OP_READ, QIMG_T_VSIZE,
 					buf, 4096), 0);
-}
-
-static void qimg_t_fill(u8 *buf, unsigned int len, u8 seed)
-{
-	unsigned int i;
-
-	for (i = 0; i < len; i++)
-		buf[i] = seed + i * 7 + (i >> 9);
 }
 
 /*
@@ -570,19 +411,6 @@ static void qimg_dev_io_drain_race(struct kunit *test)
 		   atomic_read(&r->sections));
 	KUNIT_EXPECT_GT(test, swaps, 10);
 	KUNIT_EXPECT_EQ(test, atomic_read(&r->violations), 0);
-}
-
-static void qimg_t_pread(struct kunit *test, struct file *f, void *buf,
-			 size_t len, loff_t pos)
-{
-	KUNIT_ASSERT_EQ(test, kernel_read(f, buf, len, &pos), (ssize_t)len);
-}
-
-static void qimg_t_pwrite64(struct file *f, loff_t pos, u64 val)
-{
-	__be64 v = cpu_to_be64(val);
-
-	kernel_write(f, &v, 8, &pos);
 }
 
 /*

@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The qcow2 writer shared by the qimgctl commands that change images
+ * (convert, resize, amend), and the guest-data reader they copy from.
+ *
+ * Writer model: the image is opened read-write (QEMU's write locks), its
+ * L1 table, refcount table and the L2 tables and refcount blocks it
+ * touches are held in memory, new clusters are always taken at the end of
+ * the file, and qimgw_flush() makes everything durable in an order where
+ * an interruption at any point leaves a consistent image, at worst with
+ * leaked clusters:
+ *
+ *   1. guest data (written straight to its new clusters)        fsync
+ *   2. refcount blocks, then the refcount table (new place or   fsync
+ *      in place; a moved table is then named by the header)     fsync
+ *   3. L2 tables                                                 fsync
+ *   4. the L1 table (in place, or in new clusters)               fsync
+ *   5. the header's fixed fields (L1 place and size, size)       fsync
+ *   6. references dropped in steps 3-5 (old L1 / refcount table, fsync
+ *      replaced clusters) get their refcounts lowered
+ *
+ * Refcounts are raised before anything points at a cluster and lowered only
+ * after nothing does, so a crash never leaves a reference to a cluster
+ * whose refcount is too low.
+ */
+#ifndef QIMGCTL_IMAGE_RW_H
+#define QIMGCTL_IMAGE_RW_H
+
+#include "image_io.h"
+
+struct qimgw {
+	struct qimgctl_image img;
+	const struct qimg_geom *g;
+	struct qimg_header *h;
+	u64 cs;			/* cluster size */
+	u64 end;		/* next cluster handed out (file end) */
+
+	u64 *l1;		/* CPU-endian */
+	u32 l1_size;
+	u64 l1_off;
+	bool l1_dirty;
+	u64 l1_old_off;		/* replaced L1 table, freed after flush */
+	u32 l1_old_size;
+	u8 **l2;		/* per L1 entry: the table, or NULL */
+	bool *l2_dirty;
+
+	u64 *rt;		/* CPU-endian refcount table */
+	u64 rt_entries;
+	u64 rt_off;
+	u32 rt_clusters;
+	bool rt_dirty;
+	u64 rt_old_off;		/* replaced refcount table */
+	u32 rt_old_clusters;
+	u8 **rb;		/* per refcount table entry: the block or NULL */
+	bool *rb_dirty;
+
+	bool hdr_dirty;
+	u64 cbyte;		/* where the next compressed cluster may go */
+
+	/* References to drop once the tables naming them are durable. */
+	u64 *drop;
+	size_t nb_drop, drop_cap;
+};
+
+/*
+ * Open @path (a qcow2 image, no external data file, not encrypted, not
+ * corrupt, no qimg journal) for writing.  Prints the reason and returns
+ * -errno on failure.
+ */
+int qimgw_open(struct qimgw *w, const char *path);
+/* Flush (if @flush) and release everything; returns the flush result. */
+int qimgw_close(struct qimgw *w, bool flush);
+
+/* Make all changes durable in the order described above. */
+int qimgw_flush(struct qimgw *w);
+
+/* Take @n new clusters at the end of the file, refcount 1 each. */
+int qimgw_alloc(struct qimgw *w, u64 n, u64 *off);
+/* Add @delta (+1 or -1) to the refcount of the cluster at @off. */
+int qimgw_ref_add(struct qimgw *w, u64 off, int delta);
+
+/*
+ * Guest cluster @guest (cluster aligned, below the virtual size) gets the
+ * cluster-sized @buf as its data.  In place when the cluster is already
+ * ours alone (COPIED), else in a new cluster (a shared or compressed one
+ * loses this reference after the flush).
+ */
+int qimgw_write_cluster(struct qimgw *w, u64 guest, const void *buf);
+/*
+ * The same for the subclusters in @mask only (extended L2; the others keep
+ * their state, and @buf's bytes there are written but not used).  Without
+ * extended L2 the whole cluster is written.
+ */
+int qimgw_write_subclusters(struct qimgw *w, u64 guest, const void *buf,
+			    u32 mask);
+/* The same, as @clen bytes of compressed data (< cluster size). */
+int qimgw_write_compressed(struct qimgw *w, u64 guest, const void *cbuf,
+			   u64 clen);
+/* Guest cluster @guest reads as zeroes (v3 zero flag, v2 written zeroes). */
+int qimgw_write_zero(struct qimgw *w, u64 guest);
+
+/*
+ * Change the virtual size to @size (a multiple of 512): the L1 table is
+ * grown (in place when its last cluster has room, else moved to new
+ * clusters) when needed.  Shrinking discards every cluster past the new
+ * end, as qemu does (callers ask for --shrink first).
+ */
+int qimgw_resize(struct qimgw *w, u64 size);
+
+/*
+ * After a flush: cut the file after the last cluster with a non-zero
+ * refcount, as qemu does after shrinking.
+ */
+int qimgw_trim(struct qimgw *w);
+
+/*
+ * Flush, then write the header @nh (its version, features, extensions;
+ * the table fields are the writer's) over the first cluster.  Refuses
+ * headers with extensions the format core does not know.
+ */
+int qimgw_rewrite_header(struct qimgw *w, const struct qimg_header *nh);
+
+/*
+ * Change the refcount width to 2^@order bits (v3 images): new refcount
+ * blocks and table are written after the end of the file, then the header
+ * switches to them in one sector write; the old ones become free clusters.
+ * Refuses (-ERANGE) when a refcount does not fit the new width.
+ */
+int qimgw_set_refcount_order(struct qimgw *w, u32 order);
+
+/*
+ * For a downgrade to compat 0.10: every zero cluster of the active L1 table
+ * becomes unallocated (without a backing file) or a cluster of zeroes;
+ * then flush.
+ */
+int qimgw_expand_zeros(struct qimgw *w, bool has_backing);
+
+/* ------------------------------------------------------------------------ */
+/* Reading guest data through a backing chain                               */
+
+/*
+ * Compress one cluster the way qemu's qcow2 does (zlib raw deflate with a
+ * 4 KiB window, or a zstd frame).  Returns the compressed length, or 0 when
+ * it would not be smaller than the cluster (qemu then writes it plain).
+ */
+size_t qimgw_compress(u8 type, const void *src, size_t len, void *dst);
+
+struct qimgr {
+	struct qimgctl_node *top;
+	/* The last decompressed cluster of each node (by node index). */
+	struct qimgr_cache {
+		struct qimgctl_node *n;
+		u64 raw;	/* L2 entry it came from, 0 = none */
+		u8 *buf;
+		u8 *cbuf;
+	} cache[QIMGCTL_MAX_CHAIN];
+	int nb_cache;
+};
+
+int qimgr_init(struct qimgr *r, struct qimgctl_node *top);
+void qimgr_fini(struct qimgr *r);
+
+/*
+ * How guest bytes from @off on read in @n, looking through backing files
+ * unless @top_only: *len (at most @max) bytes are known to read as zeroes
+ * (*zero) or may hold data; *alloc says whether @n itself (not its
+ * backing files) allocates them.
+ */
+int qimgr_status(struct qimgr *r, struct qimgctl_node *n, u64 off, u64 max,
+		 bool top_only, u64 *len, bool *zero, bool *alloc);
+
+/* Read @len guest bytes at @off of @n (past its end: zeroes). */
+int qimgr_read(struct qimgr *r, struct qimgctl_node *n, u64 off, void *buf,
+	       u64 len);
+
+#endif /* QIMGCTL_IMAGE_RW_H */

@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * qimgctl resize: change the virtual size of a detached qcow2 image (or
+ * the size of a raw file), as `qemu-img resize` does.
+ *
+ * qcow2: growing extends the L1 table when the new size needs more entries
+ * (in place when its last cluster has room, else in new clusters: the old
+ * table stays valid until the header names the new one); new space reads
+ * as zeroes (or from the backing file, as in qemu).  Shrinking needs
+ * --shrink and then, like qemu, discards everything past the new end and
+ * cuts the file after the last cluster still in use.  The header's size
+ * is written last (see image_rw.h for the order).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "image_rw.h"
+
+/* "[+|-]SIZE" against the current size @cur. */
+static int new_size(const char *file, const char *arg, u64 cur, u64 *out)
+{
+	int rel = 0;
+	uint64_t v;
+
+	if (*arg == '+' || *arg == '-')
+		rel = *arg++ == '+' ? 1 : -1;
+	if (qimgctl_parse_size(arg, &v)) {
+		qimgctl_err("%s: Invalid image size specified: '%s' (use a number of bytes with an optional k, M, G, T, P or E suffix)",
+			    file, arg);
+		return -EINVAL;
+	}
+	if (rel > 0 && v > UINT64_MAX - cur) {
+		qimgctl_err("%s: the new size is too large", file);
+		return -EFBIG;
+	}
+	*out = rel > 0 ? cur + v : rel < 0 ? cur - v : v;
+	if ((rel < 0 && v >= cur) || !*out) {
+		qimgctl_err("%s: New image size must be positive", file);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int shrink_ok(const char *file, bool shrink, u64 cur, u64 size)
+{
+	if (size >= cur || shrink)
+		return 0;
+	qimgctl_err("%s: Use the --shrink option to perform a shrink operation (it deletes all data past the new end)",
+		    file);
+	return -EINVAL;
+}
+
+static int resize_raw(const char *file, const char *arg, bool shrink)
+{
+	struct stat st;
+	u64 size;
+	int fd, ret;
+
+	fd = open(file, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		qimgctl_err("Could not open '%s': %s", file, strerror(errno));
+		return ret;
+	}
+	ret = qimgctl_lock_open_file(fd, file, QIMGCTL_OPEN_WRITE);
+	if (!ret && fstat(fd, &st) < 0) {
+		ret = -errno;
+		qimgctl_err("%s: %s", file, strerror(errno));
+	}
+	if (!ret)
+		ret = new_size(file, arg, (u64)st.st_size, &size);
+	if (!ret)
+		ret = shrink_ok(file, shrink, (u64)st.st_size, size);
+	if (!ret && size > INT64_MAX) {
+		qimgctl_err("%s: the new size is too large", file);
+		ret = -EFBIG;
+	}
+	if (!ret && (ftruncate(fd, (off_t)size) < 0 || fsync(fd) < 0)) {
+		ret = -errno;
+		qimgctl_err("%s: Could not resize the file: %s", file,
+			    strerror(errno));
+	}
+	close(fd);
+	return ret;
+}
+
+static int resize_qcow2(const char *file, const char *arg, bool shrink)
+{
+	struct qimgw w;
+	u64 size, cur;
+	int ret;
+
+	ret = qimgw_open(&w, file);
+	if (ret)
+		return ret;
+	cur = w.h->size;
+	ret = new_size(file, arg, cur, &size);
+	if (!ret)
+		ret = shrink_ok(file, shrink, cur, size);
+	if (!ret && size % 512) {
+		qimgctl_err("%s: The new size must be a multiple of 512", file);
+		ret = -EINVAL;
+	}
+	if (!ret && w.h->nb_snapshots && size < cur) {
+		qimgctl_err("%s: shrinking an image with internal snapshots is not supported by qimgctl (qemu-img resize can)",
+			    file);
+		ret = -EOPNOTSUPP;
+	}
+	if (!ret && w.h->has_bitmaps_ext && w.h->nb_bitmaps) {
+		qimgctl_err("%s: resizing an image with persistent bitmaps is not supported by qimgctl (qemu-img resize can)",
+			    file);
+		ret = -EOPNOTSUPP;
+	}
+	if (!ret)
+		ret = qimgw_resize(&w, size);
+	if (!ret)
+		ret = qimgw_flush(&w);
+	if (!ret && size < cur)
+		ret = qimgw_trim(&w);
+	qimgw_close(&w, false);
+	return ret;
+}
+
+int qimgctl_cmd_resize(int argc, char **argv)
+{
+	static const struct option lopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "shrink", no_argument, NULL, 'S' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *fmt = NULL, *file, *size = NULL;
+	bool shrink = false, quiet = false, raw;
+	int c, fd, ret;
+
+	/* "-1G" is a size, not an option: take it before getopt sees it. */
+	if (argc >= 3 && argv[argc - 1][0] == '-' &&
+	    ((argv[argc - 1][1] >= '0' && argv[argc - 1][1] <= '9') ||
+	     argv[argc - 1][1] == '.'))
+		size = argv[--argc];
+	optind = 1;
+	while ((c = getopt_long(argc, argv, ":hqf:", lopts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			fmt = optarg;
+			break;
+		case 'q':
+			quiet = true;
+			break;
+		case 'S':
+			shrink = true;
+			break;
+		case 'h':
+			qimgctl_usage(stdout, "resize");
+			return 0;
+		default:
+			qimgctl_opt_err("resize", c, argv);
+			return 1;
+		}
+	}
+	if (argc - optind < (size ? 1 : 2)) {
+		qimgctl_usage_err("resize", "FILE and SIZE needed");
+		return 1;
+	}
+	if (argc - optind > (size ? 1 : 2)) {
+		qimgctl_usage_err("resize", "unexpected argument '%s'",
+				  argv[argc - 1]);
+		return 1;
+	}
+	file = argv[optind];
+	if (!size)
+		size = argv[optind + 1];
+	if (fmt && strcmp(fmt, "qcow2") && strcmp(fmt, "raw")) {
+		qimgctl_err("%s: Unknown or unsupported format '%s' (only qcow2 and raw)",
+			    file, fmt);
+		return 1;
+	}
+	if (fmt) {
+		raw = !strcmp(fmt, "raw");
+	} else {
+		fd = open(file, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			qimgctl_err("Could not open '%s': %s", file,
+				    strerror(errno));
+			return 1;
+		}
+		ret = qimgctl_probe_raw(fd, &raw);
+		close(fd);
+		if (ret) {
+			qimgctl_err("%s: %s", file, strerror(-ret));
+			return 1;
+		}
+	}
+	ret = raw ? resize_raw(file, size, shrink) :
+		    resize_qcow2(file, size, shrink);
+	if (ret)
+		return 1;
+	if (!quiet)
+		printf("Image resized.\n");
+	return 0;
+}

@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Give a qemu-img-made qcow2 v3 image a dirty qimg metadata journal.
+
+usage: mkjournal.py IMAGE NTX [SYNCED [DAMAGE]]
+  Append a 64 KiB journal area (4 KiB blocks) at the end of IMAGE, give its
+  clusters refcount 1, add the "qjrn" header extension and set the journal
+  dirty (incompatible bit 32) and journal valid (autoclear bit 32) bits,
+  and write NTX committed transactions with sequence numbers SYNCED+1 on
+  (SYNCED default 0).  Each logs the 8 bytes already at the start of the L1
+  table, so a replay would leave the image as it is.  DAMAGE: "torn" breaks
+  the last commit block's checksum (the end of the log after a crash),
+  "middle" a data byte of the first transaction (corruption, -EUCLEAN when
+  later transactions follow).
+
+This encoder is written from Documentation/block/qimg-format.rst section
+5.1 alone, independently of qimg_journal_fmt.c, so the two checking each
+other is a test of the specification as well as of the code.
+"""
+import struct
+import sys
+
+EXT_END = 0
+EXT_JOURNAL = 0x716a726e
+BITS = 12
+BS = 1 << BITS
+NBLOCKS = 16
+
+
+def die(msg):
+    sys.stderr.write('mkjournal.py: %s\n' % msg)
+    sys.exit(1)
+
+
+def _table():
+    tab = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82f63b78 if c & 1 else c >> 1
+        tab.append(c)
+    return tab
+
+
+TAB = _table()
+
+
+def crc32c(data, crc=0):
+    crc ^= 0xffffffff
+    for b in data:
+        crc = TAB[(crc ^ b) & 0xff] ^ (crc >> 8)
+    return crc ^ 0xffffffff
+
+
+def with_crc(blk, off):
+    """Fill in the 4-byte checksum at off (computed with the field zero)."""
+    blk[off:off + 4] = b'\0' * 4
+    blk[off:off + 4] = struct.pack('>I', crc32c(bytes(blk)))
+    return blk
+
+
+def journal_header(gen, synced, tail):
+    blk = bytearray(BS)
+    struct.pack_into('>QIIQQQI', blk, 0, 0x71696d676a726e6c, 1, BITS,
+                     NBLOCKS * BS, gen, synced, tail)
+    return with_crc(blk, 44)
+
+
+def transactions(ntx, synced, target, data, damage):
+    area = bytearray(NBLOCKS * BS)
+    area[0:BS] = journal_header(1, synced, 2)
+    area[BS:2 * BS] = journal_header(1, synced, 2)
+    pos = 2
+    commits = []
+    for i in range(ntx):
+        seq = synced + 1 + i
+        desc = bytearray(BS)
+        struct.pack_into('>IIQIIII', desc, 0, 0x716a6473, 0, seq, 1, 1, 0, 0)
+        struct.pack_into('>HHIQII', desc, 32, 1, 0, len(data), target, 0,
+                         crc32c(data))
+        with_crc(desc, 4)
+        dat = bytearray(BS)
+        dat[0:len(data)] = data
+        nxt = pos + 3 if pos + 3 + 3 <= NBLOCKS else 2
+        com = bytearray(BS)
+        struct.pack_into('>IIQIIII', com, 0, 0x716a636d, 0, seq, 2, nxt,
+                         crc32c(bytes(desc) + bytes(dat)), 0)
+        with_crc(com, 4)
+        area[pos * BS:(pos + 1) * BS] = desc
+        area[(pos + 1) * BS:(pos + 2) * BS] = dat
+        area[(pos + 2) * BS:(pos + 3) * BS] = com
+        if i == 0 and damage == 'middle':
+            area[(pos + 1) * BS] ^= 0xff
+        commits.append(pos + 2)
+        pos = nxt
+    if damage == 'torn' and commits:
+        area[commits[-1] * BS + 100] ^= 0x01
+    return area
+
+
+def make(path, ntx, synced, damage):
+    with open(path, 'r+b') as f:
+        hdr = bytearray(f.read(112))
+        if len(hdr) < 104 or hdr[:4] != b'QFI\xfb':
+            die('%s: not a qcow2 image' % path)
+        version, = struct.unpack_from('>I', hdr, 4)
+        if version != 3:
+            die('%s: needs a version 3 image' % path)
+        cbits, = struct.unpack_from('>I', hdr, 20)
+        cluster = 1 << cbits
+        l1_off, = struct.unpack_from('>Q', hdr, 40)
+        rt_off, = struct.unpack_from('>Q', hdr, 48)
+        rorder, = struct.unpack_from('>I', hdr, 96)
+        if rorder != 4 or cluster < NBLOCKS * BS:
+            die('%s: needs 16-bit refcounts and 64 KiB clusters or more'
+                % path)
+        f.seek(0, 2)
+        size = f.tell()
+        joff = (size + cluster - 1) // cluster * cluster
+        jsize = cluster
+
+        # Refcount 1 for the journal cluster, in an existing block.
+        idx = joff // cluster
+        per_block = cluster // 2
+        f.seek(rt_off + 8 * (idx // per_block))
+        rb_off, = struct.unpack('>Q', f.read(8))
+        if not rb_off:
+            die('%s: no refcount block covers the journal' % path)
+        f.seek(rb_off + 2 * (idx % per_block))
+        f.write(struct.pack('>H', 1))
+
+        # The extension, first in the list.
+        f.seek(0)
+        buf = bytearray(f.read(cluster))
+        back_off, = struct.unpack_from('>Q', buf, 8)
+        hlen, = struct.unpack_from('>I', buf, 100)
+        limit = back_off if 0 < back_off < cluster else cluster
+        exts = [[EXT_JOURNAL, struct.pack('>QQ', joff, jsize)]]
+        off = hlen
+        while off + 8 <= limit:
+            typ, ln = struct.unpack_from('>II', buf, off)
+            if typ == EXT_END:
+                break
+            exts.append([typ, bytes(buf[off + 8:off + 8 + ln])])
+            off += 8 + ((ln + 7) & ~7)
+        out = bytearray()
+        for typ, data in exts:
+            out += struct.pack('>II', typ, len(data)) + data
+            out += b'\0' * (-len(data) % 8)
+        out += struct.pack('>II', EXT_END, 0)
+        if hlen + len(out) > limit:
+            die('%s: no room for the journal extension' % path)
+        buf[hlen:hlen + len(out)] = out
+        incompat, = struct.unpack_from('>Q', buf, 72)
+        autoclear, = struct.unpack_from('>Q', buf, 88)
+        struct.pack_into('>Q', buf, 72, incompat | 1 << 32)
+        struct.pack_into('>Q', buf, 88, autoclear | 1 << 32)
+        f.seek(0)
+        f.write(buf)
+
+        f.seek(l1_off)
+        data = f.read(8)
+        f.seek(joff)
+        f.write(transactions(ntx, synced, l1_off, data, damage))
+
+
+def main():
+    if len(sys.argv) not in (3, 4, 5):
+        die('usage: mkjournal.py IMAGE NTX [SYNCED [DAMAGE]]')
+    synced = int(sys.argv[3], 0) if len(sys.argv) > 3 else 0
+    damage = sys.argv[4] if len(sys.argv) > 4 else ''
+    if damage not in ('', 'torn', 'middle'):
+        die('DAMAGE must be torn or middle')
+    make(sys.argv[1], int(sys.argv[2]), synced, damage)
+
+
+if __name__ == '__main__':
+    main()
