@@ -30,26 +30,33 @@ struct cmp_side {
 	u64 size;
 };
 
+/*
+ * qemu-img's simple progress meter, in single precision as there: a line
+ * "    (P/100%)\r" when the percentage moved by more than 2 points, is 0 or
+ * reached 100; a newline at the end.
+ */
 struct cmp_progress {
 	bool on;
-	double done;		/* percent */
-	double last;
+	float current;
+	float last;
 };
 
-static void progress_print(struct cmp_progress *p, double add)
+static void progress_print(struct cmp_progress *p, float delta)
 {
+	float cur;
+
 	if (!p->on)
 		return;
-	p->done += add;
-	if (p->done > 100)
-		p->done = 100;
-	if (p->done - p->last < 2.0 && p->done < 100 && add != 0)
-		return;
-	if (p->done == p->last && add != 0)
-		return;
-	p->last = p->done;
-	printf("    (%3.2f/100%%)\r", p->done);
-	fflush(stdout);
+	cur = p->current + delta / 100 * 100;
+	if (cur > 100)
+		cur = 100;
+	p->current = cur;
+	if (cur > p->last + 2.0f || cur < p->last - 2.0f || cur == 0 ||
+	    cur == 100) {
+		p->last = cur;
+		printf("    (%3.2f/100%%)\r", (double)cur);
+		fflush(stdout);
+	}
 }
 
 /* The first 512-byte sector of @buf that is not all zero, or -1. */
@@ -192,7 +199,7 @@ static int compare(struct cmp_side *a, struct cmp_side *b, bool strict,
 				goto out;
 		}
 		off += chunk;
-		progress_print(prog, (double)chunk / (double)base * 100);
+		progress_print(prog, (float)chunk / base * 100);
 	}
 	if (a->size != b->size) {
 		struct cmp_side *over = a->size > b->size ? a : b;
@@ -214,8 +221,7 @@ static int compare(struct cmp_side *a, struct cmp_side *b, bool strict,
 					goto out;
 			}
 			off += chunk;
-			progress_print(prog,
-				       (double)chunk / (double)base * 100);
+			progress_print(prog, (float)chunk / base * 100);
 		}
 	}
 	if (!quiet)
@@ -310,20 +316,14 @@ int qimgctl_cmd_compare(int argc, char **argv)
 		qimgctl_usage_err("compare", "expecting two image file names");
 		return 1;
 	}
-	if (open_side(&a, argv[optind], fmt[0], flags)) {
-		qimgctl_chain_close(a.top);
-		return 2;
-	}
-	if (open_side(&b, argv[optind + 1], fmt[1], flags)) {
-		qimgctl_chain_close(a.top);
-		qimgctl_chain_close(b.top);
-		return 2;
-	}
-	ret = compare(&a, &b, strict, quiet, &prog);
-	if (prog.on) {
-		progress_print(&prog, 100);
+	if (open_side(&a, argv[optind], fmt[0], flags) ||
+	    open_side(&b, argv[optind + 1], fmt[1], flags))
+		ret = 2;
+	else
+		ret = compare(&a, &b, strict, quiet, &prog);
+	/* The meter's end, whatever happened (qemu-img starts it first). */
+	if (prog.on)
 		putchar('\n');
-	}
 	fflush(stdout);
 	qimgctl_chain_close(a.top);
 	qimgctl_chain_close(b.top);

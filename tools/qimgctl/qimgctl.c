@@ -88,7 +88,7 @@ static const struct qimgctl_cmd cmds[] = {
 	  "-s the larger image's extra part must read as zeroes.\n"
 	  "-f FMT, -F FMT  format of FILE1, FILE2: qcow2 or raw (default: probe)\n"
 	  "-s              strict: sizes and allocation state must match too\n"
-	  "-p              show progress   -q  print nothing\n"
+	  "-p              show progress (qemu-img's meter)   -q  print nothing\n"
 	  "Exit status: 0 identical, 1 different, 2 an image could not be\n"
 	  "opened, 3 allocation status failed, 4 a read failed.\n" },
 	{ "measure", qimgctl_cmd_measure,

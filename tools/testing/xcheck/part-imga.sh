@@ -121,6 +121,12 @@ ia_compare() {
 	ia_same imga/compare/one-file compare a.qcow2
 	ia_same imga/compare/three-files compare a.qcow2 a.qcow2 a.qcow2
 	ia_same imga/compare/not-qcow2 compare -f qcow2 a.qcow2 a.raw
+	# -p: qemu-img's meter, byte for byte (also when it stops early).
+	ia_same imga/compare/progress-identical compare -p a.qcow2 a.raw
+	ia_same imga/compare/progress-differ compare -p a.qcow2 bx.qcow2
+	ia_same imga/compare/progress-sizes compare -p e.qcow2 b.qcow2
+	ia_same imga/compare/progress-strict compare -p -s a.qcow2 ov.qcow2
+	ia_same imga/compare/progress-missing compare -p a.qcow2 nope.qcow2
 }
 
 ia_measure() {
