@@ -405,8 +405,11 @@ static int read_compressed(struct qimgctl_node *n, u64 off, u8 *buf, u64 len)
 	ret = l2_entry_at(n, off, &mapped, &e);
 	if (ret)
 		return ret;
-	if (!mapped || e.type != QIMG_CLUSTER_COMPRESSED)
+	if (!mapped || e.type != QIMG_CLUSTER_COMPRESSED) {
+		qimgctl_err("%s: cluster at guest offset %#" PRIx64 " changed while being read",
+			    n->path, (uint64_t)off);
 		return -EIO;
+	}
 	cl = malloc(g->cluster_size);
 	if (!cl) {
 		qimgctl_err("out of memory");

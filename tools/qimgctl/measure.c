@@ -302,8 +302,7 @@ out:
 }
 
 /* Data clusters of the source, counted as qemu counts them. */
-static int source_required(struct qimgctl_node *top, const char *name, u64 cs,
-			   u64 *req)
+static int source_required(struct qimgctl_node *top, u64 cs, u64 *req)
 {
 	u64 ssize = top->length, off, pnum = 0;
 	int st;
@@ -311,10 +310,9 @@ static int source_required(struct qimgctl_node *top, const char *name, u64 cs,
 	*req = 0;
 	for (off = 0; off < ssize; off += pnum) {
 		st = qimgctl_chain_status(top, off, ssize - off, &pnum);
-		if (st < 0) {
-			qimgctl_err("Unable to get block status of %s", name);
+		/* Corrupt tables: said already, in one line naming the image. */
+		if (st < 0)
 			return -1;
-		}
 		if (st & QIMGCTL_BS_ZERO)
 			continue;
 		if ((st & (QIMGCTL_BS_DATA | QIMGCTL_BS_ALLOCATED)) ==
@@ -466,8 +464,7 @@ int qimgctl_cmd_measure(int argc, char **argv)
 		vsize = round_up(top->length, o.cluster_size);
 		if (o.backing)
 			req = vsize;
-		else if (source_required(top, argv[optind], o.cluster_size,
-					 &req))
+		else if (source_required(top, o.cluster_size, &req))
 			goto out;
 	}
 	if (o.full)

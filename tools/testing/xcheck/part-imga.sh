@@ -121,6 +121,23 @@ ia_compare() {
 	ia_same imga/compare/one-file compare a.qcow2
 	ia_same imga/compare/three-files compare a.qcow2 a.qcow2 a.qcow2
 	ia_same imga/compare/not-qcow2 compare -f qcow2 a.qcow2 a.raw
+	# An L2 entry pointing into the middle of a cluster: status 3.
+	if want imga/compare/corrupt imga/measure/corrupt; then
+		cp ia/a.qcow2 ia/bad.qcow2 && python3 - ia/bad.qcow2 <<'PY'
+import struct, sys
+with open(sys.argv[1], 'r+b') as f:
+    d = f.read(512)
+    l1 = struct.unpack('>Q', d[40:48])[0]
+    f.seek(l1)
+    l2 = struct.unpack('>Q', f.read(8))[0] & 0x00fffffffffffe00
+    f.seek(l2)
+    e = struct.unpack('>Q', f.read(8))[0]
+    f.seek(l2)
+    f.write(struct.pack('>Q', e + 512))
+PY
+		ia_same imga/compare/corrupt compare bad.qcow2 a.qcow2
+		ia_same imga/measure/corrupt measure -O qcow2 bad.qcow2
+	fi
 	# -p: qemu-img's meter, byte for byte (also when it stops early).
 	ia_same imga/compare/progress-identical compare -p a.qcow2 a.raw
 	ia_same imga/compare/progress-differ compare -p a.qcow2 bx.qcow2
