@@ -344,9 +344,13 @@ ia_prealloc() {
 		"" -b a.qcow2 -F qcow2
 	ia_prealloc_case falloc-backing-l2 preallocation=falloc,extended_l2=on \
 		"" -b a.qcow2 -F qcow2
-	ia_same imga/prealloc/backing-without-l2 create -q -o preallocation=metadata \
+	ia_same imga/prealloc/backing-without-l2 create -q -f qcow2 -o preallocation=metadata \
 		-b a.qcow2 -F qcow2 pbad.qcow2
-	ia_same imga/prealloc/bad-mode create -q -o preallocation=bogus pbad.qcow2 1M
+	ia_same imga/prealloc/bad-mode create -q -f qcow2 -o preallocation=bogus pbad.qcow2 1M
+	# The "Formatting ..." line names the mode as qemu-img's does.
+	ia_same imga/prealloc/formatting-line create -f qcow2 -o preallocation=metadata \
+		pfmt.qcow2 1M
+	rm -f ia/pfmt.qcow2
 	rm -f ia/pq.qcow2 ia/px.qcow2
 }
 
