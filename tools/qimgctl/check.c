@@ -878,8 +878,62 @@ static bool ck_can_lower(struct ck *c)
 	return (c->fix & CK_FIX_LEAKS) && !c->incomplete && !c->any_bad_rb;
 }
 
+/*
+ * Clusters whose refcount a repair lowered to 0, as runs: like qemu-img,
+ * their space goes back to the file system (holes punched; the file keeps
+ * its size), once the refcounts saying they are free are on disk.
+ */
+struct ck_freed {
+	u64 (*run)[2];		/* first cluster, count */
+	size_t n, cap;
+};
+
+static int ck_freed_add(struct ck_freed *f, u64 cl)
+{
+	void *p;
+
+	if (f->n && f->run[f->n - 1][0] + f->run[f->n - 1][1] == cl) {
+		f->run[f->n - 1][1]++;
+		return 0;
+	}
+	if (f->n == f->cap) {
+		p = realloc(f->run, (f->cap ? f->cap * 2 : 16) * sizeof(*f->run));
+		if (!p)
+			return -ENOMEM;
+		f->run = p;
+		f->cap = f->cap ? f->cap * 2 : 16;
+	}
+	f->run[f->n][0] = cl;
+	f->run[f->n][1] = 1;
+	f->n++;
+	return 0;
+}
+
+static void ck_freed_punch(struct ck *c, struct ck_freed *f)
+{
+	u64 off, len;
+	size_t i;
+
+	for (i = 0; i < f->n; i++) {
+		off = f->run[i][0] << c->g->cluster_bits;
+		len = f->run[i][1] << c->g->cluster_bits;
+		if (off >= c->file_size)
+			continue;
+		if (len > c->file_size - off)
+			len = c->file_size - off;
+		/* Failing only keeps the space allocated, as in qemu. */
+		if (fallocate(c->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      (off_t)off, (off_t)len) < 0)
+			break;
+	}
+	free(f->run);
+	f->run = NULL;
+	f->n = f->cap = 0;
+}
+
 static int ck_compare(struct ck *c, enum ck_pass pass)
 {
+	struct ck_freed freed = { 0 };
 	u64 i, on, comp, highest = 0;
 	bool seen = false;
 	int ret;
@@ -919,8 +973,14 @@ static int ck_compare(struct ck *c, enum ck_pass pass)
 		    (pass == CK_LOWER && !ck_can_lower(c)))
 			continue;
 		ret = ck_set(c, i, comp);
-		if (ret == -EIO || ret == -ENOMEM)
+		if (ret == -EIO || ret == -ENOMEM) {
+			free(freed.run);
 			return ret;
+		}
+		if (!ret && !comp && ck_freed_add(&freed, i)) {
+			free(freed.run);
+			return -ENOMEM;
+		}
 		if (ret) {
 			fprintf(stderr, "ERROR cluster %llu: refcount not repaired: %s\n",
 				i, strerror(-ret));
@@ -938,9 +998,12 @@ static int ck_compare(struct ck *c, enum ck_pass pass)
 		c->res->image_end_offset =
 			seen ? (highest + 1) << c->g->cluster_bits : 0;
 	ret = ck_rb_flush(c);
-	if (ret)
-		return ret;
-	return ck_sync(c);
+	if (!ret)
+		ret = ck_sync(c);
+	if (!ret)
+		ck_freed_punch(c, &freed);
+	free(freed.run);
+	return ret;
 }
 
 /*
@@ -1446,6 +1509,17 @@ static int ck_open(struct qimgctl_image *img, const char *path,
 		goto bad;
 	return 0;
 bad:
+	/*
+	 * qemu-img check cannot open an encrypted image without its key
+	 * either, and says so as a failed open (1), not as "no checks".
+	 */
+	if (ret == -EOPNOTSUPP && img->hdr_len >= 36 &&
+	    get_unaligned_be32((const u8 *)img->hdr_buf + 32) - 1 < 2) {
+		qimgctl_err("%s: encrypted image: opening it needs its key, which qimgctl does not take",
+			    path);
+		qimgctl_image_close(img);
+		return -ENOKEY;
+	}
 	qimgctl_err("%s: %s", path, err.msg);
 	qimgctl_image_close(img);
 	return ret;

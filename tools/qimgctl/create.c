@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "image_io.h"
+#include "prealloc.h"
 
 struct create_opts {
 	const char *file;
@@ -39,6 +40,7 @@ struct create_opts {
 	const char *backing;
 	const char *backing_fmt;
 	const char *prealloc;
+	enum qimgctl_prealloc prealloc_mode;
 	bool unsafe;
 	bool quiet;
 	/* The backing chain, open (unlocked, as qemu-img) until we are done. */
@@ -148,10 +150,18 @@ static int apply_opt(struct create_opts *o, char *key, char *val)
 			return -EINVAL;
 		}
 	} else if (!strcmp(key, "preallocation")) {
-		if (strcmp(val, "off")) {
-			qimgctl_err("%s: Unsupported preallocation mode '%s' (only 'off' is supported)",
+		if (!strcmp(val, "off")) {
+			o->prealloc_mode = QIMGCTL_PREALLOC_OFF;
+		} else if (!strcmp(val, "metadata")) {
+			o->prealloc_mode = QIMGCTL_PREALLOC_METADATA;
+		} else if (!strcmp(val, "falloc")) {
+			o->prealloc_mode = QIMGCTL_PREALLOC_FALLOC;
+		} else if (!strcmp(val, "full")) {
+			o->prealloc_mode = QIMGCTL_PREALLOC_FULL;
+		} else {
+			qimgctl_err("%s: Parameter 'preallocation' does not accept value '%s' (off, metadata, falloc or full)",
 				    o->file, val);
-			return -EOPNOTSUPP;
+			return -EINVAL;
 		}
 		o->prealloc = val;
 	} else if (!strcmp(key, "backing_file")) {
@@ -279,6 +289,12 @@ static int validate(struct create_opts *o)
 	}
 	if (o->ext_l2 && o->cluster_size < 16384) {
 		qimgctl_err("%s: Extended L2 entries are only supported with cluster sizes of at least 16384 bytes",
+			    o->file);
+		return -EINVAL;
+	}
+	if (o->backing && o->prealloc_mode != QIMGCTL_PREALLOC_OFF &&
+	    !o->ext_l2) {
+		qimgctl_err("%s: Backing file and preallocation can only be used at the same time if extended_l2 is on",
 			    o->file);
 		return -EINVAL;
 	}
@@ -598,6 +614,10 @@ int qimgctl_cmd_create(int argc, char **argv)
 		ret = -errno;
 		qimgctl_err("%s: Could not empty the file: %s", o.file,
 			    strerror(errno));
+		goto out;
+	}
+	if (o.prealloc_mode != QIMGCTL_PREALLOC_OFF) {
+		ret = qimgctl_prealloc_create(fd, o.file, &h, o.prealloc_mode);
 		goto out;
 	}
 	ret = qimgctl_pwrite(fd, hdr, cs, 0);

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "crypto.h"
 #include "image_io.h"
 
 /* Bound on one snapshot table entry: fixed part, extra data, two names. */
@@ -207,6 +208,13 @@ static struct json_object *format_specific(struct qimgctl_image *img,
 	}
 	json_object_object_add(data, "refcount-bits",
 			       ju64(1ULL << h->refcount_order));
+	if (h->crypt_method) {
+		struct json_object *enc = qimgctl_crypto_info(img, err);
+
+		if (!enc)
+			goto fail;
+		json_object_object_add(data, "encrypt", enc);
+	}
 	if (h->version >= 3) {
 		if (h->has_data_file) {
 			json_object_object_add(data, "data-file",
@@ -280,8 +288,13 @@ static struct json_object *build_info(struct qimgctl_image *img, int *err)
 		}
 		json_object_object_add(o, "full-backing-filename", jstr(full));
 		free(full);
+		if (h->crypt_method)
+			json_object_object_add(o, "encrypted", jbool(1));
 		json_object_object_add(o, "backing-filename",
 				       jstr(h->backing_file));
+	}
+	else if (h->crypt_method) {
+		json_object_object_add(o, "encrypted", jbool(1));
 	}
 	json_object_object_add(o, "dirty-flag",
 			       jbool(h->incompatible_features &
@@ -457,6 +470,8 @@ static void print_human(struct json_object *o)
 	       "virtual size: %s (%" PRIu64 " bytes)\ndisk size: %s\n",
 	       jget_str(o, "filename"), jget_str(o, "format"), vs,
 	       (uint64_t)jget_u64(o, "virtual-size"), ds);
+	if (json_object_object_get_ex(o, "encrypted", NULL))
+		printf("encrypted: yes\n");
 	if (json_object_object_get_ex(o, "cluster-size", NULL))
 		printf("cluster_size: %" PRIu64 "\n",
 		       (uint64_t)jget_u64(o, "cluster-size"));

@@ -235,13 +235,16 @@ int qimgctl_cmd_map(int argc, char **argv)
 		{ "output", required_argument, NULL, 'O' },
 		{ "format", required_argument, NULL, 'f' },
 		{ "force-share", no_argument, NULL, 'U' },
+		{ "start-offset", required_argument, NULL, 'S' },
+		{ "max-length", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct map_entry curr = { 0 }, next;
 	unsigned int flags = QIMGCTL_CHAIN_QED;
 	struct qimgctl_node *top;
-	bool json = false;
+	bool json = false, has_max = false;
+	uint64_t start = 0, max_len = 0;
 	u64 size, off;
 	int c, ret;
 
@@ -268,6 +271,20 @@ int qimgctl_cmd_map(int argc, char **argv)
 			if (qimgctl_want_format(optarg, &flags))
 				return 1;
 			break;
+		case 'S':
+		case 'L':
+			/* qemu-img takes offsets up to INT64_MAX. */
+			if (qimgctl_parse_size(optarg, c == 'S' ? &start :
+					       &max_len) ||
+			    (c == 'S' ? start : max_len) > INT64_MAX) {
+				qimgctl_err("Invalid %s specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.",
+					    c == 'S' ? "start offset" :
+					    "max length");
+				return 1;
+			}
+			if (c == 'L')
+				has_max = true;
+			break;
 		case 'h':
 			qimgctl_usage(stdout, "map");
 			return 0;
@@ -283,13 +300,16 @@ int qimgctl_cmd_map(int argc, char **argv)
 		return 1;
 
 	size = top->length;
+	/* --max-length bounds the range; past the end nothing is mapped. */
+	if (has_max && start + max_len < size)
+		size = start + max_len;
 	if (json)
 		putchar('[');
 	else
 		printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to",
 		       "File");
 	/* Entries are built up until the next one cannot be merged. */
-	curr.start = 0;
+	curr.start = start;
 	curr.length = 0;
 	while (curr.start + curr.length < size) {
 		off = curr.start + curr.length;

@@ -35,7 +35,7 @@ static const struct qimgctl_cmd cmds[] = {
 	  "OPTIONS (comma-separated key=value, ',,' for a comma):\n"
 	  "  cluster_size, refcount_bits, lazy_refcounts=on|off,\n"
 	  "  compat=0.10|v2|1.1|v3, extended_l2=on|off,\n"
-	  "  compression_type=zlib|zstd, preallocation=off,\n"
+	  "  compression_type=zlib|zstd, preallocation=off|metadata|falloc|full,\n"
 	  "  backing_file, backing_fmt, size\n"
 	  "-b BACKING -F qcow2|raw  backing file and its format; SIZE defaults\n"
 	  "                         to the backing file's\n"
@@ -50,8 +50,10 @@ static const struct qimgctl_cmd cmds[] = {
 	  "2 corruptions, 3 leaked clusters only, 63 checks not supported.\n"
 	  "FILE is a qcow2 or a QED image (probed unless -f says which).\n" },
 	{ "map", qimgctl_cmd_map,
-	  "map [-f qcow2|qed] [-U] [--json | --output=json|human] FILE",
-	  "FILE is a qcow2 or a QED image (probed unless -f says which).\n" },
+	  "map [-f qcow2|qed] [-U] [--start-offset=OFFSET] [--max-length=LEN] [--json | --output=json|human] FILE",
+	  "FILE is a qcow2 or a QED image (probed unless -f says which).\n"
+	  "--start-offset, --max-length  map only LEN bytes from OFFSET (qemu-img\n"
+	  "                              suffixes allowed)\n" },
 	{ "attach", qimgctl_cmd_attach,
 	  "attach [-r [-U]] [-P] [-a] [--direct-io=on|off] [--l2-cache-size=SIZE] [--refcount-cache-size=SIZE] FILE",
 	  "Serve FILE as /dev/qimgN (printed).  -r read-only, -P scan\n"
@@ -81,6 +83,24 @@ static const struct qimgctl_cmd cmds[] = {
 	  "amend [-q] [-f qcow2] -o OPTIONS FILE",
 	  "Change options of a detached qcow2 image, as qemu-img amend:\n"
 	  "  compat=0.10|v2|1.1|v3, lazy_refcounts=on|off, refcount_bits\n" },
+	{ "compare", qimgctl_cmd_compare,
+	  "compare [-f FMT] [-F FMT] [-s] [-U] [-p] [-q] FILE1 FILE2",
+	  "Whether two images (qcow2 or raw, with their backing chains) show\n"
+	  "the guest the same contents, as qemu-img compare says it.  Without\n"
+	  "-s the larger image's extra part must read as zeroes.\n"
+	  "-f FMT, -F FMT  format of FILE1, FILE2: qcow2 or raw (default: probe)\n"
+	  "-s              strict: sizes and allocation state must match too\n"
+	  "-p              show progress (qemu-img's meter)   -q  print nothing\n"
+	  "Exit status: 0 identical, 1 different, 2 an image could not be\n"
+	  "opened, 3 allocation status failed, 4 a read failed.\n" },
+	{ "measure", qimgctl_cmd_measure,
+	  "measure [--output=human|json] [-O qcow2|raw] [-o OPTIONS] [--size SIZE | [-f FMT] [-U] FILE]",
+	  "The size a new image of format -O (default raw) needs, for SIZE\n"
+	  "bytes or for the contents of FILE (qcow2 or raw, with its backing\n"
+	  "chain), as qemu-img measure reports it: required size, fully\n"
+	  "allocated size and, for qcow2 v3, the space of FILE's persistent\n"
+	  "bitmaps.  OPTIONS as create takes them (cluster_size,\n"
+	  "refcount_bits, compat, extended_l2, preallocation, backing_file...).\n" },
 };
 
 #define NR_CMDS	(sizeof(cmds) / sizeof(cmds[0]))

@@ -109,5 +109,7 @@ int qimgctl_cmd_list(int argc, char **argv);
 int qimgctl_cmd_convert(int argc, char **argv);
 int qimgctl_cmd_resize(int argc, char **argv);
 int qimgctl_cmd_amend(int argc, char **argv);
+int qimgctl_cmd_compare(int argc, char **argv);
+int qimgctl_cmd_measure(int argc, char **argv);
 
 #endif /* QIMGCTL_H */

@@ -197,8 +197,15 @@ int qimgctl_image_open(struct qimgctl_image *img, const char *path,
 	ret = qimgctl_image_load(img, path, flags);
 	if (ret)
 		return ret;
-	ret = qimg_header_decode(img->hdr_buf, img->hdr_len, img->file_size,
-				 &img->h, &err);
+	/*
+	 * Describing an image needs no key, as in qemu (info opens without
+	 * I/O): only header-only opens let encrypted images through.
+	 */
+	ret = qimg_header_decode_flags(img->hdr_buf, img->hdr_len,
+				       img->file_size,
+				       flags & QIMGCTL_OPEN_META ?
+				       QIMG_DECODE_ENCRYPTED : 0,
+				       &img->h, &err);
 	if (ret) {
 		qimgctl_err("%s: %s", path, err.msg);
 		qimgctl_image_close(img);

@@ -497,10 +497,35 @@ static int qimg_decode_exts(const u8 *p, size_t len, u64 file_size,
 				return ret;
 			break;
 		}
-		case QIMG_EXT_CRYPTO:
-			/* Only LUKS images have it, and those are refused. */
-			return qimg_fail(err, -EUCLEAN,
-					 "crypto header extension in an unencrypted image");
+		case QIMG_EXT_CRYPTO: {
+			u64 cend;
+
+			/*
+			 * Only LUKS images have it (and only decoding with
+			 * QIMG_DECODE_ENCRYPTED gets this far with one).
+			 */
+			if (h->crypt_method != QIMG_CRYPT_LUKS)
+				return qimg_fail(err, -EUCLEAN,
+						 "crypto header extension in an %s image",
+						 h->crypt_method ? "AES-encrypted" :
+						 "unencrypted");
+			if (h->has_crypto_ext)
+				goto dup;
+			if (elen != 16)
+				return qimg_fail(err, -EUCLEAN,
+						 "crypto header extension has length %u, expected 16",
+						 elen);
+			h->has_crypto_ext = true;
+			h->crypto_offset = get_unaligned_be64(data);
+			h->crypto_length = get_unaligned_be64(data + 8);
+			if (!qimg_add_ok(h->crypto_offset, h->crypto_length,
+					 &cend) || cend > file_size)
+				return qimg_fail(err, -EUCLEAN,
+						 "crypto header at %#llx (%llu bytes) is outside the file",
+						 h->crypto_offset,
+						 h->crypto_length);
+			break;
+		}
 		case QIMG_EXT_DATA_FILE:
 			if (h->has_data_file)
 				goto dup;
@@ -651,6 +676,13 @@ static int qimg_decode_tables(u64 file_size, struct qimg_header *h,
 int qimg_header_decode(const void *buf, size_t len, u64 file_size,
 		       struct qimg_header *h, struct qimg_err *err)
 {
+	return qimg_header_decode_flags(buf, len, file_size, 0, h, err);
+}
+
+int qimg_header_decode_flags(const void *buf, size_t len, u64 file_size,
+			     unsigned int flags, struct qimg_header *h,
+			     struct qimg_err *err)
+{
 	struct qimg_disk_header d;
 	const u8 *p = buf;
 	u64 csize;
@@ -722,7 +754,10 @@ int qimg_header_decode(const void *buf, size_t len, u64 file_size,
 	ret = qimg_check_incompat(buf, len, h, err);
 	if (ret)
 		return ret;
-	if (h->crypt_method)
+	if (h->crypt_method > QIMG_CRYPT_LUKS)
+		return qimg_fail(err, -EOPNOTSUPP,
+				 "unknown encryption method %u", h->crypt_method);
+	if (h->crypt_method && !(flags & QIMG_DECODE_ENCRYPTED))
 		return qimg_fail(err, -EOPNOTSUPP,
 				 "encrypted images are not supported");
 
@@ -747,6 +782,9 @@ int qimg_header_decode(const void *buf, size_t len, u64 file_size,
 	if (ret)
 		return ret;
 
+	if (h->crypt_method == QIMG_CRYPT_LUKS && !h->has_crypto_ext)
+		return qimg_fail(err, -EUCLEAN,
+				 "LUKS encryption without a crypto header extension");
 	if (h->has_data_file &&
 	    !(h->incompatible_features & QIMG_INCOMPAT_DATA_FILE))
 		return qimg_fail(err, -EUCLEAN,

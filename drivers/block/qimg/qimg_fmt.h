@@ -118,6 +118,11 @@
 /* qimg extension: location of the metadata journal ("qjrn") */
 #define QIMG_EXT_JOURNAL		0x716a726eU
 
+/* Encryption methods (header crypt_method) */
+#define QIMG_CRYPT_NONE			0
+#define QIMG_CRYPT_AES			1
+#define QIMG_CRYPT_LUKS			2
+
 /* Compression types (header byte 104) */
 #define QIMG_COMPRESSION_ZLIB		0
 #define QIMG_COMPRESSION_ZSTD		1
@@ -326,6 +331,8 @@ struct qimg_header {
 	bool has_data_file;
 	char data_file[QIMG_MAX_BACKING_NAME + 1];
 	bool has_crypto_ext;
+	u64 crypto_offset;		/* LUKS header, QIMG_CRYPT_LUKS only */
+	u64 crypto_length;
 	bool has_journal_ext;
 	u64 journal_offset;		/* qimg journal extension */
 	u64 journal_size;
@@ -411,6 +418,17 @@ s64 qimg_header_peek_cluster_size(const void *buf, size_t len,
  */
 int qimg_header_decode(const void *buf, size_t len, u64 file_size,
 		       struct qimg_header *h, struct qimg_err *err);
+
+/*
+ * qimg_header_decode() with @flags: QIMG_DECODE_ENCRYPTED accepts AES and
+ * LUKS encrypted images (for describing them; nothing here decrypts), and
+ * decodes a LUKS image's crypto header extension into h->crypto_offset
+ * and h->crypto_length.  An unknown encryption method is still refused.
+ */
+#define QIMG_DECODE_ENCRYPTED	0x1
+int qimg_header_decode_flags(const void *buf, size_t len, u64 file_size,
+			     unsigned int flags, struct qimg_header *h,
+			     struct qimg_err *err);
 
 /*
  * Look up the name of a feature bit in the image's feature-name table,

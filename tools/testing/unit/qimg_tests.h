@@ -21,6 +21,7 @@ int qimg_test_run_qemu(void);
 int qimg_test_run_overlap(void);
 int qimg_test_run_journal(void);
 int qimg_test_run_qed(void);
+int qimg_test_run_crypt(void);
 
 /*
  * Run @n tests, each calling @fn with the address of element i of @table

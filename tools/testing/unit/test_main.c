@@ -44,5 +44,6 @@ int main(void)
 	failed += qimg_test_run_overlap();
 	failed += qimg_test_run_journal();
 	failed += qimg_test_run_qed();
+	failed += qimg_test_run_crypt();
 	return failed ? 1 : 0;
 }
