@@ -5,9 +5,12 @@
  *
  *   qimg_fmt.h       on-disk format core, no I/O (shared with userspace)
  *   qimg_qed.h       the QED format core, no I/O (shared with userspace)
+ *   qimg_journal_fmt.h  the metadata journal's format core and recovery
+ *                    passes, no I/O (shared with userspace)
  *   qimg_file.h      backing-file I/O, decompression, SRCU I/O sections
  *   qimg_cache.h     L2 / refcount-block cache
- *   qimg_meta.h      metadata changes, ordered write-back, failure state
+ *   qimg_meta.h      metadata transactions (handles), ordered write-back,
+ *                    failure state
  *   qimg_refcount.h  refcounts, allocation, deferred frees
  *   qimg_map.h       guest -> host mapping, allocation, COW, guest reads
  *   qimg_rq.h        blk-mq requests, flush

@@ -243,7 +243,7 @@ struct qimg_disk_snapshot {
  *   size:   a non-zero multiple of the cluster size, at most
  *           QIMG_MAX_JOURNAL_BYTES; [offset, offset + size) lies inside
  *           the file and overlaps neither the L1 nor the refcount table.
- * The journal's own format is defined by qimg_journal.c, not here.
+ * The journal's own format is defined by qimg_journal_fmt.[ch], not here.
  */
 struct qimg_disk_journal_ext {
 	__be64 offset;

@@ -25,7 +25,7 @@
  * grows a megabyte at a time (a sparse truncate) for that.  When the guest
  * sees zeros there too (no backing data), a partial write then writes
  * only its own bytes: no copy-on-write buffer.  Such a write, or one of a
- * whole cluster, is submitted by qimg_io.c as an asynchronous direct
+ * whole cluster, is submitted by qimg_rq.c as an asynchronous direct
  * kiocb whose completion links the entry.  A freed and reused cluster is
  * never fresh: hole punching may have failed, and it is not tracked.
  *
