@@ -137,51 +137,40 @@ static int qcow2_opt(struct measure_opts *o, const char *key, const char *val,
 }
 
 /* Split the -o string in place (",," is a literal comma). */
-static int parse_opts(struct measure_opts *o, char *s)
-{
-	const char *rb_str = NULL;
-	char *key, *val, *r, *w;
-	uint64_t v;
-	char *end;
+struct measure_parse {
+	struct measure_opts *o;
+	const char *rb_str;
+};
 
-	while (*s) {
-		key = s;
-		val = NULL;
-		for (r = w = s; *r; r++) {
-			if (*r == ',') {
-				if (r[1] == ',' && val) {
-					*w++ = ',';
-					r++;
-					continue;
-				}
-				break;
-			}
-			if (*r == '=' && !val) {
-				*w++ = '\0';
-				val = w;
-				continue;
-			}
-			*w++ = *r;
-		}
-		s = *r ? r + 1 : r;
-		*w = '\0';
-		if (!*key)
-			continue;
-		if (!o->qcow2) {
-			/* The raw format only knows its size and preallocation. */
-			if (strcmp(key, "size") && strcmp(key, "preallocation")) {
-				qimgctl_err("Invalid parameter '%s'", key);
-				return -1;
-			}
-			continue;
-		}
-		if (!val) {
+static int measure_opt(void *ctx, char *key, char *val)
+{
+	struct measure_parse *p = ctx;
+
+	if (!p->o->qcow2) {
+		/* The raw format only knows its size and preallocation. */
+		if (strcmp(key, "size") && strcmp(key, "preallocation")) {
 			qimgctl_err("Invalid parameter '%s'", key);
 			return -1;
 		}
-		if (qcow2_opt(o, key, val, &rb_str))
-			return -1;
+		return 0;
 	}
+	if (!val) {
+		qimgctl_err("Invalid parameter '%s'", key);
+		return -1;
+	}
+	return qcow2_opt(p->o, key, val, &p->rb_str) ? -1 : 0;
+}
+
+static int parse_opts(struct measure_opts *o, char *s)
+{
+	struct measure_parse p = { .o = o };
+	const char *rb_str;
+	uint64_t v;
+	char *end;
+
+	if (qimgctl_opts_each(s, measure_opt, &p))
+		return -1;
+	rb_str = p.rb_str;
 	if (!o->qcow2)
 		return 0;
 	if (rb_str) {

@@ -14,8 +14,11 @@
  */
 #include "qimg_fmt.h"
 
-static __printf(3, 4) int qimg_fail(struct qimg_err *err, int ret,
-				    const char *fmt, ...)
+/*
+ * Say why in @err (if given) and return @ret: the one way the format core
+ * modules (this file, qimg_qed.c, qimg_journal_fmt.c) report bad input.
+ */
+int qimg_fail(struct qimg_err *err, int ret, const char *fmt, ...)
 {
 	va_list ap;
 

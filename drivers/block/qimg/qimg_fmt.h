@@ -263,6 +263,9 @@ struct qimg_err {
 	char msg[160];
 };
 
+__printf(3, 4) int qimg_fail(struct qimg_err *err, int ret,
+			     const char *fmt, ...);
+
 /*
  * Geometry derived from a validated header; everything the hot path needs
  * to turn a guest offset into table indexes, precomputed once.

@@ -92,19 +92,6 @@ u32 qimg_crc32c(u32 crc, const void *buf, size_t len)
 	return ~crc;
 }
 
-static __printf(3, 4) int jfail(struct qimg_err *err, int ret,
-				const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err) {
-		va_start(ap, fmt);
-		vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-		va_end(ap);
-	}
-	return ret;
-}
-
 /* Sizes and offsets are the on-disk format. */
 static inline void qimg_jrnl_build_checks(void)
 {
@@ -159,16 +146,16 @@ static int jhdr_geom_check(u32 bits, u64 size, u32 cluster_bits,
 	u64 nblocks;
 
 	if (bits < QIMG_JRNL_MIN_BLOCK_BITS || bits > cluster_bits)
-		return jfail(err, -EUCLEAN,
+		return qimg_fail(err, -EUCLEAN,
 			     "journal block_bits %u outside %u..%u (cluster)",
 			     bits, QIMG_JRNL_MIN_BLOCK_BITS, cluster_bits);
 	if (!size || size & ((1ULL << bits) - 1))
-		return jfail(err, -EUCLEAN,
+		return qimg_fail(err, -EUCLEAN,
 			     "journal size %llu is not a multiple of its %u-byte blocks",
 			     size, 1U << bits);
 	nblocks = size >> bits;
 	if (nblocks < QIMG_JRNL_MIN_BLOCKS || nblocks > 0xffffffffULL)
-		return jfail(err, -EUCLEAN,
+		return qimg_fail(err, -EUCLEAN,
 			     "journal of %llu blocks (at least %u, below 2^32)",
 			     nblocks, QIMG_JRNL_MIN_BLOCKS);
 	return 0;
@@ -183,10 +170,10 @@ int qimg_jrnl_hdr_init(struct qimg_jrnl_hdr *h, u32 block_bits, u64 size,
 	if (ret)
 		return ret == -EUCLEAN ? -EINVAL : ret;
 	if (size > QIMG_MAX_JOURNAL_BYTES)
-		return jfail(err, -EFBIG, "journal size %llu above %llu",
+		return qimg_fail(err, -EFBIG, "journal size %llu above %llu",
 			     size, QIMG_MAX_JOURNAL_BYTES);
 	if (seq >= QIMG_JRNL_MAX_SEQ)
-		return jfail(err, -EINVAL, "journal sequence %llu too large",
+		return qimg_fail(err, -EINVAL, "journal sequence %llu too large",
 			     seq);
 	memset(h, 0, sizeof(*h));
 	h->block_bits = block_bits;
@@ -206,12 +193,12 @@ int qimg_jrnl_hdr_encode(void *blk, const struct qimg_jrnl_hdr *h,
 
 	if (h->block_bits < QIMG_JRNL_MIN_BLOCK_BITS ||
 	    h->block_bits > QIMG_MAX_CLUSTER_BITS)
-		return jfail(err, -EINVAL, "journal block_bits %u",
+		return qimg_fail(err, -EINVAL, "journal block_bits %u",
 			     h->block_bits);
 	bs = 1U << h->block_bits;
 	if (h->tail_block < QIMG_JRNL_RING_START ||
 	    h->tail_block >= h->size >> h->block_bits)
-		return jfail(err, -EINVAL, "journal tail block %u outside the ring",
+		return qimg_fail(err, -EINVAL, "journal tail block %u outside the ring",
 			     h->tail_block);
 	memset(blk, 0, bs);
 	d->magic = cpu_to_be64(QIMG_JRNL_MAGIC);
@@ -242,18 +229,18 @@ static int jhdr_copy(const struct qimg_jrnl_geom *g,
 	int ret;
 
 	if (pos + QIMG_JRNL_HDR_CHUNK > g->area_size)
-		return jfail(err, -EUCLEAN, "outside the journal area");
+		return qimg_fail(err, -EUCLEAN, "outside the journal area");
 	ret = io->read(io->ctx, pos, chunk, QIMG_JRNL_HDR_CHUNK);
 	if (ret)
 		return ret;
 	if (be64_to_cpu(d->magic) != QIMG_JRNL_MAGIC)
-		return jfail(err, -EUCLEAN, "bad magic");
+		return qimg_fail(err, -EUCLEAN, "bad magic");
 	if (be32_to_cpu(d->version) != QIMG_JRNL_VERSION)
-		return jfail(err, -EUCLEAN, "version %u, not %u",
+		return qimg_fail(err, -EUCLEAN, "version %u, not %u",
 			     be32_to_cpu(d->version), QIMG_JRNL_VERSION);
 	bits = be32_to_cpu(d->block_bits);
 	if (want_bits && bits != want_bits)
-		return jfail(err, -EUCLEAN, "block_bits %u does not match its position",
+		return qimg_fail(err, -EUCLEAN, "block_bits %u does not match its position",
 			     bits);
 	memset(h, 0, sizeof(*h));
 	h->block_bits = bits;
@@ -265,20 +252,20 @@ static int jhdr_copy(const struct qimg_jrnl_geom *g,
 	if (ret)
 		return ret;
 	if (h->size != g->area_size)
-		return jfail(err, -EUCLEAN,
+		return qimg_fail(err, -EUCLEAN,
 			     "size %llu, but the extension says %llu",
 			     h->size, g->area_size);
 	h->nblocks = h->size >> bits;
 	bs = 1U << bits;
 	if (pos && pos != bs)
-		return jfail(err, -EUCLEAN, "block_bits %u does not match its position",
+		return qimg_fail(err, -EUCLEAN, "block_bits %u does not match its position",
 			     bits);
 	if (h->synced_seq >= QIMG_JRNL_MAX_SEQ)
-		return jfail(err, -EUCLEAN, "synced_seq %llu too large",
+		return qimg_fail(err, -EUCLEAN, "synced_seq %llu too large",
 			     h->synced_seq);
 	if (h->tail_block < QIMG_JRNL_RING_START ||
 	    h->tail_block >= h->nblocks)
-		return jfail(err, -EUCLEAN, "tail block %u outside the ring 2..%u",
+		return qimg_fail(err, -EUCLEAN, "tail block %u outside the ring 2..%u",
 			     h->tail_block, h->nblocks - 1);
 	/* Stream the checksum over the whole block, 512 bytes at a time. */
 	stored = be32_to_cpu(d->crc);
@@ -287,18 +274,18 @@ static int jhdr_copy(const struct qimg_jrnl_geom *g,
 	crc = qimg_crc32c(crc, chunk + JHDR_CRC_OFF + 4,
 			  QIMG_JRNL_HDR_CHUNK - JHDR_CRC_OFF - 4);
 	if (!jzero(chunk + sizeof(*d), QIMG_JRNL_HDR_CHUNK - sizeof(*d)))
-		return jfail(err, -EUCLEAN, "reserved bytes are not zero");
+		return qimg_fail(err, -EUCLEAN, "reserved bytes are not zero");
 	end = pos + bs;
 	for (p = pos + QIMG_JRNL_HDR_CHUNK; p < end; p += QIMG_JRNL_HDR_CHUNK) {
 		ret = io->read(io->ctx, p, chunk, QIMG_JRNL_HDR_CHUNK);
 		if (ret)
 			return ret;
 		if (!jzero(chunk, QIMG_JRNL_HDR_CHUNK))
-			return jfail(err, -EUCLEAN, "reserved bytes are not zero");
+			return qimg_fail(err, -EUCLEAN, "reserved bytes are not zero");
 		crc = qimg_crc32c(crc, chunk, QIMG_JRNL_HDR_CHUNK);
 	}
 	if (crc != stored)
-		return jfail(err, -EUCLEAN, "bad checksum %08x (computed %08x)",
+		return qimg_fail(err, -EUCLEAN, "bad checksum %08x (computed %08x)",
 			     stored, crc);
 	return 0;
 }
@@ -314,10 +301,10 @@ int qimg_jrnl_hdr_read(const struct qimg_jrnl_geom *g,
 
 	if (g->cluster_bits < QIMG_MIN_CLUSTER_BITS ||
 	    g->cluster_bits > QIMG_MAX_CLUSTER_BITS)
-		return jfail(err, -EINVAL, "cluster_bits %u", g->cluster_bits);
+		return qimg_fail(err, -EINVAL, "cluster_bits %u", g->cluster_bits);
 	r0 = jhdr_copy(g, io, chunk, 0, 0, &c0, &e0);
 	if (r0 && r0 != -EUCLEAN)
-		return jfail(err, r0, "journal header copy 0: read error %d", r0);
+		return qimg_fail(err, r0, "journal header copy 0: read error %d", r0);
 	if (!r0) {
 		r1 = jhdr_copy(g, io, chunk, 1ULL << c0.block_bits,
 			       c0.block_bits, &c1, &e1);
@@ -336,16 +323,16 @@ int qimg_jrnl_hdr_read(const struct qimg_jrnl_geom *g,
 		}
 	}
 	if (r1 && r1 != -EUCLEAN)
-		return jfail(err, r1, "journal header copy 1: read error %d", r1);
+		return qimg_fail(err, r1, "journal header copy 1: read error %d", r1);
 	if (r0 && r1)
-		return jfail(err, -EUCLEAN,
+		return qimg_fail(err, -EUCLEAN,
 			     "no valid journal header (copy 0: %s; copy 1: %s)",
 			     e0.msg, e1.msg);
 	if (!r0 && !r1) {
 		if (c0.generation == c1.generation &&
 		    (c0.synced_seq != c1.synced_seq ||
 		     c0.tail_block != c1.tail_block))
-			return jfail(err, -EUCLEAN,
+			return qimg_fail(err, -EUCLEAN,
 				     "journal header copies both have generation %llu but differ",
 				     c0.generation);
 		if (c1.generation > c0.generation) {
@@ -378,7 +365,7 @@ static int jrec_layout(u32 bs, const struct qimg_jrnl_rec *r, u32 n,
 		case QIMG_JRNL_REC_WRITE:
 			if (!r[i].len || r[i].len > bs || r[i].len & 7 ||
 			    r[i].target & 7 || !r[i].data)
-				return jfail(err, -EINVAL,
+				return qimg_fail(err, -EINVAL,
 					     "journal record %u: write of %u bytes at %llu",
 					     i, r[i].len, r[i].target);
 			off += sizeof(struct qimg_disk_jrnl_write);
@@ -389,16 +376,16 @@ static int jrec_layout(u32 bs, const struct qimg_jrnl_rec *r, u32 n,
 			break;
 		case QIMG_JRNL_REC_REVOKE:
 			if (!r[i].len)
-				return jfail(err, -EINVAL,
+				return qimg_fail(err, -EINVAL,
 					     "journal record %u: empty revoke", i);
 			off += sizeof(struct qimg_disk_jrnl_revoke);
 			break;
 		default:
-			return jfail(err, -EINVAL, "journal record %u: type %u",
+			return qimg_fail(err, -EINVAL, "journal record %u: type %u",
 				     i, r[i].type);
 		}
 		if (off > bs)
-			return jfail(err, -ENOSPC,
+			return qimg_fail(err, -ENOSPC,
 				     "journal records do not fit in one descriptor");
 	}
 	*data_end = end;
@@ -432,7 +419,7 @@ int qimg_jrnl_desc_encode(void *desc, void *data, u32 data_blocks,
 		return ret;
 	nd = (end + bs - 1) >> block_bits;
 	if (nd > data_blocks)
-		return jfail(err, -ENOSPC, "journal descriptor needs %u data blocks, room for %u",
+		return qimg_fail(err, -ENOSPC, "journal descriptor needs %u data blocks, room for %u",
 			     nd, data_blocks);
 	memset(desc, 0, bs);
 	if (nd)
@@ -564,7 +551,7 @@ static int jdesc_check(struct jwalk *w, u32 pos, u64 seq)
 	u32 off = sizeof(*b), i, prev_end = 0, need;
 
 	if (b->tx_crc || b->reserved)
-		return jfail(w->err, -EUCLEAN,
+		return qimg_fail(w->err, -EUCLEAN,
 			     "journal descriptor at block %u (seq %llu): reserved fields are not zero",
 			     pos, seq);
 	for (i = 0; i < nrec; i++) {
@@ -574,18 +561,18 @@ static int jdesc_check(struct jwalk *w, u32 pos, u64 seq)
 		u64 tgt, end;
 
 		if (off + 8 > w->bs)
-			return jfail(w->err, -EUCLEAN,
+			return qimg_fail(w->err, -EUCLEAN,
 				     "journal descriptor at block %u (seq %llu): %u records overrun the block",
 				     pos, seq, nrec);
 		type = get_unaligned_be16(rp);
 		flags = get_unaligned_be16(rp + 2);
 		len = get_unaligned_be32(rp + 4);
 		if (type != QIMG_JRNL_REC_WRITE && type != QIMG_JRNL_REC_REVOKE)
-			return jfail(w->err, -EUCLEAN,
+			return qimg_fail(w->err, -EUCLEAN,
 				     "journal descriptor at block %u (seq %llu): record %u has type %u",
 				     pos, seq, i, type);
 		if (flags)
-			return jfail(w->err, -EUCLEAN,
+			return qimg_fail(w->err, -EUCLEAN,
 				     "journal descriptor at block %u (seq %llu): record %u has unknown flags 0x%x",
 				     pos, seq, i, flags);
 		if (type == QIMG_JRNL_REC_WRITE) {
@@ -593,31 +580,31 @@ static int jdesc_check(struct jwalk *w, u32 pos, u64 seq)
 			u32 doff;
 
 			if (off + sizeof(*r) > w->bs)
-				return jfail(w->err, -EUCLEAN,
+				return qimg_fail(w->err, -EUCLEAN,
 					     "journal descriptor at block %u (seq %llu): %u records overrun the block",
 					     pos, seq, nrec);
 			tgt = be64_to_cpu(r->target);
 			doff = be32_to_cpu(r->data_off);
 			if (!len || len & 7 || len > w->bs || tgt & 7)
-				return jfail(w->err, -EUCLEAN,
+				return qimg_fail(w->err, -EUCLEAN,
 					     "journal write record %u (seq %llu): %u bytes at %llu not 8-byte aligned or longer than a block",
 					     i, seq, len, tgt);
 			if (!qimg_add_ok(tgt, len, &end) || end > g->file_size)
-				return jfail(w->err, -EUCLEAN,
+				return qimg_fail(w->err, -EUCLEAN,
 					     "journal write record %u (seq %llu): %u bytes at %llu past the end of the image (%llu)",
 					     i, seq, len, tgt, g->file_size);
 			if ((tgt & ~cmask) != ((end - 1) & ~cmask))
-				return jfail(w->err, -EUCLEAN,
+				return qimg_fail(w->err, -EUCLEAN,
 					     "journal write record %u (seq %llu): %u bytes at %llu cross a cluster boundary",
 					     i, seq, len, tgt);
 			if (jrange_hits_area(g, tgt, len))
-				return jfail(w->err, -EUCLEAN,
+				return qimg_fail(w->err, -EUCLEAN,
 					     "journal write record %u (seq %llu): target %llu is inside the journal",
 					     i, seq, tgt);
 			if (doff < prev_end || doff & 7 ||
 			    (doff & (w->bs - 1)) + len > w->bs ||
 			    doff > 0xffffffffU - len)
-				return jfail(w->err, -EUCLEAN,
+				return qimg_fail(w->err, -EUCLEAN,
 					     "journal write record %u (seq %llu): data offset %u out of order or crossing a block",
 					     i, seq, doff);
 			prev_end = doff + len;
@@ -627,14 +614,14 @@ static int jdesc_check(struct jwalk *w, u32 pos, u64 seq)
 			const struct qimg_disk_jrnl_revoke *r = (const void *)rp;
 
 			if (off + sizeof(*r) > w->bs)
-				return jfail(w->err, -EUCLEAN,
+				return qimg_fail(w->err, -EUCLEAN,
 					     "journal descriptor at block %u (seq %llu): %u records overrun the block",
 					     pos, seq, nrec);
 			tgt = be64_to_cpu(r->target);
 			if (!len || (len & cmask) || (tgt & cmask) ||
 			    !qimg_add_ok(tgt, len, &end) ||
 			    end > QIMG_MAX_HOST_OFFSET + 1)
-				return jfail(w->err, -EUCLEAN,
+				return qimg_fail(w->err, -EUCLEAN,
 					     "journal revoke record %u (seq %llu): %u bytes at %llu not whole clusters",
 					     i, seq, len, tgt);
 			off += sizeof(*r);
@@ -642,17 +629,17 @@ static int jdesc_check(struct jwalk *w, u32 pos, u64 seq)
 		}
 	}
 	if (!jzero(w->blk + off, w->bs - off))
-		return jfail(w->err, -EUCLEAN,
+		return qimg_fail(w->err, -EUCLEAN,
 			     "journal descriptor at block %u (seq %llu): bytes after the %u records are not zero",
 			     pos, seq, nrec);
 	need = ((u64)prev_end + w->bs - 1) >> w->bits;
 	if (ndata != need)
-		return jfail(w->err, -EUCLEAN,
+		return qimg_fail(w->err, -EUCLEAN,
 			     "journal descriptor at block %u (seq %llu): %u data blocks, its records use %u",
 			     pos, seq, ndata, need);
 	/* Its data blocks and at least a commit block before the ring end. */
 	if ((u64)pos + 1 + ndata >= w->h->nblocks)
-		return jfail(w->err, -EUCLEAN,
+		return qimg_fail(w->err, -EUCLEAN,
 			     "journal descriptor at block %u (seq %llu): transaction runs past the ring end",
 			     pos, seq);
 	return ndata;
@@ -672,7 +659,7 @@ static int jdesc_revokes(struct jwalk *w, u64 seq)
 			continue;
 		}
 		if (w->nrv >= w->rv_cap)
-			return jfail(w->err, -EIO,
+			return qimg_fail(w->err, -EIO,
 				     "journal changed between the scan and revoke passes");
 		w->rv[w->nrv].off = get_unaligned_be64(rp + 8);
 		w->rv[w->nrv].len = get_unaligned_be32(rp + 4);
@@ -719,7 +706,7 @@ static int jdata_block(struct jwalk *w, u32 di, u32 *cur, u32 *ri, u64 seq)
 				ret = w->io->write(w->io->ctx, tgt, w->dat + doff,
 						   len);
 				if (ret)
-					return jfail(w->err, ret,
+					return qimg_fail(w->err, ret,
 						     "journal replay: writing %u bytes at %llu failed (%d)",
 						     len, tgt, ret);
 				w->written++;
@@ -752,7 +739,7 @@ static int jtx(struct jwalk *w, u32 start, u64 seq, u32 *next, u32 *nblk,
 		/* jdesc_check() keeps room for the commit before the end. */
 		ret = jread(w, pos, w->blk);
 		if (ret)
-			return jfail(w->err, ret, "journal: reading block %u failed (%d)",
+			return qimg_fail(w->err, ret, "journal: reading block %u failed (%d)",
 				     pos, ret);
 		if (jblock_ok(w, w->blk, QIMG_JRNL_DESC_MAGIC, seq)) {
 			ret = jdesc_check(w, pos, seq);
@@ -770,7 +757,7 @@ static int jtx(struct jwalk *w, u32 start, u64 seq, u32 *next, u32 *nblk,
 			for (i = 0; i < nb; i++) {
 				ret = jread(w, pos + 1 + i, w->dat);
 				if (ret)
-					return jfail(w->err, ret,
+					return qimg_fail(w->err, ret,
 						     "journal: reading block %u failed (%d)",
 						     pos + 1 + i, ret);
 				crc = qimg_crc32c(crc, w->dat, w->bs);
@@ -779,7 +766,7 @@ static int jtx(struct jwalk *w, u32 start, u64 seq, u32 *next, u32 *nblk,
 					return ret;
 				if (ret) {
 					if (w->pass != JP_SCAN)
-						return jfail(w->err, -EIO,
+						return qimg_fail(w->err, -EIO,
 							     "journal changed between the scan and replay passes");
 					bad = true;
 					e->why = "a data checksum does not match";
@@ -802,7 +789,7 @@ static int jtx(struct jwalk *w, u32 start, u64 seq, u32 *next, u32 *nblk,
 			return 1;
 		}
 		if (!ndesc)
-			return jfail(w->err, -EUCLEAN,
+			return qimg_fail(w->err, -EUCLEAN,
 				     "journal commit block at %u (seq %llu) without a descriptor",
 				     pos, seq);
 		break;
@@ -813,16 +800,16 @@ static int jtx(struct jwalk *w, u32 start, u64 seq, u32 *next, u32 *nblk,
 		u32 ns = be32_to_cpu(b->blocks);
 
 		if (before != n)
-			return jfail(w->err, -EUCLEAN,
+			return qimg_fail(w->err, -EUCLEAN,
 				     "journal commit at block %u (seq %llu) counts %u blocks, the transaction has %u",
 				     pos, seq, before, n);
 		if (b->reserved || !jzero(w->blk + sizeof(*b), w->bs - sizeof(*b)))
-			return jfail(w->err, -EUCLEAN,
+			return qimg_fail(w->err, -EUCLEAN,
 				     "journal commit at block %u (seq %llu): reserved bytes are not zero",
 				     pos, seq);
 		if (ns != QIMG_JRNL_RING_START &&
 		    (ns != pos + 1 || ns >= w->h->nblocks))
-			return jfail(w->err, -EUCLEAN,
+			return qimg_fail(w->err, -EUCLEAN,
 				     "journal commit at block %u (seq %llu): next start %u is neither %u nor the ring start",
 				     pos, seq, ns, pos + 1);
 		if (be32_to_cpu(b->tx_crc) != crc && !bad) {
@@ -831,7 +818,7 @@ static int jtx(struct jwalk *w, u32 start, u64 seq, u32 *next, u32 *nblk,
 		}
 		if (bad) {
 			if (w->pass != JP_SCAN)
-				return jfail(w->err, -EIO,
+				return qimg_fail(w->err, -EIO,
 					     "journal changed between the scan and replay passes");
 			e->commit_ok = true;
 			e->next = ns;
@@ -854,7 +841,7 @@ static int jdesc_at(struct jwalk *w, u32 pos, u64 seq, bool *found)
 		return 0;
 	ret = jread(w, pos, w->blk);
 	if (ret)
-		return jfail(w->err, ret, "journal: reading block %u failed (%d)",
+		return qimg_fail(w->err, ret, "journal: reading block %u failed (%d)",
 			     pos, ret);
 	*found = jblock_ok(w, w->blk, QIMG_JRNL_DESC_MAGIC, seq);
 	return 0;
@@ -876,7 +863,7 @@ static int jsalvage(struct jwalk *w, u32 pos, u64 seq, u32 *cand)
 	while (p < w->h->nblocks) {
 		ret = jread(w, p, w->blk);
 		if (ret)
-			return jfail(w->err, ret, "journal: reading block %llu failed (%d)",
+			return qimg_fail(w->err, ret, "journal: reading block %llu failed (%d)",
 				     p, ret);
 		if (be64_to_cpu(b->seq) != seq)
 			break;
@@ -917,7 +904,7 @@ static int jwalk_init(struct jwalk *w, const struct qimg_jrnl_geom *g,
 	    h->nblocks != h->size >> h->block_bits || h->size != g->area_size ||
 	    h->tail_block < QIMG_JRNL_RING_START || h->tail_block >= h->nblocks ||
 	    h->synced_seq >= QIMG_JRNL_MAX_SEQ)
-		return jfail(err, -EINVAL, "journal header not from qimg_jrnl_hdr_read()");
+		return qimg_fail(err, -EINVAL, "journal header not from qimg_jrnl_hdr_read()");
 	return 0;
 }
 
@@ -938,7 +925,7 @@ static int jwalk_run(struct jwalk *w, struct qimg_jrnl_scan *s, u64 limit)
 		if (w->pass != JP_SCAN && ntx == limit)
 			return 0;
 		if (seq >= QIMG_JRNL_MAX_SEQ)
-			return jfail(w->err, -EUCLEAN,
+			return qimg_fail(w->err, -EUCLEAN,
 				     "journal sequence number %llu too large", seq);
 		ret = jtx(w, pos, seq, &next, &nblk, &e);
 		if (ret < 0)
@@ -949,7 +936,7 @@ static int jwalk_run(struct jwalk *w, struct qimg_jrnl_scan *s, u64 limit)
 			bool found;
 
 			if (w->pass != JP_SCAN)
-				return jfail(w->err, -EIO,
+				return qimg_fail(w->err, -EIO,
 					     "journal changed between the scan and replay passes");
 			/*
 			 * Transaction seq + 1 is written only once this one's
@@ -974,7 +961,7 @@ static int jwalk_run(struct jwalk *w, struct qimg_jrnl_scan *s, u64 limit)
 				if (ret)
 					return ret;
 				if (found)
-					return jfail(w->err, -EUCLEAN,
+					return qimg_fail(w->err, -EUCLEAN,
 						     "journal transaction %llu at block %u is damaged (%s) but transaction %llu follows",
 						     seq, pos, e.why, seq + 1);
 			}
@@ -985,7 +972,7 @@ static int jwalk_run(struct jwalk *w, struct qimg_jrnl_scan *s, u64 limit)
 		if (next == QIMG_JRNL_RING_START)
 			used += h->nblocks - (pos + nblk);
 		if (used > ring)
-			return jfail(w->err, -EUCLEAN,
+			return qimg_fail(w->err, -EUCLEAN,
 				     "journal transactions from block %u overrun the ring (%llu blocks)",
 				     h->tail_block, ring);
 		s->nwrites += w->writes;
@@ -1078,7 +1065,7 @@ int qimg_jrnl_revokes(const struct qimg_jrnl_geom *g,
 	if (ret)
 		return ret;
 	if (w.nrv != s->nrevokes)
-		return jfail(err, -EIO,
+		return qimg_fail(err, -EIO,
 			     "journal changed between the scan and revoke passes");
 	jrv_sort(rv, w.nrv);
 	/* reach: the furthest end of any entry up to this one. */
@@ -1130,7 +1117,7 @@ int qimg_jrnl_replay(const struct qimg_jrnl_geom *g,
 	if (ret)
 		return ret;
 	if (s->nrevokes && !rv)
-		return jfail(err, -EINVAL, "journal replay needs the revoke table");
+		return qimg_fail(err, -EINVAL, "journal replay needs the revoke table");
 	w.rrv = rv;
 	w.rv_cap = s->nrevokes;
 	memset(&tmp, 0, sizeof(tmp));

@@ -12,19 +12,6 @@
  */
 #include "qimg_qed.h"
 
-static __printf(3, 4) int qimg_qed_fail(struct qimg_err *err, int ret,
-					const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err) {
-		va_start(ap, fmt);
-		vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-		va_end(ap);
-	}
-	return ret;
-}
-
 static inline void qimg_qed_build_checks(void)
 {
 	BUILD_BUG_ON(sizeof(struct qimg_qed_disk_header) != QIMG_QED_HEADER_LEN);
@@ -93,7 +80,7 @@ int qimg_qed_header_decode(const void *buf, size_t len, u64 file_size,
 	memcpy(raw, buf, len < sizeof(raw) ? len : sizeof(raw));
 
 	if (le32_to_cpu(d->magic) != QIMG_QED_MAGIC)
-		return qimg_qed_fail(err, -EINVAL, "Image not in QED format");
+		return qimg_fail(err, -EINVAL, "Image not in QED format");
 	h->cluster_size = le32_to_cpu(d->cluster_size);
 	h->table_size = le32_to_cpu(d->table_size);
 	h->header_size = le32_to_cpu(d->header_size);
@@ -107,12 +94,12 @@ int qimg_qed_header_decode(const void *buf, size_t len, u64 file_size,
 
 	unknown = h->features & ~QIMG_QED_FEATURES_KNOWN;
 	if (unknown)
-		return qimg_qed_fail(err, -EOPNOTSUPP,
+		return qimg_fail(err, -EOPNOTSUPP,
 				     "Unsupported QED features: %llx", unknown);
 	if (h->cluster_size < QIMG_QED_MIN_CLUSTER ||
 	    h->cluster_size > QIMG_QED_MAX_CLUSTER ||
 	    !qimg_qed_pow2(h->cluster_size))
-		return qimg_qed_fail(err, -EINVAL, "QED cluster size is invalid");
+		return qimg_fail(err, -EINVAL, "QED cluster size is invalid");
 	h->cluster_bits = qimg_qed_log2(h->cluster_size);
 	/*
 	 * QEMU sees the file in whole 512-byte sectors (a partial last one
@@ -124,17 +111,17 @@ int qimg_qed_header_decode(const void *buf, size_t len, u64 file_size,
 	if (h->table_size < QIMG_QED_MIN_TABLE ||
 	    h->table_size > QIMG_QED_MAX_TABLE ||
 	    !qimg_qed_pow2(h->table_size))
-		return qimg_qed_fail(err, -EINVAL, "QED table size is invalid");
+		return qimg_fail(err, -EINVAL, "QED table size is invalid");
 	if ((h->image_size & 511) ||
 	    h->image_size > qimg_qed_max_image_size(h->cluster_size,
 						    h->table_size))
-		return qimg_qed_fail(err, -EINVAL, "QED image size is invalid");
+		return qimg_fail(err, -EINVAL, "QED image size is invalid");
 	/* Needed by the offset checks; a 64-bit product, it cannot wrap. */
 	h->header_bytes = (u64)h->header_size * h->cluster_size;
 	if (!qimg_qed_table_ok(h, h->l1_table_offset))
-		return qimg_qed_fail(err, -EINVAL, "QED table offset is invalid");
+		return qimg_fail(err, -EINVAL, "QED table offset is invalid");
 	if (h->header_size > U32_MAX / h->cluster_size)
-		return qimg_qed_fail(err, -EINVAL, "QED header size is too large");
+		return qimg_fail(err, -EINVAL, "QED header size is too large");
 
 	/* Both are powers of two; their product is at most 1 GiB. */
 	h->table_bytes = h->cluster_size * h->table_size;
@@ -145,10 +132,10 @@ int qimg_qed_header_decode(const void *buf, size_t len, u64 file_size,
 	if (h->has_backing) {
 		if ((u64)h->backing_filename_offset + h->backing_filename_size >
 		    h->header_bytes)
-			return qimg_qed_fail(err, -EINVAL,
+			return qimg_fail(err, -EINVAL,
 					     "QED backing filename offset is invalid");
 		if (h->backing_filename_size > QIMG_QED_MAX_BACKING_NAME)
-			return qimg_qed_fail(err, -EINVAL,
+			return qimg_fail(err, -EINVAL,
 					     "Failed to read backing filename");
 		h->backing_raw = h->features & QIMG_QED_F_BACKING_RAW;
 	}
@@ -161,7 +148,7 @@ int qimg_qed_backing_name(const struct qimg_qed_header *h, const void *raw,
 	size_t n = h->backing_filename_size;
 
 	if (!outlen || n >= outlen)
-		return qimg_qed_fail(err, -EINVAL,
+		return qimg_fail(err, -EINVAL,
 				     "Failed to read backing filename");
 	memcpy(out, raw, n);
 	out[n] = '\0';
@@ -175,7 +162,7 @@ int qimg_qed_l1_decode(const struct qimg_qed_header *h, u64 raw,
 	if (raw == QIMG_QED_UNALLOC)
 		return 0;
 	if (!qimg_qed_table_ok(h, raw))
-		return qimg_qed_fail(err, -EUCLEAN,
+		return qimg_fail(err, -EUCLEAN,
 				     "invalid L2 table offset 0x%llx", raw);
 	*l2_offset = raw;
 	return 0;
@@ -195,7 +182,7 @@ int qimg_qed_l2_decode(const struct qimg_qed_header *h, u64 raw,
 	}
 	e->type = QIMG_QED_CL_DATA;
 	if (!qimg_qed_cluster_ok(h, raw))
-		return qimg_qed_fail(err, -EUCLEAN,
+		return qimg_fail(err, -EUCLEAN,
 				     "invalid data cluster offset 0x%llx", raw);
 	e->host_offset = raw;
 	return 0;
