@@ -821,3 +821,61 @@ void qimgctl_size_str(u64 val, char *buf, size_t len)
 	snprintf(buf, len, "%0.3g %sB", (double)val / (double)(1ULL << (i * 10)),
 		 sfx[i]);
 }
+
+int qimgctl_bitmaps_each(struct qimgctl_image *img,
+			 int (*fn)(void *ctx, const struct qimg_bitmap *b),
+			 void *ctx)
+{
+	const struct qimg_header *h = &img->h;
+	struct qimg_err err = { "" };
+	u64 size = h->bitmap_directory_size, pos = 0, end;
+	struct qimg_bitmap b;
+	u8 *dir;
+	u32 i;
+	int ret;
+
+	if (size > QIMG_MAX_BITMAP_DIR_SIZE ||
+	    !qimg_add_ok(h->bitmap_directory_offset, size, &end) ||
+	    end > img->file_size) {
+		qimgctl_err("%s: bitmap directory is out of bounds", img->path);
+		return -EUCLEAN;
+	}
+	dir = malloc(size ? size : 1);
+	if (!dir) {
+		qimgctl_err("%s: out of memory", img->path);
+		return -ENOMEM;
+	}
+	ret = qimgctl_pread(img->fd, dir, size, h->bitmap_directory_offset);
+	if (ret) {
+		qimgctl_err("%s: reading the bitmap directory: %s", img->path,
+			    strerror(-ret));
+		goto out;
+	}
+	for (i = 0; i < h->nb_bitmaps; i++) {
+		if (pos >= size) {
+			qimgctl_err("%s: bitmap directory is shorter than its %u entries",
+				    img->path, h->nb_bitmaps);
+			ret = -EUCLEAN;
+			goto out;
+		}
+		ret = qimg_bitmap_decode(&h->geom, dir + pos, size - pos,
+					 img->file_size, &b, &err);
+		if (ret) {
+			qimgctl_err("%s: bitmap %u: %s", img->path, i, err.msg);
+			goto out;
+		}
+		if (!b.entry_len || b.entry_len > size - pos) {
+			qimgctl_err("%s: bitmap %u: bad entry length",
+				    img->path, i);
+			ret = -EUCLEAN;
+			goto out;
+		}
+		pos += b.entry_len;
+		ret = fn(ctx, &b);
+		if (ret)
+			goto out;
+	}
+out:
+	free(dir);
+	return ret;
+}

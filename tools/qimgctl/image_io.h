@@ -223,4 +223,14 @@ int qimgctl_qed_status(struct qimgctl_qed *q, u64 guest, u64 max,
 int qimgctl_qed_check(const char *path, bool fix, bool json, bool quiet,
 		      bool share);
 
+/*
+ * Call @fn for every entry of @img's bitmap directory, in order, each
+ * decoded and checked by the format core (the name and the entry's bounds
+ * too); a non-zero return of @fn stops the walk and is returned.  Bad
+ * directories print one line naming the image and return -EUCLEAN.
+ */
+int qimgctl_bitmaps_each(struct qimgctl_image *img,
+			 int (*fn)(void *ctx, const struct qimg_bitmap *b),
+			 void *ctx);
+
 #endif /* QIMGCTL_IMAGE_IO_H */

@@ -116,70 +116,27 @@ static int read_snapshots(struct qimgctl_image *img, struct json_object *arr)
 	return 0;
 }
 
+static int info_bitmap(void *ctx, const struct qimg_bitmap *b)
+{
+	struct json_object *arr = ctx, *o, *flags;
+
+	o = json_object_new_object();
+	flags = json_object_new_array();
+	if (b->flags & QIMG_BITMAP_IN_USE)
+		json_object_array_add(flags, jstr("in-use"));
+	if (b->flags & QIMG_BITMAP_AUTO)
+		json_object_array_add(flags, jstr("auto"));
+	json_object_object_add(o, "flags", flags);
+	json_object_object_add(o, "name", jstr(b->name));
+	json_object_object_add(o, "granularity",
+			       ju64(1ULL << (b->granularity_bits & 63)));
+	json_object_array_add(arr, o);
+	return 0;
+}
+
 static int read_bitmaps(struct qimgctl_image *img, struct json_object *arr)
 {
-	const struct qimg_header *h = &img->h;
-	struct qimg_err err = { "" };
-	struct qimg_bitmap b;
-	u64 size = h->bitmap_directory_size, pos = 0, end;
-	u8 *dir;
-	u32 i;
-	int ret = 0;
-
-	if (size > QIMG_MAX_BITMAP_DIR_SIZE ||
-	    !qimg_add_ok(h->bitmap_directory_offset, size, &end) ||
-	    end > img->file_size) {
-		qimgctl_err("%s: bitmap directory is out of bounds", img->path);
-		return -EUCLEAN;
-	}
-	dir = malloc(size ? size : 1);
-	if (!dir) {
-		qimgctl_err("%s: out of memory", img->path);
-		return -ENOMEM;
-	}
-	ret = qimgctl_pread(img->fd, dir, size, h->bitmap_directory_offset);
-	if (ret) {
-		qimgctl_err("%s: reading the bitmap directory: %s", img->path,
-			    strerror(-ret));
-		goto out;
-	}
-	for (i = 0; i < h->nb_bitmaps; i++) {
-		struct json_object *o, *flags;
-
-		if (pos >= size) {
-			qimgctl_err("%s: bitmap directory is shorter than its %u entries",
-				    img->path, h->nb_bitmaps);
-			ret = -EUCLEAN;
-			goto out;
-		}
-		ret = qimg_bitmap_decode(&h->geom, dir + pos, size - pos,
-					 img->file_size, &b, &err);
-		if (ret) {
-			qimgctl_err("%s: bitmap %u: %s", img->path, i, err.msg);
-			goto out;
-		}
-		if (!b.entry_len || b.entry_len > size - pos) {
-			qimgctl_err("%s: bitmap %u: bad entry length",
-				    img->path, i);
-			ret = -EUCLEAN;
-			goto out;
-		}
-		pos += b.entry_len;
-		o = json_object_new_object();
-		flags = json_object_new_array();
-		if (b.flags & QIMG_BITMAP_IN_USE)
-			json_object_array_add(flags, jstr("in-use"));
-		if (b.flags & QIMG_BITMAP_AUTO)
-			json_object_array_add(flags, jstr("auto"));
-		json_object_object_add(o, "flags", flags);
-		json_object_object_add(o, "name", jstr(b.name));
-		json_object_object_add(o, "granularity",
-				       ju64(1ULL << (b.granularity_bits & 63)));
-		json_object_array_add(arr, o);
-	}
-out:
-	free(dir);
-	return ret;
+	return qimgctl_bitmaps_each(img, info_bitmap, arr);
 }
 
 static struct json_object *format_specific(struct qimgctl_image *img,

@@ -224,69 +224,36 @@ static u64 fully_allocated(u64 size, u64 cs, u32 order, bool ext_l2)
 	return meta + data;
 }
 
+struct bitmaps_acc {
+	u64 vsize, cs, total, dir_bytes;
+};
+
+static int bitmap_size(void *ctx, const struct qimg_bitmap *b)
+{
+	struct bitmaps_acc *a = ctx;
+	u64 bits = div_up(a->vsize, 1ULL << b->granularity_bits);
+	u64 clusters = div_up(div_up(bits, 8), a->cs);
+
+	a->total += clusters * a->cs + round_up(clusters * 8, a->cs);
+	/* A directory entry of the new image: no extra data. */
+	a->dir_bytes += round_up(24 + strlen(b->name), 8);
+	return 0;
+}
+
 /* Space the persistent bitmaps of @img would take in a new image. */
 static int bitmaps_size(struct qimgctl_image *img, u64 vsize, u64 cs, u64 *out)
 {
 	const struct qimg_header *h = &img->h;
-	struct qimg_err err = { "" };
-	u64 size = h->bitmap_directory_size, pos = 0, end, dir_bytes = 0;
-	u64 bits, bytes, clusters, total = 0;
-	struct qimg_bitmap b;
-	u8 *dir;
-	u32 i;
-	int ret = 0;
+	struct bitmaps_acc a = { .vsize = vsize, .cs = cs };
+	int ret;
 
 	*out = 0;
 	if (!h->has_bitmaps_ext || !h->nb_bitmaps ||
 	    !(h->autoclear_features & QIMG_AUTOCLEAR_BITMAPS))
 		return 0;
-	if (size > QIMG_MAX_BITMAP_DIR_SIZE ||
-	    !qimg_add_ok(h->bitmap_directory_offset, size, &end) ||
-	    end > img->file_size) {
-		qimgctl_err("%s: bitmap directory is out of bounds", img->path);
-		return -EUCLEAN;
-	}
-	dir = malloc(size ? size : 1);
-	if (!dir) {
-		qimgctl_err("out of memory");
-		return -ENOMEM;
-	}
-	ret = qimgctl_pread(img->fd, dir, size, h->bitmap_directory_offset);
-	if (ret) {
-		qimgctl_err("%s: reading the bitmap directory: %s", img->path,
-			    strerror(-ret));
-		goto out;
-	}
-	for (i = 0; i < h->nb_bitmaps; i++) {
-		if (pos >= size) {
-			qimgctl_err("%s: bitmap directory is shorter than its %u entries",
-				    img->path, h->nb_bitmaps);
-			ret = -EUCLEAN;
-			goto out;
-		}
-		ret = qimg_bitmap_decode(&h->geom, dir + pos, size - pos,
-					 img->file_size, &b, &err);
-		if (ret) {
-			qimgctl_err("%s: bitmap %u: %s", img->path, i, err.msg);
-			goto out;
-		}
-		if (!b.entry_len || b.entry_len > size - pos) {
-			qimgctl_err("%s: bitmap %u: bad entry length",
-				    img->path, i);
-			ret = -EUCLEAN;
-			goto out;
-		}
-		pos += b.entry_len;
-		bits = div_up(vsize, 1ULL << b.granularity_bits);
-		bytes = div_up(bits, 8);
-		clusters = div_up(bytes, cs);
-		total += clusters * cs + round_up(clusters * 8, cs);
-		/* A directory entry of the new image: no extra data. */
-		dir_bytes += round_up(24 + strlen(b.name), 8);
-	}
-	*out = total + round_up(dir_bytes, cs);
-out:
-	free(dir);
+	ret = qimgctl_bitmaps_each(img, bitmap_size, &a);
+	if (!ret)
+		*out = a.total + round_up(a.dir_bytes, cs);
 	return ret;
 }
 

@@ -419,8 +419,9 @@ int qimg_jrnl_desc_encode(void *desc, void *data, u32 data_blocks,
 		return ret;
 	nd = (end + bs - 1) >> block_bits;
 	if (nd > data_blocks)
-		return qimg_fail(err, -ENOSPC, "journal descriptor needs %u data blocks, room for %u",
-			     nd, data_blocks);
+		return qimg_fail(err, -ENOSPC,
+				 "journal descriptor needs %u data blocks, room for %u",
+				 nd, data_blocks);
 	memset(desc, 0, bs);
 	if (nd)
 		memset(data, 0, (size_t)nd << block_bits);
