@@ -19,7 +19,12 @@ REPO=$(cd "$HERE/../../../.." && pwd)
 QIMGCTL=${QIMGCTL:-${QIMG_BUILD:-$REPO/build}/qimgctl}
 FILTER=${QIMG_E2E_FILTER:-}
 MNT=/mnt/e2e
-TO=120			# seconds any single command may take
+# Seconds any single command may take; the debug kernel (KASAN, lockdep,
+# kmemleak under TCG) is several times slower and sets more.
+TO=${QIMG_E2E_CMD_TIMEOUT:-120}
+# Bytes of the verified writer that races discards (less on the debug
+# kernel: the race needs overlap in time, not volume).
+RACE_SIZE=${QIMG_E2E_RACE_SIZE:-16M}
 # Device name prefix: "qimg"; the suite's self-test (QIMG_E2E_MOCK=1, see
 # mock-qimgctl) runs it against qemu-nbd's /dev/nbdN instead.
 P=qimg
@@ -484,7 +489,7 @@ conc_discard() {
 	) &
 	dpid=$!
 	run fio --name=b --filename="$DEV" --rw=randwrite --bs=4k --offset=32M \
-		--size=16M --ioengine=libaio --iodepth=16 --direct=1 \
+		--size="$RACE_SIZE" --ioengine=libaio --iodepth=16 --direct=1 \
 		--verify=crc32c --verify_fatal=1 --output=/dev/null || rc=1
 	wait "$dpid"
 	wait "$pid" || { echo "FAILED: writer of region A"; tail -n 20 a.fio.log; rc=1; }
