@@ -60,22 +60,6 @@ static int parse_bool(const char *v, bool *out)
 	return -EINVAL;
 }
 
-static bool is_pow2(uint64_t v)
-{
-	return v && !(v & (v - 1));
-}
-
-static int log2u(u64 v)
-{
-	int n = 0;
-
-	while (v > 1) {
-		v >>= 1;
-		n++;
-	}
-	return n;
-}
-
 /* One "key=value" of -o; @val may be NULL for a bare key. */
 static int apply_opt(struct create_opts *o, char *key, char *val)
 {
@@ -94,7 +78,7 @@ static int apply_opt(struct create_opts *o, char *key, char *val)
 		}
 		o->has_size = true;
 	} else if (!strcmp(key, "cluster_size")) {
-		if (qimgctl_parse_size(val, &v) || !is_pow2(v) ||
+		if (qimgctl_parse_size(val, &v) || !qimgctl_is_pow2(v) ||
 		    v < (1U << QIMG_MIN_CLUSTER_BITS) ||
 		    v > (1U << QIMG_MAX_CLUSTER_BITS)) {
 			qimgctl_err("%s: Cluster size must be a power of two between 512 and 2048k",
@@ -107,7 +91,7 @@ static int apply_opt(struct create_opts *o, char *key, char *val)
 
 		errno = 0;
 		v = strtoull(val, &end, 10);
-		if (errno || *end || end == val || !is_pow2(v) || v > 64) {
+		if (errno || *end || end == val || !qimgctl_is_pow2(v) || v > 64) {
 			qimgctl_err("%s: Refcount width must be a power of two and may not exceed 64 bits",
 				    o->file);
 			return -EINVAL;
@@ -343,7 +327,7 @@ static int validate(struct create_opts *o)
 			    o->file, (unsigned long long)QIMG_MAX_VIRTUAL_SIZE);
 		return -EFBIG;
 	}
-	l1 = qimg_l1_entries_for((u32)log2u(o->cluster_size), o->ext_l2,
+	l1 = qimg_l1_entries_for((u32)qimgctl_log2(o->cluster_size), o->ext_l2,
 				 o->size);
 	if (l1 * 8 > QIMG_MAX_L1_BYTES) {
 		qimgctl_err("%s: The image size is too large for file format 'qcow2' (try using a larger cluster size)",
@@ -381,9 +365,9 @@ static int fill_header(const struct create_opts *o, struct qimg_header *h)
 
 	memset(h, 0, sizeof(*h));
 	h->version = (u32)o->version;
-	h->cluster_bits = (u32)log2u(o->cluster_size);
+	h->cluster_bits = (u32)qimgctl_log2(o->cluster_size);
 	h->size = o->size;
-	h->refcount_order = (u32)log2u(o->refcount_bits);
+	h->refcount_order = (u32)qimgctl_log2(o->refcount_bits);
 	h->header_length = o->version >= 3 ? QIMG_V3_HEADER_LEN_COMP :
 					     QIMG_V2_HEADER_LEN;
 	h->compression_type = o->compression;

@@ -32,22 +32,6 @@ struct measure_opts {
 	bool backing;
 };
 
-static bool pow2(u64 v)
-{
-	return v && !(v & (v - 1));
-}
-
-static u32 ilog2u(u64 v)
-{
-	u32 n = 0;
-
-	while (v > 1) {
-		v >>= 1;
-		n++;
-	}
-	return n;
-}
-
 static u64 div_up(u64 a, u64 b)
 {
 	return (a + b - 1) / b;
@@ -86,7 +70,7 @@ static int qcow2_opt(struct measure_opts *o, const char *key, const char *val,
 	int i;
 
 	if (!strcmp(key, "cluster_size")) {
-		if (qimgctl_parse_size(val, &v) || !pow2(v) || v < 512 ||
+		if (qimgctl_parse_size(val, &v) || !qimgctl_is_pow2(v) || v < 512 ||
 		    v > (2u << 20)) {
 			qimgctl_err("Cluster size must be a power of two between 512 and 2048k");
 			return -1;
@@ -176,7 +160,7 @@ static int parse_opts(struct measure_opts *o, char *s)
 	if (rb_str) {
 		errno = 0;
 		v = strtoull(rb_str, &end, 10);
-		if (errno || *end || end == rb_str || !pow2(v) || v > 64) {
+		if (errno || *end || end == rb_str || !qimgctl_is_pow2(v) || v > 64) {
 			qimgctl_err("Refcount width must be a power of two and may not exceed 64 bits");
 			return -1;
 		}
@@ -425,7 +409,7 @@ int qimgctl_cmd_measure(int argc, char **argv)
 	}
 	if (o.full)
 		req = vsize;
-	full = fully_allocated(vsize, o.cluster_size, ilog2u(o.refcount_bits),
+	full = fully_allocated(vsize, o.cluster_size, qimgctl_log2(o.refcount_bits),
 			       o.ext_l2);
 	req = full - vsize + req;
 	has_bitmaps = o.version >= 3 && top && !top->raw &&

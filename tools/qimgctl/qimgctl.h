@@ -54,6 +54,24 @@ int qimgctl_parse_size(const char *s, uint64_t *out);
  */
 int qimgctl_opts_each(char *s, int (*fn)(void *ctx, char *key, char *val),
 		      void *ctx);
+/* Powers of two, as cluster sizes and refcount widths must be. */
+static inline bool qimgctl_is_pow2(uint64_t v)
+{
+	return v && !(v & (v - 1));
+}
+
+/* floor(log2(@v)), 0 for 0 and 1. */
+static inline unsigned int qimgctl_log2(uint64_t v)
+{
+	unsigned int n = 0;
+
+	while (v > 1) {
+		v >>= 1;
+		n++;
+	}
+	return n;
+}
+
 /* -f FMT of a command that reads qcow2 only: 0, or -1 after a message. */
 int qimgctl_want_qcow2(const char *fmt);
 
