@@ -66,7 +66,10 @@ static long qimg_ioctl_attach(void __user *uarg)
 	    a.__pad || !qimg_zero(a.__reserved, sizeof(a.__reserved)) ||
 	    a.nr_backing > QIMG_MAX_BACKING || (a.nr_backing && !a.backing) ||
 	    a.l2_cache_size > QIMG_MAX_CACHE_BYTES ||
-	    a.refcount_cache_size > QIMG_MAX_CACHE_BYTES)
+	    a.refcount_cache_size > QIMG_MAX_CACHE_BYTES ||
+	    (a.flags & QIMG_ATTACH_JOURNAL && a.flags & QIMG_ATTACH_NO_JOURNAL) ||
+	    (a.journal_size && !(a.flags & QIMG_ATTACH_JOURNAL)) ||
+	    a.journal_size > QIMG_MAX_JOURNAL_BYTES)
 		return -EINVAL;
 	ctx.ua = uarg;
 	ret = qimg_attach(&a, qimg_report_index, &ctx);

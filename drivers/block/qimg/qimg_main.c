@@ -712,6 +712,10 @@ int qimg_attach(const struct qimg_attach *a, qimg_attach_report_t report,
 	struct file *file;
 	int ret;
 
+	if (a->flags & QIMG_ATTACH_JOURNAL) {
+		pr_err("attach: the metadata journal is not implemented yet\n");
+		return -EOPNOTSUPP;
+	}
 	file = fget(a->fd);
 	if (!file)
 		return -EBADF;
