@@ -1315,7 +1315,7 @@ static int ck_run(struct qimgctl_image *img, int fix, struct ck_result *res)
 	ck_walk_l1(&c, img->h.l1_table_offset, img->h.l1_size, true);
 	ck_walk_snapshots(&c);
 	ck_walk_bitmaps(&c);
-	if (img->h.has_journal_ext)
+	if (img->h.has_journal_ext && img->h.journal_offset)
 		ck_inc(&c, img->h.journal_offset, img->h.journal_size);
 	ck_walk_refblocks(&c);
 	/* Without the whole picture, a verdict on each cluster is a guess. */

@@ -75,6 +75,7 @@
 
 struct qimg_image;
 struct qimg_meta_ops;
+struct qimg_journal;
 
 /*
  * A cluster allocation whose data I/O runs without dev->meta_lock: the
@@ -111,6 +112,8 @@ struct qimg_centry {
 	u64 offset;		/* host offset of the cluster it caches */
 	void *data;		/* cluster_size bytes, on-disk format */
 	u64 tid;		/* transaction it last joined (meta_lock) */
+	u64 jmask;		/* journal: chunks changed, not yet sealed */
+	u64 jseq;		/* journal: last transaction that logged it */
 	int ref;		/* users; protected by cache->lock */
 	bool dirty;		/* differs from disk; never evicted */
 	bool from_slab;
@@ -191,6 +194,10 @@ struct qimg_device {
 	u64 free_hint;			/* cluster index to start searching */
 	struct qimg_overlap ol;		/* metadata a write must not hit */
 	struct list_head pending_frees;	/* struct qimg_pending_free */
+	/* Frees whose replacing references are durable (or sealed). */
+	struct list_head ready_frees;
+	struct qimg_journal *journal;	/* NULL: ordered write-back */
+	u64 jrnl_replayed;		/* transactions replayed at attach */
 	const struct qimg_meta_ops *meta_ops;	/* hooks of the layers above */
 	struct mutex meta_lock;		/* metadata mutation, allocation */
 	/* The running transaction (qimg_meta.h), under meta_lock. */

@@ -436,3 +436,29 @@ int qimg_cache_writeback(struct qimg_cache *c)
 	return n;
 }
 
+
+/**
+ * qimg_cache_clean() - mark dirty entries clean that are written elsewhere
+ * @c: the cache
+ * @done: says whether an entry's contents are on disk (the journal's
+ *        checkpoint wrote them in place)
+ * @arg: passed to @done
+ *
+ * Context: dev->meta_lock held (nobody dirties entries meanwhile); takes
+ * @c->lock.
+ */
+void qimg_cache_clean(struct qimg_cache *c,
+		      bool (*done)(struct qimg_centry *e, void *arg), void *arg)
+{
+	struct qimg_centry *e, *tmp;
+
+	spin_lock(&c->lock);
+	list_for_each_entry_safe(e, tmp, &c->dirty, dnode) {
+		if (!done(e, arg))
+			continue;
+		list_del_init(&e->dnode);
+		e->dirty = false;
+		c->nr_dirty--;
+	}
+	spin_unlock(&c->lock);
+}

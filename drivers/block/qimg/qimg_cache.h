@@ -23,5 +23,7 @@ bool qimg_cache_has_dirty(struct qimg_cache *c, u64 offset);
 void qimg_cache_mark_dirty(struct qimg_cache *c, struct qimg_centry *e);
 int qimg_cache_writeback(struct qimg_cache *c);
 void qimg_cache_trim(struct qimg_cache *c);
+void qimg_cache_clean(struct qimg_cache *c,
+		      bool (*done)(struct qimg_centry *e, void *arg), void *arg);
 
 #endif /* QIMG_CACHE_H */

@@ -561,9 +561,11 @@ static int qimg_decode_exts(const u8 *p, size_t len, u64 file_size,
 				return qimg_fail(err, -EFBIG,
 						 "journal too large (%llu bytes)",
 						 h->journal_size);
-			ret = qimg_check_ref(err, csize, h->journal_offset,
+			/* Offset 0: a journal is asked for, none allocated. */
+			ret = h->journal_offset ?
+			      qimg_check_ref(err, csize, h->journal_offset,
 					     h->journal_size, file_size,
-					     "journal");
+					     "journal") : 0;
 			if (ret)
 				return ret;
 			break;
@@ -663,7 +665,7 @@ static int qimg_decode_tables(u64 file_size, struct qimg_header *h,
 			return ret;
 	}
 
-	if (h->has_journal_ext) {
+	if (h->has_journal_ext && h->journal_offset) {
 		if (qimg_ranges_overlap(h->journal_offset, h->journal_size,
 					h->l1_table_offset, l1_bytes))
 			return qimg_fail(err, -EUCLEAN,

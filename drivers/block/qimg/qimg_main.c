@@ -29,6 +29,7 @@
 #include "qimg_file.h"
 #include "qimg_cache.h"
 #include "qimg_meta.h"
+#include "qimg_journal.h"
 #include "qimg_overlap.h"
 #include "qimg_refcount.h"
 #include "qimg_map.h"
@@ -72,9 +73,16 @@ static char *qimg_file_path(struct file *file)
 /* Refuse what this driver cannot serve correctly, by name. */
 static int qimg_check_features(struct qimg_image *img, bool writable)
 {
-	const struct qimg_header *h = img->h;
+	struct qimg_header *h = img->h;
 	const char *path = img->path ? img->path : "?";
-	const char *what = qimg_unsupported_feature(h, writable);
+	u64 jd = h->incompatible_features & QIMG_INCOMPAT_JOURNAL_DIRTY;
+	const char *what;
+
+	/* The top image's dirty journal is replayed on a read-write attach. */
+	if (writable && img == &img->dev->top)
+		h->incompatible_features &= ~jd;
+	what = qimg_unsupported_feature(h, writable);
+	h->incompatible_features |= jd;
 
 	if (what) {
 		/* Say so when a read-only attach would have worked. */
@@ -176,6 +184,13 @@ static int qimg_image_open(struct qimg_device *dev, struct qimg_image *img,
 	ret = qimg_check_features(img, writable);
 	if (ret)
 		goto out;
+	if (writable && img == &dev->top &&
+	    img->h->incompatible_features & QIMG_INCOMPAT_JOURNAL_DIRTY) {
+		/* Before anything is read through the tables. */
+		ret = qimg_journal_replay(dev);
+		if (ret)
+			goto out;
+	}
 
 	img->l1_entries = img->h->l1_size;
 	if (img->l1_entries < img->g->l1_size) {
@@ -314,6 +329,8 @@ static int qimg_writable_autoclear(struct qimg_device *dev)
 		}
 		keep = QIMG_AUTOCLEAR_BITMAPS;
 	}
+	if (dev->journal)
+		keep |= QIMG_AUTOCLEAR_JOURNAL_VALID;
 	if (h->autoclear_features == keep)
 		return 0;
 	mutex_lock(&dev->meta_lock);
@@ -328,6 +345,142 @@ static int qimg_writable_autoclear(struct qimg_device *dev)
 	return 0;
 }
 
+/* Give the journal area back (after the header stopped naming it). */
+static int qimg_journal_area_free(struct qimg_device *dev, u64 off, u64 len)
+{
+	struct qimg_handle h;
+	int ret;
+
+	mutex_lock(&dev->meta_lock);
+	ret = qimg_meta_start(dev, &h, 1);
+	if (!ret)
+		qimg_defer_free(&h, off, len);
+	ret = qimg_meta_stop(&h, ret);
+	if (!ret)
+		ret = qimg_meta_writeback(dev);
+	mutex_unlock(&dev->meta_lock);
+	if (!ret)
+		ret = vfs_fsync(dev->top.file, 1);
+	return ret;
+}
+
+/* Detach, or an attach without the journal: checkpoint, free the area. */
+static int qimg_journal_off(struct qimg_device *dev)
+{
+	u64 off, len;
+	int ret;
+
+	if (!dev->journal)
+		return 0;
+	ret = qimg_journal_stop(dev, &off, &len);
+	if (!ret && off)
+		ret = qimg_journal_area_free(dev, off, len);
+	return ret;
+}
+
+/* A contiguous run of clusters for a new journal area. */
+static int qimg_journal_area_alloc(struct qimg_device *dev, u64 size,
+				   u64 *out)
+{
+	u64 cs = dev->top.g->cluster_size, start = 0, host = 0, got = 0;
+	u64 n = size >> dev->top.g->cluster_bits;
+	struct qimg_handle h;
+	int tries = 0, ret;
+
+	mutex_lock(&dev->meta_lock);
+	ret = qimg_meta_start(dev, &h, (unsigned int)(2 * n + 8));
+	while (!ret && got < n) {
+		ret = qimg_alloc_clusters(&h, &host);
+		if (ret)
+			break;
+		if (got && host != start + got * cs) {
+			/* Not contiguous: give the run back, start again. */
+			qimg_defer_free(&h, start, got * cs);
+			got = 0;
+			if (++tries > 16) {
+				qimg_defer_free(&h, host, cs);
+				ret = -ENOSPC;
+				break;
+			}
+		}
+		if (!got)
+			start = host;
+		got++;
+	}
+	ret = qimg_meta_stop(&h, ret);
+	if (!ret)
+		ret = qimg_meta_writeback(dev);
+	mutex_unlock(&dev->meta_lock);
+	if (!ret)
+		ret = vfs_fsync(dev->top.file, 1);
+	if (ret)
+		qimg_dev_err(dev, "cannot allocate a journal of %llu bytes (%d)\n",
+			     size, ret);
+	*out = start;
+	return ret;
+}
+
+/*
+ * Attach: the journal on or off, as asked (QIMG_ATTACH_JOURNAL /
+ * _NO_JOURNAL) or as the image asks (its journal extension).  A valid area
+ * of the right size is reused; an area of another size, or one that a
+ * writer without journal support may have touched (journal valid clear),
+ * is not trusted and replaced.
+ */
+static int qimg_journal_on(struct qimg_device *dev, const struct qimg_attach *a)
+{
+	struct qimg_header *h = dev->top.h;
+	u64 cs = dev->top.g->cluster_size, size, off, i;
+	bool valid = h->has_journal_ext && h->journal_offset &&
+		     (h->autoclear_features & QIMG_AUTOCLEAR_JOURNAL_VALID);
+	bool want = a->flags & QIMG_ATTACH_JOURNAL ||
+		    (!(a->flags & QIMG_ATTACH_NO_JOURNAL) && h->has_journal_ext);
+	int ret;
+
+	if (h->version < 3) {
+		if (a->flags & QIMG_ATTACH_JOURNAL) {
+			qimg_dev_err(dev, "the journal needs a version 3 image (compat=1.1)\n");
+			return -EOPNOTSUPP;
+		}
+		return 0;
+	}
+	size = a->journal_size ? a->journal_size :
+	       h->has_journal_ext && h->journal_size ? h->journal_size :
+	       max_t(u64, QIMG_JOURNAL_DEFAULT_SIZE, 16 * cs);
+	size = round_up(size, cs);
+	if (valid && (!want || size != h->journal_size)) {
+		ret = qimg_journal_start(dev, h->journal_offset,
+					 h->journal_size, false);
+		if (!ret)
+			ret = qimg_journal_off(dev);
+		if (ret)
+			return ret;
+		valid = false;
+	}
+	if (!want)
+		return 0;
+	if (valid) {
+		off = h->journal_offset;
+	} else {
+		if (size < 16 * cs || size > QIMG_MAX_JOURNAL_BYTES) {
+			qimg_dev_err(dev, "journal size %llu out of range (16 clusters to %llu bytes)\n",
+				     size, QIMG_MAX_JOURNAL_BYTES);
+			return -EINVAL;
+		}
+		ret = qimg_journal_area_alloc(dev, size, &off);
+		if (ret)
+			return ret;
+	}
+	for (i = 0; i < size; i += cs)
+		qimg_overlap_add(dev, off + i, QIMG_OL_HEADER);
+	ret = qimg_journal_start(dev, off, size, !valid);
+	if (ret)
+		return ret;
+	qimg_dev_info(dev, "metadata journal on: %llu bytes at %llu%s\n", size,
+		      off, valid ? "" : " (new)");
+	return 0;
+}
+
 static void qimg_device_free(struct qimg_device *dev)
 {
 	struct qimg_image *img = dev->top.backing, *next;
@@ -339,6 +492,8 @@ static void qimg_device_free(struct qimg_device *dev)
 		kfree(img);
 		img = next;
 	}
+	qimg_journal_destroy(dev->journal);
+	dev->journal = NULL;
 	qimg_drop_frees(dev);
 	qimg_overlap_destroy(dev);
 	if (dev->top.h && dev->reftable)
@@ -421,7 +576,9 @@ static int qimg_destroy(struct qimg_device *dev, bool from_work)
 		cancel_work_sync(&dev->autoclear_work);
 	del_gendisk(dev->disk);
 	qimg_meta_quiesce(dev);
-	ret = qimg_flush(dev);
+	ret = qimg_journal_off(dev);
+	if (!ret)
+		ret = qimg_flush(dev);
 	if (ret) {
 		qimg_dev_err(dev, "final write-back failed (%d); recent writes may be lost, check the image\n",
 			     ret);
@@ -650,6 +807,7 @@ static struct qimg_device *qimg_device_alloc(const struct qimg_attach *a)
 	mutex_init(&dev->meta_lock);
 	mutex_init(&dev->open_mutex);
 	INIT_LIST_HEAD(&dev->pending_frees);
+	INIT_LIST_HEAD(&dev->ready_frees);
 	spin_lock_init(&dev->inflight_lock);
 	INIT_LIST_HEAD(&dev->inflight);
 	init_waitqueue_head(&dev->inflight_wq);
@@ -712,10 +870,6 @@ int qimg_attach(const struct qimg_attach *a, qimg_attach_report_t report,
 	struct file *file;
 	int ret;
 
-	if (a->flags & QIMG_ATTACH_JOURNAL) {
-		pr_err("attach: the metadata journal is not implemented yet\n");
-		return -EOPNOTSUPP;
-	}
 	file = fget(a->fd);
 	if (!file)
 		return -EBADF;
@@ -750,6 +904,9 @@ int qimg_attach(const struct qimg_attach *a, qimg_attach_report_t report,
 		ret = qimg_load_reftable(dev);
 		if (!ret)
 			ret = qimg_overlap_init(dev);
+		if (ret)
+			goto fail_idr;
+		ret = qimg_journal_on(dev, a);
 		if (ret)
 			goto fail_idr;
 		ret = qimg_writable_autoclear(dev);
@@ -841,6 +998,8 @@ int qimg_get_info(struct qimg_info *info)
 		info->flags |= QIMG_INFO_DIRECT_IO;
 	if (test_bit(QIMG_STATE_CORRUPT, &dev->state))
 		info->flags |= QIMG_INFO_CORRUPT;
+	if (dev->journal)
+		info->flags |= QIMG_INFO_JOURNAL;
 	info->virtual_size = top->virtual_size;
 	info->cluster_size = top->g->cluster_size;
 	info->ino = inode->i_ino;

@@ -36,6 +36,7 @@
 #include "qimg_file.h"
 #include "qimg_cache.h"
 #include "qimg_meta.h"
+#include "qimg_journal.h"
 
 /*
  * The one failure path.  @bit says why writing must stop:
@@ -256,6 +257,7 @@ int qimg_meta_stop(struct qimg_handle *h, int err)
 		if (!ret)
 			ret = wb;
 	}
+	qimg_journal_kick(dev);
 	return ret;
 }
 
@@ -325,6 +327,7 @@ int qimg_meta_new_table(struct qimg_handle *h, struct qimg_cache *c,
 		memcpy(e->data, src->data, c->entry_size);
 	e->tid = h->dev->meta_tid;
 	qimg_cache_mark_dirty(c, e);
+	qimg_journal_table_changed(h->dev, e, 0, c->entry_size);
 	*out = e;
 	return 0;
 }
@@ -351,6 +354,7 @@ int qimg_meta_set_l2(struct qimg_handle *h, struct qimg_centry *e, u64 idx,
 		return ret;
 	WRITE_ONCE(t[idx], cpu_to_be64(val));
 	qimg_cache_mark_dirty(&h->dev->top.l2, e);
+	qimg_journal_table_changed(h->dev, e, idx * 8, 8);
 	return 0;
 }
 
@@ -378,6 +382,9 @@ int qimg_meta_set_refcount(struct qimg_handle *h, struct qimg_centry *e,
 	if (ret)
 		return ret;
 	qimg_cache_mark_dirty(&dev->rc, e);
+	qimg_journal_table_changed(dev, e,
+				   (idx << dev->top.g->refcount_order) >> 3,
+				   max(1U, (1U << dev->top.g->refcount_order) >> 3));
 	return 0;
 }
 
@@ -414,6 +421,7 @@ int qimg_meta_set_l1(struct qimg_handle *h, u32 idx, u64 val)
 	qimg_range_add(&lo, &hi, idx);
 	img->l1_dirty_lo = lo;
 	img->l1_dirty_hi = hi;
+	qimg_journal_entry_changed(h->dev, true, idx);
 	return 0;
 }
 
@@ -436,6 +444,7 @@ int qimg_meta_set_reftable(struct qimg_handle *h, u64 idx, u64 val)
 		return ret;
 	WRITE_ONCE(dev->reftable[idx], cpu_to_be64(val));
 	qimg_range_add(&dev->rt_dirty_lo, &dev->rt_dirty_hi, idx);
+	qimg_journal_entry_changed(dev, false, idx);
 	return 0;
 }
 
@@ -636,6 +645,8 @@ static int qimg_meta_writeback_locked(struct qimg_device *dev)
 		pending = true;
 	}
 
+	/* The references replacing these are written (synced below). */
+	list_splice_tail_init(&dev->pending_frees, &dev->ready_frees);
 	if (dev->meta_ops && dev->meta_ops->post_sync_pending(dev)) {
 		if (pending) {
 			ret = qimg_meta_sync(dev);
@@ -680,6 +691,12 @@ int qimg_meta_writeback(struct qimg_device *dev)
 	if (WARN_ON_ONCE(dev->meta_wb_running))
 		return -EIO;
 	dev->meta_wb_running = true;
+	if (dev->journal) {
+		/* Committed, checkpointed, clean: the same promise. */
+		ret = qimg_journal_sync_all(dev);
+		dev->meta_wb_running = false;
+		return ret;
+	}
 	if (!dev->meta_depth)
 		dev->meta_tid++;
 	ret = qimg_meta_writeback_locked(dev);

@@ -24,6 +24,7 @@
 #include "qimg_cache.h"
 #include "qimg_meta.h"
 #include "qimg_overlap.h"
+#include "qimg_journal.h"
 #include "qimg_refcount.h"
 
 static int qimg_rt_lookup(struct qimg_device *dev, u64 rt_idx, u64 *rb_off)
@@ -372,8 +373,11 @@ static int qimg_refcount_dec(struct qimg_handle *h, u64 host, bool *freed)
  */
 static void qimg_punch(struct qimg_device *dev, u64 off, u64 len)
 {
-	if (len)
-		qimg_file_punch(dev->top.file, off, len);
+	if (!len)
+		return;
+	/* No journal replay may write old metadata into them again. */
+	qimg_journal_revoke(dev, off, len);
+	qimg_file_punch(dev->top.file, off, len);
 }
 
 /*
@@ -386,7 +390,7 @@ static unsigned int qimg_frees_credits(struct qimg_device *dev)
 	struct qimg_pending_free *p;
 	u64 n = 0;
 
-	list_for_each_entry(p, &dev->pending_frees, node)
+	list_for_each_entry(p, &dev->ready_frees, node)
 		n += (p->len >> g->cluster_bits) + 2;
 	return min_t(u64, n, UINT_MAX / 2);
 }
@@ -417,12 +421,12 @@ int qimg_apply_frees(struct qimg_device *dev)
 
 	lockdep_assert_held(&dev->meta_lock);
 	/* No I/O that looked up the old entries may still be in flight. */
-	if (!list_empty(&dev->pending_frees))
+	if (!list_empty(&dev->ready_frees))
 		qimg_io_drain(dev);
 	ret = qimg_meta_start(dev, &h, qimg_frees_credits(dev));
 	if (ret)
 		return qimg_meta_stop(&h, ret);
-	list_for_each_entry_safe(p, tmp, &dev->pending_frees, node) {
+	list_for_each_entry_safe(p, tmp, &dev->ready_frees, node) {
 		u64 c = p->host & ~(g->cluster_size - 1);
 		u64 end = p->host + p->len;
 		u64 run = c;	/* start of the run of freed clusters */
@@ -458,7 +462,8 @@ void qimg_drop_frees(struct qimg_device *dev)
 {
 	struct qimg_pending_free *p, *tmp;
 
-	list_for_each_entry_safe(p, tmp, &dev->pending_frees, node) {
+	list_splice_tail_init(&dev->pending_frees, &dev->ready_frees);
+	list_for_each_entry_safe(p, tmp, &dev->ready_frees, node) {
 		list_del(&p->node);
 		kfree(p);
 	}
@@ -466,7 +471,7 @@ void qimg_drop_frees(struct qimg_device *dev)
 
 static bool qimg_frees_pending(struct qimg_device *dev)
 {
-	return !list_empty(&dev->pending_frees);
+	return !list_empty(&dev->ready_frees);
 }
 
 /* Deferred frees run once what replaced the freed clusters is durable. */

@@ -34,6 +34,7 @@
 
 #include "qimg_file.h"
 #include "qimg_meta.h"
+#include "qimg_journal.h"
 #include "qimg_overlap.h"
 #include "qimg_map.h"
 #include "qimg_rq.h"
@@ -65,6 +66,8 @@ int qimg_flush(struct qimg_device *dev)
 		return -EIO;
 	if (!dev->writable)
 		return 0;
+	if (dev->journal)
+		return qimg_journal_flush(dev);
 	mutex_lock(&dev->meta_lock);
 	ret = qimg_meta_writeback(dev);
 	mutex_unlock(&dev->meta_lock);

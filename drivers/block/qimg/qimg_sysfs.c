@@ -12,6 +12,7 @@
 #include <linux/sysfs.h>
 
 #include "qimg_cache.h"
+#include "qimg_journal.h"
 #include "qimg_dev.h"
 
 static struct qimg_device *qimg_from_dev(struct device *d)
@@ -66,12 +67,75 @@ QIMG_ATTR_U64(refcount_cache_hits,
 QIMG_ATTR_U64(refcount_cache_misses,
 	      dev->reftable ? atomic64_read(&dev->rc.misses) : 0);
 
+/*
+ * The journal's attributes (journal_*): 0 with the journal off.  The
+ * journal goes away only after del_gendisk() removed these files.
+ */
+#define QIMG_JATTR(name, expr)						\
+	QIMG_ATTR_U64(journal_##name, ({				\
+		struct qimg_journal *j = dev->journal;			\
+		j ? (u64)(expr) : 0; }))
+
+QIMG_ATTR_U64(journal, !!dev->journal);
+QIMG_ATTR_U64(journal_replayed, dev->jrnl_replayed);
+QIMG_JATTR(size, j->geom.area_size);
+QIMG_JATTR(commits, atomic64_read(&j->st_commits));
+QIMG_JATTR(blocks_written, atomic64_read(&j->st_blocks));
+QIMG_JATTR(device_flushes, atomic64_read(&j->st_barriers));
+QIMG_JATTR(guest_flushes, atomic64_read(&j->st_flushes));
+QIMG_JATTR(checkpoints, atomic64_read(&j->st_checkpoints));
+QIMG_JATTR(fill, j->ntx ? (j->head >= j->hdr.tail_block ?
+			   j->head - j->hdr.tail_block :
+			   j->hdr.nblocks - j->hdr.tail_block + j->head) : 0);
+
+static ssize_t journal_commit_interval_ms_show(struct device *d,
+					       struct device_attribute *attr,
+					       char *buf)
+{
+	struct qimg_device *dev = qimg_from_dev(d);
+
+	return sysfs_emit(buf, "%u\n", dev->journal ?
+			  READ_ONCE(dev->journal->interval_ms) : 0);
+}
+
+static ssize_t journal_commit_interval_ms_store(struct device *d,
+						struct device_attribute *attr,
+						const char *buf, size_t len)
+{
+	struct qimg_device *dev = qimg_from_dev(d);
+	unsigned int v;
+	int ret;
+
+	if (!capable(CAP_SYS_ADMIN))
+		return -EPERM;
+	ret = kstrtouint(buf, 0, &v);
+	if (ret)
+		return ret;
+	if (!v || v > 3600 * 1000)
+		return -EINVAL;
+	if (!dev->journal)
+		return -ENODEV;
+	WRITE_ONCE(dev->journal->interval_ms, v);
+	return len;
+}
+static DEVICE_ATTR_RW(journal_commit_interval_ms);
+
 static DEVICE_ATTR_RO(image);
 static DEVICE_ATTR_RO(backing);
 
 static struct attribute *qimg_attrs[] = {
 	&dev_attr_image.attr,
 	&dev_attr_backing.attr,
+	&dev_attr_journal.attr,
+	&dev_attr_journal_replayed.attr,
+	&dev_attr_journal_size.attr,
+	&dev_attr_journal_commits.attr,
+	&dev_attr_journal_blocks_written.attr,
+	&dev_attr_journal_device_flushes.attr,
+	&dev_attr_journal_guest_flushes.attr,
+	&dev_attr_journal_checkpoints.attr,
+	&dev_attr_journal_fill.attr,
+	&dev_attr_journal_commit_interval_ms.attr,
 	&dev_attr_virtual_size.attr,
 	&dev_attr_cluster_size.attr,
 	&dev_attr_read_only.attr,

@@ -1573,6 +1573,147 @@ tc "control: a slow attach does not block other control operations" fault_on_dis
 
 # --- a first performance figure (not a test) --------------------------------
 
+# --- the metadata journal (issue "The metadata journal") -------------------
+#
+# Attached through qimg_ioctl.py with QIMG_ATTACH_JOURNAL (0x10).
+
+j_attach() {
+	local img=$1 n
+	shift
+	n=$($QIOCTL attach "$img" --flags 0x10 "$@") ||
+		{ echo "FAILED: journal attach of $img: $n"; return 1; }
+	DEV=/dev/qimg$n
+	for _ in $(seq 50); do
+		[ -b "$DEV" ] && return 0
+		sleep 0.1
+	done
+	echo "FAILED: $DEV did not appear"
+	return 1
+}
+
+# jsys NAME: /sys/block/qimgN/qimg/journal_NAME of the current device.
+jsys() {
+	cat "/sys/block/${DEV#/dev/}/qimg/journal${1:+_$1}"
+}
+
+# Incompatible bit 32 (journal dirty) of an image file: 0 or 1.
+j_dirty() {
+	echo $(( (16#$(be_read "$1" 72 8) >> 32) & 1 ))
+}
+
+jr_matrix() {
+	local opts=$1 n0 c0 f0 g0 b0 cmt
+	n0=$(dmesg | wc -l)
+	run qemu-img create -q -f qcow2 -o "$opts" j.qcow2 16M || return 1
+	run truncate -s 16M j.raw || return 1
+	j_attach j.qcow2 || return 1
+	dmesg | tail -n +$((n0 + 1)) | grep -q 'metadata journal on' ||
+		{ echo "FAILED: no 'metadata journal on' in the kernel log"; return 1; }
+	[ "$(jsys)" = 1 ] || { echo "FAILED: journal attribute is not 1"; return 1; }
+	[ "$(j_dirty j.qcow2)" = 1 ] ||
+		{ echo "FAILED: journal dirty not set while attached"; return 1; }
+	apply_ops "$DEV" ,fsync || { echo "FAILED: dd to $DEV"; return 1; }
+	apply_ops j.raw "" || return 1
+	cmt=$(jsys commits)
+	[ "$cmt" -gt 0 ] || { echo "FAILED: no journal commit after fsync"; return 1; }
+	# One allocating write, then one guest flush: at most two barriers.
+	run dd if="$W/rnd" of="$DEV" bs=4k count=1 seek=3000 oflag=direct \
+		conv=notrunc status=none || return 1
+	run dd if="$W/rnd" of=j.raw bs=4k count=1 seek=3000 conv=notrunc status=none || return 1
+	f0=$(jsys device_flushes)
+	g0=$(jsys guest_flushes)
+	fsync_ro "$DEV" || return 1
+	b0=$(( $(jsys device_flushes) - f0 ))
+	echo "device barriers for $(( $(jsys guest_flushes) - g0 )) guest flush after an allocating write: $b0"
+	[ "$(( $(jsys guest_flushes) - g0 ))" = 1 ] || { echo "FAILED: fsync sent $(( $(jsys guest_flushes) - g0 )) flushes"; return 1; }
+	[ "$b0" -le 2 ] && [ "$b0" -ge 1 ] || { echo "FAILED: $b0 barriers for one guest flush"; return 1; }
+	# An overwrite of an allocated cluster with a flush: no journal commit.
+	c0=$(jsys commits)
+	run dd if="$W/rnd" of="$DEV" bs=4k count=1 seek=3000 skip=9 oflag=direct,sync \
+		conv=notrunc status=none || return 1
+	run dd if="$W/rnd" of=j.raw bs=4k count=1 seek=3000 skip=9 conv=notrunc status=none || return 1
+	[ "$(jsys commits)" = "$c0" ] ||
+		{ echo "FAILED: a flush with no metadata change committed a transaction"; return 1; }
+	blockdev --flushbufs "$DEV"
+	echo 3 >/proc/sys/vm/drop_caches
+	run cmp "$DEV" j.raw || return 1
+	n0=$(dmesg | wc -l)
+	q_detach "$DEV" || return 1
+	dmesg | tail -n +$((n0 + 1)) | grep -q 'journal checkpointed and removed' ||
+		{ echo "FAILED: detach did not remove the journal"; return 1; }
+	[ "$(j_dirty j.qcow2)" = 0 ] || { echo "FAILED: journal dirty after detach"; return 1; }
+	run qemu-img check j.qcow2 || return 1
+	run qemu-img compare -q -f qcow2 -F raw j.qcow2 j.raw
+}
+tc "journal: dd + fsync, barriers, clean detach (64k clusters)" jr_matrix cluster_size=64k
+tc "journal: dd + fsync, barriers, clean detach (4k clusters, refcount_bits=1)" \
+	jr_matrix cluster_size=4k,refcount_bits=1
+tc "journal: dd + fsync, barriers, clean detach (2M clusters)" jr_matrix cluster_size=2M
+
+# The image as a crash would leave it: copied while attached, after a
+# flush; the tables in place are older than the journal.  qemu-img must
+# refuse it, an attach replays it, and then it reads what was flushed.
+jr_replay() {
+	local n0
+	run qemu-img create -q -f qcow2 r.qcow2 64M || return 1
+	run truncate -s 64M r.raw || return 1
+	j_attach r.qcow2 || return 1
+	echo 60000 >"/sys/block/${DEV#/dev/}/qimg/journal_commit_interval_ms"
+	apply_ops "$DEV" ,fsync || return 1
+	apply_ops r.raw "" || return 1
+	run fio --name=w --filename="$DEV" --rw=randwrite --bs=4k --size=8M \
+		--offset=32M --ioengine=libaio --iodepth=8 --direct=1 --fsync=16 \
+		--randseed=7 --output=/dev/null || return 1
+	run dd if="$DEV" of=r.raw bs=1M skip=32 seek=32 count=8 iflag=direct \
+		conv=notrunc status=none || return 1
+	[ "$(jsys checkpoints)" = 0 ] || echo "note: a checkpoint ran ($(jsys checkpoints))"
+	run sync || return 1
+	cp --sparse=always r.qcow2 crash.qcow2 || return 1
+	q_detach "$DEV" || return 1
+	[ "$(j_dirty crash.qcow2)" = 1 ] || { echo "FAILED: copy not journal dirty"; return 1; }
+	if qemu-img check crash.qcow2 >qc.out 2>&1; then
+		echo "FAILED: qemu-img accepted an image with a dirty journal"; cat qc.out; return 1
+	fi
+	# (A QEMU-made image has no name for bit 32 in its feature table.)
+	grep -qiE 'journal dirty|incompatible feature' qc.out ||
+		{ echo "FAILED: qemu-img did not refuse the journal"; cat qc.out; return 1; }
+	n0=$(dmesg | wc -l)
+	j_attach crash.qcow2 || return 1
+	dmesg | tail -n +$((n0 + 1)) | grep -E 'journal replayed: [1-9][0-9]* transaction' ||
+		{ echo "FAILED: no replay reported"; dmesg | tail -n +$((n0 + 1)); return 1; }
+	[ "$(jsys replayed)" -gt 0 ] || { echo "FAILED: journal_replayed is 0"; return 1; }
+	echo 3 >/proc/sys/vm/drop_caches
+	run cmp "$DEV" r.raw || return 1
+	q_detach "$DEV" || return 1
+	run qemu-img check crash.qcow2 || return 1
+	run qemu-img compare -q -f qcow2 -F raw crash.qcow2 r.raw
+}
+tc "journal: image copied while attached is replayed at attach" jr_replay
+
+# ext4 with the journal on, small ring (many checkpoints), then e2fsck.
+jr_ext4() {
+	run qemu-img create -q -f qcow2 -o cluster_size=4k je.qcow2 128M || return 1
+	j_attach je.qcow2 --journal-size $((256 << 10)) || return 1
+	run mkfs.ext4 -q -F "$DEV" || return 1
+	run mount "$DEV" "$MNT" || return 1
+	run cp -a "$REPO/drivers" "$MNT/" || return 1
+	run dd if=/dev/urandom of="$MNT/big" bs=1M count=4 conv=fsync status=none || return 1
+	rm -rf "$MNT/drivers/block/qimg/tests"
+	(cd "$MNT" && find . -type f ! -name sums -exec sha256sum {} + >sums)
+	run umount "$MNT" || return 1
+	echo "commits $(jsys commits) checkpoints $(jsys checkpoints) barriers $(jsys device_flushes) flushes $(jsys guest_flushes)"
+	[ "$(jsys checkpoints)" -gt 0 ] || { echo "FAILED: no checkpoint with a 256 KiB journal"; return 1; }
+	run e2fsck -fn "$DEV" || return 1
+	dump_detach_compare "$DEV" je.qcow2 || return 1
+	j_attach je.qcow2 || return 1
+	run mount -o ro "$DEV" "$MNT" || return 1
+	(cd "$MNT" && sha256sum --quiet -c sums) || { echo "FAILED: sums differ"; return 1; }
+	run umount "$MNT" || return 1
+	q_detach "$DEV" || return 1
+	run qemu-img check je.qcow2
+}
+tc "journal: ext4 with a 256 KiB journal (4k clusters), checkpoints, e2fsck" jr_ext4
+
 fio_iops() {
 	timeout "$TO" fio --name=b --filename="$1" --rw="$2" --bs=4k --iodepth=32 \
 		--ioengine=libaio --direct=1 --time_based --runtime=4 --ramp_time=1 \

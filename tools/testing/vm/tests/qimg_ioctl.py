@@ -76,6 +76,9 @@ def main():
     p.add_argument("--cmd-size", type=int)
     p.add_argument("--ro-arg", action="store_true")
     p.add_argument("--ro", action="store_true")
+    p.add_argument("--flags", type=lambda v: int(v, 0), default=0,
+                   help="more QIMG_ATTACH_* flags")
+    p.add_argument("--journal-size", type=int, default=0)
     a = p.parse_args()
     try:
         if a.op == "attach":
@@ -85,9 +88,11 @@ def main():
                           "dsync": os.O_DSYNC}[f]
             fd = os.open(a.arg, flags)
             aflags = ATTACH_DIRECT_IO | (ATTACH_READ_ONLY if a.ro else 0)
+            aflags |= a.flags
             size = a.size if a.size is not None else 80
             buf = padded(struct.pack(ATTACH_FMT, 80, aflags, fd, 0, 0, 0, 0,
-                                     0, 0, 0, 0, 0, 0), size, a.tail)
+                                     0, 0, a.journal_size, 0, 0, 0),
+                         size, a.tail)
             cmd = ioc(3, 0, a.cmd_size if a.cmd_size is not None else 80)
             do_ioctl(cmd, buf, a.ro_arg)
             print(struct.unpack_from("<I", buf, 40)[0])

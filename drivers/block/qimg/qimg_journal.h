@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * qimg metadata journal, the driver side (Documentation/block/qimg-format.rst
+ * section 5.1): part of the metadata layer.  qimg_meta.c records what each
+ * handle changes (chunks of cached tables, L1 and refcount-table entries,
+ * revokes); this file seals the running transaction into journal blocks,
+ * commits it (from its workqueue, or inline when the metadata layer needs
+ * everything durable), checkpoints by replaying the committed transactions
+ * in place with the format core's passes, and replays a dirty journal at
+ * attach.
+ *
+ * Locks: dev->meta_lock, then j->io_mutex (journal I/O: commit and
+ * checkpoint).  Sealing copies the changed bytes into the commit buffer
+ * under meta_lock, so the commit I/O of the workqueue runs with meta_lock
+ * dropped while new changes go into the next transaction; nothing that
+ * holds io_mutex takes meta_lock.
+ */
+#ifndef QIMG_JOURNAL_H
+#define QIMG_JOURNAL_H
+
+#include "qimg.h"
+#include "qimg_journal_fmt.h"
+
+#define QIMG_JOURNAL_DEFAULT_SIZE	(4ULL << 20)
+#define QIMG_JOURNAL_DEFAULT_INTERVAL	5000	/* ms */
+
+struct qimg_jrevoke {
+	struct list_head node;
+	u64 host;
+	u64 len;
+};
+
+struct qimg_journal {
+	struct qimg_device *dev;
+	struct qimg_jrnl_geom geom;
+	u32 block_bits;
+	u32 max_tx;			/* blocks of one transaction */
+	u32 chunk_shift;		/* log2 of a table chunk's bytes */
+
+	/* Ring state, under io_mutex. */
+	struct mutex io_mutex;
+	struct qimg_jrnl_hdr hdr;	/* last header written */
+	u32 head;			/* where the next transaction starts */
+	u64 next_seq;
+	u64 ntx;			/* committed, not checkpointed */
+	u64 ckpt_seq;			/* everything up to here is in place */
+	void *buf;			/* max_tx blocks: the transaction */
+	void *work;			/* checkpoint scratch */
+
+	/* The running transaction, under dev->meta_lock. */
+	bool running;			/* it holds changes */
+	u64 running_bytes;		/* estimate of its record bytes */
+	struct xarray l1_set;		/* L1 indices changed */
+	struct xarray rt_set;		/* refcount-table indices changed */
+	struct list_head revokes;	/* struct qimg_jrevoke */
+	struct xarray targets;		/* clusters journaled since checkpoint */
+	bool targets_lost;		/* a target could not be recorded */
+	u64 committed_seq;		/* last seq whose commit is durable */
+	u64 cleaned_seq;		/* ckpt_seq of the last clean pass */
+
+	/* Commit requests (group commit). */
+	spinlock_t lock;		/* sealed, done, err */
+	u64 sealed;			/* transactions sealed */
+	u64 done;			/* of which committed (or failed) */
+	int err;
+	wait_queue_head_t wait;
+	struct workqueue_struct *wq;
+	struct delayed_work commit_work;
+	struct work_struct ckpt_work;
+	unsigned int interval_ms;
+
+	/* Statistics, for sysfs. */
+	atomic64_t st_commits;
+	atomic64_t st_blocks;
+	atomic64_t st_barriers;
+	atomic64_t st_flushes;
+	atomic64_t st_checkpoints;
+	u64 st_replayed;		/* transactions replayed at attach */
+};
+
+static inline struct qimg_journal *qimg_journal_of(struct qimg_device *dev)
+{
+	return dev->journal;
+}
+
+int qimg_journal_replay(struct qimg_device *dev);
+int qimg_journal_start(struct qimg_device *dev, u64 off, u64 size, bool fresh);
+int qimg_journal_stop(struct qimg_device *dev, u64 *area, u64 *size);
+void qimg_journal_destroy(struct qimg_journal *j);
+int qimg_journal_flush(struct qimg_device *dev);
+int qimg_journal_commit(struct qimg_device *dev, bool unlock);
+int qimg_journal_sync_all(struct qimg_device *dev);
+void qimg_journal_kick(struct qimg_device *dev);
+void qimg_journal_table_changed(struct qimg_device *dev,
+				struct qimg_centry *e, u64 off, u64 len);
+void qimg_journal_entry_changed(struct qimg_device *dev, bool l1, u64 idx);
+void qimg_journal_revoke(struct qimg_device *dev, u64 host, u64 len);
+bool qimg_journal_owns(struct qimg_device *dev, u64 off);
+
+#endif /* QIMG_JOURNAL_H */
