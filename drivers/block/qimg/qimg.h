@@ -11,6 +11,8 @@
  *   qimg_cache.h     L2 / refcount-block cache
  *   qimg_meta.h      metadata transactions (handles), ordered write-back,
  *                    failure state
+ *   qimg_journal.h   the metadata journal: commit, checkpoint, replay at
+ *                    attach (same layer as qimg_meta.h)
  *   qimg_refcount.h  refcounts, allocation, deferred frees
  *   qimg_map.h       guest -> host mapping, allocation, COW, guest reads
  *   qimg_rq.h        blk-mq requests, flush
@@ -29,6 +31,10 @@
  *   dev->meta_lock          metadata changes, allocation, write-back (held
  *                           across metadata I/O, never by the read path or
  *                           by writes to clusters already owned)
+ *   journal->io_mutex       journal I/O: commit and checkpoint; the
+ *                           workqueue's commit holds it, not meta_lock,
+ *                           across its I/O; never takes meta_lock
+ *   journal->lock           (spinlock) sealed/done counters, error
  *   cache->load_mutex       one miss at a time per cache
  *   qimg_slab_mutex         creation of the shared table slabs
  *   cache->lock (spinlock)  hash, LRU and dirty list of one cache

@@ -436,7 +436,6 @@ int qimg_cache_writeback(struct qimg_cache *c)
 	return n;
 }
 
-
 /**
  * qimg_cache_clean() - mark dirty entries clean that are written elsewhere
  * @c: the cache
