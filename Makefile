@@ -54,7 +54,7 @@ export QIMG_FUZZ_SECONDS ?= 60
 export QIMG_CRASH_ITERS ?= 2
 export QIMG_CRASH_REPLAY_POINTS ?= 1
 
-.PHONY: all tools module modules-all kunit debug-kernel check-debug deps check check-build fuzz kunit demo clean
+.PHONY: all tools module modules-all kunit debug-kernel check-debug deps check check-build fuzz kunit demo clean crash-soak
 
 all: tools module
 
@@ -138,6 +138,14 @@ check-debug: deps
 	@$(MAKE) --no-print-directory check-build
 	@QIMGCTL=$(B)/san/qimgctl QIMG_BUILD=$(B) \
 		tools/testing/run-all tools/testing/vm/run-tests-debug
+
+# The power-cut suite at length: every kind several times, and the
+# dm-log-writes replay of the journaled kind at many flush points.
+crash-soak: deps
+	@$(MAKE) --no-print-directory check-build
+	@QIMGCTL=$(B)/san/qimgctl QIMG_BUILD=$(B) QIMG_CRASH_ITERS=$${QIMG_SOAK_ITERS:-12} \
+		QIMG_CRASH_REPLAY_POINTS=$${QIMG_SOAK_POINTS:-60} QIMG_CRASH_REPLAY_KIND=j64 \
+		tools/testing/run-all tools/testing/crash/run
 
 # KUnit on UML with KASAN + lockdep, in the cached linux-source-6.1 tree.
 kunit:

@@ -745,6 +745,8 @@ int qimg_journal_commit(struct qimg_device *dev, bool unlock)
 	}
 	if (!ret && first < t.n)
 		ret = -EIO;
+	if (!ret && !t.n)
+		qimg_jtx_reset(dev, &t, j->committed_seq);	/* nothing to log */
 	spin_lock(&j->lock);
 	if (j->done < gen)
 		j->done = gen;
@@ -758,7 +760,7 @@ out:
 			mutex_lock(&dev->meta_lock);
 		qimg_jfail(dev, ret);
 		wake_up_all(&j->wait);
-		if (!locked && unlock)
+		if (unlock)
 			mutex_unlock(&dev->meta_lock);
 		return ret;
 	}
@@ -1093,8 +1095,6 @@ int qimg_journal_start(struct qimg_device *dev, u64 off, u64 size, bool fresh)
 	j->committed_seq = j->hdr.synced_seq;
 	j->ckpt_seq = j->hdr.synced_seq;
 	j->cleaned_seq = j->ckpt_seq;
-	if (j->head + j->max_tx > j->hdr.nblocks)
-		j->head = QIMG_JRNL_RING_START;
 	ret = -ENOMEM;
 	j->buf = kvmalloc((size_t)j->max_tx << j->block_bits, GFP_KERNEL);
 	j->work = kvmalloc(qimg_jrnl_work_size(&j->hdr), GFP_KERNEL);
@@ -1115,6 +1115,19 @@ int qimg_journal_start(struct qimg_device *dev, u64 off, u64 size, bool fresh)
 			goto fail;
 	}
 	qimg_jgeom(dev, &j->geom);
+	if (j->head + j->max_tx > j->hdr.nblocks) {
+		/*
+		 * A tail that our writer would not have left (another writer's
+		 * transaction sizes): the ring is empty, move it to the start.
+		 */
+		j->hdr.copy = !j->hdr.copy;
+		j->hdr.generation++;
+		j->hdr.tail_block = QIMG_JRNL_RING_START;
+		ret = qimg_jhdr_write(dev, &j->hdr);
+		if (ret)
+			goto fail;
+		j->head = QIMG_JRNL_RING_START;
+	}
 	ret = qimg_jbits_write(dev, true);
 	if (ret)
 		goto fail;

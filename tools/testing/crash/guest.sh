@@ -77,6 +77,27 @@ attach() {
 	return 1
 }
 
+# Incompatible bit 32 (journal dirty) of an image: 0 or 1.
+jdirty() {
+	echo $(( (16#$(od -An -tx1 -v -j 72 -N 8 "$1" | tr -d ' \n') >> 32) & 1 ))
+}
+
+# jreplay NAME IMG: a journal-dirty image is replayed by a read-write
+# attach (the kernel's replay) and detached; qemu-img refuses it before.
+jreplay() {
+	local name=$1 img=$2 n0
+	[ "$(jdirty "$img")" = 1 ] || { echo "journal clean (nothing committed since the last checkpoint)"; return 0; }
+	if timeout "$TO" qemu-img check "$img" >/dev/null 2>&1; then
+		echo "qemu-img check accepted a journal-dirty image"
+		return 1
+	fi
+	n0=$(dmesg | wc -l)
+	attach "$img" || { echo "read-write attach (journal replay) failed"; return 1; }
+	run "$QIMGCTL" detach "$DEV" || return 1
+	[ "$(jdirty "$img")" = 0 ] || { echo "still journal dirty after attach and detach"; return 1; }
+	dmesg | tail -n +$((n0 + 1)) | grep -o 'journal replayed: [0-9]* transaction(s)' | head -n 1
+}
+
 # check_rc CHECKER IMG: the checker's exit status (0 clean, 3 leaks, ...);
 # its output in $CHECK_OUT.
 check_rc() {
@@ -105,6 +126,14 @@ verify() {
 	if [ ! -f "$dir/cut" ] || [ ! -f "$dir/img.qcow2" ]; then
 		t_fail "$name: the previous boot did not reach the power cut (no $dir/cut)"
 		return 1
+	fi
+	if [[ $kind == j* ]]; then
+		if out=$(jreplay "$name" "$dir/img.qcow2" 2>&1); then
+			t_pass "$name: journal after the cut: $out"
+		else
+			t_fail "$name: journal replay after the cut: $out"
+			ok=0
+		fi
 	fi
 
 	check_rc qemu-img check "$dir/img.qcow2"
@@ -180,12 +209,14 @@ verify() {
 # ---------------------------------------------------------------------------
 start() {
 	local iter=$1 kind=$2 seed=$3 dir name wopts=() cs=65536 bk=() n delay i
+	local jopt=()
 	dir=$ROOT/$iter
 	name="iter $iter ($kind, seed $seed)"
 	rm -rf "$dir"
 	mkdir -p "$dir"
 	case $kind in
 	c64) wopts=(-t 4) ;;
+	j64) wopts=(-t 4) jopt=(--journal=on) ;;
 	c4) cs=4096 wopts=(-t 2 -b) ;;
 	ovl)
 		wopts=(-t 4)
@@ -209,7 +240,7 @@ start() {
 	# fsync what it writes; a backing file lost with the power would
 	# look like lost data in the overlay).
 	sync "$dir"/* "$dir"
-	attach "$dir/img.qcow2" || { t_fail "$name: attach"; return 1; }
+	attach "${jopt[@]}" "$dir/img.qcow2" || { t_fail "$name: attach"; return 1; }
 
 	"$REC" write "${wopts[@]}" "$DEV" "$seed" "$dir/log" &
 	local wpid=$!
@@ -263,7 +294,7 @@ start() {
 replay() {
 	local kind=$1 seed=$2 points=$3 name lw=$ROOT/lw dm data logd rep
 	local cs=65536 bopt=() bk=() list nflush first p e ok=1 out flushes
-	local mnt=/mnt/crash-lw img rc qrc crc
+	local mnt=/mnt/crash-lw img rc qrc crc jopt=() jout
 	name="replay ($kind, seed $seed)"
 	export DM_DISABLE_UDEV=1
 	modprobe -q dm-log-writes 2>/dev/null
@@ -288,6 +319,7 @@ replay() {
 	run mkfs.ext4 -q -E nodiscard "$dm" && run mount -t ext4 "$dm" "$mnt" || ok=0
 	case $kind in
 	c4) cs=4096 ;;
+	j64) jopt=(--journal=on) ;;
 	ovl)
 		# The backing file is not written to: it lives outside.
 		bopt=(-B $((seed + 1000000)))
@@ -299,7 +331,7 @@ replay() {
 		;;
 	esac
 	[ $ok = 1 ] && run "$QIMGCTL" create -o cluster_size=$cs "${bk[@]}" "$img" $SIZE &&
-		run sync -f "$mnt" && attach "$img" || ok=0
+		run sync -f "$mnt" && attach "${jopt[@]}" "$img" || ok=0
 	if [ $ok = 1 ]; then
 		run dmsetup message crashlw 0 mark start
 		run "$REC" write -t 4 -n "${QIMG_CRASH_REPLAY_GENS:-12}" "$DEV" "$seed" "$mnt/log" || ok=0
@@ -338,7 +370,11 @@ replay() {
 		local pok=1 msgs=()
 		[ $rc -le 1 ] || { pok=0; msgs+=("e2fsck status $rc"); }
 		if [ $pok = 1 ] && run mount -t ext4 "$rep" "$mnt"; then
-			if [ -f "$img" ]; then
+			if [ -f "$img" ] && [[ $kind == j* ]] && ! jout=$(jreplay "$name" "$img" 2>&1); then
+				pok=0
+				msgs+=("journal: $jout")
+			elif [ -f "$img" ]; then
+				[[ $kind == j* ]] && msgs+=("journal: $jout;")
 				check_rc qemu-img check "$img"
 				qrc=$?
 				[ $qrc = 0 ] || [ $qrc = 3 ] || { pok=0; msgs+=("qemu-img check status $qrc: $(printf '%s' "$CHECK_OUT" | head -n 5 | tr '\n' ' ')"); }
