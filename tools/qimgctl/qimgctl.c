@@ -102,14 +102,15 @@ static const struct qimgctl_cmd cmds[] = {
 	  "bitmaps.  OPTIONS as create takes them (cluster_size,\n"
 	  "refcount_bits, compat, extended_l2, preallocation, backing_file...).\n" },
 	{ "snapshot", qimgctl_cmd_snapshot,
-	  "snapshot [-q] [-f qcow2] [-U] [-l | -c NAME | -a NAME | -d NAME] FILE",
+	  "snapshot [-q] [-U] [-l | -c NAME | -a NAME | -d NAME] FILE",
 	  "Internal snapshots of a detached qcow2 image, as qemu-img snapshot:\n"
-	  "-l       list them (the default; -U with an image in use)\n"
+	  "-l       list them (-U with an image in use)\n"
 	  "-c NAME  create one of the current state (names need not be unique;\n"
 	  "         the ID is one more than the largest)\n"
 	  "-a NAME  apply one (NAME is an ID or, failing that, a name): the\n"
 	  "         image returns to its contents and size\n"
-	  "-d NAME  delete the first one of that name\n" },
+	  "-d NAME  delete the first one of that name\n"
+	  "Files of other formats have no snapshots (-l lists nothing).\n" },
 };
 
 #define NR_CMDS	(sizeof(cmds) / sizeof(cmds[0]))

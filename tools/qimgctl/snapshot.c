@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "image_rw.h"
 
@@ -753,9 +754,18 @@ static int sn_list(const char *path, bool share)
 	struct tm tm;
 	time_t ti;
 	u64 secs;
+	enum qimgctl_fmt fmt;
 	u32 i;
-	int ret;
+	int ret, fd;
 
+	/* Other formats have no snapshots: qemu-img lists nothing. */
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		ret = qimgctl_probe_format(fd, &fmt);
+		close(fd);
+		if (!ret && fmt != QIMGCTL_FMT_QCOW2)
+			return 0;
+	}
 	ret = qimgctl_image_open(&img, path, share ? QIMGCTL_OPEN_SHARE : 0);
 	if (ret)
 		return ret;
@@ -799,14 +809,14 @@ int qimgctl_cmd_snapshot(int argc, char **argv)
 		{ "force-share", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *name = NULL, *fmt = NULL;
+	const char *name = NULL;
 	bool share = false;
 	int op = 0, c, ret;
 	struct sntab t;
 	struct qimgw w;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, ":hqUf:la:c:d:", lopts,
+	while ((c = getopt_long(argc, argv, ":hqUla:c:d:", lopts,
 				NULL)) != -1) {
 		switch (c) {
 		case 'l':
@@ -826,9 +836,6 @@ int qimgctl_cmd_snapshot(int argc, char **argv)
 		case 'U':
 			share = true;
 			break;
-		case 'f':
-			fmt = optarg;
-			break;
 		case 'h':
 			qimgctl_usage(stdout, "snapshot");
 			return 0;
@@ -839,9 +846,7 @@ int qimgctl_cmd_snapshot(int argc, char **argv)
 	}
 	if (qimgctl_one_file("snapshot", argc, argv))
 		return 1;
-	if (fmt && qimgctl_want_qcow2(fmt))
-		return 1;
-	if (!op || op == 'l')
+	if (op == 'l')
 		return sn_list(argv[optind], share) ? 1 : 0;
 	if (share) {
 		qimgctl_err("%s: -U/--force-share is only for -l (changing a snapshot needs the image to itself)",
@@ -851,16 +856,19 @@ int qimgctl_cmd_snapshot(int argc, char **argv)
 	ret = qimgw_open(&w, argv[optind]);
 	if (ret)
 		return 1;
-	ret = tab_load(&w.img, &t);
-	if (!ret) {
-		if (op == 'c')
-			ret = sn_create(&w, &t, name);
-		else if (op == 'a')
-			ret = sn_apply(&w, &t, name);
-		else
-			ret = sn_delete(&w, &t, name);
-		tab_free(&t);
+	/* Without an operation qemu-img opens the image and does nothing. */
+	ret = op ? tab_load(&w.img, &t) : 0;
+	if (ret || !op) {
+		qimgw_close(&w, false);
+		return ret ? 1 : 0;
 	}
+	if (op == 'c')
+		ret = sn_create(&w, &t, name);
+	else if (op == 'a')
+		ret = sn_apply(&w, &t, name);
+	else
+		ret = sn_delete(&w, &t, name);
+	tab_free(&t);
 	qimgw_close(&w, false);
 	return ret ? 1 : 0;
 }
