@@ -111,6 +111,19 @@ static const struct qimgctl_cmd cmds[] = {
 	  "         image returns to its contents and size\n"
 	  "-d NAME  delete the first one of that name\n"
 	  "Files of other formats have no snapshots (-l lists nothing).\n" },
+	{ "bitmap", qimgctl_cmd_bitmap,
+	  "bitmap (--add | --remove | --clear | --enable | --disable | --merge SRC [-b SRC_FILE [-F qcow2]])... [-g GRANULARITY] [-f qcow2] FILE NAME\n"
+	  "       qimgctl bitmap --export NAME [-U] [-f qcow2] FILE",
+	  "Persistent dirty bitmaps of a detached qcow2 v3 image, as qemu-img\n"
+	  "bitmap: the actions run in the order given on bitmap NAME.\n"
+	  "--add            a new, empty, enabled bitmap (-g: granularity, a\n"
+	  "                 power of two from 512 to 2G; default the cluster\n"
+	  "                 size, but at least 4k and at most 64k)\n"
+	  "--remove, --clear, --enable, --disable   as their names say\n"
+	  "--merge SRC      set every bit that bitmap SRC (of FILE, or of\n"
+	  "                 SRC_FILE with -b) has set\n"
+	  "--export NAME    print the dirty extents of bitmap NAME as JSON:\n"
+	  "                 [{ \"offset\": N, \"length\": N }, ...] in guest bytes\n" },
 };
 
 #define NR_CMDS	(sizeof(cmds) / sizeof(cmds[0]))
