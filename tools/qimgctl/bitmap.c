@@ -193,7 +193,7 @@ static int bm_read_table(struct qimgctl_image *img, struct bm *b)
 
 /* Read the data of @b (checked against the directory's word on it). */
 static int bm_load_bits(struct qimgctl_image *img, struct bm *b,
-			const char *op)
+			const char *op, const char *target)
 {
 	const struct qimg_geom *g = &img->h.geom;
 	struct qimg_err err = { "" };
@@ -206,7 +206,7 @@ static int bm_load_bits(struct qimgctl_image *img, struct bm *b,
 		return 0;
 	if (b->flags & QIMG_BITMAP_IN_USE) {
 		qimgctl_err("Operation %s on bitmap %s failed: Bitmap '%s' is inconsistent and cannot be used",
-			    op, b->name, b->name);
+			    op, target, b->name);
 		return -EBUSY;
 	}
 	n = table_entries(img, b->gran_bits);
@@ -565,11 +565,12 @@ static int load_other(const struct bm_args *a, const char *src, u64 size,
 		goto out;
 	}
 	if (img.h.size != size) {
-		ret = op_fail(OP_MERGE, a->name,
-			      "Bitmaps are incompatible and can't be merged");
+		qimgctl_err("Operation merge on bitmap %s failed: Bitmaps are of different sizes (destination size is %" PRIu64 ", source size is %" PRIu64 ") and can't be merged",
+			    a->name, (uint64_t)size, (uint64_t)img.h.size);
+		ret = -EINVAL;
 		goto out;
 	}
-	ret = bm_load_bits(&img, b, "merge");
+	ret = bm_load_bits(&img, b, "merge", a->name);
 	if (!ret) {
 		*out = *b;
 		memset(b, 0, sizeof(*b));
@@ -606,11 +607,11 @@ static int do_merge(struct qimgw *w, struct bmdir *d, const struct bm_args *a,
 		s = find(d, src);
 		if (!s)
 			return not_found(OP_MERGE, a->name, src);
-		ret = bm_load_bits(&w->img, s, "merge");
+		ret = bm_load_bits(&w->img, s, "merge", a->name);
 		if (ret)
 			return ret;
 	}
-	ret = bm_load_bits(&w->img, dst, "merge");
+	ret = bm_load_bits(&w->img, dst, "merge", a->name);
 	if (!ret) {
 		ctx[0] = dst;
 		ctx[1] = &size;
@@ -645,7 +646,7 @@ static int do_op(struct qimgw *w, struct bmdir *d, const struct bm_args *a,
 		d->n--;
 		return 0;
 	case OP_CLEAR:
-		ret = bm_load_bits(&w->img, b, "clear");
+		ret = bm_load_bits(&w->img, b, "clear", a->name);
 		if (ret)
 			return ret;
 		memset(b->bits, 0, (size_t)table_entries(&w->img, b->gran_bits)
@@ -655,7 +656,7 @@ static int do_op(struct qimgw *w, struct bmdir *d, const struct bm_args *a,
 	case OP_ENABLE:
 	case OP_DISABLE:
 		if (b->flags & QIMG_BITMAP_IN_USE)
-			return bm_load_bits(&w->img, b, op_names[op]);
+			return bm_load_bits(&w->img, b, op_names[op], a->name);
 		if (op == OP_ENABLE)
 			b->flags |= QIMG_BITMAP_AUTO;
 		else
@@ -729,7 +730,7 @@ static int bitmap_export(const char *file, const char *name, bool share)
 		ret = not_found(OP_MERGE, name, name);
 		goto out;
 	}
-	ret = bm_load_bits(&img, b, "export");
+	ret = bm_load_bits(&img, b, "export", name);
 	if (ret)
 		goto out;
 	printf("[");

@@ -298,8 +298,273 @@ is_errors() {
 	fi
 }
 
+
+# ---------------------------------------------------------------------------
+# bitmap
+
+# ib_list IMG: qemu-img info's bitmap list (names, flags, granularity).
+ib_list() {
+	qemu-img info "$1" 2>&1 | sed -n '/bitmaps:/,/refcount bits:/p'
+}
+
+# ib_nbd IMG TAG BITMAP...: the dirty extents of each bitmap as qemu
+# reads them (one qemu-nbd exports them all; qemu-img map over NBD says
+# "data": false where a bitmap is dirty), one "offset length" per line
+# in out/TAG.BITMAP.
+ib_nbd() {
+	local img=$1 tag=$2 sock=$PWD/out/nbd.sock pid i b
+	shift 2
+	local -a bs=()
+	for b in "$@"; do
+		bs+=(-B "$b")
+	done
+	rm -f "$sock"
+	qemu-nbd -r -t -f qcow2 "${bs[@]}" --socket="$sock" "$img" >out/nbd.log 2>&1 &
+	pid=$!
+	for ((i = 0; i < 200; i++)); do
+		[ -S "$sock" ] && break
+		sleep 0.01
+	done
+	for b in "$@"; do
+		qemu-img map --output=json --image-opts \
+			"driver=nbd,server.type=unix,server.path=$sock,x-dirty-bitmap=qemu:dirty-bitmap:$b" 2>&1 |
+			grep '"data": false' |
+			sed -E 's/.*"start": ([0-9]+), "length": ([0-9]+).*/\1 \2/' >"out/$tag.$b"
+	done
+	kill "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	rm -f "$sock"
+}
+
+# ib_ours IMG NAME: qimgctl bitmap --export, the same way.
+ib_ours() {
+	"$QIMGCTL" bitmap --export "$2" "$1" 2>&1 |
+		sed -E -n 's/.*"offset": ([0-9]+), "length": ([0-9]+).*/\1 \2/p'
+}
+
+# ib_verify NAME: qemu-img check exits 0 on ib/x.qcow2 and its bitmap
+# list is the twin's.
+ib_verify() {
+	local name=$1 rc
+	qemu-img check -q ib/x.qcow2 >out/c.out 2>&1
+	rc=$?
+	if [ $rc -ne 0 ]; then
+		t_fail "$name: qemu-img check exits $rc"
+		show out/c.out 4
+		return 1
+	fi
+	ib_list ib/q.qcow2 >out/q.l
+	ib_list ib/x.qcow2 >out/x.l
+	if ! cmp -s out/q.l out/x.l; then
+		t_fail "$name: qemu-img info's bitmaps differ from the twin's"
+		diff out/q.l out/x.l | show /dev/stdin 6
+		return 1
+	fi
+	return 0
+}
+
+# ib_step NAME WHO ARGS...: as is_step, for qemu-img bitmap (FILE is
+# written "@").
+ib_step() {
+	local name=$1 who=$2 qrc a
+	shift 2
+	N_CMP=$((N_CMP + 1))
+	if [ "$1" = io ]; then
+		qemu-io -f qcow2 -c "$2" ib/x.qcow2 >/dev/null 2>&1 &&
+			qemu-io -f qcow2 -c "$2" ib/q.qcow2 >/dev/null 2>&1
+		ib_verify "$name" && t_pass "$name"
+		return
+	fi
+	local -a qa=() xa=()
+	for a in "$@"; do
+		if [ "$a" = @ ]; then
+			qa+=(ib/q.qcow2)
+			xa+=(ib/x.qcow2)
+		else
+			qa+=("$a")
+			xa+=("$a")
+		fi
+	done
+	qemu-img bitmap "${qa[@]}" >out/q.out 2>&1
+	qrc=$?
+	if [ "$who" = x ]; then
+		qx out/x.out out/x.err bitmap "${xa[@]}"
+	else
+		qemu-img bitmap "${xa[@]}" >out/x.out 2>out/x.err
+		QX_RC=$?
+	fi
+	if crashed "$QX_RC" out/x.err; then
+		t_fail "$name: qimgctl crashed (status $QX_RC)"
+		show out/x.err 8
+	elif [ "$QX_RC" -ne "$qrc" ]; then
+		t_fail "$name: exit status $QX_RC, qemu-img $qrc"
+		show out/x.err 2
+	elif ib_verify "$name"; then
+		t_pass "$name"
+	fi
+}
+
+# ib_export NAME BITMAP...: for each bitmap, qimgctl --export of x equals
+# what qemu reads from the twin, and what qemu reads from x.
+ib_export() {
+	local name=$1 b
+	shift
+	ib_nbd ib/q.qcow2 q "$@"
+	ib_nbd ib/x.qcow2 x "$@"
+	for b in "$@"; do
+		N_CMP=$((N_CMP + 1))
+		ib_ours ib/x.qcow2 "$b" >out/o.e
+		if ! cmp -s "out/q.$b" "out/x.$b"; then
+			t_fail "$name/$b: qemu reads other dirty extents from qimgctl's image than from qemu-img's"
+			diff "out/q.$b" "out/x.$b" | show /dev/stdin 4
+		elif ! cmp -s "out/q.$b" out/o.e; then
+			t_fail "$name/$b: qimgctl --export differs from qemu's dirty extents"
+			diff "out/q.$b" out/o.e | show /dev/stdin 4
+		else
+			t_pass "$name/$b"
+		fi
+	done
+}
+
+# ib_seq NAME MIX CREATE-OPTS: adds, writes (qemu-io marks the enabled
+# bitmaps dirty), disables, merges, clears and removes.
+ib_seq() {
+	local name=imgs/bitmap/$1 mix=$2 o=$3 i=0 who step
+	want "$name/" || return 0
+	command -v qemu-nbd >/dev/null || {
+		t_skip "$name" "qemu-nbd is not installed"
+		return
+	}
+	N_IMAGES=$((N_IMAGES + 2))
+	mkdir -p ib
+	rm -f ib/x.qcow2 ib/q.qcow2
+	if ! { qemu-img create -q -f qcow2 -o "$o" ib/x.qcow2 16M &&
+		cp ib/x.qcow2 ib/q.qcow2; } >out/ib.log 2>&1; then
+		t_fail "$name: could not make the image"
+		show out/ib.log 3
+		return
+	fi
+	local -a steps=("--add @ b1" "--add -g 4k @ b2" "io write 100k 8k"
+		"--disable @ b2" "io write 5M 1M" "--add -g 512 @ b3"
+		"io write 3M 1000" "export b1 b2 b3" "--merge b1 @ b3"
+		"--add --merge b2 @ b4" "--enable @ b2" "io write 7M 64k"
+		"--clear @ b1" "--add -g 2M --disable @ b5"
+		"export b1 b2 b3 b4 b5" "--remove @ b2" "--remove @ b1"
+		"--remove --add @ b3" "--remove @ b3"
+		"--remove @ b4" "--remove @ b5")
+	for step in "${steps[@]}"; do
+		i=$((i + 1))
+		who=x
+		[ "$mix" = mixed ] && [ $((i % 2)) = 0 ] && who=q
+		# shellcheck disable=SC2086
+		case $step in
+		io*) ib_step "$name/$i-${step// /_}" x io "${step#io }" ;;
+		export*) ib_export "$name/$i-export" ${step#export } ;;
+		*) ib_step "$name/$i-$who${step// /}" "$who" $step ;;
+		esac
+	done
+	# No bitmaps left: no extension, no autoclear bit, as qemu-img.
+	N_CMP=$((N_CMP + 1))
+	if [ "$(qhdr ib/x.qcow2 88 8)" = "$(qhdr ib/q.qcow2 88 8)" ] &&
+		! qemu-img info ib/x.qcow2 | grep -q bitmaps; then
+		t_pass "$name/empty-header"
+	else
+		t_fail "$name/empty-header: autoclear $(qhdr ib/x.qcow2 88 8), qemu-img $(qhdr ib/q.qcow2 88 8)"
+	fi
+}
+
+# ib_other: --merge -b SOURCE_FILE, in-use bitmaps, bad input.
+ib_other() {
+	local name=imgs/bitmap/other
+	want "$name/" || return 0
+	mkdir -p ib
+	rm -f ib/s.qcow2 ib/x.qcow2 ib/q.qcow2 ib/u.qcow2
+	{
+		qemu-img create -q -f qcow2 ib/s.qcow2 16M &&
+		qemu-img bitmap --add -g 4k ib/s.qcow2 src &&
+		qemu-io -f qcow2 -c "write 1M 12k" -c "write 9M 100k" ib/s.qcow2 &&
+		qemu-img create -q -f qcow2 ib/x.qcow2 16M &&
+		qemu-img bitmap --add ib/x.qcow2 d &&
+		cp ib/x.qcow2 ib/q.qcow2 &&
+		qemu-img create -q -f qcow2 ib/small.qcow2 8M &&
+		qemu-img create -q -f qcow2 -o compat=0.10 ib/v2.qcow2 1M &&
+		qemu-img create -q -f qcow2 ib/u.qcow2 16M &&
+		qemu-img bitmap --add ib/u.qcow2 iu &&
+		qemu-img bitmap --add ib/u.qcow2 ok &&
+		python3 - ib/u.qcow2 <<'PY'
+import struct, sys
+with open(sys.argv[1], 'r+b') as f:
+    d = f.read(65536)
+    p = struct.unpack('>I', d[100:104])[0]
+    while True:
+        t, n = struct.unpack('>II', d[p:p + 8])
+        if t == 0x23852875:
+            do = struct.unpack('>Q', d[p + 24:p + 32])[0]
+            break
+        p += 8 + ((n + 7) & ~7)
+    f.seek(do + 12)
+    fl = struct.unpack('>I', f.read(4))[0]
+    f.seek(do + 12)
+    f.write(struct.pack('>I', fl | 1))
+PY
+	} >out/ib.log 2>&1 || {
+		t_fail "$name: could not make the images"
+		show out/ib.log 3
+		return
+	}
+	N_IMAGES=$((N_IMAGES + 6))
+	ib_step "$name/merge-file" x --merge src -b ib/s.qcow2 -F qcow2 @ d
+	ib_export "$name/merge-file" d
+	# The export is JSON.
+	N_CMP=$((N_CMP + 1))
+	if "$QIMGCTL" bitmap --export d ib/x.qcow2 | python3 -c 'import json, sys; a = json.load(sys.stdin); assert a and all(set(e) == {"offset", "length"} for e in a)' 2>out/x.err; then
+		t_pass "$name/export-json"
+	else
+		t_fail "$name/export-json: not a JSON list of offset/length objects"
+		show out/x.err 2
+	fi
+	ia_same_in ib "$name/merge-size" bitmap --merge src -b s.qcow2 small.qcow2 x
+	ia_same_in ib "$name/in-use-clear" bitmap --clear u.qcow2 iu
+	ia_same_in ib "$name/in-use-merge" bitmap --merge iu u.qcow2 ok
+	ia_same_in ib "$name/in-use-disable" bitmap --disable u.qcow2 iu
+	ia_same_in ib "$name/exists" bitmap --add x.qcow2 d
+	ia_same_in ib "$name/add-add" bitmap --add --add x.qcow2 e2
+	ia_same_in ib "$name/missing-remove" bitmap --remove x.qcow2 nope
+	ia_same_in ib "$name/missing-clear" bitmap --clear x.qcow2 nope
+	ia_same_in ib "$name/missing-enable" bitmap --enable x.qcow2 nope
+	ia_same_in ib "$name/missing-disable" bitmap --disable x.qcow2 nope
+	ia_same_in ib "$name/missing-merge" bitmap --merge nope x.qcow2 d
+	ia_same_in ib "$name/bad-gran-3000" bitmap --add -g 3000 x.qcow2 g
+	ia_same_in ib "$name/bad-gran-256" bitmap --add -g 256 x.qcow2 g
+	ia_same_in ib "$name/bad-gran-4G" bitmap --add -g 4G x.qcow2 g
+	ia_same_in ib "$name/empty-name" bitmap --add x.qcow2 ''
+	ia_same_in ib "$name/long-name" bitmap --add x.qcow2 "$(printf 'n%.0s' {1..1100})"
+	ia_same_in ib "$name/v2" bitmap --add v2.qcow2 x
+	ia_same_in ib "$name/no-action" bitmap x.qcow2 d
+	ia_same_in ib "$name/no-name" bitmap --add x.qcow2
+	ia_same_in ib "$name/three" bitmap --add x.qcow2 a b
+	ia_same_in ib "$name/b-without-merge" bitmap --add -b s.qcow2 x.qcow2 y
+	ia_same_in ib "$name/missing-file" bitmap --add nope.qcow2 y
+	ia_same_in ib "$name/missing-source" bitmap --merge src -b nope.qcow2 x.qcow2 d
+	err_case bitmap-export-missing 1 bitmap --export nope ib/x.qcow2
+	err_case bitmap-export-no-file 1 bitmap --export d
+	err_case bitmap-export-in-use 1 bitmap --export iu ib/u.qcow2
+	# An in-use bitmap can still be removed.
+	cp ib/u.qcow2 ib/x.qcow2 && cp ib/u.qcow2 ib/q.qcow2
+	ib_step "$name/in-use-remove" x --remove @ iu
+	if hold_start qemu-io -f qcow2 ib/x.qcow2; then
+		ia_same_in ib "$name/locked-add" bitmap --add x.qcow2 l
+		lk_case "$name/locked-export" 1 write - bitmap --export ok ib/x.qcow2
+		# A QEMU writing the image has the bitmap in use.
+		lk_case "$name/locked-export-U" 1 inconsistent - bitmap --export ok -U ib/x.qcow2
+		hold_stop
+	else
+		t_fail "$name/locked: could not start qemu-io"
+	fi
+}
+
 part_imgs() {
-	want imgs/ || return 0
+	# Each group checks the filter itself (names are built per step).
 	mkdir -p is
 	is_seq default x compat=1.1
 	is_seq v2-mixed mixed compat=0.10
@@ -310,4 +575,8 @@ part_imgs() {
 	is_content
 	is_list
 	is_errors
+	ib_seq default x compat=1.1
+	ib_seq c512-mixed mixed cluster_size=512
+	ib_seq extl2-mixed mixed extended_l2=on
+	ib_other
 }
