@@ -563,9 +563,41 @@ PY
 	fi
 }
 
+# is_cli: --help of both commands; every command of `qimgctl --help` is
+# one the bash completion offers and one the man page describes.
+is_cli() {
+	local c cmds
+	for c in snapshot bitmap; do
+		want "imgs/cli/$c-help" || continue
+		N_CMP=$((N_CMP + 1))
+		qx out/h.out out/h.err "$c" --help
+		if [ "$QX_RC" -ne 0 ] || [ -s out/h.err ] ||
+			! head -n 1 out/h.out | grep -q "^usage: qimgctl $c "; then
+			t_fail "imgs/cli/$c-help: status $QX_RC, $(head -n 1 out/h.out out/h.err | tr '\n' ' ' | cut -c1-120)"
+		else
+			t_pass "imgs/cli/$c-help"
+		fi
+	done
+	want imgs/cli/docs || return 0
+	N_CMP=$((N_CMP + 1))
+	cmds=$("$QIMGCTL" --help | sed -n 's/^  \([a-z]*\) .*/\1/p;s/^  \([a-z]*\)$/\1/p' | sort -u)
+	for c in $cmds; do
+		if ! grep -q "local cmds=.*\b$c\b" "$top/tools/completion/qimgctl"; then
+			t_fail "imgs/cli/docs: bash completion lacks '$c'"
+			return
+		fi
+		if ! grep -q "^\.SS $c\$" "$top/Documentation/man/qimgctl.8"; then
+			t_fail "imgs/cli/docs: qimgctl.8 has no section '$c'"
+			return
+		fi
+	done
+	t_pass imgs/cli/docs
+}
+
 part_imgs() {
 	# Each group checks the filter itself (names are built per step).
 	mkdir -p is
+	is_cli
 	is_seq default x compat=1.1
 	is_seq v2-mixed mixed compat=0.10
 	is_seq c512 x cluster_size=512
