@@ -124,6 +124,13 @@ static const struct qimgctl_cmd cmds[] = {
 	  "                 SRC_FILE with -b) has set\n"
 	  "--export NAME    print the dirty extents of bitmap NAME as JSON:\n"
 	  "                 [{ \"offset\": N, \"length\": N }, ...] in guest bytes\n" },
+	{ "rebase", qimgctl_cmd_rebase,
+	  "rebase [-q] [-f qcow2] [-u] -b BACKING [-F qcow2|raw] FILE",
+	  "Give a detached qcow2 image the backing file BACKING (\"\" for none),\n"
+	  "as qemu-img rebase.  Without -u, what the image reads from its old\n"
+	  "backing chain and the new one would show differently is first\n"
+	  "copied into the image; -u (unsafe) only changes the header.\n"
+	  "-F (required with a BACKING) is the new backing file's format.\n" },
 };
 
 #define NR_CMDS	(sizeof(cmds) / sizeof(cmds[0]))

@@ -639,6 +639,13 @@ static int sn_apply(struct qimgw *w, struct sntab *t, const char *name)
 			    name, (uint64_t)e->s.disk_size);
 		return -EUCLEAN;
 	}
+	/* Bitmaps cover the current size; qimgctl does not resize them. */
+	if (e->s.disk_size != w->h->size && w->h->has_bitmaps_ext &&
+	    w->h->nb_bitmaps) {
+		qimgctl_err("Could not apply snapshot '%s': the snapshot has another size and the image has persistent bitmaps (not supported by qimgctl)",
+			    name);
+		return -EOPNOTSUPP;
+	}
 	ret = read_l1(w, e->s.l1_table_offset, e->s.l1_size, &sl1);
 	if (!ret)
 		ret = walk_l1(&up, sl1, e->s.l1_size);

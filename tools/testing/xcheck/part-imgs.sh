@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# xcheck part (sourced by run): snapshot and bitmap, each against qemu-img
+# xcheck part (sourced by run): snapshot, bitmap and rebase, against qemu-img
 # 7.2 in both directions.  A twin image gets every step from qemu-img
 # alone; the image under test gets it from qimgctl (or, in the mixed
 # sequences, from qimgctl and qemu-img in turn, each working on what the
@@ -567,7 +567,7 @@ PY
 # one the bash completion offers and one the man page describes.
 is_cli() {
 	local c cmds
-	for c in snapshot bitmap; do
+	for c in snapshot bitmap rebase; do
 		want "imgs/cli/$c-help" || continue
 		N_CMP=$((N_CMP + 1))
 		qx out/h.out out/h.err "$c" --help
@@ -594,6 +594,112 @@ is_cli() {
 	t_pass imgs/cli/docs
 }
 
+# ---------------------------------------------------------------------------
+# rebase
+
+# ir_step NAME ARGS...: qimgctl rebase ARGS on ir/x.qcow2, qemu-img rebase
+# on its twin ir/q.qcow2: the same exit status, qemu-img check clean,
+# the guest sees what it saw before (unless -u), the twin's contents and
+# the twin's backing file in qemu-img info.
+ir_step() {
+	local name=$1 qrc
+	shift
+	want "$name" || return 0
+	N_CMP=$((N_CMP + 1))
+	cp ir/x.qcow2 ir/before.qcow2
+	(cd ir && qemu-img rebase "$@" q.qcow2 >../out/q.out 2>&1)
+	qrc=$?
+	(cd ir && qx ../out/x.out ../out/x.err rebase "$@" x.qcow2; exit "$QX_RC")
+	QX_RC=$?
+	if crashed "$QX_RC" out/x.err; then
+		t_fail "$name: qimgctl crashed (status $QX_RC)"
+		show out/x.err 8
+	elif [ "$QX_RC" -ne "$qrc" ]; then
+		t_fail "$name: exit status $QX_RC, qemu-img $qrc"
+		show out/x.err 2
+	elif [ "$qrc" -ne 0 ] && [ "$(grep -c . out/x.err)" -ne 1 ]; then
+		t_fail "$name: $(grep -c . out/x.err) lines on stderr, expected one"
+		show out/x.err 3
+	elif [ -n "${IR_NO_BACKING:-}" ]; then
+		# The backing file does not exist: only the header can compare.
+		if [ "$(qemu-img info ir/x.qcow2 | grep '^backing')" = "$(qemu-img info ir/q.qcow2 | grep '^backing')" ]; then
+			t_pass "$name"
+		else
+			t_fail "$name: backing file differs from qemu-img's"
+		fi
+	elif ! qemu-img check -q ir/x.qcow2 >out/c.out 2>&1; then
+		t_fail "$name: qemu-img check fails"
+		show out/c.out 3
+	elif [ "$1" != -u ] && ! (cd ir && qemu-img compare -q x.qcow2 before.qcow2); then
+		t_fail "$name: the guest sees other data after the rebase"
+	elif ! (cd ir && qemu-img compare -q x.qcow2 q.qcow2); then
+		t_fail "$name: not identical to qemu-img's rebase"
+	elif [ "$(qemu-img info ir/x.qcow2 | grep '^backing')" != "$(qemu-img info ir/q.qcow2 | grep '^backing')" ]; then
+		t_fail "$name: backing file differs from qemu-img's"
+	else
+		t_pass "$name"
+	fi
+}
+
+# ir_seq NAME OPTS: an overlay of a qcow2 base moved to a shorter qcow2
+# base, a raw one, back (-u), then flattened (-b "").
+ir_seq() {
+	local name=imgs/rebase/$1 o=$2
+	want "$name/" || return 0
+	mkdir -p ir
+	rm -f ir/*
+	if ! (cd ir && qemu-img create -q -f qcow2 -o "$o" b1.qcow2 4M &&
+		qemu-io -f qcow2 -c "write -P 1 0 1M" -c "write -P 5 3M 100k" b1.qcow2 &&
+		qemu-img create -q -f qcow2 b2.qcow2 3M &&
+		qemu-io -f qcow2 -c "write -P 1 0 512k" -c "write -P 2 2M 64k" b2.qcow2 &&
+		qemu-img create -q -f raw b3.raw 4M &&
+		qemu-io -f raw -c "write -P 1 0 1M" -c "write -P 5 3M 1000" b3.raw &&
+		qemu-img create -q -f qcow2 -o "$o" -b b1.qcow2 -F qcow2 x.qcow2 &&
+		qemu-io -f qcow2 -c "write -P 3 128k 64k" -c "write -P 4 3M 8k" x.qcow2 &&
+		cp x.qcow2 q.qcow2) >out/ir.log 2>&1; then
+		t_fail "$name: could not make the images"
+		show out/ir.log 3
+		return
+	fi
+	N_IMAGES=$((N_IMAGES + 5))
+	ir_step "$name/to-shorter-qcow2" -b b2.qcow2 -F qcow2
+	ir_step "$name/to-raw" -b b3.raw -F raw
+	ir_step "$name/unsafe-back" -u -b b1.qcow2 -F qcow2
+	ir_step "$name/flatten" -b ""
+	IR_NO_BACKING=1 ir_step "$name/unsafe-missing" -u -b nope.qcow2 -F qcow2
+	ir_step "$name/unsafe-none" -u
+}
+
+ir_errors() {
+	local name=imgs/rebase/err
+	want "$name/" || return 0
+	mkdir -p ir
+	rm -f ir/*
+	(cd ir && qemu-img create -q -f qcow2 b.qcow2 1M &&
+		qemu-img create -q -f qcow2 -b b.qcow2 -F qcow2 x.qcow2 &&
+		qemu-img create -q -f qcow2 -b b.qcow2 -F qcow2 s.qcow2 &&
+		qemu-io -f qcow2 -c "write -P 7 0 64k" b.qcow2 &&
+		qemu-img snapshot -c one s.qcow2 &&
+		cp x.qcow2 q.qcow2) >out/ir.log 2>&1
+	N_IMAGES=$((N_IMAGES + 3))
+	ia_same_in ir "$name/no-b" rebase x.qcow2
+	ia_same_in ir "$name/no-F" rebase -b b.qcow2 x.qcow2
+	ia_same_in ir "$name/missing-backing" rebase -b nope.qcow2 -F qcow2 x.qcow2
+	ia_same_in ir "$name/missing-file" rebase -b b.qcow2 -F qcow2 nope.qcow2
+	ia_same_in ir "$name/no-file" rebase -b b.qcow2 -F qcow2
+	ia_same_in ir "$name/bad-option" rebase -x x.qcow2
+	if hold_start qemu-io -f qcow2 ir/x.qcow2; then
+		ia_same_in ir "$name/locked" rebase -u -b b.qcow2 -F qcow2 x.qcow2
+		hold_stop
+	else
+		t_fail "$name/locked: could not start qemu-io"
+	fi
+	# Internal snapshots: data cannot be copied into a snapshotted image
+	# by qimgctl (qemu-img can); -u still works.
+	ERR_WORD=snapshots err_case rebase-snapshots 1 rebase -b "" ir/s.qcow2
+	lk_case "$name/snapshots-unsafe" 0 - - rebase -u -b "" ir/s.qcow2
+}
+
 part_imgs() {
 	# Each group checks the filter itself (names are built per step).
 	mkdir -p is
@@ -611,4 +717,7 @@ part_imgs() {
 	ib_seq c512-mixed mixed cluster_size=512
 	ib_seq extl2-mixed mixed extended_l2=on
 	ib_other
+	ir_seq default compat=1.1
+	ir_seq c4k-v2 compat=0.10,cluster_size=4k
+	ir_errors
 }
