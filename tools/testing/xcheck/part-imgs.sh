@@ -561,9 +561,22 @@ PY
 	else
 		t_fail "$name/locked: could not start qemu-io"
 	fi
+	# A virtual size that is no multiple of the granularity: the last
+	# extent ends at the end of the disk, as qemu reports it.
+	rm -f ib/x.qcow2 ib/q.qcow2
+	if qemu-img create -q -f qcow2 ib/x.qcow2 1000448 >out/ib.log 2>&1 &&
+		qemu-img bitmap --add ib/x.qcow2 b &&
+		qemu-img bitmap --add -g 1M ib/x.qcow2 big &&
+		qemu-io -f qcow2 -c "write 990000 10000" -c "write 0 512" \
+			ib/x.qcow2 >>out/ib.log 2>&1 &&
+		cp ib/x.qcow2 ib/q.qcow2; then
+		ib_export "$name/odd-size" b big
+	else
+		t_fail "$name/odd-size: could not make the image"
+	fi
 }
 
-# is_cli: --help of both commands; every command of `qimgctl --help` is
+# is_cli: --help of the three commands; every command of `qimgctl --help` is
 # one the bash completion offers and one the man page describes.
 is_cli() {
 	local c cmds
