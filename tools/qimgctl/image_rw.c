@@ -25,6 +25,8 @@
 #define HDR_L1_OFF		40
 #define HDR_RT_OFF		48
 #define HDR_RT_CLUSTERS_OFF	56
+#define HDR_NB_SNAP_OFF		60
+#define HDR_SNAP_OFF		64
 
 static int w_err(struct qimgw *w, int ret, const char *what)
 {
@@ -158,6 +160,11 @@ int qimgw_ref_add(struct qimgw *w, u64 off, int delta)
 		return -ERANGE;
 	}
 	return ref_set(w, cl, delta < 0 ? val - 1 : val + 1);
+}
+
+int qimgw_ref_get(struct qimgw *w, u64 off, u64 *val)
+{
+	return ref_get(w, off >> w->g->cluster_bits, val);
 }
 
 int qimgw_alloc(struct qimgw *w, u64 n, u64 *off)
@@ -1026,6 +1033,32 @@ int qimgw_trim(struct qimgw *w)
 		return w_err(w, -errno, "truncating the file");
 	if (end && end < w->end)
 		w->end = end;
+	return 0;
+}
+
+int qimgw_l1_grow(struct qimgw *w, u32 n)
+{
+	return n > w->l1_size ? l1_grow(w, n) : 0;
+}
+
+int qimgw_set_snapshots(struct qimgw *w, u32 nb, u64 off)
+{
+	u8 *b = w->img.hdr_buf;
+	int ret = qimgw_flush(w);
+
+	if (ret)
+		return ret;
+	put_unaligned_be32(nb, b + HDR_NB_SNAP_OFF);
+	put_unaligned_be64(off, b + HDR_SNAP_OFF);
+	/* Both fields in one write, inside the first sector. */
+	ret = w_pwrite(w, b + HDR_NB_SNAP_OFF, 12, HDR_NB_SNAP_OFF,
+		       "writing the header");
+	if (!ret)
+		ret = w_sync(w);
+	if (ret)
+		return ret;
+	w->h->nb_snapshots = nb;
+	w->h->snapshots_offset = off;
 	return 0;
 }
 

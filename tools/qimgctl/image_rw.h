@@ -79,6 +79,21 @@ int qimgw_alloc(struct qimgw *w, u64 n, u64 *off);
 /* Add @delta (+1 or -1) to the refcount of the cluster at @off. */
 int qimgw_ref_add(struct qimgw *w, u64 off, int delta);
 
+/* The refcount of the cluster at @off (0 past the refcount table). */
+int qimgw_ref_get(struct qimgw *w, u64 off, u64 *val);
+
+/*
+ * The L1 table gets at least @n entries (moved to new clusters when it
+ * does not fit its own; the header names it at the next flush).
+ */
+int qimgw_l1_grow(struct qimgw *w, u32 n);
+
+/*
+ * Flush, then make the header name @nb snapshots in the table at @off
+ * (one 12-byte write inside the first sector, then fsync).
+ */
+int qimgw_set_snapshots(struct qimgw *w, u32 nb, u64 off);
+
 /*
  * Guest cluster @guest (cluster aligned, below the virtual size) gets the
  * cluster-sized @buf as its data.  In place when the cluster is already

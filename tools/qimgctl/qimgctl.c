@@ -101,6 +101,36 @@ static const struct qimgctl_cmd cmds[] = {
 	  "allocated size and, for qcow2 v3, the space of FILE's persistent\n"
 	  "bitmaps.  OPTIONS as create takes them (cluster_size,\n"
 	  "refcount_bits, compat, extended_l2, preallocation, backing_file...).\n" },
+	{ "snapshot", qimgctl_cmd_snapshot,
+	  "snapshot [-q] [-U] [-l | -c NAME | -a NAME | -d NAME] FILE",
+	  "Internal snapshots of a detached qcow2 image, as qemu-img snapshot:\n"
+	  "-l       list them (-U with an image in use)\n"
+	  "-c NAME  create one of the current state (names need not be unique;\n"
+	  "         the ID is one more than the largest)\n"
+	  "-a NAME  apply one (NAME is an ID or, failing that, a name): the\n"
+	  "         image returns to its contents and size\n"
+	  "-d NAME  delete the first one of that name\n"
+	  "Files of other formats have no snapshots (-l lists nothing).\n" },
+	{ "bitmap", qimgctl_cmd_bitmap,
+	  "bitmap (--add | --remove | --clear | --enable | --disable | --merge SRC [-b SRC_FILE [-F qcow2]])... [-g GRANULARITY] [-f qcow2] FILE NAME\n"
+	  "       qimgctl bitmap --export NAME [-U] [-f qcow2] FILE",
+	  "Persistent dirty bitmaps of a detached qcow2 v3 image, as qemu-img\n"
+	  "bitmap: the actions run in the order given on bitmap NAME.\n"
+	  "--add            a new, empty, enabled bitmap (-g: granularity, a\n"
+	  "                 power of two from 512 to 2G; default the cluster\n"
+	  "                 size, but at least 4k and at most 64k)\n"
+	  "--remove, --clear, --enable, --disable   as their names say\n"
+	  "--merge SRC      set every bit that bitmap SRC (of FILE, or of\n"
+	  "                 SRC_FILE with -b) has set\n"
+	  "--export NAME    print the dirty extents of bitmap NAME as JSON:\n"
+	  "                 [{ \"offset\": N, \"length\": N }, ...] in guest bytes\n" },
+	{ "rebase", qimgctl_cmd_rebase,
+	  "rebase [-q] [-f qcow2] [-u] -b BACKING [-F qcow2|raw] FILE",
+	  "Give a detached qcow2 image the backing file BACKING (\"\" for none),\n"
+	  "as qemu-img rebase.  Without -u, what the image reads from its old\n"
+	  "backing chain and the new one would show differently is first\n"
+	  "copied into the image; -u (unsafe) only changes the header.\n"
+	  "-F (required with a BACKING) is the new backing file's format.\n" },
 };
 
 #define NR_CMDS	(sizeof(cmds) / sizeof(cmds[0]))

@@ -129,5 +129,8 @@ int qimgctl_cmd_resize(int argc, char **argv);
 int qimgctl_cmd_amend(int argc, char **argv);
 int qimgctl_cmd_compare(int argc, char **argv);
 int qimgctl_cmd_measure(int argc, char **argv);
+int qimgctl_cmd_snapshot(int argc, char **argv);
+int qimgctl_cmd_bitmap(int argc, char **argv);
+int qimgctl_cmd_rebase(int argc, char **argv);
 
 #endif /* QIMGCTL_H */

@@ -1,0 +1,240 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * qimgctl rebase: give a detached qcow2 image another backing file, as
+ * `qemu-img rebase` does.
+ *
+ * -u (unsafe) only changes the backing file name and format in the header
+ * (the new backing file is not even opened, as in qemu-img).
+ * Without it, every cluster the image does not allocate itself and whose
+ * contents differ between the old backing chain and the new one (or no
+ * backing file, with -b "") first gets the old contents written into the
+ * image, so the guest sees the same disk afterwards.  Write order: the
+ * copied clusters are flushed (data, refcounts, L2, L1: image_rw.h) before
+ * the header names the new backing file, so an interruption leaves the
+ * old backing file named and the image showing the same data.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "image_rw.h"
+
+struct rb_opts {
+	const char *file, *backing, *fmt;
+	bool unsafe;
+};
+
+/* Clusters of @w's image it does not allocate (it defers to its backing). */
+static int unalloc_clusters(struct qimgw *w, u64 **list, size_t *n)
+{
+	struct qimgctl_mapper m;
+	struct qimgctl_extent ext;
+	u64 off, cap = 0, *l = NULL, *nl;
+	int ret;
+
+	*n = 0;
+	ret = qimgctl_mapper_init(&m, &w->img);
+	if (ret)
+		return ret;
+	for (off = 0; off < w->h->size; off += w->cs) {
+		ret = qimgctl_map_status(&m, off, w->cs, &ext);
+		if (ret)
+			break;
+		if (ext.status != QIMGCTL_ST_UNALLOC)
+			continue;
+		if (ext.len < w->cs && off + ext.len < w->h->size) {
+			qimgctl_err("%s: clusters partly allocated (extended L2) are not supported by qimgctl rebase (use -u or qemu-img)",
+				    w->img.path);
+			ret = -EOPNOTSUPP;
+			break;
+		}
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 256;
+			nl = realloc(l, cap * sizeof(*l));
+			if (!nl) {
+				qimgctl_err("%s: out of memory", w->img.path);
+				ret = -ENOMEM;
+				break;
+			}
+			l = nl;
+		}
+		l[(*n)++] = off;
+	}
+	qimgctl_mapper_fini(&m);
+	if (ret)
+		free(l);
+	else
+		*list = l;
+	return ret;
+}
+
+/* Open the chain below @w named by @name (relative to the image). */
+static int open_chain(struct qimgw *w, const char *name, const char *fmt,
+		      struct qimgctl_node **top)
+{
+	char *path;
+	int ret;
+
+	*top = NULL;
+	if (!name || !name[0])
+		return 0;
+	path = qimgctl_path_combine(w->img.path, name);
+	if (!path) {
+		qimgctl_err("%s: out of memory", w->img.path);
+		return -ENOMEM;
+	}
+	/* The opener names the file and the reason. */
+	ret = qimgctl_chain_open(top, path, fmt ? fmt : "", 0);
+	free(path);
+	return ret;
+}
+
+static int copy_differing(struct qimgw *w, const struct rb_opts *o)
+{
+	struct qimgctl_node *old = NULL, *nw = NULL;
+	struct qimgr ro, rn;
+	bool ro_ok = false, rn_ok = false;
+	u8 *a = NULL, *b = NULL;
+	u64 *list = NULL;
+	size_t n = 0, i;
+	int ret;
+
+	ret = open_chain(w, w->h->backing_file, w->h->backing_fmt, &old);
+	if (!ret)
+		ret = open_chain(w, o->backing, o->fmt, &nw);
+	if (!ret && old)
+		ret = qimgr_init(&ro, old);
+	ro_ok = !ret && old;
+	if (!ret && nw)
+		ret = qimgr_init(&rn, nw);
+	rn_ok = !ret && nw;
+	if (!ret)
+		ret = unalloc_clusters(w, &list, &n);
+	a = calloc(1, w->cs);
+	b = calloc(1, w->cs);
+	if (!ret && (!a || !b)) {
+		qimgctl_err("%s: out of memory", w->img.path);
+		ret = -ENOMEM;
+	}
+	for (i = 0; !ret && i < n; i++) {
+		u64 off = list[i], len = w->cs;
+
+		if (len > w->h->size - off)
+			len = w->h->size - off;
+		memset(a, 0, w->cs);
+		memset(b, 0, w->cs);
+		if (old)
+			ret = qimgr_read(&ro, old, off, a, len);
+		if (!ret && nw)
+			ret = qimgr_read(&rn, nw, off, b, len);
+		if (ret || !memcmp(a, b, len))
+			continue;
+		ret = qimgw_write_cluster(w, off, a);
+	}
+	if (!ret)
+		ret = qimgw_flush(w);
+	free(a);
+	free(b);
+	free(list);
+	if (ro_ok)
+		qimgr_fini(&ro);
+	if (rn_ok)
+		qimgr_fini(&rn);
+	qimgctl_chain_close(old);
+	qimgctl_chain_close(nw);
+	return ret;
+}
+
+static int rebase(const struct rb_opts *o)
+{
+	struct qimg_header nh;
+	struct qimgw w;
+	int ret;
+
+	ret = qimgw_open(&w, o->file);
+	if (ret)
+		return ret;
+	if (strlen(o->backing) > QIMG_MAX_BACKING_NAME) {
+		qimgctl_err("%s: the backing file name is too long", o->file);
+		ret = -ENAMETOOLONG;
+		goto out;
+	}
+	if (!o->unsafe) {
+		ret = copy_differing(&w, o);
+		if (ret)
+			goto out;
+	}
+	nh = *w.h;
+	snprintf(nh.backing_file, sizeof(nh.backing_file), "%s", o->backing);
+	snprintf(nh.backing_fmt, sizeof(nh.backing_fmt), "%s",
+		 o->backing[0] && o->fmt ? o->fmt : "");
+	nh.backing_file_offset = 0;
+	nh.backing_file_size = (u32)strlen(o->backing);
+	ret = qimgw_rewrite_header(&w, &nh);
+out:
+	qimgw_close(&w, false);
+	return ret;
+}
+
+int qimgctl_cmd_rebase(int argc, char **argv)
+{
+	static const struct option lopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct rb_opts o = { 0 };
+	const char *fmt = NULL;
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, ":hqpuf:b:F:", lopts,
+				NULL)) != -1) {
+		switch (c) {
+		case 'u':
+			o.unsafe = true;
+			break;
+		case 'b':
+			o.backing = optarg;
+			break;
+		case 'F':
+			o.fmt = optarg;
+			break;
+		case 'f':
+			fmt = optarg;
+			break;
+		case 'q':
+		case 'p':
+			break;	/* nothing is printed on success anyway */
+		case 'h':
+			qimgctl_usage(stdout, "rebase");
+			return 0;
+		default:
+			qimgctl_opt_err("rebase", c, argv);
+			return 1;
+		}
+	}
+	if (qimgctl_one_file("rebase", argc, argv))
+		return 1;
+	o.file = argv[optind];
+	if (fmt && qimgctl_want_qcow2(fmt))
+		return 1;
+	if (!o.backing && !o.unsafe) {
+		qimgctl_err("Must specify backing file (-b) or use unsafe mode (-u)");
+		return 1;
+	}
+	if (!o.backing)
+		o.backing = "";	/* -u alone: no backing file any more */
+	if (o.backing[0] && !o.fmt) {
+		qimgctl_err("Could not change the backing file to '%s': backing format must be specified",
+			    o.backing);
+		return 1;
+	}
+	if (o.fmt && strcmp(o.fmt, "qcow2") && strcmp(o.fmt, "raw")) {
+		qimgctl_err("Unknown backing format '%s' (qcow2 or raw)", o.fmt);
+		return 1;
+	}
+	return rebase(&o) ? 1 : 0;
+}
