@@ -1222,7 +1222,7 @@ static void ck_journal(struct ck *c)
 		return;
 	}
 	if (s.ntx)
-		qimgctl_err("%s: the metadata journal holds %llu committed transaction%s (sequence %llu to %llu) not yet written in place%s; attach the image to replay them",
+		qimgctl_err("%s: the metadata journal holds %llu committed transaction%s (sequence %llu to %llu) not yet written in place%s; 'qimgctl check -r all' (or attaching the image) replays them",
 			    c->img->path, s.ntx, s.ntx == 1 ? "" : "s",
 			    s.first_seq, s.last_seq,
 			    s.torn ? ", then a torn one that replay discards" : "");
