@@ -27,6 +27,10 @@ usage: mkjournal.py IMAGE NTX [SYNCED [DAMAGE]]
              later write into it again (only that one is replayed)
     clean    nothing to replay: the ring holds only transactions up to
              synced_seq (already written in place)
+    idle     as clean, but journal dirty is not set (a crash with an empty
+             journal: the area is allocated, journal valid vouches for it)
+    stale    as idle, without journal valid either (as a QEMU that wrote
+             the image leaves it: the area is only leaked clusters)
   The feature-name table gets names for the qimg bits (as qimg writes
   them), so QEMU's refusal names "journal dirty".
 
@@ -127,7 +131,7 @@ def scenario_area(name, g0, g1, cluster):
         recs = [('w', g1, b'\xb1' * 4096), ('r', g1, cluster),
                 ('w', g1 + 1024, b'\xb3' * 512)]
         expect = [(cluster + 1024, 512, 0xb3)]
-    elif name == 'clean':
+    elif name in ('clean', 'idle', 'stale'):
         recs, expect = [], []
         stale = [(4, ('w', g0, b'\xee' * 512), 2),
                  (5, ('w', g0, b'\xef' * 512), 5)]
@@ -271,8 +275,12 @@ def make(path, ntx, synced, damage, scenario=None):
         buf[hlen:hlen + len(out)] = out
         incompat, = struct.unpack_from('>Q', buf, 72)
         autoclear, = struct.unpack_from('>Q', buf, 88)
-        struct.pack_into('>Q', buf, 72, incompat | 1 << 32)
-        struct.pack_into('>Q', buf, 88, autoclear | 1 << 32)
+        if scenario not in ('idle', 'stale'):
+            incompat |= 1 << 32
+        if scenario != 'stale':
+            autoclear |= 1 << 32
+        struct.pack_into('>Q', buf, 72, incompat)
+        struct.pack_into('>Q', buf, 88, autoclear)
         f.seek(0)
         f.write(buf)
 
