@@ -1173,7 +1173,7 @@ out:
 }
 
 /* ------------------------------------------------------------------------ */
-/* The metadata journal: reported, and with -r replayed and released       */
+/* The metadata journal: reported, and with -r replayed and released        */
 
 static int ck_jrnl_read(void *ctx, u64 pos, void *buf, u32 len)
 {

@@ -246,7 +246,7 @@ jf_request() {
 		return
 	fi
 	N_IMAGES=$((N_IMAGES + 1))
-	N_CMP=$((N_CMP + 1))
+	N_CMP=$((N_CMP + 2))
 	qemu-img info "$img" >out/jq.want 2>&1
 	qx out/jq.got out/jf.err info "$img"
 	if [ "$QX_RC" -ne 0 ] || ! cmp -s out/jq.want out/jq.got; then
@@ -254,6 +254,14 @@ jf_request() {
 		diff out/jq.want out/jq.got | show /dev/stdin 4
 	else
 		t_pass "jfmt/request-info"
+	fi
+	qemu-img info --output=json "$img" >out/jq.want 2>&1
+	qx out/jq.got out/jf.err info --output=json "$img"
+	if [ "$QX_RC" -ne 0 ] || ! cmp -s out/jq.want out/jq.got; then
+		t_fail "jfmt/request-info-json: qimgctl info --output=json differs from qemu-img's"
+		diff out/jq.want out/jq.got | show /dev/stdin 4
+	else
+		t_pass "jfmt/request-info-json"
 	fi
 	N_CMP=$((N_CMP + 1))
 	if ! qemu-img check "$img" >out/jf.qc 2>&1; then
