@@ -23,6 +23,7 @@
 #include <linux/qimg.h>
 
 #include "image_io.h"
+#include "qimg_journal_fmt.h"
 
 #define QIMGCTL_CONTROL "/dev/" QIMG_CONTROL_NAME
 
@@ -61,7 +62,7 @@ static bool qimgctl_repair_helps(const struct qimg_header *h)
 
 /* Name the reason the kernel refused, from what we know of the header. */
 static void qimgctl_explain_attach(const struct qimgctl_image *img, int e,
-				   bool ro)
+				   bool ro, __u32 aflags)
 {
 	const struct qimg_header *h = &img->h;
 	const char *what;
@@ -70,7 +71,10 @@ static void qimgctl_explain_attach(const struct qimgctl_image *img, int e,
 	case EOPNOTSUPP:
 		/* The kernel's own policy, so the reason is the one it used. */
 		what = qimg_unsupported_feature(h, !ro);
-		if (!what) {
+		if (!what && (aflags & QIMG_ATTACH_JOURNAL)) {
+			qimgctl_err("%s: this qimg module cannot keep a metadata journal (%s); attach without --journal=on",
+				    img->path, strerror(e));
+		} else if (!what) {
 			qimgctl_err("%s: unsupported feature (see dmesg)",
 				    img->path);
 		} else if (qimg_unsupported_feature(h, false)) {
@@ -100,6 +104,15 @@ static void qimgctl_explain_attach(const struct qimgctl_image *img, int e,
 	case ENOSPC:
 		qimgctl_err("%s: no free minor numbers", img->path);
 		return;
+	case EINVAL:
+		if (aflags & (QIMG_ATTACH_JOURNAL | QIMG_ATTACH_NO_JOURNAL)) {
+			qimgctl_err("%s: the qimg module refused the journal options (%s; see dmesg)",
+				    img->path, strerror(e));
+			return;
+		}
+		qimgctl_err("%s: attach failed: %s (see dmesg)", img->path,
+			    strerror(e));
+		return;
 	default:
 		qimgctl_err("%s: attach failed: %s (see dmesg)", img->path,
 			    strerror(e));
@@ -128,6 +141,8 @@ int qimgctl_cmd_attach(int argc, char **argv)
 		{ "direct-io", required_argument, NULL, 'D' },
 		{ "l2-cache-size", required_argument, NULL, 'L' },
 		{ "refcount-cache-size", required_argument, NULL, 'R' },
+		{ "journal", required_argument, NULL, 'J' },
+		{ "journal-size", required_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -135,7 +150,7 @@ int qimgctl_cmd_attach(int argc, char **argv)
 	struct qimg_backing_fd fds[QIMG_MAX_BACKING];
 	struct qimgctl_node *top, *n;
 	unsigned int flags = QIMGCTL_CHAIN_HEADERS;
-	bool ro = false, share = false;
+	bool ro = false, share = false, has_jsize = false;
 	int c, ctl, ret;
 
 	a.flags = QIMG_ATTACH_DIRECT_IO;
@@ -175,6 +190,25 @@ int qimgctl_cmd_attach(int argc, char **argv)
 						&a.refcount_cache_size))
 				return 1;
 			break;
+		case 'J':
+			a.flags &= ~(QIMG_ATTACH_JOURNAL |
+				     QIMG_ATTACH_NO_JOURNAL);
+			if (!strcmp(optarg, "on")) {
+				a.flags |= QIMG_ATTACH_JOURNAL;
+			} else if (!strcmp(optarg, "off")) {
+				a.flags |= QIMG_ATTACH_NO_JOURNAL;
+			} else {
+				qimgctl_usage_err("attach", "--journal takes on or off, not '%s'",
+						  optarg);
+				return 1;
+			}
+			break;
+		case 'S':
+			if (qimgctl_parse_cache("--journal-size", optarg,
+						&a.journal_size))
+				return 1;
+			has_jsize = true;
+			break;
 		case 'h':
 			qimgctl_usage(stdout, "attach");
 			return 0;
@@ -187,6 +221,11 @@ int qimgctl_cmd_attach(int argc, char **argv)
 		return 1;
 	if (share && !ro) {
 		qimgctl_err("%s: --force-share (-U) can only be used with read-only attach (-r)",
+			    argv[optind]);
+		return 1;
+	}
+	if (has_jsize && !(a.flags & QIMG_ATTACH_JOURNAL)) {
+		qimgctl_err("%s: --journal-size needs --journal=on",
 			    argv[optind]);
 		return 1;
 	}
@@ -206,6 +245,17 @@ int qimgctl_cmd_attach(int argc, char **argv)
 	ret = qimgctl_chain_open(&top, argv[optind], NULL, flags);
 	if (ret)
 		return 1;
+	if (has_jsize) {
+		struct qimg_err err = { "" };
+
+		if (qimg_jrnl_size_check(a.journal_size,
+					 top->img.h.cluster_bits, &err)) {
+			qimgctl_err("%s: invalid --journal-size: %s", top->path,
+				    err.msg);
+			ret = 1;
+			goto out;
+		}
+	}
 	a.nr_backing = 0;
 	for (n = top->backing; n; n = n->backing) {
 		if (a.nr_backing == QIMG_MAX_BACKING) {
@@ -227,7 +277,7 @@ int qimgctl_cmd_attach(int argc, char **argv)
 	a.fd = top->img.fd;
 	a.backing = (uintptr_t)fds;
 	if (ioctl(ctl, QIMG_CTL_ATTACH, &a) < 0) {
-		qimgctl_explain_attach(&top->img, errno, ro);
+		qimgctl_explain_attach(&top->img, errno, ro, a.flags);
 		ret = 1;
 	} else {
 		printf("/dev/qimg%u\n", a.index);
@@ -468,6 +518,9 @@ int qimgctl_cmd_list(int argc, char **argv)
 			json_object_object_add(o, "corrupt",
 				json_object_new_boolean(info.flags &
 							QIMG_INFO_CORRUPT));
+			json_object_object_add(o, "journal",
+				json_object_new_boolean(info.flags &
+							QIMG_INFO_JOURNAL));
 			json_object_object_add(o, "backing",
 				info.backing_path[0] ?
 				json_object_new_string(info.backing_path) :

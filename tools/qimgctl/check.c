@@ -1173,7 +1173,7 @@ out:
 }
 
 /* ------------------------------------------------------------------------ */
-/* The metadata journal (reported, never replayed or written here)          */
+/* The metadata journal: reported, and with -r replayed and released        */
 
 static int ck_jrnl_read(void *ctx, u64 pos, void *buf, u32 len)
 {
@@ -1222,7 +1222,7 @@ static void ck_journal(struct ck *c)
 		return;
 	}
 	if (s.ntx)
-		qimgctl_err("%s: the metadata journal holds %llu committed transaction%s (sequence %llu to %llu) not yet written in place%s; attach the image to replay them",
+		qimgctl_err("%s: the metadata journal holds %llu committed transaction%s (sequence %llu to %llu) not yet written in place%s; 'qimgctl check -r all' (or attaching the image) replays them",
 			    c->img->path, s.ntx, s.ntx == 1 ? "" : "s",
 			    s.first_seq, s.last_seq,
 			    s.torn ? ", then a torn one that replay discards" : "");
@@ -1230,6 +1230,191 @@ static void ck_journal(struct ck *c)
 		qimgctl_err("%s: the metadata journal is marked dirty but holds no committed transaction%s",
 			    c->img->path,
 			    s.torn ? " (a torn one that replay discards)" : "");
+}
+
+static int ck_jrnl_write(void *ctx, u64 host, const void *buf, u32 len)
+{
+	struct ck *c = ctx;
+
+	return ck_write(c, buf, len, host, "replayed journal record");
+}
+
+/*
+ * Where the data of the journal extension starts in the header cluster
+ * @img->hdr_buf, or 0.  The decoder accepted the framing already; this
+ * walks it again with the same bounds.
+ */
+static u64 ck_jrnl_ext_pos(const struct qimgctl_image *img)
+{
+	const u8 *p = img->hdr_buf;
+	u64 off = img->h.header_length, end = img->hdr_len, len;
+
+	if (img->h.backing_file_offset && img->h.backing_file_offset < end)
+		end = img->h.backing_file_offset;
+	while (off + 8 <= end) {
+		u32 type = get_unaligned_be32(p + off);
+
+		len = get_unaligned_be32(p + off + 4);
+		if (type == QIMG_EXT_END)
+			break;
+		if (type == QIMG_EXT_JOURNAL)
+			return len == 16 && off + 24 <= end ? off + 8 : 0;
+		off += 8 + ((len + 7) & ~7ULL);
+	}
+	return 0;
+}
+
+/* Rewrite one 8-byte word of the header cluster, on disk and in memory. */
+static int ck_hdr_word(struct ck *c, u64 pos, u64 val, const char *what)
+{
+	u64 be = cpu_to_be64(val);
+	int ret;
+
+	ret = ck_write(c, &be, sizeof(be), pos, what);
+	if (ret)
+		return ret;
+	memcpy((u8 *)c->img->hdr_buf + pos, &be, sizeof(be));
+	return ck_sync(c);
+}
+
+/*
+ * Replay a dirty journal offline with the shared passes (section 5.1):
+ * every accepted write record through ck_jrnl_write(), fsync, the
+ * alternate header copy (next generation, synced_seq one past the last
+ * accepted transaction, tail where the scan ended), fsync, then clear
+ * journal dirty, fsync.  A journal the scan rejects is not touched at all.
+ */
+static int ck_jrnl_replay(struct ck *c)
+{
+	struct qimgctl_image *img = c->img;
+	struct qimg_jrnl_geom jg = {
+		.cluster_bits = c->g->cluster_bits,
+		.area_offset = img->h.journal_offset,
+		.area_size = img->h.journal_size,
+		.file_size = c->file_size,
+	};
+	struct qimg_jrnl_io io = { ck_jrnl_read, ck_jrnl_write, c };
+	struct qimg_err err = { "" };
+	struct qimg_jrnl_revoke *rv = NULL;
+	struct qimg_jrnl_scan s;
+	struct qimg_jrnl_hdr jh, nh;
+	u8 chunk[QIMG_JRNL_HDR_CHUNK];
+	u64 written = 0;
+	void *work = NULL;
+	int ret;
+
+	ret = qimg_jrnl_hdr_read(&jg, &io, chunk, &jh, &err);
+	if (!ret) {
+		work = malloc(qimg_jrnl_work_size(&jh));
+		if (!work) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		ret = qimg_jrnl_scan(&jg, &io, &jh, work, &s, &err);
+	}
+	if (!ret) {
+		rv = calloc(s.nrevokes ? s.nrevokes : 1, sizeof(*rv));
+		ret = rv ? qimg_jrnl_revokes(&jg, &io, &s, work, rv, &err) :
+			   -ENOMEM;
+	}
+	if (ret == -EUCLEAN) {
+		qimgctl_err("%s: the metadata journal is damaged (%s): not replayed, nothing written",
+			    img->path, err.msg);
+		goto out;
+	}
+	if (ret)
+		goto out;
+	ret = qimg_jrnl_replay(&jg, &io, &s, work, rv, &written, &err);
+	if (!ret)
+		ret = ck_sync(c);
+	if (ret)
+		goto out;
+	nh = jh;
+	nh.generation = jh.generation + 1;
+	nh.synced_seq = s.next_seq - 1;
+	nh.tail_block = s.end_block;
+	ret = qimg_jrnl_hdr_encode(work, &nh, &err);
+	if (ret)
+		goto out;
+	ret = ck_write(c, work, 1U << nh.block_bits,
+		       jg.area_offset + ((u64)!jh.copy << nh.block_bits),
+		       "journal header");
+	if (!ret)
+		ret = ck_sync(c);
+	if (!ret)
+		ret = ck_hdr_word(c, QIMG_HDR_INCOMPAT_OFFSET,
+				  img->h.incompatible_features &
+				  ~QIMG_INCOMPAT_JOURNAL_DIRTY,
+				  "header feature bits");
+	if (ret)
+		goto out;
+	img->h.incompatible_features &= ~QIMG_INCOMPAT_JOURNAL_DIRTY;
+	fprintf(stderr, "Replayed %llu transaction%s of the metadata journal",
+		s.ntx, s.ntx == 1 ? "" : "s");
+	if (s.ntx)
+		fprintf(stderr, " (sequence %llu to %llu, %llu write%s)",
+			s.first_seq, s.last_seq, written,
+			written == 1 ? "" : "s");
+	fprintf(stderr, "%s\n",
+		s.torn ? "; a torn one after them was discarded" : "");
+out:
+	if (ret && ret != -EUCLEAN && !err.msg[0])
+		qimgctl_err("%s: replaying the metadata journal failed: %s",
+			    img->path, strerror(-ret));
+	else if (ret && ret != -EUCLEAN)
+		qimgctl_err("%s: replaying the metadata journal failed: %s",
+			    img->path, err.msg);
+	free(rv);
+	free(work);
+	return ret;
+}
+
+/*
+ * `check -r` on an image with an allocated journal area, which only a
+ * crash leaves behind (an attached image is locked): replay it when it is
+ * dirty, then give it up the way a clean detach does.  Journal valid is
+ * cleared first, then the extension goes back to offset 0 (the size
+ * stays: the image still asks for a journal), each step synced; the
+ * area's clusters, no longer referenced, are then leaks that the repair
+ * frees like any other.  An interruption between steps leaves an image
+ * that the next `check -r` takes up where this one stopped.
+ */
+static int ck_jrnl_release(struct qimgctl_image *img)
+{
+	struct ck_result res = { 0 };
+	struct ck c = {
+		.img = img, .h = &img->h, .g = &img->h.geom, .fd = img->fd,
+		.res = &res, .file_size = img->file_size,
+	};
+	u64 pos = ck_jrnl_ext_pos(img), off = img->h.journal_offset;
+	int ret;
+
+	if (!pos) {
+		qimgctl_err("%s: cannot find the journal extension in the header",
+			    img->path);
+		return -EUCLEAN;
+	}
+	if (img->h.incompatible_features & QIMG_INCOMPAT_JOURNAL_DIRTY) {
+		ret = ck_jrnl_replay(&c);
+		if (ret)
+			return ret;
+	}
+	if (img->h.autoclear_features & QIMG_AUTOCLEAR_JOURNAL_VALID) {
+		ret = ck_hdr_word(&c, QIMG_HDR_AUTOCLEAR_OFFSET,
+				  img->h.autoclear_features &
+				  ~QIMG_AUTOCLEAR_JOURNAL_VALID,
+				  "header feature bits");
+		if (ret)
+			return ret;
+		img->h.autoclear_features &= ~QIMG_AUTOCLEAR_JOURNAL_VALID;
+	}
+	ret = ck_hdr_word(&c, pos, 0, "journal extension");
+	if (ret)
+		return ret;
+	img->h.journal_offset = 0;
+	fprintf(stderr, "Released the metadata journal area (%llu bytes at 0x%llx); the image still asks for a journal of that size\n",
+		img->h.journal_size, off);
+	return 0;
 }
 
 /* Clear the dirty and corrupt bits once the image is known consistent. */
@@ -1296,8 +1481,9 @@ static int ck_run(struct qimgctl_image *img, int fix, struct ck_result *res)
 		goto out;
 	}
 
+	/* Only when the journal could not be replayed (see ck_jrnl_release). */
 	if (img->h.incompatible_features & QIMG_INCOMPAT_JOURNAL_DIRTY && fix) {
-		qimgctl_err("%s: the metadata journal holds unreplayed transactions; attach the image once to replay it before repairing",
+		qimgctl_err("%s: the metadata journal was not replayed: nothing is repaired",
 			    img->path);
 		fix = 0;
 		c.fix = 0;
@@ -1315,7 +1501,14 @@ static int ck_run(struct qimgctl_image *img, int fix, struct ck_result *res)
 	ck_walk_l1(&c, img->h.l1_table_offset, img->h.l1_size, true);
 	ck_walk_snapshots(&c);
 	ck_walk_bitmaps(&c);
-	if (img->h.has_journal_ext && img->h.journal_offset)
+	/*
+	 * The journal area is in use while journal valid vouches for it;
+	 * without that bit it is stale (a QEMU wrote the image) and its
+	 * clusters count as leaks.  Offset 0: no area, nothing to count.
+	 */
+	if (img->h.has_journal_ext && img->h.journal_offset &&
+	    (img->h.autoclear_features & QIMG_AUTOCLEAR_JOURNAL_VALID ||
+	     img->h.incompatible_features & QIMG_INCOMPAT_JOURNAL_DIRTY))
 		ck_inc(&c, img->h.journal_offset, img->h.journal_size);
 	ck_walk_refblocks(&c);
 	/* Without the whole picture, a verdict on each cluster is a guess. */
@@ -1632,6 +1825,14 @@ int qimgctl_cmd_check(int argc, char **argv)
 	if (img.h.incompatible_features & QIMG_INCOMPAT_DIRTY)
 		qimgctl_err("%s: image is dirty (lazy refcounts): all refcounts are checked against the rebuilt ones",
 			    path);
+	/* A damaged journal stays as it is: the check below reports it. */
+	if (fix && img.h.has_journal_ext && img.h.journal_offset) {
+		ret = ck_jrnl_release(&img);
+		if (ret && ret != -EUCLEAN) {
+			qimgctl_image_close(&img);
+			return QIMGCTL_CHECK_INCOMPLETE;
+		}
+	}
 
 	ret = ck_run(&img, fix, &res);
 	fixed = res;

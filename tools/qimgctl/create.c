@@ -24,6 +24,7 @@
 
 #include "image_io.h"
 #include "prealloc.h"
+#include "qimg_journal_fmt.h"
 
 struct create_opts {
 	const char *file;
@@ -43,6 +44,10 @@ struct create_opts {
 	enum qimgctl_prealloc prealloc_mode;
 	bool unsafe;
 	bool quiet;
+	/* journal=on: the qimg journal extension asking for one (offset 0) */
+	bool journal;
+	bool has_journal_size;
+	uint64_t journal_size;
 	/* The backing chain, open (unlocked, as qemu-img) until we are done. */
 	struct qimgctl_node *chain;
 };
@@ -112,6 +117,20 @@ static int apply_opt(struct create_opts *o, char *key, char *val)
 			return -EINVAL;
 		}
 		o->ext_l2 = b;
+	} else if (!strcmp(key, "journal")) {
+		if (parse_bool(val, &b)) {
+			qimgctl_err("%s: Parameter 'journal' expects 'on' or 'off'",
+				    o->file);
+			return -EINVAL;
+		}
+		o->journal = b;
+	} else if (!strcmp(key, "journal_size")) {
+		if (qimgctl_parse_size(val, &o->journal_size)) {
+			qimgctl_err("%s: Invalid journal_size '%s'", o->file,
+				    val);
+			return -EINVAL;
+		}
+		o->has_journal_size = true;
 	} else if (!strcmp(key, "compat")) {
 		if (!strcmp(val, "0.10") || !strcmp(val, "v2")) {
 			o->version = 2;
@@ -270,6 +289,29 @@ static int validate(struct create_opts *o)
 				    o->file);
 			return -EINVAL;
 		}
+		if (o->journal) {
+			qimgctl_err("%s: A qimg journal is only supported with compatibility level 1.1 and above (use compat=1.1 or greater)",
+				    o->file);
+			return -EINVAL;
+		}
+	}
+	if (o->has_journal_size && !o->journal) {
+		qimgctl_err("%s: Parameter 'journal_size' needs journal=on",
+			    o->file);
+		return -EINVAL;
+	}
+	if (o->journal) {
+		struct qimg_err err = { "" };
+
+		if (!o->has_journal_size)
+			o->journal_size = QIMG_JRNL_DEFAULT_SIZE;
+		if (qimg_jrnl_size_check(o->journal_size,
+					 (u32)qimgctl_log2(o->cluster_size),
+					 &err)) {
+			qimgctl_err("%s: Invalid journal_size: %s", o->file,
+				    err.msg);
+			return -EINVAL;
+		}
 	}
 	if (o->ext_l2 && o->cluster_size < 16384) {
 		qimgctl_err("%s: Extended L2 entries are only supported with cluster sizes of at least 16384 bytes",
@@ -353,8 +395,12 @@ static void print_formatting(const struct create_opts *o)
 		printf(" backing_fmt=%s", o->backing_fmt);
 	if (o->compat_str)
 		printf(" compat=%s", o->compat_str);
-	printf(" lazy_refcounts=%s refcount_bits=%u\n",
+	printf(" lazy_refcounts=%s refcount_bits=%u",
 	       o->lazy ? "on" : "off", o->refcount_bits);
+	if (o->journal)
+		printf(" journal=on journal_size=%" PRIu64,
+		       (uint64_t)o->journal_size);
+	printf("\n");
 }
 
 /* Fill the header fields for a new empty image (no offsets yet). */
@@ -377,6 +423,12 @@ static int fill_header(const struct create_opts *o, struct qimg_header *h)
 		h->incompatible_features |= QIMG_INCOMPAT_COMPRESSION;
 	if (o->lazy)
 		h->compatible_features |= QIMG_COMPAT_LAZY_REFCOUNTS;
+	/* Asked for, not allocated: attach allocates the area. */
+	if (o->journal) {
+		h->has_journal_ext = true;
+		h->journal_offset = 0;
+		h->journal_size = o->journal_size;
+	}
 	if (o->backing) {
 		snprintf(h->backing_file, sizeof(h->backing_file), "%s",
 			 o->backing);

@@ -372,9 +372,10 @@ int qimgw_open(struct qimgw *w, const char *path)
 		why = "images marked corrupt (run qimgctl check -r all)";
 	else if (h->incompatible_features & QIMG_INCOMPAT_DIRTY)
 		why = "images with dirty lazy refcounts (run qimgctl check -r all)";
-	else if (h->has_journal_ext ||
+	/* A journal asked for (offset 0) is only a wish: kept as it is. */
+	else if ((h->has_journal_ext && h->journal_offset) ||
 		 (h->incompatible_features & QIMG_INCOMPAT_JOURNAL_DIRTY))
-		why = "images with a qimg journal";
+		why = "images with a qimg journal (run qimgctl check -r all)";
 	if (why) {
 		qimgctl_err("%s: writing %s is not supported", path, why);
 		ret = -EOPNOTSUPP;

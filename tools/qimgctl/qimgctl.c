@@ -36,7 +36,9 @@ static const struct qimgctl_cmd cmds[] = {
 	  "  cluster_size, refcount_bits, lazy_refcounts=on|off,\n"
 	  "  compat=0.10|v2|1.1|v3, extended_l2=on|off,\n"
 	  "  compression_type=zlib|zstd, preallocation=off|metadata|falloc|full,\n"
-	  "  backing_file, backing_fmt, size\n"
+	  "  backing_file, backing_fmt, size,\n"
+	  "  journal=on|off, journal_size (with journal=on; default 4M): ask\n"
+	  "  for a qimg metadata journal while attached (nothing allocated)\n"
 	  "-b BACKING -F qcow2|raw  backing file and its format; SIZE defaults\n"
 	  "                         to the backing file's\n"
 	  "-u                       do not open the backing file (SIZE needed)\n"
@@ -55,10 +57,14 @@ static const struct qimgctl_cmd cmds[] = {
 	  "--start-offset, --max-length  map only LEN bytes from OFFSET (qemu-img\n"
 	  "                              suffixes allowed)\n" },
 	{ "attach", qimgctl_cmd_attach,
-	  "attach [-r [-U]] [-P] [-a] [--direct-io=on|off] [--l2-cache-size=SIZE] [--refcount-cache-size=SIZE] FILE",
+	  "attach [-r [-U]] [-P] [-a] [--direct-io=on|off] [--l2-cache-size=SIZE] [--refcount-cache-size=SIZE] [--journal=on|off [--journal-size=SIZE]] FILE",
 	  "Serve FILE as /dev/qimgN (printed).  -r read-only, -P scan\n"
 	  "partitions, -a detach automatically on last close.  The image and\n"
-	  "its backing files stay locked against QEMU while attached.\n" },
+	  "its backing files stay locked against QEMU while attached.\n"
+	  "--journal=on|off  keep a metadata journal while attached, or not\n"
+	  "                  (default: what the image asks for, see create -o\n"
+	  "                  journal=on); --journal-size with on: its size\n"
+	  "                  (a multiple of the cluster size, default 4M)\n" },
 	{ "detach", qimgctl_cmd_detach, "detach DEVICE|FILE | detach -a",
 	  NULL },
 	{ "list", qimgctl_cmd_list, "list [--json]",

@@ -561,9 +561,13 @@ static int qimg_decode_exts(const u8 *p, size_t len, u64 file_size,
 				return qimg_fail(err, -EFBIG,
 						 "journal too large (%llu bytes)",
 						 h->journal_size);
-			/* Offset 0: a journal is asked for, none allocated. */
-			ret = h->journal_offset ?
-			      qimg_check_ref(err, csize, h->journal_offset,
+			/*
+			 * Offset 0: the image asks for a journal of this
+			 * size while attached, no area is allocated.
+			 */
+			if (!h->journal_offset)
+				break;
+			ret = qimg_check_ref(err, csize, h->journal_offset,
 					     h->journal_size, file_size,
 					     "journal") : 0;
 			if (ret)
@@ -807,6 +811,10 @@ int qimg_header_decode_flags(const void *buf, size_t len, u64 file_size,
 	    !h->has_journal_ext)
 		return qimg_fail(err, -EUCLEAN,
 				 "journal dirty bit set but the image has no journal");
+	if ((h->incompatible_features & QIMG_INCOMPAT_JOURNAL_DIRTY) &&
+	    !h->journal_offset)
+		return qimg_fail(err, -EUCLEAN,
+				 "journal dirty bit set but no journal area is allocated");
 
 	return qimg_decode_tables(file_size, h, err);
 }

@@ -239,7 +239,9 @@ struct qimg_disk_snapshot {
 /*
  * Data of the qimg journal header extension (QIMG_EXT_JOURNAL), exactly 16
  * bytes: where the preallocated journal area lives in the image file.
- *   offset: cluster aligned, non-zero (never the header cluster)
+ *   offset: cluster aligned and past the header cluster; or 0: no area
+ *           is allocated, the image only asks for a journal of @size
+ *           bytes while attached (no feature bit goes with that)
  *   size:   a non-zero multiple of the cluster size, at most
  *           QIMG_MAX_JOURNAL_BYTES; [offset, offset + size) lies inside
  *           the file and overlaps neither the L1 nor the refcount table.

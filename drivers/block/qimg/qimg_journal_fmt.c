@@ -161,6 +161,31 @@ static int jhdr_geom_check(u32 bits, u64 size, u32 cluster_bits,
 	return 0;
 }
 
+int qimg_jrnl_size_check(u64 size, u32 cluster_bits, struct qimg_err *err)
+{
+	u32 bits = qimg_jrnl_block_bits(cluster_bits);
+	u64 min = (u64)QIMG_JRNL_MIN_BLOCKS << bits;
+
+	if (cluster_bits < QIMG_MIN_CLUSTER_BITS ||
+	    cluster_bits > QIMG_MAX_CLUSTER_BITS)
+		return qimg_fail(err, -EINVAL, "cluster_bits %u", cluster_bits);
+	if (min < (1ULL << cluster_bits))
+		min = 1ULL << cluster_bits;
+	if (size > QIMG_MAX_JOURNAL_BYTES)
+		return qimg_fail(err, -EFBIG,
+			     "journal size %llu is above the maximum of %llu bytes",
+			     size, QIMG_MAX_JOURNAL_BYTES);
+	if (size & ((1ULL << cluster_bits) - 1))
+		return qimg_fail(err, -EINVAL,
+			     "journal size %llu is not a multiple of the cluster size (%u bytes)",
+			     size, 1U << cluster_bits);
+	if (size < min)
+		return qimg_fail(err, -EINVAL,
+			     "journal size %llu is below the minimum of %llu bytes (%u journal blocks of %u bytes)",
+			     size, min, QIMG_JRNL_MIN_BLOCKS, 1U << bits);
+	return 0;
+}
+
 int qimg_jrnl_hdr_init(struct qimg_jrnl_hdr *h, u32 block_bits, u64 size,
 		       u32 cluster_bits, u64 seq, struct qimg_err *err)
 {

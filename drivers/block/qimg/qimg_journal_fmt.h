@@ -170,6 +170,27 @@ struct qimg_jrnl_rec {
 /* ------------------------------------------------------------------------ */
 /* Encoders (the writer: create, commit, checkpoint)                        */
 
+/* Journal size of an image that asks for a journal without a size. */
+#define QIMG_JRNL_DEFAULT_SIZE		(4ULL << 20)
+
+/*
+ * Journal block size for an image with @cluster_bits: 4 KiB, or the
+ * cluster when clusters are smaller.
+ */
+static inline u32 qimg_jrnl_block_bits(u32 cluster_bits)
+{
+	return cluster_bits < QIMG_JRNL_DEFAULT_BLOCK_BITS ?
+	       cluster_bits : QIMG_JRNL_DEFAULT_BLOCK_BITS;
+}
+
+/*
+ * Is @size a journal size an image with @cluster_bits may ask for (the
+ * journal extension, QIMG_ATTACH_JOURNAL)?  A multiple of the cluster
+ * size, at least QIMG_JRNL_MIN_BLOCKS blocks of qimg_jrnl_block_bits(),
+ * at most QIMG_MAX_JOURNAL_BYTES.  0, -EINVAL or -EFBIG with a message.
+ */
+int qimg_jrnl_size_check(u64 size, u32 cluster_bits, struct qimg_err *err);
+
 /* Whole header block (1 << h->block_bits bytes) with its checksum. */
 int qimg_jrnl_hdr_encode(void *blk, const struct qimg_jrnl_hdr *h,
 			 struct qimg_err *err);

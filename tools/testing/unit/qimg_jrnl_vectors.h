@@ -537,4 +537,33 @@ static inline int qjv_build(const struct qimg_jrnl_vec *v, u8 *area)
 	return 0;
 }
 
+/*
+ * qimg_jrnl_size_check(): journal sizes an image may ask for (create -o
+ * journal_size, attach --journal-size), per cluster size.
+ */
+struct qjv_size {
+	u32 cluster_bits;
+	u64 size;
+	int ret;
+	const char *msg;	/* substring of the message, or NULL */
+};
+
+static const struct qjv_size qimg_jrnl_size_vecs[] = {
+	{ 16, QIMG_JRNL_DEFAULT_SIZE, 0, NULL },
+	{ 16, 1ULL << 16, 0, NULL },		/* one cluster: 16 blocks */
+	{ 16, 3ULL << 16, 0, NULL },
+	{ 16, 0, -EINVAL, "below the minimum" },
+	{ 16, 1ULL << 12, -EINVAL, "multiple of the cluster" },
+	{ 16, (1ULL << 16) + 512, -EINVAL, "multiple of the cluster" },
+	{ 16, QIMG_MAX_JOURNAL_BYTES, 0, NULL },
+	{ 16, QIMG_MAX_JOURNAL_BYTES + (1ULL << 16), -EFBIG, "maximum" },
+	{ 12, 4ULL << 12, 0, NULL },		/* the smallest: 4 blocks */
+	{ 12, 3ULL << 12, -EINVAL, "4 journal blocks of 4096" },
+	{ 9, 4ULL << 9, 0, NULL },		/* block = cluster = 512 */
+	{ 9, 3ULL << 9, -EINVAL, "4 journal blocks of 512" },
+	{ 21, 1ULL << 21, 0, NULL },		/* 2 MiB clusters */
+	{ 21, 1ULL << 20, -EINVAL, "multiple of the cluster" },
+	{ 8, 1ULL << 12, -EINVAL, "cluster_bits" },
+};
+
 #endif /* QIMG_JRNL_VECTORS_H */

@@ -419,7 +419,28 @@ static void qjt_overrun(void **state)
 	free(area);
 }
 
+static void qjt_size_check(void **state)
+{
+	struct qimg_err err;
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(qimg_jrnl_size_vecs); i++) {
+		const struct qjv_size *v = &qimg_jrnl_size_vecs[i];
+
+		err.msg[0] = 0;
+		assert_int_equal(qimg_jrnl_size_check(v->size, v->cluster_bits,
+						      &err), v->ret);
+		if (v->msg && !strstr(err.msg, v->msg))
+			fail_msg("size %llu, cluster_bits %u: \"%s\" lacks \"%s\"",
+				 v->size, v->cluster_bits, err.msg, v->msg);
+	}
+	assert_int_equal(qimg_jrnl_block_bits(9), 9);
+	assert_int_equal(qimg_jrnl_block_bits(12), 12);
+	assert_int_equal(qimg_jrnl_block_bits(16), 12);
+}
+
 static const struct CMUnitTest qjt_misc[] = {
+	cmocka_unit_test(qjt_size_check),
 	cmocka_unit_test(qjt_crc32c),
 	cmocka_unit_test(qjt_encoders),
 	cmocka_unit_test(qjt_revoked),

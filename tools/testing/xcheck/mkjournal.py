@@ -3,6 +3,7 @@
 """Give a qemu-img-made qcow2 v3 image a dirty qimg metadata journal.
 
 usage: mkjournal.py IMAGE NTX [SYNCED [DAMAGE]]
+       mkjournal.py IMAGE --scenario NAME
   Append a 64 KiB journal area (4 KiB blocks) at the end of IMAGE, give its
   clusters refcount 1, add the "qjrn" header extension and set the journal
   dirty (incompatible bit 32) and journal valid (autoclear bit 32) bits,
@@ -12,6 +13,26 @@ usage: mkjournal.py IMAGE NTX [SYNCED [DAMAGE]]
   the last commit block's checksum (the end of the log after a crash),
   "middle" a data byte of the first transaction (corruption, -EUCLEAN when
   later transactions follow).
+
+  --scenario NAME: transactions that change guest data of guest clusters 0
+  and 1, which must be allocated and hold 0x11 bytes (qemu-io -c 'write -P
+  0x11 0 128k'), so a replay can be checked through QEMU's own reads.
+  Prints the expected guest contents after replay, one "OFFSET LENGTH
+  BYTE" line per range (the rest of the two clusters stays 0x11):
+    several  three transactions, the second overlapping the first
+    torn     the same, the third one's commit block torn (not replayed)
+    wrapped  the same three, starting near the ring's end so that the log
+             wraps to block 2; stale older blocks after the third one
+    revoke   a write to guest cluster 1, a revoke of its host cluster, a
+             later write into it again (only that one is replayed)
+    clean    nothing to replay: the ring holds only transactions up to
+             synced_seq (already written in place)
+    idle     as clean, but journal dirty is not set (a crash with an empty
+             journal: the area is allocated, journal valid vouches for it)
+    stale    as idle, without journal valid either (as a QEMU that wrote
+             the image leaves it: the area is only leaked clusters)
+  The feature-name table gets names for the qimg bits (as qimg writes
+  them), so QEMU's refusal names "journal dirty".
 
 This encoder is written from Documentation/block/qimg-format.rst section
 5.1 alone, independently of qimg_journal_fmt.c, so the two checking each
@@ -66,6 +87,75 @@ def journal_header(gen, synced, tail):
     return with_crc(blk, 44)
 
 
+def put_tx(area, pos, seq, rec, nxt):
+    """Write one one-record transaction at ring block pos; its length."""
+    kind, target, data = rec
+    desc = bytearray(BS)
+    if kind == 'w':
+        struct.pack_into('>IIQIIII', desc, 0, 0x716a6473, 0, seq, 1, 1, 0, 0)
+        struct.pack_into('>HHIQII', desc, 32, 1, 0, len(data), target, 0,
+                         crc32c(data))
+        dat = bytearray(BS)
+        dat[0:len(data)] = data
+        blocks = [desc, dat]
+    else:
+        struct.pack_into('>IIQIIII', desc, 0, 0x716a6473, 0, seq, 1, 0, 0, 0)
+        struct.pack_into('>HHIQ', desc, 32, 2, 0, data, target)
+        blocks = [desc]
+    with_crc(desc, 4)
+    com = bytearray(BS)
+    struct.pack_into('>IIQIIII', com, 0, 0x716a636d, 0, seq, len(blocks),
+                     nxt, crc32c(b''.join(bytes(b) for b in blocks)), 0)
+    with_crc(com, 4)
+    blocks.append(com)
+    for i, b in enumerate(blocks):
+        area[(pos + i) * BS:(pos + i + 1) * BS] = b
+    return len(blocks)
+
+
+def scenario_area(name, g0, g1, cluster):
+    """Journal area and expected guest ranges of a --scenario."""
+    area = bytearray(NBLOCKS * BS)
+    synced, tail = 5, 2
+    three = [('w', g0, b'\xa1' * 512), ('w', g0 + 256, b'\xa2' * 512),
+             ('w', g1, b'\xa3' * 8)]
+    expect = [(0, 256, 0xa1), (256, 512, 0xa2), (cluster, 8, 0xa3)]
+    stale = []
+    if name in ('several', 'torn'):
+        recs = three
+    elif name == 'wrapped':
+        recs, tail = three, 11
+        # Blocks left from an earlier pass: lower sequence numbers.
+        stale = [(5, ('w', g0, b'\xee' * 512), 8)]
+    elif name == 'revoke':
+        recs = [('w', g1, b'\xb1' * 4096), ('r', g1, cluster),
+                ('w', g1 + 1024, b'\xb3' * 512)]
+        expect = [(cluster + 1024, 512, 0xb3)]
+    elif name in ('clean', 'idle', 'stale'):
+        recs, expect = [], []
+        stale = [(4, ('w', g0, b'\xee' * 512), 2),
+                 (5, ('w', g0, b'\xef' * 512), 5)]
+        tail = 8
+    else:
+        die('unknown scenario %s' % name)
+    for seq, rec, pos in stale:
+        put_tx(area, pos, seq, rec, pos + 3)
+    area[0:BS] = journal_header(1, synced, tail)
+    area[BS:2 * BS] = journal_header(1, synced, tail)
+    pos = tail
+    last = 0
+    for i, rec in enumerate(recs):
+        n = 3 if rec[0] == 'w' else 2
+        nxt = pos + n if pos + n + 3 <= NBLOCKS else 2
+        put_tx(area, pos, synced + 1 + i, rec, nxt)
+        last = pos + n - 1
+        pos = nxt
+    if name == 'torn':
+        area[last * BS + 100] ^= 0x01
+        expect = expect[:2]
+    return area, expect
+
+
 def transactions(ntx, synced, target, data, damage):
     area = bytearray(NBLOCKS * BS)
     area[0:BS] = journal_header(1, synced, 2)
@@ -98,7 +188,33 @@ def transactions(ntx, synced, target, data, damage):
     return area
 
 
-def make(path, ntx, synced, damage):
+def guest_host(f, l1_off, cluster, guest):
+    """Host offset of an allocated guest cluster (standard L2 entries)."""
+    mask = 0x00fffffffffffe00
+    per_l2 = cluster // 8
+    f.seek(l1_off + 8 * (guest // cluster // per_l2))
+    l2, = struct.unpack('>Q', f.read(8))
+    if not l2 & mask:
+        die('guest offset %#x is not allocated' % guest)
+    f.seek((l2 & mask) + 8 * (guest // cluster % per_l2))
+    ent, = struct.unpack('>Q', f.read(8))
+    if not ent & mask or ent & (1 << 62):
+        die('guest offset %#x is not a standard allocated cluster' % guest)
+    return ent & mask
+
+
+def feature_names(data):
+    """The feature-name table with names for the qimg bits added."""
+    out = bytearray(data)
+    have = {(data[i], data[i + 1]) for i in range(0, len(data) - 47, 48)}
+    for kind, bit, name in ((0, 32, b'journal dirty'),
+                            (2, 32, b'journal valid')):
+        if (kind, bit) not in have:
+            out += struct.pack('>BB46s', kind, bit, name)
+    return bytes(out)
+
+
+def make(path, ntx, synced, damage, scenario=None):
     with open(path, 'r+b') as f:
         hdr = bytearray(f.read(112))
         if len(hdr) < 104 or hdr[:4] != b'QFI\xfb':
@@ -143,6 +259,12 @@ def make(path, ntx, synced, damage):
                 break
             exts.append([typ, bytes(buf[off + 8:off + 8 + ln])])
             off += 8 + ((ln + 7) & ~7)
+        for e in exts:
+            if e[0] == 0x6803f857:
+                e[1] = feature_names(e[1])
+                break
+        else:
+            exts.append([0x6803f857, feature_names(b'')])
         out = bytearray()
         for typ, data in exts:
             out += struct.pack('>II', typ, len(data)) + data
@@ -153,11 +275,24 @@ def make(path, ntx, synced, damage):
         buf[hlen:hlen + len(out)] = out
         incompat, = struct.unpack_from('>Q', buf, 72)
         autoclear, = struct.unpack_from('>Q', buf, 88)
-        struct.pack_into('>Q', buf, 72, incompat | 1 << 32)
-        struct.pack_into('>Q', buf, 88, autoclear | 1 << 32)
+        if scenario not in ('idle', 'stale'):
+            incompat |= 1 << 32
+        if scenario != 'stale':
+            autoclear |= 1 << 32
+        struct.pack_into('>Q', buf, 72, incompat)
+        struct.pack_into('>Q', buf, 88, autoclear)
         f.seek(0)
         f.write(buf)
 
+        if scenario:
+            g0 = guest_host(f, l1_off, cluster, 0)
+            g1 = guest_host(f, l1_off, cluster, cluster)
+            area, expect = scenario_area(scenario, g0, g1, cluster)
+            f.seek(joff)
+            f.write(area)
+            for off, ln, byte in expect:
+                print('%d %d 0x%02x' % (off, ln, byte))
+            return
         f.seek(l1_off)
         data = f.read(8)
         f.seek(joff)
@@ -165,6 +300,9 @@ def make(path, ntx, synced, damage):
 
 
 def main():
+    if len(sys.argv) == 4 and sys.argv[2] == '--scenario':
+        make(sys.argv[1], 0, 0, '', sys.argv[3])
+        return
     if len(sys.argv) not in (3, 4, 5):
         die('usage: mkjournal.py IMAGE NTX [SYNCED [DAMAGE]]')
     synced = int(sys.argv[3], 0) if len(sys.argv) > 3 else 0

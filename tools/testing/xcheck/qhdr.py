@@ -6,6 +6,9 @@ usage: qhdr.py incompat IMAGE BIT NAME
   Set incompatible feature bit BIT and add a feature-name table entry that
   names it NAME, the way a newer writer would, so a reader that does not
   know the bit can say which feature it lacks.
+usage: qhdr.py journal IMAGE
+  Print the qimg journal extension and bits: "OFFSET SIZE DIRTY VALID"
+  (decimal; DIRTY and VALID 0 or 1), or "none" without the extension.
 
 Only the first cluster is rewritten; the header extensions are re-packed in
 place and must still fit in front of the backing file name (or the end of
@@ -70,7 +73,33 @@ def add_incompat(path, bit, name):
         f.write(buf)
 
 
+def show_journal(path):
+    with open(path, 'rb') as f:
+        buf = f.read(2 << 20)
+    cluster = 1 << struct.unpack_from('>I', buf, 20)[0]
+    buf = buf[:cluster]
+    back_off, = struct.unpack_from('>Q', buf, 8)
+    hlen, = struct.unpack_from('>I', buf, 100)
+    incompat, = struct.unpack_from('>Q', buf, 72)
+    autoclear, = struct.unpack_from('>Q', buf, 88)
+    limit = back_off if 0 < back_off < cluster else cluster
+    off = hlen
+    while off + 8 <= limit:
+        typ, ln = struct.unpack_from('>II', buf, off)
+        if typ == EXT_END:
+            break
+        if typ == 0x716a726e and ln == 16:
+            joff, jsize = struct.unpack_from('>QQ', buf, off + 8)
+            print(joff, jsize, incompat >> 32 & 1, autoclear >> 32 & 1)
+            return
+        off += 8 + ((ln + 7) & ~7)
+    print('none')
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == 'journal':
+        show_journal(sys.argv[2])
+        return 0
     if len(sys.argv) == 5 and sys.argv[1] == 'incompat':
         add_incompat(sys.argv[2], int(sys.argv[3]), sys.argv[4])
         return 0

@@ -1580,7 +1580,7 @@ tc "control: a slow attach does not block other control operations" fault_on_dis
 j_attach() {
 	local img=$1 n
 	shift
-	n=$($QIOCTL attach "$img" --flags 0x10 "$@") ||
+	n=$($QIOCTL attach "$img" --journal on "$@") ||
 		{ echo "FAILED: journal attach of $img: $n"; return 1; }
 	DEV=/dev/qimg$n
 	for _ in $(seq 50); do

@@ -8,6 +8,7 @@ versions, argument memory the kernel cannot write back to.
 
   qimg_ioctl.py attach IMG [--open append,direct] [--size N] [--tail HEX]
                            [--cmd-size N] [--ro-arg] [--ro]
+                           [--journal on|off|both] [--journal-size N]
       prints the device number; exit status 1 with "errno NAME" on failure
   qimg_ioctl.py detach N [--size N] [--tail HEX]
   qimg_ioctl.py info N [--size N]       prints "index path" of device N
@@ -23,11 +24,16 @@ import sys
 
 CTL = "/dev/qimg-control"
 MAGIC = 0xD5
-ATTACH_FMT = "<IIiIQQQII4Q"     # struct qimg_attach, 80 bytes
+# struct qimg_attach, 80 bytes: size, flags, fd, nr_backing, backing,
+# l2_cache_size, refcount_cache_size, index, __pad, journal_size,
+# __reserved[3]
+ATTACH_FMT = "<IIiIQQQIIQ3Q"
 DETACH_FMT = "<IIII2Q"          # struct qimg_detach, 32 bytes
 INFO_SIZE = 2176                # struct qimg_info
 ATTACH_DIRECT_IO = 1 << 3
 ATTACH_READ_ONLY = 1 << 0
+ATTACH_JOURNAL = 1 << 4
+ATTACH_NO_JOURNAL = 1 << 5
 
 
 def ioc(direction, nr, size):
@@ -76,8 +82,7 @@ def main():
     p.add_argument("--cmd-size", type=int)
     p.add_argument("--ro-arg", action="store_true")
     p.add_argument("--ro", action="store_true")
-    p.add_argument("--flags", type=lambda v: int(v, 0), default=0,
-                   help="more QIMG_ATTACH_* flags")
+    p.add_argument("--journal", choices=["on", "off", "both"])
     p.add_argument("--journal-size", type=int, default=0)
     a = p.parse_args()
     try:
@@ -88,7 +93,9 @@ def main():
                           "dsync": os.O_DSYNC}[f]
             fd = os.open(a.arg, flags)
             aflags = ATTACH_DIRECT_IO | (ATTACH_READ_ONLY if a.ro else 0)
-            aflags |= a.flags
+            aflags |= {None: 0, "on": ATTACH_JOURNAL,
+                       "off": ATTACH_NO_JOURNAL,
+                       "both": ATTACH_JOURNAL | ATTACH_NO_JOURNAL}[a.journal]
             size = a.size if a.size is not None else 80
             buf = padded(struct.pack(ATTACH_FMT, 80, aflags, fd, 0, 0, 0, 0,
                                      0, 0, a.journal_size, 0, 0, 0),
