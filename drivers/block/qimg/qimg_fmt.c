@@ -111,7 +111,7 @@ const char *qimg_unsupported_feature(const struct qimg_header *h,
 		return "encryption";
 	/* Unreplayed transactions: the metadata on disk is not current. */
 	if (incompat & QIMG_INCOMPAT_JOURNAL_DIRTY)
-		return "dirty metadata journal (replay is not implemented)";
+		return "dirty metadata journal (a read-write attach or 'qimgctl check -r all' replays it)";
 	if (incompat & QIMG_INCOMPAT_COMPRESSION &&
 	    h->compression_type != QIMG_COMPRESSION_ZLIB)
 		return h->compression_type == QIMG_COMPRESSION_ZSTD ?
@@ -569,7 +569,7 @@ static int qimg_decode_exts(const u8 *p, size_t len, u64 file_size,
 				break;
 			ret = qimg_check_ref(err, csize, h->journal_offset,
 					     h->journal_size, file_size,
-					     "journal") : 0;
+					     "journal");
 			if (ret)
 				return ret;
 			break;
