@@ -194,7 +194,11 @@ unsupported_ok() {
 	return $rc
 }
 
-KBAD='Oops|BUG:|WARNING:|KASAN:|UBSAN:|kmemleak: .*suspected|unreferenced object|possible (circular|recursive) locking|inconsistent lock state|suspicious RCU usage|DEBUG_LOCKS_WARN_ON|INFO: task .* blocked|general protection|Call Trace'
+# The kernel-report patterns qimg-vm scans the whole log for (klog.sh),
+# plus any stack trace.
+# shellcheck source=../klog.sh
+. "$REPO/tools/testing/vm/klog.sh"
+KBAD="$QIMG_KLOG_BAD|Call Trace"
 # tc NAME FUNC [ARGS]: one case.  Its output is shown only when it fails;
 # a kernel splat while it ran fails it too, so blame lands on the right
 # case (qimg-vm also fails the whole run for it).
