@@ -1357,31 +1357,39 @@ while hi - lo > 1:
         lo = mid
 print("%d injection points in an attach; device_add_disk from %d on"
       % (total, hi))
-# The counts before device_add_disk vary a little from one attach to the
-# next (kthread stacks, slab caches): look around the bound, and on until
-# the device name allocation came and went.
+# The counts vary from one attach to the next (KASAN's stack depot and
+# kmemleak allocate now and then, lazily created caches), so from the
+# bound walk by what each injected failure's stack says: before
+# device_add_disk, forward; inside it past the name, back; until the
+# device name allocation itself failed.  A failure without a stack (a
+# __GFP_NOWARN allocation, absorbed) keeps the direction.
 named = None
 bad = []
 seen = []
-for n in range(max(1, hi - 8), total + 1):
+n, step = hi, 1
+for _ in range(60):
     err, left, log = attempt(n)
-    if left:
-        break
-    if "dev_set_name" in log:
-        named = n
-    # 0: the failure was absorbed (the kernel goes on without it).
     seen.append("%d:%s" % (n, errno.errorcode.get(err, err) if err else "ok"))
     if err and err != errno.ENOMEM:
         bad.append("attempt %d: %s" % (n, os.strerror(err)))
     if glob.glob("/dev/qimg[0-9]*"):
         sys.exit("FAILED: attempt %d (%s) left a device" % (n, os.strerror(err)))
-    if (named is not None and n >= named + 3) or n >= hi + 32:
+    if "dev_set_name" in log and not left:
+        named = (n, err)
         break
+    if left:
+        step = -1
+    elif "device_add_disk" in log:
+        step = -1
+    elif log:
+        step = 1
+    n = max(1, n + step)
 print("attempts: " + " ".join(seen))
 if bad:
     sys.exit("FAILED: not ENOMEM: " + "; ".join(bad))
 if named is None:
-    sys.exit("FAILED: no attempt around %d failed the device name allocation" % hi)
+    sys.exit("FAILED: no attempt near %d failed the device name allocation" % hi)
+named = named[0]
 print("the device name allocation failed at attempt %d: ENOMEM" % named)
 '
 
