@@ -1357,9 +1357,9 @@ while hi - lo > 1:
         lo = mid
 print("%d injection points in an attach; device_add_disk from %d on"
       % (total, hi))
-# The counts vary from one attach to the next (KASAN's stack depot and
+# The counts vary from one attach to the next (the KASAN stack depot and
 # kmemleak allocate now and then, lazily created caches), so from the
-# bound walk by what each injected failure's stack says: before
+# bound walk by what the stack of each injected failure says: before
 # device_add_disk, forward; inside it past the name, back; until the
 # device name allocation itself failed.  A failure without a stack (a
 # __GFP_NOWARN allocation, absorbed) keeps the direction.
