@@ -1369,7 +1369,12 @@ seen = []
 n, step = hi, 1
 for _ in range(60):
     err, left, log = attempt(n)
-    seen.append("%d:%s" % (n, errno.errorcode.get(err, err) if err else "ok"))
+    # Where the failure was: Before device_add_disk, in the Name, After
+    # it, no stack (-), or not reached (+).
+    where = ("+" if left else "N" if "dev_set_name" in log else
+             "A" if "device_add_disk" in log else "B" if log else "-")
+    seen.append("%d:%s:%s" % (n, errno.errorcode.get(err, err) if err else "ok",
+                              where))
     if err and err != errno.ENOMEM:
         bad.append("attempt %d: %s" % (n, os.strerror(err)))
     if glob.glob("/dev/qimg[0-9]*"):
