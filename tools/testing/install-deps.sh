@@ -7,7 +7,7 @@ pkgs=(
 	build-essential clang libclang-rt-14-dev pkg-config
 	libjson-c-dev libcmocka-dev zlib1g-dev libzstd-dev
 	sparse bc flex bison libelf-dev libssl-dev cpio xz-utils rsync
-	qemu-utils qemu-system-x86 busybox-static fio e2fsprogs kmod dmsetup
+	qemu-utils qemu-system-x86 busybox-static fio e2fsprogs kmod dmsetup fdisk
 	linux-image-amd64 linux-headers-amd64 linux-source-6.1 dkms
 	python3
 )

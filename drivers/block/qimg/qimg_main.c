@@ -57,15 +57,22 @@ static void qimg_image_release(struct qimg_image *img)
 	memset(img, 0, sizeof(*img));
 }
 
+/*
+ * The file's path, for messages and GET_INFO: NULL when it has none that
+ * fits (messages then say "?"), ERR_PTR(-ENOMEM) without memory.
+ */
 static char *qimg_file_path(struct file *file)
 {
 	char *buf = kmalloc(PATH_MAX, GFP_KERNEL), *p, *ret = NULL;
 
 	if (!buf)
-		return NULL;
+		return ERR_PTR(-ENOMEM);
 	p = file_path(file, buf, PATH_MAX);
-	if (!IS_ERR(p))
+	if (!IS_ERR(p)) {
 		ret = kstrdup(p, GFP_KERNEL);
+		if (!ret)
+			ret = ERR_PTR(-ENOMEM);
+	}
 	kfree(buf);
 	return ret;
 }
@@ -114,6 +121,10 @@ static int qimg_image_open(struct qimg_device *dev, struct qimg_image *img,
 	img->dev = dev;
 	img->file = file;
 	img->path = qimg_file_path(file);
+	if (IS_ERR(img->path)) {
+		img->path = NULL;
+		return -ENOMEM;
+	}
 	img->dio_align = SECTOR_SIZE;
 	if (inode->i_sb->s_bdev)
 		img->dio_align = bdev_logical_block_size(inode->i_sb->s_bdev);
@@ -703,6 +714,14 @@ static int qimg_add_disk(struct qimg_device *dev)
 	set_capacity(disk, dev->top.virtual_size >> SECTOR_SHIFT);
 	set_disk_ro(disk, dev->read_only);
 	ret = device_add_disk(NULL, disk, qimg_disk_groups);
+	/*
+	 * device_add_disk() ignores a failed dev_set_name() (its copy of the
+	 * name is an allocation), and device_add() then refuses the nameless
+	 * device with -EINVAL.  Our major and minors are valid by
+	 * construction: a device without a name is out of memory.
+	 */
+	if (ret == -EINVAL && !dev_name(disk_to_dev(disk)))
+		ret = -ENOMEM;
 	if (ret) {
 		put_disk(disk);
 		dev->disk = NULL;

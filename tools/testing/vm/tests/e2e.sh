@@ -194,7 +194,11 @@ unsupported_ok() {
 	return $rc
 }
 
-KBAD='Oops|BUG:|WARNING:|KASAN:|UBSAN:|kmemleak: .*suspected|unreferenced object|possible (circular|recursive) locking|inconsistent lock state|suspicious RCU usage|DEBUG_LOCKS_WARN_ON|INFO: task .* blocked|general protection|Call Trace'
+# The kernel-report patterns qimg-vm scans the whole log for (klog.sh),
+# plus any stack trace.
+# shellcheck source=../klog.sh
+. "$REPO/tools/testing/vm/klog.sh"
+KBAD="$QIMG_KLOG_BAD|Call Trace"
 # tc NAME FUNC [ARGS]: one case.  Its output is shown only when it fails;
 # a kernel splat while it ran fails it too, so blame lands on the right
 # case (qimg-vm also fails the whole run for it).
@@ -1279,6 +1283,151 @@ fault_slab_attach() {
 	run qemu-img check -q a.qcow2 && run qemu-img check -q b.qcow2
 }
 
+# The same, cheaply, where the open bug was: device_add_disk() ignores a
+# failed dev_set_name() and device_add() then returns EINVAL for the
+# nameless device.  A binary search over the fail-nth count (the stack of
+# the injected failure, verbose=2, says whether it came from inside
+# device_add_disk) finds where device_add_disk starts, then a short walk
+# finds the device name allocation itself; every attempt on the way must
+# fail with ENOMEM (or absorb the failure) and leave nothing.  About 20
+# attempts instead of the ~700 of the whole attach.
+FAULT_ADD_DISK_PY='
+import errno, fcntl, glob, os, re, struct, sys, time
+
+ATTACH, DETACH = 0xC050D500, 0x4020D501
+img = sys.argv[1]
+ctl = os.open("/dev/qimg-control", os.O_RDWR)
+nth = os.open("/proc/thread-self/fail-nth", os.O_RDWR)
+fd = os.open(img, os.O_RDWR)
+km = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+os.lseek(km, 0, os.SEEK_END)
+
+
+def kmsg():
+    """The functions of the reliable frames of the new stack traces."""
+    out = set()
+    while True:
+        try:
+            rec = os.read(km, 8192).decode(errors="replace")
+        except BlockingIOError:
+            return out
+        except OSError as e:
+            if e.errno != errno.EPIPE:
+                raise
+            continue
+        m = re.match(r"[^;]*;\s*([A-Za-z0-9_.]+)\+0x", rec)
+        if m:
+            out.add(m.group(1))
+
+
+def attempt(n):
+    """Attach with the nth injection point failing: (errno, left, frames)."""
+    kmsg()
+    req = bytearray(struct.pack("<IIiIQQQII4Q", 80, 8, fd, 0, 0, 0, 0, 0,
+                                0, 0, 0, 0, 0))
+    os.write(nth, b"%d" % n)
+    try:
+        fcntl.ioctl(ctl, ATTACH, req, True)
+        err = 0
+    except OSError as e:
+        err = e.errno
+    left = int(os.pread(nth, 32, 0) or b"0")
+    os.write(nth, b"0")
+    if err == 0:
+        idx = struct.unpack_from("<I", req, 40)[0]
+        fcntl.ioctl(ctl, DETACH, struct.pack("<II2I2Q", 32, idx, 0, 0, 0, 0))
+    # fail_dump() is ratelimited (10 per 5 s): keep below that.
+    time.sleep(0.6)
+    return err, left, kmsg()
+
+
+# How many injection points a whole attach passes.
+big = 100000
+err, left, _ = attempt(big)
+if err or not left:
+    sys.exit("FAILED: attach without a fault: %s" % os.strerror(err))
+total = big - left
+
+
+def inside(n):
+    """Did the nth failure come from device_add_disk or later?  A failure
+    without a stack (absorbed __GFP_NOWARN ones, many of them inside
+    device_add_disk) says nothing: ask its next neighbours instead."""
+    for k in range(8):
+        err, left, log = attempt(n + k)
+        if left or "device_add_disk" in log:
+            return True
+        if log:
+            return False
+    return False
+
+
+lo, hi = 0, total + 1   # attempt lo fails before device_add_disk, hi not
+while hi - lo > 1:
+    mid = (lo + hi) // 2
+    if inside(mid):
+        hi = mid
+    else:
+        lo = mid
+print("%d injection points in an attach; device_add_disk from %d on"
+      % (total, hi))
+# The counts vary from one attach to the next (the KASAN stack depot and
+# kmemleak allocate now and then, lazily created caches), so from the
+# bound walk by what the stack of each injected failure says: before
+# device_add_disk, forward; inside it past the name, back; until the
+# device name allocation itself failed.  A failure without a stack (a
+# __GFP_NOWARN allocation, absorbed) keeps the direction.
+named = None
+bad = []
+seen = []
+n, step = hi, 1
+for _ in range(60):
+    err, left, log = attempt(n)
+    # Where the failure was: Before device_add_disk, in the Name, After
+    # it, no stack (-), or not reached (+).
+    where = ("+" if left else "N" if "dev_set_name" in log else
+             "A" if "device_add_disk" in log else "B" if log else "-")
+    seen.append("%d:%s:%s" % (n, errno.errorcode.get(err, err) if err else "ok",
+                              where))
+    if err and err != errno.ENOMEM:
+        bad.append("attempt %d: %s" % (n, os.strerror(err)))
+    if glob.glob("/dev/qimg[0-9]*"):
+        sys.exit("FAILED: attempt %d (%s) left a device" % (n, os.strerror(err)))
+    if "dev_set_name" in log and not left:
+        named = (n, err)
+        break
+    if left:
+        step = -1
+    elif "device_add_disk" in log:
+        step = -1
+    elif log:
+        step = 1
+    n = max(1, n + step)
+print("attempts: " + " ".join(seen))
+if bad:
+    sys.exit("FAILED: not ENOMEM: " + "; ".join(bad))
+if named is None:
+    sys.exit("FAILED: no attempt near %d failed the device name allocation" % hi)
+named = named[0]
+print("the device name allocation failed at attempt %d: ENOMEM" % named)
+'
+
+fault_add_disk() {
+	local rc=0
+	run qemu-img create -q -f qcow2 ad.qcow2 16M || return 1
+	fi_set failslab ignore-gfp-wait N && fi_set fail_page_alloc ignore-gfp-wait N &&
+		fi_set failslab verbose 2 && fi_set fail_page_alloc verbose 2 || return 1
+	timeout 600 python3 -c "$FAULT_ADD_DISK_PY" "$W/ad.qcow2" || rc=1
+	fi_set failslab verbose 0
+	fi_set fail_page_alloc verbose 0
+	fi_set failslab ignore-gfp-wait Y
+	fi_set fail_page_alloc ignore-gfp-wait Y
+	[ $rc = 0 ] || return 1
+	q_attach ad.qcow2 || return 1
+	q_detach "$DEV" || return 1
+	run qemu-img check -q ad.qcow2
+}
+
 if [ "$P" = qimg ] && [ -e "$DBG/fail_make_request" ] &&
 	[ -e "$DBG/failslab" ] && [ -e "$DBG/fail_page_alloc" ] &&
 	[ -e /proc/self/fail-nth ]; then
@@ -1290,6 +1439,8 @@ if [ "$P" = qimg ] && [ -e "$DBG/fail_make_request" ] &&
 		fault_on_disk fault_mr_detach
 	TC_KBAD=$KBAD_FAULT tc "fault: every allocation in attach fails once (fail-nth)" \
 		fault_slab_attach
+	TC_KBAD=$KBAD_FAULT tc "fault: add_disk allocations fail with ENOMEM (fail-nth at the device name)" \
+		fault_add_disk
 fi
 
 # --- driver foundations: data safety and the control interface -------------
@@ -1369,6 +1520,348 @@ bdev_rmmod_busy() {
 	run qemu-img check -q rm.qcow2
 }
 [ "$P" = qimg ] && tc "bdev: rmmod refused while a device is attached" bdev_rmmod_busy
+
+# wait_bdev PATH: the node of a new partition appears a moment later.
+wait_bdev() {
+	for _ in $(seq 50); do
+		[ -b "$1" ] && return 0
+		sleep 0.1
+	done
+	echo "FAILED: $1 did not appear"
+	return 1
+}
+
+# sfdisk input: a fixed disk id, so that the table written to the device
+# and the one written to the raw reference are the same bytes.
+PT_TABLE1='label: dos
+label-id: 0x51ab0001
+start=2048, size=4096, type=83
+start=6144, type=83'
+PT_TABLE2='label: dos
+label-id: 0x51ab0001
+start=2048, size=4096, type=83
+start=6144, size=2048, type=83
+start=8192, type=83'
+
+# attach -P: the partitions of a table sfdisk wrote appear as
+# /dev/qimgNpM and show the image's bytes; a new table written to the
+# device reaches the block layer through BLKRRPART (blockdev --rereadpt);
+# without -P there are no partitions and BLKRRPART is refused.
+bdev_partitions() {
+	local p n sz
+	command -v sfdisk >/dev/null || { echo "FAILED: no sfdisk (Debian package fdisk)"; return 1; }
+	run truncate -s 8M pt.raw || return 1
+	printf '%s\n' "$PT_TABLE1" | run sfdisk -q pt.raw || return 1
+	fw pt.raw $((3 * M + 4096)) 65536 1000 || return 1
+	run qemu-img convert -O qcow2 pt.raw pt.qcow2 || return 1
+	q_attach -P pt.qcow2 || return 1
+	p=${DEV}p
+	n=${DEV#/dev/}
+	wait_bdev "${p}1" && wait_bdev "${p}2" || return 1
+	sz=$(<"/sys/class/block/${n}p1/size")
+	[ "$sz" = 4096 ] || { echo "FAILED: ${p}1 has $sz sectors, not 4096"; return 1; }
+	run cmp -n $((5 * M)) "${p}2" pt.raw 0 $((3 * M)) || return 1
+	fw "${p}1" 12288 4096 5000 oflag=direct conv=fsync || return 1
+	fw pt.raw $((M + 12288)) 4096 5000 || return 1
+	# The new table: p2 shrinks to 1 MiB, p3 follows.
+	printf '%s\n' "$PT_TABLE2" | run sfdisk -q --no-reread --no-tell-kernel "$DEV" || return 1
+	printf '%s\n' "$PT_TABLE2" | run sfdisk -q pt.raw || return 1
+	[ ! -e "/sys/block/$n/${n}p3" ] || { echo "FAILED: ${p}3 before the re-read"; return 1; }
+	run blockdev --rereadpt "$DEV" || return 1
+	wait_bdev "${p}3" || return 1
+	sz=$(<"/sys/class/block/${n}p2/size")
+	[ "$sz" = 2048 ] || { echo "FAILED: ${p}2 has $sz sectors after the re-read"; return 1; }
+	run cmp -n $((4 * M)) "${p}3" pt.raw 0 $((4 * M)) || return 1
+	q_detach "$DEV" || return 1
+	[ ! -e "${p}1" ] || { echo "FAILED: ${p}1 left after detach"; return 1; }
+	run qemu-img compare -q -f qcow2 -F raw pt.qcow2 pt.raw || return 1
+	# Without -P: no partition devices, and no re-read.
+	q_attach pt.qcow2 || return 1
+	n=${DEV#/dev/}
+	sleep 0.5
+	if [ -e "/sys/block/$n/${n}p1" ] || [ -e "${DEV}p1" ]; then
+		echo "FAILED: partitions without -P"
+		q_detach "$DEV"
+		return 1
+	fi
+	if blockdev --rereadpt "$DEV" 2>/dev/null; then
+		echo "FAILED: BLKRRPART succeeded without -P"
+		q_detach "$DEV"
+		return 1
+	fi
+	q_detach "$DEV"
+}
+[ "$P" = qimg ] && tc "bdev: partitions with attach -P, re-read after a table change" bdev_partitions
+
+# l2_kinds IMG N: the kinds of guest clusters 0..N-1 (first L2 table), one
+# word each: unalloc (entry 0), zero-plain (zero flag, no host cluster),
+# zero-alloc (zero flag and a host cluster), data (a host cluster, no
+# zero flag).  Three od calls: every process costs under TCG.
+l2_kinds() {
+	local l1 l2 e off out=''
+	l1=$((16#$(be_read "$1" 40 8)))
+	l2=$(( (16#$(be_read "$1" "$l1" 8)) & 0x00fffffffffffe00 ))
+	for e in $(od -An -tx8 --endian=big -v -j "$l2" -N $(($2 * 8)) "$1"); do
+		e=$((16#$e))
+		off=$((e & 0x00fffffffffffe00))
+		if [ "$e" = 0 ]; then out+=" unalloc"
+		elif [ $((e & 1)) = 1 ] && [ $off = 0 ]; then out+=" zero-plain"
+		elif [ $((e & 1)) = 1 ]; then out+=" zero-alloc"
+		elif [ $off != 0 ]; then out+=" data"
+		else out+=" other:$(printf '%#x' "$e")"
+		fi
+	done
+	echo "${out# }"
+}
+
+# l2_expect IMG KIND...: clusters 0, 1, ... are of these kinds.
+l2_expect() {
+	local img=$1 got
+	shift
+	got=$(l2_kinds "$img" $#)
+	[ "$got" = "$*" ] && return 0
+	echo "FAILED: clusters of $img: $got; want $*"
+	return 1
+}
+
+# zero_ops DEV: the discard and write-zeroes requests userspace can send,
+# one per 64k cluster: 0 discard (BLKDISCARD), 1 write zeroes that must
+# not unmap (BLKZEROOUT = blkdiscard -z: REQ_NOUNMAP), 2 write zeroes that
+# may unmap (fallocate --punch-hole on the device), 3 fallocate
+# --zero-range (REQ_NOUNMAP), 4 write zeroes of 8k inside the cluster,
+# 5 discard of 8k inside the cluster (advisory: nothing happens).
+zero_ops() {
+	run blkdiscard -o 0 -l 65536 "$1" &&
+		run blkdiscard -z -o 65536 -l 65536 "$1" &&
+		run fallocate -p -o 131072 -l 65536 "$1" &&
+		run fallocate -z -o 196608 -l 65536 "$1" &&
+		run blkdiscard -z -o $((262144 + 4096)) -l 8192 "$1" &&
+		run blkdiscard -o $((327680 + 4096)) -l 8192 "$1"
+}
+# zero_ref FILE: what zero_ops leaves in a raw copy.
+zero_ref() {
+	run dd if=/dev/zero of="$1" bs=65536 count=4 conv=notrunc status=none &&
+		run dd if=/dev/zero of="$1" bs=4096 seek=65 count=2 conv=notrunc status=none
+}
+
+# Discard and write zeroes on a v3 image (qcow2 rules, as QEMU): without a
+# backing file a discard or an unmapping write zeroes deallocates the
+# cluster; a write zeroes with REQ_NOUNMAP keeps it allocated with the
+# zero flag; partial clusters get zeros written (write zeroes) or are left
+# alone (discard).  Everything reads back as zeros, the freed clusters
+# leave the file (allocated size shrinks), and QEMU agrees.
+bdev_discard_v3() {
+	local b0 b1
+	run qemu-img create -q -f qcow2 -o compat=1.1 dz.qcow2 8M || return 1
+	q_attach dz.qcow2 || return 1
+	run dd if="$W/rnd" of="$DEV" bs=1M count=1 oflag=direct conv=fsync status=none || return 1
+	cp "$W/rnd" dz.raw && truncate -s 8M dz.raw || return 1
+	b0=$(stat -c %b dz.qcow2)
+	zero_ops "$DEV" || return 1
+	zero_ref dz.raw || return 1
+	run cmp "$DEV" dz.raw || return 1
+	q_detach "$DEV" || return 1
+	b1=$(stat -c %b dz.qcow2)
+	echo "allocated 512-byte blocks: $b0 before, $b1 after"
+	[ $((b0 - b1)) -ge 256 ] || { echo "FAILED: two clusters freed but the file shrank by $(((b0 - b1) * 512)) bytes"; return 1; }
+	l2_expect dz.qcow2 unalloc zero-alloc unalloc zero-alloc data data || return 1
+	run qemu-img check -q dz.qcow2 || return 1
+	run qemu-img compare -q -f qcow2 -F raw dz.qcow2 dz.raw
+}
+[ "$P" = qimg ] && tc "bdev: discard, write zeroes (NOUNMAP keeps the cluster, zero flag), v3" bdev_discard_v3
+
+# Over a backing file (v3): the zero flag hides the backing data, so a
+# discard reads zeros, not what the backing file has there.
+bdev_discard_backing() {
+	run qemu-img create -q -f qcow2 db.qcow2 8M || return 1
+	run qemu-io -f qcow2 -c 'write -P 0x5b 0 1M' db.qcow2 >/dev/null || return 1
+	run qemu-img create -q -f qcow2 -b db.qcow2 -F qcow2 do.qcow2 || return 1
+	run qemu-io -f qcow2 -c 'write -P 0x5c 64k 64k' do.qcow2 >/dev/null || return 1
+	head -c $((8 * M)) /dev/zero >do.raw && head -c $M /dev/zero | tr '\0' '\133' |
+		dd of=do.raw conv=notrunc status=none || return 1
+	q_attach do.qcow2 || return 1
+	zero_ops "$DEV" || return 1
+	zero_ref do.raw || return 1
+	run cmp "$DEV" do.raw || return 1
+	q_detach "$DEV" || return 1
+	l2_expect do.qcow2 zero-plain zero-alloc zero-plain zero-plain || return 1
+	run qemu-img check -q do.qcow2 || return 1
+	run qemu-img compare -q -f qcow2 -F raw do.qcow2 do.raw
+}
+[ "$P" = qimg ] && tc "bdev: discard over a backing file reads zeros (zero flag), v3" bdev_discard_backing
+
+# compat=0.10 has no zero flag: without a backing file a discard or an
+# unmapping write zeroes deallocates, a REQ_NOUNMAP write zeroes writes
+# zeros into the cluster; no entry may carry the zero flag.  With a
+# backing file a discard changes nothing (deallocating would show the
+# backing data) and write zeroes writes zeros.
+bdev_discard_v2() {
+	run qemu-img create -q -f qcow2 -o compat=0.10 d2.qcow2 8M || return 1
+	q_attach d2.qcow2 || return 1
+	run dd if="$W/rnd" of="$DEV" bs=1M count=1 oflag=direct conv=fsync status=none || return 1
+	cp "$W/rnd" d2.raw && truncate -s 8M d2.raw || return 1
+	zero_ops "$DEV" || return 1
+	zero_ref d2.raw || return 1
+	run cmp "$DEV" d2.raw || return 1
+	q_detach "$DEV" || return 1
+	# No zero flag anywhere (zero-plain/zero-alloc would say so).
+	l2_expect d2.qcow2 unalloc data unalloc data data data data data \
+		data data data data data data data data || return 1
+	run qemu-img check -q d2.qcow2 || return 1
+	run qemu-img compare -q -f qcow2 -F raw d2.qcow2 d2.raw || return 1
+	# With a backing file.
+	run qemu-img create -q -f qcow2 -o compat=0.10 d2b.qcow2 8M || return 1
+	run qemu-io -f qcow2 -c 'write -P 0x5b 0 1M' d2b.qcow2 >/dev/null || return 1
+	run qemu-img create -q -f qcow2 -o compat=0.10 -b d2b.qcow2 -F qcow2 d2o.qcow2 || return 1
+	run qemu-io -f qcow2 -c 'write -P 0x5c 0 512k' d2o.qcow2 >/dev/null || return 1
+	run qemu-img convert -O raw d2o.qcow2 d2.raw || return 1
+	q_attach d2o.qcow2 || return 1
+	run blkdiscard -o 0 -l 65536 "$DEV" && run blkdiscard -z -o 65536 -l 65536 "$DEV" &&
+		run fallocate -p -o 131072 -l 65536 "$DEV" || return 1
+	run dd if=/dev/zero of=d2.raw bs=65536 seek=1 count=2 conv=notrunc status=none || return 1
+	run cmp "$DEV" d2.raw || return 1
+	q_detach "$DEV" || return 1
+	run qemu-img compare -q -f qcow2 -F raw d2o.qcow2 d2.raw
+}
+[ "$P" = qimg ] && tc "bdev: discard and write zeroes on compat=0.10 (no zero flag)" bdev_discard_v2
+
+# fstrim on ext4 on the device gives the freed space back: the image file
+# shrinks by about what was deleted, and stays clean.
+bdev_fstrim() {
+	local b0 b1 out
+	run qemu-img create -q -f qcow2 ft.qcow2 64M || return 1
+	q_attach ft.qcow2 || return 1
+	run mkfs.ext4 -q -F -E nodiscard "$DEV" || return 1
+	run mount "$DEV" "$MNT" || return 1
+	run dd if=/dev/urandom of="$MNT/f" bs=1M count=16 conv=fsync status=none || return 1
+	sync -f "$MNT"
+	b0=$(stat -c %b ft.qcow2)
+	rm "$MNT/f"
+	# The freed blocks are free for fstrim once the journal committed.
+	sync -f "$MNT"
+	out=$(timeout "$TO" fstrim -v "$MNT") || { echo "FAILED: fstrim: $out"; umount "$MNT"; return 1; }
+	echo "$out"
+	umount "$MNT" || return 1
+	q_detach "$DEV" || return 1
+	b1=$(stat -c %b ft.qcow2)
+	echo "image: $((b0 * 512)) bytes allocated with the file, $((b1 * 512)) after fstrim"
+	[ $(((b0 - b1) * 512)) -ge $((14 * M)) ] ||
+		{ echo "FAILED: 16 MiB deleted and trimmed, the image shrank by $(((b0 - b1) * 512)) bytes"; return 1; }
+	run qemu-img check -q ft.qcow2
+}
+[ "$P" = qimg ] && tc "bdev: fstrim on ext4 shrinks the image" bdev_fstrim
+
+# Attach policy, in the kernel (the ioctl directly, past qimgctl's own
+# locks): an image attached read-write cannot be attached again, by any
+# name of the same inode (a hard link, a bind mount), not even read-only;
+# the backing file of an attached image can be attached read-only only.
+# One python process for all the attempts (each costs seconds under TCG).
+POLICY_PY='
+import errno, os, struct, sys
+sys.path.insert(0, sys.argv[1])
+import qimg_ioctl as q
+for spec in sys.argv[2:]:
+    path, mode = spec.rsplit(":", 1)
+    ro = mode == "ro"
+    fd = os.open(path, os.O_RDONLY if ro else os.O_RDWR)
+    flags = q.ATTACH_DIRECT_IO | (q.ATTACH_READ_ONLY if ro else 0)
+    buf = bytearray(struct.pack(q.ATTACH_FMT, 80, flags, fd, 0, 0, 0, 0, 0,
+                                0, 0, 0, 0, 0))
+    try:
+        q.do_ioctl(q.ioc(3, 0, 80), buf)
+        idx = struct.unpack_from("<I", buf, 40)[0]
+        q.do_ioctl(q.ioc(1, 1, 32), bytearray(struct.pack(q.DETACH_FMT, 32,
+                                                          idx, 0, 0, 0, 0)))
+        res = "attached"
+    except OSError as e:
+        res = errno.errorcode.get(e.errno, str(e.errno))
+    os.close(fd)
+    print("%s %s" % (spec, res))
+'
+bdev_policy() {
+	local out want rc=0 d1 d2
+	run qemu-img create -q -f qcow2 pa.qcow2 16M || return 1
+	run qemu-img create -q -f qcow2 pb.qcow2 16M || return 1
+	run qemu-img create -q -f qcow2 -b pb.qcow2 -F qcow2 po.qcow2 || return 1
+	run ln -f pa.qcow2 pa-link.qcow2 && run ln -f pb.qcow2 pb-link.qcow2 || return 1
+	mkdir -p "$W/bind" && run mount --bind "$W" "$W/bind" || return 1
+	q_attach pa.qcow2 && d1=$DEV && q_attach po.qcow2 && d2=$DEV ||
+		{ umount "$W/bind"; return 1; }
+	want='pa.qcow2:rw EBUSY
+pa.qcow2:ro EBUSY
+pa-link.qcow2:rw EBUSY
+pa-link.qcow2:ro EBUSY
+bind/pa.qcow2:rw EBUSY
+bind/pa-link.qcow2:ro EBUSY
+pb.qcow2:rw EBUSY
+pb-link.qcow2:rw EBUSY
+bind/pb-link.qcow2:rw EBUSY
+bind/pb-link.qcow2:ro attached'
+	# shellcheck disable=SC2046 # one word per line of $want
+	out=$(timeout "$TO" python3 -c "$POLICY_PY" "$HERE" $(printf '%s\n' "$want" | cut -d' ' -f1))
+	if [ "$out" != "$want" ]; then
+		echo "FAILED: attach attempts gave:"
+		printf '%s\n' "$out"
+		rc=1
+	fi
+	# qimgctl refuses too, and says why.
+	if [ $rc = 0 ] && "$QIMGCTL" attach bind/pa-link.qcow2 >att.out 2>&1; then
+		echo "FAILED: qimgctl attach of a hard link through the bind mount succeeded"
+		rc=1
+	fi
+	echo "qimgctl said: $(cat att.out)"
+	q_detach "$d2"
+	q_detach "$d1"
+	umount "$W/bind"
+	[ $rc = 0 ] || return 1
+	dmesg | tail -n 30 | grep -q 'already attached' ||
+		{ echo "FAILED: no kernel message naming the conflict"; return 1; }
+}
+[ "$P" = qimg ] && tc "bdev: attach policy: a hard link, a bind mount, the backing file" bdev_policy
+
+# The image file changed under an attached device by someone else: cut
+# short (truncate), its data clusters gone, reads of them fail with EIO and
+# the kernel says why (the device turns read-only, as for any corruption);
+# unlinked, the device goes on serving the open file like loop does.
+# Either way no splat, and detach works.
+bdev_file_gone() {
+	local n0 d
+	run qemu-img create -q -f qcow2 tr.qcow2 8M || return 1
+	run qemu-io -f qcow2 -c 'write -P 0x71 1M 1M' tr.qcow2 >/dev/null || return 1
+	q_attach tr.qcow2 || return 1
+	run dd if="$DEV" of=/dev/null bs=64k count=1 skip=16 iflag=direct status=none || return 1
+	n0=$(dmesg | wc -l)
+	# Header, L1 and refcount tables stay, the data goes.
+	run truncate -s 327680 tr.qcow2 || return 1
+	if dd if="$DEV" of=/dev/null bs=64k count=16 skip=16 iflag=direct status=none 2>dd.err; then
+		echo "FAILED: reading clusters past the end of the truncated file succeeded"
+		q_detach "$DEV"
+		return 1
+	fi
+	echo "read said: $(cat dd.err)"
+	grep -q 'Input/output error' dd.err || { echo "FAILED: not EIO"; q_detach "$DEV"; return 1; }
+	dmesg | tail -n +$((n0 + 1)) | grep -E "qimg[0-9]+: .*(past the end|corrupt)" ||
+		{ echo "FAILED: no kernel message about the truncated image"; q_detach "$DEV"; return 1; }
+	if fw "$DEV" 0 4096 0 oflag=direct conv=fsync 2>/dev/null; then
+		echo "FAILED: a write after the corruption succeeded"
+		q_detach "$DEV"
+		return 1
+	fi
+	timeout "$TO" "$QIMGCTL" detach "$DEV" || echo "detach reported status $?"
+	[ ! -b "$DEV" ] || { echo "FAILED: $DEV still there after detach"; return 1; }
+
+	# Unlinked while attached: I/O goes on, to the open file.
+	run qemu-img create -q -f qcow2 ul.qcow2 8M || return 1
+	q_attach ul.qcow2 || return 1
+	d=$DEV
+	run dd if="$W/rnd" of="$d" bs=64k count=4 oflag=direct conv=fsync status=none || return 1
+	rm ul.qcow2
+	run dd if="$W/rnd" of="$d" bs=64k count=4 seek=8 oflag=direct conv=fsync status=none || return 1
+	run cmp -n 262144 "$d" "$W/rnd" || return 1
+	run cmp -n 262144 "$d" "$W/rnd" $((8 * 65536)) 0 || return 1
+	q_detach "$d"
+}
+[ "$P" = qimg ] && tc "bdev: image file truncated (EIO) or unlinked (still served) while attached" bdev_file_gone
 
 # Defect 3: the image descriptor's open flags must not reach our I/O.
 safe_open_flags() {
