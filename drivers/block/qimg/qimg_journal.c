@@ -1088,8 +1088,18 @@ int qimg_journal_start(struct qimg_device *dev, u64 off, u64 size, bool fresh)
 		goto fail;
 	}
 	j->block_bits = j->hdr.block_bits;
-	/* A quarter of the ring per transaction, at least 4 blocks. */
-	j->max_tx = max_t(u32, (j->hdr.nblocks - QIMG_JRNL_RING_START) / 4, 4);
+	/*
+	 * A quarter of the ring per transaction, at least a descriptor, a
+	 * data block and the commit block, at most the ring.
+	 */
+	j->max_tx = clamp_t(u32, (j->hdr.nblocks - QIMG_JRNL_RING_START) / 4, 3,
+			    j->hdr.nblocks - QIMG_JRNL_RING_START);
+	if (j->hdr.nblocks - QIMG_JRNL_RING_START < 3) {
+		qimg_dev_err(dev, "journal of %u blocks is too small to write to\n",
+			     j->hdr.nblocks);
+		ret = -EINVAL;
+		goto fail;
+	}
 	j->head = j->hdr.tail_block;
 	j->next_seq = j->hdr.synced_seq + 1;
 	j->committed_seq = j->hdr.synced_seq;

@@ -21,7 +21,6 @@
 #include "qimg.h"
 #include "qimg_journal_fmt.h"
 
-#define QIMG_JOURNAL_DEFAULT_SIZE	(4ULL << 20)
 #define QIMG_JOURNAL_DEFAULT_INTERVAL	5000	/* ms */
 
 struct qimg_jrevoke {

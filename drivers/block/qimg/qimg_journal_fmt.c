@@ -164,7 +164,7 @@ static int jhdr_geom_check(u32 bits, u64 size, u32 cluster_bits,
 int qimg_jrnl_size_check(u64 size, u32 cluster_bits, struct qimg_err *err)
 {
 	u32 bits = qimg_jrnl_block_bits(cluster_bits);
-	u64 min = (u64)QIMG_JRNL_MIN_BLOCKS << bits;
+	u64 min = (u64)QIMG_JRNL_MIN_WRITE_BLOCKS << bits;
 
 	if (cluster_bits < QIMG_MIN_CLUSTER_BITS ||
 	    cluster_bits > QIMG_MAX_CLUSTER_BITS)
@@ -182,7 +182,7 @@ int qimg_jrnl_size_check(u64 size, u32 cluster_bits, struct qimg_err *err)
 	if (size < min)
 		return qimg_fail(err, -EINVAL,
 			     "journal size %llu is below the minimum of %llu bytes (%u journal blocks of %u bytes)",
-			     size, min, QIMG_JRNL_MIN_BLOCKS, 1U << bits);
+			     size, min, QIMG_JRNL_MIN_WRITE_BLOCKS, 1U << bits);
 	return 0;
 }
 

@@ -30,6 +30,12 @@
 #define QIMG_JRNL_RING_START		2
 /* Two header blocks and room for one descriptor + commit transaction. */
 #define QIMG_JRNL_MIN_BLOCKS		4
+/*
+ * What a writer makes (create, attach): room in the ring for transactions
+ * of a descriptor, data and a commit block, and for a next one while the
+ * checkpoint has not moved the tail yet.
+ */
+#define QIMG_JRNL_MIN_WRITE_BLOCKS	8
 /* Sequence numbers stay far from wrapping (2^62 commits). */
 #define QIMG_JRNL_MAX_SEQ		BIT_ULL(62)
 /* Bytes of a header copy the reader needs at a time (it streams the rest). */

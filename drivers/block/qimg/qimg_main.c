@@ -457,7 +457,7 @@ static int qimg_journal_on(struct qimg_device *dev, const struct qimg_attach *a)
 	}
 	size = a->journal_size ? a->journal_size :
 	       h->has_journal_ext && h->journal_size ? h->journal_size :
-	       max_t(u64, QIMG_JOURNAL_DEFAULT_SIZE, 16 * cs);
+	       max_t(u64, QIMG_JRNL_DEFAULT_SIZE, cs);
 	size = round_up(size, cs);
 	if (valid && (!want || size != h->journal_size)) {
 		ret = qimg_journal_start(dev, h->journal_offset,
@@ -473,10 +473,12 @@ static int qimg_journal_on(struct qimg_device *dev, const struct qimg_attach *a)
 	if (valid) {
 		off = h->journal_offset;
 	} else {
-		if (size < 16 * cs || size > QIMG_MAX_JOURNAL_BYTES) {
-			qimg_dev_err(dev, "journal size %llu out of range (16 clusters to %llu bytes)\n",
-				     size, QIMG_MAX_JOURNAL_BYTES);
-			return -EINVAL;
+		struct qimg_err err = { "" };
+
+		ret = qimg_jrnl_size_check(size, h->cluster_bits, &err);
+		if (ret) {
+			qimg_dev_err(dev, "%s\n", err.msg);
+			return ret;
 		}
 		ret = qimg_journal_area_alloc(dev, size, &off);
 		if (ret)

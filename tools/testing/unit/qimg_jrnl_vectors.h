@@ -557,10 +557,11 @@ static const struct qjv_size qimg_jrnl_size_vecs[] = {
 	{ 16, (1ULL << 16) + 512, -EINVAL, "multiple of the cluster" },
 	{ 16, QIMG_MAX_JOURNAL_BYTES, 0, NULL },
 	{ 16, QIMG_MAX_JOURNAL_BYTES + (1ULL << 16), -EFBIG, "maximum" },
-	{ 12, 4ULL << 12, 0, NULL },		/* the smallest: 4 blocks */
-	{ 12, 3ULL << 12, -EINVAL, "4 journal blocks of 4096" },
-	{ 9, 4ULL << 9, 0, NULL },		/* block = cluster = 512 */
-	{ 9, 3ULL << 9, -EINVAL, "4 journal blocks of 512" },
+	{ 12, 8ULL << 12, 0, NULL },		/* the smallest: 8 blocks */
+	{ 12, 7ULL << 12, -EINVAL, "8 journal blocks of 4096" },
+	{ 12, 4ULL << 12, -EINVAL, "8 journal blocks of 4096" },
+	{ 9, 8ULL << 9, 0, NULL },		/* block = cluster = 512 */
+	{ 9, 7ULL << 9, -EINVAL, "8 journal blocks of 512" },
 	{ 21, 1ULL << 21, 0, NULL },		/* 2 MiB clusters */
 	{ 21, 1ULL << 20, -EINVAL, "multiple of the cluster" },
 	{ 8, 1ULL << 12, -EINVAL, "cluster_bits" },

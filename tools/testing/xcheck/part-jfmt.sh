@@ -296,7 +296,7 @@ jf_request() {
 	done
 	jf_case request-no-size 1 "Parameter 'journal_size' needs journal=on" \
 		"$img" create -o journal_size=1M jq-x.qcow2 1M
-	jf_case request-small 1 "is below the minimum of 2048 bytes (4 journal blocks of 512 bytes)" \
+	jf_case request-small 1 "is below the minimum of 4096 bytes (8 journal blocks of 512 bytes)" \
 		"$img" create -o journal=on,cluster_size=512,journal_size=1k jq-x.qcow2 1M
 	jf_case request-unaligned 1 "not a multiple of the cluster size" \
 		"$img" create -o journal=on,journal_size=100k jq-x.qcow2 1M
