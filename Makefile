@@ -54,7 +54,7 @@ export QIMG_FUZZ_SECONDS ?= 60
 export QIMG_CRASH_ITERS ?= 2
 export QIMG_CRASH_REPLAY_POINTS ?= 1
 
-.PHONY: all tools module modules-all kunit debug-kernel check-debug deps check check-build fuzz kunit demo clean crash-soak
+.PHONY: all tools module modules-all kunit debug-kernel check-debug deps check check-build fuzz kunit demo clean crash-soak check-full
 
 all: tools module
 
@@ -138,6 +138,14 @@ check-debug: deps
 	@$(MAKE) --no-print-directory check-build
 	@QIMGCTL=$(B)/san/qimgctl QIMG_BUILD=$(B) \
 		tools/testing/run-all tools/testing/vm/run-tests-debug
+
+# What make check leaves out for time: the whole guest matrix on every
+# kernel (QIMG_E2E_FULL=1 cases included) and every case on the debug kernel.
+check-full: deps
+	@$(MAKE) --no-print-directory check-build
+	@QIMGCTL=$(B)/san/qimgctl QIMG_BUILD=$(B) QIMG_E2E_FULL=1 QIMG_E2E_SMOKE=. \
+		QIMG_DEBUG_E2E_FILTER= tools/testing/run-all \
+		tools/testing/vm/run-tests tools/testing/vm/run-tests-debug
 
 # The power-cut suite at length: every kind several times, and the
 # dm-log-writes replay of the journaled kind at many flush points.
