@@ -356,6 +356,23 @@ static int qimg_writable_autoclear(struct qimg_device *dev)
 	return 0;
 }
 
+/*
+ * End the handle of a journal-area change, write everything back and sync,
+ * so the area's refcounts are on disk before anything names (or stops
+ * naming) it.  Drops dev->meta_lock.
+ */
+static int qimg_journal_area_done(struct qimg_device *dev,
+				  struct qimg_handle *h, int ret)
+{
+	ret = qimg_meta_stop(h, ret);
+	if (!ret)
+		ret = qimg_meta_writeback(dev);
+	mutex_unlock(&dev->meta_lock);
+	if (!ret)
+		ret = vfs_fsync(dev->top.file, 1);
+	return ret;
+}
+
 /* Give the journal area back (after the header stopped naming it). */
 static int qimg_journal_area_free(struct qimg_device *dev, u64 off, u64 len)
 {
@@ -366,12 +383,7 @@ static int qimg_journal_area_free(struct qimg_device *dev, u64 off, u64 len)
 	ret = qimg_meta_start(dev, &h, 1);
 	if (!ret)
 		qimg_defer_free(&h, off, len);
-	ret = qimg_meta_stop(&h, ret);
-	if (!ret)
-		ret = qimg_meta_writeback(dev);
-	mutex_unlock(&dev->meta_lock);
-	if (!ret)
-		ret = vfs_fsync(dev->top.file, 1);
+	ret = qimg_journal_area_done(dev, &h, ret);
 	return ret;
 }
 
@@ -418,12 +430,7 @@ static int qimg_journal_area_alloc(struct qimg_device *dev, u64 size,
 			start = host;
 		got++;
 	}
-	ret = qimg_meta_stop(&h, ret);
-	if (!ret)
-		ret = qimg_meta_writeback(dev);
-	mutex_unlock(&dev->meta_lock);
-	if (!ret)
-		ret = vfs_fsync(dev->top.file, 1);
+	ret = qimg_journal_area_done(dev, &h, ret);
 	if (ret)
 		qimg_dev_err(dev, "cannot allocate a journal of %llu bytes (%d)\n",
 			     size, ret);
