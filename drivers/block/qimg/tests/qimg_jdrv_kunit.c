@@ -711,6 +711,41 @@ static void qimg_jdrv_write_fails(struct kunit *test)
 	qimg_t_make_image(test, d->file);
 }
 
+/*
+ * After a failed journal commit, reads show what the last successful
+ * flush made durable: the mapping committed in the journal, not the older
+ * tables in place (nothing is in place before a checkpoint).  Once right
+ * after the flush, once after the commit work's clean-up ran.
+ */
+static void qimg_jdrv_reads_after_failed_commit(struct kunit *test)
+{
+	struct qimg_t_dev *d = test->priv;
+	u8 *w = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	u8 *r = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	struct qimg_device *dev;
+	int settle;
+
+	KUNIT_ASSERT_NOT_NULL(test, w);
+	KUNIT_ASSERT_NOT_NULL(test, r);
+	for (settle = 0; settle < 2; settle++) {
+		qimg_t_make_image(test, d->file);
+		qimg_t_up_flags(test, d, QIMG_ATTACH_JOURNAL, 0);
+		qimg_t_write_cluster(test, d, 3, w);
+		KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+		dev = qimg_t_qdev(d);
+		if (settle)
+			flush_delayed_work(&dev->journal->commit_work);
+		qimg_t_write_cluster(test, d, 700, w);
+		WRITE_ONCE(qimg_journal_fail_next, "journal commit");
+		KUNIT_EXPECT_EQ(test, qimg_t_flush(d->bdev), -EIO);
+		WRITE_ONCE(qimg_journal_fail_next, NULL);
+		/* Flushed before the failure: still readable while attached. */
+		qimg_t_expect_cluster(test, d, 3, w, r);
+		qimg_t_down_failed(test, d);
+	}
+	qimg_t_make_image(test, d->file);
+}
+
 static struct kunit_case qimg_jdrv_cases[] = {
 	KUNIT_CASE(qimg_jdrv_commit_on_flush),
 	KUNIT_CASE(qimg_jdrv_crash_replay),
@@ -718,6 +753,7 @@ static struct kunit_case qimg_jdrv_cases[] = {
 	KUNIT_CASE(qimg_jdrv_revoke),
 	KUNIT_CASE(qimg_jdrv_attach_no_journal),
 	KUNIT_CASE(qimg_jdrv_write_fails),
+	KUNIT_CASE(qimg_jdrv_reads_after_failed_commit),
 	{}
 };
 
