@@ -603,6 +603,26 @@ static int qimg_jtx_encode(struct qimg_journal *j, struct qimg_jtx *t,
 	return used;
 }
 
+#if IS_ENABLED(CONFIG_QIMG_KUNIT_DRIVER)
+const char *qimg_journal_fail_next;
+
+/* KUnit builds only: does the test want this journal write to fail? */
+static bool qimg_journal_injected(const char *what)
+{
+	const char *w = READ_ONCE(qimg_journal_fail_next);
+
+	if (!w || strncmp(what, w, strlen(w)))
+		return false;
+	WRITE_ONCE(qimg_journal_fail_next, NULL);
+	return true;
+}
+#else
+static inline bool qimg_journal_injected(const char *what)
+{
+	return false;
+}
+#endif
+
 /* Write the encoded transaction (@used blocks) and its commit block. */
 static int qimg_jtx_write(struct qimg_device *dev, u32 used, u64 seq, u32 crc)
 {
@@ -614,12 +634,14 @@ static int qimg_jtx_write(struct qimg_device *dev, u32 used, u64 seq, u32 crc)
 
 	next = qimg_jrnl_next_start(&j->hdr, j->head + used, j->max_tx);
 	qimg_jrnl_commit_encode(commit, j->block_bits, seq, used, next, crc);
-	ret = qimg_kwrite(dev->top.file, j->buf, (size_t)used * bs,
+	ret = qimg_journal_injected("journal records") ? -EIO :
+	      qimg_kwrite(dev->top.file, j->buf, (size_t)used * bs,
 			  base + ((u64)j->head << j->block_bits));
 	if (!ret)
 		ret = qimg_jsync(dev);
 	if (!ret)
-		ret = qimg_kwrite(dev->top.file, commit, bs,
+		ret = qimg_journal_injected("journal commit") ? -EIO :
+		      qimg_kwrite(dev->top.file, commit, bs,
 				  base + ((u64)(j->head + used) << j->block_bits));
 	if (!ret)
 		ret = qimg_jsync(dev);

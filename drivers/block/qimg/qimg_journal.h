@@ -96,4 +96,13 @@ void qimg_journal_entry_changed(struct qimg_device *dev, bool l1, u64 idx);
 void qimg_journal_revoke(struct qimg_device *dev, u64 host, u64 len);
 bool qimg_journal_owns(struct qimg_device *dev, u64 off);
 
+#if IS_ENABLED(CONFIG_QIMG_KUNIT_DRIVER)
+/*
+ * KUnit only: the next journal write of a commit whose name ("journal
+ * records": the descriptor and data blocks, "journal commit": the commit
+ * block) starts with this string fails with -EIO.
+ */
+extern const char *qimg_journal_fail_next;
+#endif
+
 #endif /* QIMG_JOURNAL_H */

@@ -1,0 +1,767 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * KUnit suite qimg_jdrv: the driver side of the metadata journal
+ * (qimg_journal.c, Documentation/block/qimg-format.rst section 5.1) on
+ * images attached as real disks (the set-up of qimg_dev_kunit.h): attach
+ * with the journal, commits on flush read back from the file with the
+ * format core's scan, crash states (a copy of the file taken while
+ * attached) replayed at attach, checkpoints and the ring's wrap with a
+ * small journal, revokes, an attach without the journal of an image that
+ * has one, and a failed journal write.
+ */
+#include <linux/bio.h>
+#include <linux/blkdev.h>
+#include <linux/fs.h>
+#include <linux/vmalloc.h>
+#include "qimg_file.h"
+#include "qimg_cache.h"
+#include "qimg_meta.h"
+#include "qimg_journal.h"
+#include "qimg_dev_kunit.h"
+
+#define QIMG_T_COPY_PATH	"/qimg-kunit-crash.img"
+
+static struct qimg_device *qimg_t_qdev(struct qimg_t_dev *d)
+{
+	return d->bdev->bd_disk->private_data;
+}
+
+static u64 qimg_t_pread64(struct kunit *test, struct file *f, loff_t pos)
+{
+	__be64 v;
+
+	qimg_t_pread(test, f, &v, 8, pos);
+	return be64_to_cpu(v);
+}
+
+/* qimg_t_make_image(): one 16-bit refcount block at cluster 2. */
+static u16 qimg_t_disk_refcount16(struct kunit *test, struct file *f, u64 host)
+{
+	__be16 v;
+
+	qimg_t_pread(test, f, &v, 2, 2 * QIMG_T_CS + 2 * (host >> QIMG_T_CB));
+	return be16_to_cpu(v);
+}
+
+/* Attach @f with @flags (and @jsize for a new journal): index or errno. */
+static int qimg_t_attach_flags(struct kunit *test, struct file *f, u32 flags,
+			       u64 jsize)
+{
+	struct qimg_attach a = { .size = sizeof(a), .flags = flags,
+				 .journal_size = jsize };
+	int fd, ret;
+
+	fd = get_unused_fd_flags(O_CLOEXEC);
+	KUNIT_ASSERT_GE(test, fd, 0);
+	fd_install(fd, get_file(f));
+	a.fd = fd;
+	ret = qimg_attach(&a, NULL, NULL);
+	close_fd(fd);
+	return ret;
+}
+
+/*
+ * Attach; with the journal on, commits happen on flush only (an hour's
+ * interval), so the counts of transactions below are exact.
+ */
+static void qimg_t_up_flags(struct kunit *test, struct qimg_t_dev *d,
+			    u32 flags, u64 jsize)
+{
+	struct qimg_device *dev;
+
+	d->index = qimg_t_attach_flags(test, d->file, flags, jsize);
+	KUNIT_ASSERT_GE_MSG(test, d->index, 0, "qimg_attach: %d", d->index);
+	d->bdev = qimg_t_open_bdev(test, d->index);
+	dev = qimg_t_qdev(d);
+	if (dev->journal)
+		WRITE_ONCE(dev->journal->interval_ms, 3600 * 1000);
+}
+
+/* Detach when the final write-back is known to fail. */
+static void qimg_t_down_failed(struct kunit *test, struct qimg_t_dev *d)
+{
+	blkdev_put(d->bdev, FMODE_READ | FMODE_WRITE);
+	d->bdev = NULL;
+	KUNIT_EXPECT_EQ(test, qimg_detach(d->index), -EIO);
+	d->index = -1;
+}
+
+/* The journal extension of the image in @f: offset and size, false if none. */
+static bool qimg_t_jext(struct kunit *test, struct file *f, u64 *off,
+			u64 *size)
+{
+	u8 *buf = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	u32 pos = QIMG_V3_HEADER_LEN_COMP;
+
+	KUNIT_ASSERT_NOT_NULL(test, buf);
+	qimg_t_pread(test, f, buf, 4096, 0);
+	KUNIT_ASSERT_EQ(test, get_unaligned_be32(buf + 100),
+			(u32)QIMG_V3_HEADER_LEN_COMP);
+	while (pos + 8 <= 4096) {
+		u32 type = get_unaligned_be32(buf + pos);
+		u32 len = get_unaligned_be32(buf + pos + 4);
+
+		if (type == QIMG_EXT_END)
+			break;
+		if (type == QIMG_EXT_JOURNAL) {
+			KUNIT_ASSERT_EQ(test, len, 16u);
+			*off = get_unaligned_be64(buf + pos + 8);
+			*size = get_unaligned_be64(buf + pos + 16);
+			return true;
+		}
+		pos += 8 + ALIGN(len, 8);
+	}
+	*off = 0;
+	*size = 0;
+	return false;
+}
+
+static u64 qimg_t_incompat(struct kunit *test, struct file *f)
+{
+	return qimg_t_pread64(test, f, QIMG_HDR_INCOMPAT_OFFSET);
+}
+
+static u64 qimg_t_autoclear(struct kunit *test, struct file *f)
+{
+	return qimg_t_pread64(test, f, QIMG_HDR_AUTOCLEAR_OFFSET);
+}
+
+/* Every cluster of [off, off + size) has refcount @want on disk. */
+static void qimg_t_expect_area_refcount(struct kunit *test, struct file *f,
+					u64 off, u64 size, u16 want)
+{
+	u64 c;
+
+	for (c = off; c < off + size; c += QIMG_T_CS)
+		KUNIT_EXPECT_EQ_MSG(test, qimg_t_disk_refcount16(test, f, c),
+				    want, "journal cluster at %llu", c);
+}
+
+/*
+ * The image was detached cleanly: plain qcow2, journal bits clear, the
+ * extension (if any) names no area, and the old area's clusters are free.
+ */
+static void qimg_t_expect_journal_gone(struct kunit *test, struct file *f,
+				       u64 old_area, u64 old_size)
+{
+	u64 off, size;
+
+	KUNIT_EXPECT_EQ(test, qimg_t_incompat(test, f) &
+			QIMG_INCOMPAT_JOURNAL_DIRTY, 0ULL);
+	KUNIT_EXPECT_EQ(test, qimg_t_autoclear(test, f) &
+			QIMG_AUTOCLEAR_JOURNAL_VALID, 0ULL);
+	if (qimg_t_jext(test, f, &off, &size)) {
+		KUNIT_EXPECT_EQ(test, off, 0ULL);
+		KUNIT_EXPECT_EQ(test, size, old_size);
+	}
+	if (old_area)
+		qimg_t_expect_area_refcount(test, f, old_area, old_size, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The on-disk journal, read back with the format core                      */
+
+struct qimg_t_jfile {
+	struct file *f;
+	u64 area;
+};
+
+static int qimg_t_jfread(void *ctx, u64 pos, void *buf, u32 len)
+{
+	struct qimg_t_jfile *jf = ctx;
+	loff_t p = jf->area + pos;
+
+	return kernel_read(jf->f, buf, len, &p) == len ? 0 : -EIO;
+}
+
+static int qimg_t_jfwrite(void *ctx, u64 host, const void *buf, u32 len)
+{
+	return -EROFS;	/* the scan never writes */
+}
+
+/* Scan the journal of the image in @f; the scan's result in *s. */
+static void qimg_t_jscan(struct kunit *test, struct file *f,
+			 struct qimg_jrnl_scan *s)
+{
+	struct qimg_t_jfile jf = { .f = f };
+	struct qimg_jrnl_io io = { qimg_t_jfread, qimg_t_jfwrite, &jf };
+	struct qimg_err err = { "" };
+	struct qimg_jrnl_geom g = { .cluster_bits = QIMG_T_CB };
+	struct qimg_jrnl_hdr h;
+	void *chunk, *work;
+
+	KUNIT_ASSERT_TRUE(test, qimg_t_jext(test, f, &g.area_offset,
+					    &g.area_size));
+	KUNIT_ASSERT_NE(test, g.area_offset, 0ULL);
+	jf.area = g.area_offset;
+	g.file_size = i_size_read(file_inode(f));
+	chunk = kunit_kmalloc(test, QIMG_JRNL_HDR_CHUNK, GFP_KERNEL);
+	KUNIT_ASSERT_NOT_NULL(test, chunk);
+	KUNIT_ASSERT_EQ_MSG(test, qimg_jrnl_hdr_read(&g, &io, chunk, &h, &err),
+			    0, "%s", err.msg);
+	work = kunit_kmalloc(test, qimg_jrnl_work_size(&h), GFP_KERNEL);
+	KUNIT_ASSERT_NOT_NULL(test, work);
+	KUNIT_ASSERT_EQ_MSG(test, qimg_jrnl_scan(&g, &io, &h, work, s, &err),
+			    0, "%s", err.msg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Crash states                                                             */
+
+/*
+ * Copy the image file as it is now, while attached and quiet: what the
+ * disk would hold if the machine lost power at this moment (every write
+ * that a sync made durable is in it, and maybe more).
+ */
+static struct file *qimg_t_crash_copy(struct kunit *test, struct file *src)
+{
+	const size_t chunk = 1 << 20;
+	u64 size = i_size_read(file_inode(src)), pos;
+	struct file *dst;
+	void *buf;
+
+	dst = filp_open(QIMG_T_COPY_PATH, O_RDWR | O_CREAT | O_TRUNC |
+			O_LARGEFILE, 0600);
+	KUNIT_ASSERT_FALSE_MSG(test, IS_ERR(dst), "cannot create %s: %ld",
+			       QIMG_T_COPY_PATH, PTR_ERR(dst));
+	buf = kvmalloc(chunk, GFP_KERNEL);
+	KUNIT_ASSERT_NOT_NULL(test, buf);
+	for (pos = 0; pos < size; pos += chunk) {
+		size_t n = min_t(u64, chunk, size - pos);
+		loff_t r = pos, w = pos;
+
+		if (kernel_read(src, buf, n, &r) != n ||
+		    kernel_write(dst, buf, n, &w) != n) {
+			kvfree(buf);
+			fput(dst);
+			KUNIT_ASSERT_FAILURE(test, "copy at %llu failed", pos);
+		}
+	}
+	kvfree(buf);
+	return dst;
+}
+
+/* Give the copy's memory back (tmpfs) and close it. */
+static void qimg_t_crash_drop(struct file *f)
+{
+	vfs_truncate(&f->f_path, 0);
+	fput(f);
+}
+
+/* Guest cluster @i gets a 4 KiB pattern seeded by @i, at its start. */
+static void qimg_t_write_cluster(struct kunit *test, struct qimg_t_dev *d,
+				 u64 i, u8 *w)
+{
+	qimg_t_fill(w, 4096, (u8)(i * 13 + 1));
+	KUNIT_ASSERT_EQ_MSG(test, qimg_t_io(d->bdev, REQ_OP_WRITE,
+					    i * QIMG_T_CS, w, 4096), 0,
+			    "write of guest cluster %llu", i);
+}
+
+static void qimg_t_expect_cluster(struct kunit *test, struct qimg_t_dev *d,
+				  u64 i, u8 *w, u8 *r)
+{
+	qimg_t_fill(w, 4096, (u8)(i * 13 + 1));
+	memset(r, 0x5a, 4096);
+	KUNIT_ASSERT_EQ(test, qimg_t_io(d->bdev, REQ_OP_READ, i * QIMG_T_CS,
+					r, 4096), 0);
+	KUNIT_EXPECT_EQ_MSG(test, memcmp(r, w, 4096), 0,
+			    "guest cluster %llu", i);
+}
+
+static void qimg_t_expect_zero_cluster(struct kunit *test,
+				       struct qimg_t_dev *d, u64 i, u8 *r)
+{
+	memset(r, 0x5a, 4096);
+	KUNIT_ASSERT_EQ(test, qimg_t_io(d->bdev, REQ_OP_READ, i * QIMG_T_CS,
+					r, 4096), 0);
+	KUNIT_EXPECT_PTR_EQ_MSG(test, memchr_inv(r, 0, 4096), NULL,
+				"guest cluster %llu", i);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Cases                                                                    */
+
+/*
+ * Attach with the journal: the header says dirty + valid, the extension
+ * names an area of clusters with refcount 1.  Allocating writes and one
+ * flush: one committed transaction in the file, two barriers, nothing
+ * written in place (the L1 table on disk is still empty).  A flush with
+ * nothing new: one barrier, no commit.
+ */
+static void qimg_jdrv_commit_on_flush(struct kunit *test)
+{
+	struct qimg_t_dev *d = test->priv;
+	u8 *w = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	struct qimg_jrnl_scan s;
+	struct qimg_device *dev;
+	struct qimg_journal *j;
+	u64 area, size, commits, barriers, flushes, blocks, i;
+
+	KUNIT_ASSERT_NOT_NULL(test, w);
+	qimg_t_make_image(test, d->file);
+	qimg_t_up_flags(test, d, QIMG_ATTACH_JOURNAL, 0);
+	dev = qimg_t_qdev(d);
+	j = dev->journal;
+	KUNIT_ASSERT_NOT_NULL(test, j);
+
+	KUNIT_EXPECT_NE(test, qimg_t_incompat(test, d->file) &
+			QIMG_INCOMPAT_JOURNAL_DIRTY, 0ULL);
+	KUNIT_EXPECT_NE(test, qimg_t_autoclear(test, d->file) &
+			QIMG_AUTOCLEAR_JOURNAL_VALID, 0ULL);
+	KUNIT_ASSERT_TRUE(test, qimg_t_jext(test, d->file, &area, &size));
+	KUNIT_EXPECT_NE(test, area, 0ULL);
+	KUNIT_EXPECT_EQ(test, area % QIMG_T_CS, 0ULL);
+	KUNIT_EXPECT_EQ(test, size, QIMG_JOURNAL_DEFAULT_SIZE);
+	KUNIT_EXPECT_EQ(test, j->geom.area_offset, area);
+	KUNIT_EXPECT_EQ(test, j->geom.area_size, size);
+	qimg_t_expect_area_refcount(test, d->file, area, size, 1);
+	/* The clusters around it are not the area's. */
+	KUNIT_EXPECT_TRUE(test, qimg_journal_owns(dev, area));
+	KUNIT_EXPECT_TRUE(test, qimg_journal_owns(dev, area + size - 1));
+	KUNIT_EXPECT_FALSE(test, qimg_journal_owns(dev, area + size));
+	KUNIT_EXPECT_FALSE(test, qimg_journal_owns(dev, area - 1));
+
+	commits = atomic64_read(&j->st_commits);
+	barriers = atomic64_read(&j->st_barriers);
+	flushes = atomic64_read(&j->st_flushes);
+	blocks = atomic64_read(&j->st_blocks);
+	for (i = 0; i < 4; i++)
+		qimg_t_write_cluster(test, d, i * 200, w);
+	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+	KUNIT_EXPECT_EQ(test, atomic64_read(&j->st_flushes), flushes + 1);
+	KUNIT_EXPECT_EQ(test, atomic64_read(&j->st_commits), commits + 1);
+	KUNIT_EXPECT_LE(test, atomic64_read(&j->st_barriers), barriers + 2);
+	KUNIT_EXPECT_GT(test, atomic64_read(&j->st_blocks), blocks + 2);
+	KUNIT_EXPECT_EQ(test, atomic64_read(&j->st_checkpoints), 0);
+
+	qimg_t_jscan(test, d->file, &s);
+	KUNIT_EXPECT_GE(test, s.ntx, 1ULL);
+	KUNIT_EXPECT_FALSE(test, s.torn);
+	/* L1 entry, L2 table chunks, refcount block chunk at least. */
+	KUNIT_EXPECT_GE(test, s.nwrites, 3ULL);
+	KUNIT_EXPECT_EQ(test, s.last_seq, j->committed_seq);
+	/* Nothing in place yet: the tables on disk are the old ones. */
+	KUNIT_EXPECT_EQ(test, qimg_t_pread64(test, d->file, 3 * QIMG_T_CS),
+			0ULL);
+
+	/* Nothing changed since: one sync, no journal block. */
+	commits = atomic64_read(&j->st_commits);
+	barriers = atomic64_read(&j->st_barriers);
+	blocks = atomic64_read(&j->st_blocks);
+	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+	KUNIT_EXPECT_EQ(test, atomic64_read(&j->st_commits), commits);
+	KUNIT_EXPECT_EQ(test, atomic64_read(&j->st_barriers), barriers + 1);
+	KUNIT_EXPECT_EQ(test, atomic64_read(&j->st_blocks), blocks);
+
+	qimg_t_down(test, d);
+	qimg_t_expect_journal_gone(test, d->file, area, size);
+	/* Detach checkpointed: the L1 table in place names the L2 table. */
+	KUNIT_EXPECT_NE(test, qimg_t_pread64(test, d->file, 3 * QIMG_T_CS),
+			0ULL);
+}
+
+/*
+ * Crash after a flush: a copy of the file taken while attached.  Attached,
+ * the copy's journal is replayed and reads show what was written before
+ * the flush; detached, the copy is plain qcow2 without the journal area.
+ */
+static void qimg_jdrv_crash_replay(struct kunit *test)
+{
+	struct qimg_t_dev *d = test->priv;
+	u8 *w = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	u8 *r = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	struct qimg_t_dev c = { .index = -1 };
+	struct qimg_device *dev;
+	u64 area, size, i;
+
+	KUNIT_ASSERT_NOT_NULL(test, w);
+	KUNIT_ASSERT_NOT_NULL(test, r);
+	qimg_t_make_image(test, d->file);
+	qimg_t_up_flags(test, d, QIMG_ATTACH_JOURNAL, 0);
+	for (i = 0; i < 6; i++) {
+		qimg_t_write_cluster(test, d, i * 150 + 1, w);
+		if (i % 2)
+			KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+	}
+	KUNIT_ASSERT_TRUE(test, qimg_t_jext(test, d->file, &area, &size));
+	c.file = qimg_t_crash_copy(test, d->file);
+	qimg_t_down(test, d);
+
+	/* The crash state needs the replay: dirty, tables not in place. */
+	KUNIT_EXPECT_NE(test, qimg_t_incompat(test, c.file) &
+			QIMG_INCOMPAT_JOURNAL_DIRTY, 0ULL);
+	KUNIT_EXPECT_EQ(test, qimg_t_pread64(test, c.file, 3 * QIMG_T_CS),
+			0ULL);
+	c.index = qimg_t_attach_flags(test, c.file, 0, 0);
+	if (c.index < 0) {
+		qimg_t_crash_drop(c.file);
+		KUNIT_ASSERT_FAILURE(test, "attach of the crash copy: %d",
+				     c.index);
+	}
+	c.bdev = qimg_t_open_bdev(test, c.index);
+	dev = qimg_t_qdev(&c);
+	KUNIT_EXPECT_EQ(test, dev->jrnl_replayed, 3ULL);
+	/* The image asks for its journal: it is on again. */
+	KUNIT_EXPECT_NOT_NULL(test, dev->journal);
+	for (i = 0; i < 6; i++)
+		qimg_t_expect_cluster(test, &c, i * 150 + 1, w, r);
+	qimg_t_expect_zero_cluster(test, &c, 0, r);
+	blkdev_put(c.bdev, FMODE_READ | FMODE_WRITE);
+	KUNIT_EXPECT_EQ(test, qimg_detach(c.index), 0);
+	qimg_t_expect_journal_gone(test, c.file, area, size);
+	/* In place now: read without the journal. */
+	KUNIT_EXPECT_NE(test, qimg_t_pread64(test, c.file, 3 * QIMG_T_CS),
+			0ULL);
+	c.index = qimg_t_attach_flags(test, c.file, QIMG_ATTACH_NO_JOURNAL, 0);
+	if (c.index >= 0) {
+		c.bdev = qimg_t_open_bdev(test, c.index);
+		KUNIT_EXPECT_NULL(test, qimg_t_qdev(&c)->journal);
+		KUNIT_EXPECT_EQ(test, qimg_t_qdev(&c)->jrnl_replayed, 0ULL);
+		for (i = 0; i < 6; i++)
+			qimg_t_expect_cluster(test, &c, i * 150 + 1, w, r);
+		blkdev_put(c.bdev, FMODE_READ | FMODE_WRITE);
+		KUNIT_EXPECT_EQ(test, qimg_detach(c.index), 0);
+	} else {
+		KUNIT_FAIL(test, "attach without the journal: %d", c.index);
+	}
+	qimg_t_crash_drop(c.file);
+}
+
+/*
+ * A journal of 16 clusters (256 blocks, transactions of at most 63): many
+ * flushes with allocations fill it, so commits checkpoint and the ring
+ * wraps.  A crash copy at the end replays from a tail inside the ring;
+ * the original, detached, has every mapping in place.
+ */
+static void qimg_jdrv_checkpoint_wrap(struct kunit *test)
+{
+	const u64 n = 160;
+	struct qimg_t_dev *d = test->priv;
+	u8 *w = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	u8 *r = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	struct qimg_t_dev c = { .index = -1 };
+	struct qimg_device *dev;
+	struct qimg_journal *j;
+	u32 head, prev_head;
+	bool wrapped = false;
+	u64 area, size, i;
+
+	KUNIT_ASSERT_NOT_NULL(test, w);
+	KUNIT_ASSERT_NOT_NULL(test, r);
+	qimg_t_make_image(test, d->file);
+	qimg_t_up_flags(test, d, QIMG_ATTACH_JOURNAL, 16 * QIMG_T_CS);
+	dev = qimg_t_qdev(d);
+	j = dev->journal;
+	KUNIT_ASSERT_NOT_NULL(test, j);
+	KUNIT_EXPECT_EQ(test, j->geom.area_size, 16 * QIMG_T_CS);
+	KUNIT_EXPECT_EQ(test, j->hdr.nblocks, 256u);
+	prev_head = READ_ONCE(j->head);
+	/* 37 is prime to the 1024 clusters: all different, all L2 chunks. */
+	for (i = 0; i < n; i++) {
+		qimg_t_write_cluster(test, d, (i * 37) % 1024, w);
+		KUNIT_ASSERT_EQ_MSG(test, qimg_t_flush(d->bdev), 0,
+				    "flush %llu", i);
+		head = READ_ONCE(j->head);
+		if (head < prev_head)
+			wrapped = true;
+		prev_head = head;
+	}
+	KUNIT_EXPECT_TRUE(test, wrapped);
+	KUNIT_EXPECT_GE(test, atomic64_read(&j->st_commits), (s64)n);
+	KUNIT_EXPECT_GT(test, atomic64_read(&j->st_checkpoints), 0);
+	kunit_info(test, "%lld commits, %lld checkpoints, %lld barriers, %lld blocks\n",
+		   atomic64_read(&j->st_commits),
+		   atomic64_read(&j->st_checkpoints),
+		   atomic64_read(&j->st_barriers),
+		   atomic64_read(&j->st_blocks));
+	/* A quiet moment for the copy: no checkpoint half done. */
+	flush_work(&j->ckpt_work);
+	KUNIT_ASSERT_TRUE(test, qimg_t_jext(test, d->file, &area, &size));
+	c.file = qimg_t_crash_copy(test, d->file);
+	qimg_t_down(test, d);
+	qimg_t_expect_journal_gone(test, d->file, area, size);
+
+	/* The original, without the journal: the tables in place. */
+	qimg_t_up_flags(test, d, QIMG_ATTACH_NO_JOURNAL, 0);
+	KUNIT_EXPECT_NULL(test, qimg_t_qdev(d)->journal);
+	for (i = 0; i < n; i++)
+		qimg_t_expect_cluster(test, d, (i * 37) % 1024, w, r);
+	qimg_t_expect_zero_cluster(test, d, (n * 37) % 1024, r);
+	qimg_t_down(test, d);
+
+	/* The crash copy: replayed from wherever the tail was. */
+	c.index = qimg_t_attach_flags(test, c.file, QIMG_ATTACH_NO_JOURNAL, 0);
+	if (c.index < 0) {
+		qimg_t_crash_drop(c.file);
+		KUNIT_ASSERT_FAILURE(test, "attach of the crash copy: %d",
+				     c.index);
+	}
+	c.bdev = qimg_t_open_bdev(test, c.index);
+	kunit_info(test, "crash copy: %llu transaction(s) replayed\n",
+		   qimg_t_qdev(&c)->jrnl_replayed);
+	for (i = 0; i < n; i++)
+		qimg_t_expect_cluster(test, &c, (i * 37) % 1024, w, r);
+	blkdev_put(c.bdev, FMODE_READ | FMODE_WRITE);
+	KUNIT_EXPECT_EQ(test, qimg_detach(c.index), 0);
+	qimg_t_expect_journal_gone(test, c.file, area, size);
+	qimg_t_crash_drop(c.file);
+}
+
+/*
+ * Revokes.  No path of the driver frees a cluster that the journal
+ * logged since the last checkpoint: a discard never frees an L2 table,
+ * the L2 table replaced by copy-on-write is a snapshot's (its refcount
+ * only drops), and growing the refcount table checkpoints everything
+ * before the old table is freed (so no record targets it any more).  So
+ * this case calls qimg_journal_revoke() itself, as freeing the L2 table
+ * would: a range no record targets adds nothing, the L2 table adds a
+ * revoke to the next commit; in a crash copy whose L2 table cluster was
+ * reused (zeroed), the replay must leave it alone; a write after the
+ * revoke logs the table again, and that later record is replayed.
+ */
+static void qimg_jdrv_revoke(struct kunit *test)
+{
+	struct qimg_t_dev *d = test->priv;
+	u8 *w = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	u8 *r = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	u8 *z = kunit_kzalloc(test, QIMG_T_CS, GFP_KERNEL);
+	struct qimg_t_dev c = { .index = -1 };
+	struct qimg_jrnl_scan s;
+	struct qimg_device *dev;
+	struct qimg_journal *j;
+	u64 l2, data, nrev;
+	loff_t pos;
+	int pass;
+
+	KUNIT_ASSERT_NOT_NULL(test, w);
+	KUNIT_ASSERT_NOT_NULL(test, r);
+	KUNIT_ASSERT_NOT_NULL(test, z);
+	for (pass = 0; pass < 2; pass++) {
+		qimg_t_make_image(test, d->file);
+		qimg_t_up_flags(test, d, QIMG_ATTACH_JOURNAL, 0);
+		dev = qimg_t_qdev(d);
+		j = dev->journal;
+		KUNIT_ASSERT_NOT_NULL(test, j);
+		qimg_t_write_cluster(test, d, 0, w);
+		KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+		l2 = be64_to_cpu(READ_ONCE(dev->top.l1[0])) &
+		     QIMG_L1E_OFFSET_MASK;
+		KUNIT_ASSERT_NE(test, l2, 0ULL);
+
+		mutex_lock(&dev->meta_lock);
+		KUNIT_EXPECT_FALSE(test, j->running);
+		/* Guest data: never logged, so no revoke. */
+		data = l2 + QIMG_T_CS;
+		qimg_journal_revoke(dev, data, QIMG_T_CS);
+		KUNIT_EXPECT_TRUE(test, list_empty(&j->revokes));
+		KUNIT_EXPECT_FALSE(test, j->running);
+		qimg_journal_revoke(dev, l2, QIMG_T_CS);
+		KUNIT_EXPECT_FALSE(test, list_empty(&j->revokes));
+		KUNIT_EXPECT_TRUE(test, j->running);
+		mutex_unlock(&dev->meta_lock);
+		KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+		qimg_t_jscan(test, d->file, &s);
+		KUNIT_EXPECT_EQ(test, s.ntx, 2ULL);
+		KUNIT_EXPECT_EQ(test, s.nrevokes, 1ULL);
+		nrev = s.nwrites;
+		if (pass) {
+			/* Logged again after the revoke: replayed. */
+			qimg_t_write_cluster(test, d, 1, w);
+			KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+			qimg_t_jscan(test, d->file, &s);
+			KUNIT_EXPECT_EQ(test, s.ntx, 3ULL);
+			KUNIT_EXPECT_GT(test, s.nwrites, nrev);
+		}
+		c.file = qimg_t_crash_copy(test, d->file);
+		/* The original's table was revoked while still in use. */
+		qimg_t_down(test, d);
+
+		/* The L2 table's cluster, reused since: zeros. */
+		pos = l2;
+		KUNIT_ASSERT_EQ(test, kernel_write(c.file, z, QIMG_T_CS, &pos),
+				(ssize_t)QIMG_T_CS);
+		c.index = qimg_t_attach_flags(test, c.file,
+					      QIMG_ATTACH_NO_JOURNAL, 0);
+		if (c.index < 0) {
+			qimg_t_crash_drop(c.file);
+			KUNIT_ASSERT_FAILURE(test, "attach of the crash copy: %d",
+					     c.index);
+		}
+		c.bdev = qimg_t_open_bdev(test, c.index);
+		KUNIT_EXPECT_EQ(test, qimg_t_qdev(&c)->jrnl_replayed,
+				pass ? 3ULL : 2ULL);
+		if (pass) {
+			/* The later record holds the whole chunk again. */
+			qimg_t_expect_cluster(test, &c, 0, w, r);
+			qimg_t_expect_cluster(test, &c, 1, w, r);
+		} else {
+			/* The revoked record was not replayed. */
+			qimg_t_expect_zero_cluster(test, &c, 0, r);
+		}
+		blkdev_put(c.bdev, FMODE_READ | FMODE_WRITE);
+		KUNIT_EXPECT_EQ(test, qimg_detach(c.index), 0);
+		qimg_t_crash_drop(c.file);
+	}
+	qimg_t_make_image(test, d->file);
+}
+
+/*
+ * Attach without the journal an image whose journal area exists (a crash
+ * copy: dirty and valid): the journal is replayed, then checkpointed and
+ * the area freed; the extension names nothing, the data is there.
+ */
+static void qimg_jdrv_attach_no_journal(struct kunit *test)
+{
+	struct qimg_t_dev *d = test->priv;
+	u8 *w = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	u8 *r = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	struct qimg_t_dev c = { .index = -1 };
+	u64 area, size, i;
+
+	KUNIT_ASSERT_NOT_NULL(test, w);
+	KUNIT_ASSERT_NOT_NULL(test, r);
+	qimg_t_make_image(test, d->file);
+	qimg_t_up_flags(test, d, QIMG_ATTACH_JOURNAL, 0);
+	for (i = 0; i < 3; i++)
+		qimg_t_write_cluster(test, d, 10 + i, w);
+	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+	KUNIT_ASSERT_TRUE(test, qimg_t_jext(test, d->file, &area, &size));
+	c.file = qimg_t_crash_copy(test, d->file);
+	qimg_t_down(test, d);
+
+	qimg_t_expect_area_refcount(test, c.file, area, size, 1);
+	KUNIT_EXPECT_NE(test, qimg_t_autoclear(test, c.file) &
+			QIMG_AUTOCLEAR_JOURNAL_VALID, 0ULL);
+	c.index = qimg_t_attach_flags(test, c.file, QIMG_ATTACH_NO_JOURNAL, 0);
+	if (c.index < 0) {
+		qimg_t_crash_drop(c.file);
+		KUNIT_ASSERT_FAILURE(test, "attach of the crash copy: %d",
+				     c.index);
+	}
+	c.bdev = qimg_t_open_bdev(test, c.index);
+	KUNIT_EXPECT_NULL(test, qimg_t_qdev(&c)->journal);
+	KUNIT_EXPECT_EQ(test, qimg_t_qdev(&c)->jrnl_replayed, 1ULL);
+	/* Gone already while attached, not only at detach. */
+	qimg_t_expect_journal_gone(test, c.file, area, size);
+	for (i = 0; i < 3; i++)
+		qimg_t_expect_cluster(test, &c, 10 + i, w, r);
+	/* Writes go the ordered way now, and the area can be reused. */
+	qimg_t_write_cluster(test, &c, 20, w);
+	KUNIT_EXPECT_EQ(test, qimg_t_flush(c.bdev), 0);
+	blkdev_put(c.bdev, FMODE_READ | FMODE_WRITE);
+	KUNIT_EXPECT_EQ(test, qimg_detach(c.index), 0);
+	KUNIT_EXPECT_NE(test, qimg_t_pread64(test, c.file, 3 * QIMG_T_CS),
+			0ULL);
+	qimg_t_crash_drop(c.file);
+}
+
+/*
+ * A journal write fails (the records, or the commit block): that flush
+ * fails, the device turns read-only, no later flush succeeds and the
+ * detach reports the failure.  The next attach replays what was committed
+ * before; the failed transaction's write is not there.
+ */
+static void qimg_jdrv_write_fails(struct kunit *test)
+{
+	static const char * const fail[] = { "journal commit",
+					     "journal records" };
+	struct qimg_t_dev *d = test->priv;
+	u8 *w = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	u8 *r = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	struct qimg_device *dev;
+	unsigned int k;
+
+	KUNIT_ASSERT_NOT_NULL(test, w);
+	KUNIT_ASSERT_NOT_NULL(test, r);
+	for (k = 0; k < ARRAY_SIZE(fail); k++) {
+		qimg_t_make_image(test, d->file);
+		qimg_t_up_flags(test, d, QIMG_ATTACH_JOURNAL, 0);
+		dev = qimg_t_qdev(d);
+		qimg_t_write_cluster(test, d, 3, w);
+		KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+		qimg_t_write_cluster(test, d, 700, w);
+		WRITE_ONCE(qimg_journal_fail_next, fail[k]);
+		KUNIT_EXPECT_EQ_MSG(test, qimg_t_flush(d->bdev), -EIO,
+				    "%s write fails", fail[k]);
+		KUNIT_EXPECT_PTR_EQ(test, READ_ONCE(qimg_journal_fail_next),
+				    NULL);
+		WRITE_ONCE(qimg_journal_fail_next, NULL);
+		KUNIT_EXPECT_TRUE(test, bdev_read_only(d->bdev));
+		KUNIT_EXPECT_TRUE(test, test_bit(QIMG_STATE_WB_FAILED,
+						 &dev->state));
+		KUNIT_EXPECT_EQ(test, qimg_t_flush(d->bdev), -EIO);
+		KUNIT_EXPECT_NE(test, qimg_t_io(d->bdev, REQ_OP_WRITE,
+						5 * QIMG_T_CS, w, 4096), 0);
+		KUNIT_EXPECT_EQ(test, qimg_t_flush(d->bdev), -EIO);
+		qimg_t_down_failed(test, d);
+		/* The journal stays for the next attach to replay. */
+		KUNIT_EXPECT_NE(test, qimg_t_incompat(test, d->file) &
+				QIMG_INCOMPAT_JOURNAL_DIRTY, 0ULL);
+
+		qimg_t_up_flags(test, d, QIMG_ATTACH_NO_JOURNAL, 0);
+		KUNIT_EXPECT_EQ_MSG(test, qimg_t_qdev(d)->jrnl_replayed, 1ULL,
+				    "%s write failed", fail[k]);
+		qimg_t_expect_cluster(test, d, 3, w, r);
+		qimg_t_expect_zero_cluster(test, d, 700, r);
+		qimg_t_down(test, d);
+		qimg_t_expect_journal_gone(test, d->file, 0,
+					   QIMG_JOURNAL_DEFAULT_SIZE);
+	}
+	qimg_t_make_image(test, d->file);
+}
+
+/*
+ * After a failed journal commit, reads show what the last successful
+ * flush made durable: the mapping committed in the journal, not the older
+ * tables in place (nothing is in place before a checkpoint).  Once right
+ * after the flush, once after the commit work's clean-up ran.
+ */
+static void qimg_jdrv_reads_after_failed_commit(struct kunit *test)
+{
+	struct qimg_t_dev *d = test->priv;
+	u8 *w = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	u8 *r = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	struct qimg_device *dev;
+	int settle;
+
+	KUNIT_ASSERT_NOT_NULL(test, w);
+	KUNIT_ASSERT_NOT_NULL(test, r);
+	for (settle = 0; settle < 2; settle++) {
+		qimg_t_make_image(test, d->file);
+		qimg_t_up_flags(test, d, QIMG_ATTACH_JOURNAL, 0);
+		qimg_t_write_cluster(test, d, 3, w);
+		KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+		dev = qimg_t_qdev(d);
+		if (settle)
+			flush_delayed_work(&dev->journal->commit_work);
+		qimg_t_write_cluster(test, d, 700, w);
+		WRITE_ONCE(qimg_journal_fail_next, "journal commit");
+		KUNIT_EXPECT_EQ(test, qimg_t_flush(d->bdev), -EIO);
+		WRITE_ONCE(qimg_journal_fail_next, NULL);
+		/* Flushed before the failure: still readable while attached. */
+		qimg_t_expect_cluster(test, d, 3, w, r);
+		qimg_t_down_failed(test, d);
+	}
+	qimg_t_make_image(test, d->file);
+}
+
+static struct kunit_case qimg_jdrv_cases[] = {
+	KUNIT_CASE(qimg_jdrv_commit_on_flush),
+	KUNIT_CASE(qimg_jdrv_crash_replay),
+	KUNIT_CASE(qimg_jdrv_checkpoint_wrap),
+	KUNIT_CASE(qimg_jdrv_revoke),
+	KUNIT_CASE(qimg_jdrv_attach_no_journal),
+	KUNIT_CASE(qimg_jdrv_write_fails),
+	KUNIT_CASE(qimg_jdrv_reads_after_failed_commit),
+	{}
+};
+
+static struct kunit_suite qimg_jdrv_suite = {
+	.name = "qimg_jdrv",
+	.init = qimg_t_dev_init,
+	.exit = qimg_t_dev_exit,
+	.test_cases = qimg_jdrv_cases,
+};
+
+kunit_test_suite(qimg_jdrv_suite);
