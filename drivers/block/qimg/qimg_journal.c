@@ -1205,8 +1205,8 @@ int qimg_journal_stop(struct qimg_device *dev, u64 *area, u64 *size)
 		ret = qimg_jbits_write(dev, false);
 	if (!ret)
 		ret = qimg_jext_write(dev, 0, dev->top.h->journal_size);
-	*area = dev->top.h->journal_offset;
-	*size = dev->top.h->journal_size;
+	*area = j->geom.area_offset;
+	*size = j->geom.area_size;
 	if (ret)
 		return ret;
 	qimg_dev_info(dev, "journal checkpointed and removed (%llu commits, %llu checkpoints)\n",
@@ -1215,7 +1215,6 @@ int qimg_journal_stop(struct qimg_device *dev, u64 *area, u64 *size)
 	mutex_lock(&dev->meta_lock);
 	dev->journal = NULL;
 	mutex_unlock(&dev->meta_lock);
-	*area = j->geom.area_offset;
 	qimg_journal_destroy(j);
 	return 0;
 }

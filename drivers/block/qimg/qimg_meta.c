@@ -531,6 +531,13 @@ static void qimg_meta_revert(struct qimg_device *dev)
 	LIST_HEAD(todo);
 	__be64 *buf;
 
+	/*
+	 * With the journal the disk's tables are older than the committed
+	 * transactions, which the next attach replays: rereading them would
+	 * hide data whose flush succeeded.  Memory keeps the newest state.
+	 */
+	if (dev->journal)
+		return;
 	if (lo >= hi && !c->nr_dirty)
 		return;
 	if (lo < hi)

@@ -312,7 +312,7 @@ static void qimg_jdrv_commit_on_flush(struct kunit *test)
 	KUNIT_ASSERT_TRUE(test, qimg_t_jext(test, d->file, &area, &size));
 	KUNIT_EXPECT_NE(test, area, 0ULL);
 	KUNIT_EXPECT_EQ(test, area % QIMG_T_CS, 0ULL);
-	KUNIT_EXPECT_EQ(test, size, QIMG_JOURNAL_DEFAULT_SIZE);
+	KUNIT_EXPECT_EQ(test, size, QIMG_JRNL_DEFAULT_SIZE);
 	KUNIT_EXPECT_EQ(test, j->geom.area_offset, area);
 	KUNIT_EXPECT_EQ(test, j->geom.area_size, size);
 	qimg_t_expect_area_refcount(test, d->file, area, size, 1);
@@ -706,7 +706,7 @@ static void qimg_jdrv_write_fails(struct kunit *test)
 		qimg_t_expect_zero_cluster(test, d, 700, r);
 		qimg_t_down(test, d);
 		qimg_t_expect_journal_gone(test, d->file, 0,
-					   QIMG_JOURNAL_DEFAULT_SIZE);
+					   QIMG_JRNL_DEFAULT_SIZE);
 	}
 	qimg_t_make_image(test, d->file);
 }
