@@ -7,7 +7,8 @@
 # workload against these targets:
 #
 #   qimg   /dev/qimgN on the qcow2 image, journal off
-#   qimgj  /dev/qimgN on the qcow2 image, attach --journal=on
+#   qimgj  /dev/qimgN on the qcow2 image, attach --journal=on (fresh
+#          images and overlays made by qimgctl create -o journal=on)
 #   loop   losetup --direct-io=on on the raw file
 #   nbd    qemu-nbd --cache=none --aio=native on the qcow2 image
 #   raw    fio directly on the raw file (O_DIRECT; the ceiling)
@@ -112,6 +113,8 @@ setup() {
 	alloc | ext4)
 		case $t in
 		loop | raw) truncate -s "$SIZE" fresh.raw || return 1 ;;
+		qimgj) "$QIMGCTL" create -q -o cluster_size=65536,journal=on \
+			fresh.qcow2 "$SIZE" || return 1 ;;
 		*)
 			qemu-img create -q -f qcow2 -o cluster_size=65536 \
 				fresh.qcow2 "$SIZE" || return 1
@@ -119,8 +122,16 @@ setup() {
 		esac
 		;;
 	cow)
-		qemu-img create -q -f qcow2 -o cluster_size=65536 \
-			-b base.qcow2 -F qcow2 fresh.qcow2 "$SIZE" || return 1
+		# An overlay's header holds the backing file name, which can
+		# leave no room for the journal extension: qimgctl create
+		# -o journal=on reserves it.
+		if [ "$t" = qimgj ]; then
+			"$QIMGCTL" create -q -o cluster_size=65536,journal=on \
+				-b base.qcow2 -F qcow2 fresh.qcow2 "$SIZE" || return 1
+		else
+			qemu-img create -q -f qcow2 -o cluster_size=65536 \
+				-b base.qcow2 -F qcow2 fresh.qcow2 "$SIZE" || return 1
+		fi
 		;;
 	esac
 	case $t in

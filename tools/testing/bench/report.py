@@ -265,7 +265,7 @@ def markdown(res, plots):
     cs = res.get("cache_scaling")
     if cs:
         L += ["", "## Cache scaling (qimg, 4k random read QD32 over a %s "
-              "image, preallocation=metadata)" % cs["image"], "",
+              "image, L2 tables all present)" % cs["image"], "",
               "| L2 cache | IOPS | p99 us | IOPS vs largest cache |",
               "|---|---|---|---|"]
         for p in cs["points"]:
@@ -325,6 +325,7 @@ plot for [i=2:%d] '%s' using i:xtic(1)
 set output '%s'
 set title 'qimg 4k randread QD32 over a %s image vs L2 cache size (TCG)'
 set logscale x 2
+set offsets graph 0.05, graph 0.05, 0, 0
 set xlabel 'L2 cache size (KiB)'
 set ylabel 'IOPS relative to the largest cache'
 set yrange [0:*]
