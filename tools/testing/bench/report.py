@@ -326,7 +326,7 @@ set output '%s'
 set title 'qimg 4k randread QD32 over a %s image vs L2 cache size (TCG)'
 set logscale x 2
 set offsets graph 0.05, graph 0.05, 0, 0
-set xlabel 'L2 cache size (KiB)'
+set xlabel 'L2 cache size'
 set ylabel 'IOPS relative to the largest cache'
 set yrange [0:*]
 set grid
