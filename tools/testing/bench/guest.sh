@@ -168,7 +168,7 @@ jrnl_counters() {
 	local d=/sys/block/${1#/dev/}/qimg f
 	for f in "$d"/journal_*; do
 		[ -f "$f" ] || continue
-		printf '%s %s\n' "${f##*/}" "$(cat "$f" 2>/dev/null | head -n 1)"
+		printf '%s %s\n' "${f##*/}" "$(head -n 1 "$f" 2>/dev/null)"
 	done
 }
 
