@@ -220,7 +220,8 @@ def markdown(res, plots):
          "target's rounds.", ""]
     L.append("| run | |")
     L.append("|---|---|")
-    for k in ("accel", "kernel", "cpu", "nproc", "fio", "qemu_nbd",
+    for k in ("accel", "host_cpu", "host_nproc", "host_kernel", "kernel",
+              "cpu", "nproc", "fio", "qemu_nbd",
               "nbd_aio", "size", "runtime", "rounds", "cache_vsize",
               "host_load", "host_load_end", "wall_seconds", "git_head"):
         if k in run:
