@@ -9,7 +9,7 @@ pkgs=(
 	sparse bc flex bison libelf-dev libssl-dev cpio xz-utils rsync
 	qemu-utils qemu-system-x86 busybox-static fio e2fsprogs kmod dmsetup fdisk
 	linux-image-amd64 linux-headers-amd64 linux-source-6.1 dkms
-	python3
+	python3 gnuplot-nox
 )
 
 # The 6.12 kernel comes from bookworm-backports.  The suite is added with the
