@@ -102,7 +102,11 @@ static void qimgctl_explain_attach(const struct qimgctl_image *img, int e,
 			    img->path, ro ? " read-write" : "");
 		return;
 	case ENOSPC:
-		qimgctl_err("%s: no free minor numbers", img->path);
+		if (aflags & QIMG_ATTACH_JOURNAL || img->h.has_journal_ext)
+			qimgctl_err("%s: no free minor numbers, or no room for the metadata journal (see dmesg; an image made by qemu-img may lack header space: recreate it with qimgctl create -o journal=on)",
+				    img->path);
+		else
+			qimgctl_err("%s: no free minor numbers", img->path);
 		return;
 	case EINVAL:
 		if (aflags & (QIMG_ATTACH_JOURNAL | QIMG_ATTACH_NO_JOURNAL)) {

@@ -111,7 +111,7 @@ const char *qimg_unsupported_feature(const struct qimg_header *h,
 		return "encryption";
 	/* Unreplayed transactions: the metadata on disk is not current. */
 	if (incompat & QIMG_INCOMPAT_JOURNAL_DIRTY)
-		return "dirty metadata journal (replayed by a read-write attach or qimgctl check -r all)";
+		return "dirty metadata journal (replay: attach read-write or qimgctl check -r)";
 	if (incompat & QIMG_INCOMPAT_COMPRESSION &&
 	    h->compression_type != QIMG_COMPRESSION_ZLIB)
 		return h->compression_type == QIMG_COMPRESSION_ZSTD ?
