@@ -64,6 +64,7 @@
 #include <linux/sizes.h>
 #include <linux/srcu.h>
 #include <linux/xarray.h>
+#include <linux/rbtree.h>
 
 #include <linux/qimg.h>
 
@@ -202,6 +203,16 @@ struct qimg_device {
 	struct list_head pending_frees;	/* struct qimg_pending_free */
 	/* Frees whose replacing references are durable (or sealed). */
 	struct list_head ready_frees;
+	/*
+	 * With the journal: clusters freed in a transaction not yet durable
+	 * (struct qimg_quar, by start in quar_tree and by transaction in
+	 * quar_list), never handed out before it is; and data clusters
+	 * reserved by allocating writes whose L2 entry is not set yet (by
+	 * cluster index), which a commit logs as still free.
+	 */
+	struct rb_root quar_tree;
+	struct list_head quar_list;
+	struct xarray unlinked;
 	struct qimg_journal *journal;	/* NULL: ordered write-back */
 	u64 jrnl_replayed;		/* transactions replayed at attach */
 	const struct qimg_meta_ops *meta_ops;	/* hooks of the layers above */
@@ -254,6 +265,19 @@ struct qimg_pending_free {
 	struct list_head node;
 	u64 host;
 	u64 len;
+};
+
+/*
+ * Clusters [start, end) (host bytes) freed by transaction @tid while the
+ * journal is on; reusable once that transaction is durable and no data
+ * I/O that looked them up is in flight (qimg_refcount.c).
+ */
+struct qimg_quar {
+	struct rb_node rb;
+	struct list_head node;
+	u64 start;
+	u64 end;
+	u64 tid;
 };
 
 /* Per-request context (blk-mq PDU). */

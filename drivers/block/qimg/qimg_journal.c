@@ -412,6 +412,22 @@ void qimg_journal_revoke(struct qimg_device *dev, u64 host, u64 len)
 }
 
 /**
+ * qimg_journal_durable_tid() - the last transaction made durable
+ * @dev: the device
+ *
+ * Without the journal every transaction the caller can see is durable
+ * once its write-back returned (U64_MAX).
+ *
+ * Context: dev->meta_lock held.
+ * Return: the dev->meta_tid of the last transaction committed.
+ */
+u64 qimg_journal_durable_tid(struct qimg_device *dev)
+{
+	lockdep_assert_held(&dev->meta_lock);
+	return dev->journal ? READ_ONCE(dev->journal->durable_tid) : U64_MAX;
+}
+
+/**
  * qimg_journal_owns() - is @off inside the journal area?
  * @dev: the device
  * @off: a host offset
@@ -430,9 +446,19 @@ bool qimg_journal_owns(struct qimg_device *dev, u64 off)
 /* ------------------------------------------------------------------------ */
 /* Sealing and commit                                                       */
 
+/* A refcount block chunk whose sealed copy left a reservation out. */
+struct qimg_jfix {
+	struct qimg_centry *e;		/* the refcount block (dirty, pinned) */
+	u32 chunk;			/* its chunk to log again */
+	u32 rec;			/* the record given a private copy */
+	void *copy;			/* that copy, owned here, or NULL */
+};
+
 struct qimg_jtx {
 	struct qimg_jrnl_rec *r;
 	u32 n, cap;
+	struct qimg_jfix *fix;
+	u32 nfix, capfix;
 };
 
 static int qimg_jtx_add(struct qimg_jtx *t, u16 type, u64 target,
@@ -540,6 +566,119 @@ static int qimg_jtx_gather(struct qimg_device *dev, struct qimg_jtx *t)
 		ret = qimg_jtx_entries(t, &j->l1_set, img->l1, img->l1_entries,
 				       img->h->l1_table_offset, all);
 	return ret;
+}
+
+static struct qimg_centry *qimg_jdirty_rb(struct qimg_device *dev, u64 off)
+{
+	struct qimg_centry *e;
+
+	list_for_each_entry(e, &dev->rc.dirty, dnode)
+		if (e->offset == off)
+			return e;
+	return NULL;
+}
+
+/*
+ * An allocating write reserves its data cluster (refcount 1) before the
+ * data I/O and sets the L2 entry after it, in two handles: a commit in
+ * between must not make the reservation durable without the link, or a
+ * crash would leave the cluster counted and unreferenced (a leak).  So
+ * the sealed records give such a cluster its refcount from before the
+ * reservation, 0, in a private copy of the record's block, and the chunk
+ * stays marked: the next transaction logs the 1 with the link.
+ */
+static int qimg_jtx_unlinked(struct qimg_device *dev, struct qimg_jtx *t)
+{
+	struct qimg_journal *j = dev->journal;
+	struct qimg_image *img = &dev->top;
+	const struct qimg_geom *g = img->g;
+	struct qimg_err err = { "" };
+	u64 host = 0;
+	int ret;
+
+	if (!dev->meta_ops || !dev->meta_ops->next_unlinked)
+		return 0;
+	for (; dev->meta_ops->next_unlinked(dev, &host);
+	     host += g->cluster_size) {
+		u64 rt_idx = qimg_reftable_index(g, host), rb_off, bit, pos;
+		struct qimg_centry *e;
+		struct qimg_jfix *f;
+		u32 i, k;
+
+		if (rt_idx >= dev->reftable_entries ||
+		    qimg_reftable_decode(g, be64_to_cpu(READ_ONCE(dev->reftable[rt_idx])),
+					 qimg_image_end(img), &rb_off, &err) ||
+		    !rb_off)
+			continue;
+		bit = qimg_refblock_index(g, host) << g->refcount_order;
+		pos = rb_off + (bit >> 3);
+		for (i = 0; i < t->n; i++)
+			if (t->r[i].type == QIMG_JRNL_REC_WRITE &&
+			    t->r[i].target <= pos &&
+			    pos - t->r[i].target < t->r[i].len)
+				break;
+		if (i == t->n)
+			continue;	/* not in this transaction's blocks */
+		e = qimg_jdirty_rb(dev, rb_off);
+		if (!e)
+			continue;
+		for (k = 0; k < t->nfix && t->fix[k].rec != i; k++)
+			;
+		if (t->nfix == t->capfix) {
+			u32 cap = t->capfix ? 2 * t->capfix : 16;
+			struct qimg_jfix *nf = krealloc_array(t->fix, cap,
+							      sizeof(*nf),
+							      GFP_KERNEL);
+
+			if (!nf)
+				return -ENOMEM;
+			t->fix = nf;
+			t->capfix = cap;
+		}
+		f = &t->fix[t->nfix];
+		*f = (struct qimg_jfix) {
+			.e = e, .rec = i,
+			.chunk = (u32)((pos - rb_off) >> j->chunk_shift),
+		};
+		if (k == t->nfix) {
+			/* First reservation in this record: copy it. */
+			f->copy = kmemdup(t->r[i].data, t->r[i].len,
+					  GFP_KERNEL);
+			if (!f->copy)
+				return -ENOMEM;
+			t->r[i].data = f->copy;
+		}
+		t->nfix++;
+		ret = qimg_refcount_set((void *)t->r[i].data, g->refcount_order,
+					(bit - (t->r[i].target - rb_off) * 8) >>
+					g->refcount_order, 0);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/* After the seal: the left-out reservations' chunks wait for the next. */
+static void qimg_jtx_refix(struct qimg_device *dev, struct qimg_jtx *t)
+{
+	struct qimg_journal *j = dev->journal;
+	u32 i;
+
+	for (i = 0; i < t->nfix; i++) {
+		t->fix[i].e->jmask |= BIT_ULL(t->fix[i].chunk);
+		j->running = true;
+		j->running_bytes += 1ULL << j->chunk_shift;
+	}
+}
+
+static void qimg_jtx_free(struct qimg_jtx *t)
+{
+	u32 i;
+
+	for (i = 0; i < t->nfix; i++)
+		kfree(t->fix[i].copy);
+	kfree(t->fix);
+	kvfree(t->r);
 }
 
 /* Ring room for a transaction of @blocks blocks at the head? */
@@ -719,6 +858,7 @@ int qimg_journal_commit(struct qimg_device *dev, bool unlock)
 {
 	struct qimg_journal *j = dev->journal;
 	struct qimg_jtx t = { };
+	u64 tid = dev->meta_tid;	/* the transaction being sealed */
 	bool locked = true;
 	u32 first = 0;
 	u64 gen;
@@ -735,6 +875,8 @@ int qimg_journal_commit(struct qimg_device *dev, bool unlock)
 	}
 	mutex_lock(&j->io_mutex);
 	ret = qimg_jtx_gather(dev, &t);
+	if (!ret)
+		ret = qimg_jtx_unlinked(dev, &t);
 	if (ret)
 		goto out;
 	spin_lock(&j->lock);
@@ -756,6 +898,7 @@ int qimg_journal_commit(struct qimg_device *dev, bool unlock)
 		}
 		if (first == t.n) {
 			qimg_jtx_reset(dev, &t, seq);
+			qimg_jtx_refix(dev, &t);
 			if (unlock) {
 				mutex_unlock(&dev->meta_lock);
 				locked = false;
@@ -769,6 +912,8 @@ int qimg_journal_commit(struct qimg_device *dev, bool unlock)
 		ret = -EIO;
 	if (!ret && !t.n)
 		qimg_jtx_reset(dev, &t, j->committed_seq);	/* nothing to log */
+	if (!ret)
+		WRITE_ONCE(j->durable_tid, tid);
 	spin_lock(&j->lock);
 	if (j->done < gen)
 		j->done = gen;
@@ -776,7 +921,7 @@ int qimg_journal_commit(struct qimg_device *dev, bool unlock)
 	wake_up_all(&j->wait);
 out:
 	mutex_unlock(&j->io_mutex);
-	kvfree(t.r);
+	qimg_jtx_free(&t);
 	if (ret) {
 		if (!locked)
 			mutex_lock(&dev->meta_lock);

@@ -55,6 +55,7 @@ struct qimg_journal {
 	struct xarray targets;		/* clusters journaled since checkpoint */
 	bool targets_lost;		/* a target could not be recorded */
 	u64 committed_seq;		/* last seq whose commit is durable */
+	u64 durable_tid;		/* last dev->meta_tid committed */
 	u64 cleaned_seq;		/* ckpt_seq of the last clean pass */
 
 	/* Commit requests (group commit). */
@@ -95,6 +96,7 @@ void qimg_journal_table_changed(struct qimg_device *dev,
 void qimg_journal_entry_changed(struct qimg_device *dev, bool l1, u64 idx);
 void qimg_journal_revoke(struct qimg_device *dev, u64 host, u64 len);
 bool qimg_journal_owns(struct qimg_device *dev, u64 off);
+u64 qimg_journal_durable_tid(struct qimg_device *dev);
 
 #if IS_ENABLED(CONFIG_QIMG_KUNIT_DRIVER)
 /*

@@ -836,6 +836,9 @@ static struct qimg_device *qimg_device_alloc(const struct qimg_attach *a)
 	mutex_init(&dev->open_mutex);
 	INIT_LIST_HEAD(&dev->pending_frees);
 	INIT_LIST_HEAD(&dev->ready_frees);
+	dev->quar_tree = RB_ROOT;
+	INIT_LIST_HEAD(&dev->quar_list);
+	xa_init(&dev->unlinked);
 	spin_lock_init(&dev->inflight_lock);
 	INIT_LIST_HEAD(&dev->inflight);
 	init_waitqueue_head(&dev->inflight_wq);

@@ -452,7 +452,7 @@ int qimg_alloc_begin(struct qimg_device *dev, u64 guest, struct qimg_alloc *a)
 		} else {
 			u64 hole = qimg_hole_start(img);
 
-			ret = qimg_alloc_clusters(&h, &a->host);
+			ret = qimg_alloc_data(&h, &a->host);
 			a->fresh = !ret && a->host >= hole &&
 				   qimg_fresh_ready(img, a->host);
 		}
@@ -545,6 +545,8 @@ int qimg_alloc_link(struct qimg_handle *h, struct qimg_alloc *a, int ret)
 	struct qimg_l2_entry *e = &a->e;
 
 	lockdep_assert_held(&dev->meta_lock);
+	if (!a->reuse)
+		qimg_alloc_linked(dev, a->host);
 	if (!ret)
 		ret = qimg_meta_set_l2(h, a->t, qimg_l2_index(g, a->guest),
 				       qimg_l2_encode_normal(a->host, true));

@@ -65,6 +65,11 @@ struct qimg_handle {
 struct qimg_meta_ops {
 	bool (*post_sync_pending)(struct qimg_device *dev);
 	int (*post_sync)(struct qimg_device *dev);
+	/*
+	 * The journal's seal: the first data cluster at or after *@host
+	 * that an allocating write reserved and has not linked yet.
+	 */
+	bool (*next_unlinked)(struct qimg_device *dev, u64 *host);
 };
 
 void qimg_meta_init(struct qimg_device *dev);

@@ -11,9 +11,18 @@
  * does).  When the refcount table is full, qimg_grow_reftable() moves it
  * to a bigger one at the end of the covered space.
  *
- * Decrements (a shared cluster replaced by copy-on-write) are deferred:
+ * Decrements (a shared cluster replaced by copy-on-write, a discarded
+ * one) depend on the journal.  Without it they are deferred:
  * qimg_defer_free() queues them and the write-back applies them only after
  * the new references are durable, so a crash in between merely leaks.
+ * With the journal they are made at once, in the transaction that drops
+ * the reference, so a crash leaks nothing; a cluster that became free is
+ * quarantined instead (struct qimg_quar): the allocator skips it until
+ * that transaction is durable and no data I/O that looked it up is in
+ * flight, and a revoke in the same transaction keeps any replay of older
+ * records out of it.  Likewise a data cluster reserved by an allocating
+ * write is tracked (dev->unlinked) until its L2 entry is set, so that a
+ * commit in between logs it as free (qimg_jtx_unlinked()).
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -195,6 +204,143 @@ static int qimg_grow_reftable(struct qimg_device *dev)
 	return qimg_meta_stop(&th, ret);
 }
 
+/* The quarantined run holding host offset @off, or NULL. */
+static struct qimg_quar *qimg_quar_find(struct qimg_device *dev, u64 off)
+{
+	struct rb_node *n = dev->quar_tree.rb_node;
+
+	while (n) {
+		struct qimg_quar *q = rb_entry(n, struct qimg_quar, rb);
+
+		if (off < q->start)
+			n = n->rb_left;
+		else if (off >= q->end)
+			n = n->rb_right;
+		else
+			return q;
+	}
+	return NULL;
+}
+
+/*
+ * Quarantine clusters [start, end) freed by the running transaction.
+ * Runs never overlap (a cluster is freed once before it is reused), so
+ * the tree is ordered by start alone.  Return: 0 or -ENOMEM.
+ */
+static int qimg_quar_add(struct qimg_device *dev, u64 start, u64 end)
+{
+	struct rb_node **p = &dev->quar_tree.rb_node, *parent = NULL;
+	struct qimg_quar *q;
+
+	if (start >= end)
+		return 0;
+	if (!list_empty(&dev->quar_list)) {
+		q = list_last_entry(&dev->quar_list, struct qimg_quar, node);
+		if (q->tid == dev->meta_tid && q->end == start) {
+			q->end = end;
+			return 0;
+		}
+	}
+	q = kmalloc(sizeof(*q), GFP_KERNEL);
+	if (!q)
+		return -ENOMEM;
+	q->start = start;
+	q->end = end;
+	q->tid = dev->meta_tid;
+	while (*p) {
+		struct qimg_quar *o = rb_entry(*p, struct qimg_quar, rb);
+
+		parent = *p;
+		p = start < o->start ? &(*p)->rb_left : &(*p)->rb_right;
+	}
+	rb_link_node(&q->rb, parent, p);
+	rb_insert_color(&q->rb, &dev->quar_tree);
+	list_add_tail(&q->node, &dev->quar_list);
+	return 0;
+}
+
+static bool qimg_quar_ready(struct qimg_device *dev)
+{
+	struct qimg_quar *q = list_first_entry_or_null(&dev->quar_list,
+						       struct qimg_quar, node);
+
+	return q && q->tid <= qimg_journal_durable_tid(dev);
+}
+
+/*
+ * Runs whose freeing transaction is durable become allocatable again,
+ * once no data I/O that looked them up is in flight; their space goes
+ * back to the host file system.
+ */
+static void qimg_quar_release(struct qimg_device *dev)
+{
+	const struct qimg_geom *g = dev->top.g;
+	u64 durable = qimg_journal_durable_tid(dev);
+	struct qimg_quar *q, *tmp;
+
+	if (!qimg_quar_ready(dev))
+		return;
+	qimg_io_drain(dev);
+	list_for_each_entry_safe(q, tmp, &dev->quar_list, node) {
+		if (q->tid > durable)
+			break;
+		rb_erase(&q->rb, &dev->quar_tree);
+		list_del(&q->node);
+		if ((q->start >> g->cluster_bits) < dev->free_hint)
+			dev->free_hint = q->start >> g->cluster_bits;
+		qimg_file_punch(dev->top.file, q->start, q->end - q->start);
+		kfree(q);
+	}
+}
+
+/**
+ * qimg_alloc_data() - reserve the data cluster of an allocating write
+ * @h: the handle (QIMG_CREDITS_ALLOC_CLUSTER)
+ * @host: receives the cluster's host offset
+ *
+ * qimg_alloc_clusters(); with the journal, the cluster is also recorded
+ * as not linked until qimg_alloc_linked() (without memory for that, a
+ * crash between the two may leak it, as without the journal).
+ *
+ * Context: dev->meta_lock held; may sleep.
+ * Return: as qimg_alloc_clusters().
+ */
+int qimg_alloc_data(struct qimg_handle *h, u64 *host)
+{
+	struct qimg_device *dev = h->dev;
+	int ret = qimg_alloc_clusters(h, host);
+
+	if (!ret && dev->journal)
+		xa_store(&dev->unlinked, *host >> dev->top.g->cluster_bits,
+			 xa_mk_value(1), GFP_KERNEL);
+	return ret;
+}
+
+/**
+ * qimg_alloc_linked() - the reserved data cluster's fate is decided
+ * @dev: the device
+ * @host: what qimg_alloc_data() returned
+ *
+ * Called when the L2 entry is set, or before the cluster is given back.
+ * Context: dev->meta_lock held.
+ */
+void qimg_alloc_linked(struct qimg_device *dev, u64 host)
+{
+	lockdep_assert_held(&dev->meta_lock);
+	xa_erase(&dev->unlinked, host >> dev->top.g->cluster_bits);
+}
+
+static bool qimg_next_unlinked(struct qimg_device *dev, u64 *host)
+{
+	u32 bits = dev->top.g->cluster_bits;
+	unsigned long idx = *host >> bits;
+
+	if (!xa_find(&dev->unlinked, &idx, ULONG_MAX, XA_PRESENT))
+		return false;
+	*host = (u64)idx << bits;
+	return true;
+}
+
 /**
  * qimg_alloc_clusters() - allocate one cluster with refcount 1
  * @h: the handle (QIMG_CREDITS_ALLOC_CLUSTER)
@@ -217,6 +363,7 @@ int qimg_alloc_clusters(struct qimg_handle *h, u64 *host)
 	struct qimg_image *img = &dev->top;
 	const struct qimg_geom *g = img->g;
 	struct qimg_centry *e;
+	struct qimg_quar *q;
 	u64 c, off, rt_idx, rb_off, i;
 	int ret;
 
@@ -272,6 +419,13 @@ int qimg_alloc_clusters(struct qimg_handle *h, u64 *host)
 		}
 		off = (rt_idx << (g->rb_bits + g->cluster_bits)) +
 		      (i << g->cluster_bits);
+		q = qimg_quar_find(dev, off);
+		if (q) {
+			/* Freed by a transaction not yet durable. */
+			qimg_cache_put(&dev->rc, e);
+			dev->free_hint = q->end >> g->cluster_bits;
+			continue;
+		}
 		/*
 		 * A refcount of zero on metadata means the refcounts are
 		 * corrupt; handing the cluster out would overwrite it.
@@ -289,17 +443,20 @@ int qimg_alloc_clusters(struct qimg_handle *h, u64 *host)
 	}
 }
 
+static int qimg_free_now(struct qimg_handle *h, u64 host, u64 len);
+
 /**
  * qimg_defer_free() - drop one reference to every cluster of a host range
  * @h: the handle whose changes replace the references (no credit: the
- *     decrements are applied in a handle of their own once those changes
- *     are durable)
+ *     decrements are made in a handle of their own)
  * @host: start of the range
  * @len: its length (a compressed cluster's bytes, or whole clusters)
  *
- * Queued on dev->pending_frees; qimg_apply_frees() applies it after the
- * next write-back made the replacing references durable.  Without memory
- * to queue it the range leaks, harmlessly.
+ * Without the journal, queued on dev->pending_frees: qimg_apply_frees()
+ * applies it after the next write-back made the replacing references
+ * durable, and without memory to queue it the range leaks, harmlessly.
+ * With the journal, the decrements join @h's transaction at once and the
+ * clusters that became free are quarantined until it is durable.
  *
  * Context: dev->meta_lock held; may sleep (GFP_KERNEL allocation).
  */
@@ -311,6 +468,16 @@ void qimg_defer_free(struct qimg_handle *h, u64 host, u64 len)
 	lockdep_assert_held(&dev->meta_lock);
 	if (!len)
 		return;
+	if (dev->journal) {
+		struct qimg_handle fh;
+		u64 n = (len >> dev->top.g->cluster_bits) + 2;
+
+		/* In the same transaction; see the top of this file. */
+		if (!qimg_meta_start(dev, &fh, (unsigned int)min_t(u64, n, UINT_MAX / 2)))
+			qimg_free_now(&fh, host, len);
+		qimg_meta_stop(&fh, 0);
+		return;
+	}
 	/* Whole clusters following the previous ones: one range. */
 	if (!list_empty(&dev->pending_frees) &&
 	    !((host | len) & (dev->top.g->cluster_size - 1))) {
@@ -360,9 +527,69 @@ static int qimg_refcount_dec(struct qimg_handle *h, u64 host, bool *freed)
 	ret = qimg_meta_set_refcount(h, e, idx, val - 1);
 	qimg_cache_put(&dev->rc, e);
 	*freed = !ret && val == 1;
-	if (*freed && (host >> g->cluster_bits) < dev->free_hint)
-		dev->free_hint = host >> g->cluster_bits;
 	return ret;
+}
+
+/* Undo a decrement to 0 (the cluster leaks instead of being freed). */
+static void qimg_refcount_undo(struct qimg_handle *h, u64 host)
+{
+	struct qimg_device *dev = h->dev;
+	const struct qimg_geom *g = dev->top.g;
+	struct qimg_centry *e;
+	u64 rb_off;
+
+	if (qimg_rt_lookup(dev, qimg_reftable_index(g, host), &rb_off) ||
+	    !rb_off || qimg_cache_get(&dev->rc, rb_off, false, &e))
+		return;
+	qimg_meta_set_refcount(h, e, qimg_refblock_index(g, host), 1);
+	qimg_cache_put(&dev->rc, e);
+}
+
+/*
+ * With the journal: clusters [start, end) reached refcount 0 in @h's
+ * transaction.  A revoke there keeps replays of older records out of
+ * them, and the quarantine keeps them from being handed out before that
+ * transaction is durable.  Without memory for the quarantine they keep
+ * their reference (a leak, as qemu-img check reports and repairs).
+ */
+static void qimg_freed_run(struct qimg_handle *h, u64 start, u64 end)
+{
+	struct qimg_device *dev = h->dev;
+	u64 c;
+
+	if (start >= end)
+		return;
+	if (!qimg_quar_add(dev, start, end)) {
+		qimg_journal_revoke(dev, start, end - start);
+		return;
+	}
+	for (c = start; c < end; c += dev->top.g->cluster_size)
+		qimg_refcount_undo(h, c);
+}
+
+/*
+ * With the journal: drop one reference to every cluster of the range now,
+ * in @h's transaction (the one that dropped the reference itself).
+ */
+static int qimg_free_now(struct qimg_handle *h, u64 host, u64 len)
+{
+	const struct qimg_geom *g = h->dev->top.g;
+	u64 c = host & ~(g->cluster_size - 1);
+	u64 run = c;	/* start of the run of freed clusters */
+	bool freed;
+	int ret;
+
+	for (; c < host + len; c += g->cluster_size) {
+		ret = qimg_refcount_dec(h, c, &freed);
+		if (!ret && freed)
+			continue;
+		qimg_freed_run(h, run, c);
+		run = c + g->cluster_size;
+		if (ret)
+			return ret;
+	}
+	qimg_freed_run(h, run, c);
+	return 0;
 }
 
 /*
@@ -405,7 +632,9 @@ static unsigned int qimg_frees_credits(struct qimg_device *dev)
  * its own, and punches the clusters that became free out of the file.  The
  * refcount blocks it dirties are written back by the caller right after.
  * On an error the range being applied is dropped (what is left of it
- * leaks) and the later ones stay queued.
+ * leaks) and the later ones stay queued.  With the journal, it first
+ * gives back the quarantined clusters whose freeing transaction is
+ * durable (the journal's post-commit step).
  *
  * Context: process context, may sleep; dev->meta_lock held.  The post-sync
  * hook (qimg_refcount_meta_ops), called from qimg_meta_writeback().
@@ -420,9 +649,11 @@ int qimg_apply_frees(struct qimg_device *dev)
 	int ret;
 
 	lockdep_assert_held(&dev->meta_lock);
+	qimg_quar_release(dev);
+	if (list_empty(&dev->ready_frees))
+		return 0;
 	/* No I/O that looked up the old entries may still be in flight. */
-	if (!list_empty(&dev->ready_frees))
-		qimg_io_drain(dev);
+	qimg_io_drain(dev);
 	ret = qimg_meta_start(dev, &h, qimg_frees_credits(dev));
 	if (ret)
 		return qimg_meta_stop(&h, ret);
@@ -432,14 +663,19 @@ int qimg_apply_frees(struct qimg_device *dev)
 		u64 run = c;	/* start of the run of freed clusters */
 		bool freed;
 
-		for (; !ret && c < end; c += g->cluster_size) {
+		/* Queued before the journal started: its way now. */
+		if (dev->journal)
+			ret = qimg_free_now(&h, p->host, p->len);
+		for (; !dev->journal && !ret && c < end; c += g->cluster_size) {
 			ret = qimg_refcount_dec(&h, c, &freed);
 			if (ret || !freed) {
 				qimg_punch(dev, run, c - run);
 				run = c + g->cluster_size;
+			} else if ((c >> g->cluster_bits) < dev->free_hint) {
+				dev->free_hint = c >> g->cluster_bits;
 			}
 		}
-		if (!ret)
+		if (!dev->journal && !ret)
 			qimg_punch(dev, run, c - run);
 		list_del(&p->node);
 		kfree(p);
@@ -462,20 +698,32 @@ void qimg_drop_frees(struct qimg_device *dev)
 {
 	struct qimg_pending_free *p, *tmp;
 
+	struct qimg_quar *q, *qt;
+
 	list_splice_tail_init(&dev->pending_frees, &dev->ready_frees);
 	list_for_each_entry_safe(p, tmp, &dev->ready_frees, node) {
 		list_del(&p->node);
 		kfree(p);
 	}
+	list_for_each_entry_safe(q, qt, &dev->quar_list, node) {
+		list_del(&q->node);
+		kfree(q);
+	}
+	dev->quar_tree = RB_ROOT;
+	xa_destroy(&dev->unlinked);
 }
 
 static bool qimg_frees_pending(struct qimg_device *dev)
 {
-	return !list_empty(&dev->ready_frees);
+	return !list_empty(&dev->ready_frees) || qimg_quar_ready(dev);
 }
 
-/* Deferred frees run once what replaced the freed clusters is durable. */
+/*
+ * Deferred frees run, and quarantined clusters come back, once what
+ * replaced the freed clusters is durable.
+ */
 const struct qimg_meta_ops qimg_refcount_meta_ops = {
 	.post_sync_pending = qimg_frees_pending,
 	.post_sync = qimg_apply_frees,
+	.next_unlinked = qimg_next_unlinked,
 };

@@ -13,6 +13,8 @@ extern const struct qimg_meta_ops qimg_refcount_meta_ops;
 
 int qimg_refcount_get_host(struct qimg_device *dev, u64 host, u64 *val);
 int qimg_alloc_clusters(struct qimg_handle *h, u64 *host);
+int qimg_alloc_data(struct qimg_handle *h, u64 *host);
+void qimg_alloc_linked(struct qimg_device *dev, u64 host);
 void qimg_defer_free(struct qimg_handle *h, u64 host, u64 len);
 int qimg_apply_frees(struct qimg_device *dev);
 void qimg_drop_frees(struct qimg_device *dev);

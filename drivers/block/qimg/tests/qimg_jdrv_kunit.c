@@ -7,7 +7,10 @@
  * format core's scan, crash states (a copy of the file taken while
  * attached) replayed at attach, checkpoints and the ring's wrap with a
  * small journal, revokes, an attach without the journal of an image that
- * has one, and a failed journal write.
+ * has one, a failed journal write, and crashes that leak nothing: a
+ * discard's free in the transaction of its unlinking (with the freed
+ * cluster kept from reuse until that is durable), and a reservation not
+ * yet linked when a commit ran.
  */
 #include <linux/bio.h>
 #include <linux/blkdev.h>
@@ -17,6 +20,8 @@
 #include "qimg_cache.h"
 #include "qimg_meta.h"
 #include "qimg_journal.h"
+#include "qimg_refcount.h"
+#include "qimg_map.h"
 #include "qimg_dev_kunit.h"
 
 #define QIMG_T_COPY_PATH	"/qimg-kunit-crash.img"
@@ -746,6 +751,124 @@ static void qimg_jdrv_reads_after_failed_commit(struct kunit *test)
 	qimg_t_make_image(test, d->file);
 }
 
+/* The host cluster guest cluster @i maps to (0 if none). */
+static u64 qimg_t_host_of(struct kunit *test, struct qimg_device *dev, u64 i)
+{
+	struct qimg_l2_entry e;
+
+	KUNIT_ASSERT_EQ(test, qimg_map_lookup(&dev->top, i * QIMG_T_CS, &e), 0);
+	return e.type == QIMG_CLUSTER_NORMAL ? e.host_offset : 0;
+}
+
+/* Attach crash copy @c (replaying its journal), detach it: 0 or errno. */
+static int qimg_t_crash_cycle(struct kunit *test, struct qimg_t_dev *c)
+{
+	c->index = qimg_t_attach_flags(test, c->file, 0, 0);
+	if (c->index < 0)
+		return c->index;
+	c->bdev = qimg_t_open_bdev(test, c->index);
+	blkdev_put(c->bdev, FMODE_READ | FMODE_WRITE);
+	c->bdev = NULL;
+	return qimg_detach(c->index);
+}
+
+/*
+ * A discard with the journal: the cluster's refcount drops in the same
+ * transaction as its L2 entry, so a crash right after the flush leaks
+ * nothing (the refcount on disk, after replay, is 0).  Until that flush
+ * the freed cluster is not handed out again; after it, it is.
+ */
+static void qimg_jdrv_discard_no_leak(struct kunit *test)
+{
+	struct qimg_t_dev *d = test->priv;
+	u8 *w = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	struct qimg_t_dev c = { .index = -1 };
+	struct qimg_device *dev;
+	u64 freed, other, again;
+	int ret;
+
+	KUNIT_ASSERT_NOT_NULL(test, w);
+	qimg_t_make_image(test, d->file);
+	qimg_t_up_flags(test, d, QIMG_ATTACH_JOURNAL, 0);
+	dev = qimg_t_qdev(d);
+	qimg_t_write_cluster(test, d, 1, w);
+	qimg_t_write_cluster(test, d, 2, w);
+	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+	freed = qimg_t_host_of(test, dev, 1);
+	KUNIT_ASSERT_NE(test, freed, 0ULL);
+
+	KUNIT_ASSERT_EQ(test, qimg_map_zero_cluster(dev, QIMG_T_CS, true), 0);
+	KUNIT_EXPECT_EQ(test, qimg_t_host_of(test, dev, 1), 0ULL);
+	/* Not durable yet: a new allocation must not take it. */
+	qimg_t_write_cluster(test, d, 3, w);
+	other = qimg_t_host_of(test, dev, 3);
+	KUNIT_EXPECT_NE(test, other, freed);
+	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+	c.file = qimg_t_crash_copy(test, d->file);
+	/* Durable now: the next allocation may reuse it. */
+	qimg_t_write_cluster(test, d, 4, w);
+	again = qimg_t_host_of(test, dev, 4);
+	KUNIT_EXPECT_EQ(test, again, freed);
+	qimg_t_down(test, d);
+
+	ret = qimg_t_crash_cycle(test, &c);
+	if (ret) {
+		qimg_t_crash_drop(c.file);
+		KUNIT_ASSERT_FAILURE(test, "crash copy attach/detach: %d", ret);
+	}
+	/* Replayed and in place: no reference, no refcount. */
+	KUNIT_EXPECT_EQ(test, qimg_t_disk_refcount16(test, c.file, freed), 0);
+	KUNIT_EXPECT_EQ(test, qimg_t_disk_refcount16(test, c.file, other), 1);
+	qimg_t_crash_drop(c.file);
+}
+
+/*
+ * A commit while an allocating write holds its reservation (refcount 1,
+ * L2 entry not set): a crash copy taken then must show the cluster free,
+ * not leaked; once linked and flushed it is counted.
+ */
+static void qimg_jdrv_reservation_no_leak(struct kunit *test)
+{
+	struct qimg_t_dev *d = test->priv;
+	u8 *w = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	struct qimg_t_dev c = { .index = -1 };
+	struct qimg_t_dev c2 = { .index = -1 };
+	struct qimg_device *dev;
+	struct qimg_alloc a;
+	int ret;
+
+	KUNIT_ASSERT_NOT_NULL(test, w);
+	qimg_t_make_image(test, d->file);
+	qimg_t_up_flags(test, d, QIMG_ATTACH_JOURNAL, 0);
+	dev = qimg_t_qdev(d);
+	qimg_t_write_cluster(test, d, 0, w);	/* the L2 table exists */
+	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+
+	KUNIT_ASSERT_EQ(test, qimg_alloc_begin(dev, 5 * QIMG_T_CS, &a), 0);
+	KUNIT_ASSERT_EQ(test, a.err, 0);
+	/* Another write joins the transaction; the flush commits it. */
+	qimg_t_write_cluster(test, d, 6, w);
+	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+	/* One copy path: check each crash state before taking the next. */
+	c.file = qimg_t_crash_copy(test, d->file);
+	ret = qimg_t_crash_cycle(test, &c);
+	if (!ret)
+		KUNIT_EXPECT_EQ(test, qimg_t_disk_refcount16(test, c.file,
+							     a.host), 0);
+	qimg_t_crash_drop(c.file);
+	KUNIT_EXPECT_EQ(test, qimg_alloc_finish(dev, &a, 0), 0);
+	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+	c2.file = qimg_t_crash_copy(test, d->file);
+	qimg_t_down(test, d);
+	KUNIT_EXPECT_EQ(test, ret, 0);
+	ret = qimg_t_crash_cycle(test, &c2);
+	KUNIT_EXPECT_EQ(test, ret, 0);
+	if (!ret)
+		KUNIT_EXPECT_EQ(test, qimg_t_disk_refcount16(test, c2.file,
+							     a.host), 1);
+	qimg_t_crash_drop(c2.file);
+}
+
 static struct kunit_case qimg_jdrv_cases[] = {
 	KUNIT_CASE(qimg_jdrv_commit_on_flush),
 	KUNIT_CASE(qimg_jdrv_crash_replay),
@@ -754,6 +877,8 @@ static struct kunit_case qimg_jdrv_cases[] = {
 	KUNIT_CASE(qimg_jdrv_attach_no_journal),
 	KUNIT_CASE(qimg_jdrv_write_fails),
 	KUNIT_CASE(qimg_jdrv_reads_after_failed_commit),
+	KUNIT_CASE(qimg_jdrv_discard_no_leak),
+	KUNIT_CASE(qimg_jdrv_reservation_no_leak),
 	{}
 };
 
