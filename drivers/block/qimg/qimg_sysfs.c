@@ -125,15 +125,23 @@ static const struct attribute_group qimg_attr_group = {
 QIMG_ATTR_U64(journal_enabled, enabled, !!dev->journal);
 QIMG_ATTR_U64(journal_replayed, replayed, dev->jrnl_replayed);
 QIMG_JATTR(size, j->geom.area_size);
-QIMG_JATTR(blocks, j->hdr.nblocks);
 QIMG_JATTR(commits, atomic64_read(&j->st_commits));
 QIMG_JATTR(blocks_written, atomic64_read(&j->st_blocks));
 QIMG_JATTR(device_flushes, atomic64_read(&j->st_barriers));
 QIMG_JATTR(guest_flushes, atomic64_read(&j->st_flushes));
 QIMG_JATTR(checkpoints, atomic64_read(&j->st_checkpoints));
+
+/*
+ * The ring: blocks QIMG_JRNL_RING_START.. of the area.  fill counts the
+ * ring blocks a checkpoint would give back; with the head wrapped, the
+ * unused blocks at the ring's end count too (no transaction can go there
+ * before the tail passes them).  0 <= fill <= blocks.
+ */
+QIMG_JATTR(blocks, j->hdr.nblocks - QIMG_JRNL_RING_START);
 QIMG_JATTR(fill, j->ntx ? (j->head >= j->hdr.tail_block ?
 			   j->head - j->hdr.tail_block :
-			   j->hdr.nblocks - j->hdr.tail_block + j->head) : 0);
+			   j->hdr.nblocks - j->hdr.tail_block +
+			   j->head - QIMG_JRNL_RING_START) : 0);
 
 static ssize_t journal_commit_interval_ms_show(struct kobject *kobj,
 					       struct kobj_attribute *attr,
