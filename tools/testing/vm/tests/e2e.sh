@@ -2303,8 +2303,8 @@ jr_sysfs() {
 		done
 	) &
 	v=$!
-	for n in 1 2 3 4 5 done; do
-		[ "$n" = done ] && break
+	for n in 1 2 3 4 5 end; do
+		[ "$n" = end ] && break
 		j_attach s.qcow2 || break
 		jsys_write 1000 || { echo "FAILED: commit_interval_ms refused 1000"; break; }
 		q_detach "$DEV" || break
@@ -2312,7 +2312,7 @@ jr_sysfs() {
 	touch stop-readers
 	wait "$v"
 	rm -f stop-readers
-	[ "$n" = done ] || { echo "FAILED: attach/detach loop stopped at round $n"; return 1; }
+	[ "$n" = end ] || { echo "FAILED: attach/detach loop stopped at round $n"; return 1; }
 	[ ! -e "$d" ] || { echo "FAILED: $d left after the last detach"; return 1; }
 	run qemu-img check s.qcow2
 }
