@@ -83,6 +83,7 @@
 struct qimg_image;
 struct qimg_meta_ops;
 struct qimg_journal;
+struct qimg_sysfs;
 
 /*
  * A cluster allocation whose data I/O runs without dev->meta_lock: the
@@ -238,6 +239,7 @@ struct qimg_device {
 	bool io_srcu_ready;		/* init_srcu_struct() done */
 
 	struct gendisk *disk;
+	struct qimg_sysfs *sysfs;	/* qimg/ below the disk, or NULL */
 	struct blk_mq_tag_set tag_set;
 	struct workqueue_struct *wq;
 	/*

@@ -22,7 +22,8 @@ int qimg_get_info(struct qimg_info *info);
 int qimg_dev_init(void);
 void qimg_dev_exit(void);
 
-/* qimg_sysfs.c */
-extern const struct attribute_group *qimg_disk_groups[];
+/* qimg_sysfs.c: /sys/block/qimgN/qimg/, after add_disk, before del_gendisk */
+int qimg_sysfs_add(struct qimg_device *dev);
+void qimg_sysfs_del(struct qimg_device *dev);
 
 #endif /* QIMG_DEV_H */

@@ -594,6 +594,7 @@ static int qimg_destroy(struct qimg_device *dev, bool from_work)
 
 	if (!from_work)
 		cancel_work_sync(&dev->autoclear_work);
+	qimg_sysfs_del(dev);
 	del_gendisk(dev->disk);
 	qimg_meta_quiesce(dev);
 	ret = qimg_journal_off(dev);
@@ -722,7 +723,7 @@ static int qimg_add_disk(struct qimg_device *dev)
 		disk->flags |= GENHD_FL_NO_PART;
 	set_capacity(disk, dev->top.virtual_size >> SECTOR_SHIFT);
 	set_disk_ro(disk, dev->read_only);
-	ret = device_add_disk(NULL, disk, qimg_disk_groups);
+	ret = device_add_disk(NULL, disk, NULL);
 	/*
 	 * device_add_disk() ignores a failed dev_set_name() (its copy of the
 	 * name is an allocation), and device_add() then refuses the nameless
@@ -731,11 +732,28 @@ static int qimg_add_disk(struct qimg_device *dev)
 	 */
 	if (ret == -EINVAL && !dev_name(disk_to_dev(disk)))
 		ret = -ENOMEM;
+	if (ret)
+		goto fail;
+	ret = qimg_sysfs_add(dev);
 	if (ret) {
-		put_disk(disk);
-		dev->disk = NULL;
-		blk_mq_free_tag_set(&dev->tag_set);
+		/*
+		 * The disk is live already: refuse new opens, remove it as
+		 * detach would, and wait out an autoclear its last close
+		 * may have queued.
+		 */
+		mutex_lock(&dev->open_mutex);
+		dev->detaching = true;
+		mutex_unlock(&dev->open_mutex);
+		del_gendisk(disk);
+		cancel_work_sync(&dev->autoclear_work);
+		goto fail;
 	}
+	return 0;
+
+fail:
+	put_disk(disk);
+	dev->disk = NULL;
+	blk_mq_free_tag_set(&dev->tag_set);
 	return ret;
 }
 

@@ -163,12 +163,13 @@ teardown() {
 	esac
 }
 
-# Journal counters of a qimg device as one "name value" line each.
+# Journal counters of a qimg device (/sys/block/qimgN/qimg/journal/) as
+# one "journal_NAME value" line each, the names report.py reads.
 jrnl_counters() {
-	local d=/sys/block/${1#/dev/}/qimg f
-	for f in "$d"/journal_*; do
+	local d=/sys/block/${1#/dev/}/qimg/journal f
+	for f in "$d"/*; do
 		[ -f "$f" ] || continue
-		printf '%s %s\n' "${f##*/}" "$(head -n 1 "$f" 2>/dev/null)"
+		printf 'journal_%s %s\n' "${f##*/}" "$(head -n 1 "$f" 2>/dev/null)"
 	done
 }
 

@@ -2084,9 +2084,9 @@ j_attach() {
 	dev_appears
 }
 
-# jsys NAME: /sys/block/qimgN/qimg/journal_NAME of the current device.
+# jsys NAME: /sys/block/qimgN/qimg/journal/NAME of the current device.
 jsys() {
-	cat "/sys/block/${DEV#/dev/}/qimg/journal${1:+_$1}"
+	cat "/sys/block/${DEV#/dev/}/qimg/journal/$1"
 }
 
 # Incompatible bit 32 (journal dirty) of an image file: 0 or 1.
@@ -2101,10 +2101,10 @@ jr_matrix() {
 	run truncate -s 16M j.raw || return 1
 	j_attach j.qcow2 || return 1
 	# No interval commit racing with the flushes counted below.
-	echo 600000 >"/sys/block/${DEV#/dev/}/qimg/journal_commit_interval_ms"
+	echo 600000 >"/sys/block/${DEV#/dev/}/qimg/journal/commit_interval_ms"
 	dmesg | tail -n +$((n0 + 1)) | grep -q 'metadata journal on' ||
 		{ echo "FAILED: no 'metadata journal on' in the kernel log"; return 1; }
-	[ "$(jsys)" = 1 ] || { echo "FAILED: journal attribute is not 1"; return 1; }
+	[ "$(jsys enabled)" = 1 ] || { echo "FAILED: journal/enabled is not 1"; return 1; }
 	[ "$(j_dirty j.qcow2)" = 1 ] ||
 		{ echo "FAILED: journal dirty not set while attached"; return 1; }
 	apply_ops "$DEV" ,fsync || { echo "FAILED: dd to $DEV"; return 1; }
@@ -2157,7 +2157,7 @@ jr_replay() {
 	run qemu-img create -q -f qcow2 r.qcow2 64M || return 1
 	run truncate -s 64M r.raw || return 1
 	j_attach r.qcow2 || return 1
-	echo 60000 >"/sys/block/${DEV#/dev/}/qimg/journal_commit_interval_ms"
+	echo 60000 >"/sys/block/${DEV#/dev/}/qimg/journal/commit_interval_ms"
 	apply_ops "$DEV" ,fsync || return 1
 	apply_ops r.raw "" || return 1
 	run fio --name=w --filename="$DEV" --rw=randwrite --bs=4k --size=8M \
@@ -2180,7 +2180,7 @@ jr_replay() {
 	j_attach crash.qcow2 || return 1
 	dmesg | tail -n +$((n0 + 1)) | grep -E 'journal replayed: [1-9][0-9]* transaction' ||
 		{ echo "FAILED: no replay reported"; dmesg | tail -n +$((n0 + 1)); return 1; }
-	[ "$(jsys replayed)" -gt 0 ] || { echo "FAILED: journal_replayed is 0"; return 1; }
+	[ "$(jsys replayed)" -gt 0 ] || { echo "FAILED: journal/replayed is 0"; return 1; }
 	echo 3 >/proc/sys/vm/drop_caches
 	run cmp "$DEV" r.raw || return 1
 	q_detach "$DEV" || return 1
@@ -2195,7 +2195,7 @@ jr_ext4() {
 	# makes one.
 	run "$QIMGCTL" create -o cluster_size=4k,journal=on,journal_size=256k je.qcow2 128M || return 1
 	q_attach je.qcow2 || return 1
-	[ "$(jsys)" = 1 ] || { echo "FAILED: image with journal=on attached without a journal"; return 1; }
+	[ "$(jsys enabled)" = 1 ] || { echo "FAILED: image with journal=on attached without a journal"; return 1; }
 	[ "$(jsys size)" = $((256 << 10)) ] || { echo "FAILED: journal size $(jsys size)"; return 1; }
 	run mkfs.ext4 -q -F "$DEV" || return 1
 	run mount "$DEV" "$MNT" || return 1
@@ -2209,7 +2209,7 @@ jr_ext4() {
 	run e2fsck -fn "$DEV" || return 1
 	dump_detach_compare "$DEV" je.qcow2 || return 1
 	q_attach --journal=off je.qcow2 || return 1
-	[ "$(jsys)" = 0 ] || { echo "FAILED: --journal=off attached with a journal"; return 1; }
+	[ "$(jsys enabled)" = 0 ] || { echo "FAILED: --journal=off attached with a journal"; return 1; }
 	run mount -o ro "$DEV" "$MNT" || return 1
 	(cd "$MNT" && sha256sum --quiet -c sums) || { echo "FAILED: sums differ"; return 1; }
 	run umount "$MNT" || return 1
@@ -2217,6 +2217,106 @@ jr_ext4() {
 	run qemu-img check je.qcow2
 }
 tc "journal: ext4 with a 256 KiB journal (4k clusters), checkpoints, e2fsck" jr_ext4
+
+# The files of /sys/block/qimgN/qimg/journal/, journal on and off.
+JSYS_FILES="enabled size blocks commit_interval_ms commits blocks_written
+device_flushes guest_flushes checkpoints replayed fill"
+
+# jsys_check: every file of qimg/journal/ is there and reads one number.
+jsys_check() {
+	local d=/sys/block/${DEV#/dev/}/qimg/journal f v
+	[ -d "$d" ] || { echo "FAILED: no directory $d"; return 1; }
+	for f in $JSYS_FILES; do
+		[ -f "$d/$f" ] || { echo "FAILED: no file $d/$f"; return 1; }
+		v=$(cat "$d/$f") || { echo "FAILED: cannot read $d/$f"; return 1; }
+		[[ $v =~ ^[0-9]+$ ]] || { echo "FAILED: $d/$f reads '$v'"; return 1; }
+	done
+	# The flat files of before are gone; qimg/ keeps the others.
+	[ ! -e "${d}_commits" ] || { echo "FAILED: ${d}_commits still there"; return 1; }
+	[ -f "${d%/journal}/image" ] || { echo "FAILED: no ${d%/journal}/image"; return 1; }
+}
+
+# jsys_write VALUE: write VALUE to commit_interval_ms; its status.
+jsys_write() {
+	(echo "$1" >"/sys/block/${DEV#/dev/}/qimg/journal/commit_interval_ms") 2>/dev/null
+}
+
+jr_sysfs() {
+	local d f v n bs
+	run qemu-img create -q -f qcow2 -o cluster_size=64k s.qcow2 64M || return 1
+	j_attach s.qcow2 || return 1
+	d=/sys/block/${DEV#/dev/}/qimg/journal
+	jsys_check || return 1
+	for f in $JSYS_FILES; do printf '%s=%s ' "$f" "$(jsys "$f")"; done; echo
+	[ "$(jsys enabled)" = 1 ] || { echo "FAILED: enabled is $(jsys enabled)"; return 1; }
+	[ "$(jsys commit_interval_ms)" = 5000 ] ||
+		{ echo "FAILED: default commit interval $(jsys commit_interval_ms) ms"; return 1; }
+	[ "$(jsys replayed)" = 0 ] || { echo "FAILED: replayed $(jsys replayed) at a clean attach"; return 1; }
+	# size is the area, blocks its ring: the area less two header blocks.
+	n=$(jsys blocks)
+	[ "$n" -ge 3 ] || { echo "FAILED: a ring of $n blocks"; return 1; }
+	[ $(( $(jsys size) % (n + 2) )) = 0 ] ||
+		{ echo "FAILED: size $(jsys size) is not a multiple of blocks + 2 ($n + 2)"; return 1; }
+	bs=$(( $(jsys size) / (n + 2) ))
+	[ "$bs" -ge 512 ] || { echo "FAILED: journal blocks of $bs bytes"; return 1; }
+	[ $(( bs & (bs - 1) )) = 0 ] || { echo "FAILED: journal blocks of $bs bytes"; return 1; }
+	# The interval: 1..3600000 ms, 0 and above refused.
+	if jsys_write 0; then echo "FAILED: commit_interval_ms accepted 0"; return 1; fi
+	if jsys_write 3600001; then echo "FAILED: commit_interval_ms accepted 3600001"; return 1; fi
+	if jsys_write x; then echo "FAILED: commit_interval_ms accepted x"; return 1; fi
+	[ "$(jsys commit_interval_ms)" = 5000 ] ||
+		{ echo "FAILED: a refused write changed the interval to $(jsys commit_interval_ms)"; return 1; }
+	jsys_write 1000 || { echo "FAILED: commit_interval_ms refused 1000"; return 1; }
+	[ "$(jsys commit_interval_ms)" = 1000 ] ||
+		{ echo "FAILED: commit interval $(jsys commit_interval_ms) after writing 1000"; return 1; }
+	jsys_write 3600000 || { echo "FAILED: commit_interval_ms refused 3600000"; return 1; }
+	# Allocating writes and a flush move the counters (fill may be 0
+	# again: a checkpoint can follow the commit).
+	run dd if="$W/rnd" of="$DEV" bs=64k count=8 oflag=direct conv=notrunc,fsync \
+		status=none || return 1
+	for f in commits blocks_written device_flushes guest_flushes; do
+		[ "$(jsys "$f")" -gt 0 ] || { echo "FAILED: $f is 0 after writes and a flush"; return 1; }
+	done
+	[ "$(jsys blocks_written)" -ge "$(jsys commits)" ] ||
+		{ echo "FAILED: $(jsys blocks_written) blocks for $(jsys commits) commits"; return 1; }
+	[ "$(jsys fill)" -le "$n" ] || { echo "FAILED: fill $(jsys fill) above $n blocks"; return 1; }
+	q_detach "$DEV" || return 1
+	[ ! -e "$d" ] || { echo "FAILED: $d left after detach"; return 1; }
+
+	# Without the journal: the same files, reading 0.
+	q_attach --journal=off s.qcow2 || return 1
+	jsys_check || return 1
+	for f in $JSYS_FILES; do
+		v=$(jsys "$f")
+		[ "$v" = 0 ] || { echo "FAILED: $f reads $v with the journal off"; return 1; }
+	done
+	if jsys_write 1000; then echo "FAILED: commit_interval_ms accepted 1000 with the journal off"; return 1; fi
+	[ "$(jsys commit_interval_ms)" = 0 ] || { echo "FAILED: interval set with the journal off"; return 1; }
+	q_detach "$DEV" || return 1
+
+	# Readers in the files while the device comes and goes.
+	(
+		end=$((SECONDS + 30))
+		while [ $SECONDS -lt $end ] && [ ! -e stop-readers ]; do
+			cat /sys/block/qimg*/qimg/journal/* /sys/block/qimg*/qimg/* \
+				>/dev/null 2>&1
+		done
+	) &
+	v=$!
+	for n in 1 2 3 4 5 end; do
+		[ "$n" = end ] && break
+		j_attach s.qcow2 || break
+		jsys_write 1000 || { echo "FAILED: commit_interval_ms refused 1000"; break; }
+		q_detach "$DEV" || break
+	done
+	touch stop-readers
+	wait "$v"
+	rm -f stop-readers
+	[ "$n" = end ] || { echo "FAILED: attach/detach loop stopped at round $n"; return 1; }
+	[ ! -e "$d" ] || { echo "FAILED: $d left after the last detach"; return 1; }
+	run qemu-img check s.qcow2
+}
+tc "journal: sysfs qimg/journal/ files, journal on and off, readers racing detach" jr_sysfs
 
 fio_iops() {
 	timeout "$TO" fio --name=b --filename="$1" --rw="$2" --bs=4k --iodepth=32 \
