@@ -2201,6 +2201,12 @@ jr_ext4() {
 	run mount "$DEV" "$MNT" || return 1
 	run cp -a "$REPO/drivers" "$MNT/" || return 1
 	run dd if=/dev/urandom of="$MNT/big" bs=1M count=4 conv=fsync status=none || return 1
+	# Frees with the journal: in the transaction of their unlinking,
+	# the clusters quarantined until it is durable.
+	run dd if=/dev/urandom of="$MNT/gone" bs=1M count=8 conv=fsync status=none || return 1
+	rm -f "$MNT/gone"
+	run fstrim "$MNT" || return 1
+	run dd if=/dev/urandom of="$MNT/after" bs=1M count=6 conv=fsync status=none || return 1
 	rm -rf "$MNT/drivers/block/qimg/tests"
 	(cd "$MNT" && find . -type f ! -name sums -exec sha256sum {} + >sums)
 	run umount "$MNT" || return 1
