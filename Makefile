@@ -128,7 +128,7 @@ SUITES := tools/testing/selftest/run \
 check: deps
 	@$(MAKE) --no-print-directory check-build
 	@QIMGCTL=$(B)/san/qimgctl QIMG_BUILD=$(B) KVER=$(KVER) KDIR=$(KDIR) \
-		tools/testing/run-all $(SUITES)
+		QIMG_PREBUILD=tools/testing/prebuild tools/testing/run-all $(SUITES)
 
 # The guest suite's smoke subset (and its fault-injection cases) on the
 # KASAN/lockdep/kmemleak debug kernel alone; `check` runs it too.  The
