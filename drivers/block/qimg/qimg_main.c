@@ -490,6 +490,20 @@ static int qimg_journal_on(struct qimg_device *dev, const struct qimg_attach *a)
 		ret = qimg_journal_area_alloc(dev, size, &off);
 		if (ret)
 			return ret;
+		/*
+		 * The file covers the whole area before the header names it
+		 * (the sync in qimg_journal_start() makes the size durable):
+		 * an area past the end of the file is refused after a crash.
+		 */
+		mutex_lock(&dev->meta_lock);
+		ret = qimg_file_extend(dev->top.file, off + size);
+		mutex_unlock(&dev->meta_lock);
+		if (ret) {
+			qimg_dev_err(dev, "cannot extend the image file over the journal area (%d)\n",
+				     ret);
+			qimg_journal_area_free(dev, off, size);
+			return ret;
+		}
 	}
 	for (i = 0; i < size; i += cs)
 		qimg_overlap_add(dev, off + i, QIMG_OL_HEADER);

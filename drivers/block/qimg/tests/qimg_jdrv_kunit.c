@@ -321,6 +321,9 @@ static void qimg_jdrv_commit_on_flush(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, j->geom.area_offset, area);
 	KUNIT_EXPECT_EQ(test, j->geom.area_size, size);
 	qimg_t_expect_area_refcount(test, d->file, area, size, 1);
+	/* The file covers the area already (a crash copy must attach). */
+	KUNIT_EXPECT_GE(test, (u64)i_size_read(file_inode(d->file)),
+			area + size);
 	/* The clusters around it are not the area's. */
 	KUNIT_EXPECT_TRUE(test, qimg_journal_owns(dev, area));
 	KUNIT_EXPECT_TRUE(test, qimg_journal_owns(dev, area + size - 1));
