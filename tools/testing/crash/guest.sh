@@ -44,6 +44,7 @@ OUT=${QIMG_CRASH_OUT:?}
 MIN_GENS=${QIMG_CRASH_MIN_GENS:-3}
 MAX_DELAY=${QIMG_CRASH_MAX_DELAY:-4}
 SIZE=64M
+RSIZE=${QIMG_CRASH_REPLAY_SIZE:-32M}
 TO=300
 
 if [ "${QIMG_VM_MODULE_LOADED:-0}" != 1 ]; then
@@ -381,15 +382,16 @@ replay() {
 	ovl)
 		# The backing file is not written to: it lives outside.
 		bopt=(-B $((seed + 1000000)))
-		run truncate -s $SIZE "$lw/base.raw" &&
+		run truncate -s "$RSIZE" "$lw/base.raw" &&
 			run "$REC" fill "$lw/base.raw" $((seed + 1000000)) &&
 			run qemu-img convert -O qcow2 "$lw/base.raw" "$lw/base.qcow2" || ok=0
 		rm -f "$lw/base.raw"
 		bk=(-b "$lw/base.qcow2" -F qcow2)
 		;;
 	esac
-	[ $ok = 1 ] && run "$QIMGCTL" create -o cluster_size=$cs "${bk[@]}" "$mnt/raw.qcow2" $SIZE &&
-		run "$QIMGCTL" create -o cluster_size=$cs "$mnt/fs.qcow2" $SIZE &&
+	# Small images: every point reads all of raw.qcow2 back.
+	[ $ok = 1 ] && run "$QIMGCTL" create -o cluster_size=$cs "${bk[@]}" "$mnt/raw.qcow2" "$RSIZE" &&
+		run "$QIMGCTL" create -o cluster_size=$cs "$mnt/fs.qcow2" "$RSIZE" &&
 		attach "${jopt[@]}" "$mnt/raw.qcow2" && rdev=$DEV &&
 		attach "${jopt[@]}" "$mnt/fs.qcow2" && fdev=$DEV &&
 		run mkfs.ext4 -q -E nodiscard "$fdev" && run mount -t ext4 "$fdev" "$inner" &&
@@ -458,8 +460,9 @@ replay() {
 
 	# The replica (the base of every point's snapshot) holds entries
 	# 0..NEXT-1; NOFF is the byte offset of entry NEXT in the log.
-	local next=0 noff=0 rb cw out kept
-	if ! rb=$(losetup -f --show -r "$lw/replica") || ! cw=$(losetup -f --show "$lw/cow"); then
+	local next=0 noff=0 rb cw out kept rbsz
+	if ! rb=$(losetup -f --show -r "$lw/replica") || ! cw=$(losetup -f --show "$lw/cow") ||
+		! rbsz=$(blockdev --getsz "$rb"); then
 		t_fail "$name: losetup replica"
 		return 1
 	fi
@@ -470,11 +473,12 @@ replay() {
 		next=$(($1 + 1))
 		noff=${out##* }
 	}
-	local pn=0 pok msgs fl f
+	local pn=0 pok msgs fl f t0
 	for p in "${pts[@]}"; do
 		e=${p%% *}
 		pn=$((pn + 1))
 		pok=1 msgs=() kept=''
+		t0=$EPOCHREALTIME
 		# A random point: the replica up to the last flush before it.
 		if [ "${p#* }" = random ]; then
 			fl=''
@@ -490,7 +494,7 @@ replay() {
 		[ $pok = 1 ] && replay_point "$kind" "$seed" "$p" "$pn" || pok=0
 		local what="crash point $pn/$points: $name: entry $e (${p#* }"
 		[ -n "$kept" ] && what+=", $kept after entry $base"
-		what+=")"
+		what+=", $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s)"
 		if [ $pok = 1 ]; then
 			t_pass "$what: ${msgs[*]}"
 		else
@@ -512,6 +516,15 @@ replay() {
 	[ $ok = 1 ]
 }
 
+# tick WHAT: with QIMG_CRASH_PROFILE=1, the time since the last tick is
+# added to PROF (printed after each point).
+tick() {
+	[ "${QIMG_CRASH_PROFILE:-0}" = 1 ] || return 0
+	local now=$EPOCHREALTIME
+	PROF+=" $1 $(awk -v a="$TICK" -v b="$now" 'BEGIN { printf "%.2f", b - a }')"
+	TICK=$now
+}
+
 # replay_point KIND SEED "ENTRY MODE" N: one crash state on a snapshot of
 # the replica ($rb, copy-on-write to $cw); findings in msgs[], the random
 # tail's "kept K of M" in kept.
@@ -519,11 +532,15 @@ replay_point() {
 	local kind=$1 seed=$2 e=${3%% *} mode=${3#* } pn=$4 snap sdev out rc qrc img
 	local mnt=/mnt/crash-lw inner=/mnt/crash-in
 	snap=crashsnap
-	if ! run dmsetup create --noudevsync $snap --table "0 $(blockdev --getsz "$rb") snapshot $rb $cw N 8"; then
+	PROF='' TICK=$EPOCHREALTIME
+	# (Without udev, dmsetup makes the /dev/mapper node itself.)
+	sdev=/dev/mapper/$snap
+	if ! run dmsetup create --noudevsync $snap --table "0 $rbsz snapshot $rb $cw N 8" ||
+		! [ -b $sdev ]; then
 		msgs+=("dm-snapshot of the replica failed")
 		return 1
 	fi
-	sdev=/dev/$(dmsetup info -c --noheadings -o blkdevname $snap | tr -d ' ')
+	tick snap
 	if [ "$mode" = random ] && [ "$e" -ge "$next" ]; then
 		if out=$("$REC" replay -s $((seed + pn)) -f "$next:$noff" "$lw/log" "$sdev" "$e"); then
 			kept=${out%%;*}
@@ -532,7 +549,9 @@ replay_point() {
 			pok=0
 		fi
 	fi
+	tick tail
 	if [ $pok = 1 ] && run mount -t ext4 "$sdev" "$mnt"; then
+		tick mount
 		for img in raw fs; do
 			[ -f "$mnt/$img.qcow2" ] || { pok=0; msgs+=("no $img.qcow2"); continue; }
 			if ! attach "$mnt/$img.qcow2"; then
@@ -540,6 +559,7 @@ replay_point() {
 				msgs+=("$img: read-write attach (journal replay) failed")
 				continue
 			fi
+			tick "$img-attach"
 			if [ $img = raw ]; then
 				if out=$("$REC" verify "${bopt[@]}" "$DEV" "$seed" "$mnt/raw.log" 2>&1); then
 					msgs+=("raw: ${out#*: };")
@@ -554,7 +574,9 @@ replay_point() {
 					pok=0
 					msgs+=("fs: $(printf '%s' "$out" | head -n 8)")
 				fi
+				tick fsverify
 				run umount "$inner" || pok=0
+				tick umount-in
 				out=$(e2fsck -fn "$DEV" 2>&1) || {
 					pok=0
 					msgs+=("fs: e2fsck -fn: $(printf '%s' "$out" | head -n 12)")
@@ -563,9 +585,12 @@ replay_point() {
 				pok=0
 				msgs+=("fs: mount of the inner ext4 failed")
 			fi
+			tick "$img-check"
 			run "$QIMGCTL" detach "$DEV" || pok=0
+			tick "$img-detach"
 			check_rc qemu-img check "$mnt/$img.qcow2"
 			qrc=$?
+			tick "$img-qemu-img"
 			if [ $qrc = 0 ] || { [ $qrc = 3 ] && [[ $kind != j* ]]; }; then
 				[ $qrc = 0 ] || msgs+=("$img: $(printf '%s\n' "$CHECK_OUT" | grep -o '[0-9]* leaked clusters');")
 			else
@@ -580,6 +605,8 @@ replay_point() {
 	fi
 	rc=0
 	run dmsetup remove --noudevsync $snap || rc=1
+	tick umount-remove
+	[ -n "$PROF" ] && echo "# profile:$PROF"
 	[ $pok = 1 ] && [ $rc = 0 ]
 }
 
