@@ -44,7 +44,9 @@ OUT=${QIMG_CRASH_OUT:?}
 MIN_GENS=${QIMG_CRASH_MIN_GENS:-3}
 MAX_DELAY=${QIMG_CRASH_MAX_DELAY:-4}
 SIZE=64M
-RSIZE=${QIMG_CRASH_REPLAY_SIZE:-32M}
+# The replay's image: an ext4 below ROFF, block records above.
+RSIZE=48M
+ROFF=$((24 << 20))
 TO=300
 
 if [ "${QIMG_VM_MODULE_LOADED:-0}" != 1 ]; then
@@ -327,11 +329,11 @@ start() {
 # given).  The outer ext4 holding the images sits on dm-log-writes, which
 # records every write and flush in completion order on a device of its own
 # (a loop device apart from the data one: nothing the writers fsync lands
-# on it).  Two images of KIND on it, attached at the same time: raw.qcow2
-# takes qimg-crashrec's block records (O_DIRECT; every fourth generation
-# RWF_DSYNC, i.e. FUA writes), fs.qcow2 holds an inner ext4 with
-# qimg-crashrec's file workload (creates, overwrites, fsync, rename,
-# delete).  Each writer appends "durable N" to its log on the outer fs
+# on it).  One image of KIND on it, split in two: its first half holds an
+# inner ext4 with qimg-crashrec's file workload (creates, overwrites,
+# fsync, rename, delete), the second half qimg-crashrec's block records
+# (O_DIRECT; every fourth generation RWF_DSYNC, i.e. FUA writes), both
+# writers at the same time.  Each writer appends "durable N" to its log on the outer fs
 # once step N is durable: the manifest of what must be there, as of any
 # point of the write log.  The writers run to the end; then POINTS crash
 # states are rebuilt from the log and checked:
@@ -344,7 +346,7 @@ start() {
 # increasing order, qimg-crashrec replay -f), never rewritten from the
 # start; each point is checked on a dm-snapshot of it, so the checks'
 # own writes (journal replays, mounts) vanish with the snapshot.  A point
-# passes if the outer ext4 mounts, each image attaches (read-write: the
+# passes if the outer ext4 mounts, the image attaches (read-write: the
 # journal replay for a journaled KIND), every durable record reads back,
 # the inner ext4 mounts and holds what was fsynced, e2fsck -fn finds it
 # clean, and after detach qemu-img check exits 0 (journaled KIND: leaks
@@ -353,7 +355,7 @@ start() {
 replay() {
 	local kind=$1 seed=$2 points=$3 name lw=$ROOT/lw dm data logd
 	local cs=65536 bopt=() bk=() list first last ok=1 jopt=() e
-	local mnt=/mnt/crash-lw inner=/mnt/crash-in rdev fdev
+	local mnt=/mnt/crash-lw inner=/mnt/crash-in idev img=/mnt/crash-lw/img.qcow2
 	name="replay ($kind, seed $seed)"
 	export DM_DISABLE_UDEV=1
 	modprobe -q dm-log-writes 2>/dev/null
@@ -383,32 +385,31 @@ replay() {
 		# The backing file is not written to: it lives outside.
 		bopt=(-B $((seed + 1000000)))
 		run truncate -s "$RSIZE" "$lw/base.raw" &&
-			run "$REC" fill "$lw/base.raw" $((seed + 1000000)) &&
+			run "$REC" fill -o "$ROFF" "$lw/base.raw" $((seed + 1000000)) &&
 			run qemu-img convert -O qcow2 "$lw/base.raw" "$lw/base.qcow2" || ok=0
 		rm -f "$lw/base.raw"
 		bk=(-b "$lw/base.qcow2" -F qcow2)
 		;;
 	esac
-	# Small images: every point reads all of raw.qcow2 back.
-	[ $ok = 1 ] && run "$QIMGCTL" create -o cluster_size=$cs "${bk[@]}" "$mnt/raw.qcow2" "$RSIZE" &&
-		run "$QIMGCTL" create -o cluster_size=$cs "$mnt/fs.qcow2" "$RSIZE" &&
-		attach "${jopt[@]}" "$mnt/raw.qcow2" && rdev=$DEV &&
-		attach "${jopt[@]}" "$mnt/fs.qcow2" && fdev=$DEV &&
-		run mkfs.ext4 -q -E nodiscard "$fdev" && run mount -t ext4 "$fdev" "$inner" &&
+	# One small image (every point reads its raw half back): the inner
+	# ext4 on the first half, block records from ROFF on.
+	[ $ok = 1 ] && run "$QIMGCTL" create -o cluster_size=$cs "${bk[@]}" "$img" "$RSIZE" &&
+		attach "${jopt[@]}" "$img" && idev=$DEV &&
+		run mkfs.ext4 -q -E nodiscard "$idev" $((ROFF / 1024))k &&
+		run mount -t ext4 "$idev" "$inner" &&
 		mkdir "$inner/d" && touch "$mnt/raw.log" "$mnt/fs.log" || ok=0
 	if [ $ok = 1 ]; then
 		# Everything so far durable: the points start from here.
 		sync
 		run dmsetup message crashlw 0 mark start
-		"$REC" write -t 4 -n "${QIMG_CRASH_REPLAY_GENS:-12}" "$rdev" "$seed" "$mnt/raw.log" \
-			>"$lw/raw.out" 2>&1 &
+		"$REC" write -t 4 -n "${QIMG_CRASH_REPLAY_GENS:-12}" -o "$ROFF" "$idev" "$seed" \
+			"$mnt/raw.log" >"$lw/raw.out" 2>&1 &
 		local wpid=$!
 		run "$REC" fswrite -n "${QIMG_CRASH_REPLAY_OPS:-40}" "$inner/d" "$seed" "$mnt/fs.log" || ok=0
 		wait $wpid || { ok=0; sed 's/^/#   raw writer: /' "$lw/raw.out"; }
 		run umount "$inner" || ok=0
+		run "$QIMGCTL" detach "$idev" || ok=0
 		run dmsetup message crashlw 0 mark end
-		run "$QIMGCTL" detach "$rdev" || ok=0
-		run "$QIMGCTL" detach "$fdev" || ok=0
 	fi
 	umount "$mnt" 2>/dev/null
 	run dmsetup remove --noudevsync crashlw
@@ -529,8 +530,8 @@ tick() {
 # the replica ($rb, copy-on-write to $cw); findings in msgs[], the random
 # tail's "kept K of M" in kept.
 replay_point() {
-	local kind=$1 seed=$2 e=${3%% *} mode=${3#* } pn=$4 snap sdev out rc qrc img
-	local mnt=/mnt/crash-lw inner=/mnt/crash-in
+	local kind=$1 seed=$2 e=${3%% *} mode=${3#* } pn=$4 snap sdev out rc qrc
+	local mnt=/mnt/crash-lw inner=/mnt/crash-in img=/mnt/crash-lw/img.qcow2
 	snap=crashsnap
 	PROF='' TICK=$EPOCHREALTIME
 	# (Without udev, dmsetup makes the /dev/mapper node itself.)
@@ -552,22 +553,22 @@ replay_point() {
 	tick tail
 	if [ $pok = 1 ] && run mount -t ext4 "$sdev" "$mnt"; then
 		tick mount
-		for img in raw fs; do
-			[ -f "$mnt/$img.qcow2" ] || { pok=0; msgs+=("no $img.qcow2"); continue; }
-			if ! attach "$mnt/$img.qcow2"; then
+		if [ ! -f "$img" ]; then
+			pok=0
+			msgs+=("no image")
+		elif ! attach "$img"; then
+			pok=0
+			msgs+=("read-write attach (journal replay) failed")
+		else
+			tick attach
+			if out=$("$REC" verify "${bopt[@]}" -o "$ROFF" "$DEV" "$seed" "$mnt/raw.log" 2>&1); then
+				msgs+=("raw: ${out#*: };")
+			else
 				pok=0
-				msgs+=("$img: read-write attach (journal replay) failed")
-				continue
+				msgs+=("raw: $(printf '%s' "$out" | head -n 8)")
 			fi
-			tick "$img-attach"
-			if [ $img = raw ]; then
-				if out=$("$REC" verify "${bopt[@]}" "$DEV" "$seed" "$mnt/raw.log" 2>&1); then
-					msgs+=("raw: ${out#*: };")
-				else
-					pok=0
-					msgs+=("raw: $(printf '%s' "$out" | head -n 8)")
-				fi
-			elif run mount -t ext4 "$DEV" "$inner"; then
+			tick verify
+			if run mount -t ext4 "$DEV" "$inner"; then
 				if out=$("$REC" fsverify "$inner/d" "$seed" "$mnt/fs.log" 2>&1); then
 					msgs+=("fs: ${out#*: };")
 				else
@@ -585,19 +586,19 @@ replay_point() {
 				pok=0
 				msgs+=("fs: mount of the inner ext4 failed")
 			fi
-			tick "$img-check"
+			tick e2fsck
 			run "$QIMGCTL" detach "$DEV" || pok=0
-			tick "$img-detach"
-			check_rc qemu-img check "$mnt/$img.qcow2"
+			tick detach
+			check_rc qemu-img check "$img"
 			qrc=$?
-			tick "$img-qemu-img"
 			if [ $qrc = 0 ] || { [ $qrc = 3 ] && [[ $kind != j* ]]; }; then
-				[ $qrc = 0 ] || msgs+=("$img: $(printf '%s\n' "$CHECK_OUT" | grep -o '[0-9]* leaked clusters');")
+				[ $qrc = 0 ] || msgs+=("$(printf '%s\n' "$CHECK_OUT" | grep -o '[0-9]* leaked clusters');")
 			else
 				pok=0
-				msgs+=("$img: qemu-img check status $qrc: $(printf '%s' "$CHECK_OUT" | head -n 5 | tr '\n' ' ')")
+				msgs+=("qemu-img check status $qrc: $(printf '%s' "$CHECK_OUT" | head -n 5 | tr '\n' ' ')")
 			fi
-		done
+			tick qemu-img
+		fi
 		run umount "$mnt" || pok=0
 	elif [ $pok = 1 ]; then
 		pok=0

@@ -3,14 +3,15 @@
  * qimg-crashrec: write verifiable records to a block device until the power
  * is cut, and afterwards check that everything made durable survived.
  *
- *   qimg-crashrec fill   DEV SEED
- *   qimg-crashrec write  [-t THREADS] [-b] [-n GENS] DEV SEED LOG
- *   qimg-crashrec verify [-B BACKING_SEED] [-v] DEV SEED LOG
+ *   qimg-crashrec fill   [-o OFF] DEV SEED
+ *   qimg-crashrec write  [-t THREADS] [-b] [-n GENS] [-o OFF] DEV SEED LOG
+ *   qimg-crashrec verify [-B BACKING_SEED] [-v] [-o OFF] DEV SEED LOG
  *   qimg-crashrec replay -l DMLOG | replay [-s SEED] [-f FROM[:OFF]] DMLOG DEST N
  *   qimg-crashrec fswrite [-n OPS] DIR SEED LOG
  *   qimg-crashrec fsverify DIR SEED LOG
  *
- * The device is seen as 4 KiB blocks.  Generation g (1, 2, ...) writes a
+ * The device (from byte OFF on, a multiple of 4 KiB: the rest may hold a
+ * filesystem) is seen as 4 KiB blocks.  Generation g (1, 2, ...) writes a
  * pseudo-random set of runs of blocks, derived from (SEED, g) alone, so the
  * verifier can recompute every generation's block set without any record
  * on disk.  Every block written is "stamped": a header naming the block,
@@ -78,6 +79,8 @@ struct cr_gen {
 };
 
 static const char *cr_prog = "qimg-crashrec";
+/* write, verify: where block 0 is on the device (-o). */
+static uint64_t cr_off;
 
 static void cr_die(const char *fmt, ...)
 	__attribute__((format(printf, 1, 2), noreturn));
@@ -173,9 +176,10 @@ static uint64_t cr_nblocks(int fd, const char *path)
 	} else {
 		bytes = (uint64_t)st.st_size;
 	}
-	if (bytes < CR_BLOCK * 16)
-		cr_die("%s: too small (%" PRIu64 " bytes)", path, bytes);
-	return bytes / CR_BLOCK;
+	if (cr_off > bytes || bytes - cr_off < CR_BLOCK * 16)
+		cr_die("%s: too small (%" PRIu64 " bytes from %" PRIu64 ")",
+		       path, bytes, cr_off);
+	return (bytes - cr_off) / CR_BLOCK;
 }
 
 static void *cr_alloc(size_t len)
@@ -196,8 +200,19 @@ static int cr_fill(int argc, char **argv)
 	unsigned char *buf;
 	int fd;
 
+	int opt;
+
+	while ((opt = getopt(argc, argv, "o:")) != -1) {
+		if (opt != 'o')
+			cr_die("usage: fill [-o OFF] DEV SEED");
+		cr_off = cr_parse_u64(optarg, "offset");
+		if (cr_off % CR_BLOCK)
+			cr_die("-o takes a multiple of %u", CR_BLOCK);
+	}
+	argc -= optind - 1;
+	argv += optind - 1;
 	if (argc != 3)
-		cr_die("usage: fill DEV SEED");
+		cr_die("usage: fill [-o OFF] DEV SEED");
 	seed = cr_parse_u64(argv[2], "seed");
 	fd = open(argv[1], O_WRONLY);
 	if (fd < 0)
@@ -209,7 +224,8 @@ static int cr_fill(int argc, char **argv)
 
 		for (i = 0; i < cnt; i++)
 			cr_stamp(buf + i * CR_BLOCK, seed, b + i, 0);
-		if (pwrite(fd, buf, cnt * CR_BLOCK, (off_t)(b * CR_BLOCK)) !=
+		if (pwrite(fd, buf, cnt * CR_BLOCK,
+			   (off_t)(cr_off + b * CR_BLOCK)) !=
 		    (ssize_t)(cnt * CR_BLOCK))
 			cr_die("write %s: %s", argv[1], strerror(errno));
 	}
@@ -247,7 +263,8 @@ static void *cr_worker_fn(void *arg)
 		for (i = 0; i < run->len; i++)
 			cr_stamp(w->buf + (size_t)i * CR_BLOCK, w->seed,
 				 run->start + i, g->gen);
-		ret = pwritev2(w->fd, &iov, 1, (off_t)(run->start * CR_BLOCK),
+		ret = pwritev2(w->fd, &iov, 1,
+			       (off_t)(cr_off + run->start * CR_BLOCK),
 			       g->dsync ? RWF_DSYNC : 0);
 		if (ret != (ssize_t)len) {
 			w->err = ret < 0 ? errno : EIO;
@@ -277,8 +294,13 @@ static int cr_write(int argc, char **argv)
 	int fd, logfd, opt;
 	struct cr_gen g;
 
-	while ((opt = getopt(argc, argv, "t:bn:")) != -1) {
+	while ((opt = getopt(argc, argv, "t:bn:o:")) != -1) {
 		switch (opt) {
+		case 'o':
+			cr_off = cr_parse_u64(optarg, "offset");
+			if (cr_off % CR_BLOCK)
+				cr_die("-o takes a multiple of %u", CR_BLOCK);
+			break;
 		case 't':
 			nthreads = (unsigned int)cr_parse_u64(optarg, "threads");
 			if (!nthreads || nthreads > CR_MAX_THREADS)
@@ -291,11 +313,11 @@ static int cr_write(int argc, char **argv)
 			gens = cr_parse_u64(optarg, "generations");
 			break;
 		default:
-			cr_die("usage: write [-t THREADS] [-b] [-n GENS] DEV SEED LOG");
+			cr_die("usage: write [-t THREADS] [-b] [-n GENS] [-o OFF] DEV SEED LOG");
 		}
 	}
 	if (argc - optind != 3)
-		cr_die("usage: write [-t THREADS] [-b] [-n GENS] DEV SEED LOG");
+		cr_die("usage: write [-t THREADS] [-b] [-n GENS] [-o OFF] DEV SEED LOG");
 	seed = cr_parse_u64(argv[optind + 1], "seed");
 	fd = open(argv[optind], O_WRONLY | (buffered ? 0 : O_DIRECT));
 	if (fd < 0)
@@ -403,8 +425,13 @@ static int cr_verify(int argc, char **argv)
 	struct cr_gen plan;
 	int fd, opt;
 
-	while ((opt = getopt(argc, argv, "B:v")) != -1) {
+	while ((opt = getopt(argc, argv, "B:vo:")) != -1) {
 		switch (opt) {
+		case 'o':
+			cr_off = cr_parse_u64(optarg, "offset");
+			if (cr_off % CR_BLOCK)
+				cr_die("-o takes a multiple of %u", CR_BLOCK);
+			break;
 		case 'B':
 			bseed = cr_parse_u64(optarg, "backing seed");
 			have_backing = true;
@@ -413,11 +440,11 @@ static int cr_verify(int argc, char **argv)
 			verbose = true;
 			break;
 		default:
-			cr_die("usage: verify [-B BACKING_SEED] [-v] DEV SEED LOG");
+			cr_die("usage: verify [-B BACKING_SEED] [-v] [-o OFF] DEV SEED LOG");
 		}
 	}
 	if (argc - optind != 3)
-		cr_die("usage: verify [-B BACKING_SEED] [-v] DEV SEED LOG");
+		cr_die("usage: verify [-B BACKING_SEED] [-v] [-o OFF] DEV SEED LOG");
 	seed = cr_parse_u64(argv[optind + 1], "seed");
 	durable = cr_read_log(argv[optind + 2]);
 	fd = open(argv[optind], O_RDONLY);
@@ -445,7 +472,7 @@ static int cr_verify(int argc, char **argv)
 	for (b = 0; b < nblocks; b += chunk) {
 		size_t cnt = nblocks - b < chunk ? nblocks - b : chunk;
 		ssize_t ret = pread(fd, buf, cnt * CR_BLOCK,
-				    (off_t)(b * CR_BLOCK));
+				    (off_t)(cr_off + b * CR_BLOCK));
 
 		if (ret != (ssize_t)(cnt * CR_BLOCK))
 			cr_die("read %s at block %" PRIu64 ": %s", argv[optind],
@@ -759,7 +786,14 @@ static void fs_plan(struct fs_op *op, const struct fs_file *f, uint64_t seed,
 		op->kind = FS_REPLACE;
 	} else if (r < 5) {
 		op->kind = FS_OVERWRITE;
-		op->a = (uint32_t)(cr_next(&st) % (fs_nblocks(s->size) + 1));
+		/*
+		 * From any block to just past the end, but not past a
+		 * partial last block: that would leave its tail (zeroes
+		 * in the file) inside the file, which the model does not
+		 * know.
+		 */
+		op->a = (uint32_t)(cr_next(&st) % (fs_nblocks(s->size) +
+						   !(s->size % CR_BLOCK)));
 		if (op->a >= FS_MAX_BLOCKS)
 			op->a = FS_MAX_BLOCKS - 1;
 		op->nb = 1 + (uint32_t)(cr_next(&st) % 4);
@@ -980,7 +1014,7 @@ static bool fs_match(int dfd, const char *name, const struct fs_file *a,
 	snprintf(why, whylen, "size %lld, content of neither state",
 		 (long long)st.st_size);
 	if (!mix) {
-		ok = fs_exact(fd, name, st.st_size, a, seed, got, want) ||
+			ok = fs_exact(fd, name, st.st_size, a, seed, got, want) ||
 		     (b && fs_exact(fd, name, st.st_size, b, seed, got, want));
 		goto out_close;
 	}
@@ -994,10 +1028,17 @@ static bool fs_match(int dfd, const char *name, const struct fs_file *a,
 	for (i = 0; i < fs_nblocks((uint32_t)st.st_size); i++) {
 		bool old, new, zeroes;
 
+		/* What lies past the end of the file reads as zeroes. */
+		size_t in = (uint64_t)st.st_size - (uint64_t)i * CR_BLOCK;
+
+		if (in > CR_BLOCK)
+			in = CR_BLOCK;
 		fs_read_block(fd, name, got, i);
 		fs_block(want, a, seed, i);
+		memset(want + in, 0, CR_BLOCK - in);
 		old = !memcmp(got, want, CR_BLOCK);
 		fs_block(want, b, seed, i);
+		memset(want + in, 0, CR_BLOCK - in);
 		new = !memcmp(got, want, CR_BLOCK);
 		zeroes = i >= fs_nblocks(lo) && !memcmp(got, zero, CR_BLOCK);
 		if (!old && !new && !zeroes) {
