@@ -55,6 +55,7 @@ export QIMG_FUZZ_SECONDS ?= 60
 # crash-soak` runs the long version.
 export QIMG_CRASH_ITERS ?= 2
 export QIMG_CRASH_REPLAY_POINTS ?= 50
+export QIMG_CRASH_REPLAY_KIND ?= j64
 
 .PHONY: all tools module modules-all kunit debug-kernel check-debug deps check check-build fuzz kunit demo clean crash-soak check-full
 

@@ -460,61 +460,86 @@ replay() {
 	mapfile -t pts <<<"$(printf '%s\n' "${pts[@]}" | sort -n -k1,1 -k2,2)"
 
 	# The replica (the base of every point's snapshot) holds entries
-	# 0..NEXT-1; NOFF is the byte offset of entry NEXT in the log.
-	local next=0 noff=0 rb cw out kept rbsz
-	if ! rb=$(losetup -f --show -r "$lw/replica") || ! cw=$(losetup -f --show "$lw/cow") ||
-		! rbsz=$(blockdev --getsz "$rb"); then
+	# 0..NEXT-1; NOFF is the byte offset of entry NEXT in the log.  JOBS
+	# points at a time, each on a snapshot of its own (the guest has two
+	# CPUs); a point past the replica gets the rest on its snapshot.
+	local next=0 noff=0 rb out rbsz jobs=${QIMG_CRASH_REPLAY_JOBS:-2} cws=() j
+	[[ $jobs =~ ^[1-8]$ ]] || jobs=2
+	if ! rb=$(losetup -f --show -r "$lw/replica") || ! rbsz=$(blockdev --getsz "$rb"); then
 		t_fail "$name: losetup replica"
 		return 1
 	fi
-	# advance E: the replica up to entry E, every write applied.
-	advance() {
-		[ "$1" -ge "$next" ] || return 0
-		out=$("$REC" replay -f "$next:$noff" "$lw/log" "$lw/replica" "$1") || return 1
-		next=$(($1 + 1))
-		noff=${out##* }
-	}
-	local pn=0 pok msgs fl f t0
-	for p in "${pts[@]}"; do
-		e=${p%% *}
-		pn=$((pn + 1))
-		pok=1 msgs=() kept=''
-		t0=$EPOCHREALTIME
-		# A random point: the replica up to the last flush before it.
-		if [ "${p#* }" = random ]; then
-			fl=''
-			for f in "${flushes[@]}"; do
-				[ "${f%% *}" -lt "$e" ] || break
-				fl=${f%% *}
-			done
-			[ -n "$fl" ] && { advance "$fl" || { pok=0; msgs+=("replay to entry $fl failed: $out"); }; }
-		else
-			advance "$e" || { pok=0; msgs+=("replay to entry $e failed: $out"); }
-		fi
-		local base=$((next - 1))
-		[ $pok = 1 ] && replay_point "$kind" "$seed" "$p" "$pn" || pok=0
-		local what="crash point $pn/$points: $name: entry $e (${p#* }"
-		[ -n "$kept" ] && what+=", $kept after entry $base"
-		what+=", $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s)"
-		if [ $pok = 1 ]; then
-			t_pass "$what: ${msgs[*]}"
-		else
-			t_fail "$what"
-			printf '%s\n' "${msgs[@]}" | sed 's/^/#   /'
-			ok=0
-			mkdir -p "$OUT"
-			[ -f "$OUT/replay-$kind-$seed.dmlog" ] ||
-				cp --sparse=always "$lw/log" "$OUT/replay-$kind-$seed.dmlog" 2>/dev/null
-			if [ "${p#* }" = random ]; then
-				echo "#   rebuild: qimg-crashrec replay LOG DISK $base; qimg-crashrec replay -s $((seed + pn)) -f $((base + 1)) LOG DISK $e (LOG: $OUT/replay-$kind-$seed.dmlog, DISK: a 512M file)"
+	for ((j = 0; j < jobs; j++)); do
+		truncate -s 1G "$lw/cow.$j"
+		cws[j]=$(losetup -f --show "$lw/cow.$j") || { t_fail "$name: losetup cow"; return 1; }
+	done
+	local pn i ft pids=() res what
+	for ((i = 0; i < ${#pts[@]}; i += jobs)); do
+		# The replica up to what the first point of the batch keeps.
+		ft=$(full_to "${pts[$i]}")
+		if [ "$ft" -ge "$next" ]; then
+			if out=$("$REC" replay -f "$next:$noff" "$lw/log" "$lw/replica" "$ft"); then
+				next=$((ft + 1))
+				noff=${out##* }
 			else
-				echo "#   rebuild: qimg-crashrec replay LOG DISK $e (LOG: $OUT/replay-$kind-$seed.dmlog, DISK: a 512M file)"
+				t_fail "$name: replay to entry $ft: $out"
+				ok=0
+				break
 			fi
 		fi
+		for ((j = 0; j < jobs && i + j < ${#pts[@]}; j++)); do
+			replay_point "$kind" "$seed" "${pts[$((i + j))]}" $((i + j + 1)) "$j" \
+				>"$lw/res.$j" 2>&1 &
+			pids[j]=$!
+		done
+		for ((j = 0; j < jobs && i + j < ${#pts[@]}; j++)); do
+			wait "${pids[$j]}"
+			rc=$?
+			pn=$((i + j + 1))
+			res=$lw/res.$j
+			p=${pts[$((i + j))]}
+			what="crash point $pn/$points: $name: entry ${p%% *} (${p#* }"
+			what+="$(sed -n 's/^KEPT //p' "$res" | tr -d '\n'))"
+			grep '^# ' "$res"
+			if [ $rc = 0 ]; then
+				t_pass "$what: $(sed -n 's/^MSG //p' "$res" | tr '\n' ' ')"
+			else
+				t_fail "$what"
+				sed -n 's/^MSG /#   /p' "$res"
+				grep -vE '^(MSG|KEPT|BASE|# ) ?' "$res" | head -n 20 | sed 's/^/#   | /'
+				ok=0
+				mkdir -p "$OUT"
+				[ -f "$OUT/replay-$kind-$seed.dmlog" ] ||
+					cp --sparse=always "$lw/log" "$OUT/replay-$kind-$seed.dmlog" 2>/dev/null
+				local base
+				base=$(sed -n 's/^BASE //p' "$res")
+				if [ "${p#* }" = random ]; then
+					echo "#   rebuild: qimg-crashrec replay LOG DISK $base; qimg-crashrec replay -s $((seed + pn)) -f $((base + 1)) LOG DISK ${p%% *} (LOG: $OUT/replay-$kind-$seed.dmlog, DISK: a 512M file)"
+				else
+					echo "#   rebuild: qimg-crashrec replay LOG DISK ${p%% *} (LOG: $OUT/replay-$kind-$seed.dmlog, DISK: a 512M file)"
+				fi
+			fi
+		done
 	done
-	losetup -d "$rb" "$cw"
+	losetup -d "$rb" "${cws[@]}"
 	[ $ok = 1 ] && rm -rf "$lw"
 	[ $ok = 1 ]
+}
+
+# full_to "ENTRY MODE": the last entry of the log a point keeps for sure:
+# itself (a prefix point), or the last flush before it (a random one; -1:
+# none).  Reads flushes[].
+full_to() {
+	local e=${1%% *} f fl=-1
+	if [ "${1#* }" = prefix ]; then
+		echo "$e"
+		return
+	fi
+	for f in "${flushes[@]}"; do
+		[ "${f%% *}" -lt "$e" ] || break
+		fl=${f%% *}
+	done
+	echo "$fl"
 }
 
 # tick WHAT: with QIMG_CRASH_PROFILE=1, the time since the last tick is
@@ -526,25 +551,42 @@ tick() {
 	TICK=$now
 }
 
-# replay_point KIND SEED "ENTRY MODE" N: one crash state on a snapshot of
-# the replica ($rb, copy-on-write to $cw); findings in msgs[], the random
-# tail's "kept K of M" in kept.
+# replay_point KIND SEED "ENTRY MODE" N SLOT: one crash state on a
+# snapshot of the replica ($rb, copy-on-write to cws[SLOT]), the entries
+# past the replica (NEXT on, byte NOFF) applied to the snapshot.  Prints
+# "MSG finding" lines, "KEPT , K of M kept after entry B" for a random
+# point, "BASE B" (every write up to entry B kept), and profile comments;
+# status 0 if the point passed.
 replay_point() {
-	local kind=$1 seed=$2 e=${3%% *} mode=${3#* } pn=$4 snap sdev out rc qrc
-	local mnt=/mnt/crash-lw inner=/mnt/crash-in img=/mnt/crash-lw/img.qcow2
-	snap=crashsnap
+	local kind=$1 seed=$2 e=${3%% *} mode=${3#* } pn=$4 slot=$5 snap sdev out rc qrc
+	local mnt=/mnt/crash-lw$slot inner=/mnt/crash-in$slot img ft n2=$next o2=$noff
+	local pok=1 msgs=() t0=$EPOCHREALTIME
+	img=$mnt/img.qcow2
+	mkdir -p "$mnt" "$inner"
+	snap=crashsnap$slot
 	PROF='' TICK=$EPOCHREALTIME
 	# (Without udev, dmsetup makes the /dev/mapper node itself.)
 	sdev=/dev/mapper/$snap
-	if ! run dmsetup create --noudevsync $snap --table "0 $rbsz snapshot $rb $cw N 8" ||
-		! [ -b $sdev ]; then
-		msgs+=("dm-snapshot of the replica failed")
+	if ! run dmsetup create --noudevsync "$snap" --table "0 $rbsz snapshot $rb ${cws[$slot]} N 8" ||
+		! [ -b "$sdev" ]; then
+		echo "MSG dm-snapshot of the replica failed"
 		return 1
 	fi
 	tick snap
-	if [ "$mode" = random ] && [ "$e" -ge "$next" ]; then
-		if out=$("$REC" replay -s $((seed + pn)) -f "$next:$noff" "$lw/log" "$sdev" "$e"); then
-			kept=${out%%;*}
+	ft=$(full_to "$3")
+	if [ "$ft" -ge "$n2" ]; then
+		if out=$("$REC" replay -f "$n2:$o2" "$lw/log" "$sdev" "$ft"); then
+			n2=$((ft + 1))
+			o2=${out##* }
+		else
+			msgs+=("replay to entry $ft failed: $out")
+			pok=0
+		fi
+	fi
+	echo "BASE $((n2 - 1))"
+	if [ "$mode" = random ] && [ "$e" -ge "$n2" ] && [ $pok = 1 ]; then
+		if out=$("$REC" replay -s $((seed + pn)) -f "$n2:$o2" "$lw/log" "$sdev" "$e"); then
+			echo "KEPT , ${out%%;*} after entry $((n2 - 1))"
 		else
 			msgs+=("random replay to entry $e failed: $out")
 			pok=0
@@ -605,9 +647,11 @@ replay_point() {
 		msgs+=("mount of the outer ext4 failed")
 	fi
 	rc=0
-	run dmsetup remove --noudevsync $snap || rc=1
+	run dmsetup remove --noudevsync "$snap" || rc=1
 	tick umount-remove
 	[ -n "$PROF" ] && echo "# profile:$PROF"
+	[ ${#msgs[@]} -gt 0 ] && printf 'MSG %s\n' "${msgs[@]}"
+	echo "KEPT , $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s"
 	[ $pok = 1 ] && [ $rc = 0 ]
 }
 

@@ -572,7 +572,9 @@ struct lw_entry {
  * are written (the flush made them durable), the ones from it on only
  * at random, but FUA ones always (durable when they completed).  Discards
  * are never applied: the old data is one of the contents a discarded
- * range may show.  Prints "kept K of M" (entries after the last flush).
+ * range may show.  Prints "kept K of M; next N+1 OFF": of the M entries
+ * left to chance, K written; the entry after N and its byte offset, for
+ * the next -f.
  */
 static void lw_header(int lfd, uint64_t i, uint64_t off, uint32_t ss,
 		      struct lw_entry *e, unsigned char *hdr)
@@ -708,7 +710,8 @@ static int cr_replay(int argc, char **argv)
 	}
 	if (fsync(dfd) < 0 || close(dfd) < 0)
 		cr_die("fsync %s: %s", argv[optind + 1], strerror(errno));
-	printf("kept %" PRIu64 " of %" PRIu64 "\n", kept, maybe);
+	printf("kept %" PRIu64 " of %" PRIu64 "; next %" PRIu64 " %" PRIu64 "\n",
+	       kept, maybe, n + 1, off);
 	free(data);
 	close(lfd);
 	return 0;
