@@ -337,15 +337,16 @@ start() {
 # once step N is durable: the manifest of what must be there, as of any
 # point of the write log.  The writers run to the end; then POINTS crash
 # states are rebuilt from the log and checked:
-#   - a prefix at every FLUSH and FUA entry while writing (or at POINTS/2
-#     of them, evenly spread, when there are more): the disk with every
-#     write up to there, in order;
+#   - a prefix at every FLUSH and FUA entry while writing (when they are
+#     at most 3/4 of POINTS, else at POINTS/2 of them, evenly spread): the
+#     disk with every write up to there, in order;
 #   - the rest at random entries: writes up to the last flush before, then
 #     a random part of the ones after it, FUA ones always (lost writes).
 # The replica is brought forward from one point to the next (points in
 # increasing order, qimg-crashrec replay -f), never rewritten from the
 # start; each point is checked on a dm-snapshot of it, so the checks'
-# own writes (journal replays, mounts) vanish with the snapshot.  A point
+# own writes (journal replays, mounts) vanish with the snapshot, and
+# QIMG_CRASH_REPLAY_JOBS (default 2) points at a time.  A point
 # passes if the outer ext4 mounts, the image attaches (read-write: the
 # journal replay for a journaled KIND), every durable record reads back,
 # the inner ext4 mounts and holds what was fsynced, e2fsck -fn finds it
@@ -447,9 +448,10 @@ replay() {
 	# flush).
 	local np nr i pts=() p
 	RANDOM=$seed
+	# Every FLUSH/FUA entry if they fit in 3/4 of the points, else half
+	# the points on them, evenly spread.
 	np=$nd
-	[ "$np" -gt $((points - points / 2)) ] && [ "$nd" -gt "$points" ] && np=$((points - points / 2))
-	[ "$np" -gt "$points" ] && np=$points
+	[ "$nd" -gt $((points * 3 / 4)) ] && np=$((points - points / 2))
 	nr=$((points - np))
 	for ((i = 0; i < np; i++)); do
 		pts+=("${durable[$((i * nd / np))]%% *} prefix")
