@@ -49,10 +49,13 @@ UNIT_HDR := $(wildcard tools/testing/unit/*.h)
 
 FUZZ_SECONDS ?= 600
 export QIMG_FUZZ_SECONDS ?= 60
-# Guest time is the scarce resource in make check (TCG); `make check
-# QIMG_CRASH_ITERS=10` for a longer soak.
+# Guest time is the scarce resource in make check (TCG): two power cuts
+# (a sysrq-b reset, then QEMU killed from the host) and 50 crash states of
+# a journaled image replayed from the write log (see
+# tools/testing/crash/run); `make crash-soak` runs the long version.
 export QIMG_CRASH_ITERS ?= 2
-export QIMG_CRASH_REPLAY_POINTS ?= 1
+export QIMG_CRASH_REPLAY_POINTS ?= 50
+export QIMG_CRASH_REPLAY_KIND ?= j64
 
 .PHONY: all tools module modules-all kunit debug-kernel check-debug deps check check-build fuzz kunit demo clean crash-soak check-full
 
@@ -147,12 +150,15 @@ check-full: deps
 		QIMG_DEBUG_E2E_FILTER= tools/testing/run-all \
 		tools/testing/vm/run-tests tools/testing/vm/run-tests-debug
 
-# The power-cut suite at length: every kind several times, and the
-# dm-log-writes replay of the journaled kind at many flush points.
+# The power-cut suite at length: every kind several times (sysrq-b and
+# QEMU kills in turn), and the dm-log-writes replay of the journaled kind
+# at 1000 crash points (every FLUSH/FUA entry of a somewhat longer
+# workload, the rest at random; an hour or more under TCG).
 crash-soak: deps
 	@$(MAKE) --no-print-directory check-build
 	@QIMGCTL=$(B)/san/qimgctl QIMG_BUILD=$(B) QIMG_CRASH_ITERS=$${QIMG_SOAK_ITERS:-12} \
-		QIMG_CRASH_REPLAY_POINTS=$${QIMG_SOAK_POINTS:-60} QIMG_CRASH_REPLAY_KIND=j64 \
+		QIMG_CRASH_REPLAY_POINTS=$${QIMG_SOAK_POINTS:-1000} QIMG_CRASH_REPLAY_KIND=j64 \
+		QIMG_CRASH_REPLAY_GENS=$${QIMG_SOAK_GENS:-14} QIMG_CRASH_REPLAY_OPS=$${QIMG_SOAK_OPS:-60} \
 		tools/testing/run-all tools/testing/crash/run
 
 # KUnit on UML with KASAN + lockdep, in the cached linux-source-6.1 tree.

@@ -5,17 +5,22 @@
 # qimg.ko loaded and a scratch disk that survives from one boot to the
 # next).  One boot does, in this order:
 #
-#   verify (QIMG_CRASH_VERIFY="ITER KIND SEED"): the previous boot was cut
+#   verify (QIMG_CRASH_VERIFY="ITER KIND SEED CUT"): the previous boot was cut
 #     off while iteration ITER was writing.  The scratch ext4 was e2fsck'ed
 #     by the guest's init (QIMG_SCRATCH_FSCK); now qemu-img check and
 #     qimgctl check must find the image consistent (leaks allowed) and
 #     agree, every record made durable before the cut must read back intact
 #     (qimg-crashrec verify, through the driver and through QEMU), and after
 #     qimgctl check -r leaks both checkers must find it clean.
-#   start (QIMG_CRASH_START="ITER KIND SEED"): create an image of KIND,
+#   start (QIMG_CRASH_START="ITER KIND SEED CUT"): create an image of KIND,
 #     attach it, run qimg-crashrec write on it, and once a few generations
-#     are durable, after a random delay, reset the machine with sysrq-b:
-#     no sync, no unmount, writes in flight.  This never returns.
+#     are durable, cut the power: CUT sysrq: after a random delay, reset
+#     the machine with sysrq-b (no sync, no unmount, writes in flight);
+#     CUT kill: print QIMG-CRASH-ARMED ITER and keep writing until the
+#     host kills QEMU (SIGKILL, at a random moment).  This never returns.
+#   replay (QIMG_CRASH_REPLAY="KIND SEED POINTS"): see replay() below.
+#
+# Every cut and every replayed crash state is one "crash point" test line.
 #
 # KIND: c64 (64 KiB clusters, O_DIRECT writers), c4 (4 KiB clusters,
 # buffered writers), ovl (64 KiB-cluster overlay over a qcow2 backing file
@@ -30,7 +35,7 @@ set -u
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../../.." && pwd)
 . "$REPO/tools/testing/lib.sh"
-# shellcheck source=../vm/klog.sh
+# shellcheck source=SCRIPTDIR/../vm/klog.sh
 . "$REPO/tools/testing/vm/klog.sh"
 
 QIMGCTL=${QIMGCTL:-${QIMG_BUILD:-$REPO/build}/san/qimgctl}
@@ -39,6 +44,9 @@ OUT=${QIMG_CRASH_OUT:?}
 MIN_GENS=${QIMG_CRASH_MIN_GENS:-3}
 MAX_DELAY=${QIMG_CRASH_MAX_DELAY:-4}
 SIZE=64M
+# The replay's image: an ext4 below ROFF, block records above.
+RSIZE=48M
+ROFF=$((24 << 20))
 TO=300
 
 if [ "${QIMG_VM_MODULE_LOADED:-0}" != 1 ]; then
@@ -107,6 +115,20 @@ check_rc() {
 
 # ---------------------------------------------------------------------------
 verify() {
+	local iter=$1 kind=$2 seed=$3 cut=${4:-sysrq} dir name qrc crc rc3 ok=1 bopt=() raw out
+	dir=$ROOT/$iter
+	name="iter $iter ($kind, seed $seed)"
+	verify_checks "$@" || ok=0
+	# One crash point per cut, whatever the number of checks above.
+	if [ $ok = 1 ]; then
+		t_pass "crash point: $name, cut by $cut: all checks passed"
+	else
+		t_fail "crash point: $name, cut by $cut"
+	fi
+	[ $ok = 1 ]
+}
+
+verify_checks() {
 	local iter=$1 kind=$2 seed=$3 dir name qrc crc rc3 ok=1 bopt=() raw out
 	dir=$ROOT/$iter
 	name="iter $iter ($kind, seed $seed)"
@@ -209,7 +231,7 @@ verify() {
 
 # ---------------------------------------------------------------------------
 start() {
-	local iter=$1 kind=$2 seed=$3 dir name wopts=() cs=65536 bk=() n delay i
+	local iter=$1 kind=$2 seed=$3 cut=${4:-sysrq} dir name wopts=() cs=65536 bk=() n delay i
 	local jopt=()
 	dir=$ROOT/$iter
 	name="iter $iter ($kind, seed $seed)"
@@ -221,13 +243,13 @@ start() {
 	c4) cs=4096 wopts=(-t 2 -b) ;;
 	ovl)
 		wopts=(-t 4)
-		run truncate -s $SIZE "$dir/base.raw" &&
-			run "$REC" fill "$dir/base.raw" $((seed + 1000000)) &&
-			run qemu-img convert -O qcow2 -o cluster_size=65536 \
-				"$dir/base.raw" "$dir/base.qcow2" || {
+		if ! run truncate -s $SIZE "$dir/base.raw" ||
+			! run "$REC" fill "$dir/base.raw" $((seed + 1000000)) ||
+			! run qemu-img convert -O qcow2 -o cluster_size=65536 \
+				"$dir/base.raw" "$dir/base.qcow2"; then
 			t_fail "$name: make the backing file"
 			return 1
-		}
+		fi
 		rm -f "$dir/base.raw"
 		bk=(-b "$dir/base.qcow2" -F qcow2)
 		;;
@@ -256,6 +278,8 @@ start() {
 	done
 	RANDOM=$seed
 	delay=$((RANDOM % (MAX_DELAY * 10 + 1)))
+	# A kill from the host comes after a delay of the host's own.
+	[ "$cut" = kill ] && delay=0
 	sleep "$((delay / 10)).$((delay % 10))"
 	if ! kill -0 $wpid 2>/dev/null; then
 		wait $wpid
@@ -271,6 +295,8 @@ start() {
 	if bad=$(klog_scan "$ROOT/dmesg.$iter"); then
 		t_fail "$name: kernel log problems while writing"
 		printf '%s\n' "$bad" | head -n 20 | sed 's/^/#   /'
+	elif [ "$cut" = kill ]; then
+		t_pass "$name: $n generations durable, QEMU to be killed by the host"
 	else
 		t_pass "$name: $n generations durable, power cut $((delay / 10)).$((delay % 10)) s later"
 	fi
@@ -280,6 +306,14 @@ start() {
 	cat "$ROOT/dmesg.$iter"
 	echo "QIMG-VM-DMESG-END"
 	rm -f "$ROOT/dmesg.$iter"
+	if [ "$cut" = kill ]; then
+		# The host kills QEMU (SIGKILL) at a random moment from now
+		# on, the writer still running.
+		echo "QIMG-CRASH-ARMED $iter"
+		sleep 120
+		t_fail "$name: QEMU was not killed"
+		return 1
+	fi
 	echo "QIMG-CRASH-CUT $iter"
 	# Let the console drain: the host needs the lines above.
 	sleep 1
@@ -292,29 +326,51 @@ start() {
 # ---------------------------------------------------------------------------
 # replay KIND SEED POINTS: the power cut with a volatile write cache, which
 # a reset of the guest cannot show (QEMU completed every write it was
-# given).  The ext4 holding the image sits on dm-log-writes, which records
-# every write and flush in completion order; the writer runs to the end;
-# then for POINTS flush points, a replica disk is rebuilt as it would be
-# after a power cut right after that flush with a random part of the
-# writes that followed it lost (qimg-crashrec replay), and checked like a
-# cut boot: e2fsck, both image checkers, the durable records.
+# given).  The outer ext4 holding the images sits on dm-log-writes, which
+# records every write and flush in completion order on a device of its own
+# (a loop device apart from the data one: nothing the writers fsync lands
+# on it).  One image of KIND on it, split in two: its first half holds an
+# inner ext4 with qimg-crashrec's file workload (creates, overwrites,
+# fsync, rename, delete), the second half qimg-crashrec's block records
+# (O_DIRECT; every fourth generation RWF_DSYNC, i.e. FUA writes), both
+# writers at the same time.  Each writer appends "durable N" to its log on the outer fs
+# once step N is durable: the manifest of what must be there, as of any
+# point of the write log.  The writers run to the end; then POINTS crash
+# states are rebuilt from the log and checked:
+#   - a prefix at every FLUSH and FUA entry while writing (when they are
+#     at most 3/4 of POINTS, else at POINTS/2 of them, evenly spread): the
+#     disk with every write up to there, in order;
+#   - the rest at random entries: writes up to the last flush before, then
+#     a random part of the ones after it, FUA ones always (lost writes).
+# The replica is brought forward from one point to the next (points in
+# increasing order, qimg-crashrec replay -f), never rewritten from the
+# start; each point is checked on a dm-snapshot of it, so the checks'
+# own writes (journal replays, mounts) vanish with the snapshot, and
+# QIMG_CRASH_REPLAY_JOBS (default 2) points at a time.  A point
+# passes if the outer ext4 mounts, the image attaches (read-write: the
+# journal replay for a journaled KIND), every durable record reads back,
+# the inner ext4 mounts and holds what was fsynced, e2fsck -fn finds it
+# clean, and after detach qemu-img check exits 0 (journaled KIND: leaks
+# are not allowed) or 3 (leaks; without the journal).  Each point is one
+# "crash point" test line.
 replay() {
-	local kind=$1 seed=$2 points=$3 name lw=$ROOT/lw dm data logd rep
-	local cs=65536 bopt=() bk=() list nflush first p e ok=1 out flushes
-	local mnt=/mnt/crash-lw img rc qrc crc jopt=() jout
+	local kind=$1 seed=$2 points=$3 name lw=$ROOT/lw dm data logd
+	local cs=65536 bopt=() bk=() list first last ok=1 jopt=() e
+	local mnt=/mnt/crash-lw inner=/mnt/crash-in idev img=/mnt/crash-lw/img.qcow2
 	name="replay ($kind, seed $seed)"
 	export DM_DISABLE_UDEV=1
 	modprobe -q dm-log-writes 2>/dev/null
+	modprobe -q dm-snapshot 2>/dev/null
 	rm -rf "$lw"
-	mkdir -p "$lw" "$mnt"
-	truncate -s 512M "$lw/data" "$lw/replica" && truncate -s 1G "$lw/log" || {
+	mkdir -p "$lw" "$mnt" "$inner"
+	if ! truncate -s 512M "$lw/data" "$lw/replica" || ! truncate -s 1G "$lw/log" "$lw/cow"; then
 		t_fail "$name: scratch files"
 		return 1
-	}
-	data=$(losetup -f --show "$lw/data") && logd=$(losetup -f --show "$lw/log") || {
+	fi
+	if ! data=$(losetup -f --show "$lw/data") || ! logd=$(losetup -f --show "$lw/log"); then
 		t_fail "$name: losetup"
 		return 1
-	}
+	fi
 	if ! run dmsetup create --noudevsync crashlw --table \
 		"0 $(blockdev --getsz "$data") log-writes $data $logd"; then
 		t_fail "$name: dm-log-writes target"
@@ -322,123 +378,283 @@ replay() {
 		return 1
 	fi
 	dm=/dev/$(dmsetup info -c --noheadings -o blkdevname crashlw | tr -d ' ')
-	img=$mnt/img.qcow2
 	run mkfs.ext4 -q -E nodiscard "$dm" && run mount -t ext4 "$dm" "$mnt" || ok=0
 	case $kind in
 	c4) cs=4096 ;;
-	j64) jopt=(--journal=on) ;;
+	j*) jopt=(--journal=on) ;;
 	ovl)
 		# The backing file is not written to: it lives outside.
 		bopt=(-B $((seed + 1000000)))
-		run truncate -s $SIZE "$lw/base.raw" &&
-			run "$REC" fill "$lw/base.raw" $((seed + 1000000)) &&
+		run truncate -s "$RSIZE" "$lw/base.raw" &&
+			run "$REC" fill -o "$ROFF" "$lw/base.raw" $((seed + 1000000)) &&
 			run qemu-img convert -O qcow2 "$lw/base.raw" "$lw/base.qcow2" || ok=0
 		rm -f "$lw/base.raw"
 		bk=(-b "$lw/base.qcow2" -F qcow2)
 		;;
 	esac
-	[ $ok = 1 ] && run "$QIMGCTL" create -o cluster_size=$cs "${bk[@]}" "$img" $SIZE &&
-		run sync -f "$mnt" && attach "${jopt[@]}" "$img" || ok=0
+	# One small image (every point reads its raw half back): the inner
+	# ext4 on the first half, block records from ROFF on.
+	[ $ok = 1 ] && run "$QIMGCTL" create -o cluster_size=$cs "${bk[@]}" "$img" "$RSIZE" &&
+		attach "${jopt[@]}" "$img" && idev=$DEV &&
+		run mkfs.ext4 -q -E nodiscard "$idev" $((ROFF / 1024))k &&
+		run mount -t ext4 "$idev" "$inner" &&
+		mkdir "$inner/d" && touch "$mnt/raw.log" "$mnt/fs.log" || ok=0
 	if [ $ok = 1 ]; then
+		# Everything so far durable: the points start from here.
+		sync
 		run dmsetup message crashlw 0 mark start
-		run "$REC" write -t 4 -n "${QIMG_CRASH_REPLAY_GENS:-12}" "$DEV" "$seed" "$mnt/log" || ok=0
-		run "$QIMGCTL" detach "$DEV" || ok=0
+		"$REC" write -t 4 -n "${QIMG_CRASH_REPLAY_GENS:-12}" -o "$ROFF" "$idev" "$seed" \
+			"$mnt/raw.log" >"$lw/raw.out" 2>&1 &
+		local wpid=$!
+		run "$REC" fswrite -n "${QIMG_CRASH_REPLAY_OPS:-40}" "$inner/d" "$seed" "$mnt/fs.log" || ok=0
+		wait $wpid || { ok=0; sed 's/^/#   raw writer: /' "$lw/raw.out"; }
+		run umount "$inner" || ok=0
+		run "$QIMGCTL" detach "$idev" || ok=0
+		run dmsetup message crashlw 0 mark end
 	fi
 	umount "$mnt" 2>/dev/null
-	run dmsetup message crashlw 0 mark end
 	run dmsetup remove --noudevsync crashlw
 	losetup -d "$data" "$logd"
+	rm -f "$lw/data"
 	if [ $ok = 0 ]; then
-		t_fail "$name: could not run the writer on dm-log-writes"
+		t_fail "$name: could not run the writers on dm-log-writes"
 		return 1
 	fi
 	list=$("$REC" replay -l "$lw/log") || { t_fail "$name: read the write log"; return 1; }
 	first=$(printf '%s\n' "$list" | awk '$2 == "mark" && $3 == "start" {print $1}')
-	# Flush points after the writer started (the image exists there).
-	# (No process substitution: the guest has no /dev/fd.)
-	mapfile -t flushes <<<"$(printf '%s\n' "$list" | awk -v f="$first" '$2 == "flush" && $1 > f {print $1}')"
-	[ -n "${flushes[0]}" ] || flushes=()
-	nflush=${#flushes[@]}
-	# No flush point: nothing to replay, and a writer that never flushed
-	# is a failure of its own (the data it wrote was never made durable).
-	if [ "$nflush" -eq 0 ]; then
-		t_fail "$name: no flush point in the write log after the writer started ($(printf '%s\n' "$list" | awk '$1 == "entries" {print $2}') writes logged)"
+	last=$(printf '%s\n' "$list" | awk '$2 == "mark" && $3 == "end" {print $1}')
+	if [ -z "$first" ] || [ -z "$last" ]; then
+		t_fail "$name: no start or end mark in the write log"
 		return 1
 	fi
-	t_pass "$name: $(printf '%s\n' "$list" | awk '$1 == "entries" {print $2}') writes logged, $nflush flushes while writing"
+	# FLUSH and FUA entries while writing: "ENTRY OFFSET", and the flushes
+	# alone.  (No process substitution: the guest has no /dev/fd.)
+	local durable=() flushes=() nd
+	mapfile -t durable <<<"$(printf '%s\n' "$list" | awk -v f="$first" -v l="$last" \
+		'($2 == "flush" || $2 == "fua") && $1 > f && $1 < l {print $1, $3}')"
+	[ -n "${durable[0]}" ] || durable=()
+	mapfile -t flushes <<<"$(printf '%s\n' "$list" | awk -v f="$first" -v l="$last" \
+		'$2 == "flush" && $1 > f && $1 < l {print $1, $3}')"
+	[ -n "${flushes[0]}" ] || flushes=()
+	nd=${#durable[@]}
+	if [ ${#flushes[@]} -eq 0 ]; then
+		t_fail "$name: no flush in the write log while writing ($(printf '%s\n' "$list" | awk '$1 == "entries" {print $2}') entries)"
+		return 1
+	fi
+	echo "# $name: $(printf '%s\n' "$list" | awk '$1 == "entries" {print $2}') entries logged, $nd FLUSH/FUA entries (${#flushes[@]} flushes) while writing"
+
+	# The points, "ENTRY MODE" sorted by entry: prefix points at
+	# FLUSH/FUA entries, the rest random (lost writes after the last
+	# flush).
+	local np nr i pts=() p
 	RANDOM=$seed
-	for ((p = 0; p < points; p++)); do
-		e=${flushes[$((p * nflush / points + RANDOM % (nflush / points + 1)))]:-${flushes[$((nflush - 1))]}}
-		rm -f "$lw/replica"
-		truncate -s 512M "$lw/replica"
-		if ! run "$REC" replay -s $((seed + p)) "$lw/log" "$lw/replica" "$e"; then
-			t_fail "$name: replay to entry $e"
-			continue
-		fi
-		rep=$(losetup -f --show "$lw/replica") || { t_fail "$name: losetup replica"; continue; }
-		out=$(e2fsck -fy "$rep" 2>&1)
-		rc=$?
-		local what="cut after write $e (flush), lost-write seed $((seed + p))"
-		local pok=1 msgs=()
-		[ $rc -le 1 ] || { pok=0; msgs+=("e2fsck status $rc"); }
-		if [ $pok = 1 ] && run mount -t ext4 "$rep" "$mnt"; then
-			if [ -f "$img" ] && [[ $kind == j* ]] && ! jout=$(jreplay "$name" "$img" 2>&1); then
-				pok=0
-				msgs+=("journal: $jout")
-			elif [ -f "$img" ]; then
-				[[ $kind == j* ]] && msgs+=("journal: $jout;")
-				check_rc qemu-img check "$img"
-				qrc=$?
-				[ $qrc = 0 ] || [ $qrc = 3 ] || { pok=0; msgs+=("qemu-img check status $qrc: $(printf '%s' "$CHECK_OUT" | head -n 5 | tr '\n' ' ')"); }
-				check_rc "$QIMGCTL" check "$img"
-				crc=$?
-				[ $crc = $qrc ] || { pok=0; msgs+=("qimgctl check status $crc vs qemu-img $qrc"); }
-				local lg=$mnt/log
-				[ -f "$lg" ] || lg=/dev/null
-				if [ $pok = 1 ] && attach -r "$img"; then
-					if out=$("$REC" verify "${bopt[@]}" "$DEV" "$seed" "$lg" 2>&1); then
-						msgs+=("${out#*: }")
-					else
-						pok=0
-						msgs+=("$(printf '%s' "$out" | head -n 8)")
-					fi
-					run "$QIMGCTL" detach "$DEV"
-				elif [ $pok = 1 ]; then
-					pok=0
-					msgs+=("attach -r failed")
-				fi
-				if [ $pok = 1 ]; then
-					check_rc "$QIMGCTL" check -r leaks "$img"
-					crc=$?
-					check_rc qemu-img check "$img"
-					qrc=$?
-					[ $crc = 0 ] && [ $qrc = 0 ] || { pok=0; msgs+=("not clean after check -r leaks ($crc, $qrc)"); }
-				fi
-			else
-				# The image was created and synced before the
-				# writer started: every flush point has it.
-				pok=0
-				msgs+=("no image at a flush point after the writer started")
-			fi
-			umount "$mnt"
-		else
-			pok=0
-			msgs+=("mount failed")
-		fi
-		losetup -d "$rep"
-		if [ $pok = 1 ]; then
-			t_pass "$name: $what: ${msgs[*]}"
-		else
-			t_fail "$name: $what"
-			printf '%s\n' "${msgs[@]}" | sed 's/^/#   /'
-			ok=0
-			mkdir -p "$OUT"
-			cp --sparse=always "$lw/log" "$OUT/replay-$kind-$seed.dmlog" 2>/dev/null &&
-				echo "#   write log kept: $OUT/replay-$kind-$seed.dmlog (qimg-crashrec replay -s $((seed + p)) LOG DISK $e)"
-		fi
+	# Every FLUSH/FUA entry if they fit in 3/4 of the points, else half
+	# the points on them, evenly spread.
+	np=$nd
+	[ "$nd" -gt $((points * 3 / 4)) ] && np=$((points - points / 2))
+	nr=$((points - np))
+	for ((i = 0; i < np; i++)); do
+		pts+=("${durable[$((i * nd / np))]%% *} prefix")
 	done
+	for ((i = 0; i < nr; i++)); do
+		pts+=("$((first + 1 + (RANDOM * 32768 + RANDOM) % (last - first - 1))) random")
+	done
+	mapfile -t pts <<<"$(printf '%s\n' "${pts[@]}" | sort -n -k1,1 -k2,2)"
+
+	# The replica (the base of every point's snapshot) holds entries
+	# 0..NEXT-1; NOFF is the byte offset of entry NEXT in the log.  JOBS
+	# points at a time, each on a snapshot of its own (the guest has two
+	# CPUs); a point past the replica gets the rest on its snapshot.
+	local next=0 noff=0 rb out rbsz jobs=${QIMG_CRASH_REPLAY_JOBS:-2} cws=() j
+	[[ $jobs =~ ^[1-8]$ ]] || jobs=2
+	if ! rb=$(losetup -f --show -r "$lw/replica") || ! rbsz=$(blockdev --getsz "$rb"); then
+		t_fail "$name: losetup replica"
+		return 1
+	fi
+	for ((j = 0; j < jobs; j++)); do
+		truncate -s 1G "$lw/cow.$j"
+		cws[j]=$(losetup -f --show "$lw/cow.$j") || { t_fail "$name: losetup cow"; return 1; }
+	done
+	local pn i ft pids=() res what
+	for ((i = 0; i < ${#pts[@]}; i += jobs)); do
+		# The replica up to what the first point of the batch keeps.
+		ft=$(full_to "${pts[$i]}")
+		if [ "$ft" -ge "$next" ]; then
+			if out=$("$REC" replay -f "$next:$noff" "$lw/log" "$lw/replica" "$ft"); then
+				next=$((ft + 1))
+				noff=${out##* }
+			else
+				t_fail "$name: replay to entry $ft: $out"
+				ok=0
+				break
+			fi
+		fi
+		for ((j = 0; j < jobs && i + j < ${#pts[@]}; j++)); do
+			replay_point "$kind" "$seed" "${pts[$((i + j))]}" $((i + j + 1)) "$j" \
+				>"$lw/res.$j" 2>&1 &
+			pids[j]=$!
+		done
+		for ((j = 0; j < jobs && i + j < ${#pts[@]}; j++)); do
+			wait "${pids[$j]}"
+			rc=$?
+			pn=$((i + j + 1))
+			res=$lw/res.$j
+			p=${pts[$((i + j))]}
+			what="crash point $pn/$points: $name: entry ${p%% *} (${p#* }"
+			what+="$(sed -n 's/^KEPT //p' "$res" | tr -d '\n'))"
+			grep '^# ' "$res"
+			if [ $rc = 0 ]; then
+				t_pass "$what: $(sed -n 's/^MSG //p' "$res" | tr '\n' ' ')"
+			else
+				t_fail "$what"
+				sed -n 's/^MSG /#   /p' "$res"
+				grep -vE '^(MSG|KEPT|BASE|# ) ?' "$res" | head -n 20 | sed 's/^/#   | /'
+				ok=0
+				mkdir -p "$OUT"
+				[ -f "$OUT/replay-$kind-$seed.dmlog" ] ||
+					cp --sparse=always "$lw/log" "$OUT/replay-$kind-$seed.dmlog" 2>/dev/null
+				local base
+				base=$(sed -n 's/^BASE //p' "$res")
+				if [ "${p#* }" = random ]; then
+					echo "#   rebuild: qimg-crashrec replay LOG DISK $base; qimg-crashrec replay -s $((seed + pn)) -f $((base + 1)) LOG DISK ${p%% *} (LOG: $OUT/replay-$kind-$seed.dmlog, DISK: a 512M file)"
+				else
+					echo "#   rebuild: qimg-crashrec replay LOG DISK ${p%% *} (LOG: $OUT/replay-$kind-$seed.dmlog, DISK: a 512M file)"
+				fi
+			fi
+		done
+	done
+	losetup -d "$rb" "${cws[@]}"
 	[ $ok = 1 ] && rm -rf "$lw"
 	[ $ok = 1 ]
+}
+
+# full_to "ENTRY MODE": the last entry of the log a point keeps for sure:
+# itself (a prefix point), or the last flush before it (a random one; -1:
+# none).  Reads flushes[].
+full_to() {
+	local e=${1%% *} f fl=-1
+	if [ "${1#* }" = prefix ]; then
+		echo "$e"
+		return
+	fi
+	for f in "${flushes[@]}"; do
+		[ "${f%% *}" -lt "$e" ] || break
+		fl=${f%% *}
+	done
+	echo "$fl"
+}
+
+# tick WHAT: with QIMG_CRASH_PROFILE=1, the time since the last tick is
+# added to PROF (printed after each point).
+tick() {
+	[ "${QIMG_CRASH_PROFILE:-0}" = 1 ] || return 0
+	local now=$EPOCHREALTIME
+	PROF+=" $1 $(awk -v a="$TICK" -v b="$now" 'BEGIN { printf "%.2f", b - a }')"
+	TICK=$now
+}
+
+# replay_point KIND SEED "ENTRY MODE" N SLOT: one crash state on a
+# snapshot of the replica ($rb, copy-on-write to cws[SLOT]), the entries
+# past the replica (NEXT on, byte NOFF) applied to the snapshot.  Prints
+# "MSG finding" lines, "KEPT , K of M kept after entry B" for a random
+# point, "BASE B" (every write up to entry B kept), and profile comments;
+# status 0 if the point passed.
+replay_point() {
+	local kind=$1 seed=$2 e=${3%% *} mode=${3#* } pn=$4 slot=$5 snap sdev out rc qrc
+	local mnt=/mnt/crash-lw$slot inner=/mnt/crash-in$slot img ft n2=$next o2=$noff
+	local pok=1 msgs=() t0=$EPOCHREALTIME
+	img=$mnt/img.qcow2
+	mkdir -p "$mnt" "$inner"
+	snap=crashsnap$slot
+	PROF='' TICK=$EPOCHREALTIME
+	# (Without udev, dmsetup makes the /dev/mapper node itself.)
+	sdev=/dev/mapper/$snap
+	if ! run dmsetup create --noudevsync "$snap" --table "0 $rbsz snapshot $rb ${cws[$slot]} N 8" ||
+		! [ -b "$sdev" ]; then
+		echo "MSG dm-snapshot of the replica failed"
+		return 1
+	fi
+	tick snap
+	ft=$(full_to "$3")
+	if [ "$ft" -ge "$n2" ]; then
+		if out=$("$REC" replay -f "$n2:$o2" "$lw/log" "$sdev" "$ft"); then
+			n2=$((ft + 1))
+			o2=${out##* }
+		else
+			msgs+=("replay to entry $ft failed: $out")
+			pok=0
+		fi
+	fi
+	echo "BASE $((n2 - 1))"
+	if [ "$mode" = random ] && [ "$e" -ge "$n2" ] && [ $pok = 1 ]; then
+		if out=$("$REC" replay -s $((seed + pn)) -f "$n2:$o2" "$lw/log" "$sdev" "$e"); then
+			echo "KEPT , ${out%%;*} after entry $((n2 - 1))"
+		else
+			msgs+=("random replay to entry $e failed: $out")
+			pok=0
+		fi
+	fi
+	tick tail
+	if [ $pok = 1 ] && run mount -t ext4 "$sdev" "$mnt"; then
+		tick mount
+		if [ ! -f "$img" ]; then
+			pok=0
+			msgs+=("no image")
+		elif ! attach "$img"; then
+			pok=0
+			msgs+=("read-write attach (journal replay) failed")
+		else
+			tick attach
+			if out=$("$REC" verify "${bopt[@]}" -o "$ROFF" "$DEV" "$seed" "$mnt/raw.log" 2>&1); then
+				msgs+=("raw: ${out#*: };")
+			else
+				pok=0
+				msgs+=("raw: $(printf '%s' "$out" | head -n 8)")
+			fi
+			tick verify
+			if run mount -t ext4 "$DEV" "$inner"; then
+				if out=$("$REC" fsverify "$inner/d" "$seed" "$mnt/fs.log" 2>&1); then
+					msgs+=("fs: ${out#*: };")
+				else
+					pok=0
+					msgs+=("fs: $(printf '%s' "$out" | head -n 8)")
+				fi
+				tick fsverify
+				run umount "$inner" || pok=0
+				tick umount-in
+				out=$(e2fsck -fn "$DEV" 2>&1) || {
+					pok=0
+					msgs+=("fs: e2fsck -fn: $(printf '%s' "$out" | head -n 12)")
+				}
+			else
+				pok=0
+				msgs+=("fs: mount of the inner ext4 failed")
+			fi
+			tick e2fsck
+			run "$QIMGCTL" detach "$DEV" || pok=0
+			tick detach
+			check_rc qemu-img check "$img"
+			qrc=$?
+			if [ $qrc = 0 ] || { [ $qrc = 3 ] && [[ $kind != j* ]]; }; then
+				[ $qrc = 0 ] || msgs+=("$(printf '%s\n' "$CHECK_OUT" | grep -o '[0-9]* leaked clusters');")
+			else
+				pok=0
+				msgs+=("qemu-img check status $qrc: $(printf '%s' "$CHECK_OUT" | head -n 5 | tr '\n' ' ')")
+			fi
+			tick qemu-img
+		fi
+		run umount "$mnt" || pok=0
+	elif [ $pok = 1 ]; then
+		pok=0
+		msgs+=("mount of the outer ext4 failed")
+	fi
+	rc=0
+	run dmsetup remove --noudevsync "$snap" || rc=1
+	tick umount-remove
+	[ -n "$PROF" ] && echo "# profile:$PROF"
+	[ ${#msgs[@]} -gt 0 ] && printf 'MSG %s\n' "${msgs[@]}"
+	echo "KEPT , $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s"
+	[ $pok = 1 ] && [ $rc = 0 ]
 }
 
 if [ -n "${QIMG_CRASH_VERIFY:-}" ]; then
