@@ -739,6 +739,26 @@ static int ck_get(struct ck *c, u64 cl, u64 *val)
 	return 0;
 }
 
+/*
+ * Is every cluster of the journal area free on disk (refcount 0, known)?
+ * A read error is reported by the walk that follows.
+ */
+static bool ck_jrnl_area_free(struct ck *c)
+{
+	u64 cl = c->h->journal_offset >> c->g->cluster_bits;
+	u64 end = cl + (c->h->journal_size >> c->g->cluster_bits);
+	u64 val;
+
+	if (c->h->journal_offset & (c->g->cluster_size - 1) ||
+	    !c->h->journal_size)
+		return false;
+	for (; cl < end; cl++) {
+		if (ck_get(c, cl, &val) || val)
+			return false;
+	}
+	return true;
+}
+
 /* First cluster past everything the file and the metadata use. */
 static u64 ck_end_cluster(struct ck *c)
 {
@@ -1505,10 +1525,14 @@ static int ck_run(struct qimgctl_image *img, int fix, struct ck_result *res)
 	 * The journal area is in use while journal valid vouches for it;
 	 * without that bit it is stale (a QEMU wrote the image) and its
 	 * clusters count as leaks.  Offset 0: no area, nothing to count.
+	 * An area whose clusters are all free is not in use either: the
+	 * driver changes the area's refcounts in journal transactions, and
+	 * an attach or detach cut short leaves it named but free.
 	 */
 	if (img->h.has_journal_ext && img->h.journal_offset &&
 	    (img->h.autoclear_features & QIMG_AUTOCLEAR_JOURNAL_VALID ||
-	     img->h.incompatible_features & QIMG_INCOMPAT_JOURNAL_DIRTY))
+	     img->h.incompatible_features & QIMG_INCOMPAT_JOURNAL_DIRTY) &&
+	    !ck_jrnl_area_free(&c))
 		ck_inc(&c, img->h.journal_offset, img->h.journal_size);
 	ck_walk_refblocks(&c);
 	/* Without the whole picture, a verdict on each cluster is a guess. */

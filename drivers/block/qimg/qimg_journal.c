@@ -140,6 +140,26 @@ static int qimg_jext_locate(struct qimg_device *dev, u32 *pos, u32 *end)
 	return ret;
 }
 
+#if IS_ENABLED(CONFIG_QIMG_KUNIT_DRIVER)
+const char *qimg_journal_fail_next;
+
+/* KUnit builds only: does the test want this journal write to fail? */
+static bool qimg_journal_injected(const char *what)
+{
+	const char *w = READ_ONCE(qimg_journal_fail_next);
+
+	if (!w || strncmp(what, w, strlen(w)))
+		return false;
+	WRITE_ONCE(qimg_journal_fail_next, NULL);
+	return true;
+}
+#else
+static inline bool qimg_journal_injected(const char *what)
+{
+	return false;
+}
+#endif
+
 /*
  * Point the journal extension at @off (0: none allocated, the image only
  * asks for one of @size bytes), adding the extension before the end mark
@@ -165,7 +185,9 @@ static int qimg_jext_write(struct qimg_device *dev, u64 off, u64 size)
 	x.eh.len = cpu_to_be32(16);
 	x.je.offset = cpu_to_be64(off);
 	x.je.size = cpu_to_be64(size);
-	if (pos) {
+	if (qimg_journal_injected("journal extension")) {
+		ret = -EIO;
+	} else if (pos) {
 		ret = qimg_kwrite(dev->top.file, &x.je, sizeof(x.je), pos);
 	} else {
 		u64 limit = h->geom.cluster_size;
@@ -203,8 +225,12 @@ static int qimg_jbits_write(struct qimg_device *dev, bool on)
 	}
 	/* Valid before dirty when turning on, dirty off first otherwise. */
 	v = cpu_to_be64(on ? ac : inc);
-	ret = qimg_kwrite(dev->top.file, &v, 8, on ? QIMG_HDR_AUTOCLEAR_OFFSET :
-			  QIMG_HDR_INCOMPAT_OFFSET);
+	if (qimg_journal_injected("journal bits"))
+		ret = -EIO;
+	else
+		ret = qimg_kwrite(dev->top.file, &v, 8,
+				  on ? QIMG_HDR_AUTOCLEAR_OFFSET :
+				  QIMG_HDR_INCOMPAT_OFFSET);
 	if (!ret) {
 		v = cpu_to_be64(on ? inc : ac);
 		ret = qimg_kwrite(dev->top.file, &v, 8,
@@ -741,26 +767,6 @@ static int qimg_jtx_encode(struct qimg_journal *j, struct qimg_jtx *t,
 	*first = i;
 	return used;
 }
-
-#if IS_ENABLED(CONFIG_QIMG_KUNIT_DRIVER)
-const char *qimg_journal_fail_next;
-
-/* KUnit builds only: does the test want this journal write to fail? */
-static bool qimg_journal_injected(const char *what)
-{
-	const char *w = READ_ONCE(qimg_journal_fail_next);
-
-	if (!w || strncmp(what, w, strlen(w)))
-		return false;
-	WRITE_ONCE(qimg_journal_fail_next, NULL);
-	return true;
-}
-#else
-static inline bool qimg_journal_injected(const char *what)
-{
-	return false;
-}
-#endif
 
 /* Write the encoded transaction (@used blocks) and its commit block. */
 static int qimg_jtx_write(struct qimg_device *dev, u32 used, u64 seq, u32 crc)

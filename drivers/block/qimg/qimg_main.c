@@ -373,6 +373,15 @@ static int qimg_journal_area_done(struct qimg_device *dev,
 	return ret;
 }
 
+/* Handle credits for a refcount change over a run of @len bytes. */
+static unsigned int qimg_run_credits(struct qimg_device *dev, u64 len)
+{
+	const struct qimg_geom *g = dev->top.g;
+
+	return (unsigned int)min_t(u64, (len >> (g->cluster_bits + g->rb_bits)) + 2,
+				   UINT_MAX / 2);
+}
+
 /* Give the journal area back (after the header stopped naming it). */
 static int qimg_journal_area_free(struct qimg_device *dev, u64 off, u64 len)
 {
@@ -387,18 +396,62 @@ static int qimg_journal_area_free(struct qimg_device *dev, u64 off, u64 len)
 	return ret;
 }
 
-/* Detach, or an attach without the journal: checkpoint, free the area. */
+/*
+ * Detach, or an attach without the journal.  The area's references go
+ * into the journal's last transaction, which qimg_journal_stop() commits
+ * and checkpoints before the header stops naming the area; its space
+ * goes back to the host file system after that.  A crash anywhere in
+ * between leaves a journal that still owns its area, or a named area
+ * that is already free (released: qimg_journal_area_state()), never a
+ * leaked one.
+ */
 static int qimg_journal_off(struct qimg_device *dev)
 {
-	u64 off, len;
+	u64 off = dev->top.h->journal_offset, len = dev->top.h->journal_size;
+	struct qimg_handle h;
 	int ret;
 
 	if (!dev->journal)
 		return 0;
-	ret = qimg_journal_stop(dev, &off, &len);
+	mutex_lock(&dev->meta_lock);
+	ret = qimg_meta_start(dev, &h, qimg_run_credits(dev, len));
+	if (!ret)
+		ret = qimg_release_clusters(&h, off, len);
+	ret = qimg_meta_stop(&h, ret);
+	mutex_unlock(&dev->meta_lock);
+	if (!ret)
+		ret = qimg_journal_stop(dev, &off, &len);
 	if (!ret && off)
-		ret = qimg_journal_area_free(dev, off, len);
+		qimg_file_punch(dev->top.file, off, len);
 	return ret;
+}
+
+/*
+ * The clusters of the journal area the header names: 0 when all are
+ * referenced (the journal owns them), 1 when all are free (a detach cut
+ * short had released them, or an attach cut short had not yet taken
+ * them), -EUCLEAN for a mix, or another errno.
+ */
+static int qimg_journal_area_state(struct qimg_device *dev, u64 off, u64 size)
+{
+	u64 cs = dev->top.g->cluster_size, c, v, used = 0;
+	int ret = 0;
+
+	mutex_lock(&dev->meta_lock);
+	for (c = off; !ret && c < off + size; c += cs) {
+		ret = qimg_refcount_get_host(dev, c, &v);
+		used += v != 0;
+	}
+	mutex_unlock(&dev->meta_lock);
+	if (ret)
+		return ret;
+	if (!used)
+		return 1;
+	if (used == size / cs)
+		return 0;
+	qimg_dev_err(dev, "journal area at %llu is partly free (%llu of %llu clusters in use); repair the image with qimgctl check -r all\n",
+		     off, used, size / cs);
+	return -EUCLEAN;
 }
 
 /* A contiguous run of clusters for a new journal area. */
@@ -453,6 +506,8 @@ static int qimg_journal_on(struct qimg_device *dev, const struct qimg_attach *a)
 		     (h->autoclear_features & QIMG_AUTOCLEAR_JOURNAL_VALID);
 	bool want = a->flags & QIMG_ATTACH_JOURNAL ||
 		    (!(a->flags & QIMG_ATTACH_NO_JOURNAL) && h->has_journal_ext);
+	bool taken = true;
+	struct qimg_handle th;
 	int ret;
 
 	if (h->version < 3) {
@@ -466,6 +521,17 @@ static int qimg_journal_on(struct qimg_device *dev, const struct qimg_attach *a)
 	       h->has_journal_ext && h->journal_size ? h->journal_size :
 	       max_t(u64, QIMG_JRNL_DEFAULT_SIZE, cs);
 	size = round_up(size, cs);
+	if (valid) {
+		ret = qimg_journal_area_state(dev, h->journal_offset,
+					      h->journal_size);
+		if (ret < 0)
+			return ret;
+		if (ret) {
+			qimg_dev_info(dev, "the journal area at %llu is free (a detach or attach was cut short): not used\n",
+				      h->journal_offset);
+			valid = false;
+		}
+	}
 	if (valid && (!want || size != h->journal_size)) {
 		ret = qimg_journal_start(dev, h->journal_offset,
 					 h->journal_size, false);
@@ -487,21 +553,40 @@ static int qimg_journal_on(struct qimg_device *dev, const struct qimg_attach *a)
 			qimg_dev_err(dev, "%s\n", err.msg);
 			return ret;
 		}
-		ret = qimg_journal_area_alloc(dev, size, &off);
-		if (ret)
-			return ret;
 		/*
-		 * The file covers the whole area before the header names it
-		 * (the sync in qimg_journal_start() makes the size durable):
-		 * an area past the end of the file is refused after a crash.
+		 * Free clusters, referenced only in the journal's first
+		 * transaction: a crash before that is durable leaves them
+		 * free, with the header naming a free area.  The file covers
+		 * the whole area before the header names it (the sync in
+		 * qimg_journal_start() makes the size durable): an area past
+		 * the end of the file is refused after a crash.
 		 */
 		mutex_lock(&dev->meta_lock);
-		ret = qimg_file_extend(dev->top.file, off + size);
+		ret = qimg_find_free_run(dev, size >> dev->top.g->cluster_bits,
+					 &off);
+		if (!ret) {
+			taken = false;
+			ret = qimg_file_extend(dev->top.file, off + size);
+		}
 		mutex_unlock(&dev->meta_lock);
+		if (ret == -ENOSPC && taken) {
+			/*
+			 * No free run where refcount blocks exist: allocate it
+			 * the ordered way (new refcount blocks, the table
+			 * grown), synced before the header names it.
+			 */
+			ret = qimg_journal_area_alloc(dev, size, &off);
+			if (ret)
+				return ret;
+			mutex_lock(&dev->meta_lock);
+			ret = qimg_file_extend(dev->top.file, off + size);
+			mutex_unlock(&dev->meta_lock);
+			if (ret)
+				qimg_journal_area_free(dev, off, size);
+		}
 		if (ret) {
 			qimg_dev_err(dev, "cannot extend the image file over the journal area (%d)\n",
 				     ret);
-			qimg_journal_area_free(dev, off, size);
 			return ret;
 		}
 	}
@@ -510,6 +595,19 @@ static int qimg_journal_on(struct qimg_device *dev, const struct qimg_attach *a)
 	ret = qimg_journal_start(dev, off, size, !valid);
 	if (ret)
 		return ret;
+	if (!taken) {
+		mutex_lock(&dev->meta_lock);
+		ret = qimg_meta_start(dev, &th, qimg_run_credits(dev, size));
+		if (!ret)
+			ret = qimg_take_clusters(&th, off, size);
+		ret = qimg_meta_stop(&th, ret);
+		mutex_unlock(&dev->meta_lock);
+		if (ret) {
+			qimg_dev_err(dev, "cannot reference the journal area (%d)\n",
+				     ret);
+			return ret;
+		}
+	}
 	qimg_dev_info(dev, "metadata journal on: %llu bytes at %llu%s\n", size,
 		      off, valid ? "" : " (new)");
 	return 0;

@@ -443,6 +443,159 @@ int qimg_alloc_clusters(struct qimg_handle *h, u64 *host)
 	}
 }
 
+/**
+ * qimg_find_free_run() - find free clusters for a journal area, taking none
+ * @dev: the device
+ * @n: how many contiguous clusters
+ * @host: receives the host offset of the first
+ *
+ * First fit from dev->free_hint, among clusters whose refcount blocks
+ * exist: refcount 0, not quarantined, no metadata there.  Nothing changes:
+ * the caller names the run (the journal header) before
+ * qimg_take_clusters() references it, so that a crash in between leaves
+ * the run free instead of leaked.
+ *
+ * Context: dev->meta_lock held; may sleep (refcount block reads).
+ * Return: 0, -ENOSPC (no such run where refcount blocks exist),
+ * -EUCLEAN (metadata with refcount 0) or the cache's errno.
+ */
+int qimg_find_free_run(struct qimg_device *dev, u64 n, u64 *host)
+{
+	const struct qimg_geom *g = dev->top.g;
+	u64 c = dev->free_hint, start = 0, run = 0, rb_off, rt_idx, off;
+	struct qimg_centry *e = NULL;
+	int ret = -ENOSPC;
+
+	lockdep_assert_held(&dev->meta_lock);
+	for (; n; c++) {
+		off = c << g->cluster_bits;
+		rt_idx = c >> g->rb_bits;
+		if (rt_idx >= dev->reftable_entries ||
+		    off > QIMG_MAX_HOST_OFFSET - g->cluster_size)
+			break;
+		if (!e || !(c & (g->rb_entries - 1))) {
+			if (e)
+				qimg_cache_put(&dev->rc, e);
+			e = NULL;
+			ret = qimg_rt_lookup(dev, rt_idx, &rb_off);
+			if (ret)
+				return ret;
+			if (!rb_off) {
+				/* Skip the block: it would have to be made. */
+				run = 0;
+				c = ((rt_idx + 1) << g->rb_bits) - 1;
+				ret = -ENOSPC;
+				continue;
+			}
+			ret = qimg_cache_get(&dev->rc, rb_off, false, &e);
+			if (ret)
+				return ret;
+			ret = -ENOSPC;
+		}
+		if (qimg_refcount_get(e->data, g->refcount_order,
+				      c & (g->rb_entries - 1)) ||
+		    qimg_quar_find(dev, off)) {
+			run = 0;
+			continue;
+		}
+		ret = qimg_overlap_check_new(dev, off, 0, "free cluster");
+		if (ret)
+			break;
+		ret = -ENOSPC;
+		if (!run++)
+			start = off;
+		if (run == n) {
+			*host = start;
+			ret = 0;
+			break;
+		}
+	}
+	if (e)
+		qimg_cache_put(&dev->rc, e);
+	return ret;
+}
+
+/**
+ * qimg_take_clusters() - reference a run that qimg_find_free_run() found
+ * @h: the handle (one credit per refcount block the run spans, plus one)
+ * @host: the run's first cluster
+ * @len: its length, whole clusters
+ *
+ * Every cluster goes from refcount 0 to 1, in @h's transaction.
+ *
+ * Context: dev->meta_lock held; may sleep.
+ * Return: 0, -EUCLEAN (a cluster without a refcount block, or in use) or
+ * another errno.
+ */
+int qimg_take_clusters(struct qimg_handle *h, u64 host, u64 len)
+{
+	struct qimg_device *dev = h->dev;
+	const struct qimg_geom *g = dev->top.g;
+	struct qimg_centry *e;
+	u64 c, rb_off, idx;
+	int ret = 0;
+
+	lockdep_assert_held(&dev->meta_lock);
+	for (c = host; !ret && c < host + len; c += g->cluster_size) {
+		ret = qimg_rt_lookup(dev, qimg_reftable_index(g, c), &rb_off);
+		if (ret)
+			break;
+		if (!rb_off) {
+			qimg_mark_corrupt(dev, "cluster %llu has no refcount block", c);
+			return -EUCLEAN;
+		}
+		ret = qimg_cache_get(&dev->rc, rb_off, false, &e);
+		if (ret)
+			break;
+		idx = qimg_refblock_index(g, c);
+		if (qimg_refcount_get(e->data, g->refcount_order, idx)) {
+			qimg_cache_put(&dev->rc, e);
+			qimg_mark_corrupt(dev, "cluster %llu is no longer free", c);
+			return -EUCLEAN;
+		}
+		ret = qimg_meta_set_refcount(h, e, idx, 1);
+		qimg_cache_put(&dev->rc, e);
+		if (!ret)
+			qimg_note_alloc(&dev->top, c);
+	}
+	if (!ret && (host >> g->cluster_bits) <= dev->free_hint &&
+	    ((host + len) >> g->cluster_bits) > dev->free_hint)
+		dev->free_hint = (host + len) >> g->cluster_bits;
+	return ret;
+}
+
+static int qimg_refcount_dec(struct qimg_handle *h, u64 host, bool *freed);
+
+/**
+ * qimg_release_clusters() - drop the reference of a run nothing else reaches
+ * @h: the handle (credits as qimg_take_clusters())
+ * @host: the run's first cluster (the journal area being removed)
+ * @len: its length, whole clusters
+ *
+ * One reference less for every cluster, in @h's transaction, without the
+ * quarantine, revoke and hole punch of a free: the run is the journal's
+ * own area, which no data I/O reaches and which stays readable until the
+ * header stops naming it (nothing allocates meanwhile: no request runs).
+ * The caller punches it after that.
+ *
+ * Context: dev->meta_lock held; may sleep; no request runs.
+ * Return: 0, -EUCLEAN (a refcount that was 0) or another errno.
+ */
+int qimg_release_clusters(struct qimg_handle *h, u64 host, u64 len)
+{
+	const struct qimg_geom *g = h->dev->top.g;
+	bool freed;
+	u64 c;
+	int ret = 0;
+
+	lockdep_assert_held(&h->dev->meta_lock);
+	for (c = host; !ret && c < host + len; c += g->cluster_size)
+		ret = qimg_refcount_dec(h, c, &freed);
+	if (!ret && (host >> g->cluster_bits) < h->dev->free_hint)
+		h->dev->free_hint = host >> g->cluster_bits;
+	return ret;
+}
+
 static int qimg_free_now(struct qimg_handle *h, u64 host, u64 len);
 
 /**

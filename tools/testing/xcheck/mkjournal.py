@@ -31,6 +31,10 @@ usage: mkjournal.py IMAGE NTX [SYNCED [DAMAGE]]
              journal: the area is allocated, journal valid vouches for it)
     stale    as idle, without journal valid either (as a QEMU that wrote
              the image leaves it: the area is only leaked clusters)
+    released as idle, but the area's clusters have refcount 0 (a detach
+             cut short after its checkpoint, or an attach before its first
+             commit: the area is named but free)
+    released-dirty  as clean (journal dirty), the area's clusters free
   The feature-name table gets names for the qimg bits (as qimg writes
   them), so QEMU's refusal names "journal dirty".
 
@@ -131,7 +135,7 @@ def scenario_area(name, g0, g1, cluster):
         recs = [('w', g1, b'\xb1' * 4096), ('r', g1, cluster),
                 ('w', g1 + 1024, b'\xb3' * 512)]
         expect = [(cluster + 1024, 512, 0xb3)]
-    elif name in ('clean', 'idle', 'stale'):
+    elif name in ('clean', 'idle', 'stale', 'released', 'released-dirty'):
         recs, expect = [], []
         stale = [(4, ('w', g0, b'\xee' * 512), 2),
                  (5, ('w', g0, b'\xef' * 512), 5)]
@@ -214,6 +218,9 @@ def feature_names(data):
     return bytes(out)
 
 
+RELEASED = ('released', 'released-dirty')
+
+
 def make(path, ntx, synced, damage, scenario=None):
     with open(path, 'r+b') as f:
         hdr = bytearray(f.read(112))
@@ -243,7 +250,7 @@ def make(path, ntx, synced, damage, scenario=None):
         if not rb_off:
             die('%s: no refcount block covers the journal' % path)
         f.seek(rb_off + 2 * (idx % per_block))
-        f.write(struct.pack('>H', 1))
+        f.write(struct.pack('>H', 0 if scenario in RELEASED else 1))
 
         # The extension, first in the list.
         f.seek(0)
@@ -275,7 +282,7 @@ def make(path, ntx, synced, damage, scenario=None):
         buf[hlen:hlen + len(out)] = out
         incompat, = struct.unpack_from('>Q', buf, 72)
         autoclear, = struct.unpack_from('>Q', buf, 88)
-        if scenario not in ('idle', 'stale'):
+        if scenario not in ('idle', 'stale', 'released'):
             incompat |= 1 << 32
         if scenario != 'stale':
             autoclear |= 1 << 32

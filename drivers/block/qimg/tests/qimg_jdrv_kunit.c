@@ -9,8 +9,10 @@
  * small journal, revokes, an attach without the journal of an image that
  * has one, a failed journal write, and crashes that leak nothing: a
  * discard's free in the transaction of its unlinking (with the freed
- * cluster kept from reuse until that is durable), and a reservation not
- * yet linked when a commit ran.
+ * cluster kept from reuse until that is durable), a reservation not
+ * yet linked when a commit ran, and an attach or detach cut short while
+ * the header names the journal area (the area's references are changed
+ * in journal transactions, so it is never leaked).
  */
 #include <linux/bio.h>
 #include <linux/blkdev.h>
@@ -140,6 +142,35 @@ static void qimg_t_expect_area_refcount(struct kunit *test, struct file *f,
 	for (c = off; c < off + size; c += QIMG_T_CS)
 		KUNIT_EXPECT_EQ_MSG(test, qimg_t_disk_refcount16(test, f, c),
 				    want, "journal cluster at %llu", c);
+}
+
+/* Clusters with a nonzero refcount on disk (the one refcount block). */
+static u64 qimg_t_disk_used(struct kunit *test, struct file *f)
+{
+	__be16 *rb = kunit_kmalloc(test, QIMG_T_CS, GFP_KERNEL);
+	u64 i, n = 0;
+
+	KUNIT_ASSERT_NOT_NULL(test, rb);
+	qimg_t_pread(test, f, rb, QIMG_T_CS, 2 * QIMG_T_CS);
+	for (i = 0; i < QIMG_T_CS / 2; i++)
+		n += rb[i] != 0;
+	kunit_kfree(test, rb);
+	return n;
+}
+
+/* Every cluster of the attached journal's area has refcount 1 in memory. */
+static void qimg_t_expect_area_taken(struct kunit *test,
+				     struct qimg_device *dev)
+{
+	u64 off = dev->top.h->journal_offset, c, v;
+
+	KUNIT_ASSERT_NOT_NULL(test, dev->journal);
+	mutex_lock(&dev->meta_lock);
+	for (c = off; c < off + dev->top.h->journal_size; c += QIMG_T_CS) {
+		KUNIT_EXPECT_EQ(test, qimg_refcount_get_host(dev, c, &v), 0);
+		KUNIT_EXPECT_EQ_MSG(test, v, 1ULL, "journal cluster at %llu", c);
+	}
+	mutex_unlock(&dev->meta_lock);
 }
 
 /*
@@ -320,7 +351,12 @@ static void qimg_jdrv_commit_on_flush(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, size, QIMG_JRNL_DEFAULT_SIZE);
 	KUNIT_EXPECT_EQ(test, j->geom.area_offset, area);
 	KUNIT_EXPECT_EQ(test, j->geom.area_size, size);
-	qimg_t_expect_area_refcount(test, d->file, area, size, 1);
+	/*
+	 * Referenced by the journal's first transaction, not yet on disk: a
+	 * crash before that commit leaves the area free, not leaked.
+	 */
+	qimg_t_expect_area_refcount(test, d->file, area, size, 0);
+	qimg_t_expect_area_taken(test, dev);
 	/* The file covers the area already (a crash copy must attach). */
 	KUNIT_EXPECT_GE(test, (u64)i_size_read(file_inode(d->file)),
 			area + size);
@@ -638,7 +674,8 @@ static void qimg_jdrv_attach_no_journal(struct kunit *test)
 	c.file = qimg_t_crash_copy(test, d->file);
 	qimg_t_down(test, d);
 
-	qimg_t_expect_area_refcount(test, c.file, area, size, 1);
+	/* Taken in the committed transaction: the replay references it. */
+	qimg_t_expect_area_refcount(test, c.file, area, size, 0);
 	KUNIT_EXPECT_NE(test, qimg_t_autoclear(test, c.file) &
 			QIMG_AUTOCLEAR_JOURNAL_VALID, 0ULL);
 	c.index = qimg_t_attach_flags(test, c.file, QIMG_ATTACH_NO_JOURNAL, 0);
@@ -872,6 +909,104 @@ static void qimg_jdrv_reservation_no_leak(struct kunit *test)
 	qimg_t_crash_drop(c2.file);
 }
 
+/*
+ * A detach cut short after its checkpoint (the header write that clears
+ * the journal bits fails, or the one that points the extension at
+ * nothing): the area's clusters are free on disk already, so nothing
+ * leaks.  The next attach sees a named but free area, does not use it,
+ * makes a journal in clusters it references, and keeps the data; after
+ * its clean detach only the image's own clusters are in use (header,
+ * refcount table and block, L1, the L2 table and the data cluster).
+ */
+static void qimg_jdrv_detach_cut_no_leak(struct kunit *test)
+{
+	static const char * const cut[] = { "journal bits",
+					    "journal extension" };
+	struct qimg_t_dev *d = test->priv;
+	u8 *w = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	u8 *r = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	u64 area, size, narea, nsize;
+	unsigned int k;
+
+	KUNIT_ASSERT_NOT_NULL(test, w);
+	KUNIT_ASSERT_NOT_NULL(test, r);
+	for (k = 0; k < ARRAY_SIZE(cut); k++) {
+		qimg_t_make_image(test, d->file);
+		qimg_t_up_flags(test, d, QIMG_ATTACH_JOURNAL, 0);
+		qimg_t_write_cluster(test, d, 3, w);
+		KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+		KUNIT_ASSERT_TRUE(test, qimg_t_jext(test, d->file, &area, &size));
+		WRITE_ONCE(qimg_journal_fail_next, cut[k]);
+		qimg_t_down_failed(test, d);
+		KUNIT_EXPECT_PTR_EQ_MSG(test, READ_ONCE(qimg_journal_fail_next),
+					NULL, "%s not written at detach", cut[k]);
+		WRITE_ONCE(qimg_journal_fail_next, NULL);
+		qimg_t_expect_area_refcount(test, d->file, area, size, 0);
+		KUNIT_EXPECT_EQ_MSG(test, qimg_t_disk_used(test, d->file), 6ULL,
+				    "%s failed", cut[k]);
+
+		qimg_t_up_flags(test, d, 0, 0);
+		qimg_t_expect_area_taken(test, qimg_t_qdev(d));
+		qimg_t_expect_cluster(test, d, 3, w, r);
+		KUNIT_ASSERT_TRUE(test, qimg_t_jext(test, d->file, &narea,
+						    &nsize));
+		qimg_t_down(test, d);
+		qimg_t_expect_journal_gone(test, d->file, narea, nsize);
+		qimg_t_expect_area_refcount(test, d->file, area, size, 0);
+		KUNIT_EXPECT_EQ_MSG(test, qimg_t_disk_used(test, d->file), 6ULL,
+				    "%s failed, then a clean detach", cut[k]);
+	}
+	qimg_t_make_image(test, d->file);
+}
+
+/*
+ * An attach with a new journal cut short: before the extension names the
+ * area, after it does (the journal bits fail), and a crash right after a
+ * successful attach, before any commit.  The area is referenced only by
+ * the journal's first transaction, so none of them leaks it; the crash
+ * copy attaches with a new journal and detaches to the plain image.
+ */
+static void qimg_jdrv_attach_cut_no_leak(struct kunit *test)
+{
+	static const char * const cut[] = { "journal extension",
+					    "journal bits" };
+	struct qimg_t_dev *d = test->priv;
+	struct qimg_t_dev c = { .index = -1 };
+	unsigned int k;
+	int ret;
+
+	for (k = 0; k < ARRAY_SIZE(cut); k++) {
+		qimg_t_make_image(test, d->file);
+		WRITE_ONCE(qimg_journal_fail_next, cut[k]);
+		ret = qimg_t_attach_flags(test, d->file, QIMG_ATTACH_JOURNAL, 0);
+		WRITE_ONCE(qimg_journal_fail_next, NULL);
+		KUNIT_EXPECT_EQ_MSG(test, ret, -EIO, "%s fails", cut[k]);
+		if (ret >= 0)
+			KUNIT_EXPECT_EQ(test, qimg_detach(ret), 0);
+		KUNIT_EXPECT_EQ_MSG(test, qimg_t_disk_used(test, d->file), 4ULL,
+				    "%s failed", cut[k]);
+		/* The next attach works. */
+		qimg_t_up_flags(test, d, QIMG_ATTACH_JOURNAL, 0);
+		qimg_t_expect_area_taken(test, qimg_t_qdev(d));
+		qimg_t_down(test, d);
+		KUNIT_EXPECT_EQ(test, qimg_t_disk_used(test, d->file), 4ULL);
+	}
+
+	qimg_t_make_image(test, d->file);
+	qimg_t_up_flags(test, d, QIMG_ATTACH_JOURNAL, 0);
+	c.file = qimg_t_crash_copy(test, d->file);
+	qimg_t_down(test, d);
+	KUNIT_EXPECT_EQ(test, qimg_t_disk_used(test, c.file), 4ULL);
+	KUNIT_EXPECT_NE(test, qimg_t_autoclear(test, c.file) &
+			QIMG_AUTOCLEAR_JOURNAL_VALID, 0ULL);
+	ret = qimg_t_crash_cycle(test, &c);
+	KUNIT_EXPECT_EQ(test, ret, 0);
+	KUNIT_EXPECT_EQ(test, qimg_t_disk_used(test, c.file), 4ULL);
+	qimg_t_expect_journal_gone(test, c.file, 0, QIMG_JRNL_DEFAULT_SIZE);
+	qimg_t_crash_drop(c.file);
+	qimg_t_make_image(test, d->file);
+}
+
 static struct kunit_case qimg_jdrv_cases[] = {
 	KUNIT_CASE(qimg_jdrv_commit_on_flush),
 	KUNIT_CASE(qimg_jdrv_crash_replay),
@@ -882,6 +1017,8 @@ static struct kunit_case qimg_jdrv_cases[] = {
 	KUNIT_CASE(qimg_jdrv_reads_after_failed_commit),
 	KUNIT_CASE(qimg_jdrv_discard_no_leak),
 	KUNIT_CASE(qimg_jdrv_reservation_no_leak),
+	KUNIT_CASE(qimg_jdrv_detach_cut_no_leak),
+	KUNIT_CASE(qimg_jdrv_attach_cut_no_leak),
 	{}
 };
 
