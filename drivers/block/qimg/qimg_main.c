@@ -733,7 +733,12 @@ static void qimg_autoclear_work(struct work_struct *work)
 					       autoclear_work);
 
 	mutex_lock(&qimg_ctl_mutex);
-	if (idr_find(&qimg_idr, dev->index) != dev) {
+	/*
+	 * Still attaching: a close from inside device_add_disk() (udev's
+	 * probe) is not the user's last close, and the attach still uses
+	 * the device.
+	 */
+	if (idr_find(&qimg_idr, dev->index) != dev || dev->attaching) {
 		mutex_unlock(&qimg_ctl_mutex);
 		return;
 	}

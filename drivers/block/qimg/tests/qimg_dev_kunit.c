@@ -509,6 +509,58 @@ static void qimg_dev_overlap_entry(struct kunit *test)
 	qimg_t_make_image(test, d->file);
 }
 
+/* Does block device qimgN exist? */
+static bool qimg_t_disk_exists(int index)
+{
+	struct device *d;
+	char name[16];
+
+	snprintf(name, sizeof(name), "qimg%d", index);
+	d = class_find_device_by_name(&block_class, name);
+	put_device(d);
+	return d;
+}
+
+/*
+ * An autoclear device whose last opener closes it while the attach is
+ * still running (udev probing the new disk inside device_add_disk())
+ * stays: tearing it down then would free it under the attach.  Once the
+ * attach is done, the last close detaches it.
+ */
+static void qimg_dev_autoclear_attaching(struct kunit *test)
+{
+	struct qimg_t_dev *d = test->priv;
+	struct qimg_device *dev;
+	int i;
+
+	qimg_t_make_image(test, d->file);
+	d->index = qimg_t_attach_flags(test, d->file, QIMG_ATTACH_AUTOCLEAR, 0);
+	KUNIT_ASSERT_GE(test, d->index, 0);
+	d->bdev = qimg_t_open_bdev(test, d->index);
+	dev = d->bdev->bd_disk->private_data;
+	/* As in the attach's last steps. */
+	WRITE_ONCE(dev->attaching, true);
+	blkdev_put(d->bdev, FMODE_READ | FMODE_WRITE);
+	d->bdev = NULL;
+	for (i = 0; i < 50 && qimg_t_disk_exists(d->index); i++)
+		msleep(10);
+	if (!qimg_t_disk_exists(d->index)) {
+		d->index = -1;
+		KUNIT_FAIL(test, "detached while still attaching");
+		return;
+	}
+	WRITE_ONCE(dev->attaching, false);
+	d->bdev = qimg_t_open_bdev(test, d->index);
+	blkdev_put(d->bdev, FMODE_READ | FMODE_WRITE);
+	d->bdev = NULL;
+	for (i = 0; i < 500 && qimg_t_disk_exists(d->index); i++)
+		msleep(10);
+	KUNIT_EXPECT_FALSE_MSG(test, qimg_t_disk_exists(d->index),
+			       "not detached at the last close");
+	if (!qimg_t_disk_exists(d->index))
+		d->index = -1;
+}
+
 static struct kunit_case qimg_dev_cases[] = {
 	KUNIT_CASE(qimg_dev_attach_corrupt),
 	KUNIT_CASE(qimg_dev_read_holes),
@@ -519,6 +571,7 @@ static struct kunit_case qimg_dev_cases[] = {
 	KUNIT_CASE(qimg_dev_io_drain_race),
 	KUNIT_CASE(qimg_dev_overlap_reftable0),
 	KUNIT_CASE(qimg_dev_overlap_entry),
+	KUNIT_CASE(qimg_dev_autoclear_attaching),
 	{}
 };
 

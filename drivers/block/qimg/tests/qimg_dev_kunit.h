@@ -56,9 +56,12 @@ static inline void qimg_t_make_image(struct kunit *test, struct file *f)
 			(ssize_t)(4 * QIMG_T_CS));
 }
 
-static inline int qimg_t_attach(struct kunit *test, struct file *f)
+/* Attach @f with @flags (and @jsize for a new journal): index or errno. */
+static inline int qimg_t_attach_flags(struct kunit *test, struct file *f,
+				      u32 flags, u64 jsize)
 {
-	struct qimg_attach a = { .size = sizeof(a) };
+	struct qimg_attach a = { .size = sizeof(a), .flags = flags,
+				 .journal_size = jsize };
 	int fd, ret;
 
 	fd = get_unused_fd_flags(O_CLOEXEC);
@@ -68,6 +71,11 @@ static inline int qimg_t_attach(struct kunit *test, struct file *f)
 	ret = qimg_attach(&a, NULL, NULL);
 	close_fd(fd);
 	return ret;
+}
+
+static inline int qimg_t_attach(struct kunit *test, struct file *f)
+{
+	return qimg_t_attach_flags(test, f, 0, 0);
 }
 
 static inline struct block_device *qimg_t_open_bdev(struct kunit *test, int index)

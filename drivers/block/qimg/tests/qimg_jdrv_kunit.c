@@ -50,23 +50,6 @@ static u16 qimg_t_disk_refcount16(struct kunit *test, struct file *f, u64 host)
 	return be16_to_cpu(v);
 }
 
-/* Attach @f with @flags (and @jsize for a new journal): index or errno. */
-static int qimg_t_attach_flags(struct kunit *test, struct file *f, u32 flags,
-			       u64 jsize)
-{
-	struct qimg_attach a = { .size = sizeof(a), .flags = flags,
-				 .journal_size = jsize };
-	int fd, ret;
-
-	fd = get_unused_fd_flags(O_CLOEXEC);
-	KUNIT_ASSERT_GE(test, fd, 0);
-	fd_install(fd, get_file(f));
-	a.fd = fd;
-	ret = qimg_attach(&a, NULL, NULL);
-	close_fd(fd);
-	return ret;
-}
-
 /*
  * Attach; with the journal on, commits happen on flush only (an hour's
  * interval), so the counts of transactions below are exact.
