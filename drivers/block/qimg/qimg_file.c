@@ -40,8 +40,12 @@ void qimg_dev_err(const struct qimg_device *dev, const char *fmt, ...)
 	va_start(args, fmt);
 	vaf.fmt = fmt;
 	vaf.va = &args;
-	pr_err("qimg%d: %s: %pV", dev->index,
-	       dev->top.path ? dev->top.path : "?", &vaf);
+	if (dev->index < 0)	/* attaching: no number yet */
+		pr_err("qimg: %s: %pV", dev->top.path ? dev->top.path : "?",
+		       &vaf);
+	else
+		pr_err("qimg%d: %s: %pV", dev->index,
+		       dev->top.path ? dev->top.path : "?", &vaf);
 	va_end(args);
 }
 
@@ -51,7 +55,8 @@ void qimg_dev_err(const struct qimg_device *dev, const char *fmt, ...)
  * @fmt: printf format of the message, ending in a newline
  *
  * Prints "qimgN: message" at KERN_INFO (the message names the image if
- * needed).
+ * needed), or "qimg: IMAGE: message" while the device has no number yet
+ * (the journal replay of an attach).
  *
  * Context: any context, no lock needed.
  */
@@ -63,7 +68,11 @@ void qimg_dev_info(const struct qimg_device *dev, const char *fmt, ...)
 	va_start(args, fmt);
 	vaf.fmt = fmt;
 	vaf.va = &args;
-	pr_info("qimg%d: %pV", dev->index, &vaf);
+	if (dev->index < 0)	/* attaching: the image names the device */
+		pr_info("qimg: %s: %pV", dev->top.path ? dev->top.path : "?",
+			&vaf);
+	else
+		pr_info("qimg%d: %pV", dev->index, &vaf);
 	va_end(args);
 }
 

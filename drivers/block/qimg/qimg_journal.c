@@ -161,6 +161,51 @@ static inline bool qimg_journal_injected(const char *what)
 #endif
 
 /*
+ * Make room for @need bytes of header extensions ending at @min_end: move
+ * the backing file name (which qemu-img puts right after the end mark)
+ * to the first 8-byte boundary past both @min_end and its old place, in
+ * steps that are each safe to be cut short: the copy, synced; the
+ * header's pointer to it (8 bytes), synced.  The old bytes are then free
+ * for the extension.  -ENOSPC when the first cluster has no room left.
+ */
+static int qimg_jext_move_backing(struct qimg_device *dev, u32 min_end)
+{
+	struct qimg_header *h = dev->top.h;
+	u64 old = h->backing_file_offset, to;
+	u32 len = h->backing_file_size;
+	__be64 v;
+	void *buf;
+	int ret;
+
+	to = ALIGN(max_t(u64, old + len, min_end), 8);
+	if (!len || to + len > h->geom.cluster_size) {
+		qimg_dev_err(dev, "no room in the header for the journal extension; recreate the image with qimgctl create -o journal=on\n");
+		return -ENOSPC;
+	}
+	buf = kmalloc(len, GFP_KERNEL);
+	if (!buf)
+		return -ENOMEM;
+	ret = qimg_kread(dev->top.file, buf, len, old);
+	if (!ret)
+		ret = qimg_kwrite(dev->top.file, buf, len, to);
+	kfree(buf);
+	if (!ret)
+		ret = vfs_fsync(dev->top.file, 1);
+	v = cpu_to_be64(to);
+	if (!ret)
+		ret = qimg_journal_injected("journal backing name") ? -EIO :
+		      qimg_kwrite(dev->top.file, &v, 8,
+				  offsetof(struct qimg_disk_header,
+					   backing_file_offset));
+	if (!ret)
+		ret = vfs_fsync(dev->top.file, 1);
+	if (ret)
+		return ret;
+	h->backing_file_offset = to;
+	return 0;
+}
+
+/*
  * Point the journal extension at @off (0: none allocated, the image only
  * asks for one of @size bytes), adding the extension before the end mark
  * when the image has none and there is room, then sync.
@@ -192,6 +237,12 @@ static int qimg_jext_write(struct qimg_device *dev, u64 off, u64 size)
 	} else {
 		u64 limit = h->geom.cluster_size;
 
+		if (end && h->backing_file_offset > end &&
+		    h->backing_file_offset < end + sizeof(x)) {
+			ret = qimg_jext_move_backing(dev, end + sizeof(x));
+			if (ret)
+				return ret;
+		}
 		if (h->backing_file_offset && h->backing_file_offset > end)
 			limit = min(limit, h->backing_file_offset);
 		if (!end || end + sizeof(x) > limit) {
@@ -1108,9 +1159,8 @@ static void qimg_journal_commit_work(struct work_struct *work)
 		mutex_unlock(&dev->meta_lock);
 	}
 	/* Past half the ring: move the tail in the background. */
-	if (!ret && j->ntx && (j->head >= j->hdr.tail_block ?
-	    j->head - j->hdr.tail_block :
-	    j->hdr.nblocks - j->hdr.tail_block + j->head) > j->hdr.nblocks / 2)
+	if (!ret && qimg_journal_fill(j) >
+	    (j->hdr.nblocks - QIMG_JRNL_RING_START) / 2)
 		queue_work(j->wq, &j->ckpt_work);
 	qimg_writer_end(old);
 }

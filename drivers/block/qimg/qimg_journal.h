@@ -78,6 +78,26 @@ struct qimg_journal {
 	u64 st_replayed;		/* transactions replayed at attach */
 };
 
+/**
+ * qimg_journal_fill() - ring blocks a checkpoint would give back
+ * @j: the journal
+ *
+ * The ring is blocks QIMG_JRNL_RING_START.. of the area.  With the head
+ * wrapped, the unused blocks at the ring's end count too (no transaction
+ * can go there before the tail passes them).  0 <= fill <= ring blocks.
+ *
+ * Context: any; a snapshot unless j->io_mutex is held.
+ */
+static inline u32 qimg_journal_fill(const struct qimg_journal *j)
+{
+	u32 head = READ_ONCE(j->head), tail = READ_ONCE(j->hdr.tail_block);
+
+	if (!READ_ONCE(j->ntx))
+		return 0;
+	return head >= tail ? head - tail :
+	       j->hdr.nblocks - tail + head - QIMG_JRNL_RING_START;
+}
+
 static inline struct qimg_journal *qimg_journal_of(struct qimg_device *dev)
 {
 	return dev->journal;

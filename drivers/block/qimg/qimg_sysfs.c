@@ -131,17 +131,9 @@ QIMG_JATTR(device_flushes, atomic64_read(&j->st_barriers));
 QIMG_JATTR(guest_flushes, atomic64_read(&j->st_flushes));
 QIMG_JATTR(checkpoints, atomic64_read(&j->st_checkpoints));
 
-/*
- * The ring: blocks QIMG_JRNL_RING_START.. of the area.  fill counts the
- * ring blocks a checkpoint would give back; with the head wrapped, the
- * unused blocks at the ring's end count too (no transaction can go there
- * before the tail passes them).  0 <= fill <= blocks.
- */
+/* The ring's blocks, and those a checkpoint would give back. */
 QIMG_JATTR(blocks, j->hdr.nblocks - QIMG_JRNL_RING_START);
-QIMG_JATTR(fill, j->ntx ? (j->head >= j->hdr.tail_block ?
-			   j->head - j->hdr.tail_block :
-			   j->hdr.nblocks - j->hdr.tail_block +
-			   j->head - QIMG_JRNL_RING_START) : 0);
+QIMG_JATTR(fill, qimg_journal_fill(j));
 
 static ssize_t journal_commit_interval_ms_show(struct kobject *kobj,
 					       struct kobj_attribute *attr,
