@@ -87,6 +87,7 @@ struct qimg_journal {
  * can go there before the tail passes them).  0 <= fill <= ring blocks.
  *
  * Context: any; a snapshot unless j->io_mutex is held.
+ * Return: the number of ring blocks in use.
  */
 static inline u32 qimg_journal_fill(const struct qimg_journal *j)
 {

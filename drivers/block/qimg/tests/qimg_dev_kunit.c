@@ -542,8 +542,8 @@ static void qimg_dev_autoclear_attaching(struct kunit *test)
 	WRITE_ONCE(dev->attaching, true);
 	blkdev_put(d->bdev, FMODE_READ | FMODE_WRITE);
 	d->bdev = NULL;
-	for (i = 0; i < 50 && qimg_t_disk_exists(d->index); i++)
-		msleep(10);
+	for (i = 0; i < 25 && qimg_t_disk_exists(d->index); i++)
+		msleep(20);
 	if (!qimg_t_disk_exists(d->index)) {
 		d->index = -1;
 		KUNIT_FAIL(test, "detached while still attaching");
@@ -553,8 +553,8 @@ static void qimg_dev_autoclear_attaching(struct kunit *test)
 	d->bdev = qimg_t_open_bdev(test, d->index);
 	blkdev_put(d->bdev, FMODE_READ | FMODE_WRITE);
 	d->bdev = NULL;
-	for (i = 0; i < 500 && qimg_t_disk_exists(d->index); i++)
-		msleep(10);
+	for (i = 0; i < 250 && qimg_t_disk_exists(d->index); i++)
+		msleep(20);
 	KUNIT_EXPECT_FALSE_MSG(test, qimg_t_disk_exists(d->index),
 			       "not detached at the last close");
 	if (!qimg_t_disk_exists(d->index))
