@@ -59,10 +59,25 @@ static int qimg_jio_write(void *ctx, u64 host, const void *buf, u32 len)
 static int qimg_jsync(struct qimg_device *dev)
 {
 	struct qimg_journal *j = dev->journal;
+	s64 seq, cur, old;
+	int ret;
 
-	if (j)
-		atomic64_inc(&j->st_barriers);
-	return vfs_fsync(dev->top.file, 1);
+	if (!j)
+		return vfs_fsync(dev->top.file, 1);
+	atomic64_inc(&j->st_barriers);
+	seq = atomic64_inc_return(&j->sync_started);
+	ret = vfs_fsync(dev->top.file, 1);
+	if (ret)
+		return ret;
+	/* The latest started sync that completed (they may overlap). */
+	cur = atomic64_read(&j->sync_done);
+	while (cur < seq) {
+		old = atomic64_cmpxchg(&j->sync_done, cur, seq);
+		if (old == cur)
+			break;
+		cur = old;
+	}
+	return 0;
 }
 
 static void qimg_jgeom(struct qimg_device *dev, struct qimg_jrnl_geom *g)
@@ -142,6 +157,16 @@ static int qimg_jext_locate(struct qimg_device *dev, u32 *pos, u32 *end)
 
 #if IS_ENABLED(CONFIG_QIMG_KUNIT_DRIVER)
 const char *qimg_journal_fail_next;
+void (*qimg_journal_write_hook)(struct qimg_device *dev);
+
+/* KUnit builds only: let a test hold a commit in its journal write. */
+static void qimg_journal_hook(struct qimg_device *dev)
+{
+	void (*fn)(struct qimg_device *dev) = READ_ONCE(qimg_journal_write_hook);
+
+	if (fn)
+		fn(dev);
+}
 
 /* KUnit builds only: does the test want this journal write to fail? */
 static bool qimg_journal_injected(const char *what)
@@ -157,6 +182,10 @@ static bool qimg_journal_injected(const char *what)
 static inline bool qimg_journal_injected(const char *what)
 {
 	return false;
+}
+
+static inline void qimg_journal_hook(struct qimg_device *dev)
+{
 }
 #endif
 
@@ -830,6 +859,7 @@ static int qimg_jtx_write(struct qimg_device *dev, u32 used, u64 seq, u32 crc)
 
 	next = qimg_jrnl_next_start(&j->hdr, j->head + used, j->max_tx);
 	qimg_jrnl_commit_encode(commit, j->block_bits, seq, used, next, crc);
+	qimg_journal_hook(dev);
 	ret = qimg_journal_injected("journal records") ? -EIO :
 	      qimg_kwrite(dev->top.file, j->buf, (size_t)used * bs,
 			  base + ((u64)j->head << j->block_bits));
@@ -1212,7 +1242,8 @@ void qimg_journal_kick(struct qimg_device *dev)
  * Waits for a commit of everything changed so far (concurrent flushes
  * share one: group commit).  With no metadata changed since the last
  * commit, one sync makes the guest's data durable and no journal block
- * is written.
+ * is written; none when a sync that started after the flush came (a
+ * commit under way) has completed meanwhile.
  *
  * Context: process context, may sleep; dev->meta_lock not held.
  * Return: 0 or a negative errno.
@@ -1222,9 +1253,12 @@ int qimg_journal_flush(struct qimg_device *dev)
 	struct qimg_journal *j = dev->journal;
 	bool running;
 	u64 target;
+	s64 synced;
 	int ret;
 
 	atomic64_inc(&j->st_flushes);
+	/* A sync started after this point covers the guest's data. */
+	synced = atomic64_read(&j->sync_started);
 	mutex_lock(&dev->meta_lock);
 	running = j->running;
 	spin_lock(&j->lock);
@@ -1237,8 +1271,13 @@ int qimg_journal_flush(struct qimg_device *dev)
 		   READ_ONCE(j->err));
 	if (READ_ONCE(j->err) || test_bit(QIMG_STATE_WB_FAILED, &dev->state))
 		return -EIO;
-	if (running)
-		return 0;	/* the commit synced the data too */
+	/*
+	 * The commit waited for synced the data too; so did any sync that
+	 * started after the flush came (a commit already under way when
+	 * nothing new was left to seal).
+	 */
+	if (running || atomic64_read(&j->sync_done) > synced)
+		return 0;
 	ret = qimg_jsync(dev);
 	if (ret) {
 		mutex_lock(&dev->meta_lock);

@@ -76,6 +76,9 @@ struct qimg_journal {
 	atomic64_t st_flushes;
 	atomic64_t st_checkpoints;
 	u64 st_replayed;		/* transactions replayed at attach */
+	/* Device syncs started, and the last started one that completed. */
+	atomic64_t sync_started;
+	atomic64_t sync_done;
 };
 
 /**
@@ -121,11 +124,15 @@ u64 qimg_journal_durable_tid(struct qimg_device *dev);
 
 #if IS_ENABLED(CONFIG_QIMG_KUNIT_DRIVER)
 /*
- * KUnit only: the next journal write of a commit whose name ("journal
- * records": the descriptor and data blocks, "journal commit": the commit
- * block) starts with this string fails with -EIO.
+ * KUnit only: the next journal write whose name starts with this string
+ * fails with -EIO: "journal records" (a commit's descriptor and data
+ * blocks), "journal commit" (its commit block), "journal bits" (the
+ * header's feature bits), "journal extension" (the header extension),
+ * "journal backing name" (the header's pointer to the moved name).
  */
 extern const char *qimg_journal_fail_next;
+/* KUnit only: called by every commit before it writes its records. */
+extern void (*qimg_journal_write_hook)(struct qimg_device *dev);
 #endif
 
 #endif /* QIMG_JOURNAL_H */

@@ -15,6 +15,7 @@
  * in journal transactions, so it is never leaked).
  */
 #include <linux/bio.h>
+#include <linux/delay.h>
 #include <linux/blkdev.h>
 #include <linux/fs.h>
 #include <linux/vmalloc.h>
@@ -990,6 +991,81 @@ static void qimg_jdrv_attach_cut_no_leak(struct kunit *test)
 	qimg_t_make_image(test, d->file);
 }
 
+static struct completion qimg_t_commit_held, qimg_t_commit_go;
+
+/* The journal write hook: hold the first commit until the test says go. */
+static void qimg_t_hold_commit(struct qimg_device *dev)
+{
+	WRITE_ONCE(qimg_journal_write_hook, NULL);
+	complete(&qimg_t_commit_held);
+	wait_for_completion(&qimg_t_commit_go);
+}
+
+static void qimg_t_flush_done(struct bio *bio)
+{
+	complete(bio->bi_private);
+}
+
+static struct bio *qimg_t_flush_async(struct qimg_t_dev *d,
+				      struct completion *done)
+{
+	struct bio *bio = bio_alloc(d->bdev, 0, REQ_OP_WRITE | REQ_PREFLUSH,
+				    GFP_KERNEL);
+
+	bio->bi_private = done;
+	bio->bi_end_io = qimg_t_flush_done;
+	submit_bio(bio);
+	return bio;
+}
+
+/*
+ * A guest flush that comes while an interval commit is under way, with
+ * nothing new to seal, is covered by that commit's two syncs: both start
+ * after the flush came.  One commit, one guest flush, two device
+ * barriers (not a third sync for the flush).
+ */
+static void qimg_jdrv_flush_during_commit(struct kunit *test)
+{
+	struct qimg_t_dev *d = test->priv;
+	u8 *w = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	DECLARE_COMPLETION_ONSTACK(f1);
+	struct qimg_journal *j;
+	struct bio *b1;
+	s64 barriers, flushes, commits;
+	int i;
+
+	KUNIT_ASSERT_NOT_NULL(test, w);
+	qimg_t_make_image(test, d->file);
+	qimg_t_up_flags(test, d, QIMG_ATTACH_JOURNAL, 0);
+	j = qimg_t_qdev(d)->journal;
+	qimg_t_write_cluster(test, d, 3, w);
+	init_completion(&qimg_t_commit_held);
+	init_completion(&qimg_t_commit_go);
+	barriers = atomic64_read(&j->st_barriers);
+	flushes = atomic64_read(&j->st_flushes);
+	commits = atomic64_read(&j->st_commits);
+	WRITE_ONCE(qimg_journal_write_hook, qimg_t_hold_commit);
+	/* The interval expires now. */
+	mod_delayed_work(j->wq, &j->commit_work, 0);
+	if (!wait_for_completion_timeout(&qimg_t_commit_held, 30 * HZ)) {
+		WRITE_ONCE(qimg_journal_write_hook, NULL);
+		complete_all(&qimg_t_commit_go);
+		KUNIT_FAIL(test, "the interval commit did not start");
+	}
+	b1 = qimg_t_flush_async(d, &f1);
+	for (i = 0; i < 250 && atomic64_read(&j->st_flushes) < flushes + 1; i++)
+		msleep(20);
+	KUNIT_EXPECT_EQ_MSG(test, atomic64_read(&j->st_flushes), flushes + 1,
+			    "the flush did not come during the commit");
+	complete_all(&qimg_t_commit_go);
+	KUNIT_EXPECT_NE(test, wait_for_completion_timeout(&f1, 30 * HZ), 0UL);
+	KUNIT_EXPECT_EQ(test, b1->bi_status, BLK_STS_OK);
+	bio_put(b1);
+	KUNIT_EXPECT_EQ(test, atomic64_read(&j->st_commits) - commits, 1);
+	KUNIT_EXPECT_EQ(test, atomic64_read(&j->st_barriers) - barriers, 2);
+	qimg_t_down(test, d);
+}
+
 static struct kunit_case qimg_jdrv_cases[] = {
 	KUNIT_CASE(qimg_jdrv_commit_on_flush),
 	KUNIT_CASE(qimg_jdrv_crash_replay),
@@ -1002,6 +1078,7 @@ static struct kunit_case qimg_jdrv_cases[] = {
 	KUNIT_CASE(qimg_jdrv_reservation_no_leak),
 	KUNIT_CASE(qimg_jdrv_detach_cut_no_leak),
 	KUNIT_CASE(qimg_jdrv_attach_cut_no_leak),
+	KUNIT_CASE(qimg_jdrv_flush_during_commit),
 	{}
 };
 
