@@ -103,7 +103,7 @@ static void qimgctl_explain_attach(const struct qimgctl_image *img, int e,
 		return;
 	case ENOSPC:
 		if (aflags & QIMG_ATTACH_JOURNAL || img->h.has_journal_ext)
-			qimgctl_err("%s: no free minor numbers, or no room for the metadata journal (see dmesg; an image made by qemu-img may lack header space: recreate it with qimgctl create -o journal=on)",
+			qimgctl_err("%s: no free minor numbers, or no room for the metadata journal (see dmesg; a header with no space left in its first cluster: recreate the image with qimgctl create -o journal=on)",
 				    img->path);
 		else
 			qimgctl_err("%s: no free minor numbers", img->path);

@@ -2151,7 +2151,7 @@ jr_overlay() {
 	run qemu-io -f qcow2 -c 'write -P 0x5a 0 2M' jb.qcow2 >/dev/null || return 1
 	run qemu-img create -q -f qcow2 -b jb.qcow2 -F qcow2 jo.qcow2 || return 1
 	run qemu-img convert -O raw jb.qcow2 jo.raw || return 1
-	j_attach jo.qcow2 || return 1
+	q_attach --journal=on jo.qcow2 || return 1
 	[ "$(jsys enabled)" = 1 ] || { echo "FAILED: journal/enabled is not 1"; return 1; }
 	run dd if="$W/rnd" of="$DEV" bs=4k count=64 seek=100 oflag=direct \
 		conv=notrunc status=none || return 1
@@ -2165,7 +2165,7 @@ jr_overlay() {
 	[ "$bf" = jb.qcow2 ] || { echo "FAILED: backing file is now '$bf'"; return 1; }
 	run qemu-img compare -q -f qcow2 -F raw jo.qcow2 jo.raw || return 1
 	# Again: the extension is there now (offset 0), nothing moves.
-	j_attach jo.qcow2 || return 1
+	q_attach --journal=on jo.qcow2 || return 1
 	run cmp "$DEV" jo.raw || return 1
 	q_detach "$DEV" || return 1
 	run qemu-img check jo.qcow2
