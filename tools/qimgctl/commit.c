@@ -149,28 +149,58 @@ static int chunk_dirty(struct commit *c, u64 off, bool *dirty)
 }
 
 /*
- * How the top image reads from @off on, through its whole chain: *len
- * (at most @max) bytes all read as zeroes (*zero) or may hold data.
+ * The extent of @n at @off (at most @max bytes), grown over the extents
+ * after it of the same kind, as qemu's block status reports one run: the
+ * same status, and for clusters with a host location a contiguous one;
+ * a compressed cluster is a run of its own.
+ */
+static int node_run(struct qimgctl_node *n, u64 off, u64 max,
+		    struct qimgctl_extent *ext)
+{
+	struct qimgctl_extent nx;
+	int ret;
+
+	ret = qimgctl_node_status(n, off, max, ext);
+	while (!ret && !ext->compressed && ext->len < max) {
+		ret = qimgctl_node_status(n, off + ext->len, max - ext->len,
+					  &nx);
+		if (ret || nx.status != ext->status || nx.compressed ||
+		    nx.has_offset != ext->has_offset ||
+		    (nx.has_offset &&
+		     nx.host_offset != ext->host_offset + ext->len))
+			break;
+		ext->len += nx.len;
+	}
+	return ret;
+}
+
+/*
+ * How the top image reads from @off on, as qemu's block status through
+ * the whole chain says it: *len (at most @max) bytes all read as zeroes
+ * (*zero) or may hold data, from the first image that allocates them.
  */
 static int view_status(struct commit *c, u64 off, u64 max, bool *zero,
 		       u64 *len)
 {
-	u64 l, done = 0;
-	bool z, a;
+	struct qimgctl_node *n;
+	struct qimgctl_extent ext;
 	int ret;
 
-	while (done < max) {
-		ret = qimgr_status(&c->rd, c->chain, off + done, max - done,
-				   false, &l, &z, &a);
+	*zero = true;
+	*len = max;
+	for (n = c->chain; n; n = n->backing) {
+		/* Past the end of a backing file: zeroes. */
+		if (off >= n->length)
+			return 0;
+		ret = node_run(n, off, *len, &ext);
 		if (ret)
 			return ret;
-		if (!done)
-			*zero = z;
-		else if (z != *zero)
-			break;
-		done += l;
+		*len = ext.len;
+		if (ext.status != QIMGCTL_ST_UNALLOC) {
+			*zero = ext.status == QIMGCTL_ST_ZERO;
+			return 0;
+		}
 	}
-	*len = done < max ? done : max;
 	return 0;
 }
 
@@ -273,6 +303,7 @@ static int do_copy(struct commit *c, u64 off, u64 len)
 static int do_zero(struct commit *c, u64 off, u64 len)
 {
 	u64 end = off + len;
+	bool discard;
 	int ret;
 
 	if (c->raw_fd >= 0) {
@@ -293,9 +324,15 @@ static int do_zero(struct commit *c, u64 off, u64 len)
 		}
 		return 0;
 	}
+	/*
+	 * v2 has no zero clusters: without a backing file an unallocated
+	 * cluster reads as zeroes (qemu discards), else zeroes are written.
+	 */
+	discard = c->base_w.h->version < 3 && !c->base->backing;
 	ret = flush_pending(c);
 	for (; !ret && off < end; off += c->bcs) {
-		ret = qimgw_write_zero(&c->base_w, off);
+		ret = discard ? qimgw_discard(&c->base_w, off) :
+			qimgw_write_zero(&c->base_w, off);
 		c->since_flush += c->bcs;
 	}
 	return ret;

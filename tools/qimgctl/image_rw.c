@@ -822,6 +822,26 @@ int qimgw_write_zero(struct qimgw *w, u64 guest)
 	return ret;
 }
 
+int qimgw_discard(struct qimgw *w, u64 guest)
+{
+	u32 l1i = (u32)qimg_l1_index(w->g, guest);
+	struct qimg_l2_entry e;
+	const u8 *p;
+	u8 *tbl;
+	int ret = check_guest(w, guest);
+
+	if (!ret)
+		ret = l2_get(w, l1i, false, &tbl);
+	if (ret || !tbl)
+		return ret;
+	p = tbl + (qimg_l2_index(w->g, guest) << w->g->l2_entry_shift);
+	if (!get_unaligned_be64(p) &&
+	    (!w->g->ext_l2 || !get_unaligned_be64(p + 8)))
+		return 0;
+	ret = l2_entry(w, tbl, guest, &e);
+	return ret ? ret : l2_set(w, guest, 0, 0);
+}
+
 int qimgw_write_compressed(struct qimgw *w, u64 guest, const void *cbuf,
 			   u64 clen)
 {

@@ -113,6 +113,12 @@ int qimgw_write_compressed(struct qimgw *w, u64 guest, const void *cbuf,
 			   u64 clen);
 /* Guest cluster @guest reads as zeroes (v3 zero flag, v2 written zeroes). */
 int qimgw_write_zero(struct qimgw *w, u64 guest);
+/*
+ * Guest cluster @guest becomes unallocated (it reads from the backing
+ * file, or as zeroes without one); its cluster is freed after the flush.
+ * Nothing is made for a cluster that is unallocated already.
+ */
+int qimgw_discard(struct qimgw *w, u64 guest);
 
 /*
  * Change the virtual size to @size (a multiple of 512): the L1 table is
