@@ -76,10 +76,12 @@ ic_mk() {
 			-c "write -P 0x22 3M 128k" -c "write -z 4M 64k" \
 			-c "write -P 0x23 $((5 * 1048576 - 512)) 512" t.qcow2
 		;;
-	chain3)
+	chain3 | chain3-v2mid)
+		local mo=compat=1.1
+		[ "$IC_KIND" = chain3-v2mid ] && mo=compat=0.10
 		qemu-img create -q -f qcow2 b.qcow2 4M &&
 			qemu-io -f qcow2 -c "write -P 0x11 0 2M" b.qcow2 &&
-			qemu-img create -q -f qcow2 -b b.qcow2 -F qcow2 m.qcow2 &&
+			qemu-img create -q -f qcow2 -o "$mo" -b b.qcow2 -F qcow2 m.qcow2 &&
 			qemu-io -f qcow2 -c "write -P 0x31 512k 128k" \
 				-c "write -z 1M 64k" -c "write -c -P 0x32 3M 64k" m.qcow2 &&
 			qemu-img create -q -f qcow2 -b m.qcow2 -F qcow2 t.qcow2 &&
@@ -319,6 +321,43 @@ ic_held() {
 	fi
 }
 
+# ic_tty: -p on a terminal (script(1) gives it one) prints the progress
+# line up to 100%, and the commit is the same as without -p.
+ic_tty() {
+	local name=imgc/progress-on-a-tty
+	want "$name" || return 0
+	N_CMP=$((N_CMP + 1))
+	if ! command -v script >/dev/null; then
+		t_skip "$name" "script(1) is not installed"
+		return
+	fi
+	if ! ic_make v3; then
+		t_fail "$name: could not make the images"
+		return
+	fi
+	rm -rf ic/q ic/x
+	cp -a ic/src ic/q
+	cp -a ic/src ic/x
+	(cd ic/q && qemu-img commit -q t.qcow2) >/dev/null 2>&1
+	(cd ic/x && script -qec "$(printf '%q' "$QIMGCTL") commit -p t.qcow2" \
+		/dev/null) >out/tty.out 2>&1 </dev/null
+	if crashed 0 out/tty.out; then
+		t_fail "$name: qimgctl crashed"
+		show out/tty.out 8
+	elif ! grep -q '(100.00/100%)' out/tty.out; then
+		t_fail "$name: no progress line up to 100%"
+		show out/tty.out 3
+	elif ! grep -q 'Image committed.' out/tty.out; then
+		t_fail "$name: no 'Image committed.'"
+		show out/tty.out 3
+	elif ! qemu-img compare -q ic/q/b.qcow2 ic/x/b.qcow2 ||
+		! qemu-img compare -q ic/q/t.qcow2 ic/x/t.qcow2; then
+		t_fail "$name: the result differs from qemu-img's"
+	else
+		t_pass "$name"
+	fi
+}
+
 part_imgc() {
 	# Each case checks the filter itself.
 	mkdir -p ic
@@ -337,6 +376,8 @@ part_imgc() {
 	ic_case chain3-b-base chain3 -b b.qcow2
 	ic_case chain3-b-mid chain3 -b m.qcow2
 	ic_case chain3-b-absolute chain3 -b @DIR@/b.qcow2
+	ic_case chain3-into-v2-mid chain3-v2mid
+	ic_case chain3-v2mid-b-base chain3-v2mid -b b.qcow2
 	ic_case c4k-on-c64k c4k-on-c64k
 	ic_case base-c2m base-c2m
 	ic_case base-c512 base-c512
@@ -349,6 +390,17 @@ part_imgc() {
 	ic_case snap-top-keep snap-top -d
 	ic_case ours ours
 	ic_case ours-raw ours-raw
+	ic_tty
+	if want imgc/cli-help; then
+		N_CMP=$((N_CMP + 1))
+		qx out/h.out out/h.err commit --help
+		if [ "$QX_RC" -ne 0 ] || [ -s out/h.err ] ||
+			! head -n 1 out/h.out | grep -q "^usage: qimgctl commit "; then
+			t_fail "imgc/cli-help: status $QX_RC, $(head -n 1 out/h.out out/h.err | tr '\n' ' ' | cut -c1-120)"
+		else
+			t_pass imgc/cli-help
+		fi
+	fi
 
 	IC_FILE=nope.qcow2 ic_err missing-file v3
 	ERR_WORD="does not have a backing file" IC_FILE=b.qcow2 \
