@@ -296,7 +296,8 @@ ic_err() {
 }
 
 # ic_held NAME KIND HOLDER-FILE [HOLDER-OPTS] -- ARGS...: ic_err while a
-# qemu-io holds HOLDER-FILE of the chain.
+# qemu-io holds HOLDER-FILE of the chain (HOLDER-OPTS "lockhold": qimgctl's
+# lock module holds it for writing, that file alone).
 ic_held() {
 	local name=$1 kind=$2 hf=$3
 	shift 3
@@ -313,7 +314,15 @@ ic_held() {
 	fi
 	rm -rf ic/e
 	cp -a ic/src ic/e
-	if hold_start qemu-io "${ho[@]}" "ic/e/$hf"; then
+	local -a holder=(qemu-io "${ho[@]}" "ic/e/$hf")
+	if [ "${ho[0]:-}" = lockhold ]; then
+		if ! lockhold_bin; then
+			t_fail "imgc/err/$name: could not build qimg-lockhold"
+			return
+		fi
+		holder=("$LOCKHOLD" write "ic/e/$hf")
+	fi
+	if hold_start "${holder[@]}"; then
 		IC_HELD=1 ERR_WORD=lock ic_err "$name" "$kind" "$@"
 		hold_stop
 	else
@@ -425,6 +434,11 @@ part_imgc() {
 	ic_held top-locked v3 t.qcow2 -f qcow2 --
 	ic_held base-locked v3 b.qcow2 -f qcow2 --
 	ic_held mid-locked-b chain3 m.qcow2 -f qcow2 -- -b b.qcow2
+	# Only the image in between is held: its own read lock must refuse.
+	ic_held mid-only-locked-b chain3 m.qcow2 lockhold -- -b b.qcow2
+	ic_held base-only-locked chain3 m.qcow2 lockhold --
+	ic_held top-only-locked chain3 t.qcow2 lockhold -- -d
+	ic_held raw-base-locked raw b.raw lockhold --
 	# Known limitation: qemu-img empties a top with internal snapshots
 	# cluster by cluster; qimgctl refuses before it writes anything.
 	if want imgc/err/snap-top-refused && ic_make snap-top; then
