@@ -1363,7 +1363,8 @@ static int empty_discard(struct qimgw *w)
 	freed = malloc((nb ? nb : 1) * sizeof(*freed));
 	if (!freed)
 		return w_err(w, -ENOMEM, "freeing clusters");
-	memcpy(freed, w->drop, nb * sizeof(*freed));
+	if (nb)
+		memcpy(freed, w->drop, nb * sizeof(*freed));
 	ret = qimgw_flush(w);
 	if (!ret) {
 		punch_freed(w, freed, nb);
