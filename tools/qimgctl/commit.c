@@ -118,8 +118,14 @@ static int alloc_above(struct commit *c, u64 off, u64 max, bool *alloc,
 	*alloc = false;
 	*len = max;
 	for (n = c->chain; n && n != c->base; n = n->backing) {
-		if (off >= n->length)
-			continue;
+		/*
+		 * An image in between that ends early shows zeroes there:
+		 * they count as its own, as in qemu (the top is never short).
+		 */
+		if (off >= n->length) {
+			*alloc = true;
+			return 0;
+		}
 		ret = qimgctl_node_status(n, off, *len, &ext);
 		if (ret)
 			return ret;
@@ -152,7 +158,8 @@ static int chunk_dirty(struct commit *c, u64 off, bool *dirty)
  * The extent of @n at @off (at most @max bytes), grown over the extents
  * after it of the same kind, as qemu's block status reports one run: the
  * same status, and for clusters with a host location a contiguous one;
- * a compressed cluster is a run of its own.
+ * a compressed cluster is a run of its own.  @off is below @n's end, and
+ * the run ends there at the latest.
  */
 static int node_run(struct qimgctl_node *n, u64 off, u64 max,
 		    struct qimgctl_extent *ext)
@@ -160,6 +167,8 @@ static int node_run(struct qimgctl_node *n, u64 off, u64 max,
 	struct qimgctl_extent nx;
 	int ret;
 
+	if (max > n->length - off)
+		max = n->length - off;
 	ret = qimgctl_node_status(n, off, max, ext);
 	while (!ret && !ext->compressed && ext->len < max) {
 		ret = qimgctl_node_status(n, off + ext->len, max - ext->len,
@@ -449,6 +458,47 @@ static struct qimgctl_node *find_base(struct commit *c)
 	return NULL;
 }
 
+/*
+ * Grow the qcow2 base to the image's size.  When its backing file is
+ * longer than it was, the new part must not show that file: it reads as
+ * zeroes (zero clusters, the head of a partial last cluster written), as
+ * qemu does; qemu cannot do that for version 2 images and fails, and so do
+ * we, before anything is written.
+ */
+static int grow_base(struct commit *c)
+{
+	struct qimgw *w = &c->base_w;
+	u64 old = w->h->size, cs = w->cs, zstart, cstart, o;
+	bool cover = c->base->backing && c->base->backing->length > old;
+	u8 *buf;
+	int ret;
+
+	if (cover && w->h->version < 3) {
+		qimgctl_err("%s: growing a version 2 image whose backing file is longer is not supported (qemu-img fails too)",
+			    c->base->path);
+		return -EOPNOTSUPP;
+	}
+	ret = qimgw_resize(w, c->size);
+	if (ret || !cover)
+		return ret ? ret : qimgw_flush(w);
+	zstart = (old + cs - 1) & ~(cs - 1);
+	if (zstart > old) {
+		cstart = zstart - cs;
+		buf = calloc(1, cs);
+		if (!buf) {
+			qimgctl_err("out of memory");
+			return -ENOMEM;
+		}
+		ret = qimgr_read(&c->rd, c->base, cstart, buf, old - cstart);
+		if (!ret)
+			ret = qimgw_write_cluster(w, cstart, buf);
+		free(buf);
+	}
+	for (o = zstart; !ret && o < c->size; o += cs)
+		ret = qimgw_write_zero(w, o);
+	return ret ? ret : qimgw_flush(w);
+}
+
 /* Lock and open the base for writing, grown to the image's size. */
 static int open_base(struct commit *c)
 {
@@ -469,11 +519,8 @@ static int open_base(struct commit *c)
 		c->bcs = c->base_w.cs;
 		c->gran = c->bcs < 4096 ? 4096 : c->bcs > 65536 ? 65536 :
 			  c->bcs;
-		if (c->size > c->base_w.h->size) {
-			ret = qimgw_resize(&c->base_w, c->size);
-			if (!ret)
-				ret = qimgw_flush(&c->base_w);
-		}
+		if (c->size > c->base_w.h->size)
+			ret = grow_base(c);
 		return ret;
 	}
 	c->gran = 65536;

@@ -89,6 +89,26 @@ ic_mk() {
 				-c "write -z 576k 64k" -c "write -P 0x22 1M 4k" \
 				-c "write -z 1536k 128k" t.qcow2
 		;;
+	top-smaller)
+		qemu-img create -q -f qcow2 b.qcow2 4M &&
+			qemu-io -f qcow2 -c "write -P 0x11 0 4M" b.qcow2 &&
+			qemu-img create -q -f qcow2 -b b.qcow2 -F qcow2 t.qcow2 2M &&
+			qemu-io -f qcow2 -c "write -P 0x21 64k 64k" \
+				-c "write -z 1M 128k" -c "write -P 0x22 $((2 * 1048576 - 512)) 512" t.qcow2
+		;;
+	short-mid | short-mid-v2)
+		# The image in between ends early: the top reads zeroes there
+		# (and committed into it, it must keep them over its backing).
+		local mo=compat=1.1
+		[ "$IC_KIND" = short-mid-v2 ] && mo=compat=0.10
+		qemu-img create -q -f qcow2 b.qcow2 4M &&
+			qemu-io -f qcow2 -c "write -P 0x11 0 4M" b.qcow2 &&
+			qemu-img create -q -f qcow2 -o "$mo" -b b.qcow2 -F qcow2 m.qcow2 1000k &&
+			qemu-io -f qcow2 -c "write -P 0x31 512k 64k" m.qcow2 &&
+			qemu-img create -q -f qcow2 -b m.qcow2 -F qcow2 t.qcow2 4M &&
+			qemu-io -f qcow2 -c "write -P 0x21 64k 64k" \
+				-c "write -P 0x22 2M 64k" t.qcow2
+		;;
 	zero-only)
 		qemu-img create -q -f qcow2 b.qcow2 2M &&
 			qemu-io -f qcow2 -c "write -P 0x11 0 2M" b.qcow2 &&
@@ -476,6 +496,10 @@ part_imgc() {
 	ic_case chain3-b-mid chain3 -b m.qcow2
 	ic_case chain3-b-absolute chain3 -b @DIR@/b.qcow2
 	ic_case chain3-into-v2-mid chain3-v2mid
+	ic_case top-smaller top-smaller
+	ic_case short-mid-into-mid short-mid
+	ic_case short-mid-b-base short-mid -b b.qcow2
+	ic_case short-mid-v2-b-base short-mid-v2 -b b.qcow2
 	ic_case chain3-v2mid-b-base chain3-v2mid -b b.qcow2
 	ic_case c4k-on-c64k c4k-on-c64k
 	ic_case base-c2m base-c2m
@@ -533,6 +557,9 @@ part_imgc() {
 	ic_held base-only-locked chain3 m.qcow2 lockhold --
 	ic_held top-only-locked chain3 t.qcow2 lockhold -- -d
 	ic_held raw-base-locked raw b.raw lockhold --
+	# qemu cannot grow a v2 image over a longer backing file: the job
+	# fails (Operation not supported), and qimgctl refuses up front.
+	ERR_WORD="version 2" ic_err short-mid-v2-grow short-mid-v2
 	# Known limitation: qemu-img empties a top with internal snapshots
 	# cluster by cluster; qimgctl refuses before it writes anything.
 	if want imgc/err/snap-top-refused && ic_make snap-top; then
