@@ -11,9 +11,12 @@
  * image shows it to the guest; a run of such chunks that reads as zeroes
  * and covers whole base clusters becomes zero clusters (qcow2 v3), written
  * zeroes (v2) or a hole (raw) instead.  Compressed clusters are read and
- * written plain.  A base smaller than the image is grown first.  With -b
- * the images between the image and BASE are left as they are (their
- * contents are in BASE now; like qemu-img, -b implies -d).
+ * written plain.  An image in between that ends early counts the zeroes
+ * the top reads past its end as its own, as qemu does.  A base smaller
+ * than the image is grown first (over a longer backing file of its own,
+ * with zero clusters, so that file does not show through).  With -b the
+ * images between the image and BASE are left as they are (their contents
+ * are in BASE now; like qemu-img, -b implies -d).
  *
  * Write order, safe against an interruption at any point:
  *   1. the base is grown (it only gains zeroes at its end);
