@@ -30,7 +30,7 @@ ic_mk() {
 		-c "write -P 0x25 1000 3000")
 	case $IC_KIND in
 	v3 | v2 | v3-on-v2 | c4k-on-c64k | base-c2m | base-c512 | \
-		base-extl2 | top-extl2 | zstd | snap-top)
+		base-extl2 | top-extl2 | top-prealloc | zstd | snap-top)
 		local bo=compat=1.1 to=compat=1.1
 		case $IC_KIND in
 		v2) bo=compat=0.10 to=compat=0.10 ;;
@@ -40,6 +40,13 @@ ic_mk() {
 		base-c512) bo=cluster_size=512 ;;
 		base-extl2) bo=extended_l2=on,cluster_size=128k ;;
 		top-extl2) to=extended_l2=on ;;
+		top-prealloc)
+			# Every cluster allocated: no compressed writes.
+			to=extended_l2=on,preallocation=metadata
+			w=(-c "write -P 0x21 64k 64k" -c "write -z 256k 128k"
+				-c "write -z -u 448k 64k" -c "write -P 0x24 3M 4k"
+				-c "discard 576k 64k" -c "write -P 0x25 1000 3000")
+			;;
 		zstd) to=compression_type=zstd ;;
 		esac
 		qemu-img create -q -f qcow2 -o "$bo" b.qcow2 4M &&
@@ -506,6 +513,7 @@ part_imgc() {
 	ic_case base-c512 base-c512
 	ic_case base-extl2 base-extl2
 	ic_case top-extl2 top-extl2
+	ic_case top-prealloc top-prealloc
 	ic_case zstd zstd
 	ic_case zero-only zero-only
 	ic_case empty-top empty-top
