@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "image_rw.h"
@@ -53,39 +52,8 @@ struct convert {
 	u8 *buf, *cbuf;
 	u8 ctype;
 
-	/* Progress */
-	bool show;
-	double start;
-	double last_print;
+	struct qimgctl_progress prog;
 };
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* "    (12.34/100%)" as qemu-img, plus the rate and the time left. */
-static void progress(struct convert *c, u64 done, bool last)
-{
-	double t = now(), el = t - c->start, pct, rate;
-
-	if (!c->show || (!last && t - c->last_print < 0.2))
-		return;
-	c->last_print = t;
-	pct = c->size ? (double)done * 100.0 / (double)c->size : 100.0;
-	rate = el > 0 ? (double)done / el : 0;
-	fprintf(stderr, "    (%.2f/100%%)", pct);
-	if (el > 0.5 && rate > 0) {
-		double left = (double)(c->size - done) / rate;
-
-		fprintf(stderr, "  %.1f MiB/s  ETA %02d:%02d",
-			rate / 1048576.0, (int)left / 60, (int)left % 60);
-	}
-	fprintf(stderr, "\033[K%s", last ? "\n" : "\r");
-}
 
 static bool all_zero(const u8 *p, u64 len)
 {
@@ -232,8 +200,8 @@ static int copy_all(struct convert *c)
 	u64 off = 0, skip, len, since_flush = 0;
 	int ret;
 
-	c->start = now();
-	progress(c, 0, false);
+	qimgctl_progress_start(&c->prog, c->progress && !c->quiet &&
+			       isatty(STDERR_FILENO), c->size);
 	while (off < c->size) {
 		len = c->size - off < c->chunk ? c->size - off : c->chunk;
 		ret = classify(c, off, len, &skip);
@@ -245,7 +213,7 @@ static int copy_all(struct convert *c)
 			off += skip > c->chunk ? skip : c->chunk;
 			if (off > c->size)
 				off = c->size;
-			progress(c, off, false);
+			qimgctl_progress_update(&c->prog, off, false);
 			continue;
 		}
 		ret = copy_unit(c, off, len);
@@ -259,9 +227,9 @@ static int copy_all(struct convert *c)
 				return ret;
 			since_flush = 0;
 		}
-		progress(c, off, false);
+		qimgctl_progress_update(&c->prog, off, false);
 	}
-	progress(c, c->size, true);
+	qimgctl_progress_update(&c->prog, c->size, true);
 	return 0;
 }
 
@@ -468,7 +436,6 @@ int qimgctl_cmd_convert(int argc, char **argv)
 	}
 	c.src = argv[optind];
 	c.dst = argv[optind + 1];
-	c.show = c.progress && !c.quiet && isatty(STDERR_FILENO);
 	if (c.src_fmt && strcmp(c.src_fmt, "qcow2") &&
 	    strcmp(c.src_fmt, "raw")) {
 		qimgctl_err("Unknown or unsupported format '%s' (only qcow2 and raw)",

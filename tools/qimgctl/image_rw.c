@@ -8,6 +8,7 @@
  * writer follows or replaces them.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -821,6 +822,26 @@ int qimgw_write_zero(struct qimgw *w, u64 guest)
 	return ret;
 }
 
+int qimgw_discard(struct qimgw *w, u64 guest)
+{
+	u32 l1i = (u32)qimg_l1_index(w->g, guest);
+	struct qimg_l2_entry e;
+	const u8 *p;
+	u8 *tbl;
+	int ret = check_guest(w, guest);
+
+	if (!ret)
+		ret = l2_get(w, l1i, false, &tbl);
+	if (ret || !tbl)
+		return ret;
+	p = tbl + (qimg_l2_index(w->g, guest) << w->g->l2_entry_shift);
+	if (!get_unaligned_be64(p) &&
+	    (!w->g->ext_l2 || !get_unaligned_be64(p + 8)))
+		return 0;
+	ret = l2_entry(w, tbl, guest, &e);
+	return ret ? ret : l2_set(w, guest, 0, 0);
+}
+
 int qimgw_write_compressed(struct qimgw *w, u64 guest, const void *cbuf,
 			   u64 clen)
 {
@@ -1171,6 +1192,200 @@ int qimgw_expand_zeros(struct qimgw *w, bool has_backing)
 	}
 	free(zero);
 	return ret ? ret : qimgw_flush(w);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Emptying an image (after a commit)                                      */
+
+int qimgw_can_empty(struct qimgw *w)
+{
+	if (w->h->nb_snapshots || (w->h->has_bitmaps_ext && w->h->nb_bitmaps)) {
+		qimgctl_err("%s: emptying an image with internal snapshots or persistent bitmaps is not supported (use -d)",
+			    w->img.path);
+		return -EOPNOTSUPP;
+	}
+	return 0;
+}
+
+/* The incompatible-feature word of the header, written and synced. */
+static int write_incompat(struct qimgw *w, u64 bits)
+{
+	u8 *b = w->img.hdr_buf;
+	int ret;
+
+	put_unaligned_be64(bits, b + QIMG_HDR_INCOMPAT_OFFSET);
+	ret = w_pwrite(w, b + QIMG_HDR_INCOMPAT_OFFSET, 8,
+		       QIMG_HDR_INCOMPAT_OFFSET, "writing the header");
+	return ret ? ret : w_sync(w);
+}
+
+/* Zeroes over @len bytes of the file at @off. */
+static int write_zeroes(struct qimgw *w, u64 off, u64 len, const char *what)
+{
+	u8 *zero = calloc(1, w->cs);
+	u64 n;
+	int ret = 0;
+
+	if (!zero)
+		return w_err(w, -ENOMEM, what);
+	for (; !ret && len; off += n, len -= n) {
+		n = len < w->cs ? len : w->cs;
+		ret = w_pwrite(w, zero, n, off, what);
+	}
+	free(zero);
+	return ret;
+}
+
+/* The fresh layout: header, refcount table, one block, the L1 table. */
+static int empty_rebuild(struct qimgw *w, u64 l1_cl)
+{
+	u64 incompat = w->h->incompatible_features, i;
+	u64 used = 3 + l1_cl;
+	u8 *b = w->img.hdr_buf, *blk, rt0[8];
+	int ret;
+
+	/* 1. Refcounts may be wrong from here on: say so. */
+	ret = write_incompat(w, incompat | QIMG_INCOMPAT_DIRTY);
+	/* 2. Nothing is mapped any more: the guest sees the backing file. */
+	if (!ret && w->l1_size)
+		ret = write_zeroes(w, w->l1_off, (u64)w->l1_size * 8,
+				   "clearing the L1 table");
+	if (!ret)
+		ret = w_sync(w);
+	/* 3. Clusters 1 .. used-1 become the new tables, all zero. */
+	if (!ret)
+		ret = write_zeroes(w, w->cs, (used - 1) * w->cs,
+				   "clearing the new tables");
+	if (!ret)
+		ret = w_sync(w);
+	if (ret)
+		return ret;
+	/* 4. The header names them (one sector write). */
+	w->l1_off = 3 * w->cs;
+	w->rt_off = w->cs;
+	w->rt_clusters = 1;
+	put_unaligned_be32(w->l1_size, b + HDR_L1_SIZE_OFF);
+	put_unaligned_be64(w->l1_off, b + HDR_L1_OFF);
+	put_unaligned_be64(w->rt_off, b + HDR_RT_OFF);
+	put_unaligned_be32(w->rt_clusters, b + HDR_RT_CLUSTERS_OFF);
+	ret = w_pwrite(w, b + HDR_L1_SIZE_OFF,
+		       HDR_RT_CLUSTERS_OFF + 4 - HDR_L1_SIZE_OFF,
+		       HDR_L1_SIZE_OFF, "writing the header");
+	if (!ret)
+		ret = w_sync(w);
+	if (ret)
+		return ret;
+	/* 5. The one refcount block counts the clusters in use. */
+	blk = calloc(1, w->cs);
+	if (!blk)
+		return w_err(w, -ENOMEM, "refcount block");
+	for (i = 0; !ret && i < used; i++)
+		ret = qimg_refcount_set(blk, w->g->refcount_order, i, 1);
+	if (ret) {
+		free(blk);
+		return w_err(w, ret, "setting a refcount");
+	}
+	ret = w_pwrite(w, blk, w->cs, 2 * w->cs, "writing a refcount block");
+	free(blk);
+	put_unaligned_be64(2 * w->cs, rt0);
+	if (!ret)
+		ret = w_sync(w);
+	if (!ret)
+		ret = w_pwrite(w, rt0, 8, w->cs, "writing the refcount table");
+	if (!ret)
+		ret = w_sync(w);
+	/* 6. Nothing lives past the tables. */
+	if (!ret && ftruncate(w->img.fd, (off_t)(used * w->cs)) < 0)
+		ret = w_err(w, -errno, "truncating the file");
+	if (!ret)
+		ret = w_sync(w);
+	/* 7. The refcounts are right again. */
+	if (!ret)
+		ret = write_incompat(w, incompat);
+	if (!ret)
+		w->end = used * w->cs;
+	return ret;
+}
+
+/*
+ * After the flush freed them: give the clusters that held guest data back
+ * to the filesystem, as qemu's discard does (errors do not matter).
+ */
+static void punch_freed(struct qimgw *w, const u64 *list, size_t n)
+{
+	u64 val;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (!qimgw_ref_get(w, list[i], &val) && !val)
+			(void)fallocate(w->img.fd, FALLOC_FL_PUNCH_HOLE |
+					FALLOC_FL_KEEP_SIZE,
+					(off_t)(list[i] & ~(w->cs - 1)),
+					(off_t)w->cs);
+}
+
+/* Clear every L2 entry; the clusters are freed after the flush. */
+static int empty_discard(struct qimgw *w)
+{
+	const struct qimg_geom *g = w->g;
+	struct qimg_l2_entry e;
+	u64 guest, idx, *freed;
+	size_t nb;
+	u32 l1i;
+	u8 *tbl, *p;
+	int ret = 0;
+
+	for (l1i = 0; !ret && l1i < w->l1_size; l1i++) {
+		ret = l2_get(w, l1i, false, &tbl);
+		if (ret || !tbl)
+			continue;
+		for (idx = 0; !ret && idx < g->l2_entries; idx++) {
+			guest = (((u64)l1i << g->l2_bits) + idx) <<
+				g->cluster_bits;
+			if (guest >= w->h->size)
+				break;
+			ret = l2_entry(w, tbl, guest, &e);
+			if (ret)
+				break;
+			p = tbl + (idx << g->l2_entry_shift);
+			if (!get_unaligned_be64(p) &&
+			    (!g->ext_l2 || !get_unaligned_be64(p + 8)))
+				continue;
+			memset(p, 0, (size_t)1 << g->l2_entry_shift);
+			w->l2_dirty[l1i] = true;
+			ret = drop_entry(w, &e);
+		}
+	}
+	if (ret)
+		return ret;
+	/* The flush consumes the drop list: keep a copy for the punching. */
+	nb = w->nb_drop;
+	freed = malloc((nb ? nb : 1) * sizeof(*freed));
+	if (!freed)
+		return w_err(w, -ENOMEM, "freeing clusters");
+	if (nb)
+		memcpy(freed, w->drop, nb * sizeof(*freed));
+	ret = qimgw_flush(w);
+	if (!ret) {
+		punch_freed(w, freed, nb);
+		ret = w_sync(w);
+	}
+	free(freed);
+	return ret;
+}
+
+int qimgw_make_empty(struct qimgw *w)
+{
+	u64 l1_cl = ((u64)w->l1_size * 8 + w->cs - 1) / w->cs;
+	int ret = qimgw_can_empty(w);
+
+	if (!ret)
+		ret = qimgw_flush(w);
+	if (ret)
+		return ret;
+	if (w->h->version >= 3 && 3 + l1_cl <= w->g->rb_entries)
+		return empty_rebuild(w, l1_cl);
+	return empty_discard(w);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -113,6 +113,12 @@ int qimgw_write_compressed(struct qimgw *w, u64 guest, const void *cbuf,
 			   u64 clen);
 /* Guest cluster @guest reads as zeroes (v3 zero flag, v2 written zeroes). */
 int qimgw_write_zero(struct qimgw *w, u64 guest);
+/*
+ * Guest cluster @guest becomes unallocated (it reads from the backing
+ * file, or as zeroes without one); its cluster is freed after the flush.
+ * Nothing is made for a cluster that is unallocated already.
+ */
+int qimgw_discard(struct qimgw *w, u64 guest);
 
 /*
  * Change the virtual size to @size (a multiple of 512): the L1 table is
@@ -149,6 +155,33 @@ int qimgw_set_refcount_order(struct qimgw *w, u32 order);
  * then flush.
  */
 int qimgw_expand_zeros(struct qimgw *w, bool has_backing);
+
+/*
+ * Whether qimgw_make_empty() can empty @w's image: 0, or one line naming
+ * the image and -EOPNOTSUPP (internal snapshots or persistent bitmaps).
+ */
+int qimgw_can_empty(struct qimgw *w);
+
+/*
+ * Make every guest cluster of @w's image unallocated, so that it reads
+ * through to its backing file (what qemu does to the top image after a
+ * commit).  Two ways, as qemu:
+ *
+ * - v3 images whose L1 table fits with the header, one refcount table
+ *   cluster and one refcount block in what that block counts: the file is
+ *   rebuilt as a fresh image (header cluster kept, refcount table in
+ *   cluster 1, its one block in cluster 2, an all-zero L1 table from
+ *   cluster 3 on) and cut after it.  The image carries the DIRTY
+ *   (lazy refcounts) bit while its refcounts are rewritten, each step
+ *   synced: an interruption leaves an image that reads as empty and whose
+ *   refcounts `check -r all` (or QEMU when it opens the image) rebuilds.
+ * - otherwise every L2 entry is cleared and its cluster freed through the
+ *   writer's flush order (image_rw.h): never inconsistent, at worst leaks.
+ *
+ * Flushes first.  Afterwards the writer's cached tables are stale: only
+ * qimgw_close() (without flush) may follow.
+ */
+int qimgw_make_empty(struct qimgw *w);
 
 /* ------------------------------------------------------------------------ */
 /* Reading guest data through a backing chain                               */

@@ -137,6 +137,18 @@ static const struct qimgctl_cmd cmds[] = {
 	  "backing chain and the new one would show differently is first\n"
 	  "copied into the image; -u (unsafe) only changes the header.\n"
 	  "-F (required with a BACKING) is the new backing file's format.\n" },
+	{ "commit", qimgctl_cmd_commit,
+	  "commit [-q] [-p] [-f qcow2] [-t CACHE] [-b BASE] [-d] [-r RATE] FILE",
+	  "Write what the detached qcow2 image FILE holds into its backing file,\n"
+	  "as qemu-img commit; then FILE is emptied (reads through to it).\n"
+	  "-b BASE  commit into BASE further down the backing chain: the data\n"
+	  "         of every image above BASE goes there (implies -d; the\n"
+	  "         images in between are left as they are)\n"
+	  "-d       leave FILE as it is\n"
+	  "-p       progress on stderr when it is a terminal\n"
+	  "-r RATE  at most RATE bytes per second (suffixes allowed)\n"
+	  "-t CACHE accepted for qemu-img's sake; data is always synced\n"
+	  "The backing file is written and synced before FILE is emptied.\n" },
 };
 
 #define NR_CMDS	(sizeof(cmds) / sizeof(cmds[0]))

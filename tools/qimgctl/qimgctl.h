@@ -116,6 +116,22 @@ int qimgctl_lock_open_file(int fd, const char *path, unsigned int flags);
 int qimgctl_pread(int fd, void *buf, size_t len, uint64_t off);
 int qimgctl_pwrite(int fd, const void *buf, size_t len, uint64_t off);
 
+/*
+ * The progress line of convert and commit: "    (12.34/100%)" as
+ * qemu-img prints it, plus the rate and the time left, on stderr, at most
+ * five times a second (and always for the last one).  Prints nothing
+ * unless @show (callers pass -p and stderr being a terminal).
+ */
+struct qimgctl_progress {
+	bool show;
+	uint64_t total;
+	double start, last_print;
+};
+void qimgctl_progress_start(struct qimgctl_progress *p, bool show,
+			    uint64_t total);
+void qimgctl_progress_update(struct qimgctl_progress *p, uint64_t done,
+			     bool last);
+
 /* Subcommands: each gets argv with argv[0] the subcommand name. */
 int qimgctl_cmd_create(int argc, char **argv);
 int qimgctl_cmd_info(int argc, char **argv);
@@ -132,5 +148,6 @@ int qimgctl_cmd_measure(int argc, char **argv);
 int qimgctl_cmd_snapshot(int argc, char **argv);
 int qimgctl_cmd_bitmap(int argc, char **argv);
 int qimgctl_cmd_rebase(int argc, char **argv);
+int qimgctl_cmd_commit(int argc, char **argv);
 
 #endif /* QIMGCTL_H */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lock.h"
@@ -257,4 +258,42 @@ int qimgctl_opts_each(char *s, int (*fn)(void *ctx, char *key, char *val),
 			return ret;
 	}
 	return 0;
+}
+
+static double progress_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void qimgctl_progress_start(struct qimgctl_progress *p, bool show,
+			    uint64_t total)
+{
+	p->show = show;
+	p->total = total;
+	p->start = progress_now();
+	p->last_print = 0;
+	qimgctl_progress_update(p, 0, false);
+}
+
+void qimgctl_progress_update(struct qimgctl_progress *p, uint64_t done,
+			     bool last)
+{
+	double t = progress_now(), el = t - p->start, pct, rate;
+
+	if (!p->show || (!last && t - p->last_print < 0.2))
+		return;
+	p->last_print = t;
+	pct = p->total ? (double)done * 100.0 / (double)p->total : 100.0;
+	rate = el > 0 ? (double)done / el : 0;
+	fprintf(stderr, "    (%.2f/100%%)", pct);
+	if (el > 0.5 && rate > 0) {
+		double left = (double)(p->total - done) / rate;
+
+		fprintf(stderr, "  %.1f MiB/s  ETA %02d:%02d",
+			rate / 1048576.0, (int)left / 60, (int)left % 60);
+	}
+	fprintf(stderr, "\033[K%s", last ? "\n" : "\r");
 }

@@ -10,6 +10,11 @@ usage: jcmp.py MODE EXPECTED ACTUAL
          check, but where the repair put new metadata (image-end-offset)
          is only noted: a different, valid layout is allowed
   twin   qemu-img info of a qemu-img-made image vs one made by qimgctl
+  layout qemu-img map --output=json of two images (both from qemu-img):
+         the guest layout alone: host offsets left out, and "zero" of
+         data extents too (it says where the host file has holes, which
+         qemu looks at only when it guesses the image is preallocated),
+         adjacent extents that then look alike merged
 usage: jcmp.py get FILE KEY[.KEY...]    print one value (for the shell)
 usage: jcmp.py --serve
   Read "MODE<TAB>EXPECTED<TAB>ACTUAL" lines (MODE may be "get") on stdin
@@ -161,6 +166,30 @@ def cmp_map(exp, act, rep):
         rep.diff('qemu-img has %d extents, qimgctl %d' % (len(exp), len(act)))
 
 
+def guest_layout(m):
+    out = []
+    for e in m:
+        e = {k: v for k, v in e.items() if k != 'offset'}
+        if e.get('data'):
+            e.pop('zero', None)
+        last = out[-1] if out else None
+        if last and all(last.get(k) == e.get(k)
+                        for k in ('depth', 'present', 'zero', 'data')) \
+                and last.get('start', 0) + last.get('length', 0) == \
+                e.get('start'):
+            last['length'] += e.get('length', 0)
+        else:
+            out.append(e)
+    return out
+
+
+def cmp_layout(exp, act, rep):
+    if not isinstance(exp, list) or not isinstance(act, list):
+        rep.diff('a map is not a JSON list')
+        return
+    cmp_map(guest_layout(exp), guest_layout(act), rep)
+
+
 def cmp_check(exp, act, rep, layout_free=()):
     if not isinstance(act, dict):
         rep.diff('qimgctl output is not a JSON object')
@@ -214,7 +243,7 @@ def get(path, key):
 
 
 MODES = {'info': cmp_info, 'map': cmp_map, 'check': cmp_check,
-         'repair': cmp_repair, 'twin': cmp_twin}
+         'repair': cmp_repair, 'twin': cmp_twin, 'layout': cmp_layout}
 
 
 def run(mode, a, b):
