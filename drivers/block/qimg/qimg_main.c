@@ -454,6 +454,9 @@ static int qimg_journal_area_state(struct qimg_device *dev, u64 off, u64 size)
 	return -EUCLEAN;
 }
 
+/* Fragments of free space skipped before a journal area is given up. */
+#define QIMG_JRNL_AREA_TRIES	4096
+
 /* A contiguous run of clusters for a new journal area. */
 static int qimg_journal_area_alloc(struct qimg_device *dev, u64 size,
 				   u64 *out)
@@ -470,10 +473,14 @@ static int qimg_journal_area_alloc(struct qimg_device *dev, u64 size,
 		if (ret)
 			break;
 		if (got && host != start + got * cs) {
-			/* Not contiguous: give the run back, start again. */
+			/*
+			 * Not contiguous: give the run back, start again
+			 * further on (what is given back is free only after
+			 * the write-back, so the allocator moves forward).
+			 */
 			qimg_defer_free(&h, start, got * cs);
 			got = 0;
-			if (++tries > 16) {
+			if (++tries > QIMG_JRNL_AREA_TRIES) {
 				qimg_defer_free(&h, host, cs);
 				ret = -ENOSPC;
 				break;

@@ -991,6 +991,47 @@ static void qimg_jdrv_attach_cut_no_leak(struct kunit *test)
 	qimg_t_make_image(test, d->file);
 }
 
+/*
+ * No run of free clusters where refcount blocks exist (every cluster the
+ * one block covers has refcount 1): the area is allocated the ordered
+ * way instead, with a new refcount block, and the journal works as
+ * usual; a clean detach frees it.
+ */
+static void qimg_jdrv_area_fallback(struct kunit *test)
+{
+	struct qimg_t_dev *d = test->priv;
+	__be16 *rb = kunit_kmalloc(test, QIMG_T_CS, GFP_KERNEL);
+	u8 *w = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	u8 *r = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	u64 area, size, i;
+	loff_t pos = 2 * QIMG_T_CS;
+
+	KUNIT_ASSERT_NOT_NULL(test, rb);
+	KUNIT_ASSERT_NOT_NULL(test, w);
+	KUNIT_ASSERT_NOT_NULL(test, r);
+	qimg_t_make_image(test, d->file);
+	/* Every 50th cluster free: no run of 64. */
+	for (i = 0; i < QIMG_T_CS / 2; i++)
+		rb[i] = cpu_to_be16(i < 4 || i % 50 ? 1 : 0);
+	KUNIT_ASSERT_EQ(test, kernel_write(d->file, rb, QIMG_T_CS, &pos),
+			(ssize_t)QIMG_T_CS);
+	qimg_t_up_flags(test, d, QIMG_ATTACH_JOURNAL, 0);
+	qimg_t_expect_area_taken(test, qimg_t_qdev(d));
+	KUNIT_ASSERT_TRUE(test, qimg_t_jext(test, d->file, &area, &size));
+	KUNIT_EXPECT_GE(test, area, (u64)QIMG_T_CS / 2 * QIMG_T_CS);
+	qimg_t_write_cluster(test, d, 3, w);
+	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+	qimg_t_expect_cluster(test, d, 3, w, r);
+	qimg_t_down(test, d);
+	qimg_t_expect_journal_gone(test, d->file, 0, size);
+	qimg_t_up_flags(test, d, QIMG_ATTACH_NO_JOURNAL, 0);
+	qimg_t_expect_cluster(test, d, 3, w, r);
+	KUNIT_EXPECT_EQ(test, qimg_refcount_get_host(qimg_t_qdev(d), area, &i), 0);
+	KUNIT_EXPECT_EQ(test, i, 0ULL);
+	qimg_t_down(test, d);
+	qimg_t_make_image(test, d->file);
+}
+
 static struct completion qimg_t_commit_held, qimg_t_commit_go;
 
 /* The journal write hook: hold the first commit until the test says go. */
@@ -1079,6 +1120,7 @@ static struct kunit_case qimg_jdrv_cases[] = {
 	KUNIT_CASE(qimg_jdrv_detach_cut_no_leak),
 	KUNIT_CASE(qimg_jdrv_attach_cut_no_leak),
 	KUNIT_CASE(qimg_jdrv_flush_during_commit),
+	KUNIT_CASE(qimg_jdrv_area_fallback),
 	{}
 };
 
