@@ -212,8 +212,9 @@ static const struct kobj_type qimg_sysfs_ktype = {
  * @dev: a device whose gendisk was just added
  *
  * Description: the files read @dev, its images and its journal; all of
- * them must stay valid until qimg_sysfs_del().  No uevent is sent: the
- * directory belongs to the disk, whose own add event came before it.
+ * them must stay valid until qimg_sysfs_del().  The directory belongs to
+ * the disk, whose own "add" uevent came before it: a "change" uevent of
+ * the disk follows, once it is there (as loop sends one once configured).
  *
  * Context: process context, sleeps.
  * Return: 0, -ENOMEM, or what kobject_add() refused with.
@@ -235,6 +236,11 @@ int qimg_sysfs_add(struct qimg_device *dev)
 		return ret;
 	}
 	dev->sysfs = s;
+	/*
+	 * The disk's "add" uevent went out before this directory existed:
+	 * a "change" one tells udev rules that read it that it is there.
+	 */
+	kobject_uevent(&disk_to_dev(dev->disk)->kobj, KOBJ_CHANGE);
 	return 0;
 }
 

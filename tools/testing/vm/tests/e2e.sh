@@ -2355,6 +2355,47 @@ jr_sysfs() {
 }
 tc "journal: sysfs qimg/journal/ files, journal on and off, readers racing detach" jr_sysfs
 
+# udev rules may read /sys/block/qimgN/qimg/: the directory comes after
+# the disk's "add" uevent, so a "change" uevent must follow once it is
+# there.  A netlink listener records what it sees when that event comes.
+sysfs_uevent() {
+	local pid n i
+	rm -f ue.out ue.ready
+	python3 - >ue.out 2>&1 <<'PY' &
+import os, socket, select, time
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 15)
+s.bind((0, 1))
+open('ue.ready', 'w').close()
+end = time.time() + 60
+while time.time() < end:
+    if not select.select([s], [], [], 1)[0]:
+        continue
+    f = s.recv(65536).split(b'\0')
+    env = dict(x.split(b'=', 1) for x in f[1:] if b'=' in x)
+    dp = env.get(b'DEVPATH', b'').decode()
+    name = dp.rsplit('/', 1)[-1]
+    if env.get(b'SUBSYSTEM') != b'block' or not name.startswith('qimg'):
+        continue
+    act = env.get(b'ACTION', b'').decode()
+    there = os.path.isdir('/sys/block/%s/qimg/journal' % name)
+    print(act, name, 'qimg-dir' if there else 'no-qimg-dir', flush=True)
+    if act == 'change':
+        break
+PY
+	pid=$!
+	for i in $(seq 100); do [ -e ue.ready ] && break; sleep 0.1; done
+	run qemu-img create -q -f qcow2 ue.qcow2 16M || { kill "$pid"; return 1; }
+	q_attach ue.qcow2 || { kill "$pid"; return 1; }
+	n=${DEV#/dev/}
+	for i in $(seq 100); do grep -q "^change $n " ue.out && break; sleep 0.1; done
+	kill "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	q_detach "$DEV" || return 1
+	grep -qx "change $n qimg-dir" ue.out ||
+		{ echo "FAILED: no change uevent for $n with qimg/ in place"; cat ue.out; return 1; }
+}
+tc "sysfs: a change uevent once /sys/block/qimgN/qimg/ exists" sysfs_uevent
+
 fio_iops() {
 	timeout "$TO" fio --name=b --filename="$1" --rw="$2" --bs=4k --iodepth=32 \
 		--ioengine=libaio --direct=1 --time_based --runtime=4 --ramp_time=1 \
