@@ -22,8 +22,8 @@
 #     not as qemu-img makes it.
 #   convert/qed: qemu-made QED images (no backing file, raw, qcow2 and QED
 #     backing files, 4k clusters, a size that is not a multiple of the
-#     cluster size, zero clusters, discards) through cv_case, and probed
-#     without -f.
+#     cluster size, zero clusters, discards, need-check set) through
+#     cv_case, and probed without -f.
 
 # cb_inuse IMG: mark the first bitmap of the directory in use (as a QEMU
 # that died while the bitmap was loaded leaves it).
@@ -334,6 +334,7 @@ QE_CASES=(
 	"qed-q qcow2 -O qcow2" "qed-q raw -O raw"
 	"qed-c4k qcow2 -O qcow2" "qed-c4k raw -O raw"
 	"qed-qed qcow2 -O qcow2" "qed-qed raw -O raw"
+	"qed-nc qcow2 -O qcow2"
 	"qed-plain c512-zlib -O qcow2 -c -o cluster_size=512"
 	"qed-raw B -O qcow2 -B bk-raw.raw -F raw"
 	"qed-q B-v2 -O qcow2 -o compat=0.10 -B bk-q.qcow2 -F qcow2"
@@ -439,7 +440,15 @@ qe_sources() {
 		qemu-img create -q -f qed -b cv-qed-base.qed -F qed cv-qed-qed.img &&
 		qemu-io -f qed -c "write -P 0x8c 5M 64k" -c "write -z 0 4k" \
 			cv-qed-qed.img >/dev/null && CV_FMT["qed-qed"]=qed
-	N_IMAGES=$((N_IMAGES + 6))
+	# Need-check set (a qemu-io that died after its writes): opened
+	# read-only, as convert opens it, it reads as it is.
+	qemu-img create -q -f qed cv-qed-nc.img 16M &&
+		{ qemu-io -f qed -c "write -P 0x8d 0 64k" \
+			-c "write -P 0x8e 8M 128k" -c abort cv-qed-nc.img \
+			>/dev/null 2>&1; true; } &&
+		[ $(($(od -An -tu8 -j16 -N8 cv-qed-nc.img) & 2)) -ne 0 ] &&
+		CV_FMT["qed-nc"]=qed
+	N_IMAGES=$((N_IMAGES + 7))
 }
 
 # qe_probe: without -f, a QED source is told apart from qcow2 and raw.
