@@ -16,6 +16,8 @@
 #     qemu-img map reads it) the same as in SRC; qimgctl's --export of its
 #     DST the same as of qemu-img's twin; qemu-img convert --bitmaps of
 #     qimgctl's DST gives the twin's info again.
+#   crash/convert-bitmaps: convert --bitmaps stopped at its writes and
+#     fsyncs (part-imgw.sh's cr_case): qemu-img check clean or leaks only.
 #   convert/bitmaps errors: what qemu-img refuses (raw, QED or v2 source,
 #     raw or v2 output, an in-use bitmap, --skip-broken-bitmaps alone),
 #     refused with its exit status, one line on stderr, and DST made or
@@ -357,6 +359,7 @@ cb_names() {
 		for l in "${CB_ERRS[@]}"; do
 			echo "convert/bitmaps/errors/${l%%|*}"
 		done
+		echo crash/convert-bitmaps
 	else
 		for l in "${QE_CASES[@]}"; do
 			read -ra a <<<"$l"
@@ -495,6 +498,10 @@ part_cvbm() {
 			cb_case "${a[@]}"
 		done
 		cb_errors
+		# Stopped at any write or fsync, bitmaps included: clean.
+		rm -f cbcr.img
+		cr_case convert-bitmaps new cbcr.img convert --bitmaps -f qcow2 \
+			-O qcow2 -o cluster_size=512 cb-g512.img cbcr.img
 		rm -f cb-*.img cb-base.qcow2
 	fi
 	if cb_want qed; then
