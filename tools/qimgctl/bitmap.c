@@ -743,6 +743,112 @@ out:
 }
 
 /* ------------------------------------------------------------------------ */
+/* convert --bitmaps                                                        */
+
+/*
+ * The directory of @src as qemu loads it: none when the autoclear bit
+ * says a program without bitmap support changed the image.
+ */
+static int src_dir_load(struct qimgctl_image *src, struct bmdir *d)
+{
+	if (!(src->h.autoclear_features & QIMG_AUTOCLEAR_BITMAPS)) {
+		memset(d, 0, sizeof(*d));
+		return 0;
+	}
+	return dir_load(src, d);
+}
+
+int qimgctl_bitmaps_check_copy(struct qimgctl_image *src, bool skip_broken)
+{
+	struct bmdir d;
+	u32 i;
+	int ret;
+
+	ret = src_dir_load(src, &d);
+	for (i = 0; !ret && !skip_broken && i < d.n; i++) {
+		if (d.v[i].flags & QIMG_BITMAP_IN_USE) {
+			qimgctl_err("Cannot copy inconsistent bitmap '%s' (try --skip-broken-bitmaps, or remove it with 'bitmap --remove')",
+				    d.v[i].name);
+			ret = -EBUSY;
+		}
+	}
+	dir_free(&d);
+	return ret;
+}
+
+/* A new bitmap of @w like @from (of an image of the same size). */
+static int copy_one(struct qimgw *w, struct bmdir *d, const struct bm *from)
+{
+	u64 nbits = (w->h->size + (1ULL << from->gran_bits) - 1) >>
+		    from->gran_bits;
+	struct bm *v, *b;
+
+	v = realloc(d->v, (d->n + 1) * sizeof(*v));
+	if (!v)
+		return oom(w->img.path);
+	d->v = v;
+	b = &d->v[d->n];
+	memset(b, 0, sizeof(*b));
+	b->name = strdup(from->name);
+	b->extra = malloc(1);
+	b->bits = calloc(1, table_entries(&w->img, from->gran_bits) * w->cs +
+			 1);
+	if (!b->name || !b->extra || !b->bits) {
+		bm_free(b);
+		return oom(w->img.path);
+	}
+	memcpy(b->bits, from->bits, (nbits + 7) / 8);
+	b->type = QIMG_BITMAP_TYPE_DIRTY;
+	b->gran_bits = from->gran_bits;
+	/* As qemu stores a bitmap it made: enabled or not, nothing else. */
+	b->flags = from->flags & QIMG_BITMAP_AUTO;
+	b->changed = true;
+	d->n++;
+	return 0;
+}
+
+int qimgctl_bitmaps_copy(struct qimgw *w, struct qimgctl_image *src,
+			 bool skip_broken)
+{
+	struct bmdir s, d = { 0 };
+	u32 i;
+	int ret;
+
+	if (src->h.size != w->h->size) {
+		qimgctl_err("%s: cannot copy bitmaps between images of different sizes",
+			    w->img.path);
+		return -EINVAL;
+	}
+	ret = src_dir_load(src, &s);
+	for (i = 0; !ret && i < s.n; i++) {
+		struct bm *b = &s.v[i];
+
+		if (b->flags & QIMG_BITMAP_IN_USE) {
+			if (!skip_broken) {
+				qimgctl_err("Cannot copy inconsistent bitmap '%s'",
+					    b->name);
+				ret = -EBUSY;
+				break;
+			}
+			qimgctl_err("warning: Skipping inconsistent bitmap '%s'",
+				    b->name);
+			continue;
+		}
+		ret = bm_load_bits(src, b, "merge", b->name);
+		if (!ret)
+			ret = copy_one(w, &d, b);
+		/* The source's bits are not needed any more. */
+		free(b->bits);
+		b->bits = NULL;
+	}
+	if (!ret && d.n)
+		ret = dir_store(w, &d);
+	dir_free(&s);
+	dir_free(&d);
+	return ret;
+}
+
+/* ------------------------------------------------------------------------ */
 
 int qimgctl_cmd_bitmap(int argc, char **argv)
 {

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * qimgctl convert: copy the guest contents of a raw or qcow2 image (read
- * through its backing chain) into a new qcow2 or raw image, as
+ * qimgctl convert: copy the guest contents of a raw, qcow2 or QED image
+ * (read through its backing chain) into a new qcow2 or raw image, as
  * `qemu-img convert` does.
  *
  * The output is made with `create`'s code (so -o takes create's options)
@@ -11,6 +11,15 @@
  * backing file and, like qemu-img, only what the source's top image
  * allocates is copied (the new backing file is taken to hold what the
  * source's backing chain holds); zeroes there become zero clusters.
+ *
+ * With --bitmaps (qcow2 v3 to qcow2 v3) the persistent dirty bitmaps of
+ * the source's top image are copied after the data, as qemu-img does:
+ * each one gets the same name, granularity, enabled state and bits.
+ * Like qemu-img, an in-use (inconsistent) bitmap of the source is refused
+ * before anything is created (--skip-broken-bitmaps leaves it out, with a
+ * warning), a source without bitmap support (raw, QED, qcow2 v2) too, and
+ * an output without it (raw, qcow2 v2) once it has been created, before
+ * the data is copied.
  *
  * The source is only ever read (and locked for reading), so an interrupted
  * convert leaves it untouched; the output is consistent after each flush
@@ -42,6 +51,7 @@ struct convert {
 	char *opts[64];
 	int nopts;
 	bool compress, progress, quiet, share;
+	bool bitmaps, skip_broken;
 
 	struct qimgctl_node *chain;
 	struct qimgr rd;
@@ -317,6 +327,28 @@ static int dst_in_chain(struct convert *c)
 	return 0;
 }
 
+/*
+ * --bitmaps: the source's top image must be able to hold bitmaps (qcow2
+ * v3) and have none in use, as qemu-img checks before creating anything.
+ */
+static int check_src_bitmaps(struct convert *c)
+{
+	struct qimgctl_node *n = c->chain;
+
+	if (n->raw || n->qed || n->img.h.version < 3) {
+		qimgctl_err("Source lacks bitmap support");
+		return -EOPNOTSUPP;
+	}
+	return qimgctl_bitmaps_check_copy(&n->img, c->skip_broken);
+}
+
+/* An output format that cannot hold bitmaps (qemu-img's words). */
+static int no_bitmaps_out(const char *fmt)
+{
+	qimgctl_err("Format driver '%s' does not support bitmaps", fmt);
+	return -EOPNOTSUPP;
+}
+
 static int run(struct convert *c)
 {
 	unsigned int flags = c->share ? QIMGCTL_OPEN_SHARE : 0;
@@ -328,12 +360,15 @@ static int run(struct convert *c)
 		return -errno;
 	}
 	ret = qimgctl_chain_open(&c->chain, c->src,
-				 c->src_fmt ? c->src_fmt : "", flags);
+				 c->src_fmt ? c->src_fmt : "",
+				 flags | QIMGCTL_CHAIN_QED);
 	if (ret)
 		return ret;
 	ret = qimgr_init(&c->rd, c->chain);
 	if (!ret)
 		ret = dst_in_chain(c);
+	if (!ret && c->bitmaps)
+		ret = check_src_bitmaps(c);
 	if (ret)
 		return ret;
 	c->size = c->chain->length;
@@ -341,6 +376,8 @@ static int run(struct convert *c)
 		c->raw_fd = -1;
 		ret = open_raw_out(c);
 		c->chunk = CONVERT_RAW_CHUNK;
+		if (!ret && c->bitmaps)
+			ret = no_bitmaps_out("raw");
 	} else {
 		ret = create_qcow2(c);
 		if (!ret)
@@ -348,6 +385,8 @@ static int run(struct convert *c)
 		if (!ret) {
 			c->chunk = c->w.cs < RAW_BLOCK ? RAW_BLOCK : c->w.cs;
 			c->ctype = c->w.h->compression_type;
+			if (c->bitmaps && c->w.h->version < 3)
+				ret = no_bitmaps_out("qcow2");
 		}
 	}
 	if (ret)
@@ -368,14 +407,23 @@ static int run(struct convert *c)
 		}
 		return 0;
 	}
+	if (c->bitmaps) {
+		ret = qimgctl_bitmaps_copy(&c->w, &c->chain->img,
+					   c->skip_broken);
+		if (ret)
+			return ret;
+	}
 	return qimgw_close(&c->w, true);
 }
 
 int qimgctl_cmd_convert(int argc, char **argv)
 {
+	enum { O_BITMAPS = 0x100, O_SKIP_BROKEN };
 	static const struct option lopts[] = {
 		{ "help", no_argument, NULL, 'h' },
 		{ "force-share", no_argument, NULL, 'U' },
+		{ "bitmaps", no_argument, NULL, O_BITMAPS },
+		{ "skip-broken-bitmaps", no_argument, NULL, O_SKIP_BROKEN },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct convert c = { .out_fmt = "raw", .raw_fd = -1 };
@@ -417,6 +465,12 @@ int qimgctl_cmd_convert(int argc, char **argv)
 		case 'U':
 			c.share = true;
 			break;
+		case O_BITMAPS:
+			c.bitmaps = true;
+			break;
+		case O_SKIP_BROKEN:
+			c.skip_broken = true;
+			break;
 		case 'h':
 			qimgctl_usage(stdout, "convert");
 			return 0;
@@ -436,9 +490,13 @@ int qimgctl_cmd_convert(int argc, char **argv)
 	}
 	c.src = argv[optind];
 	c.dst = argv[optind + 1];
+	if (c.skip_broken && !c.bitmaps) {
+		qimgctl_err("Use of --skip-broken-bitmaps requires --bitmaps");
+		return 1;
+	}
 	if (c.src_fmt && strcmp(c.src_fmt, "qcow2") &&
-	    strcmp(c.src_fmt, "raw")) {
-		qimgctl_err("Unknown or unsupported format '%s' (only qcow2 and raw)",
+	    strcmp(c.src_fmt, "qed") && strcmp(c.src_fmt, "raw")) {
+		qimgctl_err("Unknown or unsupported format '%s' (only qcow2, qed and raw)",
 			    c.src_fmt);
 		return 1;
 	}

@@ -1605,7 +1605,8 @@ int qimgr_init(struct qimgr *r, struct qimgctl_node *top)
 	r->top = top;
 	for (n = top; n && i < QIMGCTL_MAX_CHAIN; n = n->backing, i++) {
 		r->cache[i].n = n;
-		if (n->raw)
+		/* Raw files and QED images have no compressed clusters. */
+		if (n->raw || n->qed)
 			continue;
 		if (n->img.h.crypt_method) {
 			qimgctl_err("%s: reading encrypted images is not supported",
@@ -1750,7 +1751,10 @@ int qimgr_read(struct qimgr *r, struct qimgctl_node *n, u64 off, void *buf,
 			}
 			goto next;
 		}
-		ret = qimgctl_map_status(&n->map, off, chunk, &ext);
+		if (n->qed)
+			ret = qimgctl_qed_status(n->qed, off, chunk, &ext);
+		else
+			ret = qimgctl_map_status(&n->map, off, chunk, &ext);
 		if (ret)
 			return ret;
 		chunk = ext.len;
@@ -1775,7 +1779,7 @@ int qimgr_read(struct qimgr *r, struct qimgctl_node *n, u64 off, void *buf,
 				return ret;
 			memcpy(p, data + (off & (cs - 1)), chunk);
 		} else {
-			ret = qimgctl_pread(n->img.fd, p, chunk,
+			ret = qimgctl_pread(qimgctl_node_fd(n), p, chunk,
 					    ext.host_offset);
 			if (ret) {
 				qimgctl_err("%s: read: %s", n->path,

@@ -205,6 +205,10 @@ struct qimgr {
 	int nb_cache;
 };
 
+/*
+ * A reader of the chain from @top down; its elements may be qcow2 images,
+ * QED images (opened with QIMGCTL_CHAIN_QED) and raw files.
+ */
 int qimgr_init(struct qimgr *r, struct qimgctl_node *top);
 void qimgr_fini(struct qimgr *r);
 
@@ -220,5 +224,24 @@ int qimgr_status(struct qimgr *r, struct qimgctl_node *n, u64 off, u64 max,
 /* Read @len guest bytes at @off of @n (past its end: zeroes). */
 int qimgr_read(struct qimgr *r, struct qimgctl_node *n, u64 off, void *buf,
 	       u64 len);
+
+/* ------------------------------------------------------------------------ */
+/* Copying persistent bitmaps (bitmap.c, for convert --bitmaps)             */
+
+/*
+ * Whether the bitmaps of the qcow2 v3 image @src can be copied, before
+ * anything is created: an in-use (inconsistent) bitmap is refused, one
+ * line on stderr and -EBUSY, unless @skip_broken.
+ */
+int qimgctl_bitmaps_check_copy(struct qimgctl_image *src, bool skip_broken);
+
+/*
+ * Give the qcow2 v3 image of @w, of the same virtual size as @src, a copy
+ * of every persistent bitmap of @src (name, granularity, enabled or not,
+ * the bits), in @src's order, with the order of steps of `bitmap`; with
+ * @skip_broken, in-use bitmaps are left out with a warning.
+ */
+int qimgctl_bitmaps_copy(struct qimgw *w, struct qimgctl_image *src,
+			 bool skip_broken);
 
 #endif /* QIMGCTL_IMAGE_RW_H */

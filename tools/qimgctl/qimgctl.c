@@ -70,16 +70,19 @@ static const struct qimgctl_cmd cmds[] = {
 	{ "list", qimgctl_cmd_list, "list [--json]",
 	  "Attached devices; nothing (or [] with --json) if there are none.\n" },
 	{ "convert", qimgctl_cmd_convert,
-	  "convert [-p] [-q] [-c] [-f qcow2|raw] [-O qcow2|raw] [-o OPTIONS] [-B BACKING -F FMT] [-U] SRC DST",
+	  "convert [-p] [-q] [-c] [--bitmaps [--skip-broken-bitmaps]] [-f qcow2|qed|raw] [-O qcow2|raw] [-o OPTIONS] [-B BACKING -F FMT] [-U] SRC DST",
 	  "Copy the guest contents of SRC (through its backing chain) into a\n"
 	  "new image DST, as qemu-img convert does (-O defaults to raw).\n"
 	  "Zeroes are not written (raw stays sparse, qcow2 unallocated).\n"
+	  "SRC is raw, qcow2 or QED (probed unless -f says which).\n"
 	  "-o OPTIONS   as create -o (qcow2 output)\n"
 	  "-c           compressed clusters (zlib, or zstd with\n"
 	  "             -o compression_type=zstd)\n"
 	  "-B BACKING -F FMT  DST gets this backing file; only what SRC's top\n"
 	  "             image allocates is copied\n"
-	  "-p           progress on stderr when it is a terminal\n" },
+	  "-p           progress on stderr when it is a terminal\n"
+	  "--bitmaps    copy SRC's persistent bitmaps too (qcow2 v3 to v3);\n"
+	  "             --skip-broken-bitmaps leaves in-use ones out\n" },
 	{ "resize", qimgctl_cmd_resize,
 	  "resize [-q] [-f qcow2|raw] [--shrink] FILE [+|-]SIZE",
 	  "Change the virtual size of a detached image, as qemu-img resize.\n"
