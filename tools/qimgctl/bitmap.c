@@ -465,6 +465,36 @@ static int dir_store(struct qimgw *w, struct bmdir *d)
 }
 
 /* ------------------------------------------------------------------------ */
+/*
+ * A new, empty, changed bitmap @name of granularity 2^@gran_bits at the
+ * end of @d (flags for the caller to set); *@out points at it.
+ */
+static int bm_append(struct qimgw *w, struct bmdir *d, const char *name,
+		     u8 gran_bits, struct bm **out)
+{
+	struct bm *v, *b;
+
+	v = realloc(d->v, (d->n + 1) * sizeof(*v));
+	if (!v)
+		return oom(w->img.path);
+	d->v = v;
+	b = &d->v[d->n];
+	memset(b, 0, sizeof(*b));
+	b->name = strdup(name);
+	b->extra = malloc(1);
+	b->bits = calloc(1, table_entries(&w->img, gran_bits) * w->cs + 1);
+	if (!b->name || !b->extra || !b->bits) {
+		bm_free(b);
+		return oom(w->img.path);
+	}
+	b->type = QIMG_BITMAP_TYPE_DIRTY;
+	b->gran_bits = gran_bits;
+	b->changed = true;
+	d->n++;
+	*out = b;
+	return 0;
+}
+
 /* Actions                                                                  */
 
 enum bm_op { OP_ADD, OP_REMOVE, OP_CLEAR, OP_ENABLE, OP_DISABLE, OP_MERGE };
@@ -499,7 +529,8 @@ static int not_found(enum bm_op op, const char *name, const char *which)
 static int do_add(struct qimgw *w, struct bmdir *d, const struct bm_args *a)
 {
 	u64 gran = a->gran;
-	struct bm *v, *b;
+	struct bm *b;
+	int ret;
 
 	/* qemu's default: the cluster size, within 4 KiB and 64 KiB. */
 	if (!gran)
@@ -520,25 +551,10 @@ static int do_add(struct qimgw *w, struct bmdir *d, const struct bm_args *a)
 			       "Cannot store dirty bitmaps in qcow2 v2 files");
 	if (d->n >= QIMG_MAX_BITMAPS)
 		return op_fail(OP_ADD, a->name, "Too many bitmaps in the image");
-	v = realloc(d->v, (d->n + 1) * sizeof(*v));
-	if (!v)
-		return oom(w->img.path);
-	d->v = v;
-	b = &d->v[d->n];
-	memset(b, 0, sizeof(*b));
-	b->name = strdup(a->name);
-	b->extra = malloc(1);
-	b->bits = calloc(1, table_entries(&w->img, qimgctl_log2(gran)) *
-			 w->cs + 1);
-	if (!b->name || !b->extra || !b->bits) {
-		bm_free(b);
-		return oom(w->img.path);
-	}
-	b->type = QIMG_BITMAP_TYPE_DIRTY;
-	b->gran_bits = (u8)qimgctl_log2(gran);
+	ret = bm_append(w, d, a->name, (u8)qimgctl_log2(gran), &b);
+	if (ret)
+		return ret;
 	b->flags = QIMG_BITMAP_AUTO;
-	b->changed = true;
-	d->n++;
 	return 0;
 }
 
@@ -781,29 +797,15 @@ static int copy_one(struct qimgw *w, struct bmdir *d, const struct bm *from)
 {
 	u64 nbits = (w->h->size + (1ULL << from->gran_bits) - 1) >>
 		    from->gran_bits;
-	struct bm *v, *b;
+	struct bm *b;
+	int ret;
 
-	v = realloc(d->v, (d->n + 1) * sizeof(*v));
-	if (!v)
-		return oom(w->img.path);
-	d->v = v;
-	b = &d->v[d->n];
-	memset(b, 0, sizeof(*b));
-	b->name = strdup(from->name);
-	b->extra = malloc(1);
-	b->bits = calloc(1, table_entries(&w->img, from->gran_bits) * w->cs +
-			 1);
-	if (!b->name || !b->extra || !b->bits) {
-		bm_free(b);
-		return oom(w->img.path);
-	}
+	ret = bm_append(w, d, from->name, from->gran_bits, &b);
+	if (ret)
+		return ret;
 	memcpy(b->bits, from->bits, (nbits + 7) / 8);
-	b->type = QIMG_BITMAP_TYPE_DIRTY;
-	b->gran_bits = from->gran_bits;
 	/* As qemu stores a bitmap it made: enabled or not, nothing else. */
 	b->flags = from->flags & QIMG_BITMAP_AUTO;
-	b->changed = true;
-	d->n++;
 	return 0;
 }
 
