@@ -25,7 +25,8 @@
  * with G the last durable generation in LOG:
  *   - a block whose last writer up to G is g must hold g's stamp, unless
  *     generation G+1 (possibly in flight at the cut) also wrote it, in which
- *     case G+1's stamp is fine too;
+ *     case G+1's stamp is fine too, or a mix of the two, sector by sector
+ *     (a write in flight may be torn at any sector);
  *   - a block never written must still hold the initial content: zeroes, or
  *     the stamp of generation 0 with BACKING_SEED ("fill" wrote it into the
  *     backing file of an overlay).
@@ -53,6 +54,7 @@
 #include <unistd.h>
 
 #define CR_BLOCK	4096u
+#define CR_SECTOR	512u	/* what a write may tear at: a sector */
 #define CR_MAGIC	0x48535243474d4951ULL	/* "QIMGCRSH" little-endian */
 #define CR_MAX_RUNS	24
 #define CR_MAX_RUN_LEN	8
@@ -389,6 +391,26 @@ static uint64_t cr_read_log(const char *path)
 
 static void cr_stamp(void *buf, uint64_t seed, uint64_t block, uint64_t gen);
 
+/*
+ * Does BLK hold, sector by sector, the content of A, B or C (B and C may
+ * be NULL)?  A write in flight at a cut may have reached the media in part:
+ * a block device only promises that each sector is written whole, and
+ * the layers below (the inner filesystem's 1 KiB blocks, the image's
+ * host filesystem) may split one 4 KiB block over several writes.
+ */
+static bool cr_sectors_of(const unsigned char *blk, const unsigned char *a,
+			  const unsigned char *b, const unsigned char *c)
+{
+	size_t s;
+
+	for (s = 0; s < CR_BLOCK; s += CR_SECTOR)
+		if (memcmp(blk + s, a + s, CR_SECTOR) &&
+		    (!b || memcmp(blk + s, b + s, CR_SECTOR)) &&
+		    (!c || memcmp(blk + s, c + s, CR_SECTOR)))
+			return false;
+	return true;
+}
+
 /* What a bad block holds, to tell a lost, a misdirected and a torn write. */
 static void cr_describe(const unsigned char *blk, char *out, size_t outlen)
 {
@@ -419,8 +441,9 @@ static int cr_verify(int argc, char **argv)
 	uint64_t seed, bseed = 0, nblocks, durable, b, g, i;
 	uint64_t *last;
 	bool *pending, have_backing = false, verbose = false;
-	uint64_t n_init = 0, n_durable = 0, n_new = 0, n_old = 0, bad = 0;
-	unsigned char *buf, *exp;
+	uint64_t n_init = 0, n_durable = 0, n_new = 0, n_old = 0, n_torn = 0;
+	uint64_t bad = 0;
+	unsigned char *buf, *exp, *newer;
 	const size_t chunk = 256;
 	struct cr_gen plan;
 	int fd, opt;
@@ -469,6 +492,7 @@ static int cr_verify(int argc, char **argv)
 
 	buf = cr_alloc(chunk * CR_BLOCK);
 	exp = cr_alloc(CR_BLOCK);
+	newer = cr_alloc(CR_BLOCK);
 	for (b = 0; b < nblocks; b += chunk) {
 		size_t cnt = nblocks - b < chunk ? nblocks - b : chunk;
 		ssize_t ret = pread(fd, buf, cnt * CR_BLOCK,
@@ -498,9 +522,13 @@ static int cr_verify(int argc, char **argv)
 				continue;
 			}
 			if (pending[bl]) {
-				cr_stamp(exp, seed, bl, durable + 1);
-				if (!memcmp(blk, exp, CR_BLOCK)) {
+				cr_stamp(newer, seed, bl, durable + 1);
+				if (!memcmp(blk, newer, CR_BLOCK)) {
 					n_new++;
+					continue;
+				}
+				if (cr_sectors_of(blk, exp, newer, NULL)) {
+					n_torn++;
 					continue;
 				}
 			}
@@ -523,12 +551,14 @@ static int cr_verify(int argc, char **argv)
 	}
 	printf("%s: durable generation %" PRIu64 "; blocks: %" PRIu64
 	       " durable intact, %" PRIu64 " initial intact, in-flight %"
-	       PRIu64 " new / %" PRIu64 " old, %" PRIu64 " BAD\n",
-	       argv[optind], durable, n_durable, n_init, n_new, n_old, bad);
+	       PRIu64 " new / %" PRIu64 " old / %" PRIu64
+	       " part new, %" PRIu64 " BAD\n", argv[optind], durable,
+	       n_durable, n_init, n_new, n_old, n_torn, bad);
 	if (verbose)
 		printf("seed %" PRIu64 ", %" PRIu64 " blocks\n", seed, nblocks);
 	free(buf);
 	free(exp);
+	free(newer);
 	free(last);
 	free(pending);
 	close(fd);
@@ -731,10 +761,10 @@ static int cr_replay(int argc, char **argv)
  * fsynced, so after a crash, with K the last durable operation in LOG,
  * DIR must hold exactly the state after K, but for what operation K+1
  * (in flight at the cut) touched:
- *   create     the file absent, or any prefix of it, blocks new or zeroes;
+ *   create     the file absent, or any prefix of it, sectors new or zeroes;
  *   replace    (write tmp, fsync, rename over the file, fsync the dir) the
  *              old file or the whole new one, never a mix;
- *   overwrite  (pwrite, fsync) each block old or new, the size between;
+ *   overwrite  (pwrite, fsync) each sector old or new, the size between;
  *   rename     the source alone, or the target holding the source's data;
  *   delete     the old file or none.
  * Only f00..f11, tmp and lost+found may exist.
@@ -987,8 +1017,9 @@ static bool fs_exact(int fd, const char *name, off_t size,
 
 /*
  * Does the file NAME hold state A or state B (NULL: A only)?  With MIX
- * (an overwrite or a create in flight), per block A's or B's content,
- * zeroes where A had no data, the size anywhere from A's to B's.  An
+ * (an overwrite or a create in flight), per sector A's or B's content
+ * (see cr_sectors_of()), zeroes where A had no data, the size anywhere
+ * from A's to B's.  An
  * absent file matches an absent state.  What was found in WHY.
  */
 static bool fs_match(int dfd, const char *name, const struct fs_file *a,
@@ -996,7 +1027,7 @@ static bool fs_match(int dfd, const char *name, const struct fs_file *a,
 		     char *why, size_t whylen)
 {
 	unsigned char *got = cr_alloc(CR_BLOCK), *want = cr_alloc(CR_BLOCK);
-	unsigned char *zero = calloc(1, CR_BLOCK);
+	unsigned char *want2 = cr_alloc(CR_BLOCK), *zero = calloc(1, CR_BLOCK);
 	uint32_t lo, hi, i;
 	struct stat st;
 	bool ok = false;
@@ -1029,8 +1060,6 @@ static bool fs_match(int dfd, const char *name, const struct fs_file *a,
 		goto out_close;
 	}
 	for (i = 0; i < fs_nblocks((uint32_t)st.st_size); i++) {
-		bool old, new, zeroes;
-
 		/* What lies past the end of the file reads as zeroes. */
 		size_t in = (uint64_t)st.st_size - (uint64_t)i * CR_BLOCK;
 
@@ -1039,12 +1068,11 @@ static bool fs_match(int dfd, const char *name, const struct fs_file *a,
 		fs_read_block(fd, name, got, i);
 		fs_block(want, a, seed, i);
 		memset(want + in, 0, CR_BLOCK - in);
-		old = !memcmp(got, want, CR_BLOCK);
-		fs_block(want, b, seed, i);
-		memset(want + in, 0, CR_BLOCK - in);
-		new = !memcmp(got, want, CR_BLOCK);
-		zeroes = i >= fs_nblocks(lo) && !memcmp(got, zero, CR_BLOCK);
-		if (!old && !new && !zeroes) {
+		fs_block(want2, b, seed, i);
+		memset(want2 + in, 0, CR_BLOCK - in);
+		/* Each sector old or new, or zeroes where A had no data. */
+		if (!cr_sectors_of(got, want, want2,
+				   i >= fs_nblocks(lo) ? zero : NULL)) {
 			char d[160];
 
 			cr_describe(got, d, sizeof(d));
@@ -1059,6 +1087,7 @@ out_close:
 out:
 	free(got);
 	free(want);
+	free(want2);
 	free(zero);
 	return ok;
 }
