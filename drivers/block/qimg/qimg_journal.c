@@ -18,7 +18,10 @@
  * Commit: the records' blocks are written, the image file is synced (the
  * guest data of allocating writes is durable with them: ordered data),
  * then the commit block is written and synced: two barriers per commit,
- * however many tables it touches.  Tables stay pinned in the caches (dirty)
+ * however many tables it touches.  When every data cluster the
+ * transaction links was a hole that needs no such order
+ * (qimg_journal_data_linked()), records and commit block are written
+ * together and synced once.  Tables stay pinned in the caches (dirty)
  * until a checkpoint has written them in place.
  *
  * Checkpoint: the committed transactions are replayed in place from the
@@ -59,16 +62,25 @@ static int qimg_jio_write(void *ctx, u64 host, const void *buf, u32 len)
 static int qimg_jsync(struct qimg_device *dev)
 {
 	struct qimg_journal *j = dev->journal;
-	s64 seq, cur, old;
+	s64 seq, cur, old, size;
 	int ret;
 
 	if (!j)
 		return vfs_fsync(dev->top.file, 1);
 	atomic64_inc(&j->st_barriers);
 	seq = atomic64_inc_return(&j->sync_started);
+	/* Whatever size the file has now is durable once the sync is. */
+	size = i_size_read(file_inode(dev->top.file));
 	ret = vfs_fsync(dev->top.file, 1);
 	if (ret)
 		return ret;
+	cur = atomic64_read(&j->synced_size);
+	while (cur < size) {
+		old = atomic64_cmpxchg(&j->synced_size, cur, size);
+		if (old == cur)
+			break;
+		cur = old;
+	}
 	/* The latest started sync that completed (they may overlap). */
 	cur = atomic64_read(&j->sync_done);
 	while (cur < seq) {
@@ -518,6 +530,40 @@ void qimg_journal_revoke(struct qimg_device *dev, u64 host, u64 len)
 }
 
 /**
+ * qimg_journal_data_linked() - the running transaction links a data cluster
+ * @dev: the device
+ * @host: host offset of the cluster, whose data write has completed
+ * @hole: before that write the cluster was a hole of the file that
+ *        nothing had written, and the guest saw zeros there
+ *
+ * Decides how the commit orders the cluster's data (section 5.1,
+ * "Commit protocol").  In general the data must be durable before the
+ * commit block: a commit that reached the disk without it would show the
+ * cluster's old contents (stale data of a freed cluster, or zeros where
+ * the guest saw backing data), so the commit syncs its records and the
+ * data first, then writes and syncs the commit block.  A hole needs no
+ * such order when the file's size covering it is durable already: after
+ * a crash a hole the data never reached reads as zeros, which is what the
+ * guest saw there before a write it was never told is durable (the host
+ * filesystem never shows a block's stale contents).  A transaction whose
+ * links are all such holes is written with its commit block in one go
+ * and synced once.
+ *
+ * Context: dev->meta_lock held.
+ */
+void qimg_journal_data_linked(struct qimg_device *dev, u64 host, bool hole)
+{
+	struct qimg_journal *j = dev->journal;
+
+	lockdep_assert_held(&dev->meta_lock);
+	if (!j)
+		return;
+	if (!hole || host + dev->top.g->cluster_size >
+		     (u64)atomic64_read(&j->synced_size))
+		j->order_data = true;
+}
+
+/**
  * qimg_journal_durable_tid() - the last transaction made durable
  * @dev: the device
  *
@@ -848,27 +894,49 @@ static int qimg_jtx_encode(struct qimg_journal *j, struct qimg_jtx *t,
 	return used;
 }
 
-/* Write the encoded transaction (@used blocks) and its commit block. */
-static int qimg_jtx_write(struct qimg_device *dev, u32 used, u64 seq, u32 crc)
+/*
+ * Write the encoded transaction (@used blocks) and its commit block.
+ * @ordered: the records and the data they link are synced before the
+ * commit block is written (two barriers); else all of it is written at
+ * once and synced once: the commit checksum covers every block, so a
+ * commit block that reached the disk without its records is torn, and
+ * replay ends the log there.
+ */
+static int qimg_jtx_write(struct qimg_device *dev, u32 used, u64 seq, u32 crc,
+			  bool ordered)
 {
 	struct qimg_journal *j = dev->journal;
 	u32 bs = 1U << j->block_bits, next;
 	u64 base = dev->top.h->journal_offset;
 	u8 *commit = (u8 *)j->buf + (size_t)used * bs;
+	bool cut;
 	int ret;
 
 	next = qimg_jrnl_next_start(&j->hdr, j->head + used, j->max_tx);
 	qimg_jrnl_commit_encode(commit, j->block_bits, seq, used, next, crc);
 	qimg_journal_hook(dev);
-	ret = qimg_journal_injected("journal records") ? -EIO :
-	      qimg_kwrite(dev->top.file, j->buf, (size_t)used * bs,
-			  base + ((u64)j->head << j->block_bits));
-	if (!ret)
-		ret = qimg_jsync(dev);
-	if (!ret)
-		ret = qimg_journal_injected("journal commit") ? -EIO :
-		      qimg_kwrite(dev->top.file, commit, bs,
-				  base + ((u64)(j->head + used) << j->block_bits));
+	ret = qimg_journal_injected("journal records") ? -EIO : 0;
+	if (!ret && !ordered) {
+		/* A failure injected here writes the records alone. */
+		cut = qimg_journal_injected("journal commit");
+		ret = qimg_kwrite(dev->top.file, j->buf,
+				  (size_t)(used + !cut) * bs,
+				  base + ((u64)j->head << j->block_bits));
+		if (!ret && cut)
+			ret = -EIO;
+		if (!ret)
+			atomic64_inc(&j->st_single_sync);
+	} else if (!ret) {
+		ret = qimg_kwrite(dev->top.file, j->buf, (size_t)used * bs,
+				  base + ((u64)j->head << j->block_bits));
+		if (!ret)
+			ret = qimg_jsync(dev);
+		if (!ret)
+			ret = qimg_journal_injected("journal commit") ? -EIO :
+			      qimg_kwrite(dev->top.file, commit, bs,
+					  base + ((u64)(j->head + used) <<
+						  j->block_bits));
+	}
 	if (!ret)
 		ret = qimg_jsync(dev);
 	if (ret)
@@ -915,6 +983,7 @@ static void qimg_jtx_reset(struct qimg_device *dev, struct qimg_jtx *t,
 	}
 	j->running = false;
 	j->running_bytes = 0;
+	j->order_data = false;
 	/* The unlinking of these is in the sealed transaction. */
 	list_splice_tail_init(&dev->pending_frees, &dev->ready_frees);
 	dev->meta_tid++;
@@ -946,7 +1015,7 @@ int qimg_journal_commit(struct qimg_device *dev, bool unlock)
 	struct qimg_journal *j = dev->journal;
 	struct qimg_jtx t = { };
 	u64 tid = dev->meta_tid;	/* the transaction being sealed */
-	bool locked = true;
+	bool locked = true, ordered;
 	u32 first = 0;
 	u64 gen;
 	int ret = 0;
@@ -969,6 +1038,7 @@ int qimg_journal_commit(struct qimg_device *dev, bool unlock)
 	spin_lock(&j->lock);
 	gen = ++j->sealed;
 	spin_unlock(&j->lock);
+	ordered = j->order_data;	/* reset with the running transaction */
 	while (first < t.n) {
 		u64 seq = j->next_seq;
 		u32 crc;
@@ -991,7 +1061,7 @@ int qimg_journal_commit(struct qimg_device *dev, bool unlock)
 				locked = false;
 			}
 		}
-		ret = qimg_jtx_write(dev, used, seq, crc);
+		ret = qimg_jtx_write(dev, used, seq, crc, ordered);
 		if (ret)
 			break;
 	}

@@ -49,6 +49,11 @@ struct qimg_journal {
 	/* The running transaction, under dev->meta_lock. */
 	bool running;			/* it holds changes */
 	u64 running_bytes;		/* estimate of its record bytes */
+	/*
+	 * It links a data cluster whose data must be durable before its
+	 * commit block can be (see qimg_journal_data_linked()).
+	 */
+	bool order_data;
 	struct xarray l1_set;		/* L1 indices changed */
 	struct xarray rt_set;		/* refcount-table indices changed */
 	struct list_head revokes;	/* struct qimg_jrevoke */
@@ -75,10 +80,13 @@ struct qimg_journal {
 	atomic64_t st_barriers;
 	atomic64_t st_flushes;
 	atomic64_t st_checkpoints;
+	atomic64_t st_single_sync;	/* commits with one barrier */
 	u64 st_replayed;		/* transactions replayed at attach */
 	/* Device syncs started, and the last started one that completed. */
 	atomic64_t sync_started;
 	atomic64_t sync_done;
+	/* The image file is this large at least after a crash. */
+	atomic64_t synced_size;
 };
 
 /**
@@ -119,6 +127,7 @@ void qimg_journal_table_changed(struct qimg_device *dev,
 				struct qimg_centry *e, u64 off, u64 len);
 void qimg_journal_entry_changed(struct qimg_device *dev, bool l1, u64 idx);
 void qimg_journal_revoke(struct qimg_device *dev, u64 host, u64 len);
+void qimg_journal_data_linked(struct qimg_device *dev, u64 host, bool hole);
 bool qimg_journal_owns(struct qimg_device *dev, u64 off);
 u64 qimg_journal_durable_tid(struct qimg_device *dev);
 

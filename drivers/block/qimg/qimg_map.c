@@ -284,14 +284,21 @@ static bool qimg_fresh_ready(struct qimg_image *img, u64 host)
 {
 	u64 cs = img->g->cluster_size;
 	u64 size = i_size_read(file_inode(img->file));
+	u64 step = max_t(u64, cs, QIMG_PREALLOC_BYTES);
 	u64 end;
 	int ret;
 
-	if (host + cs <= size)
+	/*
+	 * Grown while half a step is still ahead, so that a sync (any
+	 * commit's) usually makes the new size durable before allocations
+	 * reach it: the journal orders the data of a fresh cluster only
+	 * past the durable size.
+	 */
+	if (host + cs + step / 2 <= size)
 		return true;
 	if (img->no_prealloc)
-		return false;
-	end = round_up(host + cs, max_t(u64, cs, QIMG_PREALLOC_BYTES));
+		return host + cs <= size;
+	end = round_up(host + cs + step / 2, step);
 	ret = qimg_file_extend(img->file, end);
 	if (ret)
 		img->no_prealloc = true;	/* not allowed here: never again */
@@ -547,9 +554,15 @@ int qimg_alloc_link(struct qimg_handle *h, struct qimg_alloc *a, int ret)
 	lockdep_assert_held(&dev->meta_lock);
 	if (!a->reuse)
 		qimg_alloc_linked(dev, a->host);
+	/*
+	 * A fresh cluster the guest saw zeros in needs no ordering of its
+	 * data before the commit (qimg_journal_data_linked()).
+	 */
 	if (!ret)
-		ret = qimg_meta_set_l2(h, a->t, qimg_l2_index(g, a->guest),
-				       qimg_l2_encode_normal(a->host, true));
+		ret = qimg_meta_link_l2(h, a->t, qimg_l2_index(g, a->guest),
+					qimg_l2_encode_normal(a->host, true),
+					a->host, !a->reuse && a->fresh &&
+					qimg_cow_src_zero(img, e));
 	if (!ret) {
 		/* The replaced cluster was shared: drop our reference. */
 		if (e->type == QIMG_CLUSTER_COMPRESSED)

@@ -332,20 +332,8 @@ int qimg_meta_new_table(struct qimg_handle *h, struct qimg_cache *c,
 	return 0;
 }
 
-/**
- * qimg_meta_set_l2() - set entry @idx of the L2 table @e to @val (CPU order)
- * @h: the handle, which got write access to @e
- * @e: the table
- * @idx: entry index
- * @val: the raw entry (see qimg_l2_encode_*())
- *
- * Lockless readers see the old or the new entry, never a mix.
- * Context: dev->meta_lock held, does not sleep (takes the L2 cache's
- * lock).
- * Return: 0 or the handle's error (then nothing changed).
- */
-int qimg_meta_set_l2(struct qimg_handle *h, struct qimg_centry *e, u64 idx,
-		     u64 val)
+static int qimg_meta_put_l2(struct qimg_handle *h, struct qimg_centry *e,
+			    u64 idx, u64 val)
 {
 	__be64 *t = e->data;
 	int ret = qimg_meta_get_write_access(h, &h->dev->top.l2, e);
@@ -356,6 +344,56 @@ int qimg_meta_set_l2(struct qimg_handle *h, struct qimg_centry *e, u64 idx,
 	qimg_cache_mark_dirty(&h->dev->top.l2, e);
 	qimg_journal_table_changed(h->dev, e, idx * 8, 8);
 	return 0;
+}
+
+/**
+ * qimg_meta_set_l2() - set entry @idx of the L2 table @e to @val (CPU order)
+ * @h: the handle, which got write access to @e
+ * @e: the table
+ * @idx: entry index
+ * @val: the raw entry (see qimg_l2_encode_*())
+ *
+ * Lockless readers see the old or the new entry, never a mix.  An entry
+ * that names a host cluster is taken to make data visible: with the
+ * journal, its data is ordered before the commit (see
+ * qimg_meta_link_l2() for the exception).
+ * Context: dev->meta_lock held, does not sleep (takes the L2 cache's
+ * lock).
+ * Return: 0 or the handle's error (then nothing changed).
+ */
+int qimg_meta_set_l2(struct qimg_handle *h, struct qimg_centry *e, u64 idx,
+		     u64 val)
+{
+	int ret = qimg_meta_put_l2(h, e, idx, val);
+
+	if (!ret && (val & QIMG_L2E_OFFSET_MASK))
+		qimg_journal_data_linked(h->dev, val & QIMG_L2E_OFFSET_MASK,
+					 false);
+	return ret;
+}
+
+/**
+ * qimg_meta_link_l2() - point entry @idx of @e at a newly written cluster
+ * @h: the handle, which got write access to @e
+ * @e: the table
+ * @idx: entry index
+ * @val: the raw entry, naming the cluster at @host
+ * @host: the cluster, whose data write has completed
+ * @hole: @host was a hole of the file nothing had written, and the guest
+ *        saw zeros there: no need to order the data before the commit
+ *        (qimg_journal_data_linked() decides)
+ *
+ * Context: dev->meta_lock held, does not sleep.
+ * Return: 0 or the handle's error (then nothing changed).
+ */
+int qimg_meta_link_l2(struct qimg_handle *h, struct qimg_centry *e, u64 idx,
+		      u64 val, u64 host, bool hole)
+{
+	int ret = qimg_meta_put_l2(h, e, idx, val);
+
+	if (!ret)
+		qimg_journal_data_linked(h->dev, host, hole);
+	return ret;
 }
 
 /**

@@ -87,6 +87,8 @@ int qimg_meta_new_table(struct qimg_handle *h, struct qimg_cache *c,
 			struct qimg_centry **out);
 int qimg_meta_set_l2(struct qimg_handle *h, struct qimg_centry *e, u64 idx,
 		     u64 val);
+int qimg_meta_link_l2(struct qimg_handle *h, struct qimg_centry *e, u64 idx,
+		      u64 val, u64 host, bool hole);
 int qimg_meta_set_refcount(struct qimg_handle *h, struct qimg_centry *e,
 			   u64 idx, u64 val);
 int qimg_meta_set_l1(struct qimg_handle *h, u32 idx, u64 val);

@@ -126,6 +126,7 @@ QIMG_ATTR_U64(journal_enabled, enabled, !!dev->journal);
 QIMG_ATTR_U64(journal_replayed, replayed, dev->jrnl_replayed);
 QIMG_JATTR(size, j->geom.area_size);
 QIMG_JATTR(commits, atomic64_read(&j->st_commits));
+QIMG_JATTR(single_sync_commits, atomic64_read(&j->st_single_sync));
 QIMG_JATTR(blocks_written, atomic64_read(&j->st_blocks));
 QIMG_JATTR(device_flushes, atomic64_read(&j->st_barriers));
 QIMG_JATTR(guest_flushes, atomic64_read(&j->st_flushes));
@@ -176,6 +177,7 @@ static struct attribute *qimg_journal_attrs[] = {
 	&journal_blocks_attr.attr,
 	&journal_commit_interval_ms_attr.attr,
 	&journal_commits_attr.attr,
+	&journal_single_sync_commits_attr.attr,
 	&journal_blocks_written_attr.attr,
 	&journal_device_flushes_attr.attr,
 	&journal_guest_flushes_attr.attr,

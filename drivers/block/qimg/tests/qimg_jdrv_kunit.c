@@ -1107,6 +1107,91 @@ static void qimg_jdrv_flush_during_commit(struct kunit *test)
 	qimg_t_down(test, d);
 }
 
+/*
+ * One barrier per commit (section 5.1, "Commit protocol"): once a sync has
+ * made the grown file size durable, allocating writes into fresh clusters
+ * (holes the guest saw zeros in) and a flush cost one device barrier, and
+ * a crash copy replays that commit, also with the data of one of them
+ * lost (its hole reads as zeros, as before the write).  A discard alone
+ * needs no ordering either.  A write into a freed and reused cluster
+ * (old contents on disk) is ordered again: two barriers.
+ */
+static void qimg_jdrv_single_sync(struct kunit *test)
+{
+	struct qimg_t_dev *d = test->priv;
+	u8 *w = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	u8 *r = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	struct qimg_t_dev c = { .index = -1 };
+	struct qimg_device *dev;
+	struct qimg_journal *j;
+	s64 barriers, single, commits;
+	u64 freed, lost, i;
+	loff_t pos;
+
+	KUNIT_ASSERT_NOT_NULL(test, w);
+	KUNIT_ASSERT_NOT_NULL(test, r);
+	qimg_t_make_image(test, d->file);
+	qimg_t_up_flags(test, d, QIMG_ATTACH_JOURNAL, 0);
+	dev = qimg_t_qdev(d);
+	j = dev->journal;
+	KUNIT_ASSERT_NOT_NULL(test, j);
+	qimg_t_write_cluster(test, d, 1, w);
+	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+	KUNIT_EXPECT_EQ(test, (u64)atomic64_read(&j->synced_size),
+			(u64)i_size_read(file_inode(d->file)));
+
+	barriers = atomic64_read(&j->st_barriers);
+	single = atomic64_read(&j->st_single_sync);
+	commits = atomic64_read(&j->st_commits);
+	for (i = 2; i < 5; i++)
+		qimg_t_write_cluster(test, d, i, w);
+	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+	KUNIT_EXPECT_EQ(test, atomic64_read(&j->st_commits) - commits, 1);
+	KUNIT_EXPECT_EQ(test, atomic64_read(&j->st_single_sync) - single, 1);
+	KUNIT_EXPECT_EQ(test, atomic64_read(&j->st_barriers) - barriers, 1);
+	c.file = qimg_t_crash_copy(test, d->file);
+	/* The data of guest cluster 3 never reached the disk. */
+	lost = qimg_t_host_of(test, dev, 3);
+	KUNIT_ASSERT_NE(test, lost, 0ULL);
+	memset(r, 0, 4096);
+	pos = lost;
+	KUNIT_ASSERT_EQ(test, kernel_write(c.file, r, 4096, &pos), 4096);
+
+	/* A discard: no data to order. */
+	freed = qimg_t_host_of(test, dev, 1);
+	barriers = atomic64_read(&j->st_barriers);
+	single = atomic64_read(&j->st_single_sync);
+	KUNIT_ASSERT_EQ(test, qimg_map_zero_cluster(dev, QIMG_T_CS, true), 0);
+	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+	KUNIT_EXPECT_EQ(test, atomic64_read(&j->st_single_sync) - single, 1);
+	KUNIT_EXPECT_EQ(test, atomic64_read(&j->st_barriers) - barriers, 1);
+	/* Reused: its old data is on disk, so the new data goes first. */
+	barriers = atomic64_read(&j->st_barriers);
+	single = atomic64_read(&j->st_single_sync);
+	qimg_t_write_cluster(test, d, 6, w);
+	KUNIT_EXPECT_EQ(test, qimg_t_host_of(test, dev, 6), freed);
+	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+	KUNIT_EXPECT_EQ(test, atomic64_read(&j->st_single_sync), single);
+	KUNIT_EXPECT_EQ(test, atomic64_read(&j->st_barriers) - barriers, 2);
+	qimg_t_down(test, d);
+
+	c.index = qimg_t_attach_flags(test, c.file, 0, 0);
+	if (c.index < 0) {
+		qimg_t_crash_drop(c.file);
+		KUNIT_ASSERT_FAILURE(test, "attach of the crash copy: %d",
+				     c.index);
+	}
+	c.bdev = qimg_t_open_bdev(test, c.index);
+	KUNIT_EXPECT_GE(test, qimg_t_qdev(&c)->jrnl_replayed, 1ULL);
+	qimg_t_expect_cluster(test, &c, 1, w, r);
+	qimg_t_expect_cluster(test, &c, 2, w, r);
+	qimg_t_expect_zero_cluster(test, &c, 3, r);
+	qimg_t_expect_cluster(test, &c, 4, w, r);
+	blkdev_put(c.bdev, FMODE_READ | FMODE_WRITE);
+	KUNIT_EXPECT_EQ(test, qimg_detach(c.index), 0);
+	qimg_t_crash_drop(c.file);
+}
+
 static struct kunit_case qimg_jdrv_cases[] = {
 	KUNIT_CASE(qimg_jdrv_commit_on_flush),
 	KUNIT_CASE(qimg_jdrv_crash_replay),
@@ -1120,6 +1205,7 @@ static struct kunit_case qimg_jdrv_cases[] = {
 	KUNIT_CASE(qimg_jdrv_detach_cut_no_leak),
 	KUNIT_CASE(qimg_jdrv_attach_cut_no_leak),
 	KUNIT_CASE(qimg_jdrv_flush_during_commit),
+	KUNIT_CASE(qimg_jdrv_single_sync),
 	KUNIT_CASE(qimg_jdrv_area_fallback),
 	{}
 };

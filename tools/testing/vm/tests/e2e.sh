@@ -2256,7 +2256,7 @@ jr_ext4() {
 tc "journal: ext4 with a 256 KiB journal (4k clusters), checkpoints, e2fsck" jr_ext4
 
 # The files of /sys/block/qimgN/qimg/journal/, journal on and off.
-JSYS_FILES="enabled size blocks commit_interval_ms commits blocks_written
+JSYS_FILES="enabled size blocks commit_interval_ms commits single_sync_commits blocks_written
 device_flushes guest_flushes checkpoints replayed fill"
 
 # jsys_check: every file of qimg/journal/ is there and reads one number.
