@@ -571,6 +571,18 @@ static int qimg_journal_on(struct qimg_device *dev, const struct qimg_attach *a)
 		mutex_lock(&dev->meta_lock);
 		ret = qimg_find_free_run(dev, size >> dev->top.g->cluster_bits,
 					 &off);
+		/*
+		 * None where refcount blocks exist: make them past the end
+		 * (a full table grows first, hence a few rounds).
+		 */
+		for (i = 0; ret == -ENOSPC && i < 3; i++) {
+			ret = qimg_make_free_run(dev, size >>
+						 dev->top.g->cluster_bits);
+			if (!ret)
+				ret = qimg_find_free_run(dev, size >>
+							 dev->top.g->cluster_bits,
+							 &off);
+		}
 		if (!ret) {
 			taken = false;
 			ret = qimg_file_extend(dev->top.file, off + size);
@@ -578,9 +590,8 @@ static int qimg_journal_on(struct qimg_device *dev, const struct qimg_attach *a)
 		mutex_unlock(&dev->meta_lock);
 		if (ret == -ENOSPC && taken) {
 			/*
-			 * No free run where refcount blocks exist: allocate it
-			 * the ordered way (new refcount blocks, the table
-			 * grown), synced before the header names it.
+			 * Still none (the host offsets run out): allocate it
+			 * the ordered way, synced before the header names it.
 			 */
 			ret = qimg_journal_area_alloc(dev, size, &off);
 			if (ret)

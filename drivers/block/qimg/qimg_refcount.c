@@ -516,6 +516,77 @@ int qimg_find_free_run(struct qimg_device *dev, u64 n, u64 *host)
 }
 
 /**
+ * qimg_make_free_run() - refcount blocks for a free run past the end
+ * @dev: the device, without the journal (yet)
+ * @n: clusters the run needs
+ *
+ * For qimg_find_free_run() when no run of @n free clusters exists where
+ * refcount blocks exist.  New refcount blocks go right after the space
+ * the last named block covers, describing themselves and covering @n
+ * free clusters after them; a full refcount table grows instead
+ * (qimg_grow_reftable()), which may leave enough free space on its own.
+ * Written back and synced here, each block before the table entry that
+ * names it: a crash in between leaves a block nothing names past the
+ * covered space, which is free, not leaked.  The run itself stays free.
+ *
+ * Context: dev->meta_lock held; may sleep (write-back, syncs).
+ * Return: 0 (call qimg_find_free_run() again), -ENOSPC or another errno.
+ */
+int qimg_make_free_run(struct qimg_device *dev, u64 n)
+{
+	const struct qimg_geom *g = dev->top.g;
+	u64 rt0, c0, nrb = 1, j, k, rb_off;
+	struct qimg_handle h;
+	struct qimg_centry *e;
+	int ret;
+
+	lockdep_assert_held(&dev->meta_lock);
+	for (rt0 = dev->reftable_entries; rt0; rt0--)
+		if (be64_to_cpu(dev->reftable[rt0 - 1]))
+			break;
+	while (nrb * g->rb_entries < nrb + n)
+		nrb++;
+	c0 = rt0 << g->rb_bits;
+	if ((c0 + nrb + n) << g->cluster_bits > QIMG_MAX_HOST_OFFSET)
+		return -ENOSPC;
+	if (rt0 + nrb > dev->reftable_entries)
+		return qimg_grow_reftable(dev);
+	/* Past every cluster in use: nothing may live there. */
+	ret = qimg_overlap_check(dev, c0 << g->cluster_bits,
+				 (nrb + n) << g->cluster_bits, 0,
+				 "new refcount blocks");
+	if (ret)
+		return ret;
+	ret = qimg_meta_start(dev, &h, nrb + 2);
+	for (j = 0; !ret && j < nrb; j++) {
+		rb_off = (c0 + j) << g->cluster_bits;
+		ret = qimg_meta_new_table(&h, &dev->rc, rb_off, NULL, &e);
+		if (ret)
+			break;
+		for (k = j * g->rb_entries; !ret && k < nrb &&
+		     k < (j + 1) * g->rb_entries; k++)
+			ret = qimg_meta_set_refcount(&h, e, k - j * g->rb_entries,
+						     1);
+		qimg_cache_put(&dev->rc, e);
+		if (!ret)
+			ret = qimg_meta_set_reftable(&h, rt0 + j, rb_off);
+		if (!ret) {
+			qimg_overlap_add(dev, rb_off, QIMG_OL_REFCOUNT_BLOCK);
+			qimg_note_alloc(&dev->top, rb_off);
+		}
+	}
+	ret = qimg_meta_stop(&h, ret);
+	if (!ret)
+		ret = qimg_meta_writeback(dev);
+	if (!ret)
+		ret = vfs_fsync(dev->top.file, 1);
+	if (!ret)
+		qimg_dev_info(dev, "%llu refcount block(s) made at %llu for a free run of %llu clusters\n",
+			      nrb, c0 << g->cluster_bits, n);
+	return ret;
+}
+
+/**
  * qimg_take_clusters() - reference a run that qimg_find_free_run() found
  * @h: the handle (one credit per refcount block the run spans, plus one)
  * @host: the run's first cluster

@@ -16,6 +16,7 @@ int qimg_alloc_clusters(struct qimg_handle *h, u64 *host);
 int qimg_alloc_data(struct qimg_handle *h, u64 *host);
 void qimg_alloc_linked(struct qimg_device *dev, u64 host);
 int qimg_find_free_run(struct qimg_device *dev, u64 n, u64 *host);
+int qimg_make_free_run(struct qimg_device *dev, u64 n);
 int qimg_take_clusters(struct qimg_handle *h, u64 host, u64 len);
 int qimg_release_clusters(struct qimg_handle *h, u64 host, u64 len);
 void qimg_defer_free(struct qimg_handle *h, u64 host, u64 len);

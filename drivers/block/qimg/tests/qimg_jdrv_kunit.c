@@ -991,11 +991,49 @@ static void qimg_jdrv_attach_cut_no_leak(struct kunit *test)
 	qimg_t_make_image(test, d->file);
 }
 
+/* Clusters in use on disk, over every refcount block the table names. */
+static u64 qimg_t_disk_used_all(struct kunit *test, struct file *f)
+{
+	__be16 *rb = kunit_kmalloc(test, QIMG_T_CS, GFP_KERNEL);
+	u64 rt = qimg_t_pread64(test, f, 48), t, i, n = 0;
+	u32 rtc;
+
+	KUNIT_ASSERT_NOT_NULL(test, rb);
+	qimg_t_pread(test, f, &rtc, 4, 56);
+	for (t = 0; t < be32_to_cpu((__force __be32)rtc) * QIMG_T_CS / 8; t++) {
+		u64 off = qimg_t_pread64(test, f, rt + 8 * t);
+
+		if (!off)
+			continue;
+		qimg_t_pread(test, f, rb, QIMG_T_CS, off);
+		for (i = 0; i < QIMG_T_CS / 2; i++)
+			n += rb[i] != 0;
+	}
+	kunit_kfree(test, rb);
+	return n;
+}
+
+/* Every 50th cluster free: no run of 64 where the one block exists. */
+static u64 qimg_t_fragment(struct kunit *test, struct file *f, __be16 *rb)
+{
+	loff_t pos = 2 * QIMG_T_CS;
+	u64 i;
+
+	for (i = 0; i < QIMG_T_CS / 2; i++)
+		rb[i] = cpu_to_be16(i < 4 || i % 50 ? 1 : 0);
+	KUNIT_ASSERT_EQ(test, kernel_write(f, rb, QIMG_T_CS, &pos),
+			(ssize_t)QIMG_T_CS);
+	return qimg_t_disk_used_all(test, f);
+}
+
 /*
  * No run of free clusters where refcount blocks exist (every cluster the
- * one block covers has refcount 1): the area is allocated the ordered
- * way instead, with a new refcount block, and the journal works as
- * usual; a clean detach frees it.
+ * one block covers but every 50th has refcount 1): a new refcount block
+ * is made past the end, and the area is a free run it covers, referenced
+ * only in the journal's first transaction as usual.  So an attach cut
+ * short before the extension names the area leaks nothing but leaves
+ * that refcount block (in use, named by the table); the journal works;
+ * a clean detach frees the area.
  */
 static void qimg_jdrv_area_fallback(struct kunit *test)
 {
@@ -1003,18 +1041,24 @@ static void qimg_jdrv_area_fallback(struct kunit *test)
 	__be16 *rb = kunit_kmalloc(test, QIMG_T_CS, GFP_KERNEL);
 	u8 *w = kunit_kmalloc(test, 4096, GFP_KERNEL);
 	u8 *r = kunit_kmalloc(test, 4096, GFP_KERNEL);
-	u64 area, size, i;
-	loff_t pos = 2 * QIMG_T_CS;
+	u64 area, size, i, used;
+	int ret;
 
 	KUNIT_ASSERT_NOT_NULL(test, rb);
 	KUNIT_ASSERT_NOT_NULL(test, w);
 	KUNIT_ASSERT_NOT_NULL(test, r);
 	qimg_t_make_image(test, d->file);
-	/* Every 50th cluster free: no run of 64. */
-	for (i = 0; i < QIMG_T_CS / 2; i++)
-		rb[i] = cpu_to_be16(i < 4 || i % 50 ? 1 : 0);
-	KUNIT_ASSERT_EQ(test, kernel_write(d->file, rb, QIMG_T_CS, &pos),
-			(ssize_t)QIMG_T_CS);
+	used = qimg_t_fragment(test, d->file, rb);
+	WRITE_ONCE(qimg_journal_fail_next, "journal extension");
+	ret = qimg_t_attach_flags(test, d->file, QIMG_ATTACH_JOURNAL, 0);
+	WRITE_ONCE(qimg_journal_fail_next, NULL);
+	KUNIT_EXPECT_EQ(test, ret, -EIO);
+	if (ret >= 0)
+		KUNIT_EXPECT_EQ(test, qimg_detach(ret), 0);
+	KUNIT_EXPECT_EQ(test, qimg_t_disk_used_all(test, d->file), used + 1);
+
+	qimg_t_make_image(test, d->file);
+	used = qimg_t_fragment(test, d->file, rb);
 	qimg_t_up_flags(test, d, QIMG_ATTACH_JOURNAL, 0);
 	qimg_t_expect_area_taken(test, qimg_t_qdev(d));
 	KUNIT_ASSERT_TRUE(test, qimg_t_jext(test, d->file, &area, &size));
@@ -1029,6 +1073,8 @@ static void qimg_jdrv_area_fallback(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, qimg_refcount_get_host(qimg_t_qdev(d), area, &i), 0);
 	KUNIT_EXPECT_EQ(test, i, 0ULL);
 	qimg_t_down(test, d);
+	/* The new block, guest cluster 3, and the L2 table for it. */
+	KUNIT_EXPECT_EQ(test, qimg_t_disk_used_all(test, d->file), used + 3);
 	qimg_t_make_image(test, d->file);
 }
 
