@@ -8,9 +8,10 @@
  * work may sleep (cache misses, allocation, file I/O) and runs as a
  * backing-file writer (qimg_writer_begin(): no reclaim recursion into us,
  * local dirty throttling), in the submitter's blkcg and memcg.
- * A request that falls in one allocated cluster (for writes: one that is
- * ours alone) and is aligned for direct I/O is submitted as an
- * asynchronous IOCB_DIRECT kiocb and ended by its completion, like loop.
+ * A request over allocated clusters (for writes: ours alone) that lie
+ * back to back in the image file, aligned for direct I/O, is submitted as
+ * one asynchronous IOCB_DIRECT kiocb and ended by its completion, like
+ * loop.
  * So is an allocating write whose data is all the new cluster needs (see
  * qimg_map.c): the cluster is reserved first, and the completion queues
  * the linking of its L2 entry on dev->link_wq, which ends the request.
@@ -220,13 +221,17 @@ static void qimg_aio_complete(struct kiocb *iocb, long res)
 	qimg_rq_done(dev, cmd, ret);
 }
 
+/* Clusters one fast-path request may span (a 1 MiB request at 4k clusters). */
+#define QIMG_AIO_MAX_CLUSTERS	256
+
 /*
- * The fast path: a read of an allocated cluster, or a write of one that is
- * ours alone (COPIED), inside one cluster and aligned for direct I/O, goes
- * to the image file as an asynchronous kiocb, as loop does, so a worker
- * does not sit waiting for each request.  Returns -EIOCBQUEUED when the
- * request was handed over (its completion ends it), QIMG_RQ_SYNC for the
- * synchronous path.
+ * The fast path: a read of allocated clusters, or a write of clusters
+ * that are ours alone (COPIED), that lie back to back in the image file
+ * (as a sequentially written image has them) and are aligned for direct
+ * I/O, goes to the image file as one asynchronous kiocb, as loop does, so
+ * a worker does not sit waiting for each request.  Returns -EIOCBQUEUED
+ * when the request was handed over (its completion ends it), QIMG_RQ_SYNC
+ * for the synchronous path.
  */
 static int qimg_submit_aio(struct qimg_device *dev, struct qimg_cmd *cmd,
 			   u64 pos, bool write)
@@ -238,16 +243,25 @@ static int qimg_submit_aio(struct qimg_device *dev, struct qimg_cmd *cmd,
 	struct kiocb *iocb = &cmd->iocb;
 	struct qimg_l2_entry e;
 	ssize_t ret;
-	u64 host;
+	u64 host = 0, off;
 
-	if (g->ext_l2 || coff + len > g->cluster_size)
+	if (g->ext_l2 ||
+	    coff + len > (u64)QIMG_AIO_MAX_CLUSTERS * g->cluster_size)
 		return QIMG_RQ_SYNC;
 	cmd->io_epoch = qimg_io_enter(dev);
-	if (qimg_map_lookup(img, pos, &e) || e.type != QIMG_CLUSTER_NORMAL ||
-	    (write && (!e.copied ||
-		       qimg_overlap_hit(dev, e.host_offset, g->cluster_size, 0))))
-		goto sync;	/* an overlap: the sync path refuses it */
-	host = e.host_offset + coff;
+	for (off = pos; off < pos + len;
+	     off = (off | (g->cluster_size - 1)) + 1) {
+		if (qimg_map_lookup(img, off, &e) ||
+		    e.type != QIMG_CLUSTER_NORMAL ||
+		    (write && (!e.copied ||
+			       qimg_overlap_hit(dev, e.host_offset,
+						g->cluster_size, 0))))
+			goto sync;	/* an overlap: the sync path refuses it */
+		if (off == pos)
+			host = e.host_offset + coff;
+		else if (e.host_offset != host + (off - pos))
+			goto sync;	/* not contiguous in the file */
+	}
 	if (!qimg_dio_ok(img, host, &cmd->iter) ||
 	    host + len > i_size_read(file_inode(img->file)))
 		goto sync;

@@ -677,6 +677,65 @@ for k in normal zero; do
 	done
 done
 
+# Requests over several clusters: one kiocb while the clusters lie back
+# to back in the file, cluster by cluster once two entries are swapped
+# (not contiguous), and refused when an entry past the first names the
+# L1 table (the overlap check of every cluster, not only the first).
+io_multi() {
+	local l1 l2 c1 c3 m=0x00fffffffffffe00 n0
+	run qemu-img create -q -f qcow2 m.qcow2 16M || return 1
+	run qemu-io -f qcow2 -c 'write -P 0x11 0 64k' -c 'write -P 0x22 64k 64k' \
+		-c 'write -P 0x33 128k 64k' -c 'write -P 0x44 192k 64k' \
+		m.qcow2 >/dev/null || return 1
+	run qemu-img convert -O raw m.qcow2 m.raw || return 1
+	l1=$((16#$(be_read m.qcow2 40 8)))
+	l2=$(( 16#$(be_read m.qcow2 "$l1" 8) & m ))
+	c1=$((16#$(be_read m.qcow2 $((l2 + 8)) 8)))
+	c3=$((16#$(be_read m.qcow2 $((l2 + 24)) 8)))
+	[ $(( (c3 & m) - (c1 & m) )) = 131072 ] ||
+		{ echo "FAILED: qemu-io did not write the clusters back to back"; return 1; }
+	# io_multi_rw: 256k read, 256k write, read back, against m.raw.
+	io_multi_rw() {
+		q_attach m.qcow2 || return 1
+		run dd if="$DEV" of=got bs=256k count=1 iflag=direct status=none &&
+			run cmp -n 262144 got m.raw || { q_detach "$DEV"; return 1; }
+		run dd if="$W/rnd" of="$DEV" bs=256k count=1 skip="$1" oflag=direct \
+			conv=notrunc status=none || { q_detach "$DEV"; return 1; }
+		run dd if="$W/rnd" of=m.raw bs=256k count=1 skip="$1" conv=notrunc \
+			status=none || return 1
+		run dd if="$DEV" of=got bs=256k count=1 iflag=direct status=none &&
+			run cmp -n 262144 got m.raw || { q_detach "$DEV"; return 1; }
+		q_detach "$DEV" || return 1
+		run qemu-img check -q m.qcow2 &&
+			run qemu-img compare -q -f qcow2 -F raw m.qcow2 m.raw
+	}
+	io_multi_rw 1 || return 1
+	# Swap guest clusters 1 and 3 (and the reference's copies).
+	be_write64 m.qcow2 $((l2 + 8)) "$c3"
+	be_write64 m.qcow2 $((l2 + 24)) "$c1"
+	run dd if=m.raw of=c1 bs=64k skip=1 count=1 status=none &&
+		run dd if=m.raw of=m.raw bs=64k skip=3 seek=1 count=1 conv=notrunc status=none &&
+		run dd if=c1 of=m.raw bs=64k seek=3 count=1 conv=notrunc status=none || return 1
+	io_multi_rw 2 || return 1
+	# Guest cluster 1 names the L1 table: a write over clusters 0-1 fails.
+	be_write64 m.qcow2 $((l2 + 8)) $(( (1 << 63) | l1 ))
+	cp m.qcow2 m.orig || return 1
+	q_attach m.qcow2 || return 1
+	n0=$(dmesg | wc -l)
+	if dd if="$W/rnd" of="$DEV" bs=128k count=1 oflag=direct conv=notrunc status=none 2>/dev/null; then
+		echo "FAILED: a write over an entry naming the L1 table succeeded"
+		q_detach "$DEV"
+		return 1
+	fi
+	[ "$(blockdev --getro "$DEV")" = 1 ] ||
+		{ echo "FAILED: $DEV is not read-only after the overlap"; q_detach "$DEV"; return 1; }
+	dmesg | tail -n +$((n0 + 1)) | grep -q 'overlap' ||
+		{ echo "FAILED: dmesg does not name the overlap"; q_detach "$DEV"; return 1; }
+	q_detach "$DEV" || return 1
+	ol_same m.qcow2 m.orig "$l1" 65536
+}
+tc "io: requests over several clusters: contiguous, swapped, one naming the L1 table" io_multi
+
 # A zero-allocated entry is range-checked like a normal one: an unaligned
 # or past-EOF host offset is corrupt, for reads and writes alike.
 err_ol_zero_bad() {
