@@ -59,6 +59,7 @@ struct ck_result {
 	s64 check_errors;
 	s64 corruptions_fixed;
 	s64 leaks_fixed;
+	u64 area_freed;		/* released journal area clusters freed */
 	u64 image_end_offset;
 	u64 total_clusters;
 	u64 allocated_clusters;
@@ -74,6 +75,8 @@ struct ck {
 	int fd;
 	int fix;
 	struct ck_result *res;
+	/* A journal area released just now: its clusters are not leaks. */
+	u64 area_start, area_end;	/* clusters */
 
 	u64 file_size;
 	/* Bound handed to the decoders: QEMU tolerates a reference that
@@ -976,6 +979,11 @@ static int ck_compare(struct ck *c, enum ck_pass pass)
 			bool fixable = on < comp ? ck_can_raise(c) :
 				       ck_can_lower(c);
 
+			/* Freed below and said once, not cluster by cluster. */
+			if (fixable && !comp && i >= c->area_start &&
+			    i < c->area_end)
+				continue;
+
 			fprintf(stderr, "%s cluster %llu refcount=%llu reference=%llu\n",
 				fixable ? "Repairing" :
 				on < comp ? "ERROR" : "Leaked", i, on, comp);
@@ -1010,6 +1018,8 @@ static int ck_compare(struct ck *c, enum ck_pass pass)
 				c->res->leaks++;
 		} else if (pass == CK_RAISE) {
 			c->res->corruptions_fixed++;
+		} else if (!comp && i >= c->area_start && i < c->area_end) {
+			c->res->area_freed++;
 		} else {
 			c->res->leaks_fixed++;
 		}
@@ -1395,8 +1405,8 @@ out:
  * dirty, then give it up the way a clean detach does.  Journal valid is
  * cleared first, then the extension goes back to offset 0 (the size
  * stays: the image still asks for a journal), each step synced; the
- * area's clusters, no longer referenced, are then leaks that the repair
- * frees like any other.  An interruption between steps leaves an image
+ * area's clusters, no longer referenced, are then freed by the repair
+ * that follows (said once, not counted as leaks).  An interruption between steps leaves an image
  * that the next `check -r` takes up where this one stopped.
  */
 static int ck_jrnl_release(struct qimgctl_image *img)
@@ -1462,12 +1472,15 @@ static int ck_mark_clean(struct ck *c)
  * the check ran to the end (its findings are in @res), or a negative errno
  * when it could not complete.
  */
-static int ck_run(struct qimgctl_image *img, int fix, struct ck_result *res)
+static int ck_run(struct qimgctl_image *img, int fix, u64 area, u64 area_len,
+		  struct ck_result *res)
 {
 	struct ck c = {
 		.img = img, .h = &img->h, .g = &img->h.geom, .fd = img->fd,
 		.fix = fix, .res = res, .rb_idx = CK_NO_BLOCK,
 		.rb_alloc_failed = CK_NO_BLOCK,
+		.area_start = area >> img->h.geom.cluster_bits,
+		.area_end = (area + area_len) >> img->h.geom.cluster_bits,
 	};
 	const struct qimg_geom *g = c.g;
 	u64 nb;
@@ -1756,6 +1769,7 @@ int qimgctl_cmd_check(int argc, char **argv)
 	};
 	struct ck_result res, fixed;
 	struct qimgctl_image img;
+	u64 area = 0;
 	bool json = false, quiet = false, share = false;
 	const char *path, *why = "";
 	int fix = 0, opt, ret, qed = -1;
@@ -1851,25 +1865,33 @@ int qimgctl_cmd_check(int argc, char **argv)
 			    path);
 	/* A damaged journal stays as it is: the check below reports it. */
 	if (fix && img.h.has_journal_ext && img.h.journal_offset) {
+		area = img.h.journal_offset;
 		ret = ck_jrnl_release(&img);
 		if (ret && ret != -EUCLEAN) {
 			qimgctl_image_close(&img);
 			return QIMGCTL_CHECK_INCOMPLETE;
 		}
+		if (ret)
+			area = 0;
 	}
 
-	ret = ck_run(&img, fix, &res);
+	ret = ck_run(&img, fix, area, area ? img.h.journal_size : 0, &res);
 	fixed = res;
-	if (!ret && fix && (res.corruptions_fixed || res.leaks_fixed)) {
+	if (!ret && fixed.area_freed)
+		fprintf(stderr, "Freed the %llu clusters of the released journal area\n",
+			fixed.area_freed);
+	if (!ret && fix && (res.corruptions_fixed || res.leaks_fixed ||
+			    res.area_freed)) {
 		/* Like qemu-img: report what the repaired image looks like. */
-		if (!json && !quiet)
+		if (!json && !quiet && (res.corruptions_fixed ||
+					res.leaks_fixed))
 			printf("The following inconsistencies were found and repaired:\n\n    %lld leaked clusters\n    %lld corruptions\n\nDouble checking the fixed image now...\n",
 			       fixed.leaks_fixed, fixed.corruptions_fixed);
 		qimgctl_image_close(&img);
 		ret = ck_open(&img, path, 0);
 		if (ret)
 			return QIMGCTL_CHECK_INCOMPLETE;
-		ret = ck_run(&img, 0, &res);
+		ret = ck_run(&img, 0, 0, 0, &res);
 		res.leaks_fixed = fixed.leaks_fixed;
 		res.corruptions_fixed = fixed.corruptions_fixed;
 	}

@@ -218,6 +218,11 @@ jf_replay() {
 			! grep -qF "Replayed $ntx transaction" out/jf.err; then
 			t_fail "jfmt/replay-$sc: check -r all exit $QX_RC, or no 'Replayed $ntx transaction'"
 			show out/jf.err 4
+		elif grep -q 'leaked clusters' out/jf.out || grep -q '^Repairing cluster' out/jf.err ||
+			! grep -qE '^Freed the [1-9][0-9]* clusters of the released journal area$' out/jf.err; then
+			t_fail "jfmt/replay-$sc: the released area's clusters are reported as leaks, not as the area freed"
+			show out/jf.out 4
+			show out/jf.err 4
 		elif ! qemu-img check "jr-$sc.qcow2" >out/jf.qc 2>&1; then
 			t_fail "jfmt/replay-$sc: qemu-img check after the replay is not clean"
 			show out/jf.qc 4
