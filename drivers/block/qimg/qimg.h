@@ -298,4 +298,19 @@ struct qimg_cmd {
 	struct qimg_alloc alloc;
 };
 
+/**
+ * qimg_atomic64_max() - raise @a to @val unless it is larger already
+ * @a: the counter
+ * @val: the new value
+ *
+ * Context: any context, lockless.
+ */
+static inline void qimg_atomic64_max(atomic64_t *a, s64 val)
+{
+	s64 cur = atomic64_read(a);
+
+	while (cur < val && !atomic64_try_cmpxchg(a, &cur, val))
+		;
+}
+
 #endif /* QIMG_H */

@@ -62,7 +62,7 @@ static int qimg_jio_write(void *ctx, u64 host, const void *buf, u32 len)
 static int qimg_jsync(struct qimg_device *dev)
 {
 	struct qimg_journal *j = dev->journal;
-	s64 seq, cur, old, size;
+	s64 seq, size;
 	int ret;
 
 	if (!j)
@@ -74,21 +74,9 @@ static int qimg_jsync(struct qimg_device *dev)
 	ret = vfs_fsync(dev->top.file, 1);
 	if (ret)
 		return ret;
-	cur = atomic64_read(&j->synced_size);
-	while (cur < size) {
-		old = atomic64_cmpxchg(&j->synced_size, cur, size);
-		if (old == cur)
-			break;
-		cur = old;
-	}
+	qimg_atomic64_max(&j->synced_size, size);
 	/* The latest started sync that completed (they may overlap). */
-	cur = atomic64_read(&j->sync_done);
-	while (cur < seq) {
-		old = atomic64_cmpxchg(&j->sync_done, cur, seq);
-		if (old == cur)
-			break;
-		cur = old;
-	}
+	qimg_atomic64_max(&j->sync_done, seq);
 	return 0;
 }
 

@@ -103,16 +103,7 @@ int qimg_refcount_get_host(struct qimg_device *dev, u64 host, u64 *val)
 
 static void qimg_note_alloc(struct qimg_image *img, u64 host)
 {
-	u64 end = host + img->g->cluster_size;
-	u64 cur = atomic64_read(&img->alloc_end);
-
-	while (cur < end) {
-		u64 old = atomic64_cmpxchg(&img->alloc_end, cur, end);
-
-		if (old == cur)
-			break;
-		cur = old;
-	}
+	qimg_atomic64_max(&img->alloc_end, host + img->g->cluster_size);
 }
 
 /*
