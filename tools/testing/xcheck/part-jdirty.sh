@@ -22,6 +22,16 @@ jd_make() {
 		python3 "$JD_MK" "$1" --scenario "$2" >out/jd.exp 2>>out/jd.log
 }
 
+# jd_new CASE IMG SCENARIO: jd_make, counted, or a failed CASE.
+jd_new() {
+	if ! jd_make "$2" "$3"; then
+		t_fail "jdirty/$1: could not make the image"
+		show out/jd.log 3
+		return 1
+	fi
+	N_IMAGES=$((N_IMAGES + 1))
+}
+
 # jd_refuse NAME RC PATTERN IMG ARGS...: qimgctl ARGS exits RC, stderr
 # has PATTERN (fixed string; empty: anything), IMG is byte-identical to its copy IMG.orig.
 jd_refuse() {
@@ -161,15 +171,10 @@ jd_after() {
 }
 
 # A clean journal-valid image (mkjournal.py idle) is readable; info has
-# qemu-img's lines and the journal line.
+# qemu-img's lines and the journal line; writers refuse it as before.
 jd_clean() {
 	want 'jdirty/clean-' || return 0
-	if ! jd_make jdc.qcow2 idle; then
-		t_fail "jdirty/clean: could not make the image"
-		show out/jd.log 3
-		return
-	fi
-	N_IMAGES=$((N_IMAGES + 1))
+	jd_new clean jdc.qcow2 idle || return
 	N_CMP=$((N_CMP + 1))
 	qemu-img info jdc.qcow2 >out/jd.qi 2>&1
 	qx out/jd.out out/jd.err info jdc.qcow2
@@ -186,17 +191,21 @@ jd_clean() {
 	jd_ok clean-compare compare jdc.qcow2 jdc.qcow2
 	jd_ok clean-convert convert -O raw jdc.qcow2 jdc.raw
 	jd_ok clean-snapshot-l snapshot -l jdc.qcow2
-	rm -f jdc.qcow2 jdc.raw
+	# Writers still refuse an allocated journal area, clean or not: they
+	# do not keep it (check -r all releases it).
+	cp jdc.qcow2 jdc.qcow2.orig
+	jd_refuse clean-resize 1 "writing images with a qimg journal" \
+		jdc.qcow2 resize jdc.qcow2 2M
+	jd_refuse clean-amend 1 "writing images with a qimg journal" \
+		jdc.qcow2 amend -o lazy_refcounts=on jdc.qcow2
+	jd_refuse clean-snapshot-c 1 "writing images with a qimg journal" \
+		jdc.qcow2 snapshot -c s0 jdc.qcow2
+	rm -f jdc.qcow2 jdc.qcow2.orig jdc.raw
 }
 
 part_jdirty() {
 	want 'jdirty/' || return 0
-	if ! jd_make jd.qcow2 several; then
-		t_fail "jdirty: could not make the dirty image"
-		show out/jd.log 3
-		return
-	fi
-	N_IMAGES=$((N_IMAGES + 1))
+	jd_new dirty jd.qcow2 several || return
 	cp jd.qcow2 jd.qcow2.orig
 	# An overlay whose backing file is dirty.
 	rm -f jd-ov.qcow2
