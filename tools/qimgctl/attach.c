@@ -239,6 +239,8 @@ int qimgctl_cmd_attach(int argc, char **argv)
 		flags |= QIMGCTL_OPEN_WRITE;
 	if (share)
 		flags |= QIMGCTL_OPEN_SHARE;
+	/* The kernel replays a dirty journal at attach. */
+	flags |= QIMGCTL_OPEN_JOURNAL_OK;
 
 	/*
 	 * The image and its backing files are locked the way QEMU locks

@@ -1218,32 +1218,17 @@ static int ck_jrnl_read(void *ctx, u64 pos, void *buf, u32 len)
  */
 static void ck_journal(struct ck *c)
 {
-	struct qimg_jrnl_geom jg = {
-		.cluster_bits = c->g->cluster_bits,
-		.area_offset = c->h->journal_offset,
-		.area_size = c->h->journal_size,
-		.file_size = c->file_size,
-	};
-	struct qimg_jrnl_io io = { ck_jrnl_read, NULL, c };
 	struct qimg_err err = { "" };
 	struct qimg_jrnl_scan s;
-	struct qimg_jrnl_hdr jh;
-	u8 chunk[QIMG_JRNL_HDR_CHUNK];
-	void *work;
 	int ret;
 
-	ret = qimg_jrnl_hdr_read(&jg, &io, chunk, &jh, &err);
-	if (!ret) {
-		work = malloc(qimg_jrnl_work_size(&jh));
-		if (!work) {
-			ck_check_error(c, "ERROR out of memory for the metadata journal");
-			return;
-		}
-		ret = qimg_jrnl_scan(&jg, &io, &jh, work, &s, &err);
-		free(work);
-	}
+	ret = qimgctl_jrnl_scan(c->fd, c->h, c->file_size, &s, &err);
 	if (ret == -EUCLEAN) {
 		ck_corrupt(c, "ERROR metadata journal: %s", err.msg);
+		return;
+	}
+	if (ret == -ENOMEM) {
+		ck_check_error(c, "ERROR out of memory for the metadata journal");
 		return;
 	}
 	if (ret) {

@@ -18,6 +18,7 @@
 
 #include "crypto.h"
 #include "image_io.h"
+#include "qimg_journal_fmt.h"
 
 /* Bound on one snapshot table entry: fixed part, extra data, two names. */
 #define INFO_MAX_SNAP_EXTRA	0x100000U
@@ -139,6 +140,42 @@ static int read_bitmaps(struct qimgctl_image *img, struct json_object *arr)
 	return qimgctl_bitmaps_each(img, info_bitmap, arr);
 }
 
+/*
+ * The metadata journal of an image with an allocated journal area (an
+ * image that only asks for one shows nothing, as with qemu-img): its size,
+ * whether journal valid vouches for it and, when it is dirty, what the
+ * shared scan finds to replay.
+ */
+static struct json_object *journal_info(struct qimgctl_image *img)
+{
+	const struct qimg_header *h = &img->h;
+	bool dirty = h->incompatible_features & QIMG_INCOMPAT_JOURNAL_DIRTY;
+	struct qimg_err err = { "" };
+	struct json_object *j;
+	struct qimg_jrnl_scan s;
+	int ret;
+
+	j = json_object_new_object();
+	json_object_object_add(j, "size", ju64(h->journal_size));
+	json_object_object_add(j, "valid", jbool(h->autoclear_features &
+						 QIMG_AUTOCLEAR_JOURNAL_VALID));
+	json_object_object_add(j, "dirty", jbool(dirty));
+	if (!dirty)
+		return j;
+	ret = qimgctl_jrnl_scan(img->fd, h, img->file_size, &s, &err);
+	if (ret) {
+		json_object_object_add(j, "error",
+				       jstr(ret == -EUCLEAN ? err.msg :
+					    strerror(-ret)));
+		return j;
+	}
+	json_object_object_add(j, "transactions", ju64(s.ntx));
+	json_object_object_add(j, "first-sequence", ju64(s.first_seq));
+	json_object_object_add(j, "last-sequence", ju64(s.last_seq));
+	json_object_object_add(j, "torn", jbool(s.torn));
+	return j;
+}
+
 static struct json_object *format_specific(struct qimgctl_image *img,
 					   int *err)
 {
@@ -187,6 +224,9 @@ static struct json_object *format_specific(struct qimgctl_image *img,
 					     QIMG_INCOMPAT_CORRUPT));
 		json_object_object_add(data, "extended-l2",
 				       jbool(h->geom.ext_l2));
+		if (h->has_journal_ext && h->journal_offset)
+			json_object_object_add(data, "journal",
+					       journal_info(img));
 	}
 	fs = json_object_new_object();
 	json_object_object_add(fs, "type", jstr("qcow2"));
@@ -351,6 +391,36 @@ static bool composite(struct json_object *v)
 	       json_object_is_type(v, json_type_array);
 }
 
+/* The "journal" entry of the human output, on one line. */
+static void human_journal(struct json_object *j, int indent)
+{
+	const char *e = jget_str(j, "error");
+	u64 n;
+
+	printf("%*sjournal: %" PRIu64 " bytes, ", indent * 4, "",
+	       (uint64_t)jget_u64(j, "size"));
+	if (!json_object_get_boolean(json_object_object_get(j, "dirty"))) {
+		printf("clean%s\n",
+		       json_object_get_boolean(json_object_object_get(j, "valid")) ?
+		       "" : ", not valid");
+		return;
+	}
+	if (e) {
+		printf("dirty, damaged (%s)\n", e);
+		return;
+	}
+	n = jget_u64(j, "transactions");
+	printf("dirty, %" PRIu64 " transaction%s", (uint64_t)n,
+	       n == 1 ? "" : "s");
+	if (n)
+		printf(" (sequence %" PRIu64 "..%" PRIu64 ")",
+		       (uint64_t)jget_u64(j, "first-sequence"),
+		       (uint64_t)jget_u64(j, "last-sequence"));
+	printf(" not checkpointed%s\n",
+	       json_object_get_boolean(json_object_object_get(j, "torn")) ?
+	       ", then a torn one" : "");
+}
+
 static void human_dump(struct json_object *o, int indent)
 {
 	size_t i, n;
@@ -376,6 +446,11 @@ static void human_dump(struct json_object *o, int indent)
 		char name[64];
 		char *p;
 
+		if (indent == 1 && !strcmp(key, "journal") &&
+		    json_object_is_type(val, json_type_object)) {
+			human_journal(val, indent);
+			continue;
+		}
 		snprintf(name, sizeof(name), "%s", key);
 		for (p = name; *p; p++)
 			if (*p == '-')

@@ -90,12 +90,19 @@ struct qimgctl_image {
 #define QIMGCTL_OPEN_WRITE	0x1	/* read-write, QEMU's write locks */
 #define QIMGCTL_OPEN_SHARE	0x2	/* -U/--force-share (read-only) */
 #define QIMGCTL_OPEN_META	0x4	/* header only: qemu-img info's locks */
+/*
+ * The caller handles a dirty metadata journal itself (attach: the kernel
+ * replays it).  Without it (or META), an image whose journal is dirty is
+ * refused: its tables are stale.
+ */
+#define QIMGCTL_OPEN_JOURNAL_OK	0x8
 
 /*
  * Open, lock (see lock.h) and decode @path.  On failure prints one line on
  * stderr naming the file and the reason and returns a negative errno;
  * -EOPNOTSUPP means an unsupported feature (check exits 63 for it),
- * -EINVAL not a qcow2 image, -EAGAIN another process holds the image.
+ * -EINVAL not a qcow2 image, -EAGAIN another process holds the image,
+ * -EUCLEAN a dirty metadata journal (see QIMGCTL_OPEN_JOURNAL_OK).
  */
 int qimgctl_image_open(struct qimgctl_image *img, const char *path,
 		       unsigned int flags);
@@ -108,6 +115,17 @@ void qimgctl_image_close(struct qimgctl_image *img);
  */
 int qimgctl_image_load(struct qimgctl_image *img, const char *path,
 		       unsigned int flags);
+
+struct qimg_jrnl_scan;
+/*
+ * Scan the metadata journal named by @h in the image open as @fd
+ * (journal.c; the shared passes of qimg_journal_fmt.c).  0, -EUCLEAN for a
+ * damaged journal (@err says why), else a negative errno.
+ */
+int qimgctl_jrnl_scan(int fd, const struct qimg_header *h, u64 file_size,
+		      struct qimg_jrnl_scan *s, struct qimg_err *err);
+/* Print why the journal-dirty @img is refused; returns -EUCLEAN. */
+int qimgctl_jrnl_refuse(const struct qimgctl_image *img);
 
 /* Lock the freshly opened @fd of @path as QIMGCTL_OPEN_* @flags say. */
 int qimgctl_lock_open_file(int fd, const char *path, unsigned int flags);

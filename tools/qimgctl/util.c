@@ -210,6 +210,12 @@ int qimgctl_image_open(struct qimgctl_image *img, const char *path,
 	if (ret) {
 		qimgctl_err("%s: %s", path, err.msg);
 		qimgctl_image_close(img);
+		return ret;
+	}
+	if (img->h.incompatible_features & QIMG_INCOMPAT_JOURNAL_DIRTY &&
+	    !(flags & (QIMGCTL_OPEN_META | QIMGCTL_OPEN_JOURNAL_OK))) {
+		ret = qimgctl_jrnl_refuse(img);
+		qimgctl_image_close(img);
 	}
 	return ret;
 }

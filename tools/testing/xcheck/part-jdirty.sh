@@ -1,0 +1,227 @@
+# SPDX-License-Identifier: GPL-2.0
+# shellcheck shell=bash
+#
+# xcheck part: every qimgctl command but check, info and attach refuses an
+# image whose metadata journal is dirty (its L1/L2/refcount tables are
+# stale until the journal is replayed), the image as it was; info shows
+# the journal; after `qimgctl check -r all` everything works again and
+# qemu-img agrees.  Images come from mkjournal.py (part-jfmt.sh).  Sourced
+# by run; uses its helpers.  Cases jdirty/...
+
+# shellcheck disable=SC2154 # here: set by run, which sources this file
+JD_MK=$here/mkjournal.py
+JD_MSG="the metadata journal holds 3 committed transactions that are not checkpointed; run 'qimgctl check -r all jd.qcow2'"
+
+# jd_make IMG SCENARIO: a 1 MiB image whose journal (mkjournal.py
+# SCENARIO) changes guest clusters 0 and 1, and jd-base.qcow2, a plain one.
+jd_make() {
+	rm -f "$1"
+	qemu-img create -q -f qcow2 jd-base.qcow2 1M >out/jd.log 2>&1 &&
+		qemu-img create -q -f qcow2 "$1" 1M >>out/jd.log 2>&1 &&
+		qemu-io -f qcow2 -c 'write -P 0x11 0 128k' "$1" >>out/jd.log 2>&1 &&
+		python3 "$JD_MK" "$1" --scenario "$2" >out/jd.exp 2>>out/jd.log
+}
+
+# jd_new CASE IMG SCENARIO: jd_make, counted, or a failed CASE.
+jd_new() {
+	if ! jd_make "$2" "$3"; then
+		t_fail "jdirty/$1: could not make the image"
+		show out/jd.log 3
+		return 1
+	fi
+	N_IMAGES=$((N_IMAGES + 1))
+}
+
+# jd_refuse NAME RC PATTERN IMG ARGS...: qimgctl ARGS exits RC, stderr
+# has PATTERN (fixed string; empty: anything), IMG is byte-identical to its copy IMG.orig.
+jd_refuse() {
+	local name="jdirty/$1" want_rc=$2 pat=$3 img=$4
+	shift 4
+	want "$name" || return 0
+	N_CMP=$((N_CMP + 1))
+	qx out/jd.out out/jd.err "$@"
+	if crashed "$QX_RC" out/jd.err; then
+		t_fail "$name: qimgctl crashed (status $QX_RC)"
+		show out/jd.err 8
+	elif [ "$QX_RC" -ne "$want_rc" ]; then
+		t_fail "$name: exit status $QX_RC, expected $want_rc"
+		show out/jd.err 3
+	elif [ -n "$pat" ] && ! grep -qF -- "$pat" out/jd.err; then
+		t_fail "$name: stderr does not say '$pat'"
+		show out/jd.err 3
+	elif ! cmp -s "$img" "$img.orig"; then
+		t_fail "$name: the image changed"
+		cp "$img.orig" "$img"
+	else
+		t_pass "$name"
+	fi
+}
+
+# jd_ok NAME ARGS...: qimgctl ARGS exits 0 (after the replay).
+jd_ok() {
+	local name="jdirty/$1"
+	shift
+	want "$name" || return 0
+	N_CMP=$((N_CMP + 1))
+	qx out/jd.out out/jd.err "$@"
+	if crashed "$QX_RC" out/jd.err || [ "$QX_RC" -ne 0 ]; then
+		t_fail "$name: exit status $QX_RC"
+		show out/jd.err 3
+	else
+		t_pass "$name"
+	fi
+}
+
+# The commands, each once refused (REFUSE=1) and once after the replay.
+jd_commands() {
+	local f=$1 img=jd.qcow2
+	$f map 1 "$img" map "$img"
+	$f map-json 1 "$img" map --output=json "$img"
+	# compare exits 2 on errors (1 means "images differ"), as qemu-img.
+	$f compare 2 "$img" compare "$img" "$img"
+	$f convert 1 "$img" convert -O qcow2 "$img" jd-conv.qcow2
+	$f measure 1 "$img" measure -O qcow2 "$img"
+	$f rebase-u 1 "$img" rebase -u -b jd-base.qcow2 -F qcow2 "$img"
+	$f resize 1 "$img" resize "$img" 2M
+	$f amend 1 "$img" amend -o lazy_refcounts=on "$img"
+	# commit writes its base: jd-ov.qcow2's backing file is the image.
+	$f commit 1 "$img" commit jd-ov.qcow2
+	$f snapshot-l 1 "$img" snapshot -l "$img"
+	$f snapshot-c 1 "$img" snapshot -c s0 "$img"
+	$f bitmap-add 1 "$img" bitmap --add "$img" bm0
+}
+
+jd_refuse_cmd() {
+	local name=$1 rc=$2 img=$3
+	shift 3
+	jd_refuse "refuse-$name" "$rc" "$JD_MSG" "$img" "$@"
+}
+
+jd_ok_cmd() {
+	local name=$1
+	shift 3
+	jd_ok "after-replay-$name" "$@"
+}
+
+# info on a dirty image: shown, the journal in both outputs.
+jd_info() {
+	want 'jdirty/info-' || return 0
+	N_CMP=$((N_CMP + 2))
+	qx out/jd.out out/jd.err info jd.qcow2
+	if [ "$QX_RC" -ne 0 ] ||
+		! grep -qxF '    journal: 65536 bytes, dirty, 3 transactions (sequence 6..8) not checkpointed' out/jd.out; then
+		t_fail "jdirty/info-human: exit $QX_RC or no journal line"
+		show out/jd.out 3
+		show out/jd.err 3
+	else
+		t_pass "jdirty/info-human"
+	fi
+	qx out/jd.out out/jd.err info --output=json jd.qcow2
+	if [ "$QX_RC" -ne 0 ] || ! python3 -c '
+import json, sys
+j = json.load(open(sys.argv[1]))["format-specific"]["data"]["journal"]
+want = {"size": 65536, "valid": True, "dirty": True, "transactions": 3,
+        "first-sequence": 6, "last-sequence": 8, "torn": False}
+sys.exit(j != want)' out/jd.out 2>out/jd.py; then
+		t_fail "jdirty/info-json: exit $QX_RC or a wrong journal object"
+		show out/jd.py 3
+	else
+		t_pass "jdirty/info-json"
+	fi
+	jd_refuse info-unchanged 0 "" jd.qcow2 info jd.qcow2
+}
+
+# The replayed image: qemu-img opens and checks it, every command works.
+jd_after() {
+	N_CMP=$((N_CMP + 1))
+	qx out/jd.out out/jd.err check -r all jd.qcow2
+	if [ "$QX_RC" -ne 0 ] || ! grep -qF 'Replayed 3 transaction' out/jd.err; then
+		t_fail "jdirty/replay: check -r all exit $QX_RC"
+		show out/jd.err 3
+		return
+	fi
+	t_pass "jdirty/replay"
+	N_CMP=$((N_CMP + 1))
+	if ! qemu-img info jd.qcow2 >out/jd.qi 2>&1 ||
+		! qemu-img check jd.qcow2 >out/jd.qc 2>&1; then
+		t_fail "jdirty/qemu-img-after-replay: qemu-img info/check not clean"
+		show out/jd.qi 2
+		show out/jd.qc 2
+	else
+		t_pass "jdirty/qemu-img-after-replay"
+	fi
+	N_CMP=$((N_CMP + 1))
+	qx out/jd.out out/jd.err info jd.qcow2
+	if [ "$QX_RC" -ne 0 ] || ! cmp -s out/jd.qi out/jd.out; then
+		t_fail "jdirty/info-after-replay: qimgctl info differs from qemu-img info"
+		diff out/jd.qi out/jd.out | show /dev/stdin 4
+	else
+		t_pass "jdirty/info-after-replay"
+	fi
+	rm -f jd-conv.qcow2
+	jd_commands jd_ok_cmd
+	N_CMP=$((N_CMP + 1))
+	if ! qemu-img check jd.qcow2 >out/jd.qc 2>&1 ||
+		! qemu-img check jd-base.qcow2 >>out/jd.qc 2>&1; then
+		t_fail "jdirty/qemu-img-after-commands: qemu-img check not clean"
+		show out/jd.qc 3
+	else
+		t_pass "jdirty/qemu-img-after-commands"
+	fi
+}
+
+# A clean journal-valid image (mkjournal.py idle) is readable; info has
+# qemu-img's lines and the journal line; writers refuse it as before.
+jd_clean() {
+	want 'jdirty/clean-' || return 0
+	jd_new clean jdc.qcow2 idle || return
+	N_CMP=$((N_CMP + 1))
+	qemu-img info jdc.qcow2 >out/jd.qi 2>&1
+	qx out/jd.out out/jd.err info jdc.qcow2
+	if [ "$QX_RC" -ne 0 ] ||
+		! grep -qxF '    journal: 65536 bytes, clean' out/jd.out ||
+		! grep -vxF '    journal: 65536 bytes, clean' out/jd.out |
+		cmp -s out/jd.qi -; then
+		t_fail "jdirty/clean-info: exit $QX_RC, no clean journal line or other lines differ from qemu-img"
+		diff out/jd.qi out/jd.out | show /dev/stdin 4
+	else
+		t_pass "jdirty/clean-info"
+	fi
+	jd_ok clean-map map jdc.qcow2
+	jd_ok clean-compare compare jdc.qcow2 jdc.qcow2
+	jd_ok clean-convert convert -O raw jdc.qcow2 jdc.raw
+	jd_ok clean-snapshot-l snapshot -l jdc.qcow2
+	# Writers still refuse an allocated journal area, clean or not: they
+	# do not keep it (check -r all releases it).
+	cp jdc.qcow2 jdc.qcow2.orig
+	jd_refuse clean-resize 1 "writing images with a qimg journal" \
+		jdc.qcow2 resize jdc.qcow2 2M
+	jd_refuse clean-amend 1 "writing images with a qimg journal" \
+		jdc.qcow2 amend -o lazy_refcounts=on jdc.qcow2
+	jd_refuse clean-snapshot-c 1 "writing images with a qimg journal" \
+		jdc.qcow2 snapshot -c s0 jdc.qcow2
+	rm -f jdc.qcow2 jdc.qcow2.orig jdc.raw
+}
+
+part_jdirty() {
+	want 'jdirty/' || return 0
+	jd_new dirty jd.qcow2 several || return
+	cp jd.qcow2 jd.qcow2.orig
+	# An overlay whose backing file is dirty.
+	rm -f jd-ov.qcow2
+	qemu-img create -q -f qcow2 -u -b jd.qcow2 -F qcow2 jd-ov.qcow2 1M \
+		>>out/jd.log 2>&1
+	cp jd-ov.qcow2 jd-ov.qcow2.orig
+	jd_info
+	jd_commands jd_refuse_cmd
+	jd_refuse backing-map 1 "$JD_MSG" jd.qcow2 map jd-ov.qcow2
+	jd_refuse backing-map-top 1 "$JD_MSG" jd-ov.qcow2 map jd-ov.qcow2
+	jd_refuse backing-convert 1 "$JD_MSG" jd.qcow2 convert -O raw jd-ov.qcow2 jd-ov.raw
+	jd_refuse backing-compare 2 "$JD_MSG" jd-ov.qcow2 compare jd-ov.qcow2 jd-ov.qcow2
+	jd_refuse backing-info-chain 0 "" jd.qcow2 info --backing-chain jd-ov.qcow2
+	rm -f jd-ov.raw
+	jd_after
+	rm -f jd.qcow2 jd.qcow2.orig jd-base.qcow2 jd-conv.qcow2 \
+		jd-ov.qcow2 jd-ov.qcow2.orig
+	jd_clean
+}
