@@ -628,6 +628,14 @@ static int refuse_shared(struct qimgw *w)
 	return 0;
 }
 
+/* L1 entry @l1i names the (cached, dirty) L2 table now at @off. */
+static void l1_point(struct qimgw *w, u32 l1i, u64 off)
+{
+	w->l1[l1i] = qimg_l1_encode(off, true);
+	w->l1_dirty = true;
+	w->l2_dirty[l1i] = true;
+}
+
 /* The L2 table of L1 entry @l1i, made when @create and absent. */
 static int l2_get(struct qimgw *w, u32 l1i, bool create, u8 **tbl)
 {
@@ -662,9 +670,7 @@ static int l2_get(struct qimgw *w, u32 l1i, bool create, u8 **tbl)
 		ret = qimgw_alloc(w, 1, &off);
 		if (ret)
 			return ret;
-		w->l1[l1i] = qimg_l1_encode(off, true);
-		w->l1_dirty = true;
-		w->l2_dirty[l1i] = true;
+		l1_point(w, l1i, off);
 	}
 	*tbl = w->l2[l1i];
 	return 0;
@@ -1385,12 +1391,9 @@ static int l2_own(struct qimgw *w, struct empty_state *st, u32 l1i, u8 **tbl)
 	ret = empty_alloc(w, st, &new_off);
 	if (!ret && off)
 		ret = drop_later(w, off);
-	if (ret)
-		return ret;
-	w->l1[l1i] = qimg_l1_encode(new_off, true);
-	w->l1_dirty = true;
-	w->l2_dirty[l1i] = true;
-	return 0;
+	if (!ret)
+		l1_point(w, l1i, new_off);
+	return ret;
 }
 
 /*
