@@ -628,6 +628,14 @@ static int refuse_shared(struct qimgw *w)
 	return 0;
 }
 
+/* L1 entry @l1i names the (cached, dirty) L2 table now at @off. */
+static void l1_point(struct qimgw *w, u32 l1i, u64 off)
+{
+	w->l1[l1i] = qimg_l1_encode(off, true);
+	w->l1_dirty = true;
+	w->l2_dirty[l1i] = true;
+}
+
 /* The L2 table of L1 entry @l1i, made when @create and absent. */
 static int l2_get(struct qimgw *w, u32 l1i, bool create, u8 **tbl)
 {
@@ -662,9 +670,7 @@ static int l2_get(struct qimgw *w, u32 l1i, bool create, u8 **tbl)
 		ret = qimgw_alloc(w, 1, &off);
 		if (ret)
 			return ret;
-		w->l1[l1i] = qimg_l1_encode(off, true);
-		w->l1_dirty = true;
-		w->l2_dirty[l1i] = true;
+		l1_point(w, l1i, off);
 	}
 	*tbl = w->l2[l1i];
 	return 0;
@@ -1199,11 +1205,7 @@ int qimgw_expand_zeros(struct qimgw *w, bool has_backing)
 
 int qimgw_can_empty(struct qimgw *w)
 {
-	if (w->h->nb_snapshots || (w->h->has_bitmaps_ext && w->h->nb_bitmaps)) {
-		qimgctl_err("%s: emptying an image with internal snapshots or persistent bitmaps is not supported (use -d)",
-			    w->img.path);
-		return -EOPNOTSUPP;
-	}
+	(void)w;
 	return 0;
 }
 
@@ -1324,21 +1326,124 @@ static void punch_freed(struct qimgw *w, const u64 *list, size_t n)
 					(off_t)w->cs);
 }
 
-/* Clear every L2 entry; the clusters are freed after the flush. */
+/*
+ * Discarding every cluster (what qemu falls back to): qemu frees each
+ * cluster as it goes and allocates the first free cluster of the file
+ * from a cursor that a free below it moves back.  The same here, with
+ * the frees made durable (one flush per L1 entry) before a cluster is
+ * used again.
+ */
+struct empty_state {
+	u64 *freed;		/* every cluster that lost a reference */
+	size_t nb, cap;
+	u64 cursor;		/* first cluster the next allocation tries */
+};
+
+/* One cluster for a new L2 table: the first free one from the cursor. */
+static int empty_alloc(struct qimgw *w, struct empty_state *st, u64 *off)
+{
+	u64 cl, val;
+	int ret;
+
+	for (cl = st->cursor; cl < (w->end >> w->g->cluster_bits); cl++) {
+		ret = ref_get(w, cl, &val);
+		if (ret)
+			return ret;
+		if (!val) {
+			st->cursor = cl + 1;
+			*off = cl << w->g->cluster_bits;
+			return ref_set(w, cl, 1);
+		}
+	}
+	ret = qimgw_alloc(w, 1, off);
+	st->cursor = (*off >> w->g->cluster_bits) + 1;
+	return ret;
+}
+
+/*
+ * The L2 table of L1 entry @l1i, as a table of its own: an entry without
+ * the COPIED flag (a table shared with a snapshot, or none at all) gets a
+ * new cluster holding a copy (or zeroes), and the old table loses this
+ * reference after the flush.  qemu's discard does the same, so an emptied
+ * image has a table for every L1 entry.
+ */
+static int l2_own(struct qimgw *w, struct empty_state *st, u32 l1i, u8 **tbl)
+{
+	struct qimg_err err = { "" };
+	u64 off, new_off;
+	bool copied;
+	int ret;
+
+	ret = qimg_l1_decode(w->g, w->l1[l1i], w->end, &off, &copied, &err);
+	if (ret) {
+		qimgctl_err("%s: L1 entry %u: %s", w->img.path, l1i, err.msg);
+		return -EUCLEAN;
+	}
+	ret = l2_get(w, l1i, false, tbl);
+	if (ret || (off && copied))
+		return ret;
+	if (!*tbl) {
+		w->l2[l1i] = calloc(1, w->cs);
+		if (!w->l2[l1i])
+			return w_err(w, -ENOMEM, "L2 table");
+		*tbl = w->l2[l1i];
+	}
+	ret = empty_alloc(w, st, &new_off);
+	if (!ret && off)
+		ret = drop_later(w, off);
+	if (!ret)
+		l1_point(w, l1i, new_off);
+	return ret;
+}
+
+/*
+ * Make the pending frees durable; remember them for the punching and move
+ * the cursor back to the lowest cluster they freed.
+ */
+static int empty_flush(struct qimgw *w, struct empty_state *st)
+{
+	size_t nb = w->nb_drop, i;
+	u64 *f, val;
+	int ret;
+
+	if (st->nb + nb > st->cap) {
+		st->cap = (st->nb + nb) * 2;
+		f = realloc(st->freed, st->cap * sizeof(*f));
+		if (!f)
+			return w_err(w, -ENOMEM, "freeing clusters");
+		st->freed = f;
+	}
+	if (nb)
+		memcpy(st->freed + st->nb, w->drop, nb * sizeof(*f));
+	ret = qimgw_flush(w);
+	for (i = st->nb; !ret && i < st->nb + nb; i++) {
+		ret = qimgw_ref_get(w, st->freed[i], &val);
+		if (!ret && !val &&
+		    (st->freed[i] >> w->g->cluster_bits) < st->cursor)
+			st->cursor = st->freed[i] >> w->g->cluster_bits;
+	}
+	st->nb += nb;
+	return ret;
+}
+
+/*
+ * Clear every L2 entry (to unallocated, also on v3: the guest reads the
+ * backing file); the clusters lose this reference (a snapshot's stay).
+ */
 static int empty_discard(struct qimgw *w)
 {
 	const struct qimg_geom *g = w->g;
+	struct empty_state st = { NULL, 0, 0, 0 };
 	struct qimg_l2_entry e;
-	u64 guest, idx, *freed;
-	size_t nb;
+	u64 guest, idx;
 	u32 l1i;
 	u8 *tbl, *p;
 	int ret = 0;
 
 	for (l1i = 0; !ret && l1i < w->l1_size; l1i++) {
-		ret = l2_get(w, l1i, false, &tbl);
-		if (ret || !tbl)
-			continue;
+		if (((u64)l1i << (g->l2_bits + g->cluster_bits)) >= w->h->size)
+			break;
+		ret = l2_own(w, &st, l1i, &tbl);
 		for (idx = 0; !ret && idx < g->l2_entries; idx++) {
 			guest = (((u64)l1i << g->l2_bits) + idx) <<
 				g->cluster_bits;
@@ -1355,22 +1460,14 @@ static int empty_discard(struct qimgw *w)
 			w->l2_dirty[l1i] = true;
 			ret = drop_entry(w, &e);
 		}
+		if (!ret)
+			ret = empty_flush(w, &st);
 	}
-	if (ret)
-		return ret;
-	/* The flush consumes the drop list: keep a copy for the punching. */
-	nb = w->nb_drop;
-	freed = malloc((nb ? nb : 1) * sizeof(*freed));
-	if (!freed)
-		return w_err(w, -ENOMEM, "freeing clusters");
-	if (nb)
-		memcpy(freed, w->drop, nb * sizeof(*freed));
-	ret = qimgw_flush(w);
 	if (!ret) {
-		punch_freed(w, freed, nb);
+		punch_freed(w, st.freed, st.nb);
 		ret = w_sync(w);
 	}
-	free(freed);
+	free(st.freed);
 	return ret;
 }
 
@@ -1383,7 +1480,9 @@ int qimgw_make_empty(struct qimgw *w)
 		ret = qimgw_flush(w);
 	if (ret)
 		return ret;
-	if (w->h->version >= 3 && 3 + l1_cl <= w->g->rb_entries)
+	if (w->h->version >= 3 && !w->h->nb_snapshots &&
+	    !(w->h->has_bitmaps_ext && w->h->nb_bitmaps) &&
+	    3 + l1_cl <= w->g->rb_entries)
 		return empty_rebuild(w, l1_cl);
 	return empty_discard(w);
 }

@@ -158,7 +158,7 @@ int qimgw_expand_zeros(struct qimgw *w, bool has_backing);
 
 /*
  * Whether qimgw_make_empty() can empty @w's image: 0, or one line naming
- * the image and -EOPNOTSUPP (internal snapshots or persistent bitmaps).
+ * the image and an error (every image qimgw_open() accepts can be, so far).
  */
 int qimgw_can_empty(struct qimgw *w);
 
@@ -175,8 +175,13 @@ int qimgw_can_empty(struct qimgw *w);
  *   (lazy refcounts) bit while its refcounts are rewritten, each step
  *   synced: an interruption leaves an image that reads as empty and whose
  *   refcounts `check -r all` (or QEMU when it opens the image) rebuilds.
- * - otherwise every L2 entry is cleared and its cluster freed through the
- *   writer's flush order (image_rw.h): never inconsistent, at worst leaks.
+ * - otherwise (also with internal snapshots or persistent bitmaps) every
+ *   L2 entry is cleared and its cluster loses this reference through the
+ *   writer's flush order (one flush per L1 entry): never inconsistent, at
+ *   worst leaks.  Every L1 entry without the COPIED flag (no table, or one
+ *   shared with a snapshot) gets a new table first, in the first free
+ *   cluster (clusters freed by an earlier L1 entry are used again), as
+ *   qemu's discard allocates them; snapshots keep their clusters.
  *
  * Flushes first.  Afterwards the writer's cached tables are stale: only
  * qimgw_close() (without flush) may follow.

@@ -10,6 +10,8 @@
 # bitmap list of qemu-img info) agrees with the twin's.  Uses run's
 # helpers (want, qx, t_pass, t_fail, show, jcmp, N_CMP, N_IMAGES).
 
+# run sets these before it sources the part.
+: "${here:?}" "${top:?}"
 SNAPTAB=$here/snaptab.py
 
 # is_verify NAME: the checks after one step on is/x.qcow2 and its twin
