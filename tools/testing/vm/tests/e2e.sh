@@ -1726,7 +1726,10 @@ bdev_discard_v3() {
 	q_detach "$DEV" || return 1
 	b1=$(stat -c %b dz.qcow2)
 	echo "allocated 512-byte blocks: $b0 before, $b1 after"
-	[ $((b0 - b1)) -ge 256 ] || { echo "FAILED: two clusters freed but the file shrank by $(((b0 - b1) * 512)) bytes"; return 1; }
+	# Two clusters are 256 blocks; punching them may split the host
+	# file's extents so that ext4 adds one 4 KiB extent-tree block (seen
+	# once under load): allow that, not a third of a cluster more.
+	[ $((b0 - b1)) -ge 248 ] || { echo "FAILED: two clusters freed but the file shrank by $(((b0 - b1) * 512)) bytes"; return 1; }
 	l2_expect dz.qcow2 unalloc zero-alloc unalloc zero-alloc data data || return 1
 	run qemu-img check -q dz.qcow2 || return 1
 	run qemu-img compare -q -f qcow2 -F raw dz.qcow2 dz.raw
