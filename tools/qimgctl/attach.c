@@ -563,3 +563,110 @@ done:
 	}
 	return 0;
 }
+
+/* ------------------------------------------------------------------------ */
+/* resize of an attached device                                              */
+
+/*
+ * Is @what an attached device or the image of one?  A path to a regular
+ * file is looked up among the attached images (not attached, or no module
+ * loaded: 0, the offline resize applies); anything else must name a qimg
+ * device.  Return: 1 with *@index and *@cur (its size) set, 0, or -errno
+ * after a message.
+ */
+int qimgctl_attached(const char *what, uint32_t *index, uint64_t *cur,
+		     bool *read_only)
+{
+	struct qimg_info info;
+	struct stat st;
+	uint32_t idx = 0, enc;
+	bool reg;
+	long v;
+	int ctl, ret;
+
+	reg = stat(what, &st) == 0 && S_ISREG(st.st_mode);
+	if (reg) {
+		ctl = open(QIMGCTL_CONTROL, O_RDWR | O_CLOEXEC);
+		if (ctl < 0)
+			return 0;
+		enc = qimgctl_encode_dev(st.st_dev);
+		ret = 0;
+		while (!qimgctl_info(ctl, idx, QIMG_QUERY_NEXT, &info)) {
+			if (info.ino == st.st_ino && info.dev == enc) {
+				ret = 1;
+				break;
+			}
+			idx = info.index + 1;
+		}
+		close(ctl);
+		if (!ret)
+			return 0;
+	} else {
+		v = qimgctl_dev_index(what);
+		if (v < 0) {
+			qimgctl_err("%s: neither a qimg device nor an image file",
+				    what);
+			return -EINVAL;
+		}
+		ctl = qimgctl_control_open();
+		if (ctl < 0)
+			return ctl;
+		ret = qimgctl_info(ctl, (uint32_t)v, QIMG_QUERY_EXACT, &info);
+		close(ctl);
+		if (ret) {
+			qimgctl_err("/dev/qimg%ld is not attached", v);
+			return ret;
+		}
+	}
+	*index = info.index;
+	*cur = info.virtual_size;
+	*read_only = info.flags & QIMG_INFO_READ_ONLY;
+	return 1;
+}
+
+/* Grow attached device @index to @size bytes. */
+int qimgctl_resize_index(uint32_t index, uint64_t size)
+{
+	struct qimg_resize r = { .size = sizeof(r), .index = index,
+				 .new_size = size };
+	int ctl, e;
+
+	ctl = qimgctl_control_open();
+	if (ctl < 0)
+		return ctl;
+	if (ioctl(ctl, QIMG_CTL_RESIZE, &r) == 0) {
+		close(ctl);
+		return 0;
+	}
+	e = errno;
+	close(ctl);
+	switch (e) {
+	case ENOTTY:
+		qimgctl_err("/dev/qimg%u: the loaded qimg module cannot resize attached devices (too old)",
+			    index);
+		break;
+	case EBUSY:
+		qimgctl_err("/dev/qimg%u: busy (being attached, detached or resized)",
+			    index);
+		break;
+	case ENXIO:
+		qimgctl_err("/dev/qimg%u is not attached", index);
+		break;
+	case EROFS:
+		qimgctl_err("/dev/qimg%u is read-only (attached read-only, or turned read-only after an error: see dmesg)",
+			    index);
+		break;
+	case EOPNOTSUPP:
+		qimgctl_err("/dev/qimg%u: this image cannot grow while attached (see dmesg); detach it and resize the file",
+			    index);
+		break;
+	case EFBIG:
+		qimgctl_err("/dev/qimg%u: the new size is past the qcow2 format's limits",
+			    index);
+		break;
+	default:
+		qimgctl_err("/dev/qimg%u: resize failed: %s (see dmesg)", index,
+			    strerror(e));
+	}
+	return -e;
+}

@@ -84,10 +84,11 @@ static const struct qimgctl_cmd cmds[] = {
 	  "--bitmaps    copy SRC's persistent bitmaps too (qcow2 v3 to v3);\n"
 	  "             --skip-broken-bitmaps leaves in-use ones out\n" },
 	{ "resize", qimgctl_cmd_resize,
-	  "resize [-q] [-f qcow2|raw] [--shrink] FILE [+|-]SIZE",
+	  "resize [-q] [-f qcow2|raw] [--shrink] FILE|DEVICE [+|-]SIZE",
 	  "Change the virtual size of a detached image, as qemu-img resize.\n"
 	  "Shrinking needs --shrink and, as in qemu-img, deletes what lies\n"
-	  "past the new end.\n" },
+	  "past the new end.  An attached image (its /dev/qimgN or its file)\n"
+	  "grows online; it cannot shrink.\n" },
 	{ "amend", qimgctl_cmd_amend,
 	  "amend [-q] [-f qcow2] -o OPTIONS FILE",
 	  "Change options of a detached qcow2 image, as qemu-img amend:\n"

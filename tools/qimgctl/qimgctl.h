@@ -160,6 +160,9 @@ int qimgctl_cmd_detach(int argc, char **argv);
 int qimgctl_cmd_list(int argc, char **argv);
 int qimgctl_cmd_convert(int argc, char **argv);
 int qimgctl_cmd_resize(int argc, char **argv);
+int qimgctl_attached(const char *what, uint32_t *index, uint64_t *cur,
+		     bool *read_only);
+int qimgctl_resize_index(uint32_t index, uint64_t size);
 int qimgctl_cmd_amend(int argc, char **argv);
 int qimgctl_cmd_compare(int argc, char **argv);
 int qimgctl_cmd_measure(int argc, char **argv);

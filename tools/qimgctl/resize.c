@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * qimgctl resize: change the virtual size of a detached qcow2 image (or
- * the size of a raw file), as `qemu-img resize` does.
+ * the size of a raw file), as `qemu-img resize` does; an attached one
+ * (named by its device or its file) grows through the driver.
  *
  * qcow2: growing extends the L1 table when the new size needs more entries
  * (in place when its last cluster has room, else in new clusters: the old
@@ -128,6 +129,47 @@ static int resize_qcow2(const char *file, const char *arg, bool shrink)
 	return ret;
 }
 
+/*
+ * An attached device, or the image file of one: grown through the driver
+ * (never shrunk).  Return: 0 done, 1 failed (after a message), -1 not
+ * attached (the offline resize applies).
+ */
+static int resize_attached(const char *file, const char *fmt,
+			   const char *arg)
+{
+	uint64_t cur;
+	uint32_t index;
+	bool ro;
+	u64 size;
+	int ret;
+
+	ret = qimgctl_attached(file, &index, &cur, &ro);
+	if (ret <= 0)
+		return ret ? 1 : -1;
+	if (fmt && strcmp(fmt, "qcow2")) {
+		qimgctl_err("%s: attached as /dev/qimg%u, a qcow2 image: -f %s does not apply",
+			    file, index, fmt);
+		return 1;
+	}
+	if (new_size(file, arg, (u64)cur, &size))
+		return 1;
+	if (size < cur) {
+		qimgctl_err("%s: attached as /dev/qimg%u: an attached image cannot shrink; detach it first, then resize --shrink",
+			    file, index);
+		return 1;
+	}
+	if (size % 512) {
+		qimgctl_err("%s: The new size must be a multiple of 512", file);
+		return 1;
+	}
+	if (ro) {
+		qimgctl_err("%s: /dev/qimg%u is attached read-only", file,
+			    index);
+		return 1;
+	}
+	return qimgctl_resize_index(index, size) ? 1 : 0;
+}
+
 int qimgctl_cmd_resize(int argc, char **argv)
 {
 	static const struct option lopts[] = {
@@ -177,6 +219,12 @@ int qimgctl_cmd_resize(int argc, char **argv)
 	file = argv[optind];
 	if (!size)
 		size = argv[optind + 1];
+	ret = resize_attached(file, fmt, size);
+	if (ret >= 0) {
+		if (!ret && !quiet)
+			printf("Image resized.\n");
+		return ret;
+	}
 	if (fmt && strcmp(fmt, "qcow2") && strcmp(fmt, "raw")) {
 		qimgctl_err("%s: Unknown or unsupported format '%s' (only qcow2 and raw)",
 			    file, fmt);

@@ -27,7 +27,7 @@
  * holding only those above it):
  *   qimg_ctl_mutex          device idr, reservation and publication of a
  *                           device; never held across image-file I/O
- *   dev->open_mutex         open count, the detaching flag
+ *   dev->open_mutex         open count, the detaching and resizing flags
  *   dev->meta_lock          metadata changes, allocation, write-back (held
  *                           across metadata I/O, never by the read path or
  *                           by writes to clusters already owned)
@@ -252,9 +252,11 @@ struct qimg_device {
 	struct work_struct link_work;
 	struct llist_head link_list;	/* struct qimg_cmd, by link_node */
 
-	struct mutex open_mutex;	/* open_count, detaching */
+	struct mutex open_mutex;	/* open_count, detaching, resizing */
 	int open_count;
 	bool detaching;
+	bool resizing;			/* a resize runs: no detach */
+	bool autoclear_missed;		/* the last close came during it */
 	struct work_struct autoclear_work;
 	struct list_head node;
 };

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * qimg devices: attach, detach, GET_INFO, the gendisk and its sysfs
+ * qimg devices: attach, detach, GET_INFO, resize, the gendisk and its sysfs
  * attributes.  Called by the control layer (qimg_ioctl.c).
  */
 #ifndef QIMG_DEV_H
@@ -19,6 +19,7 @@ int qimg_attach(const struct qimg_attach *a, qimg_attach_report_t report,
 		void *arg);
 int qimg_detach(int index);
 int qimg_get_info(struct qimg_info *info);
+int qimg_resize(int index, u64 size);
 int qimg_dev_init(void);
 void qimg_dev_exit(void);
 

@@ -468,6 +468,7 @@ int qimg_header_encode(const struct qimg_header *h, void *buf, size_t len);
 /* Byte offset and size of the incompatible-feature field, for in-place
  * dirty/corrupt bit updates.
  */
+#define QIMG_HDR_SIZE_OFFSET		24
 #define QIMG_HDR_INCOMPAT_OFFSET	72
 #define QIMG_HDR_AUTOCLEAR_OFFSET	88
 

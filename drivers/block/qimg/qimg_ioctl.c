@@ -123,6 +123,23 @@ out:
 	return ret;
 }
 
+static long qimg_ioctl_resize(void __user *uarg)
+{
+	struct qimg_resize r;
+	u32 usize;
+	int ret;
+
+	ret = qimg_copy_in(&r, sizeof(r), QIMG_RESIZE_SIZE_VER0, uarg, &usize);
+	if (ret)
+		return ret;
+	if (r.flags || r.__pad ||
+	    !qimg_zero(r.__reserved, sizeof(r.__reserved)))
+		return -EINVAL;
+	if (r.index > INT_MAX)
+		return -ENXIO;
+	return qimg_resize(r.index, r.new_size);
+}
+
 /* A command without its size bits. */
 #define QIMG_IOC_NOSIZE(cmd)	((cmd) & ~(_IOC_SIZEMASK << _IOC_SIZESHIFT))
 
@@ -134,6 +151,7 @@ static long qimg_ctl_ioctl(struct file *file, unsigned int cmd, unsigned long ar
 	BUILD_BUG_ON(sizeof(struct qimg_detach) != QIMG_DETACH_SIZE_VER0);
 	BUILD_BUG_ON(sizeof(struct qimg_info) != QIMG_INFO_SIZE_VER0);
 	BUILD_BUG_ON(sizeof(struct qimg_info) != 128 + 2 * QIMG_PATH_LEN);
+	BUILD_BUG_ON(sizeof(struct qimg_resize) != QIMG_RESIZE_SIZE_VER0);
 	BUILD_BUG_ON(sizeof(struct qimg_backing_fd) != 8);
 	BUILD_BUG_ON(offsetof(struct qimg_attach, index) != 40);
 
@@ -141,6 +159,7 @@ static long qimg_ctl_ioctl(struct file *file, unsigned int cmd, unsigned long ar
 	case QIMG_IOC_NOSIZE(QIMG_CTL_ATTACH):
 	case QIMG_IOC_NOSIZE(QIMG_CTL_DETACH):
 	case QIMG_IOC_NOSIZE(QIMG_CTL_GET_INFO):
+	case QIMG_IOC_NOSIZE(QIMG_CTL_RESIZE):
 		break;
 	default:
 		return -ENOTTY;
@@ -152,6 +171,8 @@ static long qimg_ctl_ioctl(struct file *file, unsigned int cmd, unsigned long ar
 		return qimg_ioctl_attach(uarg);
 	case QIMG_IOC_NOSIZE(QIMG_CTL_DETACH):
 		return qimg_ioctl_detach(uarg);
+	case QIMG_IOC_NOSIZE(QIMG_CTL_RESIZE):
+		return qimg_ioctl_resize(uarg);
 	default:
 		return qimg_ioctl_get_info(uarg);
 	}

@@ -761,7 +761,10 @@ static void qimg_autoclear_work(struct work_struct *work)
 		return;
 	}
 	mutex_lock(&dev->open_mutex);
-	if (dev->open_count || dev->detaching) {
+	if (dev->open_count || dev->detaching || dev->resizing) {
+		/* A resize queues this work again when it ends. */
+		if (!dev->open_count && dev->resizing)
+			dev->autoclear_missed = true;
 		mutex_unlock(&dev->open_mutex);
 		mutex_unlock(&qimg_ctl_mutex);
 		return;
@@ -777,7 +780,8 @@ static void qimg_autoclear_work(struct work_struct *work)
  * qimg_detach() - detach a device
  * @index: the device number
  *
- * Refused while the device is open or still attaching.  Otherwise the
+ * Refused while the device is open, being resized or still attaching.
+ * Otherwise the
  * device leaves the idr, then is torn down without any lock of ours:
  * the gendisk is deleted, the final flush writes back and syncs, and the
  * device goes away whatever that flush says.
@@ -799,7 +803,7 @@ int qimg_detach(int index)
 		return dev ? -EBUSY : -ENXIO;
 	}
 	mutex_lock(&dev->open_mutex);
-	if (dev->open_count) {
+	if (dev->open_count || dev->resizing) {
 		mutex_unlock(&dev->open_mutex);
 		mutex_unlock(&qimg_ctl_mutex);
 		return -EBUSY;
@@ -1202,6 +1206,151 @@ int qimg_get_info(struct qimg_info *info)
 		       top->backing ? top->backing->path : NULL);
 	mutex_unlock(&qimg_ctl_mutex);
 	return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Online grow                                                               */
+
+/*
+ * Grow @dev to @size bytes: the L1 table first (with the queue frozen, as
+ * lookups read it without a lock), then the new space is made to read
+ * zeros where a longer backing file would show through, everything is
+ * flushed, and only then the header's size changes (in place, synced) and
+ * the block layer learns the new capacity.  A crash at any point leaves
+ * either the old size (with at most a bigger L1 table, leaked clusters or
+ * zero clusters past the end, all valid qcow2) or the new one.
+ */
+static int qimg_grow(struct qimg_device *dev, u64 size)
+{
+	struct qimg_image *img = &dev->top;
+	const struct qimg_geom *g = img->g;
+	u64 old = img->virtual_size, entries, blen = 0;
+	struct qimg_handle h;
+	int ret;
+
+	BUILD_BUG_ON(offsetof(struct qimg_disk_header, size) !=
+		     QIMG_HDR_SIZE_OFFSET);
+	if (size == old)
+		return 0;
+	if (size < old) {
+		qimg_dev_err(dev, "cannot shrink an attached device (%llu to %llu bytes); detach it and use qimgctl resize --shrink\n",
+			     old, size);
+		return -EINVAL;
+	}
+	if (size % SECTOR_SIZE) {
+		qimg_dev_err(dev, "new size %llu is not a multiple of 512\n",
+			     size);
+		return -EINVAL;
+	}
+	if (!dev->writable || READ_ONCE(dev->read_only))
+		return -EROFS;
+	if (img->raw || g->data_file ||
+	    (img->h->has_bitmaps_ext && img->h->nb_bitmaps)) {
+		qimg_dev_err(dev, "cannot grow an image with %s while attached\n",
+			     img->raw ? "no qcow2 metadata" :
+			     g->data_file ? "an external data file" :
+			     "persistent bitmaps");
+		return -EOPNOTSUPP;
+	}
+	entries = qimg_l1_entries_for(g->cluster_bits, g->ext_l2, size);
+	if (size > QIMG_MAX_VIRTUAL_SIZE || entries > QIMG_MAX_L1_BYTES / 8) {
+		qimg_dev_err(dev, "new size %llu is past the format's limits\n",
+			     size);
+		return -EFBIG;
+	}
+	if (img->backing)
+		blen = min(img->backing->virtual_size, size);
+	if (blen > old && img->h->version < 3) {
+		qimg_dev_err(dev, "a version 2 image cannot hide its longer backing file in new space (no zero clusters)\n");
+		return -EOPNOTSUPP;
+	}
+
+	if (entries > img->l1_entries) {
+		blk_mq_freeze_queue(dev->disk->queue);
+		mutex_lock(&dev->meta_lock);
+		ret = qimg_map_grow_l1(dev, (u32)entries);
+		mutex_unlock(&dev->meta_lock);
+		blk_mq_unfreeze_queue(dev->disk->queue);
+		if (ret)
+			goto fail;
+	}
+	if (blen > old) {
+		ret = qimg_map_zero_new(dev, old, blen);
+		if (ret)
+			goto fail;
+	}
+	ret = qimg_flush(dev);
+	if (ret)
+		goto fail;
+	mutex_lock(&dev->meta_lock);
+	ret = qimg_meta_start(dev, &h, 1);
+	if (!ret)
+		ret = qimg_meta_set_header(&h, QIMG_HDR_SIZE_OFFSET, size);
+	ret = qimg_meta_stop(&h, ret);
+	if (!ret) {
+		img->h->size = size;
+		img->h->geom.virtual_size = size;
+		img->h->geom.l1_size = (u32)entries;
+		WRITE_ONCE(img->virtual_size, size);
+	}
+	mutex_unlock(&dev->meta_lock);
+	if (ret)
+		goto fail;
+	set_capacity_and_notify(dev->disk, size >> SECTOR_SHIFT);
+	qimg_dev_info(dev, "grown from %llu to %llu bytes\n", old, size);
+	return 0;
+fail:
+	qimg_dev_err(dev, "growing to %llu bytes failed (%d); the size stays %llu\n",
+		     size, ret, old);
+	return ret;
+}
+
+/**
+ * qimg_resize() - grow an attached device (RESIZE)
+ * @index: the device number
+ * @size: the new virtual size in bytes
+ *
+ * A detach meanwhile gets -EBUSY, and so does a second resize of the same
+ * device; an autoclear detach due meanwhile waits for the end.
+ *
+ * Context: process context, sleeps; no lock of ours held.  Takes
+ * qimg_ctl_mutex and dev->open_mutex (not across the resize), then
+ * dev->meta_lock.
+ * Return: 0, -ENXIO (no such device), -EBUSY, or qimg_grow()'s errno
+ * (-EINVAL for a smaller size, -EROFS, -EOPNOTSUPP, -EFBIG, ...).
+ */
+int qimg_resize(int index, u64 size)
+{
+	struct qimg_device *dev;
+	int ret = 0;
+
+	mutex_lock(&qimg_ctl_mutex);
+	dev = idr_find(&qimg_idr, index);
+	if (!dev || dev->attaching) {
+		mutex_unlock(&qimg_ctl_mutex);
+		return dev ? -EBUSY : -ENXIO;
+	}
+	mutex_lock(&dev->open_mutex);
+	if (dev->detaching)
+		ret = -ENXIO;
+	else if (dev->resizing)
+		ret = -EBUSY;
+	if (!ret)
+		dev->resizing = true;
+	mutex_unlock(&dev->open_mutex);
+	mutex_unlock(&qimg_ctl_mutex);
+	if (ret)
+		return ret;
+
+	ret = qimg_grow(dev, size);
+
+	mutex_lock(&dev->open_mutex);
+	dev->resizing = false;
+	if (dev->autoclear_missed && !dev->open_count && !dev->detaching)
+		queue_work(qimg_ctl_wq, &dev->autoclear_work);
+	dev->autoclear_missed = false;
+	mutex_unlock(&dev->open_mutex);
+	return ret;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -42,6 +42,7 @@
 
 #include <linux/ratelimit.h>
 #include <linux/mm.h>
+#include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/wait.h>
 
@@ -964,4 +965,124 @@ int qimg_read_guest_buf(struct qimg_image *img, u64 off, void *buf,
 
 	iov_iter_kvec(&it, ITER_DEST, &kv, 1, len);
 	return qimg_read_guest(img, off, &it);
+}
+
+/**
+ * qimg_map_grow_l1() - make the top image's L1 table hold @entries entries
+ * @dev: the device, attached read-write
+ * @entries: entries the new virtual size needs
+ *
+ * In place when the table's clusters hold @entries already, else in a
+ * new run of free clusters (the old ones go through the deferred-free
+ * path once the header names the new table); the metadata layer writes it
+ * in the crash model's order (qimg_meta_switch_l1()).
+ *
+ * Context: dev->meta_lock held, may sleep; no lockless lookup of the top
+ * image may run (the caller froze the queue).
+ * Return: 0, -EFBIG (past the format's L1 limit), -ENOSPC, -ENOMEM or
+ * another negative errno.
+ */
+int qimg_map_grow_l1(struct qimg_device *dev, u32 entries)
+{
+	struct qimg_image *img = &dev->top;
+	const struct qimg_geom *g = img->g;
+	u64 old_off = img->h->l1_table_offset;
+	u64 old_len = round_up((u64)img->l1_entries * 8, g->cluster_size);
+	u64 new_len = round_up((u64)entries * 8, g->cluster_size);
+	u64 off = old_off;
+	bool move = new_len > old_len;
+	struct qimg_handle h;
+	__be64 *table;
+	int ret, i;
+
+	lockdep_assert_held(&dev->meta_lock);
+	if (entries <= img->l1_entries)
+		return 0;
+	if ((u64)entries * 8 > QIMG_MAX_L1_BYTES)
+		return -EFBIG;
+	table = kvcalloc(entries, sizeof(__be64), GFP_KERNEL);
+	if (!table)
+		return -ENOMEM;
+	if (move) {
+		u64 n = new_len >> g->cluster_bits;
+
+		ret = qimg_find_free_run(dev, n, &off);
+		/* None where refcount blocks exist: make some past the end. */
+		for (i = 0; ret == -ENOSPC && i < 3; i++) {
+			ret = qimg_make_free_run(dev, n);
+			if (!ret)
+				ret = qimg_find_free_run(dev, n, &off);
+		}
+		if (!ret)
+			ret = qimg_overlap_check(dev, off, new_len, 0,
+						 "new L1 table");
+		if (ret)
+			goto out;
+	}
+	ret = qimg_meta_start(dev, &h, (unsigned int)min_t(u64,
+			      (new_len >> (g->cluster_bits + g->rb_bits)) + 2,
+			      UINT_MAX / 2));
+	if (!ret && move)
+		ret = qimg_take_clusters(&h, off, new_len);
+	if (!ret)
+		ret = qimg_meta_switch_l1(&h, table, off, entries);
+	if (!ret) {
+		table = NULL;
+		qimg_overlap_move(dev, QIMG_OL_ACTIVE_L1, off,
+				  (u64)entries * 8);
+		if (move && old_len)
+			qimg_defer_free(&h, old_off, old_len);
+		qimg_dev_info(dev, "L1 table grown to %u entries at %llu\n",
+			      entries, off);
+	}
+	ret = qimg_meta_stop(&h, ret);
+out:
+	kvfree(table);
+	return ret;
+}
+
+/**
+ * qimg_map_zero_new() - make grown space read zeros over a longer backing file
+ * @dev: the device, attached read-write, a version 3 image with a backing
+ *       file
+ * @from: the old virtual size (a multiple of 512)
+ * @to: the end of what the backing file would show (at most the new size)
+ *
+ * The rule of qemu's truncate: the cluster holding @from is written with
+ * zeros from @from on (copy-on-write keeps what is before), every later
+ * cluster up to @to becomes a zero cluster.  The range is past the virtual
+ * size the block layer knows, so no request reaches it meanwhile.
+ *
+ * Context: process context, may sleep; no lock held (dev->meta_lock is
+ * taken per cluster).
+ * Return: 0, -EINTR (a fatal signal), -EOPNOTSUPP (a version 2 image) or
+ * another negative errno.
+ */
+int qimg_map_zero_new(struct qimg_device *dev, u64 from, u64 to)
+{
+	u64 cs = dev->top.g->cluster_size;
+	u64 c = round_up(from, cs);
+	int ret = 0;
+
+	if (from < c && from < to) {
+		size_t len = (size_t)(min(c, to) - from);
+		struct kvec kv;
+		struct iov_iter it;
+		void *buf = kvzalloc(len, GFP_KERNEL);
+
+		if (!buf)
+			return -ENOMEM;
+		kv.iov_base = buf;
+		kv.iov_len = len;
+		iov_iter_kvec(&it, ITER_SOURCE, &kv, 1, len);
+		ret = qimg_map_write(dev, from, &it);
+		kvfree(buf);
+	}
+	for (; !ret && c < to; c += cs) {
+		if (fatal_signal_pending(current))
+			return -EINTR;
+		ret = qimg_map_zero_cluster(dev, c, false);
+		cond_resched();
+	}
+	return ret;
 }

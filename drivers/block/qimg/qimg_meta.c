@@ -898,3 +898,85 @@ int qimg_meta_switch_reftable(struct qimg_handle *h, __be64 *table,
 	hdr->refcount_table_clusters = clusters;
 	return 0;
 }
+
+/* Header offset of l1_size (u32), followed by l1_table_offset (u64). */
+#define QIMG_HDR_L1_SIZE	36
+
+/**
+ * qimg_meta_switch_l1() - give the top image a bigger L1 table
+ * @h: the handle (charged for the L1 table and the header)
+ * @table: the new table, @entries entries, zeroed, kvmalloc'ed; taken over
+ *         on success
+ * @table_off: where it goes: clusters the caller referenced through @h
+ *             (nothing else may live there), or the current table's own
+ *             place when its clusters hold @entries
+ * @entries: its size in entries, more than the current table's
+ *
+ * In the crash model's order, as for the refcount table: everything dirty
+ * written back (with the journal: committed and checkpointed, so that no
+ * record is left to replay into the old table), the new table with the
+ * current entries copied in now written and synced, then l1_size and
+ * l1_table_offset switched in one 12-byte write inside the header's first
+ * sector and synced.  A crash before the switch leaves the old table in
+ * use (new clusters leak); after it, the new one.  In place, the old
+ * entries are rewritten with their own values.  The virtual size is the
+ * caller's: it may grow only once this returned.
+ *
+ * Context: dev->meta_lock held, may sleep (write-back, writes, syncs).  No
+ * lockless lookup of the top image may run (the caller froze the queue):
+ * the table in memory is replaced.
+ * Return: 0 or a negative errno (@table then stays the caller's; a failed
+ * write or sync ends all writing).
+ */
+int qimg_meta_switch_l1(struct qimg_handle *h, __be64 *table, u64 table_off,
+			u32 entries)
+{
+	struct qimg_device *dev = h->dev;
+	struct qimg_image *img = &dev->top;
+	struct {
+		__be32 size;
+		__be64 off;
+	} __packed l1;
+	__be64 *old = img->l1;
+	int ret;
+
+	lockdep_assert_held(&dev->meta_lock);
+	BUILD_BUG_ON(sizeof(l1) != 12);
+	BUILD_BUG_ON(offsetof(struct qimg_disk_header, l1_size) !=
+		     QIMG_HDR_L1_SIZE);
+	BUILD_BUG_ON(offsetof(struct qimg_disk_header, l1_table_offset) !=
+		     QIMG_HDR_L1_SIZE + 4);
+	if (WARN_ON_ONCE(entries <= img->l1_entries))
+		return -EIO;
+	ret = qimg_h_touch(h, QIMG_H_L1, "L1 table");
+	if (!ret)
+		ret = qimg_h_touch(h, QIMG_H_HEADER, "header");
+	if (!ret)
+		ret = qimg_meta_writeback(dev);
+	if (ret)
+		return ret;
+	if (img->l1_entries)
+		memcpy(table, old, (size_t)img->l1_entries * 8);
+	ret = qimg_meta_kwrite(dev, table, (size_t)entries * 8, table_off,
+			       "new L1 table");
+	if (!ret)
+		ret = qimg_meta_sync(dev);
+	if (ret)
+		return ret;
+	l1.size = cpu_to_be32(entries);
+	l1.off = cpu_to_be64(table_off);
+	ret = qimg_meta_kwrite(dev, &l1, sizeof(l1), QIMG_HDR_L1_SIZE,
+			       "header (L1 table switch)");
+	if (!ret)
+		ret = qimg_meta_sync(dev);
+	if (ret)
+		return ret;
+	img->l1 = table;
+	img->l1_entries = entries;
+	img->l1_dirty_lo = 0;
+	img->l1_dirty_hi = 0;
+	img->h->l1_size = entries;
+	img->h->l1_table_offset = table_off;
+	kvfree(old);
+	return 0;
+}

@@ -98,6 +98,8 @@ int qimg_meta_write_struct(struct qimg_handle *h, const void *buf,
 			   size_t len, u64 off, const char *what);
 int qimg_meta_switch_reftable(struct qimg_handle *h, __be64 *table,
 			      u64 table_off, u32 clusters);
+int qimg_meta_switch_l1(struct qimg_handle *h, __be64 *table, u64 table_off,
+			u32 entries);
 
 int qimg_meta_writeback(struct qimg_device *dev);
 

@@ -35,10 +35,10 @@
 #include "qimg_overlap.h"
 
 /*
- * The fixed ranges are read without a lock; only the refcount table's
- * moves (qimg_overlap_set_reftable).  Its offset is published before its
- * (larger) length and read after it, so a reader never pairs the old
- * offset with the new length.
+ * The fixed ranges are read without a lock; only the refcount table and
+ * the L1 table move or grow (qimg_overlap_move()).  A range's offset is
+ * published before its (larger) length and read after it, so a reader
+ * never pairs the old offset with the new length.
  */
 static void qimg_overlap_fixed_read(struct qimg_overlap *ol,
 				    struct qimg_ol_fixed *f)
@@ -47,7 +47,7 @@ static void qimg_overlap_fixed_read(struct qimg_overlap *ol,
 
 	for (i = 0; i < QIMG_OL_NR_FIXED; i++) {
 		f->len[i] = READ_ONCE(ol->fixed.len[i]);
-		smp_rmb();	/* pairs with qimg_overlap_set_reftable() */
+		smp_rmb();	/* pairs with qimg_overlap_move() */
 		f->off[i] = READ_ONCE(ol->fixed.off[i]);
 	}
 }
@@ -122,22 +122,26 @@ void qimg_overlap_drop_l2(struct qimg_device *dev, u64 off, u32 l1i)
 }
 
 /**
- * qimg_overlap_set_reftable() - the refcount table moved
+ * qimg_overlap_move() - a fixed metadata range moved or grew
  * @dev: the device
+ * @kind: QIMG_OL_REFCOUNT_TABLE or QIMG_OL_ACTIVE_L1
  * @off: its new host offset
- * @len: its new length in bytes
+ * @len: its new length in bytes, not smaller than before
  *
  * Published for lockless checks: the offset before the (larger) length,
  * see qimg_overlap_fixed_read().
  *
- * Context: dev->meta_lock held (qimg_grow_reftable()), does not sleep.
+ * Context: dev->meta_lock held (the refcount table grows, the L1 table
+ * grows), does not sleep.
  */
-void qimg_overlap_set_reftable(struct qimg_device *dev, u64 off, u64 len)
+void qimg_overlap_move(struct qimg_device *dev, u32 kind, u64 off, u64 len)
 {
 	struct qimg_ol_fixed *f = &dev->ol.fixed;
-	unsigned int i = ilog2(QIMG_OL_REFCOUNT_TABLE);
+	unsigned int i = ilog2(kind);
 
 	lockdep_assert_held(&dev->meta_lock);
+	if (WARN_ON_ONCE(i >= QIMG_OL_NR_FIXED))
+		return;
 	WRITE_ONCE(f->off[i], off);
 	smp_wmb();	/* pairs with qimg_overlap_fixed_read() */
 	WRITE_ONCE(f->len[i], len);

@@ -14,7 +14,7 @@ int qimg_overlap_init(struct qimg_device *dev);
 void qimg_overlap_destroy(struct qimg_device *dev);
 int qimg_overlap_add(struct qimg_device *dev, u64 off, u32 kind);
 void qimg_overlap_drop_l2(struct qimg_device *dev, u64 off, u32 l1i);
-void qimg_overlap_set_reftable(struct qimg_device *dev, u64 off, u64 len);
+void qimg_overlap_move(struct qimg_device *dev, u32 kind, u64 off, u64 len);
 u32 qimg_overlap_hit(struct qimg_device *dev, u64 off, u64 len, u32 ign);
 int qimg_overlap_check(struct qimg_device *dev, u64 off, u64 len, u32 ign,
 		       const char *what);

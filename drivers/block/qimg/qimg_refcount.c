@@ -184,7 +184,8 @@ static int qimg_grow_reftable(struct qimg_device *dev)
 						new_clusters);
 	}
 	if (!ret) {
-		qimg_overlap_set_reftable(dev, table_off, new_clusters * cs);
+		qimg_overlap_move(dev, QIMG_OL_REFCOUNT_TABLE, table_off,
+				  new_clusters * cs);
 		dev->free_hint = c0 + nrb + new_clusters;
 		qimg_defer_free(&th, old_off, old_clusters * cs);
 		qimg_dev_info(dev, "refcount table grown to %llu clusters at %llu\n",

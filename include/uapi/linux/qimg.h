@@ -106,6 +106,24 @@ struct qimg_detach {
 };
 
 /*
+ * Grow an attached device to new_size bytes (a multiple of 512, not
+ * below the current size; the same size is a no-op).  The new space
+ * reads as zeros, also where a backing file is longer than the old size.
+ * Refused with -EROFS on a read-only device, -EOPNOTSUPP for images the
+ * driver cannot grow in place (persistent bitmaps, an external data file,
+ * a version 2 image over a longer backing file), -EFBIG past the format's
+ * limits, -EBUSY while another resize of the device runs.
+ */
+struct qimg_resize {
+	__u32 size;		/* sizeof(struct qimg_resize) */
+	__u32 index;		/* the device */
+	__u32 flags;		/* none defined yet, must be zero */
+	__u32 __pad;
+	__u64 new_size;		/* bytes */
+	__u64 __reserved[2];	/* must be zero */
+};
+
+/*
  * Every struct starts with its size as the caller knows it: the module
  * accepts any size from the first version's on (a newer, bigger struct's
  * extra bytes must be zero, an older one's missing fields read as zero),
@@ -114,10 +132,12 @@ struct qimg_detach {
 #define QIMG_ATTACH_SIZE_VER0	80
 #define QIMG_DETACH_SIZE_VER0	32
 #define QIMG_INFO_SIZE_VER0	2176
+#define QIMG_RESIZE_SIZE_VER0	40
 
 #define QIMG_IOC_MAGIC		0xd5
 #define QIMG_CTL_ATTACH		_IOWR(QIMG_IOC_MAGIC, 0x00, struct qimg_attach)
 #define QIMG_CTL_DETACH		_IOW(QIMG_IOC_MAGIC, 0x01, struct qimg_detach)
 #define QIMG_CTL_GET_INFO	_IOWR(QIMG_IOC_MAGIC, 0x02, struct qimg_info)
+#define QIMG_CTL_RESIZE		_IOW(QIMG_IOC_MAGIC, 0x03, struct qimg_resize)
 
 #endif /* _UAPI_LINUX_QIMG_H */
