@@ -1019,8 +1019,9 @@ int qimg_map_grow_l1(struct qimg_device *dev, u32 entries)
 		if (ret)
 			goto out;
 	}
+	/* The run's refcount blocks (and one more), the L1 table, the header. */
 	ret = qimg_meta_start(dev, &h, (unsigned int)min_t(u64,
-			      (new_len >> (g->cluster_bits + g->rb_bits)) + 2,
+			      (new_len >> (g->cluster_bits + g->rb_bits)) + 4,
 			      UINT_MAX / 2));
 	if (!ret && move)
 		ret = qimg_take_clusters(&h, off, new_len);

@@ -1656,6 +1656,183 @@ bdev_partitions() {
 }
 [ "$P" = qimg ] && tc "bdev: partitions with attach -P, re-read after a table change" bdev_partitions
 
+# --- online grow ---------------------------------------------------------------
+
+# ue_watch OUT: print "ACTION NAME RESIZE" for every block uevent of a
+# qimg device into OUT, until killed (at most 120 s); returns once the
+# socket listens.  Sets UE_PID.
+ue_watch() {
+	rm -f "$1" "$1.ready"
+	python3 - "$1" >"$1" 2>&1 <<'PY' &
+import socket, select, sys, time
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 15)
+s.bind((0, 1))
+open(sys.argv[1] + '.ready', 'w').close()
+end = time.time() + 120
+while time.time() < end:
+    if not select.select([s], [], [], 1)[0]:
+        continue
+    f = s.recv(65536).split(b'\0')
+    env = dict(x.split(b'=', 1) for x in f[1:] if b'=' in x)
+    name = env.get(b'DEVPATH', b'').decode().rsplit('/', 1)[-1]
+    if env.get(b'SUBSYSTEM') != b'block' or not name.startswith('qimg'):
+        continue
+    print(env.get(b'ACTION', b'').decode(), name,
+          env.get(b'RESIZE', b'-').decode(), flush=True)
+PY
+	UE_PID=$!
+	for _ in $(seq 100); do [ -e "$1.ready" ] && return 0; sleep 0.1; done
+	echo "FAILED: the uevent listener did not start"
+	return 1
+}
+
+# zeros_at DEV OFF LEN: LEN bytes at OFF read as zeros.
+zeros_at() {
+	timeout "$TO" dd if="$1" bs=64k iflag=skip_bytes,count_bytes skip="$2" \
+		count="$3" status=none | timeout "$TO" cmp -n "$3" - /dev/zero ||
+		{ echo "FAILED: $1 at $2: not $3 bytes of zeros"; return 1; }
+}
+
+# qimgctl resize of an attached device, by its name and by its file: the
+# capacity reaches the block layer with a RESIZE uevent, the new space
+# reads zeros, writes across the old end and at the new end land; a
+# shrink and a read-only device are refused with a message, size kept.
+# $1: qemu-img -o options; $2: attach options; $3 $4: sizes to grow to.
+bdev_grow() {
+	local opts=$1 aopts=$2 s1=$3 s2=$4 n out l1a l1b
+	run qemu-img create -q -f qcow2 -o "$opts" g.qcow2 16M || return 1
+	run truncate -s 16M g.raw || return 1
+	l1a=$(be_read g.qcow2 40 8)
+	# shellcheck disable=SC2086
+	q_attach $aopts g.qcow2 || return 1
+	n=${DEV#/dev/}
+	fw "$DEV" $((16 * M - 5000)) 5000 1 conv=fsync || return 1
+	fw g.raw $((16 * M - 5000)) 5000 1 || return 1
+	ue_watch ue.out || return 1
+	out=$("$QIMGCTL" resize "$DEV" "$s1" 2>&1) || { echo "FAILED: resize $DEV $s1: $out"; kill "$UE_PID"; return 1; }
+	[ "$(blockdev --getsize64 "$DEV")" = $(($(numfmt --from=iec "$s1"))) ] ||
+		{ echo "FAILED: $DEV has $(blockdev --getsize64 "$DEV") bytes after resize to $s1"; kill "$UE_PID"; return 1; }
+	for _ in $(seq 50); do grep -q "^change $n 1" ue.out && break; sleep 0.1; done
+	kill "$UE_PID" 2>/dev/null
+	wait "$UE_PID" 2>/dev/null
+	grep -q "^change $n 1" ue.out || { echo "FAILED: no RESIZE=1 change uevent for $n"; cat ue.out; return 1; }
+	run truncate -s "$s1" g.raw || return 1
+	zeros_at "$DEV" $((16 * M)) $(($(numfmt --from=iec "$s1") - 16 * M)) || return 1
+	# By the image's file name, relative.
+	out=$("$QIMGCTL" resize g.qcow2 "+$s2" 2>&1) || { echo "FAILED: resize g.qcow2 +$s2: $out"; return 1; }
+	run truncate -s "+$s2" g.raw || return 1
+	[ "$(blockdev --getsize64 "$DEV")" = "$(stat -c %s g.raw)" ] ||
+		{ echo "FAILED: $DEV has $(blockdev --getsize64 "$DEV") bytes, not $(stat -c %s g.raw)"; return 1; }
+	zeros_at "$DEV" $((16 * M)) $(($(stat -c %s g.raw) - 16 * M)) || return 1
+	fw "$DEV" $((16 * M - 3000)) 70000 100 conv=fsync || return 1
+	fw g.raw $((16 * M - 3000)) 70000 100 || return 1
+	fw "$DEV" $(($(stat -c %s g.raw) - 4096)) 4096 200 oflag=direct || return 1
+	fw g.raw $(($(stat -c %s g.raw) - 4096)) 4096 200 || return 1
+	# Refusals: smaller, not a multiple of 512.
+	if out=$("$QIMGCTL" resize "$DEV" 8M 2>&1); then
+		echo "FAILED: shrinking an attached device succeeded"; return 1
+	fi
+	printf '%s\n' "$out" | grep -q "cannot shrink" || { echo "FAILED: shrink refusal said: $out"; return 1; }
+	if out=$("$QIMGCTL" resize "$DEV" +1000 2>&1); then
+		echo "FAILED: resize by 1000 bytes succeeded"; return 1
+	fi
+	[ "$(blockdev --getsize64 "$DEV")" = "$(stat -c %s g.raw)" ] ||
+		{ echo "FAILED: size changed by a refused resize"; return 1; }
+	echo 3 >/proc/sys/vm/drop_caches
+	run cmp "$DEV" g.raw || return 1
+	q_detach "$DEV" || return 1
+	l1b=$(be_read g.qcow2 40 8)
+	echo "L1 at 0x$l1a before, 0x$l1b after"
+	[ -z "${GROW_MOVES:-}" ] || [ "$l1a" != "$l1b" ] ||
+		{ echo "FAILED: the L1 table did not move"; return 1; }
+	run qemu-img check -q g.qcow2 || return 1
+	run qemu-img compare -q -f qcow2 -F raw g.qcow2 g.raw || return 1
+	[ "$(qemu-img info --output=json g.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])')" = "$(stat -c %s g.raw)" ] ||
+		{ echo "FAILED: the header's size is not the new one"; return 1; }
+	# Read-only: refused, and by the driver too (the ioctl's own check).
+	q_attach -r g.qcow2 || return 1
+	if out=$("$QIMGCTL" resize "$DEV" +1M 2>&1); then
+		echo "FAILED: growing a read-only device succeeded"; q_detach "$DEV"; return 1
+	fi
+	printf '%s\n' "$out" | grep -q "read-only" || { echo "FAILED: read-only refusal said: $out"; q_detach "$DEV"; return 1; }
+	q_detach "$DEV"
+}
+[ "$P" = qimg ] && tc "bdev: online grow, L1 in place (64k clusters)" bdev_grow cluster_size=64k "" 48M 16M
+bdev_grow_moves() {
+	GROW_MOVES=1 bdev_grow "$@"
+}
+[ "$P" = qimg ] && tc "bdev: online grow, L1 moved (512-byte clusters, journal on)" \
+	bdev_grow_moves cluster_size=512 --journal=on 20M 24M
+
+# Over a backing file longer than the old size, the new space reads
+# zeros, not the backing file's bytes (qemu's truncate rule): the device
+# shows what qemu-img resize makes of a copy, byte for byte; the cluster
+# holding an unaligned old end keeps its backing bytes before it.  A
+# version 2 overlay has no zero clusters: refused, as qemu-img refuses.
+bdev_grow_backing() {
+	local out
+	run qemu-img create -q -f qcow2 gb.qcow2 8M || return 1
+	run qemu-io -f qcow2 -c 'write -P 0x6b 0 8M' gb.qcow2 >/dev/null || return 1
+	run qemu-img create -q -f qcow2 -b gb.qcow2 -F qcow2 go.qcow2 1000K || return 1
+	run cp go.qcow2 ref.qcow2 || return 1
+	run qemu-img resize -q ref.qcow2 12M || return 1
+	q_attach go.qcow2 || return 1
+	out=$("$QIMGCTL" resize "$DEV" 12M 2>&1) || { echo "FAILED: resize: $out"; return 1; }
+	same_as_qemu "$DEV" ref.qcow2 || return 1
+	fw "$DEV" $((5 * M)) 3000 7 conv=fsync || return 1
+	q_detach "$DEV" || return 1
+	run qemu-img check -q go.qcow2 || return 1
+	run qemu-img convert -O raw ref.qcow2 ref.raw || return 1
+	fw ref.raw $((5 * M)) 3000 7 || return 1
+	run qemu-img compare -q -f qcow2 -F raw go.qcow2 ref.raw || return 1
+	# Version 2.
+	run qemu-img create -q -f qcow2 -o compat=0.10 -b gb.qcow2 -F qcow2 g2.qcow2 1M || return 1
+	q_attach g2.qcow2 || return 1
+	if out=$("$QIMGCTL" resize "$DEV" 4M 2>&1); then
+		echo "FAILED: a v2 overlay grew over its longer backing file"; return 1
+	fi
+	echo "refused: $out"
+	[ "$(blockdev --getsize64 "$DEV")" = $((1 * M)) ] || { echo "FAILED: size changed"; return 1; }
+	dmesg | tail -n 5 | grep -q "version 2 image" || { echo "FAILED: no kernel message"; return 1; }
+	q_detach "$DEV" || return 1
+	run qemu-img check -q g2.qcow2
+}
+[ "$P" = qimg ] && tc "bdev: online grow over a longer backing file reads zeros; v2 refused" bdev_grow_backing
+
+# The user's flow: ext4 mounted on the device, the device grown, then
+# resize2fs online; while fio verifies its writes on the first part of the
+# device.  Everything survives a detach and e2fsck.
+bdev_grow_ext4() {
+	local fpid rc=0
+	run qemu-img create -q -f qcow2 -o cluster_size=4k ge.qcow2 64M || return 1
+	q_attach ge.qcow2 || return 1
+	run mkfs.ext4 -q -F -E nodiscard "$DEV" 32M || return 1
+	fio --name=v --filename="$DEV" --offset=40M --size=8M --rw=randwrite --bs=4k \
+		--ioengine=libaio --iodepth=8 --direct=1 --verify=crc32c --verify_fatal=1 \
+		--time_based --runtime=6 --output=/dev/null &
+	fpid=$!
+	run "$QIMGCTL" resize "$DEV" 2G || rc=1
+	run "$QIMGCTL" resize "$DEV" +2G || rc=1
+	wait "$fpid" || { echo "FAILED: fio verify during the grow"; rc=1; }
+	[ $rc = 0 ] || return 1
+	run mount "$DEV" "$MNT" || return 1
+	run resize2fs "$DEV" >/dev/null 2>&1 || { umount "$MNT"; echo "FAILED: resize2fs"; return 1; }
+	run dd if=/dev/urandom of="$MNT/big" bs=1M count=40 status=none || { umount "$MNT"; return 1; }
+	(cd "$MNT" && sha256sum big >sums)
+	df -k "$MNT" | awk 'NR == 2 && $2 < 3000000 { print "FAILED: ext4 has only " $2 " KiB"; exit 1 }' ||
+		{ umount "$MNT"; return 1; }
+	run umount "$MNT" || return 1
+	run e2fsck -fn "$DEV" || return 1
+	q_detach "$DEV" || return 1
+	run qemu-img check -q ge.qcow2 || return 1
+	q_attach ge.qcow2 || return 1
+	run mount -o ro "$DEV" "$MNT" || return 1
+	(cd "$MNT" && sha256sum --quiet -c sums) || { umount "$MNT"; echo "FAILED: sums"; return 1; }
+	umount "$MNT"
+	q_detach "$DEV"
+}
+[ "$P" = qimg ] && tc "bdev: ext4 grown online (resize2fs) while fio verifies writes" bdev_grow_ext4
+
 # l2_kinds IMG N: the kinds of guest clusters 0..N-1 (first L2 table), one
 # word each: unalloc (entry 0), zero-plain (zero flag, no host cluster),
 # zero-alloc (zero flag and a host cluster), data (a host cluster, no
