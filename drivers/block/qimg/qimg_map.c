@@ -989,7 +989,7 @@ int qimg_map_grow_l1(struct qimg_device *dev, u32 entries)
 	u64 old_off = img->h->l1_table_offset;
 	u64 old_len = round_up((u64)img->l1_entries * 8, g->cluster_size);
 	u64 new_len = round_up((u64)entries * 8, g->cluster_size);
-	u64 off = old_off;
+	u64 off = old_off, credits;
 	bool move = new_len > old_len;
 	struct qimg_handle h;
 	__be64 *table;
@@ -1020,9 +1020,9 @@ int qimg_map_grow_l1(struct qimg_device *dev, u32 entries)
 			goto out;
 	}
 	/* The run's refcount blocks (and one more), the L1 table, the header. */
-	ret = qimg_meta_start(dev, &h, (unsigned int)min_t(u64,
-			      (new_len >> (g->cluster_bits + g->rb_bits)) + 4,
-			      UINT_MAX / 2));
+	credits = min_t(u64, (new_len >> (g->cluster_bits + g->rb_bits)) + 4,
+			UINT_MAX / 2);
+	ret = qimg_meta_start(dev, &h, (unsigned int)credits);
 	if (!ret && move)
 		ret = qimg_take_clusters(&h, off, new_len);
 	if (!ret)

@@ -15,7 +15,7 @@
 #include "qimg_meta.h"
 #include "qimg_dev_kunit.h"
 
-#define QIMG_T_TIB	(1ULL << 40)
+#define QIMG_T_TIB	BIT_ULL(40)
 
 static u64 qimg_t_rd(struct kunit *test, struct file *f, loff_t pos, int len)
 {
