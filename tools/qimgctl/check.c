@@ -1856,8 +1856,19 @@ int qimgctl_cmd_check(int argc, char **argv)
 			qimgctl_image_close(&img);
 			return QIMGCTL_CHECK_INCOMPLETE;
 		}
-		if (ret)
+		if (ret) {
 			area = 0;
+		} else {
+			/*
+			 * A replayed transaction may have changed the
+			 * header's size and L1 fields (an online grow):
+			 * check what is on disk now.
+			 */
+			qimgctl_image_close(&img);
+			ret = ck_open(&img, path, QIMGCTL_OPEN_WRITE);
+			if (ret)
+				return QIMGCTL_CHECK_INCOMPLETE;
+		}
 	}
 
 	ret = ck_run(&img, fix, area, area ? img.h.journal_size : 0, &res);

@@ -477,6 +477,53 @@ void qimg_journal_entry_changed(struct qimg_device *dev, bool l1, u64 idx)
 }
 
 /**
+ * qimg_journal_header_changed() - the header's size or L1 fields changed
+ * @dev: the device, with the journal on
+ *
+ * dev->top.h holds the new size, l1_size and l1_table_offset; the running
+ * transaction gets one write record of header bytes 24-47 (encoded now,
+ * sealed last), so that they change on disk together with everything
+ * else the transaction holds: the refcounts of a new L1 table and the
+ * free of the old one.  The header in place changes at the checkpoint,
+ * and attach re-reads it after a replay.
+ *
+ * Context: dev->meta_lock held, does not sleep.
+ */
+void qimg_journal_header_changed(struct qimg_device *dev)
+{
+	struct qimg_journal *j = dev->journal;
+	const struct qimg_header *h = dev->top.h;
+	struct {
+		__be64 size;
+		__be32 crypt_method;
+		__be32 l1_size;
+		__be64 l1_table_offset;
+	} rec;
+
+	lockdep_assert_held(&dev->meta_lock);
+	BUILD_BUG_ON(sizeof(rec) != QIMG_JRNL_HDR_REC_LEN);
+	BUILD_BUG_ON(offsetof(struct qimg_disk_header, crypt_method) !=
+		     QIMG_JRNL_HDR_REC_OFF + offsetof(typeof(rec), crypt_method));
+	BUILD_BUG_ON(offsetof(struct qimg_disk_header, l1_size) !=
+		     QIMG_JRNL_HDR_REC_OFF + offsetof(typeof(rec), l1_size));
+	BUILD_BUG_ON(offsetof(struct qimg_disk_header, size) !=
+		     QIMG_JRNL_HDR_REC_OFF);
+	BUILD_BUG_ON(offsetofend(struct qimg_disk_header, l1_table_offset) !=
+		     QIMG_JRNL_HDR_REC_OFF + QIMG_JRNL_HDR_REC_LEN);
+	if (!j)
+		return;
+	rec.size = cpu_to_be64(h->size);
+	rec.crypt_method = cpu_to_be32(h->crypt_method);
+	rec.l1_size = cpu_to_be32(h->l1_size);
+	rec.l1_table_offset = cpu_to_be64(h->l1_table_offset);
+	memcpy(j->hdr_rec, &rec, sizeof(rec));
+	if (!j->hdr_changed)
+		j->running_bytes += QIMG_JRNL_HDR_REC_LEN;
+	j->hdr_changed = true;
+	j->running = true;
+}
+
+/**
  * qimg_journal_revoke() - a host range was freed
  * @dev: the device
  * @host: its start (cluster aligned)
@@ -705,6 +752,10 @@ static int qimg_jtx_gather(struct qimg_device *dev, struct qimg_jtx *t)
 	if (!ret)
 		ret = qimg_jtx_entries(t, &j->l1_set, img->l1, img->l1_entries,
 				       img->h->l1_table_offset, all);
+	/* Last: split over several commits, the header never goes first. */
+	if (!ret && j->hdr_changed)
+		ret = qimg_jtx_add(t, QIMG_JRNL_REC_WRITE, QIMG_JRNL_HDR_REC_OFF,
+				   j->hdr_rec, QIMG_JRNL_HDR_REC_LEN);
 	return ret;
 }
 
@@ -965,6 +1016,7 @@ static void qimg_jtx_reset(struct qimg_device *dev, struct qimg_jtx *t,
 		}
 	xa_destroy(&j->l1_set);
 	xa_destroy(&j->rt_set);
+	j->hdr_changed = false;
 	list_for_each_entry_safe(r, tmp, &j->revokes, node) {
 		list_del(&r->node);
 		kfree(r);

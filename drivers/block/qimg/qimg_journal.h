@@ -22,6 +22,9 @@
 #include "qimg_journal_fmt.h"
 
 #define QIMG_JOURNAL_DEFAULT_INTERVAL	5000	/* ms */
+/* Header bytes a transaction may carry: size .. l1_table_offset. */
+#define QIMG_JRNL_HDR_REC_OFF		24
+#define QIMG_JRNL_HDR_REC_LEN		24
 
 struct qimg_jrevoke {
 	struct list_head node;
@@ -57,6 +60,13 @@ struct qimg_journal {
 	struct xarray l1_set;		/* L1 indices changed */
 	struct xarray rt_set;		/* refcount-table indices changed */
 	struct list_head revokes;	/* struct qimg_jrevoke */
+	/*
+	 * The header's size, crypt_method, l1_size and l1_table_offset
+	 * (bytes QIMG_JRNL_HDR_REC_OFF.. of the image) changed: one write
+	 * record of them, the transaction's last, encoded at the seal.
+	 */
+	bool hdr_changed;
+	u8 hdr_rec[QIMG_JRNL_HDR_REC_LEN];
 	struct xarray targets;		/* clusters journaled since checkpoint */
 	bool targets_lost;		/* a target could not be recorded */
 	u64 committed_seq;		/* last seq whose commit is durable */
@@ -126,6 +136,7 @@ void qimg_journal_kick(struct qimg_device *dev);
 void qimg_journal_table_changed(struct qimg_device *dev,
 				struct qimg_centry *e, u64 off, u64 len);
 void qimg_journal_entry_changed(struct qimg_device *dev, bool l1, u64 idx);
+void qimg_journal_header_changed(struct qimg_device *dev);
 void qimg_journal_revoke(struct qimg_device *dev, u64 host, u64 len);
 void qimg_journal_data_linked(struct qimg_device *dev, u64 host, bool hole);
 bool qimg_journal_owns(struct qimg_device *dev, u64 off);

@@ -201,6 +201,20 @@ static int qimg_image_open(struct qimg_device *dev, struct qimg_image *img,
 		ret = qimg_journal_replay(dev);
 		if (ret)
 			goto out;
+		/*
+		 * A transaction may carry the header's size and L1 fields
+		 * (an online grow): decode what the replay left.
+		 */
+		ret = qimg_kread(file, buf, len, 0);
+		if (ret)
+			goto out;
+		ret = qimg_header_decode(buf, len, size, img->h, &err);
+		if (ret)
+			goto bad;
+		img->virtual_size = img->g->virtual_size;
+		ret = qimg_check_features(img, writable);
+		if (ret)
+			goto out;
 	}
 
 	img->l1_entries = img->h->l1_size;
@@ -1285,23 +1299,25 @@ static int qimg_grow(struct qimg_device *dev, u64 size)
 	mutex_lock(&dev->meta_lock);
 	ret = qimg_meta_start(dev, &h, 1);
 	if (!ret)
-		ret = qimg_meta_set_header(&h, QIMG_HDR_SIZE_OFFSET, size);
+		ret = qimg_meta_set_size(&h, size);
 	ret = qimg_meta_stop(&h, ret);
 	if (!ret) {
-		img->h->size = size;
 		img->h->geom.virtual_size = size;
 		img->h->geom.l1_size = (u32)entries;
 		WRITE_ONCE(img->virtual_size, size);
 	}
 	mutex_unlock(&dev->meta_lock);
+	/* With the journal, the size is durable with this commit. */
+	if (!ret)
+		ret = qimg_flush(dev);
 	if (ret)
 		goto fail;
 	set_capacity_and_notify(dev->disk, size >> SECTOR_SHIFT);
 	qimg_dev_info(dev, "grown from %llu to %llu bytes\n", old, size);
 	return 0;
 fail:
-	qimg_dev_err(dev, "growing to %llu bytes failed (%d); the size stays %llu\n",
-		     size, ret, old);
+	qimg_dev_err(dev, "growing from %llu to %llu bytes failed (%d)\n",
+		     old, size, ret);
 	return ret;
 }
 

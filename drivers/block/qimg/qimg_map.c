@@ -1023,6 +1023,13 @@ int qimg_map_grow_l1(struct qimg_device *dev, u32 entries)
 	credits = min_t(u64, (new_len >> (g->cluster_bits + g->rb_bits)) + 4,
 			UINT_MAX / 2);
 	ret = qimg_meta_start(dev, &h, (unsigned int)credits);
+	/*
+	 * With the journal: checkpointed first, so that this transaction
+	 * holds the new clusters' references, the switch and the old
+	 * table's free, and nothing else.
+	 */
+	if (!ret && dev->journal)
+		ret = qimg_meta_writeback(dev);
 	if (!ret && move)
 		ret = qimg_take_clusters(&h, off, new_len);
 	if (!ret)

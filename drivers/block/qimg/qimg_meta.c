@@ -912,15 +912,20 @@ int qimg_meta_switch_reftable(struct qimg_handle *h, __be64 *table,
  *             place when its clusters hold @entries
  * @entries: its size in entries, more than the current table's
  *
- * In the crash model's order, as for the refcount table: everything dirty
- * written back (with the journal: committed and checkpointed, so that no
- * record is left to replay into the old table), the new table with the
- * current entries copied in now written and synced, then l1_size and
- * l1_table_offset switched in one 12-byte write inside the header's first
- * sector and synced.  A crash before the switch leaves the old table in
- * use (new clusters leak); after it, the new one.  In place, the old
- * entries are rewritten with their own values.  The virtual size is the
- * caller's: it may grow only once this returned.
+ * The new table, with the current entries copied in now, is written and
+ * synced first (in place, the old entries are rewritten with their own
+ * values); what names it then:
+ * without the journal, in the crash model's order as for the refcount
+ * table: everything dirty is written back before the table, and
+ * l1_size and l1_table_offset switch afterwards in one 12-byte write
+ * inside the header's first sector, synced.  A crash before the switch
+ * leaves the old table in use (new clusters leak); after it, the new one.
+ * With the journal, the header fields become a record of the running
+ * transaction (qimg_journal_header_changed()), which the caller started
+ * after a checkpoint (disk and memory agree, so the table written is the
+ * committed one) and which also holds the new clusters' references and
+ * the old table's free: the commit switches all of it at once, nothing
+ * leaks.  The virtual size is the caller's: it may grow only after this.
  *
  * Context: dev->meta_lock held, may sleep (write-back, writes, syncs).  No
  * lockless lookup of the top image may run (the caller froze the queue):
@@ -951,7 +956,7 @@ int qimg_meta_switch_l1(struct qimg_handle *h, __be64 *table, u64 table_off,
 	ret = qimg_h_touch(h, QIMG_H_L1, "L1 table");
 	if (!ret)
 		ret = qimg_h_touch(h, QIMG_H_HEADER, "header");
-	if (!ret)
+	if (!ret && !dev->journal)
 		ret = qimg_meta_writeback(dev);
 	if (ret)
 		return ret;
@@ -961,14 +966,14 @@ int qimg_meta_switch_l1(struct qimg_handle *h, __be64 *table, u64 table_off,
 			       "new L1 table");
 	if (!ret)
 		ret = qimg_meta_sync(dev);
-	if (ret)
-		return ret;
-	l1.size = cpu_to_be32(entries);
-	l1.off = cpu_to_be64(table_off);
-	ret = qimg_meta_kwrite(dev, &l1, sizeof(l1), QIMG_HDR_L1_SIZE,
-			       "header (L1 table switch)");
-	if (!ret)
-		ret = qimg_meta_sync(dev);
+	if (!ret && !dev->journal) {
+		l1.size = cpu_to_be32(entries);
+		l1.off = cpu_to_be64(table_off);
+		ret = qimg_meta_kwrite(dev, &l1, sizeof(l1), QIMG_HDR_L1_SIZE,
+				       "header (L1 table switch)");
+		if (!ret)
+			ret = qimg_meta_sync(dev);
+	}
 	if (ret)
 		return ret;
 	img->l1 = table;
@@ -977,6 +982,36 @@ int qimg_meta_switch_l1(struct qimg_handle *h, __be64 *table, u64 table_off,
 	img->l1_dirty_hi = 0;
 	img->h->l1_size = entries;
 	img->h->l1_table_offset = table_off;
+	qimg_journal_header_changed(dev);
 	kvfree(old);
+	return 0;
+}
+
+/**
+ * qimg_meta_set_size() - change the top image's virtual size in the header
+ * @h: the handle (charged for the header)
+ * @size: the new size; the L1 table covers it already
+ *
+ * Without the journal written in place and synced; with it, a record of
+ * the running transaction (qimg_journal_header_changed()), durable with
+ * its commit.  dev->top.h follows at once.
+ *
+ * Context: dev->meta_lock held, may sleep (write and sync).
+ * Return: 0 or a negative errno (a failed write ends all writing).
+ */
+int qimg_meta_set_size(struct qimg_handle *h, u64 size)
+{
+	struct qimg_device *dev = h->dev;
+	int ret;
+
+	lockdep_assert_held(&dev->meta_lock);
+	if (!dev->journal)
+		ret = qimg_meta_set_header(h, QIMG_HDR_SIZE_OFFSET, size);
+	else
+		ret = qimg_h_touch(h, QIMG_H_HEADER, "header");
+	if (ret)
+		return ret;
+	dev->top.h->size = size;
+	qimg_journal_header_changed(dev);
 	return 0;
 }

@@ -100,6 +100,7 @@ int qimg_meta_switch_reftable(struct qimg_handle *h, __be64 *table,
 			      u64 table_off, u32 clusters);
 int qimg_meta_switch_l1(struct qimg_handle *h, __be64 *table, u64 table_off,
 			u32 entries);
+int qimg_meta_set_size(struct qimg_handle *h, u64 size);
 
 int qimg_meta_writeback(struct qimg_device *dev);
 

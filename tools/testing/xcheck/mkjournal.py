@@ -35,6 +35,11 @@ usage: mkjournal.py IMAGE NTX [SYNCED [DAMAGE]]
              cut short after its checkpoint, or an attach before its first
              commit: the area is named but free)
     released-dirty  as clean (journal dirty), the area's clusters free
+    grow     an online grow to 2 MiB whose L1 table moved: a copy of the
+             table in place in a new cluster after the area, then three
+             transactions: the new cluster's refcount 1, the old
+             table's 0, and header bytes 24-47 (size 2 MiB, l1_size 2,
+             l1_table_offset the new cluster); guest data unchanged
   The feature-name table gets names for the qimg bits (as qimg writes
   them), so QEMU's refusal names "journal dirty".
 
@@ -117,7 +122,7 @@ def put_tx(area, pos, seq, rec, nxt):
     return len(blocks)
 
 
-def scenario_area(name, g0, g1, cluster):
+def scenario_area(name, g0, g1, cluster, grow=None):
     """Journal area and expected guest ranges of a --scenario."""
     area = bytearray(NBLOCKS * BS)
     synced, tail = 5, 2
@@ -125,7 +130,10 @@ def scenario_area(name, g0, g1, cluster):
              ('w', g1, b'\xa3' * 8)]
     expect = [(0, 256, 0xa1), (256, 512, 0xa2), (cluster, 8, 0xa3)]
     stale = []
-    if name in ('several', 'torn'):
+    if name == 'grow':
+        # The new table's refcount, the old one's, the header bytes.
+        recs, expect = grow, []
+    elif name in ('several', 'torn'):
         recs = three
     elif name == 'wrapped':
         recs, tail = three, 11
@@ -294,7 +302,31 @@ def make(path, ntx, synced, damage, scenario=None):
         if scenario:
             g0 = guest_host(f, l1_off, cluster, 0)
             g1 = guest_host(f, l1_off, cluster, cluster)
-            area, expect = scenario_area(scenario, g0, g1, cluster)
+            grow = None
+            if scenario == 'grow':
+                # The new table: the old one's entry, then a zero one.
+                nl1 = joff + jsize
+                f.seek(l1_off)
+                l1 = f.read(8)
+                f.seek(nl1)
+                f.write(l1 + b'\0' * (cluster - 8))
+                def rc_rec(off, val):
+                    """The aligned 8 bytes holding off's refcount, set."""
+                    i = off // cluster
+                    f.seek(rt_off + 8 * (i // per_block))
+                    rb, = struct.unpack('>Q', f.read(8))
+                    if not rb:
+                        die('%s: no refcount block covers %#x' % (path, off))
+                    pos = rb + 2 * (i % per_block)
+                    f.seek(pos & ~7)
+                    word = bytearray(f.read(8))
+                    struct.pack_into('>H', word, pos & 7, val)
+                    return ('w', pos & ~7, bytes(word))
+                crypt, = struct.unpack_from('>I', buf, 32)
+                grow = [rc_rec(nl1, 1), rc_rec(l1_off, 0),
+                        ('w', 24, struct.pack('>QIIQ', 2 << 20, crypt, 2,
+                                              nl1))]
+            area, expect = scenario_area(scenario, g0, g1, cluster, grow)
             f.seek(joff)
             f.write(area)
             for off, ln, byte in expect:

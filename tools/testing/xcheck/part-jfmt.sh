@@ -184,7 +184,7 @@ jf_verify() {
 jf_replay() {
 	local sc ntx rc
 	want 'jfmt/replay-' 'jfmt/qemu-img-refuses-' || return 0
-	for sc in several:3 torn:2 wrapped:3 revoke:3 clean:0; do
+	for sc in several:3 torn:2 wrapped:3 revoke:3 clean:0 grow:3; do
 		ntx=${sc#*:} sc=${sc%:*}
 		want "jfmt/replay-$sc" "jfmt/qemu-img-refuses-$sc" || continue
 		rm -f "jr-$sc.qcow2"
@@ -231,6 +231,10 @@ jf_replay() {
 			show out/jf.io 4
 		elif [ "$(python3 "$here/qhdr.py" journal "jr-$sc.qcow2")" != "0 65536 0 0" ]; then
 			t_fail "jfmt/replay-$sc: journal extension/bits after the replay: $(python3 "$here/qhdr.py" journal "jr-$sc.qcow2")"
+		elif [ "$sc" = grow ] && ! qemu-img info --output=json "jr-$sc.qcow2" |
+			grep -q '"virtual-size": 2097152,'; then
+			t_fail "jfmt/replay-$sc: the replayed header's size is not the image's size after check -r"
+			qemu-img info "jr-$sc.qcow2" | sed 's/^/#   /' | head -n 4
 		else
 			t_pass "jfmt/replay-$sc"
 		fi

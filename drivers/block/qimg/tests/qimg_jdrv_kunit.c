@@ -233,19 +233,25 @@ static void qimg_t_jscan(struct kunit *test, struct file *f,
  * disk would hold if the machine lost power at this moment (every write
  * that a sync made durable is in it, and maybe more).
  */
-static struct file *qimg_t_crash_copy(struct kunit *test, struct file *src)
+/*
+ * Copy @src to a new file at @path, holes included as zeros: the file or
+ * an ERR_PTR.  No KUnit assertion: also called from a commit's hook.
+ */
+static struct file *qimg_t_copy_file(struct file *src, const char *path)
 {
 	const size_t chunk = 1 << 20;
 	u64 size = i_size_read(file_inode(src)), pos;
 	struct file *dst;
 	void *buf;
 
-	dst = filp_open(QIMG_T_COPY_PATH, O_RDWR | O_CREAT | O_TRUNC |
-			O_LARGEFILE, 0600);
-	KUNIT_ASSERT_FALSE_MSG(test, IS_ERR(dst), "cannot create %s: %ld",
-			       QIMG_T_COPY_PATH, PTR_ERR(dst));
+	dst = filp_open(path, O_RDWR | O_CREAT | O_TRUNC | O_LARGEFILE, 0600);
+	if (IS_ERR(dst))
+		return dst;
 	buf = kvmalloc(chunk, GFP_KERNEL);
-	KUNIT_ASSERT_NOT_NULL(test, buf);
+	if (!buf) {
+		fput(dst);
+		return ERR_PTR(-ENOMEM);
+	}
 	for (pos = 0; pos < size; pos += chunk) {
 		size_t n = min_t(u64, chunk, size - pos);
 		loff_t r = pos, w = pos;
@@ -254,10 +260,19 @@ static struct file *qimg_t_crash_copy(struct kunit *test, struct file *src)
 		    kernel_write(dst, buf, n, &w) != n) {
 			kvfree(buf);
 			fput(dst);
-			KUNIT_ASSERT_FAILURE(test, "copy at %llu failed", pos);
+			return ERR_PTR(-EIO);
 		}
 	}
 	kvfree(buf);
+	return dst;
+}
+
+static struct file *qimg_t_crash_copy(struct kunit *test, struct file *src)
+{
+	struct file *dst = qimg_t_copy_file(src, QIMG_T_COPY_PATH);
+
+	KUNIT_ASSERT_FALSE_MSG(test, IS_ERR(dst), "copy to %s: %ld",
+			       QIMG_T_COPY_PATH, PTR_ERR(dst));
 	return dst;
 }
 
@@ -1238,6 +1253,106 @@ static void qimg_jdrv_single_sync(struct kunit *test)
 	qimg_t_crash_drop(c.file);
 }
 
+/* Crash copies taken by the commits of an online grow, before each. */
+static struct file *qimg_t_grow_copy[2];
+static struct file *qimg_t_grow_src;
+static unsigned int qimg_t_grow_n;
+
+static void qimg_t_grow_hook(struct qimg_device *dev)
+{
+	static const char * const path[] = { "/qimg-kunit-grow0.img",
+					     "/qimg-kunit-grow1.img" };
+
+	if (qimg_t_grow_n < ARRAY_SIZE(qimg_t_grow_copy))
+		qimg_t_grow_copy[qimg_t_grow_n] =
+			qimg_t_copy_file(qimg_t_grow_src, path[qimg_t_grow_n]);
+	qimg_t_grow_n++;
+}
+
+/*
+ * Attach a crash copy, check its size and data, detach (which puts the
+ * replayed state in place) and count the clusters in use: a leak shows.
+ */
+static void qimg_t_grow_check(struct kunit *test, struct file *f, u64 size,
+			      u64 last, u64 used, u64 replayed, u8 *w, u8 *r)
+{
+	struct qimg_t_dev c = { .index = -1, .file = f };
+
+	KUNIT_ASSERT_FALSE_MSG(test, IS_ERR_OR_NULL(f), "crash copy: %ld",
+			       PTR_ERR(f));
+	KUNIT_EXPECT_NE(test, qimg_t_incompat(test, f) &
+			QIMG_INCOMPAT_JOURNAL_DIRTY, 0ULL);
+	/* The header in place is the old one: the journal carries it. */
+	KUNIT_EXPECT_EQ(test, qimg_t_pread64(test, f, 24), QIMG_T_VSIZE);
+	c.index = qimg_t_attach_flags(test, f, 0, 0);
+	if (c.index < 0) {
+		qimg_t_crash_drop(f);
+		KUNIT_ASSERT_FAILURE(test, "attach of the crash copy: %d",
+				     c.index);
+	}
+	c.bdev = qimg_t_open_bdev(test, c.index);
+	KUNIT_EXPECT_EQ(test, qimg_t_qdev(&c)->jrnl_replayed, replayed);
+	KUNIT_EXPECT_EQ(test, bdev_nr_bytes(c.bdev), size);
+	qimg_t_expect_cluster(test, &c, 1, w, r);
+	if (last)
+		qimg_t_expect_cluster(test, &c, last, w, r);
+	blkdev_put(c.bdev, FMODE_READ | FMODE_WRITE);
+	KUNIT_EXPECT_EQ(test, qimg_detach(c.index), 0);
+	KUNIT_EXPECT_EQ(test, qimg_t_pread64(test, f, 24), size);
+	KUNIT_EXPECT_EQ_MSG(test, qimg_t_disk_used(test, f), used,
+			    "clusters in use, size %llu", size);
+	qimg_t_crash_drop(f);
+}
+
+/*
+ * An online grow with the journal is atomic and leaks nothing: the L1
+ * table's move (new clusters referenced, header fields, old table
+ * freed) is one transaction, the size another; a crash before either
+ * commit finds the state before it, after the last one the new size and
+ * data written past the old end.  The header in place changes only at a
+ * checkpoint; attach re-reads it after the replay.
+ */
+static void qimg_jdrv_grow_crash(struct kunit *test)
+{
+	const u64 size = 5ULL << 40, last = (size >> QIMG_T_CB) - 1;
+	struct qimg_t_dev *d = test->priv;
+	u8 *w = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	u8 *r = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	struct file *end;
+	int ret;
+
+	KUNIT_ASSERT_NOT_NULL(test, w);
+	KUNIT_ASSERT_NOT_NULL(test, r);
+	qimg_t_make_image(test, d->file);
+	qimg_t_up_flags(test, d, QIMG_ATTACH_JOURNAL, 0);
+	qimg_t_write_cluster(test, d, 1, w);
+	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+	qimg_t_grow_src = d->file;
+	qimg_t_grow_n = 0;
+	memset(qimg_t_grow_copy, 0, sizeof(qimg_t_grow_copy));
+	WRITE_ONCE(qimg_journal_write_hook, qimg_t_grow_hook);
+	ret = qimg_resize(d->index, size);
+	WRITE_ONCE(qimg_journal_write_hook, NULL);
+	KUNIT_EXPECT_EQ(test, ret, 0);
+	KUNIT_EXPECT_EQ(test, qimg_t_grow_n, 2u);
+	qimg_t_write_cluster(test, d, last, w);
+	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+	end = qimg_t_copy_file(d->file, "/qimg-kunit-grow2.img");
+	qimg_t_down(test, d);
+
+	/*
+	 * Before the move (checkpointed, nothing to replay): header,
+	 * reftable, refblock, L1, L2, data.
+	 */
+	qimg_t_grow_check(test, qimg_t_grow_copy[0], QIMG_T_VSIZE, 0, 6, 0,
+			  w, r);
+	/* Moved, old size: two L1 clusters, the old one free. */
+	qimg_t_grow_check(test, qimg_t_grow_copy[1], QIMG_T_VSIZE, 0, 7, 1,
+			  w, r);
+	/* Grown and written at the new end: a second L2 and data cluster. */
+	qimg_t_grow_check(test, end, size, last, 9, 3, w, r);
+}
+
 static struct kunit_case qimg_jdrv_cases[] = {
 	KUNIT_CASE(qimg_jdrv_commit_on_flush),
 	KUNIT_CASE(qimg_jdrv_crash_replay),
@@ -1253,6 +1368,7 @@ static struct kunit_case qimg_jdrv_cases[] = {
 	KUNIT_CASE(qimg_jdrv_flush_during_commit),
 	KUNIT_CASE(qimg_jdrv_single_sync),
 	KUNIT_CASE(qimg_jdrv_area_fallback),
+	KUNIT_CASE(qimg_jdrv_grow_crash),
 	{}
 };
 
