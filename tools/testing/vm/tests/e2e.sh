@@ -1697,17 +1697,18 @@ zeros_at() {
 # capacity reaches the block layer with a RESIZE uevent, the new space
 # reads zeros, writes across the old end and at the new end land; a
 # shrink and a read-only device are refused with a message, size kept.
-# $1: qemu-img -o options; $2: attach options; $3 $4: sizes to grow to.
+# $1: qemu-img -o options; $2: attach options; $3 $4: sizes to grow to;
+# $5: the size to start from (MiB).
 bdev_grow() {
-	local opts=$1 aopts=$2 s1=$3 s2=$4 n out l1a l1b
-	run qemu-img create -q -f qcow2 -o "$opts" g.qcow2 16M || return 1
-	run truncate -s 16M g.raw || return 1
+	local opts=$1 aopts=$2 s1=$3 s2=$4 b=$(($5 * M)) n out l1a l1b
+	run qemu-img create -q -f qcow2 -o "$opts" g.qcow2 "$b" || return 1
+	run truncate -s "$b" g.raw || return 1
 	l1a=$(be_read g.qcow2 40 8)
 	# shellcheck disable=SC2086
 	q_attach $aopts g.qcow2 || return 1
 	n=${DEV#/dev/}
-	fw "$DEV" $((16 * M - 5000)) 5000 1 conv=fsync || return 1
-	fw g.raw $((16 * M - 5000)) 5000 1 || return 1
+	fw "$DEV" $((b - 5000)) 5000 1 conv=fsync || return 1
+	fw g.raw $((b - 5000)) 5000 1 || return 1
 	ue_watch ue.out || return 1
 	out=$("$QIMGCTL" resize "$DEV" "$s1" 2>&1) || { echo "FAILED: resize $DEV $s1: $out"; kill "$UE_PID"; return 1; }
 	[ "$(blockdev --getsize64 "$DEV")" = $(($(numfmt --from=iec "$s1"))) ] ||
@@ -1717,19 +1718,19 @@ bdev_grow() {
 	wait "$UE_PID" 2>/dev/null
 	grep -q "^change $n 1" ue.out || { echo "FAILED: no RESIZE=1 change uevent for $n"; cat ue.out; return 1; }
 	run truncate -s "$s1" g.raw || return 1
-	zeros_at "$DEV" $((16 * M)) $(($(numfmt --from=iec "$s1") - 16 * M)) || return 1
+	zeros_at "$DEV" $((b)) $(($(numfmt --from=iec "$s1") - b)) || return 1
 	# By the image's file name, relative.
 	out=$("$QIMGCTL" resize g.qcow2 "+$s2" 2>&1) || { echo "FAILED: resize g.qcow2 +$s2: $out"; return 1; }
 	run truncate -s "+$s2" g.raw || return 1
 	[ "$(blockdev --getsize64 "$DEV")" = "$(stat -c %s g.raw)" ] ||
 		{ echo "FAILED: $DEV has $(blockdev --getsize64 "$DEV") bytes, not $(stat -c %s g.raw)"; return 1; }
-	zeros_at "$DEV" $((16 * M)) $(($(stat -c %s g.raw) - 16 * M)) || return 1
-	fw "$DEV" $((16 * M - 3000)) 70000 100 conv=fsync || return 1
-	fw g.raw $((16 * M - 3000)) 70000 100 || return 1
+	zeros_at "$DEV" $((b)) $(($(stat -c %s g.raw) - b)) || return 1
+	fw "$DEV" $((b - 3000)) 70000 100 conv=fsync || return 1
+	fw g.raw $((b - 3000)) 70000 100 || return 1
 	fw "$DEV" $(($(stat -c %s g.raw) - 4096)) 4096 200 oflag=direct || return 1
 	fw g.raw $(($(stat -c %s g.raw) - 4096)) 4096 200 || return 1
 	# Refusals: smaller, not a multiple of 512.
-	if out=$("$QIMGCTL" resize "$DEV" 8M 2>&1); then
+	if out=$("$QIMGCTL" resize "$DEV" $((b / 2)) 2>&1); then
 		echo "FAILED: shrinking an attached device succeeded"; return 1
 	fi
 	printf '%s\n' "$out" | grep -q "cannot shrink" || { echo "FAILED: shrink refusal said: $out"; return 1; }
@@ -1757,12 +1758,12 @@ bdev_grow() {
 	printf '%s\n' "$out" | grep -q "read-only" || { echo "FAILED: read-only refusal said: $out"; q_detach "$DEV"; return 1; }
 	q_detach "$DEV"
 }
-[ "$P" = qimg ] && tc "bdev: online grow, L1 in place (64k clusters)" bdev_grow cluster_size=64k "" 48M 16M
+[ "$P" = qimg ] && tc "bdev: online grow, L1 in place (64k clusters)" bdev_grow cluster_size=64k "" 48M 16M 16
 bdev_grow_moves() {
 	GROW_MOVES=1 bdev_grow "$@"
 }
 [ "$P" = qimg ] && tc "bdev: online grow, L1 moved (512-byte clusters, journal on)" \
-	bdev_grow_moves cluster_size=512 --journal=on 20M 24M
+	bdev_grow_moves cluster_size=512 --journal=on 5M 3M 4
 
 # Over a backing file longer than the old size, the new space reads
 # zeros, not the backing file's bytes (qemu's truncate rule): the device
