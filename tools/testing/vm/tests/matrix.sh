@@ -32,7 +32,9 @@ wm_chunks() {
 # z: write zeroes (BLKZEROOUT); d: discard (BLKDISCARD); f: flush.
 # Offsets are relative to each base of WM_BASES.  Every offset is below
 # 16 MiB; the discards cover whole 2 MiB clusters (4M-6M) and parts of
-# clusters (0-64k: whole clusters up to 64k, nothing for 2M ones).
+# clusters (5M-6M and 0-64k: whole clusters up to 64k, nothing for 2M
+# ones).  Round 1 frees clusters that round 2, after the re-attach, finds
+# first; round 2 frees more and writes parts of clusters into them again.
 WM_OPS1="w 0 512 0
 w 1000 3000 1
 w 65000 2000 2
@@ -44,6 +46,8 @@ o 3145728 524288 6
 w 4194304 1048576 7
 f
 w 5242880 1048576 0
+f
+d 5242880 1048576
 w 8388607 65538 1
 o 9437184 4096 2
 w 12582912 1000 2
@@ -263,6 +267,7 @@ wm_after_big() {
 # WM_TINY_RC=0: 4k clusters with 64-bit refcounts touch three only).
 wm_while_tiny() {
 	local s=/sys/block/${DEV#/dev/}/qimg c k n m
+	[ "$P" = qimg ] || return 0	# the self-test's qemu-nbd has no counters
 	c=$(cat "$s/cluster_size")
 	for k in l2 refcount; do
 		[ "$k" = refcount ] && [ "${WM_TINY_RC:-1}" = 0 ] && continue
@@ -279,7 +284,7 @@ wm_while_tiny() {
 # with 512-byte clusters and 64-bit refcounts) must grow.
 wm_while_grow() {
 	wm_while_tiny || return 1
-	[ "$WM_ROUND" = 1 ] || return 0
+	[ "$WM_ROUND" = 1 ] && [ "$P" = qimg ] || return 0
 	dmesg | tail -n +$((WM_N0 + 1)) | grep -q 'refcount table grown' ||
 		{ echo "FAILED: the refcount table did not grow"; return 1; }
 }
@@ -329,6 +334,8 @@ wm_prep_dirty() {
 	qemu-io -f qcow2 -c 'write -P 0x35 2M 2M' -c 'write -P 0x36 10M 128k' -c abort \
 		wm.qcow2 >/dev/null 2>&1
 	[ "$(wm_incompat wm.qcow2 0)" = 1 ] || { echo "FAILED: qemu-io abort left no dirty bit"; return 1; }
+	# (QEMU itself, in the self-test, repairs the image at open.)
+	[ "$P" = qimg ] || return 0
 	if out=$(timeout 60 "$QIMGCTL" attach wm.qcow2 2>&1); then
 		echo "FAILED: read-write attach of a dirty image succeeded: $out"
 		return 1
