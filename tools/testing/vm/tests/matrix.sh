@@ -362,7 +362,6 @@ wm_default() {
 	wmc "64k clusters" cluster_size=64k
 	WM_PREP=wm_prep_snap WM_AFTER=wm_after_snap \
 		wmc "writes into clusters and L2 tables shared with a snapshot" cluster_size=64k
-	WM_PREP=wm_prep_compressed wmc "overwriting compressed clusters" cluster_size=64k
 	WM_WHILE=wm_while_grow \
 		wmc "512-byte clusters, refcount_bits=64, tiny caches, refcount table growth" \
 		cluster_size=512,refcount_bits=64 --l2-cache-size=1 --refcount-cache-size=1
@@ -386,6 +385,7 @@ wm_full() {
 		wmc "snapshot, 512-byte clusters" cluster_size=512
 	WM_PREP=wm_prep_snap WM_AFTER=wm_after_snap \
 		wmc "snapshot, 2M clusters, refcount_bits=2" cluster_size=2M,refcount_bits=2
+	WM_PREP=wm_prep_compressed wmc "overwriting compressed clusters" cluster_size=64k
 	WM_PREP=wm_prep_compressed wmc "compressed, 4k clusters" cluster_size=4k
 	WM_PREP=wm_prep_compressed wmc "compressed, 2M clusters" cluster_size=2M
 	WM_PREP=wm_prep_compressed wmc "compressed, compat=0.10" compat=0.10
