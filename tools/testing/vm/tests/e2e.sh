@@ -2647,6 +2647,9 @@ PY
 }
 tc "sysfs: a change uevent once /sys/block/qimgN/qimg/ exists" sysfs_uevent
 
+# shellcheck source=matrix.sh
+. "$HERE/matrix.sh"
+
 fio_iops() {
 	timeout "$TO" fio --name=b --filename="$1" --rw="$2" --bs=4k --iodepth=32 \
 		--ioengine=libaio --direct=1 --time_based --runtime=4 --ramp_time=1 \
