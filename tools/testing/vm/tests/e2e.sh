@@ -2495,6 +2495,10 @@ bench() {
 	losetup -d "$loopdev"
 	cleanup
 }
+# Hostile images in the kernel: tests/hostile.sh, one case per image.
+# shellcheck source=hostile.sh
+. "$HERE/hostile.sh"
+
 bench
 
 t_done
