@@ -2676,6 +2676,10 @@ bench() {
 	losetup -d "$loopdev"
 	cleanup
 }
+# Hostile images in the kernel: tests/hostile.sh, one case per image.
+# shellcheck source=hostile.sh
+. "$HERE/hostile.sh"
+
 bench
 
 t_done
