@@ -56,12 +56,12 @@ int qimgctl_parse_size(const char *s, uint64_t *out)
 			return -EINVAL;
 		shift = (int)(u - units) * 10;
 	}
-	/* A fraction only makes sense with a unit, as in qemu-img. */
-	if (!shift && v != (uint64_t)v)
-		return -EINVAL;
 	v = ldexpl(v, shift);
 	if (v >= 18446744073709551616.0L)
 		return -ERANGE;
+	/* A fraction only makes sense with a unit, as in qemu-img. */
+	if (!shift && v != (uint64_t)v)
+		return -EINVAL;
 	*out = (uint64_t)v;
 	return 0;
 }
