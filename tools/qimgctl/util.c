@@ -232,6 +232,11 @@ out:
 	return why;
 }
 
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
 /*
  * What qemu 7.2 checks of the bitmap directory when it opens an image
  * (every open: info, check and the rest fail as one): the directory holds
@@ -317,14 +322,6 @@ int qimgctl_bitmaps_qemu_ok(const struct qimgctl_image *img)
 			ret = -EUCLEAN;
 			goto out;
 		}
-		for (i = 0; i + 1 < n; i++) {
-			if (!strcmp(names[i], names[n - 1])) {
-				qimgctl_err("%s: Bitmap already exists: %s",
-					    img->path, names[n - 1]);
-				ret = -EUCLEAN;
-				goto out;
-			}
-		}
 		tw = e.flags & QIMG_BITMAP_IN_USE ? "" : bm_table_why(img, &e);
 		if (*tw) {
 			qimgctl_err(!strcmp(tw, "table") ?
@@ -338,8 +335,20 @@ int qimgctl_bitmaps_qemu_ok(const struct qimgctl_image *img)
 		}
 		pos += len;
 	}
-	if (n != h->nb_bitmaps)
+	if (n != h->nb_bitmaps) {
 		why = "Less bitmaps found than specified in header extension";
+		goto bad;
+	}
+	/* A name twice: qemu fails to create the second bitmap. */
+	qsort(names, n, sizeof(*names), name_cmp);
+	for (i = 1; i < n; i++) {
+		if (!strcmp(names[i - 1], names[i])) {
+			qimgctl_err("%s: Bitmap already exists: %s", img->path,
+				    names[i]);
+			ret = -EUCLEAN;
+			goto out;
+		}
+	}
 bad:
 	if (why) {
 		qimgctl_err("%s: %s", img->path, why);
