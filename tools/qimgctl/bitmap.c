@@ -32,7 +32,15 @@
 #include "image_rw.h"
 
 #define BM_DEFAULT_GRAN		65536ULL
-#define BM_MAX_GRAN		(1ULL << QIMG_BITMAP_MAX_GRAN_BITS)
+
+/*
+ * qemu 7.2's limits on a bitmap it adds: the bitmap data (one bit per
+ * granule of the virtual disk) within 512 MiB and within what a bitmap
+ * table of 2^27 entries covers; the directory within 1 KiB per bitmap of
+ * the 65535 bitmaps it allows.
+ */
+#define BM_MAX_PHYS_SIZE	0x20000000ULL
+#define BM_QEMU_MAX_DIR_SIZE	(1024ULL * QIMG_MAX_BITMAPS)
 
 struct bm {
 	char *name;
@@ -403,10 +411,10 @@ static int dir_store(struct qimgw *w, struct bmdir *d)
 		size += (sizeof(de) + b->extra_len + strlen(b->name) + 7) &
 			~7ULL;
 	}
-	if (size > QIMG_MAX_BITMAP_DIR_SIZE) {
+	if (size > BM_QEMU_MAX_DIR_SIZE) {
 		qimgctl_err("%s: the bitmap directory would exceed %llu bytes",
 			    w->img.path,
-			    (unsigned long long)QIMG_MAX_BITMAP_DIR_SIZE);
+			    (unsigned long long)BM_QEMU_MAX_DIR_SIZE);
 		return -EFBIG;
 	}
 	if (size) {
@@ -507,7 +515,8 @@ struct bm_args {
 	enum bm_op ops[16];
 	const char *merge_src[16];
 	int nops;
-	u64 gran;		/* 0: default */
+	bool has_gran;		/* -g with a value other than 0 */
+	u32 gran;		/* its low 32 bits, as qemu-img passes it on */
 	const char *src_file, *src_fmt, *fmt;
 	const char *file, *name;
 };
@@ -526,31 +535,73 @@ static int not_found(enum bm_op op, const char *name, const char *which)
 	return -ENOENT;
 }
 
+/* A refusal of qemu's "can this bitmap be stored" step, as it words it. */
+static int add_refused(const struct qimgw *w, const char *name,
+		       const char *why, int err)
+{
+	qimgctl_err("Operation add on bitmap %s failed: Can't make bitmap '%s' persistent in '%s': %s",
+		    name, name, w->img.path, why);
+	return err;
+}
+
+/* Directory bytes of an entry for a bitmap named @name. */
+static u64 dir_entry_bytes(const char *name, u32 extra)
+{
+	return (sizeof(struct qimg_disk_bitmap_dir_entry) + extra +
+		strlen(name) + 7) & ~7ULL;
+}
+
+/*
+ * The checks of qemu-img 7.2 before it adds a persistent bitmap, in its
+ * order and with its words: the name, the granularity, a bitmap of the
+ * same name, a v2 image, the size of the bitmap data, the name's length,
+ * the number of bitmaps and the size of the directory.
+ */
 static int do_add(struct qimgw *w, struct bmdir *d, const struct bm_args *a)
 {
-	u64 gran = a->gran;
+	u64 gran = a->gran, bytes, dir = 0;
 	struct bm *b;
+	u32 i;
 	int ret;
 
-	/* qemu's default: the cluster size, within 4 KiB and 64 KiB. */
-	if (!gran)
-		gran = w->cs < 4096 ? 4096 :
-		       w->cs > BM_DEFAULT_GRAN ? BM_DEFAULT_GRAN : w->cs;
 	if (!a->name[0])
 		return op_fail(OP_ADD, a->name, "Bitmap name cannot be empty");
-	if (strlen(a->name) > QIMG_MAX_BITMAP_NAME)
+	if (a->has_gran && (gran < 512 || !qimgctl_is_pow2(gran)))
 		return op_fail(OP_ADD, a->name,
-			       "Name length exceeds maximum (1023 characters)");
+			       "Granularity must be power of 2 and at least 512");
+	/* qemu's default: the cluster size, within 4 KiB and 64 KiB. */
+	if (!a->has_gran)
+		gran = w->cs < 4096 ? 4096 :
+		       w->cs > BM_DEFAULT_GRAN ? BM_DEFAULT_GRAN : w->cs;
 	if (find(d, a->name)) {
 		qimgctl_err("Operation add on bitmap %s failed: Bitmap already exists: %s",
 			    a->name, a->name);
 		return -EEXIST;
 	}
 	if (w->h->version < 3)
-		return op_fail(OP_ADD, a->name,
-			       "Cannot store dirty bitmaps in qcow2 v2 files");
-	if (d->n >= QIMG_MAX_BITMAPS)
-		return op_fail(OP_ADD, a->name, "Too many bitmaps in the image");
+		return add_refused(w, a->name,
+				   "Cannot store dirty bitmaps in qcow2 v2 files",
+				   -EINVAL);
+	bytes = ((w->h->size + gran - 1) / gran + 7) / 8;
+	if (bytes > BM_MAX_PHYS_SIZE ||
+	    bytes > (u64)QIMG_BITMAP_MAX_TABLE_SIZE * w->cs)
+		return add_refused(w, a->name,
+				   "Too much space will be occupied by the bitmap. Use larger granularity",
+				   -EFBIG);
+	if (strlen(a->name) > QIMG_MAX_BITMAP_NAME)
+		return add_refused(w, a->name,
+				   "Name length exceeds maximum (1023 characters)",
+				   -EINVAL);
+	if (d->n + 1 > QIMG_MAX_BITMAPS)
+		return add_refused(w, a->name,
+				   "Maximum number of persistent bitmaps is already reached",
+				   -EFBIG);
+	for (i = 0; i < d->n; i++)
+		dir += dir_entry_bytes(d->v[i].name, 0);
+	if (dir + dir_entry_bytes(a->name, 0) > BM_QEMU_MAX_DIR_SIZE)
+		return add_refused(w, a->name,
+				   "Not enough space in the bitmap directory",
+				   -EFBIG);
 	ret = bm_append(w, d, a->name, (u8)qimgctl_log2(gran), &b);
 	if (ret)
 		return ret;
@@ -870,7 +921,7 @@ int qimgctl_cmd_bitmap(int argc, char **argv)
 	};
 	struct bm_args a = { .nops = 0 };
 	const char *export = NULL;
-	bool share = false;
+	bool share = false, add = false, merge = false;
 	uint64_t gran;
 	int c, ret;
 
@@ -895,14 +946,22 @@ int qimgctl_cmd_bitmap(int argc, char **argv)
 			export = optarg;
 			break;
 		case 'g':
-			if (qimgctl_parse_size(optarg, &gran) ||
-			    gran < 512 || gran > BM_MAX_GRAN ||
-			    !qimgctl_is_pow2(gran)) {
-				qimgctl_err("Granularity must be a power of 2 from 512 to 2G, not '%s'",
-					    optarg);
+			/*
+			 * As qemu-img: any size up to INT64_MAX is taken here;
+			 * 0 means the default and only the low 32 bits go on
+			 * to the checks of --add.
+			 */
+			ret = qimgctl_parse_size(optarg, &gran);
+			if (ret == -ERANGE || (!ret && gran > INT64_MAX)) {
+				qimgctl_err("Invalid granularity specified. Must be between 0 and 9223372036854775807.");
 				return 1;
 			}
-			a.gran = gran;
+			if (ret) {
+				qimgctl_err("Invalid granularity specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+				return 1;
+			}
+			a.has_gran = gran != 0;
+			a.gran = (u32)gran;
 			break;
 		case 'b':
 			a.src_file = optarg;
@@ -942,6 +1001,23 @@ int qimgctl_cmd_bitmap(int argc, char **argv)
 			return 1;
 		return bitmap_export(argv[optind], export, share) ? 1 : 0;
 	}
+	/* qemu-img's checks of the command line, in its order. */
+	for (c = 0; c < a.nops; c++) {
+		add |= a.ops[c] == OP_ADD;
+		merge |= a.ops[c] == OP_MERGE;
+	}
+	if (a.has_gran && !add) {
+		qimgctl_err("granularity only supported with --add");
+		return 1;
+	}
+	if (a.src_fmt && !a.src_file) {
+		qimgctl_err("-F only supported with -b");
+		return 1;
+	}
+	if (a.src_file && !merge) {
+		qimgctl_err("Merge bitmap source file only supported with --merge");
+		return 1;
+	}
 	if (optind + 2 != argc) {
 		qimgctl_err("Expecting filename and bitmap name");
 		return 1;
@@ -955,17 +1031,6 @@ int qimgctl_cmd_bitmap(int argc, char **argv)
 	}
 	a.file = argv[optind];
 	a.name = argv[optind + 1];
-	if (a.src_file) {
-		int k;
-		bool merge = false;
-
-		for (k = 0; k < a.nops; k++)
-			merge |= a.ops[k] == OP_MERGE;
-		if (!merge) {
-			qimgctl_err("Merge bitmap source file only supported with --merge");
-			return 1;
-		}
-	}
 	ret = bitmap_change(&a);
 	return ret ? 1 : 0;
 }

@@ -1704,8 +1704,12 @@ static int ck_open(struct qimgctl_image *img, const char *path,
 		return ret;
 	ret = qimg_header_decode(img->hdr_buf, img->hdr_len, img->file_size,
 				 &img->h, &err);
-	if (!ret)
-		return 0;
+	if (!ret) {
+		ret = qimgctl_bitmaps_qemu_ok(img);
+		if (ret)
+			qimgctl_image_close(img);
+		return ret;
+	}
 	if (ret == -EOPNOTSUPP ||
 	    qimg_header_decode(img->hdr_buf, img->hdr_len, (u64)INT64_MAX, &lax,
 			       &err2))

@@ -234,6 +234,28 @@ static int self_backing(const struct create_opts *o, const struct stat *st,
 }
 
 /*
+ * qemu-img opens the backing chain to create an overlay (unless -u), and
+ * cannot open a qcow2 image whose journal-dirty bit is set: to QEMU it is
+ * an incompatible feature it lacks.  Refuse it as qemu-img does (unknown
+ * incompatible bits are refused when the chain is opened).
+ */
+static int backing_journal_dirty(const struct create_opts *o)
+{
+	const struct qimgctl_node *n;
+
+	for (n = o->chain; n; n = n->backing) {
+		if (n->raw || n->qed ||
+		    !(n->img.h.incompatible_features &
+		      QIMG_INCOMPAT_JOURNAL_DIRTY))
+			continue;
+		qimgctl_err("%s: Could not open backing image %s: Unsupported qcow2 feature(s): journal dirty (replay it with 'qimgctl check -r all %s', or create with -u)",
+			    o->file, n->path, n->path);
+		return -EOPNOTSUPP;
+	}
+	return 0;
+}
+
+/*
  * Open the backing chain (it must exist unless -u) and take the virtual
  * size of its top.  Like qemu-img: the whole chain, without locks (force
  * share, no I/O), so an image in use can get an overlay.
@@ -253,6 +275,9 @@ static int open_backing(struct create_opts *o, uint64_t *size)
 		ret = qimgctl_chain_open(&o->chain, path, o->backing_fmt,
 					 QIMGCTL_OPEN_META | QIMGCTL_OPEN_SHARE |
 					 QIMGCTL_CHAIN_HEADERS);
+		if (ret)
+			goto out;
+		ret = backing_journal_dirty(o);
 		if (ret)
 			goto out;
 		if (size)

@@ -170,8 +170,12 @@ int qimgctl_l2_raw(struct qimgctl_mapper *m, u64 l2_offset, u64 idx,
 	const struct qimg_geom *g = &m->img->h.geom;
 	int ret;
 
-	if (idx >= g->l2_entries)
+	if (idx >= g->l2_entries) {
+		qimgctl_err("%s: L2 entry %" PRIu64 " asked of the table at %#" PRIx64 ", which has %" PRIu64 " entries",
+			    m->img->path, (uint64_t)idx, (uint64_t)l2_offset,
+			    (uint64_t)g->l2_entries);
 		return -EINVAL;
+	}
 	if (m->l2_offset != l2_offset) {
 		m->l2_offset = 0;
 		ret = qimgctl_pread(m->img->fd, m->l2, m->l2_bytes, l2_offset);
@@ -209,8 +213,13 @@ int qimgctl_map_status(struct qimgctl_mapper *m, u64 guest, u64 max,
 	int ret;
 
 	memset(ext, 0, sizeof(*ext));
-	if (guest >= g->virtual_size || !max)
+	/* The callers stay inside the disk; say so if one does not. */
+	if (guest >= g->virtual_size || !max) {
+		qimgctl_err("%s: no block status for %" PRIu64 " bytes at offset %#" PRIx64 ": the virtual disk ends at %#" PRIx64,
+			    img->path, (uint64_t)max, (uint64_t)guest,
+			    (uint64_t)g->virtual_size);
 		return -EINVAL;
+	}
 	l1i = qimg_l1_index(g, guest);
 	if (l1i >= m->l1_entries) {
 		qimgctl_err("%s: offset %#" PRIx64 " is beyond the L1 table",

@@ -80,7 +80,9 @@ int qimgctl_l2_raw(struct qimgctl_mapper *m, u64 l2_offset, u64 idx,
  * to the end of the (sub)cluster, or of the whole L2 range when the L1
  * entry is empty, and never more than @max bytes.  Every table entry is
  * decoded by the format core; corruption prints a message naming the image
- * and returns -EUCLEAN.
+ * and returns -EUCLEAN.  Every failure prints one line naming the image
+ * and the reason: -EINVAL for an offset outside the disk or @max 0 (no
+ * caller asks that), a read error's -errno.
  */
 int qimgctl_map_status(struct qimgctl_mapper *m, u64 guest, u64 max,
 		       struct qimgctl_extent *ext);
@@ -212,7 +214,11 @@ void qimgctl_qed_close(struct qimgctl_qed *q);
 /* Read the L1 table of an image opened with @headers (once). */
 int qimgctl_qed_read_l1(struct qimgctl_qed *q);
 
-/* Status of guest offset @guest, as qimgctl_map_status() for qcow2. */
+/*
+ * Status of guest offset @guest, as qimgctl_map_status() for qcow2 (the
+ * same errors and messages; -EINVAL too for an image opened for its header
+ * only).
+ */
 int qimgctl_qed_status(struct qimgctl_qed *q, u64 guest, u64 max,
 		       struct qimgctl_extent *ext);
 

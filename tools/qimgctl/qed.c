@@ -187,8 +187,18 @@ int qimgctl_qed_status(struct qimgctl_qed *q, u64 guest, u64 max,
 	int ret;
 
 	memset(ext, 0, sizeof(*ext));
-	if (guest >= h->image_size || !max || !q->l1)
+	/* The callers stay inside the disk; say so if one does not. */
+	if (guest >= h->image_size || !max) {
+		qimgctl_err("%s: no block status for %" PRIu64 " bytes at offset %#" PRIx64 ": the virtual disk ends at %#" PRIx64,
+			    q->path, (uint64_t)max, (uint64_t)guest,
+			    (uint64_t)h->image_size);
 		return -EINVAL;
+	}
+	if (!q->l1) {
+		qimgctl_err("%s: no block status: the L1 table was not read (opened for its header only)",
+			    q->path);
+		return -EINVAL;
+	}
 	/* Like QEMU, one lookup never crosses what one L2 table maps. */
 	len = span - (guest & (span - 1));
 	if (len > max)

@@ -109,6 +109,14 @@ int qimgctl_image_open(struct qimgctl_image *img, const char *path,
 void qimgctl_image_close(struct qimgctl_image *img);
 
 /*
+ * The persistent bitmaps of the decoded @img as qemu 7.2 checks them at
+ * every open (util.c): 0, or -EUCLEAN after one line on stderr, in qemu's
+ * words, of why qemu would not open the image.  qimgctl_image_open() and
+ * check's opener call it.
+ */
+int qimgctl_bitmaps_qemu_ok(const struct qimgctl_image *img);
+
+/*
  * The first half of qimgctl_image_open(): open @path and read its first
  * cluster into img->hdr_buf, without decoding it (img->h is left zeroed),
  * for callers that decode with rules of their own (check).

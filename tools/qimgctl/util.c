@@ -56,12 +56,12 @@ int qimgctl_parse_size(const char *s, uint64_t *out)
 			return -EINVAL;
 		shift = (int)(u - units) * 10;
 	}
-	/* A fraction only makes sense with a unit, as in qemu-img. */
-	if (!shift && v != (uint64_t)v)
-		return -EINVAL;
 	v = ldexpl(v, shift);
 	if (v >= 18446744073709551616.0L)
 		return -ERANGE;
+	/* A fraction only makes sense with a unit, as in qemu-img. */
+	if (!shift && v != (uint64_t)v)
+		return -EINVAL;
 	*out = (uint64_t)v;
 	return 0;
 }
@@ -189,6 +189,177 @@ fail:
 	return ret;
 }
 
+/* qemu 7.2's limits on the bitmaps it loads (block/qcow2-bitmap.c). */
+#define QEMU_BM_MAX_DIR_SIZE	(1024ULL * QIMG_MAX_BITMAPS)
+#define QEMU_BM_MAX_PHYS_SIZE	0x20000000ULL
+#define QEMU_BM_RESERVED_FLAGS	(~3U)
+
+/*
+ * The table of the consistent bitmap @e (CPU-endian fields): entries qemu
+ * reads as valid, as many as the virtual disk needs.  "" or why not.
+ */
+static const char *bm_table_why(const struct qimgctl_image *img,
+				const struct qimg_disk_bitmap_dir_entry *e)
+{
+	u64 cs = img->h.geom.cluster_size, gran, bytes, need, v, off;
+	u32 n = e->bitmap_table_size, i;
+	u64 *t;
+	const char *why = "";
+
+	gran = 1ULL << e->granularity_bits;
+	bytes = ((img->h.size + gran - 1) / gran + 7) / 8;
+	need = (bytes + cs - 1) / cs;
+	t = malloc((size_t)n * 8);
+	if (!t)
+		return "out of memory";
+	if (qimgctl_pread(img->fd, t, (size_t)n * 8, e->bitmap_table_offset)) {
+		why = "table";
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		v = be64_to_cpu(t[i]);
+		off = v & QIMG_BME_OFFSET_MASK;
+		if ((v & QIMG_BME_RESERVED_MASK) ||
+		    (off && ((v & QIMG_BME_ALL_ONES) || off % cs))) {
+			why = "table";
+			goto out;
+		}
+	}
+	if (need != n)
+		why = "data";
+out:
+	free(t);
+	return why;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+/*
+ * What qemu 7.2 checks of the bitmap directory when it opens an image
+ * (every open: info, check and the rest fail as one): the directory holds
+ * as many well-formed entries as the header says and nothing else, every
+ * entry within qemu's constraints, every consistent bitmap's table valid
+ * and of the size the virtual disk needs, no name twice.  0, or -EUCLEAN
+ * after one line in qemu's words.
+ */
+int qimgctl_bitmaps_qemu_ok(const struct qimgctl_image *img)
+{
+	const struct qimg_header *h = &img->h;
+	struct qimg_disk_bitmap_dir_entry e;
+	u64 size = h->bitmap_directory_size, pos = 0, len, phys, cs;
+	char (*names)[QIMG_MAX_BITMAP_NAME + 1] = NULL;
+	const char *why = NULL, *tw;
+	u32 n = 0, i;
+	u8 *dir;
+	int ret = 0;
+
+	if (!h->has_bitmaps_ext || !h->nb_bitmaps ||
+	    !(h->autoclear_features & QIMG_AUTOCLEAR_BITMAPS))
+		return 0;
+	if (size > QEMU_BM_MAX_DIR_SIZE) {
+		qimgctl_err("%s: bitmaps_ext: bitmap directory size (%llu) exceeds the maximum supported size (%llu)",
+			    img->path, (unsigned long long)size,
+			    (unsigned long long)QEMU_BM_MAX_DIR_SIZE);
+		return -EUCLEAN;
+	}
+	cs = h->geom.cluster_size;
+	dir = malloc(size ? size : 1);
+	names = calloc(h->nb_bitmaps, sizeof(*names));
+	if (!dir || !names) {
+		qimgctl_err("%s: out of memory", img->path);
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (qimgctl_pread(img->fd, dir, size, h->bitmap_directory_offset)) {
+		why = "Failed to read bitmap directory";
+		goto bad;
+	}
+	while (pos < size) {
+		if (size - pos < sizeof(e)) {
+			why = "Broken bitmap directory";
+			goto bad;
+		}
+		if (++n > h->nb_bitmaps) {
+			why = "More bitmaps found than specified in header extension";
+			goto bad;
+		}
+		memcpy(&e, dir + pos, sizeof(e));
+		e.bitmap_table_offset = be64_to_cpu(e.bitmap_table_offset);
+		e.bitmap_table_size = be32_to_cpu(e.bitmap_table_size);
+		e.flags = be32_to_cpu(e.flags);
+		e.name_size = be16_to_cpu(e.name_size);
+		e.extra_data_size = be32_to_cpu(e.extra_data_size);
+		len = (sizeof(e) + (u64)e.extra_data_size + e.name_size + 7) &
+		      ~7ULL;
+		if (len > size - pos) {
+			why = "Broken bitmap directory";
+			goto bad;
+		}
+		if (e.extra_data_size) {
+			why = "Bitmap extra data is not supported";
+			goto bad;
+		}
+		memcpy(names[n - 1], dir + pos + sizeof(e),
+		       e.name_size > QIMG_MAX_BITMAP_NAME ?
+		       QIMG_MAX_BITMAP_NAME : e.name_size);
+		phys = (u64)e.bitmap_table_size * cs;
+		if (!e.bitmap_table_size || !e.bitmap_table_offset ||
+		    e.bitmap_table_offset % cs ||
+		    e.bitmap_table_size > QIMG_BITMAP_MAX_TABLE_SIZE ||
+		    e.granularity_bits > QIMG_BITMAP_MAX_GRAN_BITS ||
+		    e.granularity_bits < QIMG_BITMAP_MIN_GRAN_BITS ||
+		    (e.flags & QEMU_BM_RESERVED_FLAGS) ||
+		    e.name_size > QIMG_MAX_BITMAP_NAME ||
+		    e.type != QIMG_BITMAP_TYPE_DIRTY ||
+		    phys > QEMU_BM_MAX_PHYS_SIZE ||
+		    (!(e.flags & QIMG_BITMAP_IN_USE) &&
+		     h->size > (phys * 8) << e.granularity_bits)) {
+			qimgctl_err("%s: Bitmap '%s' doesn't satisfy the constraints",
+				    img->path, names[n - 1]);
+			ret = -EUCLEAN;
+			goto out;
+		}
+		tw = e.flags & QIMG_BITMAP_IN_USE ? "" : bm_table_why(img, &e);
+		if (*tw) {
+			qimgctl_err(!strcmp(tw, "table") ?
+				    "%s: Could not read bitmap_table table from image for bitmap '%s': Invalid argument" :
+				    !strcmp(tw, "data") ?
+				    "%s: Could not read bitmap '%s' from image: Invalid argument" :
+				    "%s: bitmap '%s': out of memory",
+				    img->path, names[n - 1]);
+			ret = -EUCLEAN;
+			goto out;
+		}
+		pos += len;
+	}
+	if (n != h->nb_bitmaps) {
+		why = "Less bitmaps found than specified in header extension";
+		goto bad;
+	}
+	/* A name twice: qemu fails to create the second bitmap. */
+	qsort(names, n, sizeof(*names), name_cmp);
+	for (i = 1; i < n; i++) {
+		if (!strcmp(names[i - 1], names[i])) {
+			qimgctl_err("%s: Bitmap already exists: %s", img->path,
+				    names[i]);
+			ret = -EUCLEAN;
+			goto out;
+		}
+	}
+bad:
+	if (why) {
+		qimgctl_err("%s: %s", img->path, why);
+		ret = -EUCLEAN;
+	}
+out:
+	free(names);
+	free(dir);
+	return ret;
+}
+
 int qimgctl_image_open(struct qimgctl_image *img, const char *path,
 		       unsigned int flags)
 {
@@ -209,6 +380,11 @@ int qimgctl_image_open(struct qimgctl_image *img, const char *path,
 				       &img->h, &err);
 	if (ret) {
 		qimgctl_err("%s: %s", path, err.msg);
+		qimgctl_image_close(img);
+		return ret;
+	}
+	ret = qimgctl_bitmaps_qemu_ok(img);
+	if (ret) {
 		qimgctl_image_close(img);
 		return ret;
 	}

@@ -337,6 +337,7 @@ QE_CASES=(
 	"qed-c4k qcow2 -O qcow2" "qed-c4k raw -O raw"
 	"qed-qed qcow2 -O qcow2" "qed-qed raw -O raw"
 	"qed-nc qcow2 -O qcow2"
+	"qed-c4k-t2 qcow2 -O qcow2" "qed-c4k-t2 raw -O raw"
 	"qed-plain c512-zlib -O qcow2 -c -o cluster_size=512"
 	"qed-raw B -O qcow2 -B bk-raw.raw -F raw"
 	"qed-q B-v2 -O qcow2 -o compat=0.10 -B bk-q.qcow2 -F qcow2"
@@ -344,6 +345,8 @@ QE_CASES=(
 QE_ERRS=(
 	"missing-backing|no-such-backing|qee-lost.qed -O qcow2"
 	"qcow2-as-qed|qee.qcow2|qee.qcow2 -f qed -O qcow2"
+	"c4k-t1|QED table offset is invalid|qee-t1.qed -O qcow2"
+	"c4k-t1-f-qed|QED table offset is invalid|qee-t1.qed -f qed -O raw"
 )
 
 # cb_names bitmaps|qed: every case name of that half (for want).
@@ -443,6 +446,15 @@ qe_sources() {
 		qemu-img create -q -f qed -b cv-qed-base.qed -F qed cv-qed-qed.img &&
 		qemu-io -f qed -c "write -P 0x8c 5M 64k" -c "write -z 0 4k" \
 			cv-qed-qed.img >/dev/null && CV_FMT["qed-qed"]=qed
+	# The smallest geometry QEMU opens: 4k clusters, tables of two
+	# clusters (an L2 table maps 4 MiB); writes across L2 tables.
+	qemu-img create -q -f qed -o cluster_size=4096,table_size=2 \
+		cv-qed-c4k-t2.img 24M &&
+		qemu-io -f qed -c "write -P 0x91 0 4k" \
+			-c "write -P 0x92 $((4 * 1048576 - 6144)) 12k" \
+			-c "write -z 8M 8k" -c "write -P 0x93 12M 4M" \
+			-c "discard 13M 4k" cv-qed-c4k-t2.img >/dev/null &&
+		CV_FMT["qed-c4k-t2"]=qed
 	# Need-check set (a qemu-io that died after its writes): opened
 	# read-only, as convert opens it, it reads as it is.
 	qemu-img create -q -f qed cv-qed-nc.img 16M &&
@@ -451,7 +463,7 @@ qe_sources() {
 			>/dev/null 2>&1; true; } &&
 		[ $(($(od -An -tu8 -j16 -N8 cv-qed-nc.img) & 2)) -ne 0 ] &&
 		CV_FMT["qed-nc"]=qed
-	N_IMAGES=$((N_IMAGES + 7))
+	N_IMAGES=$((N_IMAGES + 8))
 }
 
 # qe_probe: without -f, a QED source is told apart from qcow2 and raw.
@@ -481,9 +493,10 @@ qe_errors() {
 	cp cv-qed-q.img qee-lost.qed
 	qemu-img rebase -u -f qed -b no-such-backing.qcow2 -F qcow2 qee-lost.qed
 	qemu-img create -q -f qcow2 qee.qcow2 4M
-	N_IMAGES=$((N_IMAGES + 2))
+	qemu-img create -q -f qed -o cluster_size=4096,table_size=1 qee-t1.qed 1M
+	N_IMAGES=$((N_IMAGES + 3))
 	cb_errs convert/qed/errors "${QE_ERRS[@]}"
-	rm -f qee-lost.qed qee.qcow2
+	rm -f qee-lost.qed qee.qcow2 qee-t1.qed
 }
 
 part_cvbm() {

@@ -5,7 +5,9 @@
 # image whose metadata journal is dirty (its L1/L2/refcount tables are
 # stale until the journal is replayed), the image as it was; info shows
 # the journal; after `qimgctl check -r all` everything works again and
-# qemu-img agrees.  Images come from mkjournal.py (part-jfmt.sh).  Sourced
+# qemu-img agrees; create -b of such an image (or one with an unknown
+# incompatible bit) is refused as qemu-img refuses it, unless -u.  Images
+# come from mkjournal.py (part-jfmt.sh).  Sourced
 # by run; uses its helpers.  Cases jdirty/...
 
 # shellcheck disable=SC2154 # here: set by run, which sources this file
@@ -131,6 +133,80 @@ sys.exit(j != want)' out/jd.out 2>out/jd.py; then
 	jd_refuse info-unchanged 0 "" jd.qcow2 info jd.qcow2
 }
 
+# jd_create NAME WORD BACKING ARGS...: qimgctl create -f qcow2 -b BACKING
+# -F qcow2 NEW ARGS does what qemu-img create does: the same exit status,
+# NEW made or not alike (and then alike in qemu-img info), a refusal in one
+# line that says WORD; BACKING unchanged.
+jd_create() {
+	local name="jdirty/$1" word=$2 back=$3 qrc qmade xmade
+	shift 3
+	want "$name" || return 0
+	N_CMP=$((N_CMP + 1))
+	rm -f jd-newq.qcow2 jd-newx.qcow2
+	cp "$back" out/jd.back
+	qemu-img create -f qcow2 -b "$back" -F qcow2 jd-newq.qcow2 "$@" \
+		>out/jd.qout 2>out/jd.qerr </dev/null
+	qrc=$?
+	qx out/jd.out out/jd.err create -f qcow2 -b "$back" -F qcow2 \
+		jd-newx.qcow2 "$@"
+	qmade=$([ -e jd-newq.qcow2 ] && echo made || echo "not made")
+	xmade=$([ -e jd-newx.qcow2 ] && echo made || echo "not made")
+	if [ "$qrc" -ge 128 ]; then
+		t_fail "$name: qemu-img died (status $qrc): no reference"
+	elif crashed "$QX_RC" out/jd.err; then
+		t_fail "$name: qimgctl crashed (status $QX_RC)"
+		show out/jd.err 8
+	elif [ "$QX_RC" -ne "$qrc" ] || [ "$qmade" != "$xmade" ]; then
+		t_fail "$name: exit status $QX_RC and the image $xmade, qemu-img $qrc and $qmade"
+		show out/jd.qerr 2
+		show out/jd.err 2
+	elif [ "$qrc" -ne 0 ] && { [ "$(grep -c . out/jd.err)" -ne 1 ] ||
+		! grep -qF -- "$word" out/jd.err; }; then
+		t_fail "$name: not one line saying '$word'"
+		show out/jd.err 3
+	elif [ "$qrc" -eq 0 ] &&
+		! diff <(qemu-img info jd-newq.qcow2 2>&1 | grep -vE "^(image|disk size):") \
+			<(qemu-img info jd-newx.qcow2 2>&1 | grep -vE "^(image|disk size):") >out/jd.diff; then
+		t_fail "$name: qemu-img info differs from the twin's"
+		show out/jd.diff 4
+	elif ! cmp -s "$back" out/jd.back; then
+		t_fail "$name: the backing file changed"
+	else
+		t_pass "$name"
+	fi
+	rm -f jd-newq.qcow2 jd-newx.qcow2
+}
+
+# Overlays of a journal-dirty image (or one with a bit QEMU does not
+# know): qemu-img cannot open it, so it refuses unless -u.
+jd_creates() {
+	local w="journal dirty"
+	want 'jdirty/create-' || return 0
+	jd_create create-b "$w" jd.qcow2
+	jd_create create-b-size "$w" jd.qcow2 2M
+	jd_create create-b-u-size "$w" jd.qcow2 -u 2M
+	jd_create create-b-u-nosize "size" jd.qcow2 -u
+	jd_create create-b-deep "$w" jd-ov.qcow2
+	jd_create create-b-deep-size "$w" jd-ov.qcow2 2M
+	jd_create create-b-deep-u-size "$w" jd-ov.qcow2 -u 2M
+	rm -f jd-unk.qcow2 jd-unn.qcow2
+	if ! { qemu-img create -q -f qcow2 jd-unk.qcow2 1M &&
+		python3 "$QHDR" incompat jd-unk.qcow2 40 "future thing" &&
+		qemu-img create -q -f qcow2 jd-unn.qcow2 1M &&
+		python3 "$QHDR" incompat jd-unn.qcow2 41 ""; } >out/jd.log 2>&1; then
+		t_fail "jdirty/create-b-unknown: could not make the images"
+		show out/jd.log 3
+		return
+	fi
+	N_IMAGES=$((N_IMAGES + 2))
+	jd_create create-b-unknown-bit "future thing" jd-unk.qcow2
+	jd_create create-b-unknown-bit-size "future thing" jd-unk.qcow2 2M
+	jd_create create-b-unknown-bit-u-size "" jd-unk.qcow2 -u 2M
+	jd_create create-b-unnamed-bit "41" jd-unn.qcow2 2M
+	jd_create create-b-unnamed-bit-u-size "" jd-unn.qcow2 -u 2M
+	rm -f jd-unk.qcow2 jd-unn.qcow2
+}
+
 # The replayed image: qemu-img opens and checks it, every command works.
 jd_after() {
 	N_CMP=$((N_CMP + 1))
@@ -213,6 +289,7 @@ part_jdirty() {
 		>>out/jd.log 2>&1
 	cp jd-ov.qcow2 jd-ov.qcow2.orig
 	jd_info
+	jd_creates
 	jd_commands jd_refuse_cmd
 	jd_refuse backing-map 1 "$JD_MSG" jd.qcow2 map jd-ov.qcow2
 	jd_refuse backing-map-top 1 "$JD_MSG" jd-ov.qcow2 map jd-ov.qcow2
