@@ -218,10 +218,12 @@ ia_map_range() {
 # Encrypted images (qemu-img makes them with a secret; iter-time kept
 # short).  QEMU times its PBKDF iterations in thread CPU time; on a busy
 # machine that measurement can fail ("Unable to get accurate CPU usage"),
-# so that one failure is retried.
+# so that one failure is retried (up to 8 times, a second apart: on a
+# loaded 2-core CI machine three tries were seen to fail in a row).
 ia_enc_images() {
 	local try
-	for try in 1 2 3; do
+	for try in 1 2 3 4 5 6 7 8; do
+		[ "$try" = 1 ] || sleep 1
 		ia_enc_images_once && return 0
 		grep -q 'Unable to get accurate CPU usage' out/ia-enc.log || return 1
 		echo "# imga/info-enc: qemu-img's PBKDF timing failed (try $try), again"
