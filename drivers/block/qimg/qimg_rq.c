@@ -157,11 +157,12 @@ static void qimg_rq_done(struct qimg_device *dev, struct qimg_cmd *cmd,
 {
 	struct request *rq = cmd->rq;
 
-	if (ret)
+	if (ret && req_op(rq) == REQ_OP_FLUSH)
+		qimg_dev_err_ratelimited(dev, "flush failed: %d\n", ret);
+	else if (ret)
 		qimg_dev_err_ratelimited(dev, "%s at sector %llu failed: %d\n",
 					 req_op(rq) == REQ_OP_READ ? "read" :
 					 req_op(rq) == REQ_OP_WRITE ? "write" :
-					 req_op(rq) == REQ_OP_FLUSH ? "flush" :
 					 req_op(rq) == REQ_OP_DISCARD ?
 					 "discard" : "write zeroes",
 					 (unsigned long long)blk_rq_pos(rq),

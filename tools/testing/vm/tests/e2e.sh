@@ -903,13 +903,15 @@ err_chain_loop() {
 }
 tc "err: attach of a backing chain loop refused" err_chain_loop
 
-# --- fault injection (kernels with CONFIG_FAULT_INJECTION_DEBUG_FS) -----------
+# --- fault injection -----------------------------------------------------------
 #
 # What a user expects of a storage driver when the disk under the image
 # fails or memory runs out: errors reach the caller, nothing hangs or
-# splats, and the image stays consistent.  Only kernels with the debugfs
-# fault attributes (the debug kernel) run these; elsewhere they are not
-# listed at all.
+# splats, and the image stays consistent.  The disk faults come in two
+# kinds: fail_make_request on the loop device (kernels with the debugfs
+# fault attributes: the debug kernel), and a device-mapper table switched
+# from "linear" to "error" (every kernel with dm-mod, the stock ones
+# included).  The allocation faults need the debug kernel.
 
 DBG=/sys/kernel/debug
 FMNT=/mnt/fault
@@ -926,22 +928,56 @@ fi_set() {
 # only the image's disk fails and never the scratch disk (a failing journal
 # write would make the scratch ext4 read-only for every later case).  No
 # journal and errors=continue: ext4's own reaction is not under test.
+# With FAULT_DM=1 the file system sits on a dm device over the loop device
+# (FLOOP then names the dm device, FLOOP_LO the loop device).
+FAULT_DM=0
+FLOOP_LO=
+FDM=qimgfault
 fault_disk_up() {
+	local sectors
 	FLOOP=
+	FLOOP_LO=
 	run truncate -s 80M "$W/fdisk.img" || return 1
 	FLOOP=$(losetup -f --show "$W/fdisk.img") || { echo "FAILED: losetup"; return 1; }
+	if [ "$FAULT_DM" = 1 ]; then
+		FLOOP_LO=$FLOOP
+		FLOOP=
+		sectors=$(blockdev --getsz "$FLOOP_LO")
+		run dmsetup create --noudevsync $FDM \
+			--table "0 $sectors linear $FLOOP_LO 0" || return 1
+		FLOOP=/dev/$(dmsetup info -c --noheadings -o blkdevname $FDM | tr -d ' ')
+		[ -b "$FLOOP" ] || { echo "FAILED: no device for dm $FDM"; FLOOP=; return 1; }
+	fi
 	run mkfs.ext4 -q -F -O ^has_journal -E nodiscard "$FLOOP" || return 1
 	mkdir -p "$FMNT"
 	run mount -o noatime,errors=continue "$FLOOP" "$FMNT"
 }
 
+# fault_dm_table TABLE: switch the dm device to TABLE; I/O in flight is
+# kept and goes to the new table (no flush, no file system freeze).
+fault_dm_table() {
+	dmsetup suspend --noudevsync --nolockfs --noflush $FDM &&
+		dmsetup load $FDM --table "$1" &&
+		dmsetup resume --noudevsync $FDM ||
+		{ echo "FAILED: cannot switch $FDM to: $1"; return 1; }
+}
+
 fault_mr_off() {
+	if [ "$FAULT_DM" = 1 ]; then
+		[ -n "$FLOOP_LO" ] && dmsetup info $FDM >/dev/null 2>&1 &&
+			fault_dm_table "0 $(blockdev --getsz "$FLOOP_LO") linear $FLOOP_LO 0"
+		return 0
+	fi
 	[ -n "$FLOOP" ] && echo 0 >"/sys/block/${FLOOP#/dev/}/make-it-fail" 2>/dev/null
 	echo 0 >"$DBG/fail_make_request/probability" 2>/dev/null
 }
 
 # Every request to the image's disk fails until fault_mr_off.
 fault_mr_on() {
+	if [ "$FAULT_DM" = 1 ]; then
+		fault_dm_table "0 $(blockdev --getsz "$FLOOP_LO") error"
+		return
+	fi
 	fi_set fail_make_request verbose 0 &&
 		fi_set fail_make_request interval 1 &&
 		fi_set fail_make_request space 0 &&
@@ -961,8 +997,14 @@ fault_disk_down() {
 	fault_mr_off
 	"$QIMGCTL" detach -a >/dev/null 2>&1
 	mountpoint -q "$FMNT" && umount "$FMNT"
-	[ -n "$FLOOP" ] && losetup -d "$FLOOP"
+	if [ -n "$FLOOP_LO" ]; then
+		dmsetup remove --noudevsync $FDM 2>/dev/null
+		losetup -d "$FLOOP_LO"
+	elif [ -n "$FLOOP" ]; then
+		losetup -d "$FLOOP"
+	fi
 	FLOOP=
+	FLOOP_LO=
 	rm -f "$W/fdisk.img"
 }
 
@@ -1108,11 +1150,20 @@ fault_mr_writes() {
 	fault_b_writes new.raw || return 1
 
 	fault_mr_on || return 1
+	# A read of allocated data (its L2 table cached) reaches the disk.
+	must_eio "read of an allocated cluster" timeout "$TO" dd if="$DEV" \
+		of=/dev/null bs=65536 count=1 skip=$((9 * M)) iflag=direct,skip_bytes \
+		status=none || return 1
 	must_eio "overwrite of an allocated cluster" \
 		fw "$DEV" $((3 * M)) 4096 500000 oflag=direct || return 1
 	fw new.raw $((3 * M)) 4096 500000 || return 1
-	# The flush writes the pending metadata and must fail.
+	# The flush writes the pending metadata and must fail, and the
+	# message names no sector (a flush has none).
 	must_eio "flush with pending metadata" flush_dev "$DEV" || return 1
+	if dmesg | grep -E "qimg[0-9]+: .*flush at sector"; then
+		echo "FAILED: a failed flush is reported at a sector"
+		return 1
+	fi
 	must_eio "buffered write + fsync" \
 		fw "$DEV" $((5 * M)) 8192 700000 conv=fsync || return 1
 	fw new.raw $((5 * M)) 8192 700000 || return 1
@@ -1504,6 +1555,18 @@ if [ "$P" = qimg ] && [ -e "$DBG/fail_make_request" ] &&
 		fault_slab_attach
 	TC_KBAD=$KBAD_FAULT tc "fault: add_disk allocations fail with ENOMEM (fail-nth at the device name)" \
 		fault_add_disk
+fi
+
+# The same disk failures on every kernel: the image's file system on a dm
+# device whose table turns to "error" and back.
+if [ "$P" = qimg ] && command -v dmsetup >/dev/null &&
+	{ modprobe -q dm-mod 2>/dev/null; [ -c /dev/mapper/control ]; }; then
+	FAULT_DM=1 TC_KBAD=$KBAD_FAULT tc "fault: disk fails under reads, writes and flushes (dm error)" \
+		fault_on_disk fault_mr_writes
+	FAULT_DM=1 TC_KBAD=$KBAD_FAULT tc "fault: allocating writes while the disk fails (dm error)" \
+		fault_on_disk fault_mr_alloc
+	FAULT_DM=1 TC_KBAD=$KBAD_FAULT tc "fault: disk fails during detach's write-back (dm error)" \
+		fault_on_disk fault_mr_detach
 fi
 
 # --- driver foundations: data safety and the control interface -------------
