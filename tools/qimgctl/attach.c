@@ -251,6 +251,30 @@ int qimgctl_cmd_attach(int argc, char **argv)
 	ret = qimgctl_chain_open(&top, argv[optind], NULL, flags);
 	if (ret)
 		return 1;
+	/*
+	 * Lazy refcounts left dirty (QEMU stopped without writing them):
+	 * rebuilt first, as QEMU does when it opens such an image for
+	 * writing.  The repair takes the write lock itself, so the chain is
+	 * closed meanwhile and opened again.
+	 */
+	if (!ro && qimgctl_repair_helps(&top->img.h) &&
+	    !(top->img.h.incompatible_features & QIMG_INCOMPAT_JOURNAL_DIRTY)) {
+		char *path = strdup(top->path);
+
+		qimgctl_chain_close(top);
+		top = NULL;
+		if (!path) {
+			qimgctl_err("%s: out of memory", argv[optind]);
+			return 1;
+		}
+		ret = qimgctl_repair_dirty(path);
+		free(path);
+		if (ret)
+			return 1;
+		ret = qimgctl_chain_open(&top, argv[optind], NULL, flags);
+		if (ret)
+			return 1;
+	}
 	if (has_jsize) {
 		struct qimg_err err = { "" };
 

@@ -111,6 +111,23 @@ struct ck {
 	u64 rb_alloc_failed;	/* refcount block we could not create */
 };
 
+/*
+ * Where the per-cluster findings go: stderr, as qemu-img check prints them,
+ * or nowhere while a read-write attach repairs a dirty image (QEMU repairs
+ * silently when it opens one; the attach prints one summary line).
+ */
+static FILE *ck_null;
+static bool ck_quiet;
+
+static FILE *ck_log(void)
+{
+	if (!ck_quiet)
+		return stderr;
+	if (!ck_null)
+		ck_null = fopen("/dev/null", "w");
+	return ck_null ? ck_null : stderr;
+}
+
 static void ck_corrupt(struct ck *c, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
@@ -119,9 +136,9 @@ static void ck_corrupt(struct ck *c, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vfprintf(ck_log(), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	fputc('\n', ck_log());
 	c->res->corruptions++;
 }
 
@@ -134,9 +151,9 @@ static void ck_check_error(struct ck *c, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vfprintf(ck_log(), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	fputc('\n', ck_log());
 	c->res->check_errors++;
 	c->incomplete = true;
 }
@@ -276,7 +293,7 @@ static void ck_l2_entry(struct ck *c, u64 l2_off, u64 idx,
 		/* Past EOF: ck_inc() below counts it, once, as QEMU does. */
 		if (!(raw & QIMG_OFLAG_COMPRESSED) && !data_file &&
 		    !qimg_cluster_offset(g, off) && off >= c->file_size)
-			fprintf(stderr, "ERROR L2 table 0x%llx entry %llu (0x%016llx): %s\n",
+			fprintf(ck_log(), "ERROR L2 table 0x%llx entry %llu (0x%016llx): %s\n",
 				l2_off, idx, raw, err.msg);
 		else
 			ck_corrupt(c, "ERROR L2 table 0x%llx entry %llu (0x%016llx): %s",
@@ -575,7 +592,7 @@ static int ck_reftable_outside(struct ck *c, u64 i, const char *why)
 	u64 zero = 0;
 	int ret;
 
-	fprintf(stderr, "%s refcount block %llu is outside image (%s)\n",
+	fprintf(ck_log(), "%s refcount block %llu is outside image (%s)\n",
 		fix ? "Repairing" : "ERROR", i, why);
 	if (!fix) {
 		c->res->corruptions++;
@@ -788,7 +805,7 @@ static int ck_alloc_refblock(struct ck *c, u64 idx)
 	int ret;
 
 	if (idx >= c->rt_entries) {
-		fprintf(stderr, "ERROR refcount table too small for refcount block %llu; growing it is not supported, not repaired\n",
+		fprintf(ck_log(), "ERROR refcount table too small for refcount block %llu; growing it is not supported, not repaired\n",
 			idx);
 		return -ENOSPC;
 	}
@@ -800,7 +817,7 @@ static int ck_alloc_refblock(struct ck *c, u64 idx)
 	own = cl >> g->rb_bits;
 	if (own != idx &&
 	    (own >= c->rt_entries || !c->rb_off[own] || c->rb_bad[own])) {
-		fprintf(stderr, "ERROR no refcount block covers a new refcount block at cluster %llu, not repaired\n",
+		fprintf(ck_log(), "ERROR no refcount block covers a new refcount block at cluster %llu, not repaired\n",
 			cl);
 		return -ENOSPC;
 	}
@@ -846,7 +863,7 @@ static int ck_alloc_refblock(struct ck *c, u64 idx)
 	if (cl >= c->nb_clusters)
 		c->nb_clusters = cl + 1;
 	c->rb_idx = CK_NO_BLOCK;
-	fprintf(stderr, "Allocated refcount block %llu at 0x%llx\n",
+	fprintf(ck_log(), "Allocated refcount block %llu at 0x%llx\n",
 		idx, off);
 	return 0;
 }
@@ -984,7 +1001,7 @@ static int ck_compare(struct ck *c, enum ck_pass pass)
 			    i < c->area_end)
 				continue;
 
-			fprintf(stderr, "%s cluster %llu refcount=%llu reference=%llu\n",
+			fprintf(ck_log(), "%s cluster %llu refcount=%llu reference=%llu\n",
 				fixable ? "Repairing" :
 				on < comp ? "ERROR" : "Leaked", i, on, comp);
 			if (fixable)
@@ -1010,7 +1027,7 @@ static int ck_compare(struct ck *c, enum ck_pass pass)
 			return -ENOMEM;
 		}
 		if (ret) {
-			fprintf(stderr, "ERROR cluster %llu: refcount not repaired: %s\n",
+			fprintf(ck_log(), "ERROR cluster %llu: refcount not repaired: %s\n",
 				i, strerror(-ret));
 			if (pass == CK_RAISE)
 				c->res->corruptions++;
@@ -1074,7 +1091,7 @@ static int ck_copied_fix(struct ck *c, const char *what, bool final,
 {
 	if (final)
 		return 0;
-	fprintf(stderr, "%s OFLAG_COPIED %s\n",
+	fprintf(ck_log(), "%s OFLAG_COPIED %s\n",
 		c->fix_copied ? "Repairing" : "ERROR", what);
 	if (c->fix_copied)
 		c->res->corruptions_fixed++;
@@ -1905,4 +1922,58 @@ int qimgctl_cmd_check(int argc, char **argv)
 		ck_print_human(&res);
 	}
 	return ck_exit_code(&res);
+}
+
+/**
+ * qimgctl_repair_dirty() - rebuild the refcounts of an image left dirty
+ * @path: the image (not open anywhere in this process: it is opened for
+ *        writing and locked here)
+ *
+ * An image with lazy refcounts whose writer stopped without writing its
+ * refcounts back carries the dirty bit; QEMU repairs such an image when it
+ * opens it for writing, and so does a read-write attach: leaks and wrong
+ * refcounts are fixed as by check -r all, the dirty bit is cleared, and
+ * a second check must find the image clean.  A dirty journal is the
+ * kernel's to replay: such an image is left alone.
+ *
+ * Return: 0 (repaired, or nothing to do), or 1 with a message printed.
+ */
+int qimgctl_repair_dirty(const char *path)
+{
+	struct ck_result res, after;
+	struct qimgctl_image img;
+	u64 incompat;
+	int ret;
+
+	if (ck_open(&img, path, QIMGCTL_OPEN_WRITE))
+		return 1;
+	incompat = img.h.incompatible_features;
+	if (!(incompat & QIMG_INCOMPAT_DIRTY) ||
+	    (incompat & QIMG_INCOMPAT_JOURNAL_DIRTY)) {
+		qimgctl_image_close(&img);
+		return 0;
+	}
+	ck_quiet = true;
+	ret = ck_run(&img, CK_FIX_LEAKS | CK_FIX_ERRORS, 0, 0, &res);
+	ck_quiet = false;
+	qimgctl_image_close(&img);
+	if (ret) {
+		qimgctl_err("%s: rebuilding the refcounts of the dirty image failed: %s",
+			    path, strerror(-ret));
+		return 1;
+	}
+	if (ck_open(&img, path, 0))
+		return 1;
+	incompat = img.h.incompatible_features;
+	ret = ck_run(&img, 0, 0, 0, &after);
+	qimgctl_image_close(&img);
+	if (ret || after.corruptions || after.leaks || after.check_errors ||
+	    (incompat & QIMG_INCOMPAT_DIRTY)) {
+		qimgctl_err("%s: the dirty image is not clean after its refcounts were rebuilt (%lld errors, %lld leaks): run 'qimgctl check' on it",
+			    path, after.corruptions, after.leaks);
+		return 1;
+	}
+	fprintf(stderr, "qimgctl: %s: the image was left dirty (lazy refcounts); its refcounts were rebuilt (%lld leaked clusters and %lld errors repaired)\n",
+		path, res.leaks_fixed, res.corruptions_fixed);
+	return 0;
 }

@@ -162,6 +162,7 @@ void qimgctl_progress_update(struct qimgctl_progress *p, uint64_t done,
 int qimgctl_cmd_create(int argc, char **argv);
 int qimgctl_cmd_info(int argc, char **argv);
 int qimgctl_cmd_check(int argc, char **argv);
+int qimgctl_repair_dirty(const char *path);
 int qimgctl_cmd_map(int argc, char **argv);
 int qimgctl_cmd_attach(int argc, char **argv);
 int qimgctl_cmd_detach(int argc, char **argv);
