@@ -193,6 +193,50 @@ rz_map() {
 	fi
 }
 
+# rz_held NAME FILE: while a qemu-io writes FILE (the backing file) of
+# a q8M chain, resize 16M of its 1M top fails for both tools, qimgctl's
+# one line naming the lock, and nothing changes.
+rz_held() {
+	local name=rzb/$1 hf=$2 qrc sum
+	want "$name" || return 0
+	N_CMP=$((N_CMP + 1))
+	rm -rf rz/src
+	mkdir -p rz/src
+	if ! (cd rz/src && rz_mk q8M - 1M) >out/rz.log 2>&1; then
+		t_fail "$name: could not make the images"
+		show out/rz.log 3
+		return
+	fi
+	sum=$(cat rz/src/* | md5sum)
+	if ! hold_start qemu-io -f qcow2 "rz/src/$hf"; then
+		t_fail "$name: could not start qemu-io"
+		return
+	fi
+	(cd rz/src && qemu-img resize t.qcow2 16M >../../out/q.out \
+		2>../../out/q.err </dev/null)
+	qrc=$?
+	(cd rz/src && qx ../../out/x.out ../../out/x.err resize t.qcow2 16M
+	 exit "$QX_RC")
+	QX_RC=$?
+	hold_stop
+	if crashed "$QX_RC" out/x.err; then
+		t_fail "$name: qimgctl crashed (status $QX_RC)"
+		show out/x.err 8
+	elif [ "$qrc" -eq 0 ]; then
+		t_fail "$name: qemu-img resize succeeds here"
+	elif [ "$QX_RC" -ne "$qrc" ]; then
+		t_fail "$name: exit status $QX_RC, qemu-img $qrc"
+		show out/x.err 2
+	elif [ "$(grep -c . out/x.err)" -ne 1 ] || ! grep -q lock out/x.err; then
+		t_fail "$name: not one line on stderr naming the lock"
+		show out/x.err 3
+	elif [ "$(cat rz/src/* | md5sum)" != "$sum" ]; then
+		t_fail "$name: a file was changed"
+	else
+		t_pass "$name"
+	fi
+}
+
 part_rzb() {
 	local u=$((1048576 + 512))
 
@@ -268,6 +312,8 @@ part_rzb() {
 		rz_case missing-backing missing - 1M 16M
 	RZ_WORD="could not open backing file" \
 		rz_case missing-backing-shrink missing - 1M 512k --shrink
+	# The backing file is locked for reading, as qemu-img locks it.
+	rz_held backing-locked b.qcow2
 	# Shrinking over a longer backing file hides nothing.
 	rz_case shrink q8M - 4M $u --shrink
 	rz_case shrink-c512 q8M cluster_size=512 4M 1M --shrink
