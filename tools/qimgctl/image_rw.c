@@ -1241,6 +1241,11 @@ int qimgw_grow(struct qimgw *w, u64 size, struct qimgr *r,
 	gp.zstart = (gp.old + gp.sc - 1) & ~(gp.sc - 1);
 	gp.head = gp.zstart > gp.old;
 	gp.zero = gp.zstart < size;
+	if (w->h->nb_snapshots) {
+		qimgctl_err("%s: growing an image with internal snapshots over a longer backing file is not supported by qimgctl (qemu-img can)",
+			    w->img.path);
+		return -EOPNOTSUPP;
+	}
 	ret = refuse_shared(w);
 	if (!ret && w->g->ext_l2 && (gp.old & (gp.cs - 1)))
 		ret = is_compressed(w, gp.cstart, &comp);

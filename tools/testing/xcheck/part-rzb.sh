@@ -22,6 +22,7 @@
 # t.qcow2 of virtual size OLD (qemu-img create options TOPOPTS, "-" for
 # none) over BACKING:
 #   qN      a qcow2 file b.qcow2 of size N, all 0x11
+#   dN      a QED file b.qed of size N, all 0x11
 #   rN      a raw file b.raw of N bytes, all 0x11
 #   mM:N    a qcow2 m.qcow2 of size M (0x31 in its first 64k, 0x32 in
 #           its last) over a
@@ -47,6 +48,12 @@ rz_mk() {
 			qemu-io -f qcow2 -c "write -P 0x11 0 ${bk#q}" b.qcow2 &&
 			qemu-img create -q -f qcow2 "${to[@]}" -b b.qcow2 \
 				-F qcow2 t.qcow2 "$old"
+		;;
+	d*)
+		qemu-img create -q -f qed b.qed "${bk#d}" &&
+			qemu-io -f qed -c "write -P 0x11 0 ${bk#d}" b.qed &&
+			qemu-img create -q -f qcow2 "${to[@]}" -b b.qed -F qed \
+				t.qcow2 "$old"
 		;;
 	r*)
 		head -c "${bk#r}" /dev/zero | tr '\0' '\021' >b.raw &&
@@ -283,6 +290,11 @@ part_rzb() {
 		RZ_PRE="qemu-img resize -q --shrink t.qcow2 $u" \
 		RZ_WORD="Failed to zero out new clusters" \
 		rz_case extl2-head-compressed q8M extended_l2=on 2M 16M
+	# ... unless no subcluster of it is to be zeroed: then it is
+	# written anew, all of it.
+	RZ_TOPW="write_-c_-P_0x24_1M_64k" \
+		RZ_PRE="qemu-img resize -q --shrink t.qcow2 $((1048576 + 64000))" \
+		rz_case extl2-head-compressed-last-sub q8M extended_l2=on 2M 16M
 	# Only the image's own backing file counts: a short one over a long
 	# base hides nothing (it reads zeroes past its end), a long one
 	# over a short base does.
@@ -294,6 +306,7 @@ part_rzb() {
 	rz_case raw-backing r8388608 - "$u" 16M
 	rz_case raw-backing-odd r1049000 - 1M 16M
 	rz_case raw-backing-short r1048576 - 1M 16M
+	rz_case qed-backing d8M - "$u" 16M
 	# Version 2: no zero flag, so qemu fails, the image unchanged ...
 	RZ_WORD="Failed to zero out new clusters" \
 		rz_case v2-refused q8M compat=0.10 "$u" 16M
@@ -314,6 +327,18 @@ part_rzb() {
 		rz_case missing-backing-shrink missing - 1M 512k --shrink
 	# The backing file is locked for reading, as qemu-img locks it.
 	rz_held backing-locked b.qcow2
+	# Where qimgctl stays behind qemu-img: refused, the image unchanged.
+	if want rzb/snapshot-refused; then
+		rm -rf rz/s
+		mkdir -p rz/s
+		if (cd rz/s && rz_mk q8M - 1M && qemu-img snapshot -c s1 t.qcow2) \
+			>out/rz.log 2>&1; then
+			lk_case rzb/snapshot-refused 1 "internal snapshots" \
+				rz/s/t.qcow2 resize rz/s/t.qcow2 16M
+		else
+			t_fail "rzb/snapshot-refused: could not make the images"
+		fi
+	fi
 	# Shrinking over a longer backing file hides nothing.
 	rz_case shrink q8M - 4M $u --shrink
 	rz_case shrink-c512 q8M cluster_size=512 4M 1M --shrink
