@@ -461,47 +461,6 @@ static struct qimgctl_node *find_base(struct commit *c)
 	return NULL;
 }
 
-/*
- * Grow the qcow2 base to the image's size.  When its backing file is
- * longer than it was, the new part must not show that file: it reads as
- * zeroes (zero clusters, the head of a partial last cluster written), as
- * qemu does; qemu cannot do that for version 2 images and fails, and so do
- * we, before anything is written.
- */
-static int grow_base(struct commit *c)
-{
-	struct qimgw *w = &c->base_w;
-	u64 old = w->h->size, cs = w->cs, zstart, cstart, o;
-	bool cover = c->base->backing && c->base->backing->length > old;
-	u8 *buf;
-	int ret;
-
-	if (cover && w->h->version < 3) {
-		qimgctl_err("%s: growing a version 2 image whose backing file is longer is not supported (qemu-img fails too)",
-			    c->base->path);
-		return -EOPNOTSUPP;
-	}
-	ret = qimgw_resize(w, c->size);
-	if (ret || !cover)
-		return ret ? ret : qimgw_flush(w);
-	zstart = (old + cs - 1) & ~(cs - 1);
-	if (zstart > old) {
-		cstart = zstart - cs;
-		buf = calloc(1, cs);
-		if (!buf) {
-			qimgctl_err("out of memory");
-			return -ENOMEM;
-		}
-		ret = qimgr_read(&c->rd, c->base, cstart, buf, old - cstart);
-		if (!ret)
-			ret = qimgw_write_cluster(w, cstart, buf);
-		free(buf);
-	}
-	for (o = zstart; !ret && o < c->size; o += cs)
-		ret = qimgw_write_zero(w, o);
-	return ret ? ret : qimgw_flush(w);
-}
-
 /* Lock and open the base for writing, grown to the image's size. */
 static int open_base(struct commit *c)
 {
@@ -522,8 +481,12 @@ static int open_base(struct commit *c)
 		c->bcs = c->base_w.cs;
 		c->gran = c->bcs < 4096 ? 4096 : c->bcs > 65536 ? 65536 :
 			  c->bcs;
+		/*
+		 * Grown as qemu's commit job truncates it: new space reads
+		 * as zeroes also where its backing file is longer.
+		 */
 		if (c->size > c->base_w.h->size)
-			ret = grow_base(c);
+			ret = qimgw_grow(&c->base_w, c->size, &c->rd, c->base);
 		return ret;
 	}
 	c->gran = 65536;

@@ -1116,6 +1116,178 @@ int qimgw_resize(struct qimgw *w, u64 size)
 	return 0;
 }
 
+/*
+ * Extended L2: the subclusters of guest cluster @guest in @mask read as
+ * zeroes; the entry keeps its host cluster (and its other subclusters).
+ * A compressed cluster cannot be zeroed in part (qemu cannot either).
+ */
+static int zero_subclusters(struct qimgw *w, u64 guest, u32 mask)
+{
+	u32 l1i = (u32)qimg_l1_index(w->g, guest);
+	struct qimg_l2_entry e;
+	u64 raw, bitmap;
+	const u8 *p;
+	u8 *tbl;
+	int ret;
+
+	ret = check_guest(w, guest);
+	if (!ret)
+		ret = l2_get(w, l1i, true, &tbl);
+	if (!ret)
+		ret = l2_entry(w, tbl, guest, &e);
+	if (ret)
+		return ret;
+	if (e.type == QIMG_CLUSTER_COMPRESSED) {
+		qimgctl_err("%s: a compressed cluster cannot be zeroed in part",
+			    w->img.path);
+		return -EOPNOTSUPP;
+	}
+	p = tbl + (qimg_l2_index(w->g, guest) << w->g->l2_entry_shift);
+	raw = get_unaligned_be64(p);
+	bitmap = get_unaligned_be64(p + 8);
+	bitmap = (bitmap & ~(u64)mask) | ((u64)mask << 32);
+	return l2_set(w, guest, raw, bitmap);
+}
+
+/* The image's guest cluster at @guest is stored compressed. */
+static int is_compressed(struct qimgw *w, u64 guest, bool *comp)
+{
+	u32 l1i = (u32)qimg_l1_index(w->g, guest);
+	struct qimg_l2_entry e;
+	u8 *tbl;
+	int ret;
+
+	*comp = false;
+	ret = l2_get(w, l1i, false, &tbl);
+	if (ret || !tbl)
+		return ret;
+	ret = l2_entry(w, tbl, guest, &e);
+	if (!ret)
+		*comp = e.type == QIMG_CLUSTER_COMPRESSED;
+	return ret;
+}
+
+/*
+ * The plan of qimgw_grow(): zeroes from @zstart (the old size rounded up
+ * to a subcluster) to the new end, and the bytes in between written.
+ */
+struct grow_plan {
+	u64 old, size, cs, sc;
+	u64 cstart;		/* the cluster holding the old end */
+	u64 zstart;		/* first byte made a zero (sub)cluster */
+	bool head;		/* [old, zstart) is written */
+	bool zero;		/* [zstart, size) is not empty */
+};
+
+/* The cluster holding the old end gets its guest data, zeroes after it. */
+static int grow_head(struct qimgw *w, const struct grow_plan *gp,
+		     const u8 *buf, bool comp)
+{
+	u32 sub = (u32)((gp->old - gp->cstart) / gp->sc);
+
+	/*
+	 * Extended L2: only the subcluster holding the old end is written,
+	 * unless the cluster is compressed: then all of it (qemu's
+	 * copy-on-write of a compressed cluster takes the whole cluster).
+	 */
+	if (!w->g->ext_l2 || comp)
+		return qimgw_write_cluster(w, gp->cstart, buf);
+	return qimgw_write_subclusters(w, gp->cstart, buf, 1U << sub);
+}
+
+/* Zero (sub)clusters over [zstart, size), in the order qemu makes them. */
+static int grow_zero(struct qimgw *w, const struct grow_plan *gp)
+{
+	u64 o = gp->zstart, c0 = o & ~(gp->cs - 1), end;
+	u32 a, b, mask;
+	int ret;
+
+	if (o > c0) {
+		/* Extended L2: the rest of the cluster holding the old end. */
+		end = c0 + gp->cs < gp->size ? c0 + gp->cs : gp->size;
+		a = (u32)((o - c0) / gp->sc);
+		b = (u32)((end - 1 - c0) / gp->sc);
+		mask = (b == 31 ? ~0U : (1U << (b + 1)) - 1) & ~((1U << a) - 1);
+		ret = zero_subclusters(w, c0, mask);
+		if (ret)
+			return ret;
+		o = c0 + gp->cs;
+	}
+	for (; o < gp->size; o += gp->cs) {
+		ret = qimgw_write_zero(w, o);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+int qimgw_grow(struct qimgw *w, u64 size, struct qimgr *r,
+	       struct qimgctl_node *n)
+{
+	struct grow_plan gp = { .old = w->h->size, .size = size, .cs = w->cs };
+	u32 l1n = (u32)qimg_l1_entries_for(w->g->cluster_bits, w->g->ext_l2,
+					   size);
+	bool comp = false;
+	u8 *buf = NULL;
+	int ret;
+
+	if (size <= gp.old || !n || !n->backing ||
+	    n->backing->length <= gp.old) {
+		ret = qimgw_resize(w, size);
+		return ret ? ret : qimgw_flush(w);
+	}
+	gp.sc = w->g->ext_l2 ? gp.cs >> 5 : gp.cs;
+	gp.cstart = gp.old & ~(gp.cs - 1);
+	gp.zstart = (gp.old + gp.sc - 1) & ~(gp.sc - 1);
+	gp.head = gp.zstart > gp.old;
+	gp.zero = gp.zstart < size;
+	if (w->h->nb_snapshots) {
+		qimgctl_err("%s: growing an image with internal snapshots over a longer backing file is not supported by qimgctl (qemu-img can)",
+			    w->img.path);
+		return -EOPNOTSUPP;
+	}
+	ret = refuse_shared(w);
+	if (!ret && w->g->ext_l2 && (gp.old & (gp.cs - 1)))
+		ret = is_compressed(w, gp.cstart, &comp);
+	if (ret)
+		return ret;
+	/*
+	 * qemu grows the L1 table first; then version 2 (no zero flag) or a
+	 * compressed cluster to zero in part make it fail, the grown table
+	 * kept and the size not changed.
+	 */
+	if (gp.zero && (w->h->version < 3 ||
+			(comp && (gp.zstart & (gp.cs - 1))))) {
+		if (l1n > w->l1_size) {
+			ret = qimgw_l1_grow(w, l1n);
+			if (!ret)
+				ret = qimgw_flush(w);
+			if (ret)
+				return ret;
+		}
+		qimgctl_err("%s: Failed to zero out new clusters: Operation not supported (%s)",
+			    w->img.path, comp ?
+			    "the cluster holding the old end is compressed" :
+			    "a version 2 image has no zero clusters, and the backing file is longer");
+		return -EOPNOTSUPP;
+	}
+	/* What the guest sees of the head cluster, read before any change. */
+	if (gp.head) {
+		buf = calloc(1, gp.cs);
+		if (!buf)
+			return w_err(w, -ENOMEM, "growing");
+		ret = qimgr_read(r, n, gp.cstart, buf, gp.old - gp.cstart);
+	}
+	if (!ret)
+		ret = qimgw_resize(w, size);
+	if (!ret && gp.zero)
+		ret = grow_zero(w, &gp);
+	if (!ret && gp.head)
+		ret = grow_head(w, &gp, buf, comp);
+	free(buf);
+	return ret ? ret : qimgw_flush(w);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Header rewrite and compat downgrade                                      */
 

@@ -128,6 +128,24 @@ int qimgw_discard(struct qimgw *w, u64 guest);
  */
 int qimgw_resize(struct qimgw *w, u64 size);
 
+struct qimgr;
+
+/*
+ * Grow the virtual size to @size (more than now) as qemu's truncate does,
+ * then flush.  @n is the image's own element of a backing chain opened
+ * for reading and @r a reader of it (@n NULL: no backing file).  When the
+ * backing file is longer than the old size, the new space must not show
+ * its data: every (sub)cluster from the old size (rounded up to a
+ * subcluster) to the new end becomes a zero one, and the cluster holding
+ * the old end (only its subcluster holding it, with extended L2) is
+ * written with the guest's data below the old end and zeroes from it on.
+ * A version 2 image (no zero flag) and a compressed cluster to be zeroed
+ * in part fail as in qemu ("Failed to zero out new clusters"), after the
+ * L1 table was grown as qemu grows it first, the size unchanged.
+ */
+int qimgw_grow(struct qimgw *w, u64 size, struct qimgr *r,
+	       struct qimgctl_node *n);
+
 /*
  * After a flush: cut the file after the last cluster with a non-zero
  * refcount, as qemu does after shrinking.

@@ -7,7 +7,9 @@
  * qcow2: growing extends the L1 table when the new size needs more entries
  * (in place when its last cluster has room, else in new clusters: the old
  * table stays valid until the header names the new one); new space reads
- * as zeroes (or from the backing file, as in qemu).  Shrinking needs
+ * as zeroes, also over a backing file longer than the old size (zero
+ * clusters hide it, see qimgw_grow(); qemu refuses that for version 2
+ * images, and so do we).  Shrinking needs
  * --shrink and then, like qemu, discards everything past the new end and
  * cuts the file after the last cluster still in use.  The header's size
  * is written last (see image_rw.h for the order).
@@ -23,6 +25,7 @@
 #include <unistd.h>
 
 #include "image_rw.h"
+#include "lock.h"
 
 /* "[+|-]SIZE" against the current size @cur. */
 static int new_size(const char *file, const char *arg, u64 cur, u64 *out)
@@ -92,9 +95,40 @@ static int resize_raw(const char *file, const char *arg, bool shrink)
 	return ret;
 }
 
+/*
+ * The backing chain below @file, opened for reading as qemu-img opens it
+ * (backing files read-only, locked for reading: nobody may write them
+ * meanwhile), and a reader of it.  The image itself is opened sharing
+ * everything: the writer holds its locks.
+ */
+static int open_chain(const char *file, struct qimgctl_node **chain,
+		      struct qimgr *r, bool *r_ok)
+{
+	struct qimgctl_node *n;
+	int ret;
+
+	*r_ok = false;
+	ret = qimgctl_chain_open(chain, file, NULL, QIMGCTL_OPEN_SHARE |
+				 QIMGCTL_CHAIN_QED | QIMGCTL_CHAIN_ONLY_QCOW2);
+	if (ret)
+		return ret;
+	for (n = (*chain)->backing; n; n = n->backing) {
+		ret = qimgctl_lock_image(qimgctl_node_fd(n), n->path,
+					 QIMGCTL_LOCK_READ, false);
+		if (ret)
+			return ret;
+	}
+	ret = qimgr_init(r, *chain);
+	*r_ok = !ret;
+	return ret;
+}
+
 static int resize_qcow2(const char *file, const char *arg, bool shrink)
 {
+	struct qimgctl_node *chain = NULL;
 	struct qimgw w;
+	struct qimgr r;
+	bool r_ok = false;
 	u64 size, cur;
 	int ret;
 
@@ -119,12 +153,20 @@ static int resize_qcow2(const char *file, const char *arg, bool shrink)
 			    file);
 		ret = -EOPNOTSUPP;
 	}
+	/* qemu-img opens the backing chain too (a missing file fails). */
 	if (!ret)
+		ret = open_chain(file, &chain, &r, &r_ok);
+	if (!ret && size > cur)
+		ret = qimgw_grow(&w, size, &r, chain);
+	else if (!ret)
 		ret = qimgw_resize(&w, size);
-	if (!ret)
+	if (!ret && size <= cur)
 		ret = qimgw_flush(&w);
 	if (!ret && size < cur)
 		ret = qimgw_trim(&w);
+	if (r_ok)
+		qimgr_fini(&r);
+	qimgctl_chain_close(chain);
 	qimgw_close(&w, false);
 	return ret;
 }
