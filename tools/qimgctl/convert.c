@@ -266,7 +266,7 @@ static int create_qcow2(struct convert *c)
 	snprintf(size, sizeof(size), "%" PRIu64, (uint64_t)c->size);
 	argv[argc++] = size;
 	argv[argc] = NULL;
-	return qimgctl_cmd_create(argc, argv) ? -EINVAL : 0;
+	return qimgctl_create_for_convert(argc, argv) ? -EINVAL : 0;
 }
 
 static int open_raw_out(struct convert *c)

@@ -48,6 +48,8 @@ struct create_opts {
 	bool journal;
 	bool has_journal_size;
 	uint64_t journal_size;
+	/* Made for convert (no -u to suggest). */
+	bool for_convert;
 	/* The backing chain, open (unlocked, as qemu-img) until we are done. */
 	struct qimgctl_node *chain;
 };
@@ -234,28 +236,6 @@ static int self_backing(const struct create_opts *o, const struct stat *st,
 }
 
 /*
- * qemu-img opens the backing chain to create an overlay (unless -u), and
- * cannot open a qcow2 image whose journal-dirty bit is set: to QEMU it is
- * an incompatible feature it lacks.  Refuse it as qemu-img does (unknown
- * incompatible bits are refused when the chain is opened).
- */
-static int backing_journal_dirty(const struct create_opts *o)
-{
-	const struct qimgctl_node *n;
-
-	for (n = o->chain; n; n = n->backing) {
-		if (n->raw || n->qed ||
-		    !(n->img.h.incompatible_features &
-		      QIMG_INCOMPAT_JOURNAL_DIRTY))
-			continue;
-		qimgctl_err("%s: Could not open backing image %s: Unsupported qcow2 feature(s): journal dirty (replay it with 'qimgctl check -r all %s', or create with -u)",
-			    o->file, n->path, n->path);
-		return -EOPNOTSUPP;
-	}
-	return 0;
-}
-
-/*
  * Open the backing chain (it must exist unless -u) and take the virtual
  * size of its top.  Like qemu-img: the whole chain, without locks (force
  * share, no I/O), so an image in use can get an overlay.
@@ -277,7 +257,15 @@ static int open_backing(struct create_opts *o, uint64_t *size)
 					 QIMGCTL_CHAIN_HEADERS);
 		if (ret)
 			goto out;
-		ret = backing_journal_dirty(o);
+		/*
+		 * qemu-img cannot open a journal-dirty image of the chain
+		 * (unless -u, which does not open it).
+		 */
+		ret = qimgctl_chain_refuse_dirty(o->chain,
+						 o->for_convert ? "" :
+						 ", or create with -u",
+						 "%s: Could not open backing image '%s'",
+						 o->file, o->backing);
 		if (ret)
 			goto out;
 		if (size)
@@ -472,7 +460,7 @@ static int fill_header(const struct create_opts *o, struct qimg_header *h)
 	return 0;
 }
 
-int qimgctl_cmd_create(int argc, char **argv)
+static int create(int argc, char **argv, bool for_convert)
 {
 	static const struct option lopts[] = {
 		{ "help", no_argument, NULL, 'h' },
@@ -482,6 +470,7 @@ int qimgctl_cmd_create(int argc, char **argv)
 		.cluster_size = 65536,
 		.refcount_bits = 16,
 		.version = 3,
+		.for_convert = for_convert,
 	};
 	char **optstr = calloc((size_t)argc + 1, sizeof(char *));
 	char **copies = calloc((size_t)argc + 1, sizeof(char *));
@@ -716,4 +705,14 @@ out:
 	free(copies);
 	free(optstr);
 	return ret ? 1 : 0;
+}
+
+int qimgctl_cmd_create(int argc, char **argv)
+{
+	return create(argc, argv, false);
+}
+
+int qimgctl_create_for_convert(int argc, char **argv)
+{
+	return create(argc, argv, true);
 }

@@ -12,7 +12,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -658,6 +660,32 @@ fail:
 	qimgctl_chain_close(*top);
 	*top = NULL;
 	return ret;
+}
+
+int qimgctl_chain_refuse_dirty(const struct qimgctl_node *chain,
+			       const char *alt, const char *fmt, ...)
+{
+	const struct qimgctl_node *n;
+	char what[2 * PATH_MAX];
+	va_list ap;
+
+	for (n = chain; n; n = n->backing) {
+		if (n->raw || n->qed ||
+		    !(n->img.h.incompatible_features &
+		      QIMG_INCOMPAT_JOURNAL_DIRTY))
+			continue;
+		va_start(ap, fmt);
+		vsnprintf(what, sizeof(what), fmt, ap);
+		va_end(ap);
+		if (n == chain)
+			qimgctl_err("%s: Unsupported qcow2 feature(s): journal dirty (replay it with 'qimgctl check -r all %s'%s)",
+				    what, n->path, alt);
+		else
+			qimgctl_err("%s: Could not open backing file %s: Unsupported qcow2 feature(s): journal dirty (replay it with 'qimgctl check -r all %s'%s)",
+				    what, n->path, n->path, alt);
+		return -EOPNOTSUPP;
+	}
+	return 0;
 }
 
 /* ------------------------------------------------------------------------ */

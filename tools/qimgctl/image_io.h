@@ -157,6 +157,23 @@ int qimgctl_chain_open(struct qimgctl_node **top, const char *path,
 void qimgctl_chain_close(struct qimgctl_node *top);
 
 /*
+ * qemu cannot open a qcow2 image whose journal-dirty bit is set (to QEMU
+ * it is an incompatible feature it lacks, named "journal dirty" by the
+ * image's feature table), so qemu-img refuses a new backing file (create
+ * -b, rebase -b, convert -B) with such an image anywhere in its chain.
+ * Open @chain with QIMGCTL_OPEN_META or QIMGCTL_OPEN_JOURNAL_OK to let a
+ * dirty image through, then ask: 0 if none is dirty, else -EOPNOTSUPP
+ * after one line: the @fmt part (how qemu-img words the failure to open
+ * the new backing file, e.g. "Could not open new backing file 'b.qcow2'"),
+ * the dirty file if it is deeper in the chain, qemu's reason, and the
+ * remedy (replay with check -r all, then @alt, e.g. ", or rebase with -u";
+ * "" for none).
+ */
+int qimgctl_chain_refuse_dirty(const struct qimgctl_node *chain,
+			       const char *alt, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/*
  * Resolve @rel against the directory of @base the way qemu does: absolute
  * names stay, relative ones are taken from @base's directory.  Returns a
  * malloc'd string or NULL.

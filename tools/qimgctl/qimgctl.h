@@ -160,6 +160,11 @@ void qimgctl_progress_update(struct qimgctl_progress *p, uint64_t done,
 
 /* Subcommands: each gets argv with argv[0] the subcommand name. */
 int qimgctl_cmd_create(int argc, char **argv);
+/*
+ * create as convert makes its qcow2 output: a journal-dirty backing file
+ * is refused without suggesting -u (convert has none).
+ */
+int qimgctl_create_for_convert(int argc, char **argv);
 int qimgctl_cmd_info(int argc, char **argv);
 int qimgctl_cmd_check(int argc, char **argv);
 int qimgctl_repair_dirty(const char *path);

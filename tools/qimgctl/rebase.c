@@ -71,9 +71,14 @@ static int unalloc_clusters(struct qimgw *w, u64 **list, size_t *n)
 	return ret;
 }
 
-/* Open the chain below @w named by @name (relative to the image). */
+/*
+ * Open the chain below @w named by @name (relative to the image).  @new:
+ * the new backing chain, in which a journal-dirty image is refused as
+ * qemu-img refuses a new backing file it cannot open (the old chain's
+ * is refused by the opener, as every command that reads it does).
+ */
 static int open_chain(struct qimgw *w, const char *name, const char *fmt,
-		      struct qimgctl_node **top)
+		      bool new, struct qimgctl_node **top)
 {
 	char *path;
 	int ret;
@@ -87,8 +92,17 @@ static int open_chain(struct qimgw *w, const char *name, const char *fmt,
 		return -ENOMEM;
 	}
 	/* The opener names the file and the reason. */
-	ret = qimgctl_chain_open(top, path, fmt ? fmt : "", 0);
+	ret = qimgctl_chain_open(top, path, fmt ? fmt : "",
+				 new ? QIMGCTL_OPEN_JOURNAL_OK : 0);
 	free(path);
+	if (!ret && new)
+		ret = qimgctl_chain_refuse_dirty(*top, ", or rebase with -u",
+						 "Could not open new backing file '%s'",
+						 name);
+	if (ret) {
+		qimgctl_chain_close(*top);
+		*top = NULL;
+	}
 	return ret;
 }
 
@@ -102,9 +116,10 @@ static int copy_differing(struct qimgw *w, const struct rb_opts *o)
 	size_t n = 0, i;
 	int ret;
 
-	ret = open_chain(w, w->h->backing_file, w->h->backing_fmt, &old);
+	ret = open_chain(w, w->h->backing_file, w->h->backing_fmt, false,
+			 &old);
 	if (!ret)
-		ret = open_chain(w, o->backing, o->fmt, &nw);
+		ret = open_chain(w, o->backing, o->fmt, true, &nw);
 	if (!ret && old)
 		ret = qimgr_init(&ro, old);
 	ro_ok = !ret && old;

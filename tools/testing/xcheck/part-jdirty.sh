@@ -6,8 +6,10 @@
 # stale until the journal is replayed), the image as it was; info shows
 # the journal; after `qimgctl check -r all` everything works again and
 # qemu-img agrees; create -b of such an image (or one with an unknown
-# incompatible bit) is refused as qemu-img refuses it, unless -u.  Images
-# come from mkjournal.py (part-jfmt.sh).  Sourced
+# incompatible bit) is refused as qemu-img refuses it, unless -u, and so
+# are rebase -b (unless -u) and convert -B (newb-*); the commands that
+# open a chain (or a second image) with it in it exit as qemu-img does
+# (chain-*).  Images come from mkjournal.py (part-jfmt.sh).  Sourced
 # by run; uses its helpers.  Cases jdirty/...
 
 # shellcheck disable=SC2154 # here: set by run, which sources this file
@@ -207,6 +209,124 @@ jd_creates() {
 	rm -f jd-unk.qcow2 jd-unn.qcow2
 }
 
+# jd_twin NAME RC WORD FILE ARGS...: qemu-img ARGS and qimgctl ARGS, each
+# on FILE as it was (restored in between), exit RC and agree; a refusal is
+# one line that says WORD (fixed string; empty: anything) and leaves FILE
+# and the dirty image as they were; a success gives FILE the backing file
+# qemu-img's run gave it.  JD_NOT: a string the refusal must not say.
+# JD_OUT: an output file qimgctl must not leave behind when it refuses
+# (qemu-img convert leaves the one it created before it failed to open it).
+jd_twin() {
+	local name="jdirty/$1" want_rc=$2 word=$3 file=$4 qrc
+	shift 4
+	want "$name" || return 0
+	N_CMP=$((N_CMP + 1))
+	cp "$file" out/jd.before
+	[ -n "${JD_OUT:-}" ] && rm -f "$JD_OUT"
+	qemu-img "$@" >out/jd.qout 2>out/jd.qerr </dev/null
+	qrc=$?
+	cp "$file" out/jd.qres
+	cp out/jd.before "$file"
+	[ -n "${JD_OUT:-}" ] && rm -f "$JD_OUT"
+	qx out/jd.out out/jd.err "$@"
+	if [ "$qrc" -ne "$want_rc" ]; then
+		t_fail "$name: qemu-img exits $qrc, expected $want_rc: no reference"
+		show out/jd.qerr 2
+	elif crashed "$QX_RC" out/jd.err; then
+		t_fail "$name: qimgctl crashed (status $QX_RC)"
+		show out/jd.err 8
+	elif [ "$QX_RC" -ne "$qrc" ]; then
+		t_fail "$name: exit status $QX_RC, qemu-img $qrc"
+		show out/jd.qerr 2
+		show out/jd.err 2
+	elif [ "$qrc" -ne 0 ] && { [ "$(grep -c . out/jd.err)" -ne 1 ] ||
+		! grep -qF -- "$word" out/jd.err; }; then
+		t_fail "$name: not one line saying '$word'"
+		show out/jd.qerr 2
+		show out/jd.err 3
+	elif [ "$qrc" -ne 0 ] && [ -n "${JD_NOT:-}" ] &&
+		grep -qF -- "$JD_NOT" out/jd.err; then
+		t_fail "$name: the refusal says '$JD_NOT'"
+		show out/jd.err 3
+	elif [ "$qrc" -ne 0 ] && ! cmp -s "$file" out/jd.before; then
+		t_fail "$name: $file changed"
+	elif [ "$qrc" -ne 0 ] && [ -n "${JD_OUT:-}" ] && [ -e "$JD_OUT" ]; then
+		t_fail "$name: qimgctl left $JD_OUT behind"
+	elif [ "$qrc" -eq 0 ] &&
+		[ "$(qemu-img info -U "$file" 2>&1 | grep '^backing')" != \
+		  "$(qemu-img info -U out/jd.qres 2>&1 | grep '^backing' |
+		     sed 's/ (actual path: .*)$//')" ]; then
+		t_fail "$name: the backing file differs from qemu-img's"
+		show out/jd.err 2
+	elif ! cmp -s jd.qcow2 jd.qcow2.orig; then
+		t_fail "$name: the journal-dirty image changed"
+		cp jd.qcow2.orig jd.qcow2
+	else
+		t_pass "$name"
+	fi
+	cp out/jd.before "$file"
+	[ -n "${JD_OUT:-}" ] && rm -f "$JD_OUT"
+	return 0
+}
+
+# The commands that take a new backing file, given the dirty image (or
+# jd-ov.qcow2, an overlay of it): qemu-img opens that chain and refuses,
+# unless it does not open it (rebase -u); amend changes no backing file
+# in either.  Then the commands that open a chain below the image named
+# (or a second image) with the dirty one in it, against qemu-img.
+jd_backings() {
+	local w="journal dirty" nb="Could not open new backing file"
+	want 'jdirty/newb-' 'jdirty/chain-' || return 0
+	rm -f jd-top.qcow2
+	if ! qemu-img create -q -f qcow2 -b jd-base.qcow2 -F qcow2 \
+		jd-top.qcow2 >out/jd.log 2>&1; then
+		t_fail "jdirty/newb-: could not make the overlay"
+		show out/jd.log 3
+		return
+	fi
+	N_IMAGES=$((N_IMAGES + 1))
+	jd_twin newb-rebase 1 "$nb 'jd.qcow2': Unsupported qcow2 feature(s): $w" \
+		jd-top.qcow2 rebase -b jd.qcow2 -F qcow2 jd-top.qcow2
+	jd_twin newb-rebase-deep 1 "$nb 'jd-ov.qcow2': Could not open backing file jd.qcow2: Unsupported qcow2 feature(s): $w" \
+		jd-top.qcow2 rebase -b jd-ov.qcow2 -F qcow2 jd-top.qcow2
+	jd_twin newb-rebase-u 0 "" \
+		jd-top.qcow2 rebase -u -b jd.qcow2 -F qcow2 jd-top.qcow2
+	jd_twin newb-rebase-u-deep 0 "" \
+		jd-top.qcow2 rebase -u -b jd-ov.qcow2 -F qcow2 jd-top.qcow2
+	jd_twin newb-rebase-u-nofmt 1 "backing format must be specified" \
+		jd-top.qcow2 rebase -u -b jd.qcow2 jd-top.qcow2
+	jd_twin newb-amend 1 "backing" \
+		jd-top.qcow2 amend -o backing_file=jd.qcow2,backing_fmt=qcow2 jd-top.qcow2
+	jd_twin newb-amend-file 1 "backing" \
+		jd-top.qcow2 amend -o backing_file=jd.qcow2 jd-top.qcow2
+	JD_OUT=jd-cv.qcow2 JD_NOT="with -u" jd_twin newb-convert 1 \
+		"jd-cv.qcow2: Could not open backing image 'jd.qcow2': Unsupported qcow2 feature(s): $w" \
+		jd-base.qcow2 convert -O qcow2 -B jd.qcow2 -F qcow2 jd-base.qcow2 jd-cv.qcow2
+	JD_OUT=jd-cv.qcow2 JD_NOT="with -u" jd_twin newb-convert-deep 1 \
+		"Could not open backing file jd.qcow2: Unsupported qcow2 feature(s): $w" \
+		jd-base.qcow2 convert -O qcow2 -B jd-ov.qcow2 -F qcow2 jd-base.qcow2 jd-cv.qcow2
+	JD_OUT=jd-cv.qcow2 JD_NOT="with -u" jd_twin newb-convert-o 1 "$w" \
+		jd-base.qcow2 convert -O qcow2 -o backing_file=jd.qcow2,backing_fmt=qcow2 \
+		jd-base.qcow2 jd-cv.qcow2
+	# commit -b names the dirty image as the base: the chain it is in.
+	jd_twin chain-commit-b 1 "$JD_MSG" \
+		jd-ov.qcow2 commit -b jd.qcow2 jd-ov.qcow2
+	jd_twin chain-compare-second 2 "$JD_MSG" \
+		jd-base.qcow2 compare jd-base.qcow2 jd.qcow2
+	jd_twin chain-compare-second-chain 2 "$JD_MSG" \
+		jd-base.qcow2 compare jd-base.qcow2 jd-ov.qcow2
+	jd_twin chain-measure 1 "$JD_MSG" \
+		jd-ov.qcow2 measure -O qcow2 jd-ov.qcow2
+	jd_twin chain-map 1 "$JD_MSG" jd-ov.qcow2 map jd-ov.qcow2
+	jd_twin chain-map-json 1 "$JD_MSG" \
+		jd-ov.qcow2 map --output=json jd-ov.qcow2
+	jd_twin chain-rebase-old 1 "$JD_MSG" \
+		jd-ov.qcow2 rebase -b jd-base.qcow2 -F qcow2 jd-ov.qcow2
+	jd_twin chain-rebase-old-u 0 "" \
+		jd-ov.qcow2 rebase -u -b jd-base.qcow2 -F qcow2 jd-ov.qcow2
+	rm -f jd-top.qcow2 jd-cv.qcow2
+}
+
 # The replayed image: qemu-img opens and checks it, every command works.
 jd_after() {
 	N_CMP=$((N_CMP + 1))
@@ -290,6 +410,7 @@ part_jdirty() {
 	cp jd-ov.qcow2 jd-ov.qcow2.orig
 	jd_info
 	jd_creates
+	jd_backings
 	jd_commands jd_refuse_cmd
 	jd_refuse backing-map 1 "$JD_MSG" jd.qcow2 map jd-ov.qcow2
 	jd_refuse backing-map-top 1 "$JD_MSG" jd-ov.qcow2 map jd-ov.qcow2
