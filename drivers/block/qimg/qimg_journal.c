@@ -9,11 +9,14 @@
  * (qimg_journal_table_changed()), and L1 and refcount-table entries are
  * logged one by one.  Sealing copies the marked bytes into the commit
  * buffer as write records, in a fixed order: revokes, refcount blocks,
- * refcount-table entries, L2 tables, L1 entries.  A running transaction
- * too large for one journal transaction is committed as several, in that
- * order, which is the order of the journal-less write-back (qimg_meta.c):
- * any prefix of it is consistent on disk (at worst a leak), so splitting
- * never exposes a reference to something not yet described.
+ * refcount-table entries, L2 tables, L1 entries, the header.  A running
+ * transaction too large for one journal transaction is committed as
+ * several, in that order, which is the order of the journal-less
+ * write-back (qimg_meta.c), so splitting never exposes a reference to
+ * something not yet counted; refcounts that went down show their old
+ * values until a last record after everything else (qimg_jtx_drops()),
+ * so no cluster is free before its references are gone either: any
+ * prefix is consistent on disk, at worst a leak.
  *
  * Commit: the records' blocks are written, the image file is synced (the
  * guest data of allocating writes is durable with them: ordered data),
@@ -524,6 +527,40 @@ void qimg_journal_header_changed(struct qimg_device *dev)
 }
 
 /**
+ * qimg_journal_refcount_dropped() - a refcount is about to go down
+ * @dev: the device
+ * @rb_off: the refcount block's offset
+ * @idx: the entry's index in the block
+ * @old: its value now, before the change
+ *
+ * The first drop of an entry in the running transaction keeps its value
+ * from before: if the transaction is committed as several journal
+ * transactions, the first ones log that value and only the last one the
+ * new (lower) value, after the references it no longer counts are gone
+ * (qimg_jtx_drops()).
+ *
+ * Context: dev->meta_lock held, may sleep (GFP_NOIO allocation).
+ * Return: 0, or -ENOMEM / -EOVERFLOW: the drop cannot be tracked, and the
+ * caller must not make it (the cluster keeps its count: a leak at worst).
+ */
+int qimg_journal_refcount_dropped(struct qimg_device *dev, u64 rb_off,
+				  u64 idx, u64 old)
+{
+	struct qimg_journal *j = dev->journal;
+	u32 order = dev->top.g->refcount_order;
+	int ret;
+
+	lockdep_assert_held(&dev->meta_lock);
+	if (!j)
+		return 0;
+	if (old > LONG_MAX)
+		return -EOVERFLOW;
+	ret = xa_insert(&j->drops, ((rb_off << 3) >> order) + idx,
+			xa_mk_value(old), GFP_NOIO);
+	return ret == -EBUSY ? 0 : ret;	/* the first value counts */
+}
+
+/**
  * qimg_journal_revoke() - a host range was freed
  * @dev: the device
  * @host: its start (cluster aligned)
@@ -646,6 +683,9 @@ struct qimg_jtx {
 	u32 n, cap;
 	struct qimg_jfix *fix;
 	u32 nfix, capfix;
+	u32 rb_lo, rb_hi;	/* the refcount blocks' records */
+	void **copies;		/* record data patched by qimg_jtx_drops() */
+	u32 ncopies, capcopies;
 };
 
 static int qimg_jtx_add(struct qimg_jtx *t, u16 type, u64 target,
@@ -742,7 +782,9 @@ static int qimg_jtx_gather(struct qimg_device *dev, struct qimg_jtx *t)
 		if (ret)
 			return ret;
 	}
+	t->rb_lo = t->n;
 	ret = qimg_jtx_cache(j, t, &dev->rc, all);
+	t->rb_hi = t->n;
 	if (!ret)
 		ret = qimg_jtx_entries(t, &j->rt_set, dev->reftable,
 				       dev->reftable_entries,
@@ -869,6 +911,9 @@ static void qimg_jtx_free(struct qimg_jtx *t)
 	for (i = 0; i < t->nfix; i++)
 		kfree(t->fix[i].copy);
 	kfree(t->fix);
+	for (i = 0; i < t->ncopies; i++)
+		kfree(t->copies[i]);
+	kfree(t->copies);
 	kvfree(t->r);
 }
 
@@ -931,6 +976,79 @@ static int qimg_jtx_encode(struct qimg_journal *j, struct qimg_jtx *t,
 		return -EIO;	/* one record bigger than a transaction */
 	*first = i;
 	return used;
+}
+
+/*
+ * A running transaction that does not fit one journal transaction is
+ * committed as several, and a crash may come between them: their records
+ * go in the order of the write-back without a journal (refcount blocks
+ * first, so that nothing is referenced before it is counted), and every
+ * prefix must be consistent.  Refcounts that went down in it break that
+ * order -- a cluster would be free before the L2 entry naming it is
+ * gone.  So the refcount blocks' records hold max(old, new) for them (in
+ * private copies), and the blocks holding such an entry are logged once
+ * more, with the new values, after every other record: a prefix leaks at
+ * worst, the whole transaction is exact.  One that fits is atomic anyway.
+ */
+static int qimg_jtx_drops(struct qimg_device *dev, struct qimg_jtx *t)
+{
+	struct qimg_journal *j = dev->journal;
+	u32 order = dev->top.g->refcount_order, first = 0, i, hi = t->rb_hi;
+	u32 crc;
+	int used;
+
+	if (xa_empty(&j->drops) || t->rb_lo == hi)
+		return 0;
+	used = qimg_jtx_encode(j, t, &first, j->next_seq, &crc);
+	if (used < 0 || first == t->n)
+		return 0;	/* fits (or fails the same way in the commit) */
+	for (i = t->rb_lo; i < hi; i++) {
+		u64 target = t->r[i].target, len = t->r[i].len;
+		unsigned long lo = (target << 3) >> order, key;
+		unsigned long last = (((target + len) << 3) >> order) - 1;
+		const void *orig = t->r[i].data;
+		void *copy = NULL, *v;
+		int ret;
+
+		if (t->r[i].type != QIMG_JRNL_REC_WRITE)
+			continue;
+		xa_for_each_range(&j->drops, key, v, lo, last) {
+			u64 old = xa_to_value(v), idx = key - lo;
+
+			if (qimg_refcount_get(orig, order, idx) >= old)
+				continue;
+			if (!copy) {
+				if (t->ncopies == t->capcopies) {
+					u32 cap = t->capcopies ?
+						  2 * t->capcopies : 16;
+					void **nc = krealloc_array(t->copies,
+								   cap,
+								   sizeof(*nc),
+								   GFP_NOIO);
+
+					if (!nc)
+						return -ENOMEM;
+					t->copies = nc;
+					t->capcopies = cap;
+				}
+				copy = kmemdup(orig, len, GFP_NOIO);
+				if (!copy)
+					return -ENOMEM;
+				t->copies[t->ncopies++] = copy;
+			}
+			ret = qimg_refcount_set(copy, order, idx, old);
+			if (ret)
+				return ret;
+		}
+		if (!copy)
+			continue;
+		t->r[i].data = copy;
+		ret = qimg_jtx_add(t, QIMG_JRNL_REC_WRITE, target, orig,
+				   (u32)len);
+		if (ret)
+			return ret;
+	}
+	return 0;
 }
 
 /*
@@ -1016,6 +1134,7 @@ static void qimg_jtx_reset(struct qimg_device *dev, struct qimg_jtx *t,
 		}
 	xa_destroy(&j->l1_set);
 	xa_destroy(&j->rt_set);
+	xa_destroy(&j->drops);
 	j->hdr_changed = false;
 	list_for_each_entry_safe(r, tmp, &j->revokes, node) {
 		list_del(&r->node);
@@ -1073,6 +1192,8 @@ int qimg_journal_commit(struct qimg_device *dev, bool unlock)
 	ret = qimg_jtx_gather(dev, &t);
 	if (!ret)
 		ret = qimg_jtx_unlinked(dev, &t);
+	if (!ret)
+		ret = qimg_jtx_drops(dev, &t);
 	if (ret)
 		goto out;
 	spin_lock(&j->lock);
@@ -1434,6 +1555,7 @@ int qimg_journal_start(struct qimg_device *dev, u64 off, u64 size, bool fresh)
 	init_waitqueue_head(&j->wait);
 	xa_init(&j->l1_set);
 	xa_init(&j->rt_set);
+	xa_init(&j->drops);
 	xa_init(&j->targets);
 	INIT_LIST_HEAD(&j->revokes);
 	INIT_DELAYED_WORK(&j->commit_work, qimg_journal_commit_work);
@@ -1588,6 +1710,7 @@ void qimg_journal_destroy(struct qimg_journal *j)
 		kfree(r);
 	xa_destroy(&j->l1_set);
 	xa_destroy(&j->rt_set);
+	xa_destroy(&j->drops);
 	xa_destroy(&j->targets);
 	kvfree(j->buf);
 	kvfree(j->work);

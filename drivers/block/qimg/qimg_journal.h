@@ -59,6 +59,12 @@ struct qimg_journal {
 	bool order_data;
 	struct xarray l1_set;		/* L1 indices changed */
 	struct xarray rt_set;		/* refcount-table indices changed */
+	/*
+	 * Refcounts that went down: refcount entry (its bit position in the
+	 * file >> refcount_order) -> its value before the transaction, for
+	 * a transaction committed as several (qimg_jtx_drops()).
+	 */
+	struct xarray drops;
 	struct list_head revokes;	/* struct qimg_jrevoke */
 	/*
 	 * The header's size, crypt_method, l1_size and l1_table_offset
@@ -137,6 +143,8 @@ void qimg_journal_table_changed(struct qimg_device *dev,
 				struct qimg_centry *e, u64 off, u64 len);
 void qimg_journal_entry_changed(struct qimg_device *dev, bool l1, u64 idx);
 void qimg_journal_header_changed(struct qimg_device *dev);
+int qimg_journal_refcount_dropped(struct qimg_device *dev, u64 rb_off,
+				   u64 idx, u64 old);
 void qimg_journal_revoke(struct qimg_device *dev, u64 host, u64 len);
 void qimg_journal_data_linked(struct qimg_device *dev, u64 host, bool hole);
 bool qimg_journal_owns(struct qimg_device *dev, u64 off);

@@ -403,20 +403,32 @@ int qimg_meta_link_l2(struct qimg_handle *h, struct qimg_centry *e, u64 idx,
  * @idx: entry index in the block
  * @val: the new refcount
  *
- * Context: dev->meta_lock held, does not sleep (takes the refcount
- * cache's lock).
- * Return: 0, -ERANGE if @val does not fit the image's refcount width, or
- * the handle's error.
+ * With the journal, a refcount that goes down is noted first
+ * (qimg_journal_refcount_dropped()), for a transaction committed in parts.
+ *
+ * Context: dev->meta_lock held, may sleep (the note's allocation; takes
+ * the refcount cache's lock).
+ * Return: 0, -ERANGE if @val does not fit the image's refcount width,
+ * -ENOMEM or -EOVERFLOW if a drop cannot be noted, or the handle's error.
  */
 int qimg_meta_set_refcount(struct qimg_handle *h, struct qimg_centry *e,
 			   u64 idx, u64 val)
 {
 	struct qimg_device *dev = h->dev;
+	u32 order = dev->top.g->refcount_order;
 	int ret = qimg_meta_get_write_access(h, &dev->rc, e);
+	u64 old;
 
 	if (ret)
 		return ret;
-	ret = qimg_refcount_set(e->data, dev->top.g->refcount_order, idx, val);
+	old = qimg_refcount_get(e->data, order, idx);
+	if (val < old && dev->journal) {
+		/* Before the change: without the note it is not made. */
+		ret = qimg_journal_refcount_dropped(dev, e->offset, idx, old);
+		if (ret)
+			return ret;
+	}
+	ret = qimg_refcount_set(e->data, order, idx, val);
 	if (ret)
 		return ret;
 	qimg_cache_mark_dirty(&dev->rc, e);

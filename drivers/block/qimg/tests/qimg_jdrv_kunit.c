@@ -1353,6 +1353,116 @@ static void qimg_jdrv_grow_crash(struct kunit *test)
 	qimg_t_grow_check(test, end, size, last, 9, 3, w, r);
 }
 
+/* Crash copies taken at the first commits' writes (qimg_t_split_hook()). */
+#define QIMG_T_SPLIT_COPIES	4
+static struct file *qimg_t_split_copy[QIMG_T_SPLIT_COPIES];
+static struct file *qimg_t_split_src;
+static unsigned int qimg_t_split_n;
+
+static void qimg_t_split_hook(struct qimg_device *dev)
+{
+	static const char * const path[QIMG_T_SPLIT_COPIES] = {
+		"/qimg-kunit-split0.img", "/qimg-kunit-split1.img",
+		"/qimg-kunit-split2.img", "/qimg-kunit-split3.img" };
+
+	if (qimg_t_split_n < QIMG_T_SPLIT_COPIES)
+		qimg_t_split_copy[qimg_t_split_n] =
+			qimg_t_copy_file(qimg_t_split_src,
+					 path[qimg_t_split_n]);
+	qimg_t_split_n++;
+}
+
+/* Guest clusters of the split case: 8 in each L2 chunk (128 entries). */
+static u64 qimg_t_split_cluster(unsigned int k)
+{
+	return (k % 8) * 128 + k / 8;
+}
+
+/*
+ * A crash copy, replayed and put in place: every cluster an L2 entry
+ * names has a refcount (a leak is allowed, a missing count is not).
+ */
+static void qimg_t_split_check(struct kunit *test, struct file *f,
+			       unsigned int n)
+{
+	struct qimg_t_dev c = { .index = -1, .file = f };
+	u64 l1, l2, ent, host;
+	unsigned int i, bad = 0;
+	int ret;
+
+	KUNIT_ASSERT_FALSE_MSG(test, IS_ERR_OR_NULL(f), "crash copy %u: %ld",
+			       n, PTR_ERR(f));
+	ret = qimg_t_crash_cycle(test, &c);
+	if (ret) {
+		qimg_t_crash_drop(f);
+		KUNIT_ASSERT_FAILURE(test, "crash copy %u: attach/detach: %d",
+				     n, ret);
+	}
+	l1 = qimg_t_pread64(test, f, 40);
+	l2 = qimg_t_pread64(test, f, l1) & QIMG_L1E_OFFSET_MASK;
+	for (i = 0; l2 && i < QIMG_T_VSIZE >> QIMG_T_CB; i++) {
+		ent = qimg_t_pread64(test, f, l2 + 8 * i);
+		host = ent & QIMG_L2E_OFFSET_MASK;
+		if (host && !qimg_t_disk_refcount16(test, f, host) && !bad++)
+			KUNIT_FAIL(test, "crash copy %u: guest cluster %u maps host %llu, whose refcount is 0",
+				   n, i, host);
+	}
+	KUNIT_EXPECT_EQ_MSG(test, bad, 0u, "crash copy %u", n);
+	qimg_t_crash_drop(f);
+}
+
+/*
+ * A running transaction too big for one journal transaction (the 64 KiB
+ * journal holds 3 blocks per transaction) is committed as several.  When
+ * it frees clusters (discards over 8 L2 chunks), the refcount blocks go
+ * first: a crash between two of its commits must not find a cluster
+ * freed whose L2 entry still names it -- the next allocation would hand
+ * it out twice.  Crash copies at the first commits' writes.
+ */
+static void qimg_jdrv_split_free(struct kunit *test)
+{
+	struct qimg_t_dev *d = test->priv;
+	u8 *w = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	u64 *host = kunit_kcalloc(test, 64, sizeof(*host), GFP_KERNEL);
+	struct qimg_device *dev;
+	unsigned int k, n, left = 0;
+	int ret = 0;
+
+	KUNIT_ASSERT_NOT_NULL(test, w);
+	KUNIT_ASSERT_NOT_NULL(test, host);
+	qimg_t_make_image(test, d->file);
+	qimg_t_up_flags(test, d, QIMG_ATTACH_JOURNAL, QIMG_T_CS);
+	dev = qimg_t_qdev(d);
+	KUNIT_ASSERT_EQ(test, dev->journal->max_tx, 3u);
+	for (k = 0; k < 64; k++)
+		qimg_t_write_cluster(test, d, qimg_t_split_cluster(k), w);
+	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+	for (k = 0; k < 64; k++)
+		host[k] = qimg_t_host_of(test, dev, qimg_t_split_cluster(k));
+
+	qimg_t_split_src = d->file;
+	qimg_t_split_n = 0;
+	memset(qimg_t_split_copy, 0, sizeof(qimg_t_split_copy));
+	WRITE_ONCE(qimg_journal_write_hook, qimg_t_split_hook);
+	for (k = 0; !ret && k < 64; k++)
+		ret = qimg_map_zero_cluster(dev, qimg_t_split_cluster(k) *
+					    QIMG_T_CS, true);
+	if (!ret)
+		ret = qimg_t_flush(d->bdev);
+	WRITE_ONCE(qimg_journal_write_hook, NULL);
+	KUNIT_EXPECT_EQ(test, ret, 0);
+	KUNIT_EXPECT_GE(test, qimg_t_split_n, 2u);
+	qimg_t_down(test, d);
+	/* All of it committed and in place: every freed cluster is free. */
+	for (k = 0; k < 64; k++)
+		if (qimg_t_disk_refcount16(test, d->file, host[k]))
+			left++;
+	KUNIT_EXPECT_EQ_MSG(test, left, 0u, "discarded clusters still counted");
+	for (n = 0; n < min_t(unsigned int, qimg_t_split_n,
+			      QIMG_T_SPLIT_COPIES); n++)
+		qimg_t_split_check(test, qimg_t_split_copy[n], n);
+}
+
 static struct kunit_case qimg_jdrv_cases[] = {
 	KUNIT_CASE(qimg_jdrv_commit_on_flush),
 	KUNIT_CASE(qimg_jdrv_crash_replay),
@@ -1369,6 +1479,7 @@ static struct kunit_case qimg_jdrv_cases[] = {
 	KUNIT_CASE(qimg_jdrv_single_sync),
 	KUNIT_CASE(qimg_jdrv_area_fallback),
 	KUNIT_CASE(qimg_jdrv_grow_crash),
+	KUNIT_CASE(qimg_jdrv_split_free),
 	{}
 };
 
