@@ -480,15 +480,18 @@ void qimg_journal_entry_changed(struct qimg_device *dev, bool l1, u64 idx)
 }
 
 /**
- * qimg_journal_header_changed() - the header's size or L1 fields changed
+ * qimg_journal_header_changed() - the header's size, L1 or refcount table
+ *                                 fields changed
  * @dev: the device, with the journal on
  *
- * dev->top.h holds the new size, l1_size and l1_table_offset; the running
- * transaction gets one write record of header bytes 24-47 (encoded now,
- * sealed last), so that they change on disk together with everything
- * else the transaction holds: the refcounts of a new L1 table and the
- * free of the old one.  The header in place changes at the checkpoint,
- * and attach re-reads it after a replay.
+ * dev->top.h holds the new values; the running transaction gets one write
+ * record of header bytes 24-63 (size, crypt_method, l1_size,
+ * l1_table_offset, refcount_table_offset, refcount_table_clusters and
+ * nb_snapshots, encoded now, sealed after the tables), so that they
+ * change on disk together with everything else the transaction holds:
+ * the refcounts of a new table and the free of the old one.  The header
+ * in place changes at the checkpoint, and attach re-reads it after a
+ * replay.
  *
  * Context: dev->meta_lock held, does not sleep.
  */
@@ -501,17 +504,33 @@ void qimg_journal_header_changed(struct qimg_device *dev)
 		__be32 crypt_method;
 		__be32 l1_size;
 		__be64 l1_table_offset;
+		__be64 refcount_table_offset;
+		__be32 refcount_table_clusters;
+		__be32 nb_snapshots;
 	} rec;
 
 	lockdep_assert_held(&dev->meta_lock);
 	BUILD_BUG_ON(sizeof(rec) != QIMG_JRNL_HDR_REC_LEN);
+	BUILD_BUG_ON(QIMG_JRNL_HDR_REC_LEN & 7);
+	BUILD_BUG_ON(offsetof(struct qimg_disk_header, size) !=
+		     QIMG_JRNL_HDR_REC_OFF);
 	BUILD_BUG_ON(offsetof(struct qimg_disk_header, crypt_method) !=
 		     QIMG_JRNL_HDR_REC_OFF + offsetof(typeof(rec), crypt_method));
 	BUILD_BUG_ON(offsetof(struct qimg_disk_header, l1_size) !=
 		     QIMG_JRNL_HDR_REC_OFF + offsetof(typeof(rec), l1_size));
-	BUILD_BUG_ON(offsetof(struct qimg_disk_header, size) !=
-		     QIMG_JRNL_HDR_REC_OFF);
-	BUILD_BUG_ON(offsetofend(struct qimg_disk_header, l1_table_offset) !=
+	BUILD_BUG_ON(offsetof(struct qimg_disk_header, l1_table_offset) !=
+		     QIMG_JRNL_HDR_REC_OFF +
+		     offsetof(typeof(rec), l1_table_offset));
+	BUILD_BUG_ON(offsetof(struct qimg_disk_header, refcount_table_offset) !=
+		     QIMG_JRNL_HDR_REC_OFF +
+		     offsetof(typeof(rec), refcount_table_offset));
+	BUILD_BUG_ON(offsetof(struct qimg_disk_header,
+			      refcount_table_clusters) !=
+		     QIMG_JRNL_HDR_REC_OFF +
+		     offsetof(typeof(rec), refcount_table_clusters));
+	BUILD_BUG_ON(offsetof(struct qimg_disk_header, nb_snapshots) !=
+		     QIMG_JRNL_HDR_REC_OFF + offsetof(typeof(rec), nb_snapshots));
+	BUILD_BUG_ON(offsetofend(struct qimg_disk_header, nb_snapshots) !=
 		     QIMG_JRNL_HDR_REC_OFF + QIMG_JRNL_HDR_REC_LEN);
 	if (!j)
 		return;
@@ -519,6 +538,9 @@ void qimg_journal_header_changed(struct qimg_device *dev)
 	rec.crypt_method = cpu_to_be32(h->crypt_method);
 	rec.l1_size = cpu_to_be32(h->l1_size);
 	rec.l1_table_offset = cpu_to_be64(h->l1_table_offset);
+	rec.refcount_table_offset = cpu_to_be64(h->refcount_table_offset);
+	rec.refcount_table_clusters = cpu_to_be32(h->refcount_table_clusters);
+	rec.nb_snapshots = cpu_to_be32(h->nb_snapshots);
 	memcpy(j->hdr_rec, &rec, sizeof(rec));
 	if (!j->hdr_changed)
 		j->running_bytes += QIMG_JRNL_HDR_REC_LEN;

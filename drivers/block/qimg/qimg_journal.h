@@ -22,9 +22,13 @@
 #include "qimg_journal_fmt.h"
 
 #define QIMG_JOURNAL_DEFAULT_INTERVAL	5000	/* ms */
-/* Header bytes a transaction may carry: size .. l1_table_offset. */
+/*
+ * Header bytes a transaction may carry: size .. nb_snapshots (the L1 and
+ * refcount table fields; nb_snapshots only to make the length a multiple
+ * of 8, always its current value).
+ */
 #define QIMG_JRNL_HDR_REC_OFF		24
-#define QIMG_JRNL_HDR_REC_LEN		24
+#define QIMG_JRNL_HDR_REC_LEN		40
 
 struct qimg_jrevoke {
 	struct list_head node;
@@ -67,9 +71,10 @@ struct qimg_journal {
 	struct xarray drops;
 	struct list_head revokes;	/* struct qimg_jrevoke */
 	/*
-	 * The header's size, crypt_method, l1_size and l1_table_offset
-	 * (bytes QIMG_JRNL_HDR_REC_OFF.. of the image) changed: one write
-	 * record of them, the transaction's last, encoded at the seal.
+	 * The header's size, L1 or refcount table fields (bytes
+	 * QIMG_JRNL_HDR_REC_OFF.. of the image) changed: one write record
+	 * of them, the last but for qimg_jtx_drops()' blocks, encoded when
+	 * the change is made.
 	 */
 	bool hdr_changed;
 	u8 hdr_rec[QIMG_JRNL_HDR_REC_LEN];
@@ -144,7 +149,7 @@ void qimg_journal_table_changed(struct qimg_device *dev,
 void qimg_journal_entry_changed(struct qimg_device *dev, bool l1, u64 idx);
 void qimg_journal_header_changed(struct qimg_device *dev);
 int qimg_journal_refcount_dropped(struct qimg_device *dev, u64 rb_off,
-				   u64 idx, u64 old);
+				  u64 idx, u64 old);
 void qimg_journal_revoke(struct qimg_device *dev, u64 host, u64 len);
 void qimg_journal_data_linked(struct qimg_device *dev, u64 host, bool hole);
 bool qimg_journal_owns(struct qimg_device *dev, u64 off);

@@ -850,11 +850,16 @@ int qimg_meta_write_struct(struct qimg_handle *h, const void *buf,
  *             there)
  * @clusters: its size in clusters
  *
- * In the crash model's order: everything dirty written back, the new
- * table (with the current entries copied in now) written and synced, then
- * the header's offset and size switched in one sector write and synced.
- * A failed write or sync ends all writing (the header may or may not have
- * moved).
+ * Without the journal, in the crash model's order: everything dirty
+ * written back, the new table (with the current entries copied in now)
+ * written and synced, then the header's offset and size switched in one
+ * sector write and synced.  With the journal, the caller checkpointed
+ * before it made the new refcount blocks (memory and disk agree); the new
+ * table is written in place and synced (nothing names its clusters yet),
+ * and the header fields become a record of the running transaction
+ * (qimg_journal_header_changed()), which also holds the new blocks and
+ * the old table's free: the commit switches all of it at once.  A failed
+ * write or sync ends all writing (the header may or may not have moved).
  *
  * Context: dev->meta_lock held, may sleep (write-back, writes, syncs).
  * Return: 0 or a negative errno (@table then stays the caller's).
@@ -882,7 +887,7 @@ int qimg_meta_switch_reftable(struct qimg_handle *h, __be64 *table,
 	ret = qimg_h_touch(h, QIMG_H_REFTABLE, "refcount table");
 	if (!ret)
 		ret = qimg_h_touch(h, QIMG_H_HEADER, "header");
-	if (!ret)
+	if (!ret && !dev->journal)
 		ret = qimg_meta_writeback(dev);
 	if (ret)
 		return ret;
@@ -891,14 +896,15 @@ int qimg_meta_switch_reftable(struct qimg_handle *h, __be64 *table,
 			       "new refcount table");
 	if (!ret)
 		ret = qimg_meta_sync(dev);
-	if (ret)
-		return ret;
-	rt.off = cpu_to_be64(table_off);
-	rt.clusters = cpu_to_be32(clusters);
-	ret = qimg_meta_kwrite(dev, &rt, sizeof(rt), QIMG_HDR_RT_OFFSET,
-			       "header (refcount table switch)");
-	if (!ret)
-		ret = qimg_meta_sync(dev);
+	if (!ret && !dev->journal) {
+		rt.off = cpu_to_be64(table_off);
+		rt.clusters = cpu_to_be32(clusters);
+		ret = qimg_meta_kwrite(dev, &rt, sizeof(rt),
+				       QIMG_HDR_RT_OFFSET,
+				       "header (refcount table switch)");
+		if (!ret)
+			ret = qimg_meta_sync(dev);
+	}
 	if (ret)
 		return ret;
 	kvfree(dev->reftable);
@@ -908,6 +914,7 @@ int qimg_meta_switch_reftable(struct qimg_handle *h, __be64 *table,
 	dev->rt_dirty_hi = 0;
 	hdr->refcount_table_offset = table_off;
 	hdr->refcount_table_clusters = clusters;
+	qimg_journal_header_changed(dev);
 	return 0;
 }
 

@@ -114,7 +114,10 @@ static void qimg_note_alloc(struct qimg_image *img, u64 host)
  * as QEMU lays them out), then the new table.  The metadata layer writes
  * them in the crash model's order (qimg_meta_switch_reftable()); the old
  * table's clusters are freed through the deferred-free path (a crash
- * before that leaks them, nothing worse).  In a handle of its own.
+ * before that leaks them, nothing worse).  With the journal, everything
+ * is checkpointed first, so that one transaction holds the new blocks,
+ * the switch and the old table's free, and a crash leaks nothing.  In a
+ * handle of its own.
  */
 static int qimg_grow_reftable(struct qimg_device *dev)
 {
@@ -159,6 +162,8 @@ static int qimg_grow_reftable(struct qimg_device *dev)
 		return -ENOMEM;
 
 	ret = qimg_meta_start(dev, &th, nrb + 2);
+	if (!ret && dev->journal)
+		ret = qimg_meta_writeback(dev);
 	/* New refcount blocks, accounting for themselves and the table. */
 	for (j = 0; !ret && j < nrb; j++) {
 		u64 rb_off = (c0 + j) << g->cluster_bits;

@@ -1404,7 +1404,7 @@ static void qimg_t_split_check(struct kunit *test, struct file *f,
 		ent = qimg_t_pread64(test, f, l2 + 8 * i);
 		host = ent & QIMG_L2E_OFFSET_MASK;
 		if (host && !qimg_t_disk_refcount16(test, f, host) && !bad++)
-			KUNIT_FAIL(test, "crash copy %u: guest cluster %u maps host %llu, whose refcount is 0",
+			KUNIT_FAIL(test, "crash copy %u: cluster %u maps %llu, refcount 0",
 				   n, i, host);
 	}
 	KUNIT_EXPECT_EQ_MSG(test, bad, 0u, "crash copy %u", n);
@@ -1463,6 +1463,109 @@ static void qimg_jdrv_split_free(struct kunit *test)
 		qimg_t_split_check(test, qimg_t_split_copy[n], n);
 }
 
+/* Crash copies at the first two commits after the refcount table moved. */
+static struct file *qimg_t_rt_copy[2];
+static struct file *qimg_t_rt_src;
+static unsigned int qimg_t_rt_n;
+
+static void qimg_t_rt_hook(struct qimg_device *dev)
+{
+	static const char * const path[] = { "/qimg-kunit-rt0.img",
+					     "/qimg-kunit-rt1.img" };
+
+	if (dev->top.h->refcount_table_offset == QIMG_T_SMALL_CS)
+		return;		/* not moved yet */
+	if (qimg_t_rt_n < ARRAY_SIZE(qimg_t_rt_copy))
+		qimg_t_rt_copy[qimg_t_rt_n] =
+			qimg_t_copy_file(qimg_t_rt_src, path[qimg_t_rt_n]);
+	qimg_t_rt_n++;
+}
+
+/* The refcount of cluster @c on disk (qimg_t_make_small(): 64 bits). */
+static u64 qimg_t_small_refcount(struct kunit *test, struct file *f, u64 c)
+{
+	u64 rt = qimg_t_pread64(test, f, 48);
+	u64 rb = qimg_t_pread64(test, f, rt + 8 * (c / 64));
+
+	return rb ? qimg_t_pread64(test, f, rb + 8 * (c % 64)) : 0;
+}
+
+/*
+ * A crash copy, replayed and put in place: the old table (cluster 1) is
+ * counted exactly while the header names it, and a table the header names
+ * is counted.
+ */
+static void qimg_t_rt_check(struct kunit *test, struct file *f,
+			    unsigned int n)
+{
+	struct qimg_t_dev c = { .index = -1, .file = f };
+	u64 rt;
+	int ret;
+
+	KUNIT_ASSERT_FALSE_MSG(test, IS_ERR_OR_NULL(f), "crash copy %u: %ld",
+			       n, PTR_ERR(f));
+	ret = qimg_t_crash_cycle(test, &c);
+	if (ret) {
+		qimg_t_crash_drop(f);
+		KUNIT_ASSERT_FAILURE(test, "crash copy %u: attach/detach: %d",
+				     n, ret);
+	}
+	rt = qimg_t_pread64(test, f, 48);
+	KUNIT_EXPECT_EQ_MSG(test, qimg_t_small_refcount(test, f, 1),
+			    rt == QIMG_T_SMALL_CS ? 1ULL : 0ULL,
+			    "crash copy %u: refcount of the old table, the header names %llu",
+			    n, rt);
+	KUNIT_EXPECT_EQ_MSG(test, qimg_t_small_refcount(test, f,
+							rt / QIMG_T_SMALL_CS),
+			    1ULL, "crash copy %u: refcount of the table at %llu",
+			    n, rt);
+	qimg_t_crash_drop(f);
+}
+
+/*
+ * The refcount table moves with the journal on: one transaction holds
+ * the new refcount blocks, the header's new table fields (a record) and
+ * the old table's free.  A crash before its commit finds the old table,
+ * counted; after it the new one, and the old one free -- never the new
+ * table named with the old one still counted (a leak), as when the header
+ * was switched in place before the free was committed.
+ */
+static void qimg_jdrv_reftable_crash(struct kunit *test)
+{
+	const u64 vsize = 4ULL << 20;
+	struct qimg_t_dev *d = test->priv;
+	u8 *w = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	unsigned int n;
+	u64 off;
+	int ret = 0;
+
+	KUNIT_ASSERT_NOT_NULL(test, w);
+	qimg_t_make_small(test, d->file, vsize);
+	qimg_t_up_flags(test, d, QIMG_ATTACH_JOURNAL, 64 * 1024);
+	qimg_t_rt_src = d->file;
+	qimg_t_rt_n = 0;
+	memset(qimg_t_rt_copy, 0, sizeof(qimg_t_rt_copy));
+	WRITE_ONCE(qimg_journal_write_hook, qimg_t_rt_hook);
+	for (off = 0; !ret && off < 3 * vsize / 4 &&
+	     READ_ONCE(qimg_t_rt_n) < 2; off += 4096) {
+		qimg_t_fill(w, 4096, off >> 12);
+		ret = qimg_t_io(d->bdev, REQ_OP_WRITE, off, w, 4096);
+		if (!ret && !(off & 0xffff))
+			ret = qimg_t_flush(d->bdev);
+	}
+	if (!ret)
+		ret = qimg_t_flush(d->bdev);
+	WRITE_ONCE(qimg_journal_write_hook, NULL);
+	KUNIT_EXPECT_EQ(test, ret, 0);
+	KUNIT_EXPECT_GE(test, qimg_t_rt_n, 2u);
+	qimg_t_down(test, d);
+	KUNIT_EXPECT_NE(test, qimg_t_pread64(test, d->file, 48),
+			(u64)QIMG_T_SMALL_CS);
+	for (n = 0; n < min_t(unsigned int, qimg_t_rt_n, 2); n++)
+		qimg_t_rt_check(test, qimg_t_rt_copy[n], n);
+	qimg_t_make_image(test, d->file);
+}
+
 static struct kunit_case qimg_jdrv_cases[] = {
 	KUNIT_CASE(qimg_jdrv_commit_on_flush),
 	KUNIT_CASE(qimg_jdrv_crash_replay),
@@ -1480,6 +1583,7 @@ static struct kunit_case qimg_jdrv_cases[] = {
 	KUNIT_CASE(qimg_jdrv_area_fallback),
 	KUNIT_CASE(qimg_jdrv_grow_crash),
 	KUNIT_CASE(qimg_jdrv_split_free),
+	KUNIT_CASE(qimg_jdrv_reftable_crash),
 	{}
 };
 

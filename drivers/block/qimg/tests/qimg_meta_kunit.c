@@ -165,42 +165,6 @@ static void qimg_meta_writeback_order(struct kunit *test)
 	qimg_t_make_image(test, d->file);
 }
 
-#define QIMG_T_SMALL_CB		9
-#define QIMG_T_SMALL_CS		BIT(QIMG_T_SMALL_CB)
-
-/*
- * 512-byte clusters and 64-bit refcounts: a refcount block covers 64
- * clusters and the one-cluster refcount table 4096 (2 MiB), so a few MiB
- * of writes grow the table.  Header, refcount table, refcount block, then
- * the L1 table.
- */
-static void qimg_t_make_small(struct kunit *test, struct file *f, u64 vsize)
-{
-	u64 cs = QIMG_T_SMALL_CS;
-	u64 l1_entries = vsize / (cs * (cs / 8));
-	u64 n = 3 + DIV_ROUND_UP(l1_entries * 8, cs), i;
-	u8 *buf = kunit_kzalloc(test, n * cs, GFP_KERNEL);
-	loff_t pos = 0;
-
-	KUNIT_ASSERT_NOT_NULL(test, buf);
-	KUNIT_ASSERT_EQ(test, vfs_truncate(&f->f_path, 0), 0);
-	put_unaligned_be32(QIMG_MAGIC, buf + 0);
-	put_unaligned_be32(3, buf + 4);
-	put_unaligned_be32(QIMG_T_SMALL_CB, buf + 20);
-	put_unaligned_be64(vsize, buf + 24);
-	put_unaligned_be32(l1_entries, buf + 36);
-	put_unaligned_be64(3 * cs, buf + 40);
-	put_unaligned_be64(1 * cs, buf + 48);
-	put_unaligned_be32(1, buf + 56);
-	put_unaligned_be32(6, buf + 96);
-	put_unaligned_be32(QIMG_V3_HEADER_LEN_COMP, buf + 100);
-	put_unaligned_be64(2 * cs, buf + cs);
-	for (i = 0; i < n; i++)
-		put_unaligned_be64(1, buf + 2 * cs + 8 * i);
-	KUNIT_ASSERT_EQ(test, kernel_write(f, buf, n * cs, &pos),
-			(ssize_t)(n * cs));
-}
-
 /*
  * The refcount table grows, and the header write that switches to the new
  * table fails: that is a failed metadata write like any other, so the
