@@ -24,7 +24,9 @@
 #
 # KIND: c64 (64 KiB clusters, O_DIRECT writers), c4 (4 KiB clusters,
 # buffered writers), ovl (64 KiB-cluster overlay over a qcow2 backing file
-# full of records).
+# full of records), j64 (c64 with the metadata journal), js (j64 with a
+# 128 KiB journal, whose transactions are committed in parts; in the
+# replay the inner ext4 discards what it deletes).
 #
 # Env: QIMGCTL, QIMG_CRASH_REC (the qimg-crashrec binary), QIMG_CRASH_OUT
 # (a directory on the read-write share: failing images are copied there),
@@ -240,6 +242,7 @@ start() {
 	case $kind in
 	c64) wopts=(-t 4) ;;
 	j64) wopts=(-t 4) jopt=(--journal=on) ;;
+	js) wopts=(-t 4) jopt=(--journal=on --journal-size=128K) ;;
 	c4) cs=4096 wopts=(-t 2 -b) ;;
 	ovl)
 		wopts=(-t 4)
@@ -355,7 +358,7 @@ start() {
 # "crash point" test line.
 replay() {
 	local kind=$1 seed=$2 points=$3 name lw=$ROOT/lw dm data logd
-	local cs=65536 bopt=() bk=() list first last ok=1 jopt=() e
+	local cs=65536 bopt=() bk=() list first last ok=1 jopt=() mopt=() e
 	local mnt=/mnt/crash-lw inner=/mnt/crash-in idev img=/mnt/crash-lw/img.qcow2
 	name="replay ($kind, seed $seed)"
 	export DM_DISABLE_UDEV=1
@@ -381,6 +384,9 @@ replay() {
 	run mkfs.ext4 -q -E nodiscard "$dm" && run mount -t ext4 "$dm" "$mnt" || ok=0
 	case $kind in
 	c4) cs=4096 ;;
+	# A small journal (transactions committed in parts) under an inner
+	# ext4 that discards what it deletes (frees in those transactions).
+	js) jopt=(--journal=on --journal-size=128K) mopt=(-o discard) ;;
 	j*) jopt=(--journal=on) ;;
 	ovl)
 		# The backing file is not written to: it lives outside.
@@ -397,7 +403,7 @@ replay() {
 	[ $ok = 1 ] && run "$QIMGCTL" create -o cluster_size=$cs "${bk[@]}" "$img" "$RSIZE" &&
 		attach "${jopt[@]}" "$img" && idev=$DEV &&
 		run mkfs.ext4 -q -E nodiscard "$idev" $((ROFF / 1024))k &&
-		run mount -t ext4 "$idev" "$inner" &&
+		run mount -t ext4 "${mopt[@]}" "$idev" "$inner" &&
 		mkdir "$inner/d" && touch "$mnt/raw.log" "$mnt/fs.log" || ok=0
 	if [ $ok = 1 ]; then
 		# Everything so far durable: the points start from here.
