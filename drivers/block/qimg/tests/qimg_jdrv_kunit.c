@@ -1353,6 +1353,26 @@ static void qimg_jdrv_grow_crash(struct kunit *test)
 	qimg_t_grow_check(test, end, size, last, 9, 3, w, r);
 }
 
+/*
+ * Crash copy @n (@f, taken by a hook: maybe an ERR_PTR) attached, which
+ * replays its journal, and detached, which puts the result in place.
+ */
+static void qimg_t_crash_replay(struct kunit *test, struct file *f,
+				unsigned int n)
+{
+	struct qimg_t_dev c = { .index = -1, .file = f };
+	int ret;
+
+	KUNIT_ASSERT_FALSE_MSG(test, IS_ERR_OR_NULL(f), "crash copy %u: %ld",
+			       n, PTR_ERR(f));
+	ret = qimg_t_crash_cycle(test, &c);
+	if (ret) {
+		qimg_t_crash_drop(f);
+		KUNIT_ASSERT_FAILURE(test, "crash copy %u: attach/detach: %d",
+				     n, ret);
+	}
+}
+
 /* Crash copies taken at the first commits' writes (qimg_t_split_hook()). */
 #define QIMG_T_SPLIT_COPIES	4
 static struct file *qimg_t_split_copy[QIMG_T_SPLIT_COPIES];
@@ -1385,19 +1405,10 @@ static u64 qimg_t_split_cluster(unsigned int k)
 static void qimg_t_split_check(struct kunit *test, struct file *f,
 			       unsigned int n)
 {
-	struct qimg_t_dev c = { .index = -1, .file = f };
 	u64 l1, l2, ent, host;
 	unsigned int i, bad = 0;
-	int ret;
 
-	KUNIT_ASSERT_FALSE_MSG(test, IS_ERR_OR_NULL(f), "crash copy %u: %ld",
-			       n, PTR_ERR(f));
-	ret = qimg_t_crash_cycle(test, &c);
-	if (ret) {
-		qimg_t_crash_drop(f);
-		KUNIT_ASSERT_FAILURE(test, "crash copy %u: attach/detach: %d",
-				     n, ret);
-	}
+	qimg_t_crash_replay(test, f, n);
 	l1 = qimg_t_pread64(test, f, 40);
 	l2 = qimg_t_pread64(test, f, l1) & QIMG_L1E_OFFSET_MASK;
 	for (i = 0; l2 && i < QIMG_T_VSIZE >> QIMG_T_CB; i++) {
@@ -1498,18 +1509,9 @@ static u64 qimg_t_small_refcount(struct kunit *test, struct file *f, u64 c)
 static void qimg_t_rt_check(struct kunit *test, struct file *f,
 			    unsigned int n)
 {
-	struct qimg_t_dev c = { .index = -1, .file = f };
 	u64 rt;
-	int ret;
 
-	KUNIT_ASSERT_FALSE_MSG(test, IS_ERR_OR_NULL(f), "crash copy %u: %ld",
-			       n, PTR_ERR(f));
-	ret = qimg_t_crash_cycle(test, &c);
-	if (ret) {
-		qimg_t_crash_drop(f);
-		KUNIT_ASSERT_FAILURE(test, "crash copy %u: attach/detach: %d",
-				     n, ret);
-	}
+	qimg_t_crash_replay(test, f, n);
 	rt = qimg_t_pread64(test, f, 48);
 	KUNIT_EXPECT_EQ_MSG(test, qimg_t_small_refcount(test, f, 1),
 			    rt == QIMG_T_SMALL_CS ? 1ULL : 0ULL,
