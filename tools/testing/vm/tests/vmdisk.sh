@@ -116,7 +116,7 @@ vd_case() {
 	vd=$(cat "$VD/$k.vd")
 	grep -qx "NESTED-DISK-OK $vd" "$VD/nested.log" ||
 		{ echo "FAILED: the nested guest did not finish $vd"; return 1; }
-	run qemu-img check "$img" || return 1
+	run qemu-img check -q "$img" || return 1
 	q_attach -r "$img" || return 1
 	run e2fsck -fn "$DEV" || rc=1
 	mkdir -p "$mnt"
