@@ -206,7 +206,8 @@ unsupported_ok() {
 KBAD="$QIMG_KLOG_BAD|Call Trace"
 # tc NAME FUNC [ARGS]: one case.  Its output is shown only when it fails;
 # a kernel splat while it ran fails it too, so blame lands on the right
-# case (qimg-vm also fails the whole run for it).
+# case (qimg-vm also fails the whole run for it).  A case that prints
+# "SKIP-CASE: why" and returns 0 is a skip (the guest lacks something).
 tc() {
 	local name=$1 out n0 new
 	shift
@@ -224,6 +225,10 @@ tc() {
 		skip=$(printf '%s\n' "$out" | sed -n 's/^SKIP-UNSUPPORTED: //p' | head -n 1)
 		if [ -n "$skip" ]; then
 			t_skip "$name" "refused cleanly: $skip"
+		elif skip=$(printf '%s\n' "$out" | sed -n 's/^SKIP-CASE: //p' | head -n 1) &&
+			[ -n "$skip" ]; then
+			# The guest lacks what the case needs (a case says why).
+			t_skip "$name" "$skip"
 		else
 			t_pass "$name"
 		fi
@@ -2781,6 +2786,10 @@ bench() {
 	losetup -d "$loopdev"
 	cleanup
 }
+# /dev/qimgN as the disk of a nested guest: tests/vmdisk.sh.
+# shellcheck source=vmdisk.sh
+. "$HERE/vmdisk.sh"
+
 # Hostile images in the kernel: tests/hostile.sh, one case per image.
 # shellcheck source=hostile.sh
 . "$HERE/hostile.sh"
