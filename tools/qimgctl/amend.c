@@ -143,6 +143,12 @@ static int amend(struct amend_opts *o)
 	ret = qimgw_open(&w, o->file);
 	if (ret)
 		return ret;
+	/* qemu-img opens the backing chain too, and fails as it fails. */
+	ret = qimgctl_backing_chain_usable(o->file, false);
+	if (ret) {
+		qimgw_close(&w, false);
+		return ret;
+	}
 	nh = *w.h;
 	version = o->version ? o->version : (int)w.h->version;
 	cur_lazy = w.h->compatible_features & QIMG_COMPAT_LAZY_REFCOUNTS;

@@ -1866,6 +1866,17 @@ int qimgctl_cmd_check(int argc, char **argv)
 			return QIMGCTL_CHECK_UNSUPPORTED;
 		return QIMGCTL_CHECK_INCOMPLETE;
 	}
+	/*
+	 * qemu-img check opens the backing chain too: a backing file it
+	 * cannot open is a check that did not start.  An image with a dirty
+	 * journal of its own is checked (and replayed) without it: qemu
+	 * cannot open that one anyway, and the replay needs no backing file.
+	 */
+	if (!(img.h.incompatible_features & QIMG_INCOMPAT_JOURNAL_DIRTY) &&
+	    qimgctl_backing_chain_usable(path, share)) {
+		qimgctl_image_close(&img);
+		return QIMGCTL_CHECK_INCOMPLETE;
+	}
 	if (img.h.incompatible_features & QIMG_INCOMPAT_DIRTY)
 		qimgctl_err("%s: image is dirty (lazy refcounts): all refcounts are checked against the rebuilt ones",
 			    path);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "image_io.h"
+#include "lock.h"
 
 int qimgctl_mapper_init(struct qimgctl_mapper *m, struct qimgctl_image *img)
 {
@@ -686,6 +687,33 @@ int qimgctl_chain_refuse_dirty(const struct qimgctl_node *chain,
 		return -EOPNOTSUPP;
 	}
 	return 0;
+}
+
+int qimgctl_backing_chain_usable(const char *path, bool share)
+{
+	struct qimgctl_node *chain, *n;
+	int ret;
+
+	/*
+	 * The image itself again, sharing everything (the caller holds its
+	 * locks); a dirty journal is let through to be named below.
+	 */
+	ret = qimgctl_chain_open(&chain, path, NULL,
+				 QIMGCTL_OPEN_SHARE | QIMGCTL_OPEN_JOURNAL_OK |
+				 QIMGCTL_CHAIN_HEADERS | QIMGCTL_CHAIN_QED |
+				 QIMGCTL_CHAIN_ONLY_QCOW2);
+	if (ret)
+		return ret;
+	/* The image's own dirty journal is its caller's business. */
+	if (!(chain->img.h.incompatible_features &
+	      QIMG_INCOMPAT_JOURNAL_DIRTY))
+		ret = qimgctl_chain_refuse_dirty(chain, "",
+						 "Could not open '%s'", path);
+	for (n = chain->backing; !ret && !share && n; n = n->backing)
+		ret = qimgctl_lock_image(qimgctl_node_fd(n), n->path,
+					 QIMGCTL_LOCK_READ, false);
+	qimgctl_chain_close(chain);
+	return ret;
 }
 
 /* ------------------------------------------------------------------------ */

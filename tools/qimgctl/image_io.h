@@ -174,6 +174,20 @@ int qimgctl_chain_refuse_dirty(const struct qimgctl_node *chain,
 	__attribute__((format(printf, 3, 4)));
 
 /*
+ * qemu-img opens the whole backing chain of the image it is given even
+ * for commands that only read or change that image (snapshot, amend,
+ * check): a backing file that is missing, journal-dirty or being written
+ * by another process makes them fail before they touch anything.  Do the
+ * same for @path, a qcow2 image the caller has already opened (and
+ * locked): open the chain below it as QEMU opens backing files, read-only
+ * and locked for reading (nobody may write them meanwhile) unless @share
+ * (-U).  Returns 0, or -errno after one line saying why, the journal-dirty
+ * case in qimgctl_chain_refuse_dirty()'s words.  A dirty journal of @path
+ * itself is left to the caller (check replays it; the others refuse it).
+ */
+int qimgctl_backing_chain_usable(const char *path, bool share);
+
+/*
  * Resolve @rel against the directory of @base the way qemu does: absolute
  * names stay, relative ones are taken from @base's directory.  Returns a
  * malloc'd string or NULL.

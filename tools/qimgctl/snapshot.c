@@ -776,6 +776,12 @@ static int sn_list(const char *path, bool share)
 	ret = qimgctl_image_open(&img, path, share ? QIMGCTL_OPEN_SHARE : 0);
 	if (ret)
 		return ret;
+	/* qemu-img opens the backing chain too, and fails as it fails. */
+	ret = qimgctl_backing_chain_usable(path, share);
+	if (ret) {
+		qimgctl_image_close(&img);
+		return ret;
+	}
 	ret = tab_load(&img, &t);
 	if (ret || !t.n)
 		goto out;
@@ -863,6 +869,10 @@ int qimgctl_cmd_snapshot(int argc, char **argv)
 	ret = qimgw_open(&w, argv[optind]);
 	if (ret)
 		return 1;
+	if (qimgctl_backing_chain_usable(argv[optind], false)) {
+		qimgw_close(&w, false);
+		return 1;
+	}
 	/* Without an operation qemu-img opens the image and does nothing. */
 	ret = op ? tab_load(&w.img, &t) : 0;
 	if (ret || !op) {

@@ -9,7 +9,10 @@
 # incompatible bit) is refused as qemu-img refuses it, unless -u, and so
 # are rebase -b (unless -u) and convert -B (newb-*); the commands that
 # open a chain (or a second image) with it in it exit as qemu-img does
-# (chain-*).  Images come from mkjournal.py (part-jfmt.sh).  Sourced
+# (chain-*); on an overlay whose backing file is dirty, missing or held by
+# a writer, snapshot, amend, check, resize, map and measure refuse as
+# qemu-img does and info and bitmap work (ov-dirty/, ov-missing/,
+# ov-locked/).  Images come from mkjournal.py (part-jfmt.sh).  Sourced
 # by run; uses its helpers.  Cases jdirty/...
 
 # shellcheck disable=SC2154 # here: set by run, which sources this file
@@ -327,6 +330,110 @@ jd_backings() {
 	rm -f jd-top.qcow2 jd-cv.qcow2
 }
 
+# jd_ovmake NAME BACKING SNAP BITMAPS: NAME, a 1M overlay with data of its
+# own (and an internal snapshot s0 if SNAP, bitmaps bm0 and bm1 if
+# BITMAPS), made over a clean file, then given BACKING (-u: it may be
+# dirty or missing).
+jd_ovmake() {
+	rm -f "$1" jd-tmpb.qcow2
+	qemu-img create -q -f qcow2 jd-tmpb.qcow2 1M &&
+		qemu-img create -q -f qcow2 -b jd-tmpb.qcow2 -F qcow2 "$1" &&
+		qemu-io -f qcow2 -c 'write -P 0x22 64k 64k' "$1" &&
+		{ [ "$3" = 0 ] || qemu-img snapshot -c s0 "$1"; } &&
+		{ [ "$4" = 0 ] || { qemu-img bitmap --add "$1" bm0 &&
+			qemu-img bitmap --add "$1" bm1; }; } &&
+		qemu-img rebase -u -b "$2" -F qcow2 "$1" &&
+		rm -f jd-tmpb.qcow2
+}
+
+# jd_ovcmds TAG WORD URC: every command on an overlay whose backing file
+# qemu-img cannot open (TAG: why), against qemu-img: the ones that open
+# the chain (snapshot, amend, check, resize, map, measure) refuse in one
+# line saying WORD, the overlay as it was; info and bitmap (no chain)
+# work.  URC: the status of the -U (force-share) runs.
+jd_ovcmds() {
+	local w=$2 urc=$3 s=jd-ovs.qcow2 p=jd-ovp.qcow2 b=jd-ovb.qcow2
+	jd_twin "ov-$1/snapshot-c" 1 "$w" $s snapshot -c s1 $s
+	jd_twin "ov-$1/snapshot-l" 1 "$w" $s snapshot -l $s
+	jd_twin "ov-$1/snapshot-l-U" "$urc" "$w" $s snapshot -l -U $s
+	jd_twin "ov-$1/snapshot-a" 1 "$w" $s snapshot -a s0 $s
+	jd_twin "ov-$1/snapshot-d" 1 "$w" $s snapshot -d s0 $s
+	jd_twin "ov-$1/snapshot-noop" 1 "$w" $s snapshot $s
+	jd_twin "ov-$1/amend-lazy" 1 "$w" $s amend -o lazy_refcounts=on $s
+	jd_twin "ov-$1/amend-refcount" 1 "$w" $s amend -o refcount_bits=32 $s
+	jd_twin "ov-$1/amend-compat-up" 1 "$w" $s amend -o compat=1.1 $s
+	jd_twin "ov-$1/amend-compat-down" 1 "$w" $p amend -o compat=0.10 $p
+	# qemu-img opens before it looks at the options; qimgctl refuses
+	# the ones it does not take first (the same status).
+	jd_twin "ov-$1/amend-size" 1 "" $s amend -o size=2M $s
+	jd_twin "ov-$1/check" 1 "$w" $s check $s
+	jd_twin "ov-$1/check-U" "$urc" "$w" $s check -U $s
+	jd_twin "ov-$1/check-r" 1 "$w" $s check -r all $s
+	jd_twin "ov-$1/check-json" 1 "$w" $s check --output=json $s
+	jd_twin "ov-$1/resize-grow" 1 "$w" $p resize $p 2M
+	jd_twin "ov-$1/resize-shrink" 1 "$w" $p resize --shrink $p 512K
+	jd_twin "ov-$1/map" 1 "$w" $s map $s
+	jd_twin "ov-$1/measure" 1 "$w" $s measure -O qcow2 $s
+	jd_twin "ov-$1/info" 0 "" $s info $s
+	jd_twin "ov-$1/info-json" 0 "" $s info --output=json $s
+	jd_twin "ov-$1/bitmap-add" 0 "" $b bitmap --add $b bmx
+	jd_twin "ov-$1/bitmap-remove" 0 "" $b bitmap --remove $b bm0
+	jd_twin "ov-$1/bitmap-clear" 0 "" $b bitmap --clear $b bm0
+	jd_twin "ov-$1/bitmap-disable" 0 "" $b bitmap --disable $b bm0
+	jd_twin "ov-$1/bitmap-enable" 0 "" $b bitmap --enable $b bm0
+	jd_twin "ov-$1/bitmap-merge" 0 "" $b bitmap --merge bm1 $b bm0
+}
+
+# Overlays of the dirty image, of a missing file and of a file another
+# process writes (qimg-lockhold holds it as a writer does).
+jd_overlays() {
+	local f mk=ok
+	want 'jdirty/ov-' || return 0
+	for f in dirty:jd.qcow2 missing:jd-nope.qcow2 locked:jd-base.qcow2; do
+		jd_ovmake jd-ovs-${f%%:*}.qcow2 "${f#*:}" 1 0 &&
+			jd_ovmake jd-ovp-${f%%:*}.qcow2 "${f#*:}" 0 0 &&
+			jd_ovmake jd-ovb-${f%%:*}.qcow2 "${f#*:}" 0 1 ||
+			mk=
+	done >out/jd.log 2>&1
+	rm -f jd-nope.qcow2
+	if [ -z "$mk" ]; then
+		t_fail "jdirty/ov-: could not make the overlays"
+		show out/jd.log 3
+		return
+	fi
+	N_IMAGES=$((N_IMAGES + 9))
+	for f in dirty missing locked; do
+		mv jd-ovs-$f.qcow2 jd-ovs.qcow2
+		mv jd-ovp-$f.qcow2 jd-ovp.qcow2
+		mv jd-ovb-$f.qcow2 jd-ovb.qcow2
+		case $f in
+		dirty)
+			jd_ovcmds dirty journal 1
+			# The refusal names the file and the remedy.
+			jd_twin ov-dirty/message 1 "Could not open 'jd-ovs.qcow2': Could not open backing file jd.qcow2: Unsupported qcow2 feature(s): journal dirty (replay it with 'qimgctl check -r all jd.qcow2')" \
+				jd-ovs.qcow2 snapshot -c s1 jd-ovs.qcow2
+			;;
+		missing)
+			jd_ovcmds missing "jd-nope.qcow2" 1
+			;;
+		locked)
+			if ! want 'jdirty/ov-locked/'; then
+				:
+			elif ! lockhold_bin; then
+				t_fail "jdirty/ov-locked: could not build qimg-lockhold"
+				show out/lockhold.log 3
+			elif ! hold_start "$LOCKHOLD" write jd-base.qcow2; then
+				t_fail "jdirty/ov-locked: could not hold jd-base.qcow2"
+			else
+				jd_ovcmds locked 'Failed to get shared "write" lock' 0
+				hold_stop
+			fi
+			;;
+		esac
+		rm -f jd-ovs.qcow2 jd-ovp.qcow2 jd-ovb.qcow2
+	done
+}
+
 # The replayed image: qemu-img opens and checks it, every command works.
 jd_after() {
 	N_CMP=$((N_CMP + 1))
@@ -411,6 +518,7 @@ part_jdirty() {
 	jd_info
 	jd_creates
 	jd_backings
+	jd_overlays
 	jd_commands jd_refuse_cmd
 	jd_refuse backing-map 1 "$JD_MSG" jd.qcow2 map jd-ov.qcow2
 	jd_refuse backing-map-top 1 "$JD_MSG" jd-ov.qcow2 map jd-ov.qcow2
