@@ -1253,20 +1253,42 @@ static void qimg_jdrv_single_sync(struct kunit *test)
 	qimg_t_crash_drop(c.file);
 }
 
-/* Crash copies taken by the commits of an online grow, before each. */
-static struct file *qimg_t_grow_copy[2];
-static struct file *qimg_t_grow_src;
-static unsigned int qimg_t_grow_n;
+/*
+ * Crash copies taken by a commit hook: before each journal transaction is
+ * written (once @want, if set, says the state is the one of interest), up
+ * to QIMG_T_HOOK_COPIES of them; hk.n counts every call that qualified.
+ */
+#define QIMG_T_HOOK_COPIES	4
+static struct {
+	struct file *src;
+	struct file *copy[QIMG_T_HOOK_COPIES];
+	bool (*want)(struct qimg_device *dev);
+	unsigned int n;
+} qimg_t_hk;
 
-static void qimg_t_grow_hook(struct qimg_device *dev)
+static void qimg_t_copy_hook(struct qimg_device *dev)
 {
-	static const char * const path[] = { "/qimg-kunit-grow0.img",
-					     "/qimg-kunit-grow1.img" };
+	char path[32];
 
-	if (qimg_t_grow_n < ARRAY_SIZE(qimg_t_grow_copy))
-		qimg_t_grow_copy[qimg_t_grow_n] =
-			qimg_t_copy_file(qimg_t_grow_src, path[qimg_t_grow_n]);
-	qimg_t_grow_n++;
+	if (qimg_t_hk.want && !qimg_t_hk.want(dev))
+		return;
+	if (qimg_t_hk.n < QIMG_T_HOOK_COPIES) {
+		snprintf(path, sizeof(path), "/qimg-kunit-hook%u.img",
+			 qimg_t_hk.n);
+		qimg_t_hk.copy[qimg_t_hk.n] = qimg_t_copy_file(qimg_t_hk.src,
+							       path);
+	}
+	qimg_t_hk.n++;
+}
+
+/* Take copies of @src from the next commit on. */
+static void qimg_t_hook_arm(struct file *src,
+			    bool (*want)(struct qimg_device *dev))
+{
+	memset(&qimg_t_hk, 0, sizeof(qimg_t_hk));
+	qimg_t_hk.src = src;
+	qimg_t_hk.want = want;
+	WRITE_ONCE(qimg_journal_write_hook, qimg_t_copy_hook);
 }
 
 /*
@@ -1327,14 +1349,11 @@ static void qimg_jdrv_grow_crash(struct kunit *test)
 	qimg_t_up_flags(test, d, QIMG_ATTACH_JOURNAL, 0);
 	qimg_t_write_cluster(test, d, 1, w);
 	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
-	qimg_t_grow_src = d->file;
-	qimg_t_grow_n = 0;
-	memset(qimg_t_grow_copy, 0, sizeof(qimg_t_grow_copy));
-	WRITE_ONCE(qimg_journal_write_hook, qimg_t_grow_hook);
+	qimg_t_hook_arm(d->file, NULL);
 	ret = qimg_resize(d->index, size);
 	WRITE_ONCE(qimg_journal_write_hook, NULL);
 	KUNIT_EXPECT_EQ(test, ret, 0);
-	KUNIT_EXPECT_EQ(test, qimg_t_grow_n, 2u);
+	KUNIT_EXPECT_EQ(test, qimg_t_hk.n, 2u);
 	qimg_t_write_cluster(test, d, last, w);
 	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
 	end = qimg_t_copy_file(d->file, "/qimg-kunit-grow2.img");
@@ -1344,10 +1363,10 @@ static void qimg_jdrv_grow_crash(struct kunit *test)
 	 * Before the move (checkpointed, nothing to replay): header,
 	 * reftable, refblock, L1, L2, data.
 	 */
-	qimg_t_grow_check(test, qimg_t_grow_copy[0], QIMG_T_VSIZE, 0, 6, 0,
+	qimg_t_grow_check(test, qimg_t_hk.copy[0], QIMG_T_VSIZE, 0, 6, 0,
 			  w, r);
 	/* Moved, old size: two L1 clusters, the old one free. */
-	qimg_t_grow_check(test, qimg_t_grow_copy[1], QIMG_T_VSIZE, 0, 7, 1,
+	qimg_t_grow_check(test, qimg_t_hk.copy[1], QIMG_T_VSIZE, 0, 7, 1,
 			  w, r);
 	/* Grown and written at the new end: a second L2 and data cluster. */
 	qimg_t_grow_check(test, end, size, last, 9, 3, w, r);
@@ -1371,25 +1390,6 @@ static void qimg_t_crash_replay(struct kunit *test, struct file *f,
 		KUNIT_ASSERT_FAILURE(test, "crash copy %u: attach/detach: %d",
 				     n, ret);
 	}
-}
-
-/* Crash copies taken at the first commits' writes (qimg_t_split_hook()). */
-#define QIMG_T_SPLIT_COPIES	4
-static struct file *qimg_t_split_copy[QIMG_T_SPLIT_COPIES];
-static struct file *qimg_t_split_src;
-static unsigned int qimg_t_split_n;
-
-static void qimg_t_split_hook(struct qimg_device *dev)
-{
-	static const char * const path[QIMG_T_SPLIT_COPIES] = {
-		"/qimg-kunit-split0.img", "/qimg-kunit-split1.img",
-		"/qimg-kunit-split2.img", "/qimg-kunit-split3.img" };
-
-	if (qimg_t_split_n < QIMG_T_SPLIT_COPIES)
-		qimg_t_split_copy[qimg_t_split_n] =
-			qimg_t_copy_file(qimg_t_split_src,
-					 path[qimg_t_split_n]);
-	qimg_t_split_n++;
 }
 
 /* Guest clusters of the split case: 8 in each L2 chunk (128 entries). */
@@ -1451,10 +1451,7 @@ static void qimg_jdrv_split_free(struct kunit *test)
 	for (k = 0; k < 64; k++)
 		host[k] = qimg_t_host_of(test, dev, qimg_t_split_cluster(k));
 
-	qimg_t_split_src = d->file;
-	qimg_t_split_n = 0;
-	memset(qimg_t_split_copy, 0, sizeof(qimg_t_split_copy));
-	WRITE_ONCE(qimg_journal_write_hook, qimg_t_split_hook);
+	qimg_t_hook_arm(d->file, NULL);
 	for (k = 0; !ret && k < 64; k++)
 		ret = qimg_map_zero_cluster(dev, qimg_t_split_cluster(k) *
 					    QIMG_T_CS, true);
@@ -1462,34 +1459,22 @@ static void qimg_jdrv_split_free(struct kunit *test)
 		ret = qimg_t_flush(d->bdev);
 	WRITE_ONCE(qimg_journal_write_hook, NULL);
 	KUNIT_EXPECT_EQ(test, ret, 0);
-	KUNIT_EXPECT_GE(test, qimg_t_split_n, 2u);
+	KUNIT_EXPECT_GE(test, qimg_t_hk.n, 2u);
 	qimg_t_down(test, d);
 	/* All of it committed and in place: every freed cluster is free. */
 	for (k = 0; k < 64; k++)
 		if (qimg_t_disk_refcount16(test, d->file, host[k]))
 			left++;
 	KUNIT_EXPECT_EQ_MSG(test, left, 0u, "discarded clusters still counted");
-	for (n = 0; n < min_t(unsigned int, qimg_t_split_n,
-			      QIMG_T_SPLIT_COPIES); n++)
-		qimg_t_split_check(test, qimg_t_split_copy[n], n);
+	for (n = 0; n < min_t(unsigned int, qimg_t_hk.n,
+			      QIMG_T_HOOK_COPIES); n++)
+		qimg_t_split_check(test, qimg_t_hk.copy[n], n);
 }
 
-/* Crash copies at the first two commits after the refcount table moved. */
-static struct file *qimg_t_rt_copy[2];
-static struct file *qimg_t_rt_src;
-static unsigned int qimg_t_rt_n;
-
-static void qimg_t_rt_hook(struct qimg_device *dev)
+/* Copies only once the refcount table moved (in memory). */
+static bool qimg_t_rt_moved(struct qimg_device *dev)
 {
-	static const char * const path[] = { "/qimg-kunit-rt0.img",
-					     "/qimg-kunit-rt1.img" };
-
-	if (dev->top.h->refcount_table_offset == QIMG_T_SMALL_CS)
-		return;		/* not moved yet */
-	if (qimg_t_rt_n < ARRAY_SIZE(qimg_t_rt_copy))
-		qimg_t_rt_copy[qimg_t_rt_n] =
-			qimg_t_copy_file(qimg_t_rt_src, path[qimg_t_rt_n]);
-	qimg_t_rt_n++;
+	return dev->top.h->refcount_table_offset != QIMG_T_SMALL_CS;
 }
 
 /* The refcount of cluster @c on disk (qimg_t_make_small(): 64 bits). */
@@ -1544,12 +1529,9 @@ static void qimg_jdrv_reftable_crash(struct kunit *test)
 	KUNIT_ASSERT_NOT_NULL(test, w);
 	qimg_t_make_small(test, d->file, vsize);
 	qimg_t_up_flags(test, d, QIMG_ATTACH_JOURNAL, 64 * 1024);
-	qimg_t_rt_src = d->file;
-	qimg_t_rt_n = 0;
-	memset(qimg_t_rt_copy, 0, sizeof(qimg_t_rt_copy));
-	WRITE_ONCE(qimg_journal_write_hook, qimg_t_rt_hook);
+	qimg_t_hook_arm(d->file, qimg_t_rt_moved);
 	for (off = 0; !ret && off < 3 * vsize / 4 &&
-	     READ_ONCE(qimg_t_rt_n) < 2; off += 4096) {
+	     READ_ONCE(qimg_t_hk.n) < 2; off += 4096) {
 		qimg_t_fill(w, 4096, off >> 12);
 		ret = qimg_t_io(d->bdev, REQ_OP_WRITE, off, w, 4096);
 		if (!ret && !(off & 0xffff))
@@ -1559,12 +1541,12 @@ static void qimg_jdrv_reftable_crash(struct kunit *test)
 		ret = qimg_t_flush(d->bdev);
 	WRITE_ONCE(qimg_journal_write_hook, NULL);
 	KUNIT_EXPECT_EQ(test, ret, 0);
-	KUNIT_EXPECT_GE(test, qimg_t_rt_n, 2u);
+	KUNIT_EXPECT_GE(test, qimg_t_hk.n, 2u);
 	qimg_t_down(test, d);
 	KUNIT_EXPECT_NE(test, qimg_t_pread64(test, d->file, 48),
 			(u64)QIMG_T_SMALL_CS);
-	for (n = 0; n < min_t(unsigned int, qimg_t_rt_n, 2); n++)
-		qimg_t_rt_check(test, qimg_t_rt_copy[n], n);
+	for (n = 0; n < min_t(unsigned int, qimg_t_hk.n, 2); n++)
+		qimg_t_rt_check(test, qimg_t_hk.copy[n], n);
 	qimg_t_make_image(test, d->file);
 }
 
