@@ -179,6 +179,16 @@ struct qimg_image {
 	 */
 	u64 hole_start;
 	bool no_prealloc;
+	/*
+	 * Top image, writing zeros ahead (qimg_map.c, "Flush-heavy
+	 * writers"): zeroed_end under dev->meta_lock; the flush statistics
+	 * are read and written without a lock (a heuristic only).
+	 */
+	u64 zeroed_end;			/* written with zeros up to here */
+	bool no_prezero;		/* zeroing failed once: not again */
+	bool prezero_wanted;		/* the last flushes allocated little */
+	u64 flush_alloc_end;		/* alloc_end at the last flush */
+	unsigned long flush_jiffies;	/* when that was */
 	struct qimg_image *backing;
 };
 
@@ -192,6 +202,8 @@ struct qimg_device {
 	unsigned int nr_backing;
 	u64 l2_bytes;			/* cache sizes asked for */
 	u64 rc_bytes;
+	bool prezero;			/* zeros ahead allowed (sysfs) */
+	atomic64_t prezero_bytes;	/* zeros written ahead */
 	struct qimg_image top;
 
 	/* Refcount structures of the top image (the only one written). */

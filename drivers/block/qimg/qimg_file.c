@@ -291,6 +291,57 @@ static int qimg_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it,
 	return 0;
 }
 
+/* Zeros a single write of qimg_file_zero() carries at most. */
+#define QIMG_ZERO_PAGES		256
+
+/**
+ * qimg_file_zero() - write zeros to [@pos, @pos + @len) of an image file
+ * @img: the image (the top one)
+ * @pos: file offset
+ * @len: bytes to write
+ *
+ * Written from the zero page, directly when the image uses direct I/O:
+ * unlike a hole or fallocate()'s unwritten extents, the file system
+ * allocates and initialises the blocks now, so later overwrites and the
+ * fdatasync() after them leave it no metadata to commit.  The file grows
+ * when the range ends past its size.
+ *
+ * Context: process context, may sleep; the caller makes sure that no
+ * other I/O targets the range (qimg_map.c: space past every allocation,
+ * with dev->meta_lock held).
+ * Return: 0 or a negative errno.
+ */
+int qimg_file_zero(struct qimg_image *img, u64 pos, u64 len)
+{
+	unsigned int i, n = min_t(u64, DIV_ROUND_UP(len, PAGE_SIZE),
+				  QIMG_ZERO_PAGES);
+	struct bio_vec *bv;
+	struct iov_iter it;
+	int ret = 0;
+
+	if (!len)
+		return 0;
+	bv = kmalloc_array(n, sizeof(*bv), GFP_KERNEL);
+	if (!bv)
+		return -ENOMEM;
+	for (i = 0; i < n; i++)
+		bv[i] = (struct bio_vec) {
+			.bv_page = ZERO_PAGE(0),
+			.bv_len = PAGE_SIZE,
+		};
+	while (!ret && len) {
+		u64 chunk = min_t(u64, len, (u64)n * PAGE_SIZE);
+
+		iov_iter_bvec(&it, ITER_SOURCE, bv,
+			      DIV_ROUND_UP(chunk, PAGE_SIZE), chunk);
+		ret = qimg_iter_at(img, pos, &it, true);
+		pos += chunk;
+		len -= chunk;
+	}
+	kfree(bv);
+	return ret;
+}
+
 /**
  * qimg_read_iter_at() - synchronous data read from an image file
  * @img: the image

@@ -35,6 +35,7 @@ int qimg_kread(struct file *file, void *buf, size_t len, u64 pos);
 int qimg_kwrite(struct file *file, const void *buf, size_t len, u64 pos);
 int qimg_file_extend(struct file *file, u64 end);
 int qimg_file_punch(struct file *file, u64 off, u64 len);
+int qimg_file_zero(struct qimg_image *img, u64 pos, u64 len);
 bool qimg_dio_ok(struct qimg_image *img, u64 pos, struct iov_iter *it);
 int qimg_read_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it);
 int qimg_write_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it);

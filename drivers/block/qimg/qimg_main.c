@@ -580,7 +580,10 @@ static int qimg_journal_on(struct qimg_device *dev, const struct qimg_attach *a)
 		 * free, with the header naming a free area.  The file covers
 		 * the whole area before the header names it (the sync in
 		 * qimg_journal_start() makes the size durable): an area past
-		 * the end of the file is refused after a crash.
+		 * the end of the file is refused after a crash.  Written
+		 * with zeros rather than left as holes: otherwise each sync
+		 * of the ring's first pass would also make the host file
+		 * system commit the blocks the journal's writes allocated.
 		 */
 		mutex_lock(&dev->meta_lock);
 		ret = qimg_find_free_run(dev, size >> dev->top.g->cluster_bits,
@@ -599,7 +602,7 @@ static int qimg_journal_on(struct qimg_device *dev, const struct qimg_attach *a)
 		}
 		if (!ret) {
 			taken = false;
-			ret = qimg_file_extend(dev->top.file, off + size);
+			ret = qimg_file_zero(&dev->top, off, size);
 		}
 		mutex_unlock(&dev->meta_lock);
 		if (ret == -ENOSPC && taken) {
@@ -611,13 +614,13 @@ static int qimg_journal_on(struct qimg_device *dev, const struct qimg_attach *a)
 			if (ret)
 				return ret;
 			mutex_lock(&dev->meta_lock);
-			ret = qimg_file_extend(dev->top.file, off + size);
+			ret = qimg_file_zero(&dev->top, off, size);
 			mutex_unlock(&dev->meta_lock);
 			if (ret)
 				qimg_journal_area_free(dev, off, size);
 		}
 		if (ret) {
-			qimg_dev_err(dev, "cannot extend the image file over the journal area (%d)\n",
+			qimg_dev_err(dev, "cannot write zeros over the journal area (%d)\n",
 				     ret);
 			return ret;
 		}
@@ -1003,6 +1006,7 @@ static struct qimg_device *qimg_device_alloc(const struct qimg_attach *a)
 			QIMG_DEFAULT_L2_CACHE;
 	dev->rc_bytes = a->refcount_cache_size ? a->refcount_cache_size :
 			QIMG_DEFAULT_RC_CACHE;
+	dev->prezero = true;
 	mutex_init(&dev->meta_lock);
 	mutex_init(&dev->open_mutex);
 	INIT_LIST_HEAD(&dev->pending_frees);

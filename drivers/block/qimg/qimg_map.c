@@ -271,6 +271,73 @@ static u64 qimg_hole_start(struct qimg_image *img)
 }
 
 /*
+ * Flush-heavy writers.  A guest that fsync()s small allocating writes
+ * (a database, a VM's file system journal) makes every sync of ours pay
+ * the host file system's metadata commit too, when each write fills a
+ * hole of the file: the blocks it allocated must become durable with it.
+ * For such writers the space ahead of the allocations is written with
+ * zeros instead, a step at a time: the file system commits once per step,
+ * and the syncs in between are a device flush, as for overwrites.  Zeros
+ * read as what the space held (a hole), so the space stays fresh, and
+ * nothing of ours is written past alloc_end, so the zeros overwrite
+ * nothing.  The cost is writing each step twice, which is why writers
+ * that allocate a step or more between flushes keep the holes: measured
+ * at each flush (qimg_map_note_flush()), forgotten a second after the
+ * last one.  With dev->meta_lock held.
+ */
+static void qimg_prezero(struct qimg_image *img, u64 host, u64 step)
+{
+	struct qimg_device *dev = img->dev;
+	u64 cs = img->g->cluster_size;
+	u64 from, end;
+	int ret;
+
+	if (!READ_ONCE(dev->prezero) || img->no_prezero ||
+	    !READ_ONCE(img->prezero_wanted) ||
+	    time_after(jiffies, READ_ONCE(img->flush_jiffies) + HZ) ||
+	    host + cs + step / 2 <= img->zeroed_end)
+		return;
+	from = max_t(u64, img->zeroed_end, atomic64_read(&img->alloc_end));
+	end = round_up(host + cs + step / 2, step);
+	if (end <= from)
+		return;
+	ret = qimg_file_zero(img, from, end - from);
+	if (ret) {
+		/* Holes then; the data write will tell about a bad disk. */
+		img->no_prezero = true;
+		qimg_dev_info(dev, "writing zeros ahead failed (%d), not tried again\n",
+			      ret);
+		return;
+	}
+	img->zeroed_end = end;
+	atomic64_add(end - from, &dev->prezero_bytes);
+}
+
+/**
+ * qimg_map_note_flush() - a flush of the device begins
+ * @dev: the device
+ *
+ * Tells the allocator how much host space the writes since the previous
+ * flush allocated, which decides whether it writes zeros ahead (see
+ * "Flush-heavy writers" above).
+ *
+ * Context: any context, no lock (the statistics are a heuristic: racing
+ * flushes may each see part of the allocations).
+ */
+void qimg_map_note_flush(struct qimg_device *dev)
+{
+	struct qimg_image *img = &dev->top;
+	u64 end = atomic64_read(&img->alloc_end);
+	u64 last = READ_ONCE(img->flush_alloc_end);
+	u64 step = max_t(u64, img->g->cluster_size, QIMG_PREALLOC_BYTES);
+
+	if (end > last)
+		WRITE_ONCE(img->prezero_wanted, end - last < step);
+	WRITE_ONCE(img->flush_alloc_end, end);
+	WRITE_ONCE(img->flush_jiffies, jiffies);
+}
+
+/*
  * The cluster at @host was never written: make sure it lies inside the
  * file, so that it reads as zeros around whatever we write into it, by
  * growing the file (sparse) ahead, a megabyte at a time, so that
@@ -284,11 +351,12 @@ static u64 qimg_hole_start(struct qimg_image *img)
 static bool qimg_fresh_ready(struct qimg_image *img, u64 host)
 {
 	u64 cs = img->g->cluster_size;
-	u64 size = i_size_read(file_inode(img->file));
 	u64 step = max_t(u64, cs, QIMG_PREALLOC_BYTES);
-	u64 end;
+	u64 size, end;
 	int ret;
 
+	qimg_prezero(img, host, step);
+	size = i_size_read(file_inode(img->file));
 	/*
 	 * Grown while half a step is still ahead, so that a sync (any
 	 * commit's) usually makes the new size durable before allocations

@@ -27,5 +27,6 @@ int qimg_map_zero_cluster(struct qimg_device *dev, u64 cstart, bool unmap);
 void qimg_inflight_wait(struct qimg_device *dev, u64 cluster);
 int qimg_map_grow_l1(struct qimg_device *dev, u32 entries);
 int qimg_map_zero_new(struct qimg_device *dev, u64 from, u64 to);
+void qimg_map_note_flush(struct qimg_device *dev);
 
 #endif /* QIMG_MAP_H */

@@ -67,6 +67,7 @@ int qimg_flush(struct qimg_device *dev)
 		return -EIO;
 	if (!dev->writable)
 		return 0;
+	qimg_map_note_flush(dev);
 	if (dev->journal)
 		return qimg_journal_flush(dev);
 	mutex_lock(&dev->meta_lock);
@@ -74,7 +75,7 @@ int qimg_flush(struct qimg_device *dev)
 	mutex_unlock(&dev->meta_lock);
 	if (ret)
 		return ret;
-	ret = vfs_fsync(dev->top.file, 0);
+	ret = vfs_fsync(dev->top.file, 1);	/* fdatasync: qimg_meta_sync() */
 	if (ret) {
 		/* The error is reported once: later fsyncs would succeed. */
 		mutex_lock(&dev->meta_lock);

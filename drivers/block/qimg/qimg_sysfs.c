@@ -87,6 +87,32 @@ QIMG_ATTR_U64(refcount_cache_hits, refcount_cache_hits,
 QIMG_ATTR_U64(refcount_cache_misses, refcount_cache_misses,
 	      dev->reftable ? atomic64_read(&dev->rc.misses) : 0);
 
+QIMG_ATTR_U64(prezero_bytes, prezero_bytes,
+	      atomic64_read(&dev->prezero_bytes));
+
+/* Writing zeros ahead of flush-heavy allocating writers (qimg_map.c). */
+static ssize_t prezero_show(struct kobject *kobj, struct kobj_attribute *attr,
+			    char *buf)
+{
+	return sysfs_emit(buf, "%d\n", READ_ONCE(qimg_from_kobj(kobj)->prezero));
+}
+
+static ssize_t prezero_store(struct kobject *kobj, struct kobj_attribute *attr,
+			     const char *buf, size_t len)
+{
+	bool v;
+	int ret;
+
+	if (!capable(CAP_SYS_ADMIN))
+		return -EPERM;
+	ret = kstrtobool(buf, &v);
+	if (ret)
+		return ret;
+	WRITE_ONCE(qimg_from_kobj(kobj)->prezero, v);
+	return len;
+}
+
+static struct kobj_attribute prezero_attr = __ATTR_RW(prezero);
 static struct kobj_attribute image_attr = __ATTR_RO(image);
 static struct kobj_attribute backing_attr = __ATTR_RO(backing);
 
@@ -104,6 +130,8 @@ static struct attribute *qimg_attrs[] = {
 	&refcount_cache_size_attr.attr,
 	&refcount_cache_hits_attr.attr,
 	&refcount_cache_misses_attr.attr,
+	&prezero_attr.attr,
+	&prezero_bytes_attr.attr,
 	NULL,
 };
 
