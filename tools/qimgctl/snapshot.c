@@ -625,6 +625,15 @@ static int sn_apply(struct qimgw *w, struct sntab *t, const char *name)
 	u32 i, old_n;
 	int idx = find_id_or_name(t, name), ret;
 
+	/*
+	 * QEMU loads the persistent bitmaps at open and refuses to revert
+	 * the disk under them, whatever the snapshot (even a missing one).
+	 */
+	if (w->h->has_bitmaps_ext && w->h->nb_bitmaps) {
+		qimgctl_err("Could not apply snapshot '%s': Device has active dirty bitmaps",
+			    name);
+		return -EBUSY;
+	}
 	if (idx < 0) {
 		qimgctl_err("Could not apply snapshot '%s': Failed to load snapshot: %s",
 			    name, strerror(ENOENT));
@@ -638,13 +647,6 @@ static int sn_apply(struct qimgw *w, struct sntab *t, const char *name)
 		qimgctl_err("Could not apply snapshot '%s': the snapshot's size (%" PRIu64 " bytes) does not fit its L1 table",
 			    name, (uint64_t)e->s.disk_size);
 		return -EUCLEAN;
-	}
-	/* Bitmaps cover the current size; qimgctl does not resize them. */
-	if (e->s.disk_size != w->h->size && w->h->has_bitmaps_ext &&
-	    w->h->nb_bitmaps) {
-		qimgctl_err("Could not apply snapshot '%s': the snapshot has another size and the image has persistent bitmaps (not supported by qimgctl)",
-			    name);
-		return -EOPNOTSUPP;
 	}
 	ret = read_l1(w, e->s.l1_table_offset, e->s.l1_size, &sl1);
 	if (!ret)

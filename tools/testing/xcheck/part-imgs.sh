@@ -267,6 +267,28 @@ is_errors() {
 	else
 		t_fail "imgs/snapshot/err/unchanged: a failed command changed the image"
 	fi
+	# Persistent bitmaps: qemu-img refuses every apply, before it looks
+	# the snapshot up; creating and deleting snapshots still work.
+	rm -f is/bm.qcow2
+	qemu-img create -q -f qcow2 is/bm.qcow2 1M >/dev/null &&
+		qemu-img snapshot -c one is/bm.qcow2 &&
+		qemu-img bitmap --add is/bm.qcow2 b0
+	N_IMAGES=$((N_IMAGES + 1))
+	ia_same_in is imgs/snapshot/err/bitmaps-apply snapshot -a one bm.qcow2
+	if want imgs/snapshot/err/bitmaps-apply-message; then
+		# (qemu-img rewrites the bitmap directory even when it refuses.)
+		N_CMP=$((N_CMP + 1))
+		sum=$(md5sum <is/bm.qcow2)
+		qx out/x.out out/x.err snapshot -a one is/bm.qcow2
+		if grep -q "Could not apply snapshot 'one': Device has active dirty bitmaps" out/x.err &&
+			[ "$(md5sum <is/bm.qcow2)" = "$sum" ]; then
+			t_pass imgs/snapshot/err/bitmaps-apply-message
+		else
+			t_fail "imgs/snapshot/err/bitmaps-apply-message: not qemu-img's refusal, or the image changed"
+			show out/x.err 2
+		fi
+	fi
+	ia_same_in is imgs/snapshot/err/bitmaps-apply-missing snapshot -a nope bm.qcow2
 	# A refcount that cannot go higher (refcount_bits=1): both refuse
 	# (qemu-img leaks a cluster doing so), ours stays clean.
 	rm -f is/r1.qcow2
