@@ -1871,12 +1871,13 @@ int qimgctl_cmd_check(int argc, char **argv)
 	 * cannot open is a check that did not start.  An image with a dirty
 	 * journal of its own is checked (and replayed) without it: qemu
 	 * cannot open that one anyway, and the replay needs no backing file.
-	 * Without a backing file there is no chain to open (and the image
-	 * itself, which may be damaged, is checked as it is).
+	 * The chain is opened from the backing file the header names: the
+	 * image itself, which may be damaged, is checked as it is.
 	 */
-	if (img.h.backing_file_offset &&
+	if (img.h.backing_file[0] &&
 	    !(img.h.incompatible_features & QIMG_INCOMPAT_JOURNAL_DIRTY) &&
-	    qimgctl_backing_chain_usable(path, share)) {
+	    qimgctl_backing_usable(path, img.h.backing_file,
+				   img.h.backing_fmt, share)) {
 		qimgctl_image_close(&img);
 		return QIMGCTL_CHECK_INCOMPLETE;
 	}

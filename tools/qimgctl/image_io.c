@@ -663,22 +663,20 @@ fail:
 	return ret;
 }
 
-int qimgctl_chain_refuse_dirty(const struct qimgctl_node *chain,
-			       const char *alt, const char *fmt, ...)
+/* The first dirty journal of @chain; @backing: @chain is a backing file. */
+static int chain_refuse_dirty(const struct qimgctl_node *chain, bool backing,
+			      const char *alt, const char *fmt, va_list ap)
 {
 	const struct qimgctl_node *n;
 	char what[2 * PATH_MAX];
-	va_list ap;
 
 	for (n = chain; n; n = n->backing) {
 		if (n->raw || n->qed ||
 		    !(n->img.h.incompatible_features &
 		      QIMG_INCOMPAT_JOURNAL_DIRTY))
 			continue;
-		va_start(ap, fmt);
 		vsnprintf(what, sizeof(what), fmt, ap);
-		va_end(ap);
-		if (n == chain)
+		if (n == chain && !backing)
 			qimgctl_err("%s: Unsupported qcow2 feature(s): journal dirty (replay it with 'qimgctl check -r all %s'%s)",
 				    what, n->path, alt);
 		else
@@ -689,9 +687,68 @@ int qimgctl_chain_refuse_dirty(const struct qimgctl_node *chain,
 	return 0;
 }
 
+int qimgctl_chain_refuse_dirty(const struct qimgctl_node *chain,
+			       const char *alt, const char *fmt, ...)
+{
+	va_list ap;
+	int ret;
+
+	va_start(ap, fmt);
+	ret = chain_refuse_dirty(chain, false, alt, fmt, ap);
+	va_end(ap);
+	return ret;
+}
+
+static int refuse_dirty_backing(const struct qimgctl_node *chain,
+				const char *fmt, ...)
+{
+	va_list ap;
+	int ret;
+
+	va_start(ap, fmt);
+	ret = chain_refuse_dirty(chain, true, "", fmt, ap);
+	va_end(ap);
+	return ret;
+}
+
+/* Backing files are QEMU's read opens: locked for reading unless -U. */
+static int lock_chain(struct qimgctl_node *n, bool share)
+{
+	int ret = 0;
+
+	for (; !ret && !share && n; n = n->backing)
+		ret = qimgctl_lock_image(qimgctl_node_fd(n), n->path,
+					 QIMGCTL_LOCK_READ, false);
+	return ret;
+}
+
+int qimgctl_backing_usable(const char *path, const char *bname,
+			   const char *bfmt, bool share)
+{
+	struct qimgctl_node *chain;
+	char *p = qimgctl_path_combine(path, bname);
+	int ret;
+
+	if (!p) {
+		qimgctl_err("out of memory");
+		return -ENOMEM;
+	}
+	ret = qimgctl_chain_open(&chain, p, bfmt,
+				 QIMGCTL_OPEN_SHARE | QIMGCTL_OPEN_JOURNAL_OK |
+				 QIMGCTL_CHAIN_HEADERS | QIMGCTL_CHAIN_QED);
+	free(p);
+	if (ret)
+		return ret;
+	ret = refuse_dirty_backing(chain, "Could not open '%s'", path);
+	if (!ret)
+		ret = lock_chain(chain, share);
+	qimgctl_chain_close(chain);
+	return ret;
+}
+
 int qimgctl_backing_chain_usable(const char *path, bool share)
 {
-	struct qimgctl_node *chain, *n;
+	struct qimgctl_node *chain;
 	int ret;
 
 	/*
@@ -709,9 +766,8 @@ int qimgctl_backing_chain_usable(const char *path, bool share)
 	      QIMG_INCOMPAT_JOURNAL_DIRTY))
 		ret = qimgctl_chain_refuse_dirty(chain, "",
 						 "Could not open '%s'", path);
-	for (n = chain->backing; !ret && !share && n; n = n->backing)
-		ret = qimgctl_lock_image(qimgctl_node_fd(n), n->path,
-					 QIMGCTL_LOCK_READ, false);
+	if (!ret)
+		ret = lock_chain(chain->backing, share);
 	qimgctl_chain_close(chain);
 	return ret;
 }

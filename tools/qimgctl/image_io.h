@@ -188,6 +188,15 @@ int qimgctl_chain_refuse_dirty(const struct qimgctl_node *chain,
 int qimgctl_backing_chain_usable(const char *path, bool share);
 
 /*
+ * The same, for an image whose header the caller decoded itself and
+ * which may be too damaged to open again (check): the chain is opened
+ * from @bname (the header's backing file name, relative to @path) in
+ * format @bfmt ("" to probe).
+ */
+int qimgctl_backing_usable(const char *path, const char *bname,
+			   const char *bfmt, bool share);
+
+/*
  * Resolve @rel against the directory of @base the way qemu does: absolute
  * names stay, relative ones are taken from @base's directory.  Returns a
  * malloc'd string or NULL.
