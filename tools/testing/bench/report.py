@@ -222,7 +222,7 @@ def markdown(res, plots):
     L.append("|---|---|")
     for k in ("accel", "host_cpu", "host_nproc", "host_kernel", "kernel",
               "cpu", "nproc", "fio", "qemu_nbd",
-              "nbd_aio", "size", "runtime", "rounds", "cache_vsize",
+              "nbd_aio", "size", "runtime", "fsync_runtime", "rounds", "cache_vsize",
               "host_load", "host_load_end", "wall_seconds", "git_head"):
         if k in run:
             L.append("| %s | %s |" % (k, run[k]))
