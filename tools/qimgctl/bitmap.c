@@ -902,6 +902,121 @@ int qimgctl_bitmaps_copy(struct qimgw *w, struct qimgctl_image *src,
 }
 
 /* ------------------------------------------------------------------------ */
+/* Resizing an image with bitmaps (resize.c)                               */
+
+/* qemu's limits on a stored bitmap: table entries, and data bytes. */
+#define BM_MAX_TABLE_SIZE	0x8000000ULL
+
+int qimgctl_bitmaps_resize_begin(struct qimgw *w, u64 size, void **state)
+{
+	struct qimg_header *h = w->h;
+	struct bmdir *d;
+	u64 n, nbits;
+	u32 i;
+	int ret;
+
+	*state = NULL;
+	/* Without the autoclear bit the extension is stale: no bitmaps. */
+	if (!h->has_bitmaps_ext || !h->nb_bitmaps ||
+	    !(h->autoclear_features & QIMG_AUTOCLEAR_BITMAPS))
+		return 0;
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return oom(w->img.path);
+	ret = dir_load(&w->img, d);
+	for (i = 0; !ret && i < d->n; i++) {
+		struct bm *b = &d->v[i];
+
+		if (b->flags & QIMG_BITMAP_IN_USE) {
+			qimgctl_err("%s: Bitmap '%s' is inconsistent and cannot be used (remove it with 'qimgctl bitmap --remove %s %s')",
+				    w->img.path, b->name, w->img.path, b->name);
+			ret = -EBUSY;
+			break;
+		}
+		/*
+		 * qemu resizes first and then fails to store such a bitmap,
+		 * leaving it in use; refused here before anything changes.
+		 */
+		nbits = (size + (1ULL << b->gran_bits) - 1) >> b->gran_bits;
+		n = ((nbits + 7) / 8 + w->cs - 1) / w->cs;
+		if (n > BM_MAX_TABLE_SIZE || n * w->cs > BM_MAX_PHYS_SIZE) {
+			qimgctl_err("%s: Bitmap '%s' would be too big for the new size (use a larger granularity)",
+				    w->img.path, b->name);
+			ret = -EFBIG;
+			break;
+		}
+		ret = bm_load_bits(&w->img, b, "resize", b->name);
+	}
+	/*
+	 * While the size changes, every bitmap is marked in use on disk, as
+	 * qemu does while it has the image open: an interruption leaves
+	 * inconsistent bitmaps (to remove), never tables that do not fit
+	 * the size, which make QEMU refuse the whole image.
+	 */
+	for (i = 0; !ret && i < d->n; i++)
+		d->v[i].flags |= QIMG_BITMAP_IN_USE;
+	if (!ret)
+		ret = dir_store(w, d);
+	if (ret) {
+		dir_free(d);
+		free(d);
+		return ret;
+	}
+	/* The directory now on disk is the one the next store replaces. */
+	d->off = h->bitmap_directory_offset;
+	d->size = h->bitmap_directory_size;
+	d->nb_drop = 0;
+	w->bitmaps_resizing = true;
+	*state = d;
+	return 0;
+}
+
+int qimgctl_bitmaps_resize_end(struct qimgw *w, void *state)
+{
+	struct bmdir *d = state;
+	u64 old, n;
+	u8 *bits;
+	u32 i;
+	int ret = 0;
+
+	if (!d)
+		return 0;
+	for (i = 0; !ret && i < d->n; i++) {
+		struct bm *b = &d->v[i];
+
+		/* Bits for the new size; the grown part is clean. */
+		old = (u64)b->table_size * w->cs;
+		n = table_entries(&w->img, b->gran_bits) * w->cs;
+		bits = realloc(b->bits, n ? n : 1);
+		if (!bits) {
+			ret = oom(w->img.path);
+			break;
+		}
+		if (n > old)
+			memset(bits + old, 0, n - old);
+		b->bits = bits;
+		ret = bm_drop_old(w, d, b);
+		b->flags &= ~QIMG_BITMAP_IN_USE;
+		b->changed = true;
+	}
+	if (!ret)
+		ret = dir_store(w, d);
+	w->bitmaps_resizing = false;
+	qimgctl_bitmaps_resize_free(d);
+	return ret;
+}
+
+void qimgctl_bitmaps_resize_free(void *state)
+{
+	struct bmdir *d = state;
+
+	if (d) {
+		dir_free(d);
+		free(d);
+	}
+}
+
+/* ------------------------------------------------------------------------ */
 
 int qimgctl_cmd_bitmap(int argc, char **argv)
 {

@@ -620,7 +620,7 @@ static int refuse_shared(struct qimgw *w)
 			    w->img.path);
 		return -EOPNOTSUPP;
 	}
-	if (w->h->has_bitmaps_ext && w->h->nb_bitmaps) {
+	if (w->h->has_bitmaps_ext && w->h->nb_bitmaps && !w->bitmaps_resizing) {
 		qimgctl_err("%s: writing guest data of an image with persistent bitmaps is not supported",
 			    w->img.path);
 		return -EOPNOTSUPP;

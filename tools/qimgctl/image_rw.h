@@ -56,6 +56,11 @@ struct qimgw {
 
 	bool hdr_dirty;
 	u64 cbyte;		/* where the next compressed cluster may go */
+	/*
+	 * A resize that takes the persistent bitmaps along runs (bitmap.c):
+	 * its writes beyond the old end mark nothing dirty, as in qemu.
+	 */
+	bool bitmaps_resizing;
 
 	/* References to drop once the tables naming them are durable. */
 	u64 *drop;
@@ -266,5 +271,18 @@ int qimgctl_bitmaps_check_copy(struct qimgctl_image *src, bool skip_broken);
  */
 int qimgctl_bitmaps_copy(struct qimgw *w, struct qimgctl_image *src,
 			 bool skip_broken);
+
+/*
+ * Resizing an image with persistent bitmaps (bitmap.c, for resize), as
+ * qemu resizes them: _begin() before the size changes to @size refuses
+ * in-use bitmaps and ones that would grow past qemu's limits, loads the
+ * bits and marks every bitmap in use on disk; _end() after the resize is
+ * durable stores them for the new size (grown bits clean, bits past a
+ * shrunk end dropped), no longer in use.  *@state is NULL without
+ * bitmaps; _end() frees it, _free() frees it when the resize failed.
+ */
+int qimgctl_bitmaps_resize_begin(struct qimgw *w, u64 size, void **state);
+int qimgctl_bitmaps_resize_end(struct qimgw *w, void *state);
+void qimgctl_bitmaps_resize_free(void *state);
 
 #endif /* QIMGCTL_IMAGE_RW_H */

@@ -126,6 +126,7 @@ static int open_chain(const char *file, struct qimgctl_node **chain,
 static int resize_qcow2(const char *file, const char *arg, bool shrink)
 {
 	struct qimgctl_node *chain = NULL;
+	void *bms = NULL;
 	struct qimgw w;
 	struct qimgr r;
 	bool r_ok = false;
@@ -148,22 +149,25 @@ static int resize_qcow2(const char *file, const char *arg, bool shrink)
 			    file);
 		ret = -EOPNOTSUPP;
 	}
-	if (!ret && w.h->has_bitmaps_ext && w.h->nb_bitmaps) {
-		qimgctl_err("%s: resizing an image with persistent bitmaps is not supported by qimgctl (qemu-img resize can)",
-			    file);
-		ret = -EOPNOTSUPP;
-	}
 	/* qemu-img opens the backing chain too (a missing file fails). */
 	if (!ret)
 		ret = open_chain(file, &chain, &r, &r_ok);
+	/* Bitmaps follow the size (marked in use on disk meanwhile). */
+	if (!ret && size != cur)
+		ret = qimgctl_bitmaps_resize_begin(&w, size, &bms);
 	if (!ret && size > cur)
 		ret = qimgw_grow(&w, size, &r, chain);
 	else if (!ret)
 		ret = qimgw_resize(&w, size);
-	if (!ret && size <= cur)
+	if (!ret)
 		ret = qimgw_flush(&w);
+	if (!ret && bms) {
+		ret = qimgctl_bitmaps_resize_end(&w, bms);
+		bms = NULL;
+	}
 	if (!ret && size < cur)
 		ret = qimgw_trim(&w);
+	qimgctl_bitmaps_resize_free(bms);
 	if (r_ok)
 		qimgr_fini(&r);
 	qimgctl_chain_close(chain);
