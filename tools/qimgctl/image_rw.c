@@ -893,42 +893,92 @@ int qimgw_write_compressed(struct qimgw *w, u64 guest, const void *cbuf,
 /* Resize                                                                   */
 
 /*
+ * The L2 table at @off of L1 entry @l1i (read into w->l2[l1i]) is shared
+ * with an internal snapshot: the active L1 table gets a copy of its own
+ * without the entries from guest offset @from on (the caller dropped
+ * their references: qemu counts a data cluster once per L1 table that
+ * reaches it, through a shared L2 table too).  The old table loses the
+ * active L1 table's reference once the copy is durable.
+ */
+static int l2_unshare(struct qimgw *w, u32 l1i, u64 off, u64 from)
+{
+	const struct qimg_geom *g = w->g;
+	u64 base = (u64)l1i << (g->cluster_bits + g->l2_bits);
+	u64 span = w->cs << g->l2_bits, guest, noff;
+	u8 *tbl;
+	int ret;
+
+	tbl = malloc(w->cs);
+	if (!tbl)
+		return w_err(w, -ENOMEM, "L2 table");
+	memcpy(tbl, w->l2[l1i], w->cs);
+	for (guest = base > from ? base : from; guest < base + span;
+	     guest += w->cs)
+		memset(tbl + (qimg_l2_index(g, guest) << g->l2_entry_shift), 0,
+		       (size_t)1 << g->l2_entry_shift);
+	ret = qimgw_alloc(w, 1, &noff);
+	if (!ret)
+		ret = drop_later(w, off);
+	if (ret) {
+		free(tbl);
+		return ret;
+	}
+	free(w->l2[l1i]);
+	w->l2[l1i] = tbl;
+	l1_point(w, l1i, noff);
+	return 0;
+}
+
+/*
  * Shrink as qemu does: every cluster from @size on (rounded up to a
  * cluster) is discarded, the L2 tables past the new end are dropped and
- * their L1 entries cleared; the L1 table keeps its size.
+ * their L1 entries cleared; the L1 table keeps its size.  A table shared
+ * with an internal snapshot is never written: one past the new end only
+ * loses the active L1 table's reference, the one holding the new end is
+ * copied (l2_unshare()).
  */
 static int shrink_tables(struct qimgw *w, u64 size, u32 new_l1)
 {
 	const struct qimg_geom *g = w->g;
-	u64 guest = (size + w->cs - 1) & ~(w->cs - 1), off;
+	u64 from = (size + w->cs - 1) & ~(w->cs - 1);
+	u64 span = w->cs << g->l2_bits, base, guest, off, rc;
 	struct qimg_l2_entry e;
 	u32 l1i;
 	u8 *tbl;
 	int ret;
 
-	for (; guest < w->h->size; guest += w->cs) {
-		l1i = (u32)qimg_l1_index(g, guest);
-		ret = l2_get(w, l1i, false, &tbl);
-		if (ret)
-			return ret;
-		if (!tbl) {
-			guest |= (w->cs << g->l2_bits) - 1;
-			guest -= w->cs - 1;
-			continue;
-		}
-		ret = l2_entry(w, tbl, guest, &e);
-		if (!ret)
-			ret = drop_entry(w, &e);
-		if (ret)
-			return ret;
-		off = qimg_l2_index(g, guest) << g->l2_entry_shift;
-		memset(tbl + off, 0, (size_t)1 << g->l2_entry_shift);
-		w->l2_dirty[l1i] = true;
-	}
-	for (l1i = new_l1; l1i < w->l1_size; l1i++) {
+	for (l1i = (u32)(from / span); l1i < w->l1_size; l1i++) {
 		off = w->l1[l1i] & QIMG_L1E_OFFSET_MASK;
 		if (!off)
 			continue;
+		ret = qimgw_ref_get(w, off, &rc);
+		if (!ret)
+			ret = l2_get(w, l1i, false, &tbl);
+		if (ret)
+			return ret;
+		base = (u64)l1i * span;
+		for (guest = base > from ? base : from;
+		     !ret && guest < base + span; guest += w->cs) {
+			ret = l2_entry(w, tbl, guest, &e);
+			if (!ret)
+				ret = drop_entry(w, &e);
+			if (rc <= 1)
+				memset(tbl + (qimg_l2_index(g, guest) <<
+					      g->l2_entry_shift),
+				       0, (size_t)1 << g->l2_entry_shift);
+		}
+		if (ret)
+			return ret;
+		if (l1i < new_l1) {
+			if (rc > 1) {
+				ret = l2_unshare(w, l1i, off, from);
+				if (ret)
+					return ret;
+			} else {
+				w->l2_dirty[l1i] = true;
+			}
+			continue;
+		}
 		ret = drop_later(w, off);
 		if (ret)
 			return ret;
@@ -1101,7 +1151,9 @@ int qimgw_resize(struct qimgw *w, u64 size)
 	if (size > QIMG_MAX_VIRTUAL_SIZE)
 		return w_err(w, -EFBIG, "the new size is too large");
 	if (size < w->h->size) {
-		ret = refuse_shared(w);
+		/* Internal snapshots are fine (shrink_tables()); bitmaps not. */
+		ret = w->h->has_bitmaps_ext && w->h->nb_bitmaps &&
+		      !w->bitmaps_resizing ? refuse_shared(w) : 0;
 		if (!ret)
 			ret = shrink_tables(w, size, n);
 		if (ret)

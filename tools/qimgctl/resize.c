@@ -11,8 +11,10 @@
  * clusters hide it, see qimgw_grow(); qemu refuses that for version 2
  * images, and so do we).  Shrinking needs
  * --shrink and then, like qemu, discards everything past the new end and
- * cuts the file after the last cluster still in use.  The header's size
- * is written last (see image_rw.h for the order).
+ * cuts the file after the last cluster still in use; internal snapshots
+ * keep what they reach (shrink_tables() in image_rw.c).  Persistent
+ * bitmaps follow the size (bitmap.c).  The header's size is written last
+ * (see image_rw.h for the order).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -144,10 +146,11 @@ static int resize_qcow2(const char *file, const char *arg, bool shrink)
 		qimgctl_err("%s: The new size must be a multiple of 512", file);
 		ret = -EINVAL;
 	}
-	if (!ret && w.h->nb_snapshots && size < cur) {
-		qimgctl_err("%s: shrinking an image with internal snapshots is not supported by qimgctl (qemu-img resize can)",
+	/* A v2 snapshot has no size of its own: qemu refuses any resize. */
+	if (!ret && w.h->nb_snapshots && w.h->version < 3 && size != cur) {
+		qimgctl_err("%s: Can't resize a v2 image which has snapshots",
 			    file);
-		ret = -EOPNOTSUPP;
+		ret = -ENOTSUP;
 	}
 	/* qemu-img opens the backing chain too (a missing file fails). */
 	if (!ret)
