@@ -615,7 +615,7 @@ int qimgw_close(struct qimgw *w, bool flush)
 
 static int refuse_shared(struct qimgw *w)
 {
-	if (w->h->nb_snapshots) {
+	if (w->h->nb_snapshots && !w->snapshots_ok) {
 		qimgctl_err("%s: writing guest data of an image with internal snapshots is not supported",
 			    w->img.path);
 		return -EOPNOTSUPP;
@@ -654,7 +654,7 @@ static int l2_get(struct qimgw *w, u32 l1i, bool create, u8 **tbl)
 	}
 	if (!off && !create)
 		return 0;
-	if (off && !copied && create) {
+	if (off && !copied && create && !w->snapshots_ok) {
 		qimgctl_err("%s: L2 table at %#" PRIx64 " is shared; writing it is not supported",
 			    w->img.path, (uint64_t)off);
 		return -EOPNOTSUPP;
@@ -666,6 +666,22 @@ static int l2_get(struct qimgw *w, u32 l1i, bool create, u8 **tbl)
 		ret = qimgctl_pread(w->img.fd, w->l2[l1i], w->cs, off);
 		if (ret)
 			return w_err(w, ret, "reading an L2 table");
+		/*
+		 * Shared with a snapshot: the active L1 table gets a copy.
+		 * Its entries name the same clusters, which qemu counts once
+		 * per L1 table already; the old table loses one reference
+		 * once the copy is durable.
+		 */
+		if (!copied && create) {
+			u64 noff;
+
+			ret = qimgw_alloc(w, 1, &noff);
+			if (!ret)
+				ret = drop_later(w, off);
+			if (ret)
+				return ret;
+			l1_point(w, l1i, noff);
+		}
 	} else {
 		ret = qimgw_alloc(w, 1, &off);
 		if (ret)
@@ -780,7 +796,15 @@ int qimgw_write_subclusters(struct qimgw *w, u64 guest, const void *buf,
 	in_place = (e.type == QIMG_CLUSTER_NORMAL ||
 		    e.type == QIMG_CLUSTER_ZERO_ALLOC) && e.copied;
 	if (w->g->ext_l2) {
-		if (!in_place && mask != ~0U &&
+		/*
+		 * A shared cluster is copied whole: @buf holds what the guest
+		 * sees in all of it (the callers' contract), and the copy's
+		 * subclusters keep their states.
+		 */
+		bool copy = !in_place && e.type == QIMG_CLUSTER_NORMAL &&
+			    w->snapshots_ok;
+
+		if (!in_place && !copy && mask != ~0U &&
 		    (e.type == QIMG_CLUSTER_NORMAL ||
 		     e.type == QIMG_CLUSTER_COMPRESSED)) {
 			qimgctl_err("%s: a partial write of a shared or compressed cluster is not supported",
@@ -788,7 +812,7 @@ int qimgw_write_subclusters(struct qimgw *w, u64 guest, const void *buf,
 			return -EOPNOTSUPP;
 		}
 		/* Subclusters not written keep their state. */
-		bitmap = (u64)((in_place ? e.alloc_bitmap : 0) | mask) |
+		bitmap = (u64)((in_place || copy ? e.alloc_bitmap : 0) | mask) |
 			 ((u64)(e.zero_bitmap & ~mask) << 32);
 	}
 	if (in_place) {
@@ -1293,8 +1317,8 @@ int qimgw_grow(struct qimgw *w, u64 size, struct qimgr *r,
 	gp.zstart = (gp.old + gp.sc - 1) & ~(gp.sc - 1);
 	gp.head = gp.zstart > gp.old;
 	gp.zero = gp.zstart < size;
-	if (w->h->nb_snapshots) {
-		qimgctl_err("%s: growing an image with internal snapshots over a longer backing file is not supported by qimgctl (qemu-img can)",
+	if (w->h->nb_snapshots && !w->snapshots_ok) {
+		qimgctl_err("%s: growing an image with internal snapshots over a longer backing file is not supported by this command",
 			    w->img.path);
 		return -EOPNOTSUPP;
 	}

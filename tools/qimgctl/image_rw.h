@@ -61,6 +61,12 @@ struct qimgw {
 	 * its writes beyond the old end mark nothing dirty, as in qemu.
 	 */
 	bool bitmaps_resizing;
+	/*
+	 * Writes may go into an image with internal snapshots: an L2 table
+	 * shared with one is copied for the active L1 table first, a shared
+	 * data cluster (no COPIED flag) is written elsewhere (resize).
+	 */
+	bool snapshots_ok;
 
 	/* References to drop once the tables naming them are durable. */
 	u64 *drop;
@@ -108,8 +114,11 @@ int qimgw_set_snapshots(struct qimgw *w, u32 nb, u64 off);
 int qimgw_write_cluster(struct qimgw *w, u64 guest, const void *buf);
 /*
  * The same for the subclusters in @mask only (extended L2; the others keep
- * their state, and @buf's bytes there are written but not used).  Without
- * extended L2 the whole cluster is written.
+ * their state).  @buf holds what the guest sees in the whole cluster: the
+ * cluster is written whole, so allocated subclusters outside @mask are
+ * rewritten from it in place, or copied from it into the new cluster when
+ * the old one is shared (only with w->snapshots_ok; refused otherwise).
+ * Without extended L2 the whole cluster is written.
  */
 int qimgw_write_subclusters(struct qimgw *w, u64 guest, const void *buf,
 			    u32 mask);

@@ -158,6 +158,8 @@ static int resize_qcow2(const char *file, const char *arg, bool shrink)
 	/* Bitmaps follow the size (marked in use on disk meanwhile). */
 	if (!ret && size != cur)
 		ret = qimgctl_bitmaps_resize_begin(&w, size, &bms);
+	/* The zero clusters over a longer backing file are the image's. */
+	w.snapshots_ok = true;
 	if (!ret && size > cur)
 		ret = qimgw_grow(&w, size, &r, chain);
 	else if (!ret)

@@ -420,6 +420,61 @@ ss_case() {
 	rm -f ss-q.qcow2 ss-x.qcow2
 }
 
+# gs_case NAME OPTS OLD NEW: an overlay of OLD bytes (k) over a 64M
+# backing file, written at both ends, a snapshot, one more write; qemu-img
+# and qimgctl grow copies to NEW: the new space reads zeros (zero clusters
+# over the backing data, the head cluster copied on write), and nothing
+# the snapshot reaches changes.
+gs_case() {
+	local name=resize/snapshot-grow-backing/$1 old=$3 qrc bad=''
+	want "$name" || return 0
+	N_CMP=$((N_CMP + 1))
+	N_IMAGES=$((N_IMAGES + 1))
+	rm -f gs-q.qcow2 gs-x.qcow2
+	if [ ! -f gs-base.qcow2 ]; then
+		qemu-img create -q -f qcow2 gs-base.qcow2 64M
+		qemu-io -f qcow2 -c "write -P 0x33 0 64M" gs-base.qcow2 >/dev/null
+	fi
+	qemu-img create -q -f qcow2 -o "$2" -b gs-base.qcow2 -F qcow2 \
+		gs-q.qcow2 "${old}k"
+	qemu-io -f qcow2 -c "write -P 1 0 64k" -c "write -P 2 $((old - 8))k 8k" \
+		gs-q.qcow2 >/dev/null
+	qemu-img snapshot -c snap gs-q.qcow2
+	qemu-io -f qcow2 -c "write -P 3 4k 4k" gs-q.qcow2 >/dev/null
+	cp gs-q.qcow2 gs-x.qcow2
+	qemu-img resize -f qcow2 gs-q.qcow2 "$4" >/dev/null 2>&1
+	qrc=$?
+	qx out/x.out out/x.err resize -f qcow2 gs-x.qcow2 "$4"
+	if crashed "$QX_RC" out/x.err; then
+		bad="qimgctl crashed (status $QX_RC)"
+	elif [ "$QX_RC" -ne "$qrc" ]; then
+		bad="exit status $QX_RC, qemu-img $qrc"
+	elif ! qemu-img check -q gs-x.qcow2 >out/chk 2>&1; then
+		bad="qemu-img check finds fault with the result"
+		show out/chk 4
+	elif ! diff <(qemu-img info gs-q.qcow2 | grep -vE '^(image|disk size):') \
+		<(qemu-img info gs-x.qcow2 | grep -vE '^(image|disk size):') >out/d 2>&1; then
+		bad="qemu-img info differs"
+		show out/d 6
+	elif ! qemu-img compare -q gs-q.qcow2 gs-x.qcow2 >/dev/null 2>&1; then
+		bad="guest data differs"
+	elif ! qemu-img snapshot -a snap gs-q.qcow2 ||
+		! qemu-img snapshot -a snap gs-x.qcow2 ||
+		! qemu-img compare -q gs-q.qcow2 gs-x.qcow2 >/dev/null 2>&1; then
+		bad="the snapshot's data differs (or did not apply)"
+	elif ! qemu-img check -q gs-x.qcow2 >out/chk 2>&1; then
+		bad="qemu-img check finds fault once the snapshot is applied"
+		show out/chk 4
+	fi
+	if [ -n "$bad" ]; then
+		t_fail "$name: $bad"
+		show out/x.err 2
+	else
+		t_pass "$name"
+	fi
+	rm -f gs-q.qcow2 gs-x.qcow2
+}
+
 # Shrinking an image with internal snapshots, as qemu does: what only the
 # snapshot reaches stays, tables shared with it are never written.
 ss_cases() {
@@ -438,6 +493,12 @@ ss_cases() {
 	ss_case extl2 cluster_size=64k,extended_l2=on "write -P 2 4M 2M" \
 		"write -P 5 4200k 64k" 5000k
 	ss_case to-zero cluster_size=64k "write -P 2 0 2M" "write -P 5 1M 64k" 0
+	gs_case unaligned cluster_size=64k 16388 40M
+	gs_case aligned cluster_size=64k 16384 40M
+	gs_case 512 cluster_size=512 16388 40M
+	gs_case extl2 cluster_size=64k,extended_l2=on 16388 40M
+	gs_case extl2-unaligned cluster_size=64k,extended_l2=on 16387 40M
+	rm -f gs-base.qcow2
 	if want errors/resize-v2-snapshots; then
 		N_CMP=$((N_CMP + 1))
 		N_IMAGES=$((N_IMAGES + 1))
