@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * qimgctl amend: change the compatibility level, the lazy_refcounts
- * feature and the refcount width of a detached qcow2 image, as
- * `qemu-img amend -o` does.
+ * feature, the refcount width and the virtual size of a detached qcow2
+ * image, as `qemu-img amend -o` does (size as `resize`, shrinking
+ * included).
  *
  * compat=1.1 from 0.10 rewrites the header as version 3.  compat=0.10
  * from 1.1 first turns every zero cluster into what version 2 can say
@@ -26,6 +27,8 @@ struct amend_opts {
 	int version;		/* 0: unchanged */
 	int refcount_order;	/* -1: unchanged */
 	int lazy;		/* -1: unchanged */
+	bool has_size;
+	uint64_t size;
 };
 
 static int parse_onoff(const char *key, const char *v, int *out)
@@ -97,12 +100,25 @@ static int apply(struct amend_opts *o, const char *key, const char *val)
 			;
 		return 0;
 	}
-	if (!strcmp(key, "size") ||
-	    !strcmp(key, "backing_file") || !strcmp(key, "backing_fmt") ||
-	    !strcmp(key, "data_file") || !strcmp(key, "data_file_raw")) {
-		qimgctl_err("%s: changing '%s' is not supported by qimgctl amend (compat, lazy_refcounts and refcount_bits are)",
-			    o->file, key);
-		return -EOPNOTSUPP;
+	if (!strcmp(key, "size")) {
+		if (qimgctl_parse_size(val, &o->size)) {
+			qimgctl_err("Parameter 'size' expects a size");
+			return -EINVAL;
+		}
+		o->has_size = true;
+		return 0;
+	}
+	/* As qemu: the backing file is rebase's business. */
+	if (!strcmp(key, "backing_file") || !strcmp(key, "backing_fmt")) {
+		qimgctl_err("%s: Cannot amend the backing file (use 'qimgctl rebase' instead)",
+			    o->file);
+		return -ENOTSUP;
+	}
+	if (!strcmp(key, "data_file") || !strcmp(key, "data_file_raw")) {
+		qimgctl_err("%s: %s can only be set for images that use an external data file",
+			    o->file, !strcmp(key, "data_file") ?
+			    "data-file" : "data-file-raw");
+		return -EINVAL;
 	}
 	qimgctl_err("Invalid parameter '%s'", key);
 	return -EINVAL;
@@ -127,7 +143,7 @@ static int downgrade_ok(const struct qimgw *w)
 	else if (h->has_bitmaps_ext)
 		why = "Cannot downgrade an image with bitmaps";
 	else if (h->nb_snapshots)
-		why = "qimgctl does not downgrade images with internal snapshots";
+		why = "Internal snapshots prevent downgrade of image";
 	if (why)
 		qimgctl_err("%s: %s", w->img.path, why);
 	return why ? -EOPNOTSUPP : 0;
@@ -178,6 +194,12 @@ static int amend(struct amend_opts *o)
 	}
 	if (o->refcount_order >= 0) {
 		ret = qimgw_set_refcount_order(&w, (u32)o->refcount_order);
+		if (ret)
+			goto out;
+	}
+	/* As qemu: the size after these, before a downgrade. */
+	if (o->has_size && o->size != w.h->size) {
+		ret = qimgctl_resize_writer(&w, o->file, o->size);
 		if (ret)
 			goto out;
 	}

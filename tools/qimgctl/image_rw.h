@@ -290,6 +290,12 @@ int qimgctl_bitmaps_copy(struct qimgw *w, struct qimgctl_image *src,
  * shrunk end dropped), no longer in use.  *@state is NULL without
  * bitmaps; _end() frees it, _free() frees it when the resize failed.
  */
+/*
+ * Resize the qcow2 image @file open in @w to @size, as `qemu-img resize`
+ * (the caller checked --shrink) and `qemu-img amend -o size=` do (resize.c).
+ */
+int qimgctl_resize_writer(struct qimgw *w, const char *file, u64 size);
+
 int qimgctl_bitmaps_resize_begin(struct qimgw *w, u64 size, void **state);
 int qimgctl_bitmaps_resize_end(struct qimgw *w, void *state);
 void qimgctl_bitmaps_resize_free(void *state);

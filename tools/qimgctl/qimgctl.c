@@ -92,7 +92,8 @@ static const struct qimgctl_cmd cmds[] = {
 	{ "amend", qimgctl_cmd_amend,
 	  "amend [-q] [-f qcow2] -o OPTIONS FILE",
 	  "Change options of a detached qcow2 image, as qemu-img amend:\n"
-	  "  compat=0.10|v2|1.1|v3, lazy_refcounts=on|off, refcount_bits\n" },
+	  "  compat=0.10|v2|1.1|v3, lazy_refcounts=on|off, refcount_bits,\n"
+	  "  size (as resize, shrinking included)\n" },
 	{ "compare", qimgctl_cmd_compare,
 	  "compare [-f FMT] [-F FMT] [-s] [-U] [-p] [-q] FILE1 FILE2",
 	  "Whether two images (qcow2 or raw, with their backing chains) show\n"

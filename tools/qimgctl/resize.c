@@ -125,13 +125,55 @@ static int open_chain(const char *file, struct qimgctl_node **chain,
 	return ret;
 }
 
-static int resize_qcow2(const char *file, const char *arg, bool shrink)
+int qimgctl_resize_writer(struct qimgw *w, const char *file, u64 size)
 {
 	struct qimgctl_node *chain = NULL;
+	u64 cur = w->h->size;
 	void *bms = NULL;
-	struct qimgw w;
-	struct qimgr r;
 	bool r_ok = false;
+	struct qimgr r;
+	int ret = 0;
+
+	if (size % 512) {
+		qimgctl_err("%s: The new size must be a multiple of 512", file);
+		return -EINVAL;
+	}
+	/* A v2 snapshot has no size of its own: qemu refuses any resize. */
+	if (w->h->nb_snapshots && w->h->version < 3 && size != cur) {
+		qimgctl_err("%s: Can't resize a v2 image which has snapshots",
+			    file);
+		return -ENOTSUP;
+	}
+	/* qemu-img opens the backing chain too (a missing file fails). */
+	ret = open_chain(file, &chain, &r, &r_ok);
+	/* Bitmaps follow the size (marked in use on disk meanwhile). */
+	if (!ret && size != cur)
+		ret = qimgctl_bitmaps_resize_begin(w, size, &bms);
+	/* The zero clusters over a longer backing file are the image's. */
+	w->snapshots_ok = true;
+	if (!ret && size > cur)
+		ret = qimgw_grow(w, size, &r, chain);
+	else if (!ret)
+		ret = qimgw_resize(w, size);
+	if (!ret)
+		ret = qimgw_flush(w);
+	if (!ret && bms) {
+		ret = qimgctl_bitmaps_resize_end(w, bms);
+		bms = NULL;
+	}
+	if (!ret && size < cur)
+		ret = qimgw_trim(w);
+	w->snapshots_ok = false;
+	qimgctl_bitmaps_resize_free(bms);
+	if (r_ok)
+		qimgr_fini(&r);
+	qimgctl_chain_close(chain);
+	return ret;
+}
+
+static int resize_qcow2(const char *file, const char *arg, bool shrink)
+{
+	struct qimgw w;
 	u64 size, cur;
 	int ret;
 
@@ -142,40 +184,8 @@ static int resize_qcow2(const char *file, const char *arg, bool shrink)
 	ret = new_size(file, arg, cur, &size);
 	if (!ret)
 		ret = shrink_ok(file, shrink, cur, size);
-	if (!ret && size % 512) {
-		qimgctl_err("%s: The new size must be a multiple of 512", file);
-		ret = -EINVAL;
-	}
-	/* A v2 snapshot has no size of its own: qemu refuses any resize. */
-	if (!ret && w.h->nb_snapshots && w.h->version < 3 && size != cur) {
-		qimgctl_err("%s: Can't resize a v2 image which has snapshots",
-			    file);
-		ret = -ENOTSUP;
-	}
-	/* qemu-img opens the backing chain too (a missing file fails). */
 	if (!ret)
-		ret = open_chain(file, &chain, &r, &r_ok);
-	/* Bitmaps follow the size (marked in use on disk meanwhile). */
-	if (!ret && size != cur)
-		ret = qimgctl_bitmaps_resize_begin(&w, size, &bms);
-	/* The zero clusters over a longer backing file are the image's. */
-	w.snapshots_ok = true;
-	if (!ret && size > cur)
-		ret = qimgw_grow(&w, size, &r, chain);
-	else if (!ret)
-		ret = qimgw_resize(&w, size);
-	if (!ret)
-		ret = qimgw_flush(&w);
-	if (!ret && bms) {
-		ret = qimgctl_bitmaps_resize_end(&w, bms);
-		bms = NULL;
-	}
-	if (!ret && size < cur)
-		ret = qimgw_trim(&w);
-	qimgctl_bitmaps_resize_free(bms);
-	if (r_ok)
-		qimgr_fini(&r);
-	qimgctl_chain_close(chain);
+		ret = qimgctl_resize_writer(&w, file, size);
 	qimgw_close(&w, false);
 	return ret;
 }

@@ -770,6 +770,16 @@ part_imgw() {
 		-o compat=1.1,refcount_bits=4
 	tw_case amend rb3 qcow2 compat=1.1 32M -o refcount_bits=3
 	tw_case amend cluster-size qcow2 compat=1.1 32M -o cluster_size=4k
+	# size= resizes as resize does, shrinking without --shrink (qemu's).
+	tw_case amend size-grow qcow2 compat=1.1 32M -o size=48M
+	tw_case amend size-shrink qcow2 compat=1.1 32M -o size=1536k
+	tw_case amend size-unaligned qcow2 compat=1.1 32M -o size=1000
+	tw_case amend size-v2 qcow2 compat=1.1 32M -o size=8M,compat=0.10
+	tw_case amend size-rb4 qcow2 compat=1.1 32M -o size=64M,refcount_bits=4
+	tw_case amend size-c512 qcow2 cluster_size=512 32M -o size=3M
+	tw_case amend backing-file qcow2 compat=1.1 32M -o backing_file=x.qcow2
+	tw_case amend backing-fmt qcow2 compat=1.1 32M -o backing_fmt=raw
+	tw_case amend data-file qcow2 compat=1.1 32M -o data_file=x.raw
 	tw_case amend unknown qcow2 compat=1.1 32M -o no_such=on
 	tw_case amend no-options qcow2 compat=1.1 32M
 	if want "amend/compressed-rb1: amend"; then
