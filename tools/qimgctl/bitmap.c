@@ -54,6 +54,7 @@ struct bm {
 	u64 *table;		/* raw CPU-endian entries read, or NULL */
 	u8 *bits;		/* the data, table_size clusters; NULL: not read */
 	bool changed;		/* bits to be written anew */
+	bool keep;		/* in use: left as it is (qimgctl_bitmaps_begin) */
 };
 
 struct bmdir {
@@ -902,12 +903,13 @@ int qimgctl_bitmaps_copy(struct qimgw *w, struct qimgctl_image *src,
 }
 
 /* ------------------------------------------------------------------------ */
-/* Resizing an image with bitmaps (resize.c)                               */
+/* Changing an image with bitmaps (resize.c, rebase.c)                     */
 
 /* qemu's limits on a stored bitmap: table entries, and data bytes. */
 #define BM_MAX_TABLE_SIZE	0x8000000ULL
 
-int qimgctl_bitmaps_resize_begin(struct qimgw *w, u64 size, void **state)
+int qimgctl_bitmaps_begin(struct qimgw *w, u64 size, bool refuse_in_use,
+			  void **state)
 {
 	struct qimg_header *h = w->h;
 	struct bmdir *d;
@@ -927,6 +929,10 @@ int qimgctl_bitmaps_resize_begin(struct qimgw *w, u64 size, void **state)
 	for (i = 0; !ret && i < d->n; i++) {
 		struct bm *b = &d->v[i];
 
+		if ((b->flags & QIMG_BITMAP_IN_USE) && !refuse_in_use) {
+			b->keep = true;	/* inconsistent: qemu leaves it so */
+			continue;
+		}
 		if (b->flags & QIMG_BITMAP_IN_USE) {
 			qimgctl_err("%s: Bitmap '%s' is inconsistent and cannot be used (remove it with 'qimgctl bitmap --remove %s %s')",
 				    w->img.path, b->name, w->img.path, b->name);
@@ -966,12 +972,22 @@ int qimgctl_bitmaps_resize_begin(struct qimgw *w, u64 size, void **state)
 	d->off = h->bitmap_directory_offset;
 	d->size = h->bitmap_directory_size;
 	d->nb_drop = 0;
-	w->bitmaps_resizing = true;
+	w->bitmaps_tracked = true;
 	*state = d;
 	return 0;
 }
 
-int qimgctl_bitmaps_resize_end(struct qimgw *w, void *state)
+void qimgctl_bitmaps_dirty(void *state, u64 off, u64 len)
+{
+	struct bmdir *d = state;
+	u32 i;
+
+	for (i = 0; d && i < d->n; i++)
+		if ((d->v[i].flags & QIMG_BITMAP_AUTO) && !d->v[i].keep)
+			bits_set_range(&d->v[i], off, len, ~0ULL);
+}
+
+int qimgctl_bitmaps_end(struct qimgw *w, void *state)
 {
 	struct bmdir *d = state;
 	u64 old, n;
@@ -984,6 +1000,8 @@ int qimgctl_bitmaps_resize_end(struct qimgw *w, void *state)
 	for (i = 0; !ret && i < d->n; i++) {
 		struct bm *b = &d->v[i];
 
+		if (b->keep)
+			continue;
 		/* Bits for the new size; the grown part is clean. */
 		old = (u64)b->table_size * w->cs;
 		n = table_entries(&w->img, b->gran_bits) * w->cs;
@@ -1001,12 +1019,12 @@ int qimgctl_bitmaps_resize_end(struct qimgw *w, void *state)
 	}
 	if (!ret)
 		ret = dir_store(w, d);
-	w->bitmaps_resizing = false;
-	qimgctl_bitmaps_resize_free(d);
+	w->bitmaps_tracked = false;
+	qimgctl_bitmaps_free(d);
 	return ret;
 }
 
-void qimgctl_bitmaps_resize_free(void *state)
+void qimgctl_bitmaps_free(void *state)
 {
 	struct bmdir *d = state;
 

@@ -620,7 +620,7 @@ static int refuse_shared(struct qimgw *w)
 			    w->img.path);
 		return -EOPNOTSUPP;
 	}
-	if (w->h->has_bitmaps_ext && w->h->nb_bitmaps && !w->bitmaps_resizing) {
+	if (w->h->has_bitmaps_ext && w->h->nb_bitmaps && !w->bitmaps_tracked) {
 		qimgctl_err("%s: writing guest data of an image with persistent bitmaps is not supported",
 			    w->img.path);
 		return -EOPNOTSUPP;
@@ -1177,7 +1177,7 @@ int qimgw_resize(struct qimgw *w, u64 size)
 	if (size < w->h->size) {
 		/* Internal snapshots are fine (shrink_tables()); bitmaps not. */
 		ret = w->h->has_bitmaps_ext && w->h->nb_bitmaps &&
-		      !w->bitmaps_resizing ? refuse_shared(w) : 0;
+		      !w->bitmaps_tracked ? refuse_shared(w) : 0;
 		if (!ret)
 			ret = shrink_tables(w, size, n);
 		if (ret)

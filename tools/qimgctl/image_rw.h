@@ -57,10 +57,11 @@ struct qimgw {
 	bool hdr_dirty;
 	u64 cbyte;		/* where the next compressed cluster may go */
 	/*
-	 * A resize that takes the persistent bitmaps along runs (bitmap.c):
-	 * its writes beyond the old end mark nothing dirty, as in qemu.
+	 * The persistent bitmaps are loaded and marked in use on disk
+	 * (qimgctl_bitmaps_begin()): guest data may be written, the caller
+	 * marks what it wrote (qimgctl_bitmaps_dirty()).
 	 */
-	bool bitmaps_resizing;
+	bool bitmaps_tracked;
 	/*
 	 * Writes may go into an image with internal snapshots: an L2 table
 	 * shared with one is copied for the active L1 table first, a shared
@@ -282,22 +283,29 @@ int qimgctl_bitmaps_copy(struct qimgw *w, struct qimgctl_image *src,
 			 bool skip_broken);
 
 /*
- * Resizing an image with persistent bitmaps (bitmap.c, for resize), as
- * qemu resizes them: _begin() before the size changes to @size refuses
- * in-use bitmaps and ones that would grow past qemu's limits, loads the
- * bits and marks every bitmap in use on disk; _end() after the resize is
- * durable stores them for the new size (grown bits clean, bits past a
- * shrunk end dropped), no longer in use.  *@state is NULL without
- * bitmaps; _end() frees it, _free() frees it when the resize failed.
- */
-/*
  * Resize the qcow2 image @file open in @w to @size, as `qemu-img resize`
  * (the caller checked --shrink) and `qemu-img amend -o size=` do (resize.c).
  */
 int qimgctl_resize_writer(struct qimgw *w, const char *file, u64 size);
 
-int qimgctl_bitmaps_resize_begin(struct qimgw *w, u64 size, void **state);
-int qimgctl_bitmaps_resize_end(struct qimgw *w, void *state);
-void qimgctl_bitmaps_resize_free(void *state);
+/*
+ * Changing an image with persistent bitmaps the way qemu changes one it
+ * has open (bitmap.c, for resize and rebase): _begin() refuses in-use
+ * bitmaps (with @refuse_in_use, as qemu's resize; else they are left as
+ * they are, as qemu's writes leave them) and ones that would grow past
+ * qemu's limits at @size (the size
+ * the image will have), loads the bits and marks every bitmap in use on
+ * disk; _dirty() marks guest bytes [@off, @off + @len) written in every
+ * enabled bitmap, as qemu's writes do; _end(), once the changes are
+ * durable, stores the bitmaps for the image's size then (grown bits
+ * clean, bits past a shrunk end dropped), no longer in use.  *@state is
+ * NULL without bitmaps; _end() frees it, _free() frees it after a
+ * failure (the bitmaps stay in use: inconsistent, as qemu leaves them).
+ */
+int qimgctl_bitmaps_begin(struct qimgw *w, u64 size, bool refuse_in_use,
+			  void **state);
+void qimgctl_bitmaps_dirty(void *state, u64 off, u64 len);
+int qimgctl_bitmaps_end(struct qimgw *w, void *state);
+void qimgctl_bitmaps_free(void *state);
 
 #endif /* QIMGCTL_IMAGE_RW_H */

@@ -11,7 +11,11 @@
  * image, so the guest sees the same disk afterwards.  Write order: the
  * copied clusters are flushed (data, refcounts, L2, L1: image_rw.h) before
  * the header names the new backing file, so an interruption leaves the
- * old backing file named and the image showing the same data.
+ * old backing file named and the image showing the same data.  Internal
+ * snapshots keep what they reach (shared tables and clusters are copied
+ * for the active image); persistent bitmaps are in use on disk while the
+ * clusters are copied, then stored with the copied clusters dirty in
+ * every enabled one, as qemu's writes mark them.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -111,6 +115,7 @@ static int copy_differing(struct qimgw *w, const struct rb_opts *o)
 	struct qimgctl_node *old = NULL, *nw = NULL;
 	struct qimgr ro, rn;
 	bool ro_ok = false, rn_ok = false;
+	void *bms = NULL;
 	u8 *a = NULL, *b = NULL;
 	u64 *list = NULL;
 	size_t n = 0, i;
@@ -128,6 +133,14 @@ static int copy_differing(struct qimgw *w, const struct rb_opts *o)
 	rn_ok = !ret && nw;
 	if (!ret)
 		ret = unalloc_clusters(w, &list, &n);
+	/*
+	 * As qemu writes through the image it opened: clusters shared with
+	 * internal snapshots are copied first, and enabled persistent
+	 * bitmaps see the copied clusters as written.
+	 */
+	w->snapshots_ok = true;
+	if (!ret)
+		ret = qimgctl_bitmaps_begin(w, w->h->size, false, &bms);
 	a = calloc(1, w->cs);
 	b = calloc(1, w->cs);
 	if (!ret && (!a || !b)) {
@@ -148,9 +161,17 @@ static int copy_differing(struct qimgw *w, const struct rb_opts *o)
 		if (ret || !memcmp(a, b, len))
 			continue;
 		ret = qimgw_write_cluster(w, off, a);
+		if (!ret)
+			qimgctl_bitmaps_dirty(bms, off, len);
 	}
 	if (!ret)
 		ret = qimgw_flush(w);
+	if (!ret && bms) {
+		ret = qimgctl_bitmaps_end(w, bms);
+		bms = NULL;
+	}
+	qimgctl_bitmaps_free(bms);
+	w->snapshots_ok = false;
 	free(a);
 	free(b);
 	free(list);

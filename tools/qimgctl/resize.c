@@ -148,7 +148,7 @@ int qimgctl_resize_writer(struct qimgw *w, const char *file, u64 size)
 	ret = open_chain(file, &chain, &r, &r_ok);
 	/* Bitmaps follow the size (marked in use on disk meanwhile). */
 	if (!ret && size != cur)
-		ret = qimgctl_bitmaps_resize_begin(w, size, &bms);
+		ret = qimgctl_bitmaps_begin(w, size, true, &bms);
 	/* The zero clusters over a longer backing file are the image's. */
 	w->snapshots_ok = true;
 	if (!ret && size > cur)
@@ -158,13 +158,13 @@ int qimgctl_resize_writer(struct qimgw *w, const char *file, u64 size)
 	if (!ret)
 		ret = qimgw_flush(w);
 	if (!ret && bms) {
-		ret = qimgctl_bitmaps_resize_end(w, bms);
+		ret = qimgctl_bitmaps_end(w, bms);
 		bms = NULL;
 	}
 	if (!ret && size < cur)
 		ret = qimgw_trim(w);
 	w->snapshots_ok = false;
-	qimgctl_bitmaps_resize_free(bms);
+	qimgctl_bitmaps_free(bms);
 	if (r_ok)
 		qimgr_fini(&r);
 	qimgctl_chain_close(chain);
