@@ -368,13 +368,52 @@ cr_case() {
 	rm -f cr-orig.img "$img"
 }
 
+# sn_twin_verdict NAME P RESIZE-ARGS...: qemu-img resize on P-q.qcow2,
+# qimgctl resize on its copy P-x.qcow2 (both with a snapshot "snap"): the
+# same status and info, ours clean, the same data, and the same data and
+# a clean image again once the snapshot is applied.  Removes both.
+sn_twin_verdict() {
+	local name=$1 q=$2-q.qcow2 x=$2-x.qcow2 qrc bad=''
+	shift 2
+	qemu-img resize -f qcow2 "${@:1:$#-1}" "$q" "${@: -1}" >/dev/null 2>&1
+	qrc=$?
+	qx out/x.out out/x.err resize -f qcow2 "${@:1:$#-1}" "$x" "${@: -1}"
+	if crashed "$QX_RC" out/x.err; then
+		bad="qimgctl crashed (status $QX_RC)"
+	elif [ "$QX_RC" -ne "$qrc" ]; then
+		bad="exit status $QX_RC, qemu-img $qrc"
+	elif ! qemu-img check -q "$x" >out/chk 2>&1; then
+		bad="qemu-img check finds fault with the result"
+		show out/chk 4
+	elif ! diff <(qemu-img info "$q" | grep -vE '^(image|disk size):') \
+		<(qemu-img info "$x" | grep -vE '^(image|disk size):') >out/d 2>&1; then
+		bad="qemu-img info differs"
+		show out/d 6
+	elif ! qemu-img compare -q "$q" "$x" >/dev/null 2>&1; then
+		bad="guest data differs"
+	elif ! qemu-img snapshot -a snap "$q" || ! qemu-img snapshot -a snap "$x" ||
+		! qemu-img compare -q "$q" "$x" >/dev/null 2>&1; then
+		bad="the snapshot's data differs (or did not apply)"
+	elif ! qemu-img check -q "$x" >out/chk 2>&1; then
+		bad="qemu-img check finds fault once the snapshot is applied"
+		show out/chk 4
+	fi
+	if [ -n "$bad" ]; then
+		t_fail "$name: $bad"
+		show out/x.err 2
+	else
+		t_pass "$name"
+	fi
+	rm -f "$q" "$x"
+}
+
 # ss_case NAME OPTS BEFORE AFTER NEWSIZE: an image (16M) written with the
 # qemu-io commands BEFORE (';'-separated), an internal snapshot, then
 # AFTER; qemu-img resize --shrink and qimgctl resize --shrink of copies:
 # same status and info, ours clean, the same data, and the same data and
 # a clean image again once the snapshot is applied.
 ss_case() {
-	local name=resize/snapshot-shrink/$1 qrc bad='' c
+	local name=resize/snapshot-shrink/$1 c
 	local -a pre=() post=()
 	want "$name" || return 0
 	N_CMP=$((N_CMP + 1))
@@ -387,37 +426,7 @@ ss_case() {
 	qemu-img snapshot -c snap ss-q.qcow2
 	for c in "${post[@]}"; do qemu-io -f qcow2 -c "$c" ss-q.qcow2 >/dev/null; done
 	cp ss-q.qcow2 ss-x.qcow2
-	qemu-img resize -f qcow2 --shrink ss-q.qcow2 "$5" >/dev/null 2>&1
-	qrc=$?
-	qx out/x.out out/x.err resize -f qcow2 --shrink ss-x.qcow2 "$5"
-	if crashed "$QX_RC" out/x.err; then
-		bad="qimgctl crashed (status $QX_RC)"
-	elif [ "$QX_RC" -ne "$qrc" ]; then
-		bad="exit status $QX_RC, qemu-img $qrc"
-	elif ! qemu-img check -q ss-x.qcow2 >out/chk 2>&1; then
-		bad="qemu-img check finds fault with the result"
-		show out/chk 4
-	elif ! diff <(qemu-img info ss-q.qcow2 | grep -vE '^(image|disk size):') \
-		<(qemu-img info ss-x.qcow2 | grep -vE '^(image|disk size):') >out/d 2>&1; then
-		bad="qemu-img info differs"
-		show out/d 6
-	elif ! qemu-img compare -q ss-q.qcow2 ss-x.qcow2 >/dev/null 2>&1; then
-		bad="guest data differs"
-	elif ! qemu-img snapshot -a snap ss-q.qcow2 ||
-		! qemu-img snapshot -a snap ss-x.qcow2 ||
-		! qemu-img compare -q ss-q.qcow2 ss-x.qcow2 >/dev/null 2>&1; then
-		bad="the snapshot's data differs (or did not apply)"
-	elif ! qemu-img check -q ss-x.qcow2 >out/chk 2>&1; then
-		bad="qemu-img check finds fault once the snapshot is applied"
-		show out/chk 4
-	fi
-	if [ -n "$bad" ]; then
-		t_fail "$name: $bad"
-		show out/x.err 2
-	else
-		t_pass "$name"
-	fi
-	rm -f ss-q.qcow2 ss-x.qcow2
+	sn_twin_verdict "$name" ss --shrink "$5"
 }
 
 # gs_case NAME OPTS OLD NEW: an overlay of OLD bytes (k) over a 64M
@@ -426,7 +435,7 @@ ss_case() {
 # over the backing data, the head cluster copied on write), and nothing
 # the snapshot reaches changes.
 gs_case() {
-	local name=resize/snapshot-grow-backing/$1 old=$3 qrc bad=''
+	local name=resize/snapshot-grow-backing/$1 old=$3
 	want "$name" || return 0
 	N_CMP=$((N_CMP + 1))
 	N_IMAGES=$((N_IMAGES + 1))
@@ -442,37 +451,7 @@ gs_case() {
 	qemu-img snapshot -c snap gs-q.qcow2
 	qemu-io -f qcow2 -c "write -P 3 4k 4k" gs-q.qcow2 >/dev/null
 	cp gs-q.qcow2 gs-x.qcow2
-	qemu-img resize -f qcow2 gs-q.qcow2 "$4" >/dev/null 2>&1
-	qrc=$?
-	qx out/x.out out/x.err resize -f qcow2 gs-x.qcow2 "$4"
-	if crashed "$QX_RC" out/x.err; then
-		bad="qimgctl crashed (status $QX_RC)"
-	elif [ "$QX_RC" -ne "$qrc" ]; then
-		bad="exit status $QX_RC, qemu-img $qrc"
-	elif ! qemu-img check -q gs-x.qcow2 >out/chk 2>&1; then
-		bad="qemu-img check finds fault with the result"
-		show out/chk 4
-	elif ! diff <(qemu-img info gs-q.qcow2 | grep -vE '^(image|disk size):') \
-		<(qemu-img info gs-x.qcow2 | grep -vE '^(image|disk size):') >out/d 2>&1; then
-		bad="qemu-img info differs"
-		show out/d 6
-	elif ! qemu-img compare -q gs-q.qcow2 gs-x.qcow2 >/dev/null 2>&1; then
-		bad="guest data differs"
-	elif ! qemu-img snapshot -a snap gs-q.qcow2 ||
-		! qemu-img snapshot -a snap gs-x.qcow2 ||
-		! qemu-img compare -q gs-q.qcow2 gs-x.qcow2 >/dev/null 2>&1; then
-		bad="the snapshot's data differs (or did not apply)"
-	elif ! qemu-img check -q gs-x.qcow2 >out/chk 2>&1; then
-		bad="qemu-img check finds fault once the snapshot is applied"
-		show out/chk 4
-	fi
-	if [ -n "$bad" ]; then
-		t_fail "$name: $bad"
-		show out/x.err 2
-	else
-		t_pass "$name"
-	fi
-	rm -f gs-q.qcow2 gs-x.qcow2
+	sn_twin_verdict "$name" gs "$4"
 }
 
 # Shrinking an image with internal snapshots, as qemu does: what only the
