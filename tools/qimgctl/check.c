@@ -70,6 +70,7 @@ struct ck_result {
 /* State of one pass over the image. */
 struct ck {
 	struct qimgctl_image *img;
+	struct qimgctl_progress *prog;	/* -p: L1 entries, then clusters */
 	const struct qimg_header *h;
 	const struct qimg_geom *g;
 	int fd;
@@ -412,6 +413,8 @@ static void ck_walk_l1(struct ck *c, u64 l1_off, u32 l1_size,
 	if (ck_read_l1(c, l1_off, l1_size, &l1) || !l1)
 		return;
 	for (i = 0; i < l1_size; i++) {
+		if (frag && c->prog)	/* the active table */
+			qimgctl_progress_update(c->prog, i, false);
 		raw = be64_to_cpu(l1[i]);
 		if (!raw)
 			continue;
@@ -979,6 +982,9 @@ static int ck_compare(struct ck *c, enum ck_pass pass)
 	int ret;
 
 	for (i = 0; i < c->nb_clusters; i++) {
+		if (pass == CK_REPORT && c->prog && !(i & 1023))
+			qimgctl_progress_update(c->prog, c->h->l1_size + i,
+						false);
 		ret = ck_get(c, i, &on);
 		if (ret < 0)
 			return ret;
@@ -1475,10 +1481,11 @@ static int ck_mark_clean(struct ck *c)
  * when it could not complete.
  */
 static int ck_run(struct qimgctl_image *img, int fix, u64 area, u64 area_len,
-		  struct ck_result *res)
+		  struct ck_result *res, struct qimgctl_progress *prog)
 {
 	struct ck c = {
-		.img = img, .h = &img->h, .g = &img->h.geom, .fd = img->fd,
+		.img = img, .prog = prog,
+		.h = &img->h, .g = &img->h.geom, .fd = img->fd,
 		.fix = fix, .res = res, .rb_idx = CK_NO_BLOCK,
 		.rb_alloc_failed = CK_NO_BLOCK,
 		.area_start = area >> img->h.geom.cluster_bits,
@@ -1502,6 +1509,9 @@ static int ck_run(struct qimgctl_image *img, int fix, u64 area, u64 area_len,
 		return -EFBIG;
 	}
 	c.nb_clusters = nb;
+	if (prog)
+		qimgctl_progress_start(prog, prog->show,
+				       (u64)img->h.l1_size + nb);
 	/* One cluster of slack: a reference may end inside the cluster
 	 * after EOF (see ck_inc()).
 	 */
@@ -1773,6 +1783,8 @@ int qimgctl_cmd_check(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	struct qimgctl_progress prog = { 0 };
+	bool progress = false;
 	struct ck_result res, fixed;
 	struct qimgctl_image img;
 	u64 area = 0;
@@ -1781,8 +1793,11 @@ int qimgctl_cmd_check(int argc, char **argv)
 	int fix = 0, opt, ret, qed = -1;
 
 	optind = 1;
-	while ((opt = getopt_long(argc, argv, ":r:f:qUh", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":r:f:qpUh", opts, NULL)) != -1) {
 		switch (opt) {
+		case 'p':
+			progress = true;	/* qimgctl's own: qemu-img has none */
+			break;
 		case 'r':
 			if (!strcmp(optarg, "leaks")) {
 				fix = CK_FIX_LEAKS;
@@ -1907,7 +1922,11 @@ int qimgctl_cmd_check(int argc, char **argv)
 		}
 	}
 
-	ret = ck_run(&img, fix, area, area ? img.h.journal_size : 0, &res);
+	/* -p: a meter on stderr, on a terminal only. */
+	prog.show = progress && !quiet && isatty(STDERR_FILENO);
+	ret = ck_run(&img, fix, area, area ? img.h.journal_size : 0, &res,
+		     &prog);
+	qimgctl_progress_update(&prog, prog.total, true);
 	fixed = res;
 	if (!ret && fixed.area_freed)
 		fprintf(stderr, "Freed the %llu clusters of the released journal area\n",
@@ -1923,7 +1942,7 @@ int qimgctl_cmd_check(int argc, char **argv)
 		ret = ck_open(&img, path, 0);
 		if (ret)
 			return QIMGCTL_CHECK_INCOMPLETE;
-		ret = ck_run(&img, 0, 0, 0, &res);
+		ret = ck_run(&img, 0, 0, 0, &res, NULL);
 		res.leaks_fixed = fixed.leaks_fixed;
 		res.corruptions_fixed = fixed.corruptions_fixed;
 	}
@@ -1969,7 +1988,7 @@ int qimgctl_repair_dirty(const char *path)
 		return 0;
 	}
 	ck_quiet = true;
-	ret = ck_run(&img, CK_FIX_LEAKS | CK_FIX_ERRORS, 0, 0, &res);
+	ret = ck_run(&img, CK_FIX_LEAKS | CK_FIX_ERRORS, 0, 0, &res, NULL);
 	ck_quiet = false;
 	qimgctl_image_close(&img);
 	if (ret) {
@@ -1980,7 +1999,7 @@ int qimgctl_repair_dirty(const char *path)
 	if (ck_open(&img, path, 0))
 		return 1;
 	incompat = img.h.incompatible_features;
-	ret = ck_run(&img, 0, 0, 0, &after);
+	ret = ck_run(&img, 0, 0, 0, &after, NULL);
 	qimgctl_image_close(&img);
 	if (ret || after.corruptions || after.leaks || after.check_errors ||
 	    (incompat & QIMG_INCOMPAT_DIRTY)) {

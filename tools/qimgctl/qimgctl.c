@@ -47,10 +47,11 @@ static const struct qimgctl_cmd cmds[] = {
 	  "info [-f qcow2|qed] [-U] [--backing-chain] [--json | --output=json|human] FILE",
 	  "FILE is a qcow2 or a QED image (probed unless -f says which).\n" },
 	{ "check", qimgctl_cmd_check,
-	  "check [-q] [-f qcow2|qed] [-U] [-r leaks|all | --repair=leaks|all] [--json | --output=json|human] FILE",
+	  "check [-q] [-p] [-f qcow2|qed] [-U] [-r leaks|all | --repair=leaks|all] [--json | --output=json|human] FILE",
 	  "Exit status as qemu-img check: 0 clean, 1 check not completed,\n"
 	  "2 corruptions, 3 leaked clusters only, 63 checks not supported.\n"
-	  "FILE is a qcow2 or a QED image (probed unless -f says which).\n" },
+	  "FILE is a qcow2 or a QED image (probed unless -f says which).\n"
+	  "-p shows progress on a terminal (qemu-img check has no -p; qcow2).\n" },
 	{ "map", qimgctl_cmd_map,
 	  "map [-f qcow2|qed] [-U] [--start-offset=OFFSET] [--max-length=LEN] [--json | --output=json|human] FILE",
 	  "FILE is a qcow2 or a QED image (probed unless -f says which).\n"
@@ -136,12 +137,13 @@ static const struct qimgctl_cmd cmds[] = {
 	  "--export NAME    print the dirty extents of bitmap NAME as JSON:\n"
 	  "                 [{ \"offset\": N, \"length\": N }, ...] in guest bytes\n" },
 	{ "rebase", qimgctl_cmd_rebase,
-	  "rebase [-q] [-f qcow2] [-u] -b BACKING [-F qcow2|raw] FILE",
+	  "rebase [-q] [-p] [-f qcow2] [-u] -b BACKING [-F qcow2|raw] FILE",
 	  "Give a detached qcow2 image the backing file BACKING (\"\" for none),\n"
 	  "as qemu-img rebase.  Without -u, what the image reads from its old\n"
 	  "backing chain and the new one would show differently is first\n"
 	  "copied into the image; -u (unsafe) only changes the header.\n"
-	  "-F (required with a BACKING) is the new backing file's format.\n" },
+	  "-F (required with a BACKING) is the new backing file's format.\n"
+	  "-p shows progress on a terminal (qemu-img's meter).\n" },
 	{ "commit", qimgctl_cmd_commit,
 	  "commit [-q] [-p] [-f qcow2] [-t CACHE] [-b BASE] [-d] [-r RATE] FILE",
 	  "Write what the detached qcow2 image FILE holds into its backing file,\n"

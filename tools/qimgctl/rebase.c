@@ -23,12 +23,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "image_rw.h"
 
 struct rb_opts {
 	const char *file, *backing, *fmt;
-	bool unsafe;
+	bool unsafe, progress, quiet;
 };
 
 /* Clusters of @w's image it does not allocate (it defers to its backing). */
@@ -113,6 +114,7 @@ static int open_chain(struct qimgw *w, const char *name, const char *fmt,
 static int copy_differing(struct qimgw *w, const struct rb_opts *o)
 {
 	struct qimgctl_node *old = NULL, *nw = NULL;
+	struct qimgctl_progress prog;
 	struct qimgr ro, rn;
 	bool ro_ok = false, rn_ok = false;
 	void *bms = NULL;
@@ -147,8 +149,13 @@ static int copy_differing(struct qimgw *w, const struct rb_opts *o)
 		qimgctl_err("%s: out of memory", w->img.path);
 		ret = -ENOMEM;
 	}
+	/* -p: qemu-img's meter over the virtual disk, on a terminal only. */
+	qimgctl_progress_start(&prog, o->progress && !o->quiet &&
+			       isatty(STDERR_FILENO), w->h->size);
 	for (i = 0; !ret && i < n; i++) {
 		u64 off = list[i], len = w->cs;
+
+		qimgctl_progress_update(&prog, off, false);
 
 		if (len > w->h->size - off)
 			len = w->h->size - off;
@@ -164,6 +171,8 @@ static int copy_differing(struct qimgw *w, const struct rb_opts *o)
 		if (!ret)
 			qimgctl_bitmaps_dirty(bms, off, len);
 	}
+	if (!ret)
+		qimgctl_progress_update(&prog, w->h->size, true);
 	if (!ret)
 		ret = qimgw_flush(w);
 	if (!ret && bms) {
@@ -242,8 +251,11 @@ int qimgctl_cmd_rebase(int argc, char **argv)
 			fmt = optarg;
 			break;
 		case 'q':
+			o.quiet = true;	/* nothing else is printed on success */
+			break;
 		case 'p':
-			break;	/* nothing is printed on success anyway */
+			o.progress = true;
+			break;
 		case 'h':
 			qimgctl_usage(stdout, "rebase");
 			return 0;

@@ -787,6 +787,29 @@ ir_errors() {
 	else
 		t_fail "$name/locked: could not start qemu-io"
 	fi
+	# -p: qemu-img's meter on a terminal (script(1) gives it one), nothing
+	# otherwise.
+	if want "$name/progress"; then
+		N_CMP=$((N_CMP + 1))
+		(cd ir && cp x.qcow2 p.qcow2 && qx ../out/p.out ../out/p.err \
+			rebase -p -b "" p.qcow2; exit "$QX_RC")
+		QX_RC=$?
+		cp ir/x.qcow2 ir/p.qcow2
+		if [ "$QX_RC" -ne 0 ] || [ -s out/p.err ] || [ -s out/p.out ]; then
+			t_fail "$name/progress: status $QX_RC or output without a terminal"
+		elif ! command -v script >/dev/null; then
+			t_skip "$name/progress" "script(1) is not installed"
+		elif (cd ir && script -qec "$(printf '%q ' "$QIMGCTL" rebase -p -b "" p.qcow2)" \
+			/dev/null) >out/p.tty 2>&1 </dev/null &&
+			grep -qF '(100.00/100%)' out/p.tty &&
+			(cd ir && qemu-img compare -q x.qcow2 p.qcow2); then
+			t_pass "$name/progress"
+		else
+			t_fail "$name/progress: no progress on a terminal, or the data changed"
+			show out/p.tty 3
+		fi
+		rm -f ir/p.qcow2
+	fi
 	# Internal snapshots with -u (with copying: ir_shared).
 	lk_case "$name/snapshots-unsafe" 0 - - rebase -u -b "" ir/s.qcow2
 	# An in-use bitmap: qemu-img cannot open the image for writing.

@@ -166,6 +166,30 @@ cv_case() {
 	rm -f "$x" "$q"
 }
 
+# check -p (qimgctl's own): the same output and status as without it,
+# and the meter only on a terminal.
+ck_progress() {
+	want "check/progress" || return 0
+	N_CMP=$((N_CMP + 1))
+	qx out/c0.out out/c0.err check cv-v3.img
+	local rc0=$QX_RC
+	qx out/p.out out/p.err check -p cv-v3.img
+	if [ "$QX_RC" -ne "$rc0" ] || ! cmp -s out/c0.out out/p.out ||
+		[ -s out/p.err ]; then
+		t_fail "check/progress: -p changed the output or status without a terminal"
+	elif ! command -v script >/dev/null; then
+		t_skip "check/progress" "script(1) is not installed"
+	elif script -qec "$(printf '%q ' "$QIMGCTL" check -p cv-v3.img)" \
+		/dev/null >out/p.tty 2>&1 </dev/null &&
+		grep -qF '(100.00/100%)' out/p.tty &&
+		grep -qF 'No errors were found' out/p.tty; then
+		t_pass "check/progress"
+	else
+		t_fail "check/progress: no progress on a terminal"
+		show out/p.tty 3
+	fi
+}
+
 # -p: nothing when stderr is not a terminal; qemu-img's "(100.00/100%)"
 # at the end when it is (script(1) gives it one).
 cv_progress() {
@@ -706,6 +730,7 @@ part_imgw() {
 		cv_case backq B-v2 -O qcow2 -o compat=0.10 -B bk-q.qcow2 \
 			-F qcow2
 		cv_progress
+		ck_progress
 	fi
 
 	tw_case resize grow qcow2 cluster_size=65536 32M 64M
