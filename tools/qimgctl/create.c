@@ -43,7 +43,7 @@ struct create_opts {
 	const char *prealloc;
 	enum qimgctl_prealloc prealloc_mode;
 	bool unsafe;
-	bool quiet;
+	bool quiet, progress;
 	/* journal=on: the qimg journal extension asking for one (offset 0) */
 	bool journal;
 	bool has_journal_size;
@@ -488,7 +488,7 @@ static int create(int argc, char **argv, bool for_convert)
 		return 1;
 	}
 	optind = 1;
-	while ((c = getopt_long(argc, argv, ":hqf:o:b:F:u", lopts,
+	while ((c = getopt_long(argc, argv, ":hqpf:o:b:F:u", lopts,
 				NULL)) != -1) {
 		switch (c) {
 		case 'f':
@@ -508,6 +508,9 @@ static int create(int argc, char **argv, bool for_convert)
 			break;
 		case 'q':
 			o.quiet = true;
+			break;
+		case 'p':
+			o.progress = true;	/* qimgctl's own (full prealloc) */
 			break;
 		case 'h':
 			qimgctl_usage(stdout, "create");
@@ -667,7 +670,8 @@ static int create(int argc, char **argv, bool for_convert)
 		goto out;
 	}
 	if (o.prealloc_mode != QIMGCTL_PREALLOC_OFF) {
-		ret = qimgctl_prealloc_create(fd, o.file, &h, o.prealloc_mode);
+		ret = qimgctl_prealloc_create(fd, o.file, &h, o.prealloc_mode,
+					      o.progress && !o.quiet);
 		goto out;
 	}
 	ret = qimgctl_pwrite(fd, hdr, cs, 0);

@@ -275,8 +275,12 @@ static int pa_write(int fd, const char *path, const void *buf, size_t len,
 	return ret;
 }
 
-/* Allocate (falloc) or zero-fill (full) [@from, @to) of the file. */
-static int pa_fill(int fd, const char *path, u64 from, u64 to, bool full)
+/*
+ * Allocate (falloc) or zero-fill (full) [@from, @to) of the file; @prog
+ * (or NULL) counts the bytes zero-filled.
+ */
+static int pa_fill(int fd, const char *path, u64 from, u64 to, bool full,
+		   struct qimgctl_progress *prog)
 {
 	static const size_t chunk = 1 << 20;
 	u8 *zero;
@@ -297,15 +301,18 @@ static int pa_fill(int fd, const char *path, u64 from, u64 to, bool full)
 		qimgctl_err("out of memory");
 		return -ENOMEM;
 	}
-	for (off = from; off < to && !ret; off += chunk)
+	for (off = from; off < to && !ret; off += chunk) {
+		if (prog)
+			qimgctl_progress_update(prog, off - from, false);
 		ret = pa_write(fd, path, zero,
 			       to - off < chunk ? to - off : chunk, off);
+	}
 	free(zero);
 	return ret;
 }
 
 int qimgctl_prealloc_create(int fd, const char *path, struct qimg_header *h,
-			    enum qimgctl_prealloc mode)
+			    enum qimgctl_prealloc mode, bool progress)
 {
 	const struct qimg_geom *g = &h->geom;
 	struct pa_sim s = { 0 };
@@ -433,18 +440,26 @@ int qimgctl_prealloc_create(int fd, const char *path, struct qimg_header *h,
 		if ((s.rt_cl + s.rt_len) << s.cb > file_end)
 			file_end = (s.rt_cl + s.rt_len) << s.cb;
 		if (tail_end > tail_at) {
-			ret = pa_fill(fd, path, tail_at, tail_end, true);
+			ret = pa_fill(fd, path, tail_at, tail_end, true, NULL);
 			if (ret)
 				goto out;
 		}
 	}
 	if (mode != QIMGCTL_PREALLOC_METADATA) {
 		/* The data area is allocated in the file before the tables. */
-		ret = pa_fill(fd, path, area_end << s.cb,
-			      (data0 + ndata) << s.cb,
-			      mode == QIMGCTL_PREALLOC_FULL);
+		struct qimgctl_progress prog;
+		u64 from = area_end << s.cb, to = (data0 + ndata) << s.cb;
+
+		/* -p: the zero-filling of full, on a terminal only. */
+		qimgctl_progress_start(&prog, progress &&
+				       mode == QIMGCTL_PREALLOC_FULL &&
+				       isatty(STDERR_FILENO),
+				       to > from ? to - from : 0);
+		ret = pa_fill(fd, path, from, to,
+			      mode == QIMGCTL_PREALLOC_FULL, &prog);
 		if (ret)
 			goto out;
+		qimgctl_progress_update(&prog, prog.total, true);
 	}
 	ret = pa_write(fd, path, hdr, s.cs, 0);
 	if (ret)

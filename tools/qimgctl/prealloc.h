@@ -20,8 +20,9 @@ enum qimgctl_prealloc {
  * header (version, geometry, features, backing file; size and l1_size set);
  * the table offsets are filled in here.  Prints the reason and returns a
  * negative errno on failure (-EOPNOTSUPP: a layout this cannot plan).
+ * @progress: a meter on stderr while full zero-fills (a terminal only).
  */
 int qimgctl_prealloc_create(int fd, const char *path, struct qimg_header *h,
-			    enum qimgctl_prealloc mode);
+			    enum qimgctl_prealloc mode, bool progress);
 
 #endif /* QIMGCTL_PREALLOC_H */

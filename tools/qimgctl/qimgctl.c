@@ -30,7 +30,7 @@ struct qimgctl_cmd {
 
 static const struct qimgctl_cmd cmds[] = {
 	{ "create", qimgctl_cmd_create,
-	  "create [-q] [-f qcow2] [-o OPTIONS] [-b BACKING -F FMT [-u]] FILE [SIZE]",
+	  "create [-q] [-p] [-f qcow2] [-o OPTIONS] [-b BACKING -F FMT [-u]] FILE [SIZE]",
 	  "Make an empty qcow2 image, as qemu-img create -f qcow2 does.\n"
 	  "OPTIONS (comma-separated key=value, ',,' for a comma):\n"
 	  "  cluster_size, refcount_bits, lazy_refcounts=on|off,\n"
@@ -42,7 +42,9 @@ static const struct qimgctl_cmd cmds[] = {
 	  "-b BACKING -F qcow2|raw  backing file and its format; SIZE defaults\n"
 	  "                         to the backing file's\n"
 	  "-u                       do not open the backing file (SIZE needed)\n"
-	  "-q                       do not print the \"Formatting\" line\n" },
+	  "-q                       do not print the \"Formatting\" line\n"
+	  "-p                       show progress while preallocation=full\n"
+	  "                         writes zeroes (on a terminal only)\n" },
 	{ "info", qimgctl_cmd_info,
 	  "info [-f qcow2|qed] [-U] [--backing-chain] [--json | --output=json|human] FILE",
 	  "FILE is a qcow2 or a QED image (probed unless -f says which).\n" },

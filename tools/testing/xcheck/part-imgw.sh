@@ -166,6 +166,32 @@ cv_case() {
 	rm -f "$x" "$q"
 }
 
+# create -p (qimgctl's own): the image and the output are those without
+# it, and a meter shows the zero-filling of preallocation=full on a
+# terminal.
+cr_progress() {
+	want "create/progress" || return 0
+	N_CMP=$((N_CMP + 1))
+	rm -f crp0.img crp1.img crp2.img
+	qx out/c0.out out/c0.err create -o preallocation=full crp0.img 32M
+	qx out/p.out out/p.err create -p -o preallocation=full crp1.img 32M
+	sed -i 's/crp1/crp0/' out/p.out
+	if [ "$QX_RC" -ne 0 ] || ! cmp -s out/c0.out out/p.out ||
+		[ -s out/p.err ] || ! cmp -s crp0.img crp1.img; then
+		t_fail "create/progress: -p changed the image, the output or the status without a terminal"
+	elif ! command -v script >/dev/null; then
+		t_skip "create/progress" "script(1) is not installed"
+	elif script -qec "$(printf '%q ' "$QIMGCTL" create -p -o preallocation=full crp2.img 32M)" \
+		/dev/null >out/p.tty 2>&1 </dev/null &&
+		grep -qF '(100.00/100%)' out/p.tty && cmp -s crp0.img crp2.img; then
+		t_pass "create/progress"
+	else
+		t_fail "create/progress: no progress on a terminal, or another image"
+		show out/p.tty 3
+	fi
+	rm -f crp0.img crp1.img crp2.img
+}
+
 # check -p (qimgctl's own): the same output and status as without it,
 # and the meter only on a terminal.
 ck_progress() {
@@ -731,6 +757,7 @@ part_imgw() {
 			-F qcow2
 		cv_progress
 		ck_progress
+		cr_progress
 	fi
 
 	tw_case resize grow qcow2 cluster_size=65536 32M 64M
