@@ -26,7 +26,13 @@
  *   3. only then is the image emptied (qimgw_make_empty()): each cluster
  *      it loses is already in the base, so whatever an interruption
  *      leaves of it, the guest sees the same disk through it.
- * An interrupted commit can simply be run again.
+ * An interrupted commit can simply be run again.  The persistent bitmaps
+ * of a qcow2 base are marked in use on disk before step 1 and stored,
+ * with the written clusters dirty in the enabled ones, after step 2: an
+ * interruption leaves them inconsistent, as QEMU would.  The reader sees
+ * the base as it was: a cluster is read before it is written, and tables
+ * copied away from a snapshot keep their contents (the snapshot still
+ * references them).
  *
  * Locks: the image and the base are locked for writing and the images
  * between them for reading, as QEMU locks them (lock.h).
@@ -64,6 +70,7 @@ struct commit {
 	struct qimgr rd;
 	bool rd_ok;
 	struct qimgw top_w, base_w;
+	void *base_bms;		/* the base's bitmaps (qimgctl_bitmaps_*) */
 	int raw_fd;		/* a raw base, else -1 */
 	u64 size;		/* of the image */
 	u64 gran;		/* the job's granularity */
@@ -262,6 +269,7 @@ static int flush_pending(struct commit *c)
 	if (ret)
 		return ret;
 	c->since_flush += cs;
+	qimgctl_bitmaps_dirty(c->base_bms, c->pend_off, cs);
 	if (c->base_w.g->ext_l2)
 		return qimgw_write_subclusters(&c->base_w, c->pend_off, c->buf,
 					       mask);
@@ -345,6 +353,7 @@ static int do_zero(struct commit *c, u64 off, u64 len)
 	for (; !ret && off < end; off += c->bcs) {
 		ret = discard ? qimgw_discard(&c->base_w, off) :
 			qimgw_write_zero(&c->base_w, off);
+		qimgctl_bitmaps_dirty(c->base_bms, off, c->bcs);
 		c->since_flush += c->bcs;
 	}
 	return ret;
@@ -472,12 +481,26 @@ static int open_base(struct commit *c)
 		ret = qimgw_open(&c->base_w, b->path);
 		if (ret)
 			return ret;
-		if (c->base_w.h->nb_snapshots ||
-		    (c->base_w.h->has_bitmaps_ext && c->base_w.h->nb_bitmaps)) {
-			qimgctl_err("%s: committing into an image with internal snapshots or persistent bitmaps is not supported",
+		/*
+		 * As qemu's commit job writes through the base: clusters and
+		 * tables shared with its internal snapshots are copied, its
+		 * enabled bitmaps mark what is written (and follow a growth,
+		 * which refuses in-use ones as qemu's truncate does).
+		 */
+		if (c->base_w.h->nb_snapshots && c->base_w.h->version < 3 &&
+		    c->size > c->base_w.h->size) {
+			qimgctl_err("%s: Can't resize a v2 image which has snapshots",
 				    b->path);
-			return -EOPNOTSUPP;
+			return -ENOTSUP;
 		}
+		c->base_w.snapshots_ok = true;
+		ret = qimgctl_bitmaps_begin(&c->base_w,
+					    c->size > c->base_w.h->size ?
+					    c->size : c->base_w.h->size,
+					    c->size > c->base_w.h->size,
+					    &c->base_bms);
+		if (ret)
+			return ret;
 		c->bcs = c->base_w.cs;
 		c->gran = c->bcs < 4096 ? 4096 : c->bcs > 65536 ? 65536 :
 			  c->bcs;
@@ -589,7 +612,13 @@ static int run(struct commit *c)
 			return ret;
 		}
 	} else {
-		ret = qimgw_close(&c->base_w, true);
+		/* The copied data durable, then the bitmaps that mark it. */
+		ret = qimgw_flush(&c->base_w);
+		if (!ret)
+			ret = qimgctl_bitmaps_end(&c->base_w, c->base_bms);
+		c->base_bms = NULL;
+		if (!ret)
+			ret = qimgw_close(&c->base_w, true);
 		if (ret)
 			return ret;
 	}
@@ -677,6 +706,8 @@ int qimgctl_cmd_commit(int argc, char **argv)
 		qimgctl_err("%s: close: %s", c.base->path, strerror(errno));
 		ret = -EIO;
 	}
+	/* After a failure the bitmaps stay in use, as qemu leaves them. */
+	qimgctl_bitmaps_free(c.base_bms);
 	if (c.base_w.img.fd >= 0)
 		qimgw_close(&c.base_w, false);
 	if (c.top_w.img.fd >= 0)

@@ -31,14 +31,15 @@ ic_mk() {
 	case $IC_KIND in
 	v3 | v2 | v3-on-v2 | c4k-on-c64k | base-c2m | base-c512 | \
 		base-extl2 | top-extl2 | top-prealloc | zstd | snap-top | \
-		snap-top-v2 | bitmap-top | snap-bitmap-top)
+		snap-top-v2 | bitmap-top | snap-bitmap-top | snap-base | \
+		bitmap-base | snap-bitmap-base | snap-base-c512)
 		local bo=compat=1.1 to=compat=1.1
 		case $IC_KIND in
 		v2 | snap-top-v2) bo=compat=0.10 to=compat=0.10 ;;
 		v3-on-v2) bo=compat=0.10 ;;
 		c4k-on-c64k) to=cluster_size=4k ;;
 		base-c2m) bo=cluster_size=2M ;;
-		base-c512) bo=cluster_size=512 ;;
+		base-c512 | snap-base-c512) bo=cluster_size=512 ;;
 		base-extl2) bo=extended_l2=on,cluster_size=128k ;;
 		top-extl2) to=extended_l2=on ;;
 		top-prealloc)
@@ -52,12 +53,24 @@ ic_mk() {
 		esac
 		qemu-img create -q -f qcow2 -o "$bo" b.qcow2 4M &&
 			qemu-io -f qcow2 -c "write -P 0x11 0 1M" \
-				-c "write -P 0x12 3M 64k" b.qcow2 &&
-			qemu-img create -q -f qcow2 -o "$to" -b b.qcow2 \
+				-c "write -P 0x12 3M 64k" b.qcow2 || return 1
+		# The base with an internal snapshot and/or bitmaps: the
+		# commit writes into clusters and tables shared with s0, the
+		# enabled bitmap bm1 marks them, the disabled bm2 does not.
+		case $IC_KIND in
+		snap-base | snap-base-c512) qemu-img snapshot -c s0 b.qcow2 ;;
+		bitmap-base | snap-bitmap-base)
+			qemu-img bitmap --add b.qcow2 bm1 &&
+				qemu-img bitmap --add --disable b.qcow2 bm2 || return 1
+			[ "$IC_KIND" = bitmap-base ] ||
+				qemu-img snapshot -c s0 b.qcow2
+			;;
+		esac || return 1
+		qemu-img create -q -f qcow2 -o "$to" -b b.qcow2 \
 				-F qcow2 t.qcow2 &&
 			qemu-io -f qcow2 "${w[@]}" t.qcow2 || return 1
 		case $IC_KIND in
-		base-c512 | base-c2m | base-extl2) return 0 ;;
+		base-c512 | base-c2m | base-extl2 | snap-base-c512) return 0 ;;
 		esac
 		# A compressed cluster in the base, partly overwritten above.
 		qemu-io -f qcow2 -c "write -c -P 0x13 1M 64k" b.qcow2 &&
@@ -292,9 +305,48 @@ ic_case() {
 	elif [ -n "${IC_SAME_BYTES:-}" ] && ! cmp -s ic/q/t.qcow2 ic/x/t.qcow2; then
 		t_fail "$name: the emptied top is not byte for byte qemu-img's"
 		cmp ic/q/t.qcow2 ic/x/t.qcow2 2>&1 | show /dev/stdin 2
-	elif ic_verify "$name" && ic_snap_verify "$name"; then
+	elif ic_verify "$name" && ic_snap_verify "$name" &&
+		ic_base_verify "$name"; then
 		t_pass "$name"
 	fi
+}
+
+# ic_base_verify NAME: a base with bitmaps bm1, bm2 shows qemu-img's dirty
+# extents in both; one with snapshot s0, reverted to it (bitmaps removed
+# first), shows what qemu-img's does and checks clean.
+ic_base_verify() {
+	local name=$1 side b
+	[ -f ic/src/b.qcow2 ] || return 0
+	for b in bm1 bm2; do
+		qemu-img info ic/src/b.qcow2 2>/dev/null | grep -q "name: $b" ||
+			continue
+		qx out/bq.out out/bq.err bitmap --export "$b" ic/q/b.qcow2
+		qx out/bx.out out/bx.err bitmap --export "$b" ic/x/b.qcow2
+		if ! cmp -s out/bq.out out/bx.out; then
+			t_fail "$name: the base's bitmap $b differs from qemu-img's commit's"
+			show out/bx.out 2
+			return 1
+		fi
+	done
+	qemu-img snapshot -l ic/src/b.qcow2 2>/dev/null | grep -q ' s0 ' ||
+		return 0
+	for side in q x; do
+		for b in bm1 bm2; do
+			qemu-img bitmap --remove "ic/$side/b.qcow2" "$b" >/dev/null 2>&1
+		done
+		if ! qemu-img snapshot -a s0 "ic/$side/b.qcow2" >out/c.out 2>&1 ||
+			! qemu-img check -q "ic/$side/b.qcow2" >>out/c.out 2>&1; then
+			t_fail "$name: ic/$side: snapshot -a s0 of the base or check after it fails"
+			show out/c.out 3
+			return 1
+		fi
+	done
+	if ! qemu-img compare -q ic/q/b.qcow2 ic/x/b.qcow2 >out/c.out 2>&1; then
+		t_fail "$name: the base reverted to s0 differs from qemu-img's"
+		show out/c.out 2
+		return 1
+	fi
+	return 0
 }
 
 # ic_snap_verify NAME: a top with snapshot s1 kept the snapshot's
@@ -583,6 +635,11 @@ part_imgc() {
 	IC_SAME_BYTES=1 ic_case snap-big snap-big
 	ic_case bitmap-top bitmap-top
 	ic_case snap-bitmap-top snap-bitmap-top
+	# Into a base with snapshots and bitmaps, as qemu writes it.
+	ic_case snap-base snap-base
+	ic_case snap-base-c512 snap-base-c512
+	ic_case bitmap-base bitmap-base
+	ic_case snap-bitmap-base snap-bitmap-base
 	ic_case ours ours
 	ic_case ours-raw ours-raw
 	ic_tty
