@@ -15,7 +15,8 @@
  * snapshots keep what they reach (shared tables and clusters are copied
  * for the active image); persistent bitmaps are in use on disk while the
  * clusters are copied, then stored with the copied clusters dirty in
- * every enabled one, as qemu's writes mark them.
+ * every enabled one, as qemu's writes mark them.  With extended L2
+ * entries the comparison and the copy go subcluster by subcluster.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -32,12 +33,24 @@ struct rb_opts {
 	bool unsafe, progress, quiet;
 };
 
-/* Clusters of @w's image it does not allocate (it defers to its backing). */
-static int unalloc_clusters(struct qimgw *w, u64 **list, size_t *n)
+/*
+ * A cluster of @w's image that defers to its backing chain: all of it
+ * (mask ~0), or with extended L2 entries only the subclusters in mask.
+ */
+struct rb_cl {
+	u64 off;
+	u32 mask;
+};
+
+/* The clusters of @w's image that defer to the backing chain, in part. */
+static int unalloc_clusters(struct qimgw *w, struct rb_cl **list, size_t *n)
 {
+	u64 sc = w->g->ext_l2 ? w->cs / QIMG_SUBCLUSTERS : w->cs;
 	struct qimgctl_mapper m;
 	struct qimgctl_extent ext;
-	u64 off, cap = 0, *l = NULL, *nl;
+	u64 off, cap = 0, o;
+	struct rb_cl *l = NULL, *nl;
+	u32 mask, i;
 	int ret;
 
 	*n = 0;
@@ -48,14 +61,24 @@ static int unalloc_clusters(struct qimgw *w, u64 **list, size_t *n)
 		ret = qimgctl_map_status(&m, off, w->cs, &ext);
 		if (ret)
 			break;
-		if (ext.status != QIMGCTL_ST_UNALLOC)
-			continue;
-		if (ext.len < w->cs && off + ext.len < w->h->size) {
-			qimgctl_err("%s: clusters partly allocated (extended L2) are not supported by qimgctl rebase (use -u or qemu-img)",
-				    w->img.path);
-			ret = -EOPNOTSUPP;
-			break;
+		mask = 0;
+		if (ext.status == QIMGCTL_ST_UNALLOC &&
+		    (ext.len >= w->cs || off + ext.len >= w->h->size))
+			mask = ~0U;
+		/* Extended L2: which subclusters defer, one by one. */
+		for (i = 0; mask != ~0U && w->g->ext_l2 &&
+		     i < QIMG_SUBCLUSTERS && !ret; i++) {
+			o = off + i * sc;
+			if (o >= w->h->size)
+				break;
+			ret = qimgctl_map_status(&m, o, sc, &ext);
+			if (!ret && ext.status == QIMGCTL_ST_UNALLOC)
+				mask |= 1U << i;
 		}
+		if (ret)
+			break;
+		if (!mask)
+			continue;
 		if (*n == cap) {
 			cap = cap ? cap * 2 : 256;
 			nl = realloc(l, cap * sizeof(*l));
@@ -66,13 +89,58 @@ static int unalloc_clusters(struct qimgw *w, u64 **list, size_t *n)
 			}
 			l = nl;
 		}
-		l[(*n)++] = off;
+		l[*n].off = off;
+		l[(*n)++].mask = mask;
 	}
 	qimgctl_mapper_fini(&m);
 	if (ret)
 		free(l);
 	else
 		*list = l;
+	return ret;
+}
+
+/*
+ * A cluster that allocates some of its subclusters (extended L2): the
+ * subclusters in @cl.mask that read differently through the old and the
+ * new backing chain get the old contents, the others keep their state.
+ * The guest's view of the whole cluster comes through the image itself
+ * (opened on first use into *@self, sharing: the writer holds the locks):
+ * the cluster is read before it is written, so that view is the old one.
+ */
+static int copy_subclusters(struct qimgw *w, struct qimgctl_node **self,
+			    struct qimgr *rs, bool *rs_ok, struct qimgr *rn,
+			    struct qimgctl_node *nw, struct rb_cl cl, u64 len,
+			    u8 *a, u8 *b, void *bms)
+{
+	u64 sc = w->cs / QIMG_SUBCLUSTERS, so, sl;
+	u32 wmask = 0, k;
+	int ret = 0;
+
+	if (!*self) {
+		ret = qimgctl_chain_open(self, w->img.path, "qcow2",
+					 QIMGCTL_OPEN_SHARE);
+		if (!ret)
+			ret = qimgr_init(rs, *self);
+		*rs_ok = !ret;
+	}
+	if (!ret)
+		ret = qimgr_read(rs, *self, cl.off, a, len);
+	if (!ret && rn)
+		ret = qimgr_read(rn, nw, cl.off, b, len);
+	for (k = 0; !ret && k < QIMG_SUBCLUSTERS && k * sc < len; k++) {
+		so = k * sc;
+		sl = len - so < sc ? len - so : sc;
+		if ((cl.mask & (1U << k)) && memcmp(a + so, b + so, sl))
+			wmask |= 1U << k;
+	}
+	if (ret || !wmask)
+		return ret;
+	ret = qimgw_write_subclusters(w, cl.off, a, wmask);
+	for (k = 0; !ret && k < QIMG_SUBCLUSTERS && k * sc < len; k++)
+		if (wmask & (1U << k))
+			qimgctl_bitmaps_dirty(bms, cl.off + k * sc,
+					      len - k * sc < sc ? len - k * sc : sc);
 	return ret;
 }
 
@@ -115,11 +183,12 @@ static int copy_differing(struct qimgw *w, const struct rb_opts *o)
 {
 	struct qimgctl_node *old = NULL, *nw = NULL;
 	struct qimgctl_progress prog;
-	struct qimgr ro, rn;
-	bool ro_ok = false, rn_ok = false;
+	struct qimgctl_node *self = NULL;
+	struct qimgr ro, rn, rs;
+	bool ro_ok = false, rn_ok = false, rs_ok = false;
 	void *bms = NULL;
 	u8 *a = NULL, *b = NULL;
-	u64 *list = NULL;
+	struct rb_cl *list = NULL;
 	size_t n = 0, i;
 	int ret;
 
@@ -153,7 +222,7 @@ static int copy_differing(struct qimgw *w, const struct rb_opts *o)
 	qimgctl_progress_start(&prog, o->progress && !o->quiet &&
 			       isatty(STDERR_FILENO), w->h->size);
 	for (i = 0; !ret && i < n; i++) {
-		u64 off = list[i], len = w->cs;
+		u64 off = list[i].off, len = w->cs;
 
 		qimgctl_progress_update(&prog, off, false);
 
@@ -161,6 +230,11 @@ static int copy_differing(struct qimgw *w, const struct rb_opts *o)
 			len = w->h->size - off;
 		memset(a, 0, w->cs);
 		memset(b, 0, w->cs);
+		if (list[i].mask != ~0U) {
+			ret = copy_subclusters(w, &self, &rs, &rs_ok, nw ? &rn : NULL,
+					       nw, list[i], len, a, b, bms);
+			continue;
+		}
 		if (old)
 			ret = qimgr_read(&ro, old, off, a, len);
 		if (!ret && nw)
@@ -188,6 +262,9 @@ static int copy_differing(struct qimgw *w, const struct rb_opts *o)
 		qimgr_fini(&ro);
 	if (rn_ok)
 		qimgr_fini(&rn);
+	if (rs_ok)
+		qimgr_fini(&rs);
+	qimgctl_chain_close(self);
 	qimgctl_chain_close(old);
 	qimgctl_chain_close(nw);
 	return ret;

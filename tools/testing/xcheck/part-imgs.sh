@@ -842,5 +842,8 @@ part_imgs() {
 	ir_seq c4k-v2 compat=0.10,cluster_size=4k
 	ir_shared shared compat=1.1
 	ir_shared shared-c512 cluster_size=512
+	ir_seq extl2 extended_l2=on
+	ir_seq extl2-c128k extended_l2=on,cluster_size=128k
+	ir_shared shared-extl2 extended_l2=on
 	ir_errors
 }
