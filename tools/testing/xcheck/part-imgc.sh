@@ -315,7 +315,7 @@ ic_case() {
 # extents in both; one with snapshot s0, reverted to it (bitmaps removed
 # first), shows what qemu-img's does and checks clean.
 ic_base_verify() {
-	local name=$1 side b
+	local name=$1 b
 	[ -f ic/src/b.qcow2 ] || return 0
 	for b in bm1 bm2; do
 		qemu-img info ic/src/b.qcow2 2>/dev/null | grep -q "name: $b" ||
@@ -328,21 +328,30 @@ ic_base_verify() {
 			return 1
 		fi
 	done
-	qemu-img snapshot -l ic/src/b.qcow2 2>/dev/null | grep -q ' s0 ' ||
+	for b in bm1 bm2; do
+		qemu-img bitmap --remove ic/q/b.qcow2 "$b" >/dev/null 2>&1
+		qemu-img bitmap --remove ic/x/b.qcow2 "$b" >/dev/null 2>&1
+	done
+	ic_revert_same "$name" b.qcow2 s0
+}
+
+# ic_revert_same NAME FILE SNAP: if ic/src/FILE has snapshot SNAP, both
+# sides' FILE reverted to it (bitmaps already removed: qemu reverts no
+# image with bitmaps) check clean and show the same data.
+ic_revert_same() {
+	local name=$1 f=$2 sn=$3 side
+	qemu-img snapshot -l "ic/src/$f" 2>/dev/null | grep -q " $sn " ||
 		return 0
 	for side in q x; do
-		for b in bm1 bm2; do
-			qemu-img bitmap --remove "ic/$side/b.qcow2" "$b" >/dev/null 2>&1
-		done
-		if ! qemu-img snapshot -a s0 "ic/$side/b.qcow2" >out/c.out 2>&1 ||
-			! qemu-img check -q "ic/$side/b.qcow2" >>out/c.out 2>&1; then
-			t_fail "$name: ic/$side: snapshot -a s0 of the base or check after it fails"
+		if ! qemu-img snapshot -a "$sn" "ic/$side/$f" >out/c.out 2>&1 ||
+			! qemu-img check -q "ic/$side/$f" >>out/c.out 2>&1; then
+			t_fail "$name: ic/$side: snapshot -a $sn of $f or check after it fails"
 			show out/c.out 3
 			return 1
 		fi
 	done
-	if ! qemu-img compare -q ic/q/b.qcow2 ic/x/b.qcow2 >out/c.out 2>&1; then
-		t_fail "$name: the base reverted to s0 differs from qemu-img's"
+	if ! qemu-img compare -q "ic/q/$f" "ic/x/$f" >out/c.out 2>&1; then
+		t_fail "$name: $f reverted to $sn differs from qemu-img's"
 		show out/c.out 2
 		return 1
 	fi
@@ -365,19 +374,8 @@ ic_snap_verify() {
 			show out/c.out 2
 			return 1
 		fi
-		if ! qemu-img snapshot -a s1 "ic/$side/t.qcow2" >out/c.out 2>&1 ||
-			! qemu-img check -q "ic/$side/t.qcow2" >>out/c.out 2>&1; then
-			t_fail "$name: ic/$side: snapshot -a s1 or check after it fails"
-			show out/c.out 3
-			return 1
-		fi
 	done
-	if ! qemu-img compare -q ic/q/t.qcow2 ic/x/t.qcow2 >out/c.out 2>&1; then
-		t_fail "$name: reverted to s1, the top differs from qemu-img's"
-		show out/c.out 2
-		return 1
-	fi
-	return 0
+	ic_revert_same "$name" t.qcow2 s1
 }
 
 # ic_err NAME KIND ARGS...: a commit both tools refuse: qemu-img's exit
