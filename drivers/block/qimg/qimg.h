@@ -65,6 +65,7 @@
 #include <linux/srcu.h>
 #include <linux/xarray.h>
 #include <linux/rbtree.h>
+#include <linux/seqlock.h>
 
 #include <linux/qimg.h>
 
@@ -105,6 +106,7 @@ struct qimg_alloc {
 	struct qimg_l2_entry e;		/* the entry being replaced */
 	struct qimg_centry *t;		/* its L2 table, referenced */
 	u64 guest;
+	u32 len;			/* bytes the guest writes at guest */
 	u64 host;			/* the reserved cluster */
 	int err;			/* the reservation's write-back failed */
 	int epoch;			/* qimg_alloc_begin() returned 1 */
@@ -170,6 +172,12 @@ struct qimg_image {
 	u32 l1_entries;
 	u32 l1_dirty_lo, l1_dirty_hi;	/* dirty entry range [lo, hi) */
 	struct qimg_cache l2;
+	/*
+	 * Extended L2 entries are two words (entry, subcluster bitmap):
+	 * changed under dev->meta_lock inside a write section, read
+	 * locklessly in a retry loop (qimg_map.c).
+	 */
+	seqcount_t l2x_seq;
 	atomic64_t alloc_end;		/* end of allocated host space */
 	/*
 	 * Top image, under dev->meta_lock: host space at or past

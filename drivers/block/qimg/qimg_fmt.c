@@ -118,9 +118,6 @@ const char *qimg_unsupported_feature(const struct qimg_header *h,
 		       "zstd compression" : "compression type other than zlib";
 	if (!writable)
 		return NULL;
-	/* Reading these is fine; allocating in them is not implemented. */
-	if (incompat & QIMG_INCOMPAT_EXTL2)
-		return "writing extended L2 entries";
 	/* Lazy refcounts after a crash: refcounts must be rebuilt first. */
 	if (incompat & QIMG_INCOMPAT_DIRTY)
 		return "writing an image with the dirty bit set";

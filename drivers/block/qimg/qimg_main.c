@@ -120,6 +120,7 @@ static int qimg_image_open(struct qimg_device *dev, struct qimg_image *img,
 
 	img->dev = dev;
 	img->file = file;
+	seqcount_init(&img->l2x_seq);
 	img->path = qimg_file_path(file);
 	if (IS_ERR(img->path)) {
 		img->path = NULL;

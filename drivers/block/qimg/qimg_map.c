@@ -93,8 +93,14 @@ static int qimg_l2_entry_get(struct qimg_image *img, struct qimg_centry *t,
 	u64 raw, bitmap = 0;
 
 	if (g->ext_l2) {
-		raw = be64_to_cpu(READ_ONCE(tab[idx * 2]));
-		bitmap = be64_to_cpu(READ_ONCE(tab[idx * 2 + 1]));
+		unsigned int seq;
+
+		/* The two words change together (qimg_meta_set_l2()). */
+		do {
+			seq = read_seqcount_begin(&img->l2x_seq);
+			raw = be64_to_cpu(READ_ONCE(tab[idx * 2]));
+			bitmap = be64_to_cpu(READ_ONCE(tab[idx * 2 + 1]));
+		} while (read_seqcount_retry(&img->l2x_seq, seq));
 	} else {
 		raw = be64_to_cpu(READ_ONCE(tab[idx]));
 	}
@@ -249,6 +255,60 @@ static bool qimg_cow_src_zero(struct qimg_image *img,
 	default:
 		return false;
 	}
+}
+
+/*
+ * Extended L2: does the guest see only zeros in the subclusters @mask of
+ * @e (zero subclusters, or unallocated ones without a backing file)?
+ */
+static bool qimg_sc_view_zero(struct qimg_image *img,
+			      const struct qimg_l2_entry *e, u32 mask)
+{
+	u32 unalloc;
+
+	if (e->type == QIMG_CLUSTER_COMPRESSED)
+		return false;
+	unalloc = mask & ~e->alloc_bitmap & ~e->zero_bitmap;
+	if (e->type == QIMG_CLUSTER_NORMAL && (e->alloc_bitmap & mask))
+		return false;
+	return !unalloc || !img->backing;
+}
+
+/*
+ * Extended L2: the part [*from, *to) of the cluster a write of a->len
+ * bytes at @coff writes, its data and the copy-on-write around it.  The
+ * subclusters it touches become allocated; their bytes outside the data
+ * come from what the guest sees there now.  A cluster that is shared or
+ * compressed is copied whole (its allocated subclusters stay allocated in
+ * the copy).  In the entry's own cluster, a touched subcluster that is
+ * allocated already keeps its bytes: in-place writers may be writing
+ * them now.  A fresh cluster reads as zeros, so zeros need no writing.
+ */
+static void qimg_sc_cow_range(struct qimg_image *img,
+			      const struct qimg_alloc *a, u64 coff, u64 *from,
+			      u64 *to)
+{
+	const struct qimg_geom *g = img->g;
+	const struct qimg_l2_entry *e = &a->e;
+	u64 scs = 1ULL << g->subcluster_bits;
+	u64 end = coff + a->len;
+	u32 head = BIT(coff >> g->subcluster_bits);
+	u32 tail = BIT((end - 1) >> g->subcluster_bits);
+
+	if (!a->reuse && (e->type == QIMG_CLUSTER_NORMAL ||
+			  e->type == QIMG_CLUSTER_COMPRESSED)) {
+		*from = 0;
+		*to = g->cluster_size;
+		return;
+	}
+	*from = round_down(coff, scs);
+	*to = round_up(end, scs);
+	if ((a->reuse && (e->alloc_bitmap & head)) ||
+	    (a->fresh && qimg_sc_view_zero(img, e, head)))
+		*from = coff;
+	if ((a->reuse && (e->alloc_bitmap & tail)) ||
+	    (a->fresh && qimg_sc_view_zero(img, e, tail)))
+		*to = end;
 }
 
 /* Host space made ready ahead of the allocations that will use it. */
@@ -428,6 +488,39 @@ static int qimg_cow_write(struct qimg_image *img,
 	return ret;
 }
 
+/*
+ * qimg_cow_write() for extended L2 entries: only the range of
+ * qimg_sc_cow_range() is written, at the same place in @a->host.
+ */
+static int qimg_sc_cow_write(struct qimg_image *img,
+			     const struct qimg_alloc *a, u64 cstart, u64 coff,
+			     struct iov_iter *it)
+{
+	size_t len = iov_iter_count(it);
+	u64 end = coff + len;
+	u64 from, to;
+	void *buf;
+	int ret = 0;
+
+	qimg_sc_cow_range(img, a, coff, &from, &to);
+	if (from == coff && to == end)
+		return qimg_write_iter_at(img, a->host + coff, it);
+	buf = kvmalloc(to - from, GFP_KERNEL);
+	if (!buf)
+		return -ENOMEM;
+	if (from < coff)
+		ret = qimg_read_guest_buf(img, cstart + from, buf, coff - from);
+	if (!ret && end < to)
+		ret = qimg_read_guest_buf(img, cstart + end,
+					  (char *)buf + (end - from), to - end);
+	if (!ret && copy_from_iter((char *)buf + (coff - from), len, it) != len)
+		ret = -EFAULT;
+	if (!ret)
+		ret = qimg_kwrite(img->file, buf, to - from, a->host + from);
+	kvfree(buf);
+	return ret;
+}
+
 /**
  * qimg_inflight_wait() - wait until no allocation of a cluster is in flight
  * @dev: the device
@@ -454,6 +547,7 @@ void qimg_inflight_wait(struct qimg_device *dev, u64 cluster)
  * qimg_alloc_begin() - step 1 of an allocating or copy-on-write write
  * @dev: the device
  * @guest: guest offset of the write
+ * @len: bytes the guest writes there, inside the cluster
  * @a: the allocation, filled in here
  *
  * The allocating / copy-on-write path has three steps:
@@ -470,6 +564,10 @@ void qimg_inflight_wait(struct qimg_device *dev, u64 cluster)
  * The entry reaches the disk only after a sync that follows step 2, so the
  * order data -> L2 -> L1 of the crash model holds.
  *
+ * With extended L2 entries, a write into the entry's own cluster that
+ * touches subclusters not allocated yet takes the same steps without a
+ * new cluster (a->reuse): step 3 sets their bits in the bitmap.
+ *
  * Context: process context, may sleep; takes dev->meta_lock (the caller
  * must not hold it) and dev->inflight_lock, and may wait for another
  * allocation of the same cluster (qimg_inflight_wait()).
@@ -478,22 +576,26 @@ void qimg_inflight_wait(struct qimg_device *dev, u64 cluster)
  * ours meanwhile (write to a->host, then qimg_io_exit(dev, a->epoch)), or
  * a negative errno (nothing to undo).
  */
-int qimg_alloc_begin(struct qimg_device *dev, u64 guest, struct qimg_alloc *a)
+int qimg_alloc_begin(struct qimg_device *dev, u64 guest, size_t len,
+		     struct qimg_alloc *a)
 {
 	struct qimg_image *img = &dev->top;
-	u64 cstart = guest & ~(img->g->cluster_size - 1);
+	const struct qimg_geom *g = img->g;
+	u64 cstart = guest & ~(g->cluster_size - 1);
 	struct qimg_handle h;
 	int ret;
 
 	memset(a, 0, sizeof(*a));
 	a->guest = guest;
+	a->len = len;
 	a->fl.cluster = cstart;
 	mutex_lock(&dev->meta_lock);
 	qimg_inflight_wait(dev, cstart);
 	ret = qimg_map_lookup(img, guest, &a->e);
 	if (ret)
 		goto unlock;
-	if (a->e.type == QIMG_CLUSTER_NORMAL && a->e.copied) {
+	if (a->e.type == QIMG_CLUSTER_NORMAL && a->e.copied &&
+	    qimg_sc_allocated(g, &a->e, guest - cstart, len)) {
 		/* Someone allocated it while we waited. */
 		ret = qimg_overlap_check(dev, a->e.host_offset,
 					 img->g->cluster_size, 0,
@@ -506,7 +608,9 @@ int qimg_alloc_begin(struct qimg_device *dev, u64 guest, struct qimg_alloc *a)
 		return 1;
 	}
 
-	a->reuse = a->e.type == QIMG_CLUSTER_ZERO_ALLOC && a->e.copied;
+	/* Zero-allocated, or (extended L2) partly allocated: ours alone. */
+	a->reuse = (a->e.type == QIMG_CLUSTER_ZERO_ALLOC ||
+		    a->e.type == QIMG_CLUSTER_NORMAL) && a->e.copied;
 	if (a->reuse) {
 		/*
 		 * Before any metadata changes: a refused request must leave
@@ -514,6 +618,7 @@ int qimg_alloc_begin(struct qimg_device *dev, u64 guest, struct qimg_alloc *a)
 		 */
 		ret = qimg_overlap_check(dev, a->e.host_offset,
 					 img->g->cluster_size, 0,
+					 g->ext_l2 ? "guest data write (new subclusters)" :
 					 "guest data write (zero-allocated cluster)");
 		if (ret)
 			goto unlock;
@@ -553,22 +658,27 @@ unlock:
  * qimg_alloc_data_only() - is the guest's data all the new cluster needs?
  * @dev: the device
  * @a: an allocation begun by qimg_alloc_begin()
- * @len: bytes the guest writes at a->guest
  *
  * True for a whole cluster, or for a fresh cluster (reads as zeros) where
- * the guest sees zeros now: no copy-on-write around the data, which can
- * go straight to a->host plus its offset in the cluster, like any data
+ * the guest sees zeros now, or (extended L2) for data that covers the
+ * subclusters it touches: no copy-on-write around the data, which can go
+ * straight to a->host plus its offset in the cluster, like any data
  * write.
  *
  * Context: any context, no lock, does not sleep.
  * Return: true if no copy-on-write is needed.
  */
-bool qimg_alloc_data_only(struct qimg_device *dev, const struct qimg_alloc *a,
-			  size_t len)
+bool qimg_alloc_data_only(struct qimg_device *dev, const struct qimg_alloc *a)
 {
 	struct qimg_image *img = &dev->top;
+	u64 coff = qimg_cluster_offset(img->g, a->guest);
+	u64 from, to;
 
-	return len == img->g->cluster_size ||
+	if (img->g->ext_l2) {
+		qimg_sc_cow_range(img, a, coff, &from, &to);
+		return from == coff && to == coff + a->len;
+	}
+	return a->len == img->g->cluster_size ||
 	       (a->fresh && qimg_cow_src_zero(img, &a->e));
 }
 
@@ -594,6 +704,8 @@ int qimg_alloc_write(struct qimg_device *dev, struct qimg_alloc *a,
 
 	if (a->err)
 		return a->err;
+	if (img->g->ext_l2)
+		return qimg_sc_cow_write(img, a, cstart, a->guest - cstart, it);
 	return qimg_cow_write(img, &a->e, cstart, a->guest - cstart, a->host,
 			      a->fresh, it);
 }
@@ -619,6 +731,8 @@ int qimg_alloc_link(struct qimg_handle *h, struct qimg_alloc *a, int ret)
 	struct qimg_image *img = &dev->top;
 	const struct qimg_geom *g = img->g;
 	struct qimg_l2_entry *e = &a->e;
+	u64 bitmap = 0;
+	bool hole;
 
 	lockdep_assert_held(&dev->meta_lock);
 	if (!a->reuse)
@@ -627,11 +741,24 @@ int qimg_alloc_link(struct qimg_handle *h, struct qimg_alloc *a, int ret)
 	 * A fresh cluster the guest saw zeros in needs no ordering of its
 	 * data before the commit (qimg_journal_data_linked()).
 	 */
+	hole = !a->reuse && a->fresh && qimg_cow_src_zero(img, e);
+	if (g->ext_l2) {
+		/* The touched subclusters become allocated, no longer zero. */
+		u32 touched = qimg_sc_mask(g, qimg_cluster_offset(g, a->guest),
+					   a->len);
+		u32 alloc = e->type == QIMG_CLUSTER_COMPRESSED ? U32_MAX :
+			    e->alloc_bitmap | touched;
+		u32 zero = e->type == QIMG_CLUSTER_COMPRESSED ? 0 :
+			   e->zero_bitmap & ~touched;
+
+		bitmap = ((u64)zero << 32) | alloc;
+		hole = !a->reuse && a->fresh &&
+		       qimg_sc_view_zero(img, e, touched);
+	}
 	if (!ret)
 		ret = qimg_meta_link_l2(h, a->t, qimg_l2_index(g, a->guest),
 					qimg_l2_encode_normal(a->host, true),
-					a->host, !a->reuse && a->fresh &&
-					qimg_cow_src_zero(img, e));
+					bitmap, a->host, hole);
 	if (!ret) {
 		/* The replaced cluster was shared: drop our reference. */
 		if (e->type == QIMG_CLUSTER_COMPRESSED)
@@ -685,7 +812,7 @@ static int qimg_map_write_alloc(struct qimg_device *dev, u64 guest,
 	struct qimg_alloc a;
 	int ret;
 
-	ret = qimg_alloc_begin(dev, guest, &a);
+	ret = qimg_alloc_begin(dev, guest, iov_iter_count(it), &a);
 	if (ret < 0)
 		return ret;
 	if (ret > 0) {
@@ -725,7 +852,7 @@ int qimg_map_zero_cluster(struct qimg_device *dev, u64 cstart, bool unmap)
 	struct qimg_centry *t;
 	bool keep = false;
 	struct qimg_handle h;
-	u64 val;
+	u64 val, bitmap = 0;
 	int ret;
 
 	mutex_lock(&dev->meta_lock);
@@ -733,7 +860,22 @@ int qimg_map_zero_cluster(struct qimg_device *dev, u64 cstart, bool unmap)
 	ret = qimg_map_lookup(img, cstart, &e);
 	if (ret)
 		goto unlock;
-	if (!img->backing && unmap) {
+	if (g->ext_l2) {
+		/*
+		 * No zero flag: all subclusters zero, the host cluster kept
+		 * (unallocated subclusters) when it is ours and must stay.
+		 */
+		if (e.type == QIMG_CLUSTER_UNALLOCATED &&
+		    (e.zero_bitmap == U32_MAX || !img->backing))
+			goto unlock;	/* reads as zeros already */
+		keep = !unmap && e.type == QIMG_CLUSTER_NORMAL && e.copied;
+		if (!img->backing && unmap) {
+			val = 0;
+		} else {
+			val = keep ? qimg_l2_encode_normal(e.host_offset, true) : 0;
+			bitmap = (u64)U32_MAX << 32;
+		}
+	} else if (!img->backing && unmap) {
 		if (e.type == QIMG_CLUSTER_UNALLOCATED)
 			goto unlock;
 		val = 0;
@@ -754,7 +896,8 @@ int qimg_map_zero_cluster(struct qimg_device *dev, u64 cstart, bool unmap)
 	if (!ret)
 		ret = qimg_l2_for_write(&h, cstart, &t);
 	if (!ret) {
-		ret = qimg_meta_set_l2(&h, t, qimg_l2_index(g, cstart), val);
+		ret = qimg_meta_set_l2(&h, t, qimg_l2_index(g, cstart), val,
+				       bitmap);
 		qimg_cache_put(&img->l2, t);
 	}
 	if (!ret) {
@@ -792,7 +935,9 @@ int qimg_map_write(struct qimg_device *dev, u64 guest, struct iov_iter *it)
 	int ret;
 
 	ret = qimg_map_lookup(img, guest, &e);
-	if (!ret && e.type == QIMG_CLUSTER_NORMAL && e.copied) {
+	if (!ret && e.type == QIMG_CLUSTER_NORMAL && e.copied &&
+	    qimg_sc_allocated(img->g, &e, qimg_cluster_offset(img->g, guest),
+			      iov_iter_count(it))) {
 		/* One xa_load() and a few compares: see qimg_overlap.c. */
 		ret = qimg_overlap_check(dev, e.host_offset,
 					 img->g->cluster_size, 0,

@@ -333,15 +333,31 @@ int qimg_meta_new_table(struct qimg_handle *h, struct qimg_cache *c,
 }
 
 static int qimg_meta_put_l2(struct qimg_handle *h, struct qimg_centry *e,
-			    u64 idx, u64 val)
+			    u64 idx, u64 val, u64 bitmap)
 {
+	struct qimg_image *img = &h->dev->top;
 	__be64 *t = e->data;
-	int ret = qimg_meta_get_write_access(h, &h->dev->top.l2, e);
+	int ret;
 
+	if (WARN_ON_ONCE(bitmap && !img->g->ext_l2))
+		return -EIO;	/* a caller's bug: change nothing */
+	ret = qimg_meta_get_write_access(h, &img->l2, e);
 	if (ret)
 		return ret;
+	if (img->g->ext_l2) {
+		/* Both words at once for the lockless readers (qimg_map.c). */
+		preempt_disable();
+		write_seqcount_begin(&img->l2x_seq);
+		WRITE_ONCE(t[idx * 2], cpu_to_be64(val));
+		WRITE_ONCE(t[idx * 2 + 1], cpu_to_be64(bitmap));
+		write_seqcount_end(&img->l2x_seq);
+		preempt_enable();
+		qimg_cache_mark_dirty(&img->l2, e);
+		qimg_journal_table_changed(h->dev, e, idx * 16, 16);
+		return 0;
+	}
 	WRITE_ONCE(t[idx], cpu_to_be64(val));
-	qimg_cache_mark_dirty(&h->dev->top.l2, e);
+	qimg_cache_mark_dirty(&img->l2, e);
 	qimg_journal_table_changed(h->dev, e, idx * 8, 8);
 	return 0;
 }
@@ -352,9 +368,13 @@ static int qimg_meta_put_l2(struct qimg_handle *h, struct qimg_centry *e,
  * @e: the table
  * @idx: entry index
  * @val: the raw entry (see qimg_l2_encode_*())
+ * @bitmap: the subcluster bitmap of an extended L2 entry (allocated
+ *          subclusters in the low word, zero ones in the high word); 0
+ *          for standard entries
  *
- * Lockless readers see the old or the new entry, never a mix.  An entry
- * that names a host cluster is taken to make data visible: with the
+ * Lockless readers see the old or the new entry, never a mix (an
+ * extended entry's two words change inside a seqcount write section).  An
+ * entry that names a host cluster is taken to make data visible: with the
  * journal, its data is ordered before the commit (see
  * qimg_meta_link_l2() for the exception).
  * Context: dev->meta_lock held, does not sleep (takes the L2 cache's
@@ -362,9 +382,9 @@ static int qimg_meta_put_l2(struct qimg_handle *h, struct qimg_centry *e,
  * Return: 0 or the handle's error (then nothing changed).
  */
 int qimg_meta_set_l2(struct qimg_handle *h, struct qimg_centry *e, u64 idx,
-		     u64 val)
+		     u64 val, u64 bitmap)
 {
-	int ret = qimg_meta_put_l2(h, e, idx, val);
+	int ret = qimg_meta_put_l2(h, e, idx, val, bitmap);
 
 	if (!ret && (val & QIMG_L2E_OFFSET_MASK))
 		qimg_journal_data_linked(h->dev, val & QIMG_L2E_OFFSET_MASK,
@@ -378,6 +398,7 @@ int qimg_meta_set_l2(struct qimg_handle *h, struct qimg_centry *e, u64 idx,
  * @e: the table
  * @idx: entry index
  * @val: the raw entry, naming the cluster at @host
+ * @bitmap: its subcluster bitmap (extended L2), else 0
  * @host: the cluster, whose data write has completed
  * @hole: @host was a hole of the file nothing had written, and the guest
  *        saw zeros there: no need to order the data before the commit
@@ -387,9 +408,9 @@ int qimg_meta_set_l2(struct qimg_handle *h, struct qimg_centry *e, u64 idx,
  * Return: 0 or the handle's error (then nothing changed).
  */
 int qimg_meta_link_l2(struct qimg_handle *h, struct qimg_centry *e, u64 idx,
-		      u64 val, u64 host, bool hole)
+		      u64 val, u64 bitmap, u64 host, bool hole)
 {
-	int ret = qimg_meta_put_l2(h, e, idx, val);
+	int ret = qimg_meta_put_l2(h, e, idx, val, bitmap);
 
 	if (!ret)
 		qimg_journal_data_linked(h->dev, host, hole);

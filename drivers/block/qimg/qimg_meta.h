@@ -12,7 +12,7 @@
  *	if (!ret)
  *		ret = qimg_meta_get_write_access(&h, cache, table);
  *	if (!ret)
- *		ret = qimg_meta_set_l2(&h, table, idx, val);
+ *		ret = qimg_meta_set_l2(&h, table, idx, val, 0);
  *	ret = qimg_meta_stop(&h, ret);
  *
  * qimg_meta_stop() is due also when qimg_meta_start() failed (no metadata
@@ -86,9 +86,9 @@ int qimg_meta_new_table(struct qimg_handle *h, struct qimg_cache *c,
 			u64 offset, const struct qimg_centry *src,
 			struct qimg_centry **out);
 int qimg_meta_set_l2(struct qimg_handle *h, struct qimg_centry *e, u64 idx,
-		     u64 val);
+		     u64 val, u64 bitmap);
 int qimg_meta_link_l2(struct qimg_handle *h, struct qimg_centry *e, u64 idx,
-		      u64 val, u64 host, bool hole);
+		      u64 val, u64 bitmap, u64 host, bool hole);
 int qimg_meta_set_refcount(struct qimg_handle *h, struct qimg_centry *e,
 			   u64 idx, u64 val);
 int qimg_meta_set_l1(struct qimg_handle *h, u32 idx, u64 val);

@@ -247,14 +247,17 @@ static int qimg_submit_aio(struct qimg_device *dev, struct qimg_cmd *cmd,
 	ssize_t ret;
 	u64 host = 0, off;
 
-	if (g->ext_l2 ||
-	    coff + len > (u64)QIMG_AIO_MAX_CLUSTERS * g->cluster_size)
+	if (coff + len > (u64)QIMG_AIO_MAX_CLUSTERS * g->cluster_size)
 		return QIMG_RQ_SYNC;
 	cmd->io_epoch = qimg_io_enter(dev);
 	for (off = pos; off < pos + len;
 	     off = (off | (g->cluster_size - 1)) + 1) {
+		u64 next = (off | (g->cluster_size - 1)) + 1;
+
 		if (qimg_map_lookup(img, off, &e) ||
 		    e.type != QIMG_CLUSTER_NORMAL ||
+		    !qimg_sc_allocated(g, &e, qimg_cluster_offset(g, off),
+				       min(next, pos + len) - off) ||
 		    (write && (!e.copied ||
 			       qimg_overlap_hit(dev, e.host_offset,
 						g->cluster_size, 0))))
@@ -368,10 +371,10 @@ static int qimg_submit_alloc_aio(struct qimg_device *dev,
 	u64 host;
 
 	/* Host clusters are aligned: the offset in one says it all. */
-	if (g->ext_l2 || coff + len > g->cluster_size ||
+	if (coff + len > g->cluster_size ||
 	    !qimg_dio_ok(img, coff, &cmd->iter))
 		return QIMG_RQ_SYNC;
-	ret = qimg_alloc_begin(dev, pos, a);
+	ret = qimg_alloc_begin(dev, pos, len, a);
 	if (ret < 0)
 		return ret;
 	if (ret > 0) {
@@ -380,7 +383,7 @@ static int qimg_submit_alloc_aio(struct qimg_device *dev,
 		return ret;
 	}
 	host = a->host + coff;
-	if (a->err || !qimg_alloc_data_only(dev, a, len) ||
+	if (a->err || !qimg_alloc_data_only(dev, a) ||
 	    host + len > i_size_read(file_inode(img->file)))
 		goto sync;
 

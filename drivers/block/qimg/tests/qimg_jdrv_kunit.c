@@ -883,7 +883,8 @@ static void qimg_jdrv_reservation_no_leak(struct kunit *test)
 	qimg_t_write_cluster(test, d, 0, w);	/* the L2 table exists */
 	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
 
-	KUNIT_ASSERT_EQ(test, qimg_alloc_begin(dev, 5 * QIMG_T_CS, &a), 0);
+	KUNIT_ASSERT_EQ(test, qimg_alloc_begin(dev, 5 * QIMG_T_CS,
+					       QIMG_T_CS, &a), 0);
 	KUNIT_ASSERT_EQ(test, a.err, 0);
 	/* Another write joins the transaction; the flush commits it. */
 	qimg_t_write_cluster(test, d, 6, w);

@@ -405,7 +405,8 @@ rw_dd() {
 tc "rw: dd at odd offsets (64k clusters)" rw_dd cluster_size=64k
 tc "rw: dd at odd offsets (4k clusters)" rw_dd cluster_size=4k
 tc "rw: dd at odd offsets (2M clusters)" rw_dd cluster_size=2M
-tc "rw: dd at odd offsets (extended_l2)" unsupported_ok rw_dd cluster_size=64k,extended_l2=on
+tc "rw: dd at odd offsets (extended_l2)" rw_dd cluster_size=64k,extended_l2=on
+tc "rw: dd at odd offsets (extended_l2, 2M clusters)" rw_dd cluster_size=2M,extended_l2=on
 tc "rw: dd at odd offsets (refcount_bits=1)" rw_dd refcount_bits=1
 
 rw_fio() {
@@ -462,7 +463,76 @@ rw_cow() {
 tc "cow: overlay over qcow2 backing" rw_cow qcow2 cluster_size=64k
 tc "cow: overlay over raw backing" rw_cow raw cluster_size=64k
 tc "cow: overlay with 2M clusters" rw_cow qcow2 cluster_size=2M
-tc "cow: extended_l2 overlay (subcluster COW)" unsupported_ok rw_cow qcow2 cluster_size=64k,extended_l2=on
+tc "cow: extended_l2 overlay (subcluster COW)" rw_cow qcow2 cluster_size=64k,extended_l2=on
+tc "cow: extended_l2 overlay over raw backing" rw_cow raw cluster_size=64k,extended_l2=on
+
+# Extended L2 writes in every kind of cluster: partly allocated ones
+# (qemu-io wrote subclusters first), zero subclusters, clusters shared
+# with an internal snapshot, compressed clusters; discard and write
+# zeroes; four writers in the same clusters; journal on and off.  The
+# guest view is compared with a raw reference, the snapshot with its own.
+rw_extl2_mix() {
+	local jr=$1
+	run qemu-img create -q -f qcow2 base.img 16M || return 1
+	run qemu-io -f qcow2 -c 'write -P 0x5a 0 6M' -c 'write -P 0x5b 9M 2M' \
+		base.img >/dev/null || return 1
+	run qemu-img create -q -f qcow2 -o cluster_size=64k,extended_l2=on \
+		-b base.img -F qcow2 x.qcow2 || return 1
+	run qemu-io -f qcow2 -c 'write -P 0xb1 2048 2048' -c 'write -z 8192 2048' \
+		-c 'write -P 0xb2 65536 10000' -c 'write -P 0xb3 1M 256k' \
+		-c 'write -z 2M 64k' -c 'write -P 0xb4 3M 64k' x.qcow2 >/dev/null || return 1
+	run qemu-img snapshot -c s1 x.qcow2 || return 1
+	run qemu-img convert -O raw x.qcow2 s1.raw || return 1
+	# Compressed clusters at 4M..5M (the base's data, compressed).
+	run qemu-io -f qcow2 -c 'write -c -P 0xc1 4M 512k' x.qcow2 >/dev/null ||
+		return 1
+	run qemu-img convert -O raw x.qcow2 x.raw || return 1
+	q_attach $jr x.qcow2 || return 1
+	apply_ops "$DEV" ,fsync || { echo "FAILED: dd to $DEV"; return 1; }
+	apply_ops x.raw "" || return 1
+	# Into the compressed and the snapshot-shared clusters, unaligned.
+	run dd if="$W/rnd" of="$DEV" bs=3000 count=5 seek=1400 conv=notrunc,fsync \
+		status=none || return 1
+	run dd if="$W/rnd" of=x.raw bs=3000 count=5 seek=1400 conv=notrunc status=none ||
+		return 1
+	run dd if="$W/rnd" of="$DEV" bs=1k count=3 skip=9 seek=1100 oflag=direct \
+		conv=notrunc status=none || return 1
+	run dd if="$W/rnd" of=x.raw bs=1k count=3 skip=9 seek=1100 conv=notrunc \
+		status=none || return 1
+	# Whole clusters: discard and write zeroes read zeros (over a backing
+	# file too), a partial discard changes nothing.
+	run blkdiscard -o 7M -l 192k "$DEV" || return 1
+	run blkdiscard -z -o 9M -l 64k "$DEV" || return 1
+	run blkdiscard -o 12288 -l 4096 "$DEV" || return 1
+	run dd if=/dev/zero of=x.raw bs=64k count=3 seek=112 conv=notrunc status=none ||
+		return 1
+	run dd if=/dev/zero of=x.raw bs=64k count=1 seek=144 conv=notrunc status=none ||
+		return 1
+	# Four writers in interleaved 4k slots of the same new clusters.
+	run fio --filename="$DEV" --rw=write:12k --bs=4k --size=1M --ioengine=libaio \
+		--iodepth=4 --direct=1 --verify=crc32c --verify_fatal=1 --output=/dev/null \
+		--name=s0 --offset=13M --name=s1 --offset=13316k \
+		--name=s2 --offset=13320k --name=s3 --offset=13324k ||
+		{ q_detach "$DEV"; return 1; }
+	run dd if="$DEV" of=fio.part bs=64k skip=208 count=20 iflag=direct status=none ||
+		return 1
+	run dd if=fio.part of=x.raw bs=64k seek=208 conv=notrunc status=none || return 1
+	blockdev --flushbufs "$DEV"
+	echo 3 >/proc/sys/vm/drop_caches
+	run cmp "$DEV" x.raw || return 1
+	q_detach "$DEV" || return 1
+	run qemu-img check -q x.qcow2 || return 1
+	run qemu-img compare -q -f qcow2 -F raw x.qcow2 x.raw || return 1
+	# Attached again: the same view, then the snapshot is intact.
+	q_attach -r x.qcow2 || return 1
+	run cmp "$DEV" x.raw || return 1
+	q_detach "$DEV" || return 1
+	run qemu-img snapshot -a s1 x.qcow2 || return 1
+	run qemu-img check -q x.qcow2 || return 1
+	run qemu-img compare -q -f qcow2 -F raw x.qcow2 s1.raw
+}
+tc "rw: extended_l2 in every kind of cluster" rw_extl2_mix --journal=off
+tc "rw: extended_l2 in every kind of cluster (journal on)" rw_extl2_mix --journal=on
 
 # Four writers into unallocated clusters at once: disjoint regions, then
 # interleaved 4k slots inside the same clusters.
