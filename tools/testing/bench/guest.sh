@@ -108,7 +108,7 @@ note "images ready in $(($(date +%s) - t0)) s ($SIZE)"
 # benchmark.  KIND "steady" uses the prefilled images; "alloc" and "ext4"
 # a fresh empty one (qcow2 with no clusters; for loop and raw a sparse raw
 # file, so the file system allocates too); "cow" an empty qcow2 overlay
-# over the full base.qcow2.
+# over the full base.qcow2, "cowx" the same with extended L2 entries.
 setup() {
 	local t=$1 kind=$2 img=fresh dev
 	rm -f fresh.qcow2 fresh.raw
@@ -124,6 +124,11 @@ setup() {
 				fresh.qcow2 "$SIZE" || return 1
 			;;
 		esac
+		;;
+	cowx)
+		# The same overlay with extended L2 entries (subclusters).
+		qemu-img create -q -f qcow2 -o cluster_size=65536,extended_l2=on \
+			-b base.qcow2 -F qcow2 fresh.qcow2 "$SIZE" || return 1
 		;;
 	cow)
 		# An overlay's header holds the backing file name, which can
@@ -201,6 +206,7 @@ randrw-70-30 steady randrw 4k 16 1 --rwmixread=70 $ALL
 alloc-4k alloc randwrite 4k 32 1 - $ALL
 alloc-64k alloc randwrite 64k 8 1 - $ALL
 cow-4k cow randwrite 4k 32 1 - qimg,qimgj,nbd
+cow-4k-xl2 cowx randwrite 4k 32 1 - qimg,nbd
 fsync-empty-4k alloc randwrite 4k 1 1 --fsync=1 $ALL
 fsync-alloc-4k steady randwrite 4k 1 1 --fsync=1 $ALL
 ext4-fsync ext4 randwrite 4k 1 2 --fsync=1 qimg,qimgj,loop,nbd"

@@ -31,6 +31,7 @@ WORKLOADS = [
     ("alloc-4k", "iops", "allocating 4k random writes, empty image"),
     ("alloc-64k", "iops", "allocating 64k random writes, empty image"),
     ("cow-4k", "iops", "4k writes, empty overlay over a full backing file"),
+    ("cow-4k-xl2", "iops", "the same, overlay with extended L2 entries"),
     ("fsync-empty-4k", "iops", "4k random write + fsync, empty image"),
     ("fsync-alloc-4k", "iops", "4k random write + fsync, allocated image"),
     ("ext4-fsync", "iops", "ext4 on the device, 2 jobs x 8 files, 4k + fsync"),
@@ -165,6 +166,16 @@ def main():
         if w["targets"]:
             result["workloads"][name] = w
 
+    # Subclusters: qimg on the extended-L2 overlay against qimg on the
+    # plain one, per round (the target is 5x).
+    xl, pl = runs.get("cow-4k-xl2", {}).get("qimg", {}), \
+        runs.get("cow-4k", {}).get("qimg", {})
+    per = [xl[k]["iops"] / pl[k]["iops"] for k in sorted(xl)
+           if k in pl and pl[k]["iops"]]
+    if per and "cow-4k-xl2" in result["workloads"]:
+        result["workloads"]["cow-4k-xl2"]["ratios"]["qimg/qimg-no-xl2"] = {
+            "median": med(per), "per_round": per}
+
     ctg = runs.get(CACHE, {})
     if ctg:
         def size_key(s):
@@ -239,6 +250,11 @@ def markdown(res, plots):
     for name, w in res["workloads"].items():
         L.append("| %s | %s | %s |" % (name, w["metric"], " | ".join(
             fmt(w["ratios"].get(r, {}).get("median")) for r in rn)))
+    xw = res["workloads"].get("cow-4k-xl2", {}).get("ratios", {})
+    if "qimg/qimg-no-xl2" in xw:
+        L += ["", "Extended L2 (subclusters): qimg on cow-4k-xl2 / qimg on "
+              "cow-4k, median of per-round ratios: **%s**."
+              % fmt(xw["qimg/qimg-no-xl2"]["median"])]
     L += ["", "## Figures (medians; meaningless in absolute terms under TCG)",
           "", "| workload | target | IOPS | MB/s | p50 us | p99 us |",
           "|---|---|---|---|---|---|"]

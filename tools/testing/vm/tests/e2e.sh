@@ -465,6 +465,12 @@ tc "cow: overlay over raw backing" rw_cow raw cluster_size=64k
 tc "cow: overlay with 2M clusters" rw_cow qcow2 cluster_size=2M
 tc "cow: extended_l2 overlay (subcluster COW)" rw_cow qcow2 cluster_size=64k,extended_l2=on
 tc "cow: extended_l2 overlay over raw backing" rw_cow raw cluster_size=64k,extended_l2=on
+# The page cache writes 4k pages: only subclusters past 4k (clusters past
+# 128k) see writes that cover part of a subcluster.
+tc "cow: extended_l2 overlay, 2M clusters (64k subclusters)" rw_cow qcow2 \
+	cluster_size=2M,extended_l2=on
+tc "cow: extended_l2 overlay, 512k clusters, raw backing" rw_cow raw \
+	cluster_size=512k,extended_l2=on
 
 # Extended L2 writes in every kind of cluster: partly allocated ones
 # (qemu-io wrote subclusters first), zero subclusters, clusters shared

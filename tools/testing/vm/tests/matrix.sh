@@ -369,6 +369,9 @@ wm_default() {
 		cluster_size=512,refcount_bits=64 --l2-cache-size=1 --refcount-cache-size=1
 	WM_PREP=wm_prep_big WM_AFTER=wm_after_big WM_BASES="0 $(((5 << 30) - (16 << 20)))" \
 		wmc "5 GiB, host offsets past 4 GiB" cluster_size=64k
+	WM_PREP=wm_prep_snap WM_AFTER=wm_after_snap \
+		wmc "extended_l2, writes into clusters shared with a snapshot" \
+		cluster_size=64k,extended_l2=on
 }
 
 wm_full() {
@@ -410,6 +413,15 @@ wm_full() {
 	WM_PREP=wm_prep_big WM_AFTER=wm_after_big WM_BASES="0 $(((5 << 30) - (16 << 20)))" \
 		wmc "5 GiB, 2M clusters, refcount_bits=64, tiny caches" \
 		cluster_size=2M,refcount_bits=64 --l2-cache-size=1 --refcount-cache-size=1
+	WM_PREP=wm_prep_data wmc "extended_l2 over qemu-img data" cluster_size=64k,extended_l2=on
+	WM_PREP=wm_prep_data wmc "extended_l2, 16k clusters" cluster_size=16k,extended_l2=on
+	WM_PREP=wm_prep_compressed wmc "extended_l2, overwriting compressed clusters" \
+		cluster_size=64k,extended_l2=on
+	# Six L2 tables of 16M each for a cache of at most four.
+	WM_WHILE=wm_while_tiny WM_TINY_RC=0 WM_SIZE=96M \
+		WM_BASES="0 $((16 << 20)) $((32 << 20)) $((48 << 20)) $((64 << 20)) $((80 << 20))" \
+		wmc "extended_l2, 16k clusters, tiny caches" \
+		cluster_size=16k,extended_l2=on --l2-cache-size=1 --refcount-cache-size=1
 }
 
 wm_default
