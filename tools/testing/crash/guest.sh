@@ -24,7 +24,9 @@
 #
 # KIND: c64 (64 KiB clusters, O_DIRECT writers), c4 (4 KiB clusters,
 # buffered writers), ovl (64 KiB-cluster overlay over a qcow2 backing file
-# full of records), j64 (c64 with the metadata journal), js (j64 with a
+# full of records), xovl (ovl with 512 KiB clusters and extended L2
+# entries: 16 KiB subclusters, partly covered by the writers' 4 KiB
+# records), j64 (c64 with the metadata journal), js (j64 with a
 # 128 KiB journal, whose transactions are committed in parts; in the
 # replay the inner ext4 discards what it deletes).
 #
@@ -134,7 +136,7 @@ verify_checks() {
 	local iter=$1 kind=$2 seed=$3 dir name qrc crc rc3 ok=1 bopt=() raw out
 	dir=$ROOT/$iter
 	name="iter $iter ($kind, seed $seed)"
-	[ "$kind" = ovl ] && bopt=(-B $((seed + 1000000)))
+	[[ $kind == *ovl ]] && bopt=(-B $((seed + 1000000)))
 
 	case ${QIMG_SCRATCH_FSCK:-x} in
 	0 | 1)
@@ -234,7 +236,7 @@ verify_checks() {
 # ---------------------------------------------------------------------------
 start() {
 	local iter=$1 kind=$2 seed=$3 cut=${4:-sysrq} dir name wopts=() cs=65536 bk=() n delay i
-	local jopt=()
+	local jopt=() xo=
 	dir=$ROOT/$iter
 	name="iter $iter ($kind, seed $seed)"
 	rm -rf "$dir"
@@ -244,8 +246,9 @@ start() {
 	j64) wopts=(-t 4) jopt=(--journal=on) ;;
 	js) wopts=(-t 4) jopt=(--journal=on --journal-size=128K) ;;
 	c4) cs=4096 wopts=(-t 2 -b) ;;
-	ovl)
+	ovl | xovl)
 		wopts=(-t 4)
+		[ "$kind" = xovl ] && cs=524288 xo=,extended_l2=on
 		if ! run truncate -s $SIZE "$dir/base.raw" ||
 			! run "$REC" fill "$dir/base.raw" $((seed + 1000000)) ||
 			! run qemu-img convert -O qcow2 -o cluster_size=65536 \
@@ -258,7 +261,7 @@ start() {
 		;;
 	*) t_fail "$name: unknown kind"; return 1 ;;
 	esac
-	if ! run "$QIMGCTL" create -o cluster_size=$cs "${bk[@]}" "$dir/img.qcow2" $SIZE; then
+	if ! run "$QIMGCTL" create -o cluster_size=$cs$xo "${bk[@]}" "$dir/img.qcow2" $SIZE; then
 		t_fail "$name: qimgctl create"
 		return 1
 	fi
@@ -358,7 +361,7 @@ start() {
 # "crash point" test line.
 replay() {
 	local kind=$1 seed=$2 points=$3 name lw=$ROOT/lw dm data logd
-	local cs=65536 bopt=() bk=() list first last ok=1 jopt=() mopt=() e
+	local cs=65536 xo="" bopt=() bk=() list first last ok=1 jopt=() mopt=() e
 	local mnt=/mnt/crash-lw inner=/mnt/crash-in idev img=/mnt/crash-lw/img.qcow2
 	name="replay ($kind, seed $seed)"
 	export DM_DISABLE_UDEV=1
@@ -388,8 +391,9 @@ replay() {
 	# ext4 that discards what it deletes (frees in those transactions).
 	js) jopt=(--journal=on --journal-size=128K) mopt=(-o discard) ;;
 	j*) jopt=(--journal=on) ;;
-	ovl)
+	ovl | xovl)
 		# The backing file is not written to: it lives outside.
+		[ "$kind" = xovl ] && cs=524288 xo=,extended_l2=on
 		bopt=(-B $((seed + 1000000)))
 		run truncate -s "$RSIZE" "$lw/base.raw" &&
 			run "$REC" fill -o "$ROFF" "$lw/base.raw" $((seed + 1000000)) &&
@@ -400,7 +404,7 @@ replay() {
 	esac
 	# One small image (every point reads its raw half back): the inner
 	# ext4 on the first half, block records from ROFF on.
-	[ $ok = 1 ] && run "$QIMGCTL" create -o cluster_size=$cs "${bk[@]}" "$img" "$RSIZE" &&
+	[ $ok = 1 ] && run "$QIMGCTL" create -o cluster_size=$cs$xo "${bk[@]}" "$img" "$RSIZE" &&
 		attach "${jopt[@]}" "$img" && idev=$DEV &&
 		run mkfs.ext4 -q -E nodiscard "$idev" $((ROFF / 1024))k &&
 		run mount -t ext4 "${mopt[@]}" "$idev" "$inner" &&
