@@ -303,6 +303,11 @@ def plot(res, out, errors):
     made = []
     rn = ["qimg/loop", "qimg/nbd", "qimgj/qimg", "qimgj/nbd"]
     rows = [(n, w) for n, w in res["workloads"].items() if w["ratios"]]
+    # gnuplot refuses a histogram column without a single point (an
+    # --only run may have no loop or journal targets).
+    rn = [r for r in rn if any(r in w["ratios"] for _, w in rows)]
+    if not rn:
+        rows = []
     jobs = []
     if rows:
         with open(os.path.join(out, "ratios.dat"), "w") as f:
