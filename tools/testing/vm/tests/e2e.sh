@@ -152,6 +152,18 @@ dump_detach_compare() {
 	rm -f "$raw"
 }
 
+# cmp_detach_check DEV IMG RAW: the device reads back RAW (through the
+# driver, caches dropped), then, detached, IMG is qemu-img check clean
+# and holds the same guest view.
+cmp_detach_check() {
+	blockdev --flushbufs "$1"
+	echo 3 >/proc/sys/vm/drop_caches
+	run cmp "$1" "$3" || return 1
+	q_detach "$1" || return 1
+	run qemu-img check -q "$2" || return 1
+	run qemu-img compare -q -f qcow2 -F raw "$2" "$3"
+}
+
 # The same writes to a device/image and to a raw reference file.
 # ops: "OFFSET LENGTH" pairs; data comes from $W/rnd at a per-op offset.
 DD_OPS="0 512
@@ -386,12 +398,7 @@ rw_dd() {
 		conv=notrunc status=none || return 1
 	apply_ops w.raw "" || return 1
 	# Read back through the driver before QEMU looks at the file.
-	blockdev --flushbufs "$DEV"
-	echo 3 >/proc/sys/vm/drop_caches
-	run cmp "$DEV" w.raw || return 1
-	q_detach "$DEV" || return 1
-	run qemu-img check -q w.qcow2 || return 1
-	run qemu-img compare -q -f qcow2 -F raw w.qcow2 w.raw || return 1
+	cmp_detach_check "$DEV" w.qcow2 w.raw || return 1
 	# Second round: overwrite clusters that are allocated now.
 	q_attach w.qcow2 || return 1
 	run dd if="$W/rnd" of="$DEV" bs=1000 count=7 skip=3 seek=777 conv=notrunc,fsync \
@@ -493,7 +500,7 @@ rw_extl2_mix() {
 	run qemu-io -f qcow2 -c 'write -c -P 0xc1 4M 512k' x.qcow2 >/dev/null ||
 		return 1
 	run qemu-img convert -O raw x.qcow2 x.raw || return 1
-	q_attach $jr x.qcow2 || return 1
+	q_attach "$jr" x.qcow2 || return 1
 	apply_ops "$DEV" ,fsync || { echo "FAILED: dd to $DEV"; return 1; }
 	apply_ops x.raw "" || return 1
 	# Into the compressed and the snapshot-shared clusters, unaligned.
@@ -523,12 +530,7 @@ rw_extl2_mix() {
 	run dd if="$DEV" of=fio.part bs=64k skip=208 count=20 iflag=direct status=none ||
 		return 1
 	run dd if=fio.part of=x.raw bs=64k seek=208 conv=notrunc status=none || return 1
-	blockdev --flushbufs "$DEV"
-	echo 3 >/proc/sys/vm/drop_caches
-	run cmp "$DEV" x.raw || return 1
-	q_detach "$DEV" || return 1
-	run qemu-img check -q x.qcow2 || return 1
-	run qemu-img compare -q -f qcow2 -F raw x.qcow2 x.raw || return 1
+	cmp_detach_check "$DEV" x.qcow2 x.raw || return 1
 	# Attached again: the same view, then the snapshot is intact.
 	q_attach -r x.qcow2 || return 1
 	run cmp "$DEV" x.raw || return 1
