@@ -264,14 +264,10 @@ static bool qimg_cow_src_zero(struct qimg_image *img,
 static bool qimg_sc_view_zero(struct qimg_image *img,
 			      const struct qimg_l2_entry *e, u32 mask)
 {
-	u32 unalloc;
-
-	if (e->type == QIMG_CLUSTER_COMPRESSED)
+	/* Only a normal entry has allocation bits. */
+	if (e->type == QIMG_CLUSTER_COMPRESSED || (e->alloc_bitmap & mask))
 		return false;
-	unalloc = mask & ~e->alloc_bitmap & ~e->zero_bitmap;
-	if (e->type == QIMG_CLUSTER_NORMAL && (e->alloc_bitmap & mask))
-		return false;
-	return !unalloc || !img->backing;
+	return (e->zero_bitmap & mask) == mask || !img->backing;
 }
 
 /*
@@ -435,76 +431,23 @@ static bool qimg_fresh_ready(struct qimg_image *img, u64 host)
 }
 
 /*
- * Fill the reserved cluster at @host: the guest's data from @it at @coff
- * and, around it, what the guest sees there now (copy-on-write of only
- * the untouched head and tail).  Runs without dev->meta_lock;
- * nothing points at @host yet, so readers still see the old mapping.
- * @fresh: @host was never written and lies inside the file, so it reads
- * as zeros already.
+ * Write [@from, @to) of the reserved cluster at @host: the guest's data
+ * from @it at @coff and, around it, what the guest sees there now (read
+ * through the normal read path: zeros, the backing file, the old
+ * cluster).  Runs without dev->meta_lock; nothing points at what is
+ * written yet, so readers still see the old mapping.
  */
-static int qimg_cow_write(struct qimg_image *img,
-			  const struct qimg_l2_entry *e, u64 cstart, u64 coff,
-			  u64 host, bool fresh, struct iov_iter *it)
-{
-	u64 cs = img->g->cluster_size;
-	size_t len = iov_iter_count(it);
-	u64 tail = coff + len;
-	void *buf;
-	int ret;
-
-	if (len == cs)
-		return qimg_write_iter_at(img, host, it);
-	/* Zeros around the data are there already: write only the data. */
-	if (fresh && qimg_cow_src_zero(img, e))
-		return qimg_write_iter_at(img, host + coff, it);
-
-	/*
-	 * One buffered write of the whole cluster.  Measured under TCG with
-	 * 4k random writes (before fresh clusters took the shortcut above),
-	 * this beats a direct write of the data plus fallocate(ZERO_RANGE)
-	 * of head and tail by 5x, and an extending direct write plus a
-	 * sector at the cluster end by 1.6x: the page cache absorbs it, the
-	 * flush writes it.
-	 */
-	buf = kvmalloc(cs, GFP_KERNEL);
-	if (!buf)
-		return -ENOMEM;
-	if (qimg_cow_src_zero(img, e)) {
-		memset(buf, 0, coff);
-		memset((char *)buf + tail, 0, cs - tail);
-		ret = 0;
-	} else {
-		ret = qimg_read_guest_buf(img, cstart, buf, coff);
-		if (!ret)
-			ret = qimg_read_guest_buf(img, cstart + tail,
-						  (char *)buf + tail,
-						  cs - tail);
-	}
-	if (!ret && copy_from_iter((char *)buf + coff, len, it) != len)
-		ret = -EFAULT;
-	if (!ret)
-		ret = qimg_kwrite(img->file, buf, cs, host);
-	kvfree(buf);
-	return ret;
-}
-
-/*
- * qimg_cow_write() for extended L2 entries: only the range of
- * qimg_sc_cow_range() is written, at the same place in @a->host.
- */
-static int qimg_sc_cow_write(struct qimg_image *img,
-			     const struct qimg_alloc *a, u64 cstart, u64 coff,
-			     struct iov_iter *it)
+static int qimg_cow_range_write(struct qimg_image *img, u64 cstart, u64 coff,
+				u64 from, u64 to, u64 host,
+				struct iov_iter *it)
 {
 	size_t len = iov_iter_count(it);
 	u64 end = coff + len;
-	u64 from, to;
 	void *buf;
 	int ret = 0;
 
-	qimg_sc_cow_range(img, a, coff, &from, &to);
 	if (from == coff && to == end)
-		return qimg_write_iter_at(img, a->host + coff, it);
+		return qimg_write_iter_at(img, host + coff, it);
 	buf = kvmalloc(to - from, GFP_KERNEL);
 	if (!buf)
 		return -ENOMEM;
@@ -516,9 +459,48 @@ static int qimg_sc_cow_write(struct qimg_image *img,
 	if (!ret && copy_from_iter((char *)buf + (coff - from), len, it) != len)
 		ret = -EFAULT;
 	if (!ret)
-		ret = qimg_kwrite(img->file, buf, to - from, a->host + from);
+		ret = qimg_kwrite(img->file, buf, to - from, host + from);
 	kvfree(buf);
 	return ret;
+}
+
+/*
+ * Fill the reserved cluster at @host for a standard L2 entry @e: the
+ * guest's data from @it at @coff and the copy-on-write of only the
+ * untouched head and tail.  @fresh: @host was never written and lies
+ * inside the file, so it reads as zeros already.
+ */
+static int qimg_cow_write(struct qimg_image *img,
+			  const struct qimg_l2_entry *e, u64 cstart, u64 coff,
+			  u64 host, bool fresh, struct iov_iter *it)
+{
+	u64 cs = img->g->cluster_size;
+	u64 end = coff + iov_iter_count(it);
+
+	/* A whole cluster, or zeros around the data are there already. */
+	if (end - coff == cs || (fresh && qimg_cow_src_zero(img, e)))
+		return qimg_cow_range_write(img, cstart, coff, coff, end, host,
+					    it);
+	/*
+	 * One buffered write of the whole cluster.  Measured under TCG with
+	 * 4k random writes (before fresh clusters took the shortcut above),
+	 * this beats a direct write of the data plus fallocate(ZERO_RANGE)
+	 * of head and tail by 5x, and an extending direct write plus a
+	 * sector at the cluster end by 1.6x: the page cache absorbs it, the
+	 * flush writes it.
+	 */
+	return qimg_cow_range_write(img, cstart, coff, 0, cs, host, it);
+}
+
+/* qimg_cow_write() for extended L2 entries: see qimg_sc_cow_range(). */
+static int qimg_sc_cow_write(struct qimg_image *img,
+			     const struct qimg_alloc *a, u64 cstart, u64 coff,
+			     struct iov_iter *it)
+{
+	u64 from, to;
+
+	qimg_sc_cow_range(img, a, coff, &from, &to);
+	return qimg_cow_range_write(img, cstart, coff, from, to, a->host, it);
 }
 
 /**
