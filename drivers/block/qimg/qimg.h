@@ -101,12 +101,24 @@ struct qimg_inflight {
  * linking of its L2 entry (qimg_alloc_finish); the data I/O in between
  * runs without dev->meta_lock, synchronously or as a kiocb.
  */
+/*
+ * A kernel buffer that direct I/O can use (qimg_buf_alloc()): its pages
+ * as a bvec array.
+ */
+struct qimg_buf {
+	void *data;
+	struct bio_vec *bv;
+	unsigned int nr;	/* entries of bv */
+	size_t len;
+};
+
 struct qimg_alloc {
 	struct qimg_inflight fl;
 	struct qimg_l2_entry e;		/* the entry being replaced */
 	struct qimg_centry *t;		/* its L2 table, referenced */
 	u64 guest;
 	u32 len;			/* bytes the guest writes at guest */
+	u32 from, to;			/* the part of the cluster written */
 	u64 host;			/* the reserved cluster */
 	int err;			/* the reservation's write-back failed */
 	int epoch;			/* qimg_alloc_begin() returned 1 */
@@ -310,6 +322,7 @@ struct qimg_cmd {
 	struct request *rq;
 	struct iov_iter iter;	/* the request's data */
 	struct bio_vec *bvec;	/* kmalloc'ed bvec array of a multi-bio rq */
+	struct qimg_buf cow;	/* an allocating write's whole new data */
 	struct kiocb iocb;	/* asynchronous direct I/O */
 	struct cgroup_subsys_state *blkcg_css;	/* the submitter's, or NULL */
 	struct cgroup_subsys_state *memcg_css;	/* referenced, or NULL */

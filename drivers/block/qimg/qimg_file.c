@@ -16,6 +16,7 @@
 #include <linux/slab.h>
 #include <linux/srcu.h>
 #include <linux/uio.h>
+#include <linux/vmalloc.h>
 #include <linux/zlib.h>
 
 #include <linux/falloc.h>
@@ -378,6 +379,83 @@ int qimg_read_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it)
 int qimg_write_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it)
 {
 	return qimg_iter_at(img, pos, it, true);
+}
+
+/**
+ * qimg_buf_alloc() - a kernel buffer for direct I/O
+ * @b: the buffer, filled in here
+ * @len: its size in bytes
+ *
+ * kvmalloc() memory, described page by page in b->bv so that an ITER_BVEC
+ * iterator (qimg_buf_iter()) can carry it to direct I/O.  Below a page it
+ * is a kmalloc() object, aligned to its power-of-two size class, which
+ * covers the 512-byte alignment of small clusters; qimg_dio_ok() decides.
+ *
+ * Context: process context, may sleep.
+ * Return: 0, or -ENOMEM (then @b holds nothing to free).
+ */
+int qimg_buf_alloc(struct qimg_buf *b, size_t len)
+{
+	size_t off = 0;
+	unsigned int i;
+
+	memset(b, 0, sizeof(*b));
+	b->data = kvmalloc(len, GFP_KERNEL);
+	if (!b->data)
+		return -ENOMEM;
+	b->nr = DIV_ROUND_UP(offset_in_page(b->data) + len, PAGE_SIZE);
+	b->bv = kmalloc_array(b->nr, sizeof(*b->bv), GFP_KERNEL);
+	if (!b->bv) {
+		kvfree(b->data);
+		b->data = NULL;
+		return -ENOMEM;
+	}
+	for (i = 0; i < b->nr; i++) {
+		char *p = (char *)b->data + off;
+		size_t n = min_t(size_t, len - off,
+				 PAGE_SIZE - offset_in_page(p));
+
+		b->bv[i] = (struct bio_vec) {
+			.bv_page = is_vmalloc_addr(p) ? vmalloc_to_page(p) :
+				   virt_to_page(p),
+			.bv_offset = offset_in_page(p),
+			.bv_len = n,
+		};
+		off += n;
+	}
+	b->len = len;
+	return 0;
+}
+
+/**
+ * qimg_buf_iter() - an iterator over part of a qimg_buf
+ * @b: the buffer
+ * @it: the iterator, set up here
+ * @dir: ITER_SOURCE (the buffer is written out) or ITER_DEST
+ * @off: where in the buffer the iterator starts
+ * @len: bytes it covers (@off + @len inside the buffer)
+ *
+ * Context: any context.
+ */
+void qimg_buf_iter(const struct qimg_buf *b, struct iov_iter *it,
+		   unsigned int dir, size_t off, size_t len)
+{
+	iov_iter_bvec(it, dir, b->bv, b->nr, b->len);
+	iov_iter_advance(it, off);
+	iov_iter_truncate(it, len);
+}
+
+/**
+ * qimg_buf_free() - free a qimg_buf (nothing when it holds nothing)
+ * @b: the buffer, empty afterwards
+ *
+ * Context: process context; any context when @b is empty.
+ */
+void qimg_buf_free(struct qimg_buf *b)
+{
+	kfree(b->bv);
+	kvfree(b->data);
+	memset(b, 0, sizeof(*b));
 }
 
 /**

@@ -39,6 +39,10 @@ int qimg_file_zero(struct qimg_image *img, u64 pos, u64 len);
 bool qimg_dio_ok(struct qimg_image *img, u64 pos, struct iov_iter *it);
 int qimg_read_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it);
 int qimg_write_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it);
+int qimg_buf_alloc(struct qimg_buf *b, size_t len);
+void qimg_buf_iter(const struct qimg_buf *b, struct iov_iter *it,
+		   unsigned int dir, size_t off, size_t len);
+void qimg_buf_free(struct qimg_buf *b);
 int qimg_decompress(struct qimg_image *img, const struct qimg_l2_entry *e,
 		    void *out);
 u64 qimg_image_end(struct qimg_image *img);

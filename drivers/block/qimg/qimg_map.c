@@ -431,76 +431,26 @@ static bool qimg_fresh_ready(struct qimg_image *img, u64 host)
 }
 
 /*
- * Write [@from, @to) of the reserved cluster at @host: the guest's data
- * from @it at @coff and, around it, what the guest sees there now (read
- * through the normal read path: zeros, the backing file, the old
- * cluster).  Runs without dev->meta_lock; nothing points at what is
- * written yet, so readers still see the old mapping.
+ * The part [a->from, a->to) of the cluster that an allocating write of
+ * a->len bytes writes: the guest's data alone when that is all the new
+ * cluster needs (a whole cluster, or a fresh one, reading as zeros, where
+ * the guest sees zeros now), else the whole cluster, the data plus the
+ * copy-on-write of head and tail; with extended L2 entries, the touched
+ * subclusters (qimg_sc_cow_range()).
  */
-static int qimg_cow_range_write(struct qimg_image *img, u64 cstart, u64 coff,
-				u64 from, u64 to, u64 host,
-				struct iov_iter *it)
+static void qimg_alloc_range(struct qimg_image *img, struct qimg_alloc *a)
 {
-	size_t len = iov_iter_count(it);
-	u64 end = coff + len;
-	void *buf;
-	int ret = 0;
+	const struct qimg_geom *g = img->g;
+	u64 coff = qimg_cluster_offset(g, a->guest);
+	u64 from = coff, to = coff + a->len;
 
-	if (from == coff && to == end)
-		return qimg_write_iter_at(img, host + coff, it);
-	buf = kvmalloc(to - from, GFP_KERNEL);
-	if (!buf)
-		return -ENOMEM;
-	if (from < coff)
-		ret = qimg_read_guest_buf(img, cstart + from, buf, coff - from);
-	if (!ret && end < to)
-		ret = qimg_read_guest_buf(img, cstart + end,
-					  (char *)buf + (end - from), to - end);
-	if (!ret && copy_from_iter((char *)buf + (coff - from), len, it) != len)
-		ret = -EFAULT;
-	if (!ret)
-		ret = qimg_kwrite(img->file, buf, to - from, host + from);
-	kvfree(buf);
-	return ret;
-}
-
-/*
- * Fill the reserved cluster at @host for a standard L2 entry @e: the
- * guest's data from @it at @coff and the copy-on-write of only the
- * untouched head and tail.  @fresh: @host was never written and lies
- * inside the file, so it reads as zeros already.
- */
-static int qimg_cow_write(struct qimg_image *img,
-			  const struct qimg_l2_entry *e, u64 cstart, u64 coff,
-			  u64 host, bool fresh, struct iov_iter *it)
-{
-	u64 cs = img->g->cluster_size;
-	u64 end = coff + iov_iter_count(it);
-
-	/* A whole cluster, or zeros around the data are there already. */
-	if (end - coff == cs || (fresh && qimg_cow_src_zero(img, e)))
-		return qimg_cow_range_write(img, cstart, coff, coff, end, host,
-					    it);
-	/*
-	 * One buffered write of the whole cluster.  Measured under TCG with
-	 * 4k random writes (before fresh clusters took the shortcut above),
-	 * this beats a direct write of the data plus fallocate(ZERO_RANGE)
-	 * of head and tail by 5x, and an extending direct write plus a
-	 * sector at the cluster end by 1.6x: the page cache absorbs it, the
-	 * flush writes it.
-	 */
-	return qimg_cow_range_write(img, cstart, coff, 0, cs, host, it);
-}
-
-/* qimg_cow_write() for extended L2 entries: see qimg_sc_cow_range(). */
-static int qimg_sc_cow_write(struct qimg_image *img,
-			     const struct qimg_alloc *a, u64 cstart, u64 coff,
-			     struct iov_iter *it)
-{
-	u64 from, to;
-
-	qimg_sc_cow_range(img, a, coff, &from, &to);
-	return qimg_cow_range_write(img, cstart, coff, from, to, a->host, it);
+	if (g->ext_l2)
+		qimg_sc_cow_range(img, a, coff, &from, &to);
+	else if (a->len != g->cluster_size &&
+		 !(a->fresh && qimg_cow_src_zero(img, &a->e)))
+		from = 0, to = g->cluster_size;
+	a->from = from;
+	a->to = to;
 }
 
 /**
@@ -626,6 +576,7 @@ int qimg_alloc_begin(struct qimg_device *dev, u64 guest, size_t len,
 	a->err = qimg_meta_stop(&h, 0);
 	if (ret)
 		goto unlock;
+	qimg_alloc_range(img, a);
 	spin_lock(&dev->inflight_lock);
 	list_add(&a->fl.node, &dev->inflight);
 	spin_unlock(&dev->inflight_lock);
@@ -652,16 +603,64 @@ unlock:
  */
 bool qimg_alloc_data_only(struct qimg_device *dev, const struct qimg_alloc *a)
 {
+	u64 coff = qimg_cluster_offset(dev->top.g, a->guest);
+
+	return a->from == coff && a->to == coff + a->len;
+}
+
+/**
+ * qimg_alloc_fill() - gather what an allocating write puts in its cluster
+ * @dev: the device
+ * @a: an allocation begun by qimg_alloc_begin(), not data-only
+ * @it: the guest's data (a->len bytes); consumed
+ * @b: the buffer, allocated here: a->to - a->from bytes
+ *
+ * [a->from, a->to) of the new cluster, to be written at a->host + a->from:
+ * the guest's data and, around it, what the guest sees there now, read
+ * through the normal read path (zeros, the backing file, the old cluster)
+ * into @b, whose pages direct I/O can use (an image file opened for
+ * direct I/O would otherwise fill its page cache with the copy).  A head
+ * and a tail come in one read when the data between them is smaller
+ * than they are: a request costs more than the bytes.  Runs without
+ * dev->meta_lock; nothing points at the new cluster yet, so readers
+ * still see the old mapping.
+ *
+ * Context: process context, may sleep; no lock of ours held.
+ * Return: 0, or a negative errno (then @b holds nothing).
+ */
+int qimg_alloc_fill(struct qimg_device *dev, const struct qimg_alloc *a,
+		    struct iov_iter *it, struct qimg_buf *b)
+{
 	struct qimg_image *img = &dev->top;
 	u64 coff = qimg_cluster_offset(img->g, a->guest);
-	u64 from, to;
+	u64 cstart = a->guest - coff;
+	u64 head = coff - a->from, end = coff + a->len;
+	u64 tail = a->to - end;
+	struct iov_iter dst;
+	int ret;
 
-	if (img->g->ext_l2) {
-		qimg_sc_cow_range(img, a, coff, &from, &to);
-		return from == coff && to == coff + a->len;
+	ret = qimg_buf_alloc(b, a->to - a->from);
+	if (ret)
+		return ret;
+	if (head && tail && a->len <= head + tail) {
+		qimg_buf_iter(b, &dst, ITER_DEST, 0, b->len);
+		ret = qimg_read_guest(img, cstart + a->from, &dst);
+	} else {
+		if (head) {
+			qimg_buf_iter(b, &dst, ITER_DEST, 0, head);
+			ret = qimg_read_guest(img, cstart + a->from, &dst);
+		}
+		if (!ret && tail) {
+			qimg_buf_iter(b, &dst, ITER_DEST, end - a->from, tail);
+			ret = qimg_read_guest(img, cstart + end, &dst);
+		}
 	}
-	return a->len == img->g->cluster_size ||
-	       (a->fresh && qimg_cow_src_zero(img, &a->e));
+	if (!ret && copy_from_iter((char *)b->data + head, a->len, it) !=
+		    a->len)
+		ret = -EFAULT;
+	if (ret)
+		qimg_buf_free(b);
+	return ret;
 }
 
 /**
@@ -671,8 +670,8 @@ bool qimg_alloc_data_only(struct qimg_device *dev, const struct qimg_alloc *a)
  * @it: the guest's data, inside the cluster
  *
  * Writes the data and, around it, what the guest sees there now
- * (copy-on-write of only the untouched head and tail).  Nothing points
- * at a->host yet, so readers still see the old mapping.
+ * (qimg_alloc_fill()), directly when the image uses direct I/O.  Nothing
+ * points at a->host yet, so readers still see the old mapping.
  *
  * Context: process context, may sleep; dev->meta_lock not held (the
  * copy-on-write reads run as ordinary guest reads).
@@ -682,14 +681,21 @@ int qimg_alloc_write(struct qimg_device *dev, struct qimg_alloc *a,
 		     struct iov_iter *it)
 {
 	struct qimg_image *img = &dev->top;
-	u64 cstart = a->guest & ~(img->g->cluster_size - 1);
+	struct iov_iter src;
+	struct qimg_buf b;
+	int ret;
 
 	if (a->err)
 		return a->err;
-	if (img->g->ext_l2)
-		return qimg_sc_cow_write(img, a, cstart, a->guest - cstart, it);
-	return qimg_cow_write(img, &a->e, cstart, a->guest - cstart, a->host,
-			      a->fresh, it);
+	if (qimg_alloc_data_only(dev, a))
+		return qimg_write_iter_at(img, a->host + a->from, it);
+	ret = qimg_alloc_fill(dev, a, it, &b);
+	if (ret)
+		return ret;
+	qimg_buf_iter(&b, &src, ITER_SOURCE, 0, b.len);
+	ret = qimg_write_iter_at(img, a->host + a->from, &src);
+	qimg_buf_free(&b);
+	return ret;
 }
 
 /**
@@ -1140,26 +1146,6 @@ int qimg_read_guest(struct qimg_image *img, u64 off, struct iov_iter *it)
 	ret = qimg_read_guest_chain(img, off, it);
 	qimg_io_exit(dev, epoch);
 	return ret;
-}
-
-/**
- * qimg_read_guest_buf() - qimg_read_guest() into a kernel buffer
- * @img: the image
- * @off: guest offset
- * @buf: destination
- * @len: bytes to read
- *
- * Context: process context, may sleep; no lock held.
- * Return: 0 or a negative errno.
- */
-int qimg_read_guest_buf(struct qimg_image *img, u64 off, void *buf,
-			size_t len)
-{
-	struct kvec kv = { .iov_base = buf, .iov_len = len };
-	struct iov_iter it;
-
-	iov_iter_kvec(&it, ITER_DEST, &kv, 1, len);
-	return qimg_read_guest(img, off, &it);
 }
 
 /**

@@ -41,12 +41,12 @@ static inline bool qimg_sc_allocated(const struct qimg_geom *g,
 }
 
 int qimg_read_guest(struct qimg_image *img, u64 off, struct iov_iter *it);
-int qimg_read_guest_buf(struct qimg_image *img, u64 off, void *buf,
-			size_t len);
 int qimg_map_write(struct qimg_device *dev, u64 guest, struct iov_iter *it);
 int qimg_alloc_begin(struct qimg_device *dev, u64 guest, size_t len,
 		     struct qimg_alloc *a);
 bool qimg_alloc_data_only(struct qimg_device *dev, const struct qimg_alloc *a);
+int qimg_alloc_fill(struct qimg_device *dev, const struct qimg_alloc *a,
+		    struct iov_iter *it, struct qimg_buf *b);
 int qimg_alloc_write(struct qimg_device *dev, struct qimg_alloc *a,
 		     struct iov_iter *it);
 int qimg_alloc_link(struct qimg_handle *h, struct qimg_alloc *a, int ret);

@@ -591,11 +591,12 @@ static int qimg_meta_kwrite(struct qimg_device *dev, const void *buf,
 /*
  * After write-back failed for good, make the tables in memory show what
  * the disk holds.  A dirty L2 entry may point at a cluster whose data went
- * to the page cache (copy-on-write is buffered) and was lost with the
- * failed sync: reads through it would return whatever that host cluster
- * held before, data that was never written to this guest offset.  The
- * disk's tables date from the last successful sync, and so does the data
- * they point at.  Copied per entry, so lockless readers see either value.
+ * to the page cache (an image without direct I/O) or to the disk's write
+ * cache and was lost with the failed sync: reads through it would return
+ * whatever that host cluster held before, data that was never written to
+ * this guest offset.  The disk's tables date from the last successful
+ * sync, and so does the data they point at.  Copied per entry, so
+ * lockless readers see either value.
  */
 static void qimg_meta_revert(struct qimg_device *dev)
 {

@@ -170,6 +170,7 @@ static void qimg_rq_done(struct qimg_device *dev, struct qimg_cmd *cmd,
 					 ret);
 	kfree(cmd->bvec);
 	cmd->bvec = NULL;
+	qimg_buf_free(&cmd->cow);
 	blk_mq_end_request(rq, errno_to_blk_status(ret));
 }
 
@@ -348,15 +349,17 @@ void qimg_link_work(struct work_struct *work)
 }
 
 /*
- * A write inside one cluster that needs a new one.  When the guest's data
- * is all the new cluster needs (a cluster never written before, whose
- * old content reads as zeros, or a whole cluster), the data goes out as
- * an asynchronous direct kiocb, and its completion links the L2 entry
- * from dev->link_wq: the worker does not wait for the write, and neither
- * does the next allocating write, as it would behind ext4's inode lock
- * with a synchronous one.  Returns -EIOCBQUEUED when handed over,
- * QIMG_RQ_SYNC (nothing done) for the general path, or the request's
- * result.
+ * A write inside one cluster that needs a new one (or, with extended L2
+ * entries, new subclusters of its own).  The new part of the cluster goes
+ * out as one asynchronous direct kiocb: the guest's data when that is all
+ * it needs (a cluster never written before, whose old content reads as
+ * zeros, or a whole cluster), else a buffer holding the data and the
+ * copy-on-write around it (qimg_alloc_fill(), whose reads this worker
+ * waits for).  The completion links the L2 entry from dev->link_wq: the
+ * worker does not wait for the write, and neither does the next
+ * allocating write, as it would behind ext4's inode lock with a
+ * synchronous one.  Returns -EIOCBQUEUED when handed over, QIMG_RQ_SYNC
+ * (nothing done) for the general path, or the request's result.
  */
 static int qimg_submit_alloc_aio(struct qimg_device *dev,
 				 struct qimg_cmd *cmd, u64 pos)
@@ -382,9 +385,21 @@ static int qimg_submit_alloc_aio(struct qimg_device *dev,
 		qimg_io_exit(dev, a->epoch);
 		return ret;
 	}
+	if (a->err)
+		return qimg_alloc_finish(dev, a, a->err);
 	host = a->host + coff;
-	if (a->err || !qimg_alloc_data_only(dev, a) ||
-	    host + len > i_size_read(file_inode(img->file)))
+	if (!qimg_alloc_data_only(dev, a)) {
+		/* Copy-on-write: the whole new part from a buffer of ours. */
+		ret = qimg_alloc_fill(dev, a, &cmd->iter, &cmd->cow);
+		if (ret)
+			return qimg_alloc_finish(dev, a, ret);
+		qimg_buf_iter(&cmd->cow, &cmd->iter, ITER_SOURCE, 0,
+			      cmd->cow.len);
+		host = a->host + a->from;
+		len = cmd->cow.len;
+	}
+	if (host + len > i_size_read(file_inode(img->file)) ||
+	    !qimg_dio_ok(img, host, &cmd->iter))
 		goto sync;
 
 	ret = qimg_aio_submit(cmd, img, host, len, true,
@@ -398,7 +413,8 @@ static int qimg_submit_alloc_aio(struct qimg_device *dev,
 	qimg_alloc_aio_complete(iocb, ret);
 	return -EIOCBQUEUED;
 sync:
-	return qimg_alloc_finish(dev, a, qimg_alloc_write(dev, a, &cmd->iter));
+	return qimg_alloc_finish(dev, a, qimg_write_iter_at(img, host,
+							    &cmd->iter));
 }
 
 /* Returns -EIOCBQUEUED when the request completes asynchronously. */
