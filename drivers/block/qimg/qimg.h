@@ -124,6 +124,7 @@ struct qimg_alloc {
 	int epoch;			/* qimg_alloc_begin() returned 1 */
 	bool reuse;			/* host was the entry's own cluster */
 	bool fresh;			/* host never written: reads zeros */
+	bool pad;			/* zeros around [from, to) of ext L2 */
 };
 
 /* One cached L2 table or refcount block. */
