@@ -284,6 +284,14 @@ struct qimg_device {
 	struct workqueue_struct *link_wq;
 	struct work_struct link_work;
 	struct llist_head link_list;	/* struct qimg_cmd, by link_node */
+	/*
+	 * Fast-path requests, one list per hardware queue, each drained by
+	 * one work item on dev->wq (see qimg_drain_work()); write_slow
+	 * counts recent writes that missed the fast path.
+	 */
+	struct qimg_drain *drain;
+	unsigned int nr_drain;
+	atomic_t write_slow;
 
 	struct mutex open_mutex;	/* open_count, detaching, resizing */
 	int open_count;
@@ -292,6 +300,13 @@ struct qimg_device {
 	bool autoclear_missed;		/* the last close came during it */
 	struct work_struct autoclear_work;
 	struct list_head node;
+};
+
+/* A hardware queue's fast-path requests, submitted by one work item. */
+struct qimg_drain {
+	struct work_struct work;
+	struct llist_head list;		/* struct qimg_cmd, by drain_node */
+	struct qimg_device *dev;
 };
 
 /*
@@ -331,6 +346,8 @@ struct qimg_cmd {
 	int io_epoch;		/* qimg_io_enter() of the asynchronous I/O */
 	long res;		/* result of an asynchronous allocating write */
 	struct llist_node link_node;	/* on dev->link_list */
+	struct llist_node drain_node;	/* on a struct qimg_drain's list */
+	bool no_fast;		/* its drain found no fast path */
 	struct qimg_alloc alloc;
 };
 

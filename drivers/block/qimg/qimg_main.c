@@ -755,6 +755,7 @@ static int qimg_destroy(struct qimg_device *dev, bool from_work)
 	}
 	destroy_workqueue(dev->wq);
 	destroy_workqueue(dev->link_wq);
+	qimg_drain_free(dev);
 	blk_mq_free_tag_set(&dev->tag_set);
 	put_disk(dev->disk);
 	qimg_dev_info(dev, "detached\n");
@@ -854,7 +855,7 @@ static int qimg_add_disk(struct qimg_device *dev)
 	int ret;
 
 	dev->tag_set.ops = &qimg_mq_ops;
-	dev->tag_set.nr_hw_queues = num_online_cpus();
+	dev->tag_set.nr_hw_queues = dev->nr_drain;	/* one drain each */
 	dev->tag_set.queue_depth = 128;
 	dev->tag_set.numa_node = NUMA_NO_NODE;
 	dev->tag_set.cmd_size = sizeof(struct qimg_cmd);
@@ -1032,7 +1033,8 @@ static int qimg_alloc_wqs(struct qimg_device *dev)
 	dev->link_wq = alloc_workqueue("qimg%d_link",
 				       WQ_UNBOUND | WQ_MEM_RECLAIM, 0,
 				       dev->index);
-	if (dev->wq && dev->link_wq)
+	if (dev->wq && dev->link_wq &&
+	    !qimg_drain_alloc(dev, num_online_cpus()))
 		return 0;
 	if (dev->wq)
 		destroy_workqueue(dev->wq);
@@ -1148,6 +1150,7 @@ int qimg_attach(const struct qimg_attach *a, qimg_attach_report_t report,
 fail_wq:
 	destroy_workqueue(dev->wq);
 	destroy_workqueue(dev->link_wq);
+	qimg_drain_free(dev);
 fail_idr:
 	mutex_lock(&qimg_ctl_mutex);
 	idr_remove(&qimg_idr, dev->index);

@@ -7,7 +7,10 @@
  * queue_rq only hands the request to the device's unbound workqueue: the
  * work may sleep (cache misses, allocation, file I/O) and runs as a
  * backing-file writer (qimg_writer_begin(): no reclaim recursion into us,
- * local dirty throttling), in the submitter's blkcg and memcg.
+ * local dirty throttling), in the submitter's blkcg and memcg.  Reads and
+ * writes likely to take the fast path below go on a per-hardware-queue
+ * list that one work item submits in a batch (qimg_drain_work()); the
+ * rest, and what the fast path refuses, get a work item each.
  * A request over allocated clusters (for writes: ours alone) that lie
  * back to back in the image file, aligned for direct I/O, is submitted as
  * one asynchronous IOCB_DIRECT kiocb and ended by its completion, like
@@ -418,6 +421,23 @@ sync:
 }
 
 /* Returns -EIOCBQUEUED when the request completes asynchronously. */
+/*
+ * Writes that miss the fast path (allocating ones, copy-on-write) gain
+ * nothing from a drain and would pay a second hand-off there: while most
+ * recent writes missed it, writes go to a worker of their own at once.
+ * dev->write_slow moves by one per write between 0 and QIMG_SLOW_MAX; an
+ * update lost to a race only delays the switch.
+ */
+#define QIMG_SLOW_MAX	64
+
+static void qimg_note_write(struct qimg_device *dev, bool slow)
+{
+	int v = atomic_read(&dev->write_slow);
+
+	if (slow ? v < QIMG_SLOW_MAX : v > 0)
+		atomic_set(&dev->write_slow, v + (slow ? 1 : -1));
+}
+
 static int qimg_handle_rq(struct qimg_device *dev, struct qimg_cmd *cmd)
 {
 	struct request *rq = cmd->rq;
@@ -425,9 +445,11 @@ static int qimg_handle_rq(struct qimg_device *dev, struct qimg_cmd *cmd)
 	struct bio_vec tmp;
 	u64 pos = (u64)blk_rq_pos(rq) << SECTOR_SHIFT;
 	bool write = req_op(rq) == REQ_OP_WRITE;
+	bool no_fast = cmd->no_fast;
 	struct bio *bio = rq->bio;
 	int ret;
 
+	cmd->no_fast = false;
 	switch (req_op(rq)) {
 	case REQ_OP_FLUSH:
 		return qimg_flush(dev);
@@ -478,7 +500,10 @@ static int qimg_handle_rq(struct qimg_device *dev, struct qimg_cmd *cmd)
 	}
 
 	if (!(rq->cmd_flags & REQ_FUA)) {
-		ret = qimg_submit_aio(dev, cmd, pos, write);
+		ret = no_fast ? QIMG_RQ_SYNC :
+				qimg_submit_aio(dev, cmd, pos, write);
+		if (write && !no_fast)
+			qimg_note_write(dev, ret == QIMG_RQ_SYNC);
 		if (ret != QIMG_RQ_SYNC)
 			return ret;
 		if (write) {
@@ -531,15 +556,19 @@ static struct mem_cgroup *qimg_cmd_cg_begin(struct qimg_cmd *cmd)
 	return old;
 }
 
-/* @memcg_css, @blkcg_css: copies taken before the request could end. */
+/*
+ * @memcg_css, @blkcg_css: copies taken before the request could end;
+ * @put: drop the memcg reference (false: a worker takes the request on).
+ */
 static void qimg_cmd_cg_end(struct cgroup_subsys_state *blkcg_css,
 			    struct cgroup_subsys_state *memcg_css,
-			    struct mem_cgroup *old)
+			    struct mem_cgroup *old, bool put)
 {
 #ifdef CONFIG_MEMCG
 	if (memcg_css) {
 		set_active_memcg(old);
-		css_put(memcg_css);
+		if (put)
+			css_put(memcg_css);
 	}
 #endif
 	if (blkcg_css)
@@ -560,10 +589,122 @@ static void qimg_cmd_work(struct work_struct *work)
 	old_memcg = qimg_cmd_cg_begin(cmd);
 	/* Once handed off, cmd may complete (and be reused) at any time. */
 	ret = qimg_handle_rq(dev, cmd);
-	qimg_cmd_cg_end(blkcg_css, memcg_css, old_memcg);
+	qimg_cmd_cg_end(blkcg_css, memcg_css, old_memcg, true);
 	qimg_writer_end(pflags);
 	if (ret != -EIOCBQUEUED)
 		qimg_rq_done(dev, cmd, ret);
+}
+
+/*
+ * Try the fast path for a request taken from a drain; false: it needs a
+ * worker of its own.  Only single-bio reads and writes without FUA come
+ * here (qimg_drain_ok()), so the bio's own bvec array is the data.
+ */
+static bool qimg_drain_one(struct qimg_device *dev, struct qimg_cmd *cmd)
+{
+	struct request *rq = cmd->rq;
+	struct bio *bio = rq->bio;
+	struct cgroup_subsys_state *memcg_css = cmd->memcg_css;
+	struct cgroup_subsys_state *blkcg_css = cmd->blkcg_css;
+	bool write = req_op(rq) == REQ_OP_WRITE;
+	struct mem_cgroup *old;
+	int ret;
+
+	if (write && READ_ONCE(dev->read_only))
+		return false;		/* the worker says -EROFS */
+	iov_iter_bvec(&cmd->iter, write ? ITER_SOURCE : ITER_DEST,
+		      __bvec_iter_bvec(bio->bi_io_vec, bio->bi_iter),
+		      bio_segments(bio), blk_rq_bytes(rq));
+	cmd->iter.iov_offset = bio->bi_iter.bi_bvec_done;
+	old = qimg_cmd_cg_begin(cmd);
+	/* Once handed off, cmd may complete (and be reused) at any time. */
+	ret = qimg_submit_aio(dev, cmd, (u64)blk_rq_pos(rq) << SECTOR_SHIFT,
+			      write);
+	if (write)
+		qimg_note_write(dev, ret == QIMG_RQ_SYNC);
+	/* A worker taking the request on needs the memcg reference. */
+	qimg_cmd_cg_end(blkcg_css, memcg_css, old, ret != QIMG_RQ_SYNC);
+	return ret != QIMG_RQ_SYNC;
+}
+
+/**
+ * qimg_drain_work() - submit a hardware queue's fast-path requests
+ * @work: a struct qimg_drain's work
+ *
+ * One worker submits every request queued on the drain since it last
+ * ran, each as an asynchronous kiocb when qimg_submit_aio() takes it, as
+ * loop's worker does: one wake-up for many requests instead of one each.
+ * A request the fast path refuses goes on to a worker of its own
+ * (qimg_cmd_work()), so a slow one does not hold up the rest; a cache
+ * miss of the lookup is still waited for here.
+ *
+ * Context: process context (dev->wq), may sleep; no lock held.  Runs as
+ * an image-file writer (qimg_writer_begin()).
+ */
+static void qimg_drain_work(struct work_struct *work)
+{
+	struct qimg_drain *d = container_of(work, struct qimg_drain, work);
+	struct llist_node *list = llist_reverse_order(llist_del_all(&d->list));
+	struct qimg_device *dev = d->dev;
+	struct qimg_cmd *cmd, *tmp;
+	unsigned int pflags;
+
+	pflags = qimg_writer_begin();
+	llist_for_each_entry_safe(cmd, tmp, list, drain_node) {
+		if (qimg_drain_one(dev, cmd))
+			continue;
+		cmd->no_fast = true;
+		queue_work(dev->wq, &cmd->work);
+	}
+	qimg_writer_end(pflags);
+}
+
+/**
+ * qimg_drain_alloc() - set up the drains of a device's hardware queues
+ * @dev: the device, before its tag set exists
+ * @nr: number of hardware queues
+ *
+ * Context: process context, may sleep.
+ * Return: 0 or -ENOMEM.
+ */
+int qimg_drain_alloc(struct qimg_device *dev, unsigned int nr)
+{
+	unsigned int i;
+
+	dev->drain = kcalloc(nr, sizeof(*dev->drain), GFP_KERNEL);
+	if (!dev->drain)
+		return -ENOMEM;
+	for (i = 0; i < nr; i++) {
+		INIT_WORK(&dev->drain[i].work, qimg_drain_work);
+		init_llist_head(&dev->drain[i].list);
+		dev->drain[i].dev = dev;
+	}
+	dev->nr_drain = nr;
+	return 0;
+}
+
+/**
+ * qimg_drain_free() - free the drains
+ * @dev: the device, its workqueue destroyed (so no drain runs)
+ *
+ * Context: process context.
+ */
+void qimg_drain_free(struct qimg_device *dev)
+{
+	kfree(dev->drain);
+	dev->drain = NULL;
+	dev->nr_drain = 0;
+}
+
+/* A request the fast path may take: a read, or a write while they fit. */
+static bool qimg_drain_ok(struct qimg_device *dev, struct request *rq)
+{
+	if (!rq->bio || rq->bio != rq->biotail || (rq->cmd_flags & REQ_FUA))
+		return false;
+	if (req_op(rq) == REQ_OP_READ)
+		return true;
+	return req_op(rq) == REQ_OP_WRITE &&
+	       atomic_read(&dev->write_slow) < QIMG_SLOW_MAX / 2;
 }
 
 static blk_status_t qimg_queue_rq(struct blk_mq_hw_ctx *hctx,
@@ -575,6 +716,13 @@ static blk_status_t qimg_queue_rq(struct blk_mq_hw_ctx *hctx,
 
 	blk_mq_start_request(rq);
 	qimg_cmd_cgroups(cmd);
+	if (hctx->queue_num < dev->nr_drain && qimg_drain_ok(dev, rq)) {
+		struct qimg_drain *d = &dev->drain[hctx->queue_num];
+
+		if (llist_add(&cmd->drain_node, &d->list))
+			queue_work(dev->wq, &d->work);
+		return BLK_STS_OK;
+	}
 	queue_work(dev->wq, &cmd->work);
 	return BLK_STS_OK;
 }
@@ -586,6 +734,7 @@ static int qimg_init_request(struct blk_mq_tag_set *set, struct request *rq,
 
 	INIT_WORK(&cmd->work, qimg_cmd_work);
 	cmd->rq = rq;
+	cmd->no_fast = false;
 	cmd->bvec = NULL;
 	return 0;
 }

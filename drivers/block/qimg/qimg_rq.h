@@ -8,5 +8,7 @@
 extern const struct blk_mq_ops qimg_mq_ops;
 void qimg_link_work(struct work_struct *work);
 int qimg_flush(struct qimg_device *dev);
+int qimg_drain_alloc(struct qimg_device *dev, unsigned int nr);
+void qimg_drain_free(struct qimg_device *dev);
 
 #endif /* QIMG_RQ_H */

@@ -2394,12 +2394,19 @@ safe_blkcg() {
 	majmin=$(findmnt -no MAJ:MIN -T "$W" | tr -d ' ')
 	sh -c "echo \$\$ >$cg/qimgt/cgroup.procs && exec dd if=$W/rnd of=$DEV bs=64k count=16 oflag=direct status=none"
 	rc=$?
+	# Overwrites and reads of those clusters take the batched fast path
+	# (qimg_drain_work()): charged to their own submitter too.
+	mkdir -p $cg/qimgf
+	sh -c "echo \$\$ >$cg/qimgf/cgroup.procs && dd if=$W/rnd of=$DEV bs=64k count=16 oflag=direct status=none && exec dd if=$DEV of=/dev/null bs=64k count=16 iflag=direct status=none" ||
+		rc=1
 	q_detach "$DEV" || return 1
 	[ $rc = 0 ] || { echo "FAILED: dd in the cgroup"; return 1; }
-	echo "io.stat: $(cat $cg/qimgt/io.stat)"
+	echo "io.stat: $(cat $cg/qimgt/io.stat) / $(cat $cg/qimgf/io.stat)"
 	grep -q "^$majmin .*wbytes=[1-9]" $cg/qimgt/io.stat ||
-		{ echo "FAILED: image writes ($majmin) not charged to the writer's cgroup"; rmdir $cg/qimgt; return 1; }
-	rmdir $cg/qimgt
+		{ echo "FAILED: image writes ($majmin) not charged to the writer's cgroup"; rmdir $cg/qimgt $cg/qimgf; return 1; }
+	grep -q "^$majmin .*rbytes=[1-9].*wbytes=[1-9]" $cg/qimgf/io.stat ||
+		{ echo "FAILED: fast-path image I/O ($majmin) not charged to the submitter's cgroup"; rmdir $cg/qimgt $cg/qimgf; return 1; }
+	rmdir $cg/qimgt $cg/qimgf
 }
 tc "safety: image-file I/O is charged to the submitter's blkcg" safe_blkcg
 
