@@ -420,7 +420,6 @@ sync:
 							    &cmd->iter));
 }
 
-/* Returns -EIOCBQUEUED when the request completes asynchronously. */
 /*
  * Writes that miss the fast path (allocating ones, copy-on-write) gain
  * nothing from a drain and would pay a second hand-off there: while most
@@ -438,6 +437,7 @@ static void qimg_note_write(struct qimg_device *dev, bool slow)
 		atomic_set(&dev->write_slow, v + (slow ? 1 : -1));
 }
 
+/* Returns -EIOCBQUEUED when the request completes asynchronously. */
 static int qimg_handle_rq(struct qimg_device *dev, struct qimg_cmd *cmd)
 {
 	struct request *rq = cmd->rq;
