@@ -437,6 +437,18 @@ static void qimg_note_write(struct qimg_device *dev, bool slow)
 		atomic_set(&dev->write_slow, v + (slow ? 1 : -1));
 }
 
+/* The data of a single-bio request: the bio's own bvec array. */
+static void qimg_cmd_iter_bio(struct qimg_cmd *cmd, bool write)
+{
+	struct request *rq = cmd->rq;
+	struct bio *bio = rq->bio;
+
+	iov_iter_bvec(&cmd->iter, write ? ITER_SOURCE : ITER_DEST,
+		      __bvec_iter_bvec(bio->bi_io_vec, bio->bi_iter),
+		      bio_segments(bio), blk_rq_bytes(rq));
+	cmd->iter.iov_offset = bio->bi_iter.bi_bvec_done;
+}
+
 /* Returns -EIOCBQUEUED when the request completes asynchronously. */
 static int qimg_handle_rq(struct qimg_device *dev, struct qimg_cmd *cmd)
 {
@@ -446,7 +458,6 @@ static int qimg_handle_rq(struct qimg_device *dev, struct qimg_cmd *cmd)
 	u64 pos = (u64)blk_rq_pos(rq) << SECTOR_SHIFT;
 	bool write = req_op(rq) == REQ_OP_WRITE;
 	bool no_fast = cmd->no_fast;
-	struct bio *bio = rq->bio;
 	int ret;
 
 	cmd->no_fast = false;
@@ -491,12 +502,7 @@ static int qimg_handle_rq(struct qimg_device *dev, struct qimg_cmd *cmd)
 		iov_iter_bvec(&cmd->iter, write ? ITER_SOURCE : ITER_DEST,
 			      cmd->bvec, nr, blk_rq_bytes(rq));
 	} else {
-		struct bio_vec *bvec = __bvec_iter_bvec(bio->bi_io_vec,
-							bio->bi_iter);
-
-		iov_iter_bvec(&cmd->iter, write ? ITER_SOURCE : ITER_DEST, bvec,
-			      bio_segments(bio), blk_rq_bytes(rq));
-		cmd->iter.iov_offset = bio->bi_iter.bi_bvec_done;
+		qimg_cmd_iter_bio(cmd, write);
 	}
 
 	if (!(rq->cmd_flags & REQ_FUA)) {
@@ -603,7 +609,6 @@ static void qimg_cmd_work(struct work_struct *work)
 static bool qimg_drain_one(struct qimg_device *dev, struct qimg_cmd *cmd)
 {
 	struct request *rq = cmd->rq;
-	struct bio *bio = rq->bio;
 	struct cgroup_subsys_state *memcg_css = cmd->memcg_css;
 	struct cgroup_subsys_state *blkcg_css = cmd->blkcg_css;
 	bool write = req_op(rq) == REQ_OP_WRITE;
@@ -612,10 +617,7 @@ static bool qimg_drain_one(struct qimg_device *dev, struct qimg_cmd *cmd)
 
 	if (write && READ_ONCE(dev->read_only))
 		return false;		/* the worker says -EROFS */
-	iov_iter_bvec(&cmd->iter, write ? ITER_SOURCE : ITER_DEST,
-		      __bvec_iter_bvec(bio->bi_io_vec, bio->bi_iter),
-		      bio_segments(bio), blk_rq_bytes(rq));
-	cmd->iter.iov_offset = bio->bi_iter.bi_bvec_done;
+	qimg_cmd_iter_bio(cmd, write);
 	old = qimg_cmd_cg_begin(cmd);
 	/* Once handed off, cmd may complete (and be reused) at any time. */
 	ret = qimg_submit_aio(dev, cmd, (u64)blk_rq_pos(rq) << SECTOR_SHIFT,
