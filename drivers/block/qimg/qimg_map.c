@@ -932,6 +932,71 @@ unlock:
 }
 
 /**
+ * qimg_map_zero_subclusters() - write zeroes of whole subclusters
+ * @dev: the device, an image with extended L2 entries
+ * @guest: guest offset, a multiple of the subcluster size
+ * @len: bytes, a multiple of the subcluster size, inside one cluster
+ *
+ * The subclusters become zero ones in the cluster's bitmap (their
+ * allocation bits cleared), as QEMU's write zeroes does: a cluster that
+ * is ours keeps its host cluster, an unallocated one hides the backing
+ * file there without getting one.  Nothing is freed.
+ *
+ * Context: process context, may sleep; takes dev->meta_lock (the caller
+ * must not hold it) and waits for an allocation of the cluster in flight.
+ * Return: 0; -EOPNOTSUPP for a compressed cluster or one shared with a
+ * snapshot (the caller writes zeros as data); or a negative errno.
+ */
+int qimg_map_zero_subclusters(struct qimg_device *dev, u64 guest, u64 len)
+{
+	struct qimg_image *img = &dev->top;
+	const struct qimg_geom *g = img->g;
+	u64 cstart = guest & ~(g->cluster_size - 1);
+	u32 mask = qimg_sc_mask(g, guest - cstart, len);
+	struct qimg_l2_entry e;
+	struct qimg_centry *t;
+	struct qimg_handle h;
+	u64 val = 0;
+	int ret;
+
+	mutex_lock(&dev->meta_lock);
+	qimg_inflight_wait(dev, cstart);
+	ret = qimg_map_lookup(img, cstart, &e);
+	if (ret)
+		goto unlock;
+	switch (e.type) {
+	case QIMG_CLUSTER_UNALLOCATED:
+		if ((e.zero_bitmap & mask) == mask || !img->backing)
+			goto unlock;	/* reads as zeros already */
+		break;
+	case QIMG_CLUSTER_NORMAL:
+		if (e.copied) {
+			val = qimg_l2_encode_normal(e.host_offset, true);
+			break;
+		}
+		fallthrough;
+	default:
+		ret = -EOPNOTSUPP;
+		goto unlock;
+	}
+	ret = qimg_meta_start(dev, &h, QIMG_CREDITS_L2_WRITE);
+	if (!ret)
+		ret = qimg_l2_for_write(&h, cstart, &t);
+	if (!ret) {
+		u64 alloc = e.alloc_bitmap & ~mask;
+		u64 zero = e.zero_bitmap | mask;
+
+		ret = qimg_meta_set_l2(&h, t, qimg_l2_index(g, cstart), val,
+				       zero << 32 | alloc);
+		qimg_cache_put(&img->l2, t);
+	}
+	ret = qimg_meta_stop(&h, ret);
+unlock:
+	mutex_unlock(&dev->meta_lock);
+	return ret;
+}
+
+/**
  * qimg_map_write() - write guest data inside one cluster
  * @dev: the device
  * @guest: guest offset

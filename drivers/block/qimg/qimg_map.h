@@ -52,6 +52,7 @@ int qimg_alloc_write(struct qimg_device *dev, struct qimg_alloc *a,
 int qimg_alloc_link(struct qimg_handle *h, struct qimg_alloc *a, int ret);
 int qimg_alloc_finish(struct qimg_device *dev, struct qimg_alloc *a, int ret);
 int qimg_map_zero_cluster(struct qimg_device *dev, u64 cstart, bool unmap);
+int qimg_map_zero_subclusters(struct qimg_device *dev, u64 guest, u64 len);
 void qimg_inflight_wait(struct qimg_device *dev, u64 cluster);
 int qimg_map_grow_l1(struct qimg_device *dev, u32 entries);
 int qimg_map_zero_new(struct qimg_device *dev, u64 from, u64 to);

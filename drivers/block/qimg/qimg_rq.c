@@ -128,9 +128,34 @@ static int qimg_write_zero_data(struct qimg_device *dev, u64 off, u64 len)
 }
 
 /*
+ * Write zeroes inside one cluster.  With extended L2 entries, the whole
+ * subclusters in the range become zero subclusters (no data written, no
+ * cluster allocated for them); the rest, and every part of a standard
+ * cluster, gets zeros written as data.
+ */
+static int qimg_zero_part(struct qimg_device *dev, u64 off, u64 len)
+{
+	const struct qimg_geom *g = dev->top.g;
+	u64 scs = 1ULL << g->subcluster_bits;
+	u64 from = round_up(off, scs), to = round_down(off + len, scs);
+	int ret;
+
+	if (!g->ext_l2 || from >= to)
+		return qimg_write_zero_data(dev, off, len);
+	ret = qimg_map_zero_subclusters(dev, from, to - from);
+	if (ret == -EOPNOTSUPP)
+		return qimg_write_zero_data(dev, off, len);
+	if (!ret && from > off)
+		ret = qimg_write_zero_data(dev, off, from - off);
+	if (!ret && off + len > to)
+		ret = qimg_write_zero_data(dev, to, off + len - to);
+	return ret;
+}
+
+/*
  * REQ_OP_DISCARD and REQ_OP_WRITE_ZEROES.  Whole clusters change their L2
- * entry (qimg_map_zero_cluster); partial clusters get zeros written into
- * their data for write zeroes, and are left alone by discard, which is
+ * entry (qimg_map_zero_cluster); partial clusters get zeros for write
+ * zeroes (qimg_zero_part()), and are left alone by discard, which is
  * advisory (writing zeros there could even allocate).
  */
 static int qimg_do_zero(struct qimg_device *dev, u64 off, u64 len,
@@ -148,7 +173,7 @@ static int qimg_do_zero(struct qimg_device *dev, u64 off, u64 len,
 				ret = discard ? 0 :
 				      qimg_write_zero_data(dev, off, n);
 		} else if (!discard) {
-			ret = qimg_write_zero_data(dev, off, n);
+			ret = qimg_zero_part(dev, off, n);
 		}
 		off += n;
 		len -= n;

@@ -2122,6 +2122,54 @@ bdev_discard_backing() {
 }
 [ "$P" = qimg ] && tc "bdev: discard over a backing file reads zeros (zero flag), v3" bdev_discard_backing
 
+# xl2_entries IMG N: the first N extended L2 entries of IMG's first L2
+# table, as hex words (entry, then its subcluster bitmap).
+xl2_entries() {
+	local l1 l2
+	l1=$((16#$(be_read "$1" 40 8)))
+	l2=$(( (16#$(be_read "$1" "$l1" 8)) & 0x00fffffffffffe00 ))
+	od -An -tx8 --endian=big -v -j "$l2" -N $(($2 * 16)) "$1" | tr -s ' \n' ' '
+}
+
+# Extended L2 (64k clusters, 2k subclusters): write zeroes of whole
+# subclusters makes them zero subclusters (zero bit set, allocation bit
+# cleared), entry for entry what QEMU's write zeroes makes of a copy: an
+# unallocated cluster hides its backing data there without getting a
+# host cluster, an allocated one keeps its cluster.  Unaligned edges get
+# zeros as data.
+bdev_zero_subclusters() {
+	local ours theirs
+	run qemu-img create -q -f qcow2 zb.qcow2 1M || return 1
+	run qemu-io -f qcow2 -c 'write -P 0x5b 0 1M' zb.qcow2 >/dev/null || return 1
+	run qemu-img create -q -f qcow2 -o cluster_size=64k,extended_l2=on \
+		-b zb.qcow2 -F qcow2 zs.qcow2 || return 1
+	# Cluster 0 unallocated, 1 allocated whole, 2 subclusters 0-1 only.
+	run qemu-io -f qcow2 -c 'write -P 0x5c 64k 64k' -c 'write -P 0x5d 128k 4k' \
+		zs.qcow2 >/dev/null || return 1
+	cp zs.qcow2 zq.qcow2 && run qemu-img convert -O raw zs.qcow2 zs.raw || return 1
+	q_attach zs.qcow2 || return 1
+	run blkdiscard -z -o 4096 -l 8192 "$DEV" &&
+		run blkdiscard -z -o $((65536 + 2048)) -l 4096 "$DEV" &&
+		run blkdiscard -z -o $((131072 + 2048)) -l 6144 "$DEV" &&
+		run blkdiscard -z -o $((196608 + 1536)) -l 5120 "$DEV" || return 1
+	run dd if=/dev/zero of=zs.raw bs=1024 seek=4 count=8 conv=notrunc status=none &&
+		run dd if=/dev/zero of=zs.raw bs=1024 seek=66 count=4 conv=notrunc status=none &&
+		run dd if=/dev/zero of=zs.raw bs=1024 seek=130 count=6 conv=notrunc status=none &&
+		run dd if=/dev/zero of=zs.raw bs=512 seek=387 count=10 conv=notrunc status=none ||
+		return 1
+	run cmp "$DEV" zs.raw || return 1
+	q_detach "$DEV" || return 1
+	run qemu-io -f qcow2 -c 'write -z 4k 8k' -c 'write -z 67584 4k' -c 'write -z 133120 6k' \
+		-c 'write -z 198144 5120' zq.qcow2 >/dev/null || return 1
+	ours=$(xl2_entries zs.qcow2 3) theirs=$(xl2_entries zq.qcow2 3)
+	echo "L2 entries 0-2: $ours"
+	[ "$ours" = "$theirs" ] || { echo "FAILED: QEMU made $theirs"; return 1; }
+	run qemu-img check -q zs.qcow2 || return 1
+	run qemu-img compare -q -f qcow2 -F raw zs.qcow2 zs.raw || return 1
+	run qemu-img compare -q zs.qcow2 zq.qcow2
+}
+[ "$P" = qimg ] && tc "bdev: write zeroes of subclusters (extended_l2) as QEMU" bdev_zero_subclusters
+
 # compat=0.10 has no zero flag: without a backing file a discard or an
 # unmapping write zeroes deallocates, a REQ_NOUNMAP write zeroes writes
 # zeros into the cluster; no entry may carry the zero flag.  With a
