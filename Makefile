@@ -50,14 +50,16 @@ UNIT_HDR := $(wildcard tools/testing/unit/*.h)
 FUZZ_SECONDS ?= 600
 export QIMG_FUZZ_SECONDS ?= 60
 # Guest time is the scarce resource in make check (TCG): two power cuts
-# (a sysrq-b reset, then QEMU killed from the host) and 50 crash states of
-# a journaled image replayed from the write log (see
+# (a sysrq-b reset, then QEMU killed from the host) and 50 crash states
+# each of two journaled images replayed from the write log (see
 # tools/testing/crash/run): kind js, a 128 KiB journal whose transactions
-# are committed in parts, under an inner ext4 that discards (the power
-# cuts cover j64); `make crash-soak` runs the long version (j64).
+# are committed in parts, under an inner ext4 that discards, and kind
+# jgrow, an image grown online (L1 table and refcount table moved) while
+# the file workload runs (the power cuts cover j64); `make crash-soak`
+# runs the long version (j64, and grow without the journal).
 export QIMG_CRASH_ITERS ?= 2
 export QIMG_CRASH_REPLAY_POINTS ?= 50
-export QIMG_CRASH_REPLAY_KIND ?= js
+export QIMG_CRASH_REPLAY_KIND ?= js jgrow
 
 .PHONY: all tools module modules-all kunit debug-kernel check-debug deps check check-build fuzz kunit demo clean crash-soak check-full
 
@@ -154,12 +156,13 @@ check-full: deps
 
 # The power-cut suite at length: every kind several times (sysrq-b and
 # QEMU kills in turn), and the dm-log-writes replay of the journaled kind
-# at 1000 crash points (every FLUSH/FUA entry of a somewhat longer
-# workload, the rest at random; an hour or more under TCG).
+# and of the online grow without the journal at 1000 crash points each
+# (every FLUSH/FUA entry of a somewhat longer workload, the rest at
+# random; two hours or more under TCG).
 crash-soak: deps
 	@$(MAKE) --no-print-directory check-build
 	@QIMGCTL=$(B)/san/qimgctl QIMG_BUILD=$(B) QIMG_CRASH_ITERS=$${QIMG_SOAK_ITERS:-12} \
-		QIMG_CRASH_REPLAY_POINTS=$${QIMG_SOAK_POINTS:-1000} QIMG_CRASH_REPLAY_KIND=j64 \
+		QIMG_CRASH_REPLAY_POINTS=$${QIMG_SOAK_POINTS:-1000} QIMG_CRASH_REPLAY_KIND='j64 grow' \
 		QIMG_CRASH_REPLAY_GENS=$${QIMG_SOAK_GENS:-14} QIMG_CRASH_REPLAY_OPS=$${QIMG_SOAK_OPS:-60} \
 		tools/testing/run-all tools/testing/crash/run
 

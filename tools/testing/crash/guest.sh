@@ -18,7 +18,8 @@
 #     the machine with sysrq-b (no sync, no unmount, writes in flight);
 #     CUT kill: print QIMG-CRASH-ARMED ITER and keep writing until the
 #     host kills QEMU (SIGKILL, at a random moment).  This never returns.
-#   replay (QIMG_CRASH_REPLAY="KIND SEED POINTS"): see replay() below.
+#   replay (QIMG_CRASH_REPLAY="KIND SEED POINTS[,KIND SEED POINTS...]"): see
+#     replay() below, once per KIND.
 #
 # Every cut and every replayed crash state is one "crash point" test line.
 #
@@ -28,7 +29,12 @@
 # entries: 16 KiB subclusters, partly covered by the writers' 4 KiB
 # records), j64 (c64 with the metadata journal), js (j64 with a
 # 128 KiB journal, whose transactions are committed in parts; in the
-# replay the inner ext4 discards what it deletes).
+# replay the inner ext4 discards what it deletes), grow (1 KiB clusters,
+# the image grown online while attached: its L1 table outgrows its
+# clusters and moves; in the replay the grow runs beside the file
+# workload and the block records go into the new space), jgrow (grow
+# with the metadata journal and 64-bit refcounts, so that the refcount
+# table outgrows its cluster too).
 #
 # Env: QIMGCTL, QIMG_CRASH_REC (the qimg-crashrec binary), QIMG_CRASH_OUT
 # (a directory on the read-write share: failing images are copied there),
@@ -236,7 +242,7 @@ verify_checks() {
 # ---------------------------------------------------------------------------
 start() {
 	local iter=$1 kind=$2 seed=$3 cut=${4:-sysrq} dir name wopts=() cs=65536 bk=() n delay i
-	local jopt=() xo=
+	local jopt=() xo= csize=$SIZE
 	dir=$ROOT/$iter
 	name="iter $iter ($kind, seed $seed)"
 	rm -rf "$dir"
@@ -246,6 +252,11 @@ start() {
 	j64) wopts=(-t 4) jopt=(--journal=on) ;;
 	js) wopts=(-t 4) jopt=(--journal=on --journal-size=128K) ;;
 	c4) cs=4096 wopts=(-t 2 -b) ;;
+	grow) cs=1024 wopts=(-t 4) csize=$((${SIZE%M} / 2))M ;;
+	jgrow)
+		cs=1024 wopts=(-t 4) jopt=(--journal=on) xo=,refcount_bits=64
+		csize=$((${SIZE%M} / 2))M
+		;;
 	ovl | xovl)
 		wopts=(-t 4)
 		[ "$kind" = xovl ] && cs=524288 xo=,extended_l2=on
@@ -261,7 +272,8 @@ start() {
 		;;
 	*) t_fail "$name: unknown kind"; return 1 ;;
 	esac
-	if ! run "$QIMGCTL" create -o cluster_size=$cs$xo "${bk[@]}" "$dir/img.qcow2" $SIZE; then
+	# A growing kind starts at half the size and grows once attached.
+	if ! run "$QIMGCTL" create -o cluster_size=$cs$xo "${bk[@]}" "$dir/img.qcow2" "$csize"; then
 		t_fail "$name: qimgctl create"
 		return 1
 	fi
@@ -270,6 +282,10 @@ start() {
 	# look like lost data in the overlay).
 	sync "$dir"/* "$dir"
 	attach "${jopt[@]}" "$dir/img.qcow2" || { t_fail "$name: attach"; return 1; }
+	if [ "$csize" != $SIZE ] && ! run "$QIMGCTL" resize "$DEV" $SIZE; then
+		t_fail "$name: online grow from $csize to $SIZE"
+		return 1
+	fi
 
 	"$REC" write "${wopts[@]}" "$DEV" "$seed" "$dir/log" &
 	local wpid=$!
@@ -359,8 +375,18 @@ start() {
 # clean, and after detach qemu-img check exits 0 (journaled KIND: leaks
 # are not allowed) or 3 (leaks; without the journal).  Each point is one
 # "crash point" test line.
+#
+# A growing KIND (grow, jgrow) makes the image only as large as the inner
+# ext4 (ROFF) and, at a moment derived from SEED while the file workload
+# runs, grows it online to RSIZE, appends "grown" to grow.log on the
+# outer fs (fsynced), and only then starts the block writer in the new
+# space.  At each point the image must have the old size with nothing
+# durable past it, or the new size with the records; "grown" in grow.log
+# means the new size must have survived.  The grow lies between the marks
+# "grow" and "grown" of the write log: its FLUSH/FUA entries (up to a
+# third of POINTS) and two random entries in it are points of their own.
 replay() {
-	local kind=$1 seed=$2 points=$3 name lw=$ROOT/lw dm data logd
+	local kind=$1 seed=$2 points=$3 name lw=$ROOT/lw dm data logd gsize=
 	local cs=65536 xo="" bopt=() bk=() list first last ok=1 jopt=() mopt=() e
 	local mnt=/mnt/crash-lw inner=/mnt/crash-in idev img=/mnt/crash-lw/img.qcow2
 	name="replay ($kind, seed $seed)"
@@ -390,6 +416,8 @@ replay() {
 	# A small journal (transactions committed in parts) under an inner
 	# ext4 that discards what it deletes (frees in those transactions).
 	js) jopt=(--journal=on --journal-size=128K) mopt=(-o discard) ;;
+	grow) cs=1024 gsize=$ROFF ;;
+	jgrow) cs=1024 jopt=(--journal=on) xo=,refcount_bits=64 gsize=$ROFF ;;
 	j*) jopt=(--journal=on) ;;
 	ovl | xovl)
 		# The backing file is not written to: it lives outside.
@@ -404,17 +432,32 @@ replay() {
 	esac
 	# One small image (every point reads its raw half back): the inner
 	# ext4 on the first half, block records from ROFF on.
-	[ $ok = 1 ] && run "$QIMGCTL" create -o cluster_size=$cs$xo "${bk[@]}" "$img" "$RSIZE" &&
+	[ $ok = 1 ] && run "$QIMGCTL" create -o cluster_size=$cs$xo "${bk[@]}" "$img" \
+		"${gsize:-$RSIZE}" &&
 		attach "${jopt[@]}" "$img" && idev=$DEV &&
 		run mkfs.ext4 -q -E nodiscard "$idev" $((ROFF / 1024))k &&
 		run mount -t ext4 "${mopt[@]}" "$idev" "$inner" &&
-		mkdir "$inner/d" && touch "$mnt/raw.log" "$mnt/fs.log" || ok=0
+		mkdir "$inner/d" && touch "$mnt/raw.log" "$mnt/fs.log" "$mnt/grow.log" || ok=0
 	if [ $ok = 1 ]; then
 		# Everything so far durable: the points start from here.
 		sync
 		run dmsetup message crashlw 0 mark start
-		"$REC" write -t 4 -n "${QIMG_CRASH_REPLAY_GENS:-12}" -o "$ROFF" "$idev" "$seed" \
-			"$mnt/raw.log" >"$lw/raw.out" 2>&1 &
+		local wcmd=("$REC" write -t 4 -n "${QIMG_CRASH_REPLAY_GENS:-12}" -o "$ROFF"
+			"$idev" "$seed" "$mnt/raw.log")
+		if [ -n "$gsize" ]; then
+			# The grow 0 to 0.9 s into the file workload.
+			local gd=$((seed % 10))
+			(
+				sleep "$((gd / 10)).$((gd % 10))"
+				dmsetup message crashlw 0 mark grow || exit 1
+				"$QIMGCTL" resize "$idev" "$RSIZE" || exit 1
+				echo grown >>"$mnt/grow.log" && sync "$mnt/grow.log" || exit 1
+				dmsetup message crashlw 0 mark grown || exit 1
+				exec "${wcmd[@]}"
+			) >"$lw/raw.out" 2>&1 &
+		else
+			"${wcmd[@]}" >"$lw/raw.out" 2>&1 &
+		fi
 		local wpid=$!
 		run "$REC" fswrite -n "${QIMG_CRASH_REPLAY_OPS:-40}" "$inner/d" "$seed" "$mnt/fs.log" || ok=0
 		wait $wpid || { ok=0; sed 's/^/#   raw writer: /' "$lw/raw.out"; }
@@ -456,8 +499,32 @@ replay() {
 	# The points, "ENTRY MODE" sorted by entry: prefix points at
 	# FLUSH/FUA entries, the rest random (lost writes after the last
 	# flush).
-	local np nr i pts=() p
+	local np nr i pts=() p g0 g1 gfl=() ng
 	RANDOM=$seed
+	if [ -n "$gsize" ]; then
+		# The grow first: every FLUSH/FUA entry while it ran (at most
+		# a third of the points, evenly spread) and two random points
+		# in it.
+		g0=$(printf '%s\n' "$list" | awk '$2 == "mark" && $3 == "grow" {print $1}')
+		g1=$(printf '%s\n' "$list" | awk '$2 == "mark" && $3 == "grown" {print $1}')
+		if [ -z "$g0" ] || [ -z "$g1" ]; then
+			t_fail "$name: no grow marks in the write log"
+			return 1
+		fi
+		mapfile -t gfl <<<"$(printf '%s\n' "${durable[@]}" | awk -v f="$g0" -v l="$g1" \
+			'$1 > f && $1 < l {print $1}')"
+		[ -n "${gfl[0]}" ] || gfl=()
+		echo "# $name: the grow is entries $g0 to $g1, ${#gfl[@]} FLUSH/FUA entries"
+		ng=${#gfl[@]}
+		[ "$ng" -gt $((points / 3)) ] && ng=$((points / 3))
+		for ((i = 0; i < ng; i++)); do
+			pts+=("${gfl[$((i * ${#gfl[@]} / ng))]} prefix")
+		done
+		for ((i = 0; i < 2 && g1 - g0 > 1; i++)); do
+			pts+=("$((g0 + 1 + RANDOM % (g1 - g0 - 1))) random")
+		done
+		points=$((points - ${#pts[@]}))
+	fi
 	# Every FLUSH/FUA entry if they fit in 3/4 of the points, else half
 	# the points on them, evenly spread.
 	np=$nd
@@ -469,7 +536,8 @@ replay() {
 	for ((i = 0; i < nr; i++)); do
 		pts+=("$((first + 1 + (RANDOM * 32768 + RANDOM) % (last - first - 1))) random")
 	done
-	mapfile -t pts <<<"$(printf '%s\n' "${pts[@]}" | sort -n -k1,1 -k2,2)"
+	mapfile -t pts <<<"$(printf '%s\n' "${pts[@]}" | sort -u -k1,1n -k2,2)"
+	points=${#pts[@]}
 
 	# The replica (the base of every point's snapshot) holds entries
 	# 0..NEXT-1; NOFF is the byte offset of entry NEXT in the log.  JOBS
@@ -615,7 +683,23 @@ replay_point() {
 			msgs+=("read-write attach (journal replay) failed")
 		else
 			tick attach
-			if out=$("$REC" verify "${bopt[@]}" -o "$ROFF" "$DEV" "$seed" "$mnt/raw.log" 2>&1); then
+			local dsz
+			dsz=$(blockdev --getsize64 "$DEV")
+			if [ -n "$gsize" ] && [ "$dsz" = "$gsize" ]; then
+				# Not grown: nothing past the old end was durable.
+				if grep -q '^grown' "$mnt/grow.log"; then
+					pok=0
+					msgs+=("size: $dsz bytes, but the online grow to $RSIZE was durable")
+				elif grep -q '^durable' "$mnt/raw.log"; then
+					pok=0
+					msgs+=("size: $dsz bytes, but block records past it were durable")
+				else
+					msgs+=("raw: not grown yet ($dsz bytes);")
+				fi
+			elif [ -n "$gsize" ] && [ "$dsz" != $((${RSIZE%M} << 20)) ]; then
+				pok=0
+				msgs+=("size: $dsz bytes, neither $gsize nor $RSIZE")
+			elif out=$("$REC" verify "${bopt[@]}" -o "$ROFF" "$DEV" "$seed" "$mnt/raw.log" 2>&1); then
 				msgs+=("raw: ${out#*: };")
 			else
 				pok=0
@@ -672,8 +756,11 @@ if [ -n "${QIMG_CRASH_VERIFY:-}" ]; then
 	verify $QIMG_CRASH_VERIFY
 fi
 if [ -n "${QIMG_CRASH_REPLAY:-}" ]; then
-	# shellcheck disable=SC2086
-	replay $QIMG_CRASH_REPLAY
+	IFS=, read -r -a reps <<<"$QIMG_CRASH_REPLAY"
+	for r in "${reps[@]}"; do
+		# shellcheck disable=SC2086
+		replay $r
+	done
 fi
 if [ -n "${QIMG_CRASH_START:-}" ]; then
 	# shellcheck disable=SC2086
