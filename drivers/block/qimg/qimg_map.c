@@ -841,6 +841,40 @@ static int qimg_map_write_alloc(struct qimg_device *dev, u64 guest,
 	return qimg_alloc_finish(dev, &a, qimg_alloc_write(dev, &a, it));
 }
 
+/*
+ * The entry of the cluster at @cstart once no allocation of it is in
+ * flight: returns with dev->meta_lock held, whatever the result.
+ */
+static int qimg_lock_entry(struct qimg_device *dev, u64 cstart,
+			   struct qimg_l2_entry *e)
+{
+	mutex_lock(&dev->meta_lock);
+	qimg_inflight_wait(dev, cstart);
+	return qimg_map_lookup(&dev->top, cstart, e);
+}
+
+/*
+ * Start a handle on @h and set the L2 entry of the cluster at @cstart to
+ * @val and @bitmap; the caller stops the handle.  dev->meta_lock held.
+ */
+static int qimg_set_entry(struct qimg_device *dev, struct qimg_handle *h,
+			  u64 cstart, u64 val, u64 bitmap)
+{
+	struct qimg_image *img = &dev->top;
+	struct qimg_centry *t;
+	int ret;
+
+	ret = qimg_meta_start(dev, h, QIMG_CREDITS_L2_WRITE);
+	if (!ret)
+		ret = qimg_l2_for_write(h, cstart, &t);
+	if (!ret) {
+		ret = qimg_meta_set_l2(h, t, qimg_l2_index(img->g, cstart),
+				       val, bitmap);
+		qimg_cache_put(&img->l2, t);
+	}
+	return ret;
+}
+
 /**
  * qimg_map_zero_cluster() - discard or write zeroes of a whole cluster
  * @dev: the device
@@ -867,15 +901,12 @@ int qimg_map_zero_cluster(struct qimg_device *dev, u64 cstart, bool unmap)
 	const struct qimg_geom *g = img->g;
 	bool v3 = img->h->version >= 3;
 	struct qimg_l2_entry e;
-	struct qimg_centry *t;
 	bool keep = false;
 	struct qimg_handle h;
 	u64 val, bitmap = 0;
 	int ret;
 
-	mutex_lock(&dev->meta_lock);
-	qimg_inflight_wait(dev, cstart);
-	ret = qimg_map_lookup(img, cstart, &e);
+	ret = qimg_lock_entry(dev, cstart, &e);
 	if (ret)
 		goto unlock;
 	if (g->ext_l2) {
@@ -910,14 +941,7 @@ int qimg_map_zero_cluster(struct qimg_device *dev, u64 cstart, bool unmap)
 		goto unlock;
 	}
 
-	ret = qimg_meta_start(dev, &h, QIMG_CREDITS_L2_WRITE);
-	if (!ret)
-		ret = qimg_l2_for_write(&h, cstart, &t);
-	if (!ret) {
-		ret = qimg_meta_set_l2(&h, t, qimg_l2_index(g, cstart), val,
-				       bitmap);
-		qimg_cache_put(&img->l2, t);
-	}
+	ret = qimg_set_entry(dev, &h, cstart, val, bitmap);
 	if (!ret) {
 		if (e.type == QIMG_CLUSTER_COMPRESSED)
 			qimg_defer_free(&h, e.host_offset, e.compressed_len);
@@ -954,14 +978,11 @@ int qimg_map_zero_subclusters(struct qimg_device *dev, u64 guest, u64 len)
 	u64 cstart = guest & ~(g->cluster_size - 1);
 	u32 mask = qimg_sc_mask(g, guest - cstart, len);
 	struct qimg_l2_entry e;
-	struct qimg_centry *t;
 	struct qimg_handle h;
 	u64 val = 0;
 	int ret;
 
-	mutex_lock(&dev->meta_lock);
-	qimg_inflight_wait(dev, cstart);
-	ret = qimg_map_lookup(img, cstart, &e);
+	ret = qimg_lock_entry(dev, cstart, &e);
 	if (ret)
 		goto unlock;
 	switch (e.type) {
@@ -979,17 +1000,9 @@ int qimg_map_zero_subclusters(struct qimg_device *dev, u64 guest, u64 len)
 		ret = -EOPNOTSUPP;
 		goto unlock;
 	}
-	ret = qimg_meta_start(dev, &h, QIMG_CREDITS_L2_WRITE);
-	if (!ret)
-		ret = qimg_l2_for_write(&h, cstart, &t);
-	if (!ret) {
-		u64 alloc = e.alloc_bitmap & ~mask;
-		u64 zero = e.zero_bitmap | mask;
-
-		ret = qimg_meta_set_l2(&h, t, qimg_l2_index(g, cstart), val,
-				       zero << 32 | alloc);
-		qimg_cache_put(&img->l2, t);
-	}
+	ret = qimg_set_entry(dev, &h, cstart, val,
+			     (u64)(e.zero_bitmap | mask) << 32 |
+			     (e.alloc_bitmap & ~mask));
 	ret = qimg_meta_stop(&h, ret);
 unlock:
 	mutex_unlock(&dev->meta_lock);
