@@ -205,6 +205,7 @@ seqwrite-1m steady write 1M 4 1 - $ALL
 randrw-70-30 steady randrw 4k 16 1 --rwmixread=70 $ALL
 alloc-4k alloc randwrite 4k 32 1 - $ALL
 alloc-64k alloc randwrite 64k 8 1 - $ALL
+alloc-seq-4k alloc write 4k 32 1 - $ALL
 cow-4k cow randwrite 4k 32 1 - qimg,qimgj,nbd
 cow-4k-xl2 cowx randwrite 4k 32 1 - qimg,nbd
 fsync-empty-4k alloc randwrite 4k 1 1 --fsync=1 $ALL

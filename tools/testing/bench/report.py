@@ -30,6 +30,7 @@ WORKLOADS = [
     ("randrw-70-30", "iops", "4k 70/30 random read/write, QD16"),
     ("alloc-4k", "iops", "allocating 4k random writes, empty image"),
     ("alloc-64k", "iops", "allocating 64k random writes, empty image"),
+    ("alloc-seq-4k", "iops", "allocating 4k sequential writes, QD32, empty image"),
     ("cow-4k", "iops", "4k writes, empty overlay over a full backing file"),
     ("cow-4k-xl2", "iops", "the same, overlay with extended L2 entries"),
     ("fsync-empty-4k", "iops", "4k random write + fsync, empty image"),
