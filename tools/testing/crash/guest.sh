@@ -242,7 +242,7 @@ verify_checks() {
 # ---------------------------------------------------------------------------
 start() {
 	local iter=$1 kind=$2 seed=$3 cut=${4:-sysrq} dir name wopts=() cs=65536 bk=() n delay i
-	local jopt=() xo= csize=$SIZE
+	local jopt=() xo='' csize=$SIZE
 	dir=$ROOT/$iter
 	name="iter $iter ($kind, seed $seed)"
 	rm -rf "$dir"
@@ -252,10 +252,9 @@ start() {
 	j64) wopts=(-t 4) jopt=(--journal=on) ;;
 	js) wopts=(-t 4) jopt=(--journal=on --journal-size=128K) ;;
 	c4) cs=4096 wopts=(-t 2 -b) ;;
-	grow) cs=1024 wopts=(-t 4) csize=$((${SIZE%M} / 2))M ;;
-	jgrow)
-		cs=1024 wopts=(-t 4) jopt=(--journal=on) xo=,refcount_bits=64
-		csize=$((${SIZE%M} / 2))M
+	grow | jgrow)
+		cs=1024 wopts=(-t 4) csize=$((${SIZE%M} / 2))M
+		[ "$kind" = jgrow ] && jopt=(--journal=on) xo=,refcount_bits=64
 		;;
 	ovl | xovl)
 		wopts=(-t 4)
@@ -416,8 +415,10 @@ replay() {
 	# A small journal (transactions committed in parts) under an inner
 	# ext4 that discards what it deletes (frees in those transactions).
 	js) jopt=(--journal=on --journal-size=128K) mopt=(-o discard) ;;
-	grow) cs=1024 gsize=$ROFF ;;
-	jgrow) cs=1024 jopt=(--journal=on) xo=,refcount_bits=64 gsize=$ROFF ;;
+	grow | jgrow)
+		cs=1024 gsize=$ROFF
+		[ "$kind" = jgrow ] && jopt=(--journal=on) xo=,refcount_bits=64
+		;;
 	j*) jopt=(--journal=on) ;;
 	ovl | xovl)
 		# The backing file is not written to: it lives outside.
