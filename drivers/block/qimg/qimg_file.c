@@ -254,10 +254,22 @@ static void qimg_dio_refused(struct qimg_image *img)
 		img->dev->index, img->path ? img->path : "?");
 }
 
-/* Synchronous data I/O at @pos: direct when it can be, buffered else. */
+/*
+ * Synchronous data I/O at @pos: direct when it can be, buffered else.
+ *
+ * A direct read first writes back and waits on the file's page cache
+ * (filemap_write_and_wait_range()), and that reports, once, a write-back
+ * error recorded earlier on the file (AS_EIO), whatever range the read
+ * covers: a write of some other process, or the outer file system's own
+ * metadata buffers of the file.  The data this read asks for was never at
+ * fault, so such a read is tried once more; the error is not lost to us,
+ * since the file's errseq still fails our next fsync.  A read that fails
+ * twice fails.
+ */
 static int qimg_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it,
 			bool write)
 {
+	bool retried = false;
 	struct kiocb kiocb;
 	ssize_t n;
 	int flags;
@@ -277,6 +289,10 @@ static int qimg_iter_at(struct qimg_image *img, u64 pos, struct iov_iter *it,
 		}
 		if (n == -EINVAL && (flags & IOCB_DIRECT)) {
 			qimg_dio_refused(img);
+			continue;
+		}
+		if (n == -EIO && !write && (flags & IOCB_DIRECT) && !retried) {
+			retried = true;
 			continue;
 		}
 		if (n < 0)
@@ -351,7 +367,8 @@ int qimg_file_zero(struct qimg_image *img, u64 pos, u64 len)
  *
  * Direct I/O when qimg_dio_ok() allows it, buffered else; a file system
  * that refuses direct I/O (-EINVAL) turns the image to buffered I/O for
- * good.  What lies past the end of the file reads as zeros.
+ * good.  What lies past the end of the file reads as zeros.  A direct
+ * read that fails with -EIO is tried once more (see qimg_iter_at()).
  *
  * Context: process context, may sleep; no lock of ours held.  For the top
  * image, inside a qimg_io_enter() section when @pos came from a lookup.

@@ -303,9 +303,15 @@ static int qimg_submit_aio(struct qimg_device *dev, struct qimg_cmd *cmd,
 	ret = qimg_aio_submit(cmd, img, host, len, write, qimg_aio_complete);
 	if (ret == -EIOCBQUEUED)
 		return ret;
-	if (ret == -EINVAL && iov_iter_count(&cmd->iter) == len) {
+	/*
+	 * Refused up front: let the sync path say.  A read that failed with
+	 * -EIO before any I/O may have met a write-back error recorded on
+	 * the file, not a failure of its own (see qimg_read_iter_at()).
+	 */
+	if ((ret == -EINVAL || (ret == -EIO && !write)) &&
+	    iov_iter_count(&cmd->iter) == len) {
 		qimg_aio_end(iocb);
-		goto sync;	/* refused up front: let the sync path say */
+		goto sync;
 	}
 	qimg_aio_complete(iocb, ret);
 	return -EIOCBQUEUED;

@@ -1330,6 +1330,57 @@ fault_mr_alloc() {
 	old_or_new got.raw old.raw new.raw
 }
 
+# A write-back error on the image file that is not the driver's own (in
+# life the outer file system's metadata buffers of the file, written back
+# late; here a buffered rewrite of the file's first sector, with the same
+# bytes, written back by sync(2) while the disk fails) stays recorded on
+# the file's page cache, and the next direct read of the file reports it
+# once (filemap_check_errors()), whatever range that read covers.  Reads
+# of intact clusters must not fail for it, neither on the fast path (one
+# allocated cluster) nor on the synchronous one (a read that ends in an
+# unallocated cluster); the error still reaches the driver's next flush.
+fault_foreign_wb() {
+	local img=$FMNT/w.qcow2 st r what
+	fault_image "$img" || return 1
+	q_attach "$img" || return 1
+	run qemu-img convert -U -O raw "$img" old.raw || return 1
+	cp old.raw new.raw || return 1
+	run dd if="$img" of=hdr.bin bs=512 count=1 status=none || return 1
+	for r in "fast 65536 $((2 * M))" "sync 131072 $((8 * M - 65536))"; do
+		# shellcheck disable=SC2086
+		set -- $r
+		what="$1 path read of $2 bytes at $3"
+		fault_mr_on || return 1
+		run dd if=hdr.bin of="$img" bs=512 count=1 conv=notrunc status=none ||
+			return 1
+		timeout "$TO" sync
+		fault_mr_off
+		run timeout "$TO" dd if="$DEV" of=part.bin bs="$2" count=1 skip="$3" \
+			iflag=direct,skip_bytes status=none ||
+			{ echo "FAILED: $what after a foreign write-back error"; return 1; }
+		run dd if=old.raw of=want.bin bs="$2" count=1 skip="$3" \
+			iflag=skip_bytes status=none || return 1
+		cmp part.bin want.bin || { echo "FAILED: $what read wrong data"; return 1; }
+		echo "$what: ok"
+	done
+	# The file did lose a write: a flush may say so (then the device is
+	# read-only), never pretend otherwise afterwards.
+	flush_dev "$DEV" 2>/dev/null && echo "flush after the fault: ok" ||
+		echo "flush after the fault failed"
+	ro_or_working "$DEV"
+	st=$?
+	[ $st = 1 ] && return 1
+	if [ $st = 2 ]; then
+		detach_must_fail "$DEV" "$(dmesg | wc -l)" || return 1
+	else
+		q_detach "$DEV" || return 1
+	fi
+	fault_remount || return 1
+	check_0_or_3 "$img" || return 1
+	run qemu-img convert -O raw "$img" got.raw || return 1
+	old_or_new got.raw old.raw new.raw
+}
+
 # The final write-back of detach fails: detach still finishes, says so,
 # and the image is consistent.
 fault_mr_detach() {
@@ -1650,6 +1701,8 @@ if [ "$P" = qimg ] && command -v dmsetup >/dev/null &&
 		fault_on_disk fault_mr_alloc
 	FAULT_DM=1 TC_KBAD=$KBAD_FAULT tc "fault: disk fails during detach's write-back (dm error)" \
 		fault_on_disk fault_mr_detach
+	FAULT_DM=1 TC_KBAD=$KBAD_FAULT tc "fault: a write-back error of the image file fails no read (dm error)" \
+		fault_on_disk fault_foreign_wb
 fi
 
 # QEMU stopped (killed) with lazy refcounts: the dirty bit is set and the
