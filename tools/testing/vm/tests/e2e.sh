@@ -1215,6 +1215,21 @@ ro_or_working() {
 	fw old.raw $((6 * M)) 65536 800000 && fw new.raw $((6 * M)) 65536 800000
 }
 
+# fault_detach_check ST IMG: detach after a fault (it must say that its
+# write-back failed when ro_or_working returned ST=2), then IMG, read from
+# the disk, is consistent and holds old or new data.
+fault_detach_check() {
+	if [ "$1" = 2 ]; then
+		detach_must_fail "$DEV" "$(dmesg | wc -l)" || return 1
+	else
+		q_detach "$DEV" || return 1
+	fi
+	fault_remount || return 1
+	check_0_or_3 "$2" || return 1
+	run qemu-img convert -O raw "$2" got.raw || return 1
+	old_or_new got.raw old.raw new.raw
+}
+
 fault_mr_writes() {
 	local img=$FMNT/f.qcow2 st
 	fault_image "$img" || return 1
@@ -1266,16 +1281,7 @@ fault_mr_writes() {
 		fault_b_writes old.raw || return 1
 	fi
 	# After a failed write-back detach must say so; else it succeeds.
-	if [ $st = 2 ]; then
-		detach_must_fail "$DEV" "$(dmesg | wc -l)" || return 1
-	else
-		q_detach "$DEV" || return 1
-	fi
-
-	fault_remount || return 1
-	check_0_or_3 "$img" || return 1
-	run qemu-img convert -O raw "$img" got.raw || return 1
-	old_or_new got.raw old.raw new.raw || return 1
+	fault_detach_check "$st" "$img" || return 1
 
 	# Attached again with the disk healthy, the image takes writes.
 	q_attach "$img" || return 1
@@ -1319,15 +1325,7 @@ fault_mr_alloc() {
 			{ echo "FAILED: allocating write after the fault"; return 1; }
 		fw old.raw $((22 * M)) 65536 0 && fw new.raw $((22 * M)) 65536 0 || return 1
 	fi
-	if [ $st = 2 ]; then
-		detach_must_fail "$DEV" "$(dmesg | wc -l)" || return 1
-	else
-		q_detach "$DEV" || return 1
-	fi
-	fault_remount || return 1
-	check_0_or_3 "$img" || return 1
-	run qemu-img convert -O raw "$img" got.raw || return 1
-	old_or_new got.raw old.raw new.raw
+	fault_detach_check "$st" "$img"
 }
 
 # A write-back error on the image file that is not the driver's own (in
@@ -1370,15 +1368,7 @@ fault_foreign_wb() {
 	ro_or_working "$DEV"
 	st=$?
 	[ $st = 1 ] && return 1
-	if [ $st = 2 ]; then
-		detach_must_fail "$DEV" "$(dmesg | wc -l)" || return 1
-	else
-		q_detach "$DEV" || return 1
-	fi
-	fault_remount || return 1
-	check_0_or_3 "$img" || return 1
-	run qemu-img convert -O raw "$img" got.raw || return 1
-	old_or_new got.raw old.raw new.raw
+	fault_detach_check "$st" "$img"
 }
 
 # The final write-back of detach fails: detach still finishes, says so,
