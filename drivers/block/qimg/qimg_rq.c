@@ -468,16 +468,37 @@ static void qimg_note_write(struct qimg_device *dev, bool slow)
 		atomic_set(&dev->write_slow, v + (slow ? 1 : -1));
 }
 
+/**
+ * qimg_bio_iter() - an iov_iter over a bio's own bvec array
+ * @it: the iterator, set up here
+ * @bio: a bio of a read or write, not a discard
+ * @write: the bio writes (the iterator is a source)
+ *
+ * The entries of the array are multi-page bvecs: their number, not the
+ * single-page segments bio_segments() counts, bounds the iterator, or an
+ * advance to the end of the data reads past the array.  The first entry
+ * may be partly done (bi_bvec_done): the iterator starts inside it.
+ *
+ * Context: any context.
+ */
+void qimg_bio_iter(struct iov_iter *it, struct bio *bio, bool write)
+{
+	struct bvec_iter bi;
+	struct bio_vec bv;
+	unsigned int nr = 0;
+
+	bio_for_each_bvec(bv, bio, bi)
+		nr++;
+	iov_iter_bvec(it, write ? ITER_SOURCE : ITER_DEST,
+		      __bvec_iter_bvec(bio->bi_io_vec, bio->bi_iter), nr,
+		      bio->bi_iter.bi_size);
+	it->iov_offset = bio->bi_iter.bi_bvec_done;
+}
+
 /* The data of a single-bio request: the bio's own bvec array. */
 static void qimg_cmd_iter_bio(struct qimg_cmd *cmd, bool write)
 {
-	struct request *rq = cmd->rq;
-	struct bio *bio = rq->bio;
-
-	iov_iter_bvec(&cmd->iter, write ? ITER_SOURCE : ITER_DEST,
-		      __bvec_iter_bvec(bio->bi_io_vec, bio->bi_iter),
-		      bio_segments(bio), blk_rq_bytes(rq));
-	cmd->iter.iov_offset = bio->bi_iter.bi_bvec_done;
+	qimg_bio_iter(&cmd->iter, cmd->rq->bio, write);
 }
 
 /* Returns -EIOCBQUEUED when the request completes asynchronously. */

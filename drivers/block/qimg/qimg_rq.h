@@ -10,5 +10,6 @@ void qimg_link_work(struct work_struct *work);
 int qimg_flush(struct qimg_device *dev);
 int qimg_drain_alloc(struct qimg_device *dev, unsigned int nr);
 void qimg_drain_free(struct qimg_device *dev);
+void qimg_bio_iter(struct iov_iter *it, struct bio *bio, bool write);
 
 #endif /* QIMG_RQ_H */

@@ -638,6 +638,44 @@ static void qimg_dev_autoclear_attaching(struct kunit *test)
 		d->index = -1;
 }
 
+/*
+ * A request's data as an iterator over its bio's bvec array: one bvec
+ * spanning two pages (bio_add_page() merges physically contiguous pages)
+ * is one segment, not two.  With two, advancing to the end of the data
+ * reads the length of an entry past the array (KASAN: out of bounds), as
+ * a 128 KiB readahead of contiguous pages did in the guest.  A bio partly
+ * done starts inside its first bvec.
+ */
+static void qimg_dev_bio_iter_multipage(struct kunit *test)
+{
+	struct bio_vec *bv = kunit_kmalloc_array(test, 1, sizeof(*bv),
+						 GFP_KERNEL);
+	struct page *pg = alloc_pages(GFP_KERNEL, 1);
+	struct iov_iter it;
+	struct bio bio;
+
+	KUNIT_ASSERT_NOT_NULL(test, bv);
+	KUNIT_ASSERT_NOT_NULL(test, pg);
+	bio_init(&bio, NULL, bv, 1, REQ_OP_READ);
+	KUNIT_ASSERT_EQ(test, bio_add_page(&bio, pg, 2 * PAGE_SIZE, 0),
+			2 * PAGE_SIZE);
+	qimg_bio_iter(&it, &bio, false);
+	KUNIT_EXPECT_EQ(test, it.nr_segs, 1UL);
+	KUNIT_EXPECT_EQ(test, iov_iter_count(&it), 2 * PAGE_SIZE);
+	iov_iter_advance(&it, 2 * PAGE_SIZE);
+	KUNIT_EXPECT_EQ(test, iov_iter_count(&it), 0UL);
+
+	bio_advance(&bio, PAGE_SIZE);
+	qimg_bio_iter(&it, &bio, false);
+	KUNIT_EXPECT_EQ(test, it.nr_segs, 1UL);
+	KUNIT_EXPECT_EQ(test, it.iov_offset, PAGE_SIZE);
+	KUNIT_EXPECT_EQ(test, iov_iter_count(&it), PAGE_SIZE);
+	iov_iter_advance(&it, PAGE_SIZE);
+	KUNIT_EXPECT_EQ(test, iov_iter_count(&it), 0UL);
+	bio_uninit(&bio);
+	__free_pages(pg, 1);
+}
+
 static struct kunit_case qimg_dev_cases[] = {
 	KUNIT_CASE(qimg_dev_attach_corrupt),
 	KUNIT_CASE(qimg_dev_read_holes),
@@ -650,6 +688,7 @@ static struct kunit_case qimg_dev_cases[] = {
 	KUNIT_CASE(qimg_dev_overlap_entry),
 	KUNIT_CASE(qimg_dev_multi_cluster),
 	KUNIT_CASE(qimg_dev_autoclear_attaching),
+	KUNIT_CASE(qimg_dev_bio_iter_multipage),
 	{}
 };
 
