@@ -97,11 +97,6 @@ struct qimg_inflight {
 };
 
 /*
- * One allocating write between its reservation (qimg_alloc_begin) and the
- * linking of its L2 entry (qimg_alloc_finish); the data I/O in between
- * runs without dev->meta_lock, synchronously or as a kiocb.
- */
-/*
  * A kernel buffer that direct I/O can use (qimg_buf_alloc()): its pages
  * as a bvec array.
  */
@@ -112,6 +107,11 @@ struct qimg_buf {
 	size_t len;
 };
 
+/*
+ * One allocating write between its reservation (qimg_alloc_begin) and the
+ * linking of its L2 entry (qimg_alloc_finish); the data I/O in between
+ * runs without dev->meta_lock, synchronously or as a kiocb.
+ */
 struct qimg_alloc {
 	struct qimg_inflight fl;
 	struct qimg_l2_entry e;		/* the entry being replaced */
@@ -125,6 +125,18 @@ struct qimg_alloc {
 	bool reuse;			/* host was the entry's own cluster */
 	bool fresh;			/* host never written: reads zeros */
 	bool pad;			/* zeros around [from, to) of ext L2 */
+	/*
+	 * Riders (qimg_alloc_begin() with @ride): other writes into a fresh
+	 * cluster whose allocation is in flight write their data there too
+	 * instead of waiting for the link, and the link waits for them.
+	 * Under dev->meta_lock.
+	 */
+	bool joinable;			/* leader: riders may join */
+	unsigned int pending;		/* leader: data writes not done */
+	unsigned int nr_riders;		/* leader: riders joined */
+	struct qimg_alloc *leader;	/* rider: the allocation it rides */
+	struct list_head riders;	/* leader: its riders, by ride */
+	struct list_head ride;		/* rider: on leader->riders */
 };
 
 /* One cached L2 table or refcount block. */
@@ -225,6 +237,7 @@ struct qimg_device {
 	u64 rc_bytes;
 	bool prezero;			/* zeros ahead allowed (sysfs) */
 	atomic64_t prezero_bytes;	/* zeros written ahead */
+	atomic64_t alloc_riders;	/* writes that rode an allocation */
 	struct qimg_image top;
 
 	/* Refcount structures of the top image (the only one written). */

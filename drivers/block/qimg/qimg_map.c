@@ -497,12 +497,49 @@ void qimg_inflight_wait(struct qimg_device *dev, u64 cluster)
 	}
 }
 
+/* Riders one allocation in flight takes at most; more writers wait. */
+#define QIMG_RIDERS_MAX	64
+
+/*
+ * Join the allocation in flight of @a's cluster as a rider, if it takes
+ * riders: @a's data then goes to the reserved cluster, and the link waits
+ * for it.  The leader's cluster is fresh and the guest sees zeros in all
+ * of it, so any part of it is written with the guest's data alone.
+ * dev->meta_lock held; takes dev->inflight_lock.
+ */
+static bool qimg_alloc_join(struct qimg_device *dev, struct qimg_alloc *a)
+{
+	struct qimg_alloc *l = NULL;
+	struct qimg_inflight *f;
+
+	spin_lock(&dev->inflight_lock);
+	list_for_each_entry(f, &dev->inflight, node) {
+		if (f->cluster == a->fl.cluster) {
+			l = container_of(f, struct qimg_alloc, fl);
+			break;
+		}
+	}
+	spin_unlock(&dev->inflight_lock);
+	if (!l || !l->joinable || l->nr_riders >= QIMG_RIDERS_MAX)
+		return false;
+	a->leader = l;
+	a->host = l->host;
+	l->pending++;
+	l->nr_riders++;
+	list_add_tail(&a->ride, &l->riders);
+	atomic64_inc(&dev->alloc_riders);
+	return true;
+}
+
 /**
  * qimg_alloc_begin() - step 1 of an allocating or copy-on-write write
  * @dev: the device
  * @guest: guest offset of the write
  * @len: bytes the guest writes there, inside the cluster
  * @a: the allocation, filled in here
+ * @ride: the caller ends the write through qimg_alloc_data_done(), so it
+ *	may ride on an allocation of the same cluster in flight, and others
+ *	may ride on its own
  *
  * The allocating / copy-on-write path has three steps:
  *
@@ -522,16 +559,25 @@ void qimg_inflight_wait(struct qimg_device *dev, u64 cluster)
  * touches subclusters not allocated yet takes the same steps without a
  * new cluster (a->reuse): step 3 sets their bits in the bitmap.
  *
+ * A write into a fresh cluster whose allocation is in flight (one that
+ * reads as zeros, where the guest sees zeros) does not wait for the link
+ * when @ride allows: it writes its data into the reserved cluster too (a
+ * rider), and the link of the cluster waits until every rider's data is
+ * written (qimg_alloc_data_done()).  Sequential small writes into new
+ * clusters then go out at the guest's queue depth.
+ *
  * Context: process context, may sleep; takes dev->meta_lock (the caller
  * must not hold it) and dev->inflight_lock, and may wait for another
  * allocation of the same cluster (qimg_inflight_wait()).
  * Return: 0 with @a reserved (finish it even when a->err is set: then no
- * data may be written), 1 when the cluster turned out to be allocated and
- * ours meanwhile (write to a->host, then qimg_io_exit(dev, a->epoch)), or
- * a negative errno (nothing to undo).
+ * data may be written), QIMG_ALLOC_OURS when the cluster turned out to be
+ * allocated and ours meanwhile (write to a->host, then qimg_io_exit(dev,
+ * a->epoch)), QIMG_ALLOC_RIDE (only with @ride) when @a rides on the
+ * allocation in flight (write to a->host, then qimg_alloc_data_done()),
+ * or a negative errno (nothing to undo).
  */
 int qimg_alloc_begin(struct qimg_device *dev, u64 guest, size_t len,
-		     struct qimg_alloc *a)
+		     struct qimg_alloc *a, bool ride)
 {
 	struct qimg_image *img = &dev->top;
 	const struct qimg_geom *g = img->g;
@@ -543,7 +589,13 @@ int qimg_alloc_begin(struct qimg_device *dev, u64 guest, size_t len,
 	a->guest = guest;
 	a->len = len;
 	a->fl.cluster = cstart;
+	a->pending = 1;
+	INIT_LIST_HEAD(&a->riders);
 	mutex_lock(&dev->meta_lock);
+	if (ride && qimg_alloc_join(dev, a)) {
+		mutex_unlock(&dev->meta_lock);
+		return QIMG_ALLOC_RIDE;
+	}
 	qimg_inflight_wait(dev, cstart);
 	ret = qimg_map_lookup(img, guest, &a->e);
 	if (ret)
@@ -559,7 +611,7 @@ int qimg_alloc_begin(struct qimg_device *dev, u64 guest, size_t len,
 		a->epoch = qimg_io_enter(dev);
 		a->host = a->e.host_offset;
 		mutex_unlock(&dev->meta_lock);
-		return 1;
+		return QIMG_ALLOC_OURS;
 	}
 
 	/* Zero-allocated, or (extended L2) partly allocated: ours alone. */
@@ -599,6 +651,9 @@ int qimg_alloc_begin(struct qimg_device *dev, u64 guest, size_t len,
 	if (ret)
 		goto unlock;
 	qimg_alloc_range(img, a);
+	a->joinable = ride && !a->err && !a->reuse && a->fresh && !g->ext_l2 &&
+		      qimg_cow_src_zero(img, &a->e) &&
+		      qimg_alloc_data_only(dev, a);
 	spin_lock(&dev->inflight_lock);
 	list_add(&a->fl.node, &dev->inflight);
 	spin_unlock(&dev->inflight_lock);
@@ -796,6 +851,30 @@ int qimg_alloc_link(struct qimg_handle *h, struct qimg_alloc *a, int ret)
 }
 
 /**
+ * qimg_alloc_data_done() - one data write of an allocation group is done
+ * @a: an allocation begun with @ride by qimg_alloc_begin() (0 returned,
+ *	the leader) or a rider on one (QIMG_ALLOC_RIDE returned)
+ *
+ * The cluster is linked once the data of its leader and of every rider is
+ * written, so that no rider's data can land in a cluster given back, and
+ * no write of the group ends before the guest can read it back.
+ *
+ * Context: dev->meta_lock held.
+ * Return: the leader when @a was the last data write of its group: link it
+ * now (qimg_alloc_link()), then end the leader and its riders
+ * (leader->riders); else NULL.
+ */
+struct qimg_alloc *qimg_alloc_data_done(struct qimg_alloc *a)
+{
+	struct qimg_alloc *l = a->leader ? a->leader : a;
+
+	if (WARN_ON_ONCE(!l->pending) || --l->pending)
+		return NULL;
+	l->joinable = false;
+	return l;
+}
+
+/**
  * qimg_alloc_finish() - step 3 of an allocating write on its own
  * @dev: the device
  * @a: an allocation begun by qimg_alloc_begin()
@@ -830,7 +909,7 @@ static int qimg_map_write_alloc(struct qimg_device *dev, u64 guest,
 	struct qimg_alloc a;
 	int ret;
 
-	ret = qimg_alloc_begin(dev, guest, iov_iter_count(it), &a);
+	ret = qimg_alloc_begin(dev, guest, iov_iter_count(it), &a, false);
 	if (ret < 0)
 		return ret;
 	if (ret > 0) {

@@ -42,8 +42,12 @@ static inline bool qimg_sc_allocated(const struct qimg_geom *g,
 
 int qimg_read_guest(struct qimg_image *img, u64 off, struct iov_iter *it);
 int qimg_map_write(struct qimg_device *dev, u64 guest, struct iov_iter *it);
+/* qimg_alloc_begin(): the cluster is ours already; a rider's write */
+#define QIMG_ALLOC_OURS		1
+#define QIMG_ALLOC_RIDE		2
 int qimg_alloc_begin(struct qimg_device *dev, u64 guest, size_t len,
-		     struct qimg_alloc *a);
+		     struct qimg_alloc *a, bool ride);
+struct qimg_alloc *qimg_alloc_data_done(struct qimg_alloc *a);
 bool qimg_alloc_data_only(struct qimg_device *dev, const struct qimg_alloc *a);
 int qimg_alloc_fill(struct qimg_device *dev, const struct qimg_alloc *a,
 		    struct iov_iter *it, struct qimg_buf *b);

@@ -320,6 +320,14 @@ sync:
 	return QIMG_RQ_SYNC;
 }
 
+/* Hand an allocating write whose data is done to dev->link_work. */
+static void qimg_alloc_queue_link(struct qimg_device *dev,
+				  struct qimg_cmd *cmd)
+{
+	if (llist_add(&cmd->link_node, &dev->link_list))
+		queue_work(dev->link_wq, &dev->link_work);
+}
+
 /*
  * Completion of an allocating write's data; any context.  The first
  * completion to find the list empty queues the work; the work takes the
@@ -328,12 +336,27 @@ sync:
 static void qimg_alloc_aio_complete(struct kiocb *iocb, long res)
 {
 	struct qimg_cmd *cmd = container_of(iocb, struct qimg_cmd, iocb);
-	struct qimg_device *dev = cmd->rq->q->queuedata;
 
 	qimg_aio_end(iocb);
 	cmd->res = res;
-	if (llist_add(&cmd->link_node, &dev->link_list))
-		queue_work(dev->link_wq, &dev->link_work);
+	qimg_alloc_queue_link(cmd->rq->q->queuedata, cmd);
+}
+
+/* End a linked allocation group: its riders, then the leader. */
+static void qimg_alloc_group_end(struct qimg_device *dev, struct qimg_cmd *lc,
+				 int err)
+{
+	struct qimg_alloc *r, *tmp;
+
+	list_for_each_entry_safe(r, tmp, &lc->alloc.riders, ride) {
+		struct qimg_cmd *rc = container_of(r, struct qimg_cmd, alloc);
+
+		/* The leader's failure gave the cluster back: data lost. */
+		if (rc->res >= 0 && lc->res < 0)
+			rc->res = lc->res;
+		qimg_rq_done(dev, rc, rc->res < 0 ? rc->res : err);
+	}
+	qimg_rq_done(dev, lc, lc->res < 0 ? lc->res : err);
 }
 
 /**
@@ -341,9 +364,12 @@ static void qimg_alloc_aio_complete(struct kiocb *iocb, long res)
  * @work: dev->link_work
  *
  * For the writes whose data is written (dev->link_list): one
- * dev->meta_lock section and one handle for all of them (qimg_alloc_link()
- * each), then their requests end.  On dev->link_wq, not dev->wq, whose
- * workers may all be waiting for such a link (qimg_inflight_wait()).
+ * dev->meta_lock section and one handle for all of them.  Each cluster is
+ * linked (qimg_alloc_link()) once the data of its leader and riders is
+ * all written (qimg_alloc_data_done()), then their requests end; a write
+ * whose group still waits for data stays on its leader.  On
+ * dev->link_wq, not dev->wq, whose workers may all be waiting for such a
+ * link (qimg_inflight_wait()).
  *
  * Context: process context (workqueue), may sleep; takes dev->meta_lock,
  * and runs as an image-file writer (qimg_writer_begin()) since the handle
@@ -354,9 +380,11 @@ void qimg_link_work(struct work_struct *work)
 	struct qimg_device *dev = container_of(work, struct qimg_device,
 					       link_work);
 	struct llist_node *list = llist_reverse_order(llist_del_all(&dev->link_list));
-	struct qimg_cmd *cmd, *tmp;
+	struct qimg_cmd *cmd, *lc;
+	struct qimg_alloc *l, *ltmp;
 	struct qimg_handle h;
 	unsigned int pflags, n = 0;
+	LIST_HEAD(done);
 	int ret, err;
 
 	if (!list)
@@ -369,17 +397,23 @@ void qimg_link_work(struct work_struct *work)
 	llist_for_each_entry(cmd, list, link_node) {
 		if (cmd->res >= 0 && cmd->res != cmd->len)
 			cmd->res = -EIO;
-		ret = qimg_alloc_link(&h, &cmd->alloc,
-				      min_t(long, cmd->res, 0));
-		if (ret && cmd->res >= 0)
-			cmd->res = ret;
+		l = qimg_alloc_data_done(&cmd->alloc);
+		if (!l)
+			continue;
+		lc = container_of(l, struct qimg_cmd, alloc);
+		ret = qimg_alloc_link(&h, l, min_t(long, lc->res, 0));
+		if (ret && lc->res >= 0)
+			lc->res = ret;
+		list_add_tail(&l->ride, &done);
 	}
 	err = qimg_meta_stop(&h, 0);
 	mutex_unlock(&dev->meta_lock);
 	wake_up_all(&dev->inflight_wq);
 	qimg_writer_end(pflags);
-	llist_for_each_entry_safe(cmd, tmp, list, link_node)
-		qimg_rq_done(dev, cmd, cmd->res < 0 ? cmd->res : err);
+	list_for_each_entry_safe(l, ltmp, &done, ride) {
+		lc = container_of(l, struct qimg_cmd, alloc);
+		qimg_alloc_group_end(dev, lc, err);
+	}
 }
 
 /*
@@ -392,8 +426,11 @@ void qimg_link_work(struct work_struct *work)
  * waits for).  The completion links the L2 entry from dev->link_wq: the
  * worker does not wait for the write, and neither does the next
  * allocating write, as it would behind ext4's inode lock with a
- * synchronous one.  Returns -EIOCBQUEUED when handed over, QIMG_RQ_SYNC
- * (nothing done) for the general path, or the request's result.
+ * synchronous one.  A write into a fresh cluster whose allocation is in
+ * flight rides on it (QIMG_ALLOC_RIDE): its data goes to the reserved
+ * cluster the same way, and it ends with the link.  Returns -EIOCBQUEUED
+ * when handed over, QIMG_RQ_SYNC (nothing done) for the general path, or
+ * the request's result.
  */
 static int qimg_submit_alloc_aio(struct qimg_device *dev,
 				 struct qimg_cmd *cmd, u64 pos)
@@ -411,18 +448,30 @@ static int qimg_submit_alloc_aio(struct qimg_device *dev,
 	if (coff + len > g->cluster_size ||
 	    !qimg_dio_ok(img, coff, &cmd->iter))
 		return QIMG_RQ_SYNC;
-	ret = qimg_alloc_begin(dev, pos, len, a);
+	ret = qimg_alloc_begin(dev, pos, len, a, true);
 	if (ret < 0)
 		return ret;
-	if (ret > 0) {
-		ret = qimg_write_iter_at(img, a->host + coff, &cmd->iter);
+	host = a->host + coff;
+	if (ret == QIMG_ALLOC_OURS) {
+		cmd->io_epoch = a->epoch;
+		if (host + len <= i_size_read(file_inode(img->file))) {
+			ret = qimg_aio_submit(cmd, img, host, len, true,
+					      qimg_aio_complete);
+			if (ret == -EIOCBQUEUED)
+				return ret;
+			if (ret != -EINVAL || iov_iter_count(&cmd->iter) != len) {
+				qimg_aio_complete(iocb, ret);
+				return -EIOCBQUEUED;
+			}
+			qimg_aio_end(iocb);	/* refused up front */
+		}
+		ret = qimg_write_iter_at(img, host, &cmd->iter);
 		qimg_io_exit(dev, a->epoch);
 		return ret;
 	}
-	if (a->err)
+	if (ret == 0 && a->err)
 		return qimg_alloc_finish(dev, a, a->err);
-	host = a->host + coff;
-	if (!qimg_alloc_data_only(dev, a)) {
+	if (ret == 0 && !qimg_alloc_data_only(dev, a)) {
 		/* Copy-on-write: the whole new part from a buffer of ours. */
 		ret = qimg_alloc_fill(dev, a, &cmd->iter, &cmd->cow);
 		if (ret)
@@ -432,6 +481,7 @@ static int qimg_submit_alloc_aio(struct qimg_device *dev,
 		host = a->host + a->from;
 		len = cmd->cow.len;
 	}
+	cmd->len = len;
 	if (host + len > i_size_read(file_inode(img->file)) ||
 	    !qimg_dio_ok(img, host, &cmd->iter))
 		goto sync;
@@ -447,8 +497,11 @@ static int qimg_submit_alloc_aio(struct qimg_device *dev,
 	qimg_alloc_aio_complete(iocb, ret);
 	return -EIOCBQUEUED;
 sync:
-	return qimg_alloc_finish(dev, a, qimg_write_iter_at(img, host,
-							    &cmd->iter));
+	/* Riders may have joined: the link work ends the group. */
+	ret = qimg_write_iter_at(img, host, &cmd->iter);
+	cmd->res = ret ? ret : len;
+	qimg_alloc_queue_link(dev, cmd);
+	return -EIOCBQUEUED;
 }
 
 /*

@@ -89,6 +89,7 @@ QIMG_ATTR_U64(refcount_cache_misses, refcount_cache_misses,
 
 QIMG_ATTR_U64(prezero_bytes, prezero_bytes,
 	      atomic64_read(&dev->prezero_bytes));
+QIMG_ATTR_U64(alloc_riders, alloc_riders, atomic64_read(&dev->alloc_riders));
 
 /* Writing zeros ahead of flush-heavy allocating writers (qimg_map.c). */
 static ssize_t prezero_show(struct kobject *kobj, struct kobj_attribute *attr,
@@ -132,6 +133,7 @@ static struct attribute *qimg_attrs[] = {
 	&refcount_cache_misses_attr.attr,
 	&prezero_attr.attr,
 	&prezero_bytes_attr.attr,
+	&alloc_riders_attr.attr,
 	NULL,
 };
 

@@ -884,7 +884,7 @@ static void qimg_jdrv_reservation_no_leak(struct kunit *test)
 	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
 
 	KUNIT_ASSERT_EQ(test, qimg_alloc_begin(dev, 5 * QIMG_T_CS,
-					       QIMG_T_CS, &a), 0);
+					       QIMG_T_CS, &a, false), 0);
 	KUNIT_ASSERT_EQ(test, a.err, 0);
 	/* Another write joins the transaction; the flush commits it. */
 	qimg_t_write_cluster(test, d, 6, w);
@@ -907,6 +907,91 @@ static void qimg_jdrv_reservation_no_leak(struct kunit *test)
 		KUNIT_EXPECT_EQ(test, qimg_t_disk_refcount16(test, c2.file,
 							     a.host), 1);
 	qimg_t_crash_drop(c2.file);
+}
+
+/* Write 4 KiB of pattern @seed at @host, as an allocating write's data. */
+static void qimg_t_host_write(struct kunit *test, struct qimg_device *dev,
+			      u64 host, u8 *w, u8 seed)
+{
+	struct kvec kv = { .iov_base = w, .iov_len = 4096 };
+	struct iov_iter it;
+
+	qimg_t_fill(w, 4096, seed);
+	iov_iter_kvec(&it, ITER_SOURCE, &kv, 1, 4096);
+	KUNIT_ASSERT_EQ(test, qimg_write_iter_at(&dev->top, host, &it), 0);
+}
+
+/*
+ * Riders: a second write into a fresh cluster whose allocation is in
+ * flight joins it (QIMG_ALLOC_RIDE, the same host cluster) instead of
+ * waiting for the link; the link comes with the last data write of the
+ * group, whichever it is; both writes read back, the rest of the cluster
+ * reads zeros, also after a detach and re-attach.  An allocation that
+ * may not take riders (the synchronous path) is not joinable.
+ */
+static void qimg_jdrv_alloc_riders(struct kunit *test)
+{
+	struct qimg_t_dev *d = test->priv;
+	u8 *w = kunit_kmalloc(test, 4096, GFP_KERNEL);
+	u8 *r = kunit_kmalloc(test, QIMG_T_CS, GFP_KERNEL);
+	struct qimg_alloc *l = kunit_kzalloc(test, 3 * sizeof(*l), GFP_KERNEL);
+	struct qimg_alloc *rd = l + 1, *s = l + 2;
+	u64 g = 5 * QIMG_T_CS;
+	struct qimg_device *dev;
+	struct qimg_handle h;
+	int ret;
+
+	KUNIT_ASSERT_NOT_NULL(test, w);
+	KUNIT_ASSERT_NOT_NULL(test, r);
+	KUNIT_ASSERT_NOT_NULL(test, l);
+	qimg_t_make_image(test, d->file);
+	qimg_t_up_flags(test, d, QIMG_ATTACH_JOURNAL, 0);
+	dev = qimg_t_qdev(d);
+
+	KUNIT_ASSERT_EQ(test, qimg_alloc_begin(dev, g, 4096, l, true), 0);
+	if (!l->joinable) {
+		/* A second writer would wait for this allocation: end it. */
+		KUNIT_FAIL(test, "a fresh cluster's allocation takes no riders");
+		qimg_alloc_finish(dev, l, 0);
+		return;
+	}
+	KUNIT_ASSERT_EQ(test, qimg_alloc_begin(dev, g + 8192, 4096, rd, true),
+			QIMG_ALLOC_RIDE);
+	KUNIT_EXPECT_EQ(test, rd->host, l->host);
+	KUNIT_EXPECT_PTR_EQ(test, rd->leader, l);
+	KUNIT_EXPECT_EQ(test, atomic64_read(&dev->alloc_riders), 1LL);
+	qimg_t_host_write(test, dev, l->host, w, 1);
+	qimg_t_host_write(test, dev, rd->host + 8192, w, 2);
+
+	/* The leader's data first: the rider's is pending, no link yet. */
+	mutex_lock(&dev->meta_lock);
+	KUNIT_EXPECT_PTR_EQ(test, qimg_alloc_data_done(l), NULL);
+	KUNIT_EXPECT_PTR_EQ(test, qimg_alloc_data_done(rd), l);
+	KUNIT_EXPECT_FALSE(test, l->joinable);
+	qimg_meta_start(dev, &h, QIMG_CREDITS_LINK);
+	ret = qimg_meta_stop(&h, qimg_alloc_link(&h, l, 0));
+	mutex_unlock(&dev->meta_lock);
+	wake_up_all(&dev->inflight_wq);
+	KUNIT_EXPECT_EQ(test, ret, 0);
+
+	/* The synchronous path's allocations take no riders. */
+	KUNIT_ASSERT_EQ(test, qimg_alloc_begin(dev, 7 * QIMG_T_CS, 4096, s,
+					       false), 0);
+	KUNIT_EXPECT_FALSE(test, s->joinable);
+	KUNIT_EXPECT_EQ(test, qimg_alloc_finish(dev, s, 0), 0);
+
+	KUNIT_ASSERT_EQ(test, qimg_t_flush(d->bdev), 0);
+	qimg_t_down(test, d);
+	qimg_t_up_flags(test, d, QIMG_ATTACH_JOURNAL, 0);
+	KUNIT_ASSERT_EQ(test, qimg_t_io(d->bdev, REQ_OP_READ, g, r, QIMG_T_CS),
+			0);
+	qimg_t_fill(w, 4096, 1);
+	KUNIT_EXPECT_EQ(test, memcmp(r, w, 4096), 0);
+	KUNIT_EXPECT_PTR_EQ(test, memchr_inv(r + 4096, 0, 4096), NULL);
+	qimg_t_fill(w, 4096, 2);
+	KUNIT_EXPECT_EQ(test, memcmp(r + 8192, w, 4096), 0);
+	KUNIT_EXPECT_PTR_EQ(test, memchr_inv(r + 12288, 0, QIMG_T_CS - 12288),
+			    NULL);
 }
 
 /*
@@ -1561,6 +1646,7 @@ static struct kunit_case qimg_jdrv_cases[] = {
 	KUNIT_CASE(qimg_jdrv_reads_after_failed_commit),
 	KUNIT_CASE(qimg_jdrv_discard_no_leak),
 	KUNIT_CASE(qimg_jdrv_reservation_no_leak),
+	KUNIT_CASE(qimg_jdrv_alloc_riders),
 	KUNIT_CASE(qimg_jdrv_detach_cut_no_leak),
 	KUNIT_CASE(qimg_jdrv_attach_cut_no_leak),
 	KUNIT_CASE(qimg_jdrv_flush_during_commit),

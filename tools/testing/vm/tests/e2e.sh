@@ -560,6 +560,29 @@ conc() {
 }
 tc "concurrency: 4 fio jobs allocating clusters" conc
 
+# conc_ride CLUSTER_SIZE [ATTACH-ARGS...]: sequential 4k writes at QD32
+# into an empty image.  Writes into a cluster whose allocation is in
+# flight ride on it (alloc_riders) instead of waiting for the link; each
+# reads back (fio's checksums) and the image holds the device's view.  At
+# 2M clusters 512 writes share a cluster: past 64 riders the rest wait.
+conc_ride() {
+	local cs=$1 s n
+	shift
+	run qemu-img create -q -f qcow2 -o cluster_size="$cs" r.qcow2 64M || return 1
+	q_attach "$@" r.qcow2 || return 1
+	s=/sys/block/${DEV#/dev/}/qimg
+	run fio --name=r --filename="$DEV" --rw=write --bs=4k --size=8M \
+		--ioengine=libaio --iodepth=32 --direct=1 --verify=crc32c \
+		--verify_fatal=1 --output=/dev/null || { q_detach "$DEV"; return 1; }
+	n=$(cat $s/alloc_riders)
+	echo "# $n of 2048 writes rode on an allocation in flight"
+	[ "$n" -gt 0 ] ||
+		{ echo "FAILED: no write rode on an allocation in flight"; q_detach "$DEV"; return 1; }
+	dump_detach_compare "$DEV" r.qcow2
+}
+tc "concurrency: QD32 sequential 4k writes ride on allocations in flight" conc_ride 64k
+tc "concurrency: the same, 2M clusters (riders capped), journal on" conc_ride 2M --journal=on
+
 # Writes racing discards and flushes of the same region (A) free clusters
 # and hand them to a verified writer of another region (B) while stale I/O
 # to A may still be in flight: B must read back exactly what it wrote (a
