@@ -226,20 +226,31 @@ static int qimg_l2_for_write(struct qimg_handle *h, u64 guest,
 	return 0;
 }
 
-static bool qimg_inflight_busy(struct qimg_device *dev, u64 cluster)
+/*
+ * The allocation in flight of the guest cluster at @cluster, or NULL.  A
+ * record leaves the list only under dev->meta_lock (qimg_alloc_link()),
+ * so the result stays valid while the caller holds that lock.
+ */
+static struct qimg_alloc *qimg_inflight_find(struct qimg_device *dev,
+					     u64 cluster)
 {
 	struct qimg_inflight *f;
-	bool busy = false;
+	struct qimg_alloc *a = NULL;
 
 	spin_lock(&dev->inflight_lock);
 	list_for_each_entry(f, &dev->inflight, node) {
 		if (f->cluster == cluster) {
-			busy = true;
+			a = container_of(f, struct qimg_alloc, fl);
 			break;
 		}
 	}
 	spin_unlock(&dev->inflight_lock);
-	return busy;
+	return a;
+}
+
+static bool qimg_inflight_busy(struct qimg_device *dev, u64 cluster)
+{
+	return qimg_inflight_find(dev, cluster);
 }
 
 /* Does the guest currently see only zeros in this cluster? */
@@ -509,17 +520,8 @@ void qimg_inflight_wait(struct qimg_device *dev, u64 cluster)
  */
 static bool qimg_alloc_join(struct qimg_device *dev, struct qimg_alloc *a)
 {
-	struct qimg_alloc *l = NULL;
-	struct qimg_inflight *f;
+	struct qimg_alloc *l = qimg_inflight_find(dev, a->fl.cluster);
 
-	spin_lock(&dev->inflight_lock);
-	list_for_each_entry(f, &dev->inflight, node) {
-		if (f->cluster == a->fl.cluster) {
-			l = container_of(f, struct qimg_alloc, fl);
-			break;
-		}
-	}
-	spin_unlock(&dev->inflight_lock);
 	if (!l || !l->joinable || l->nr_riders >= QIMG_RIDERS_MAX)
 		return false;
 	a->leader = l;

@@ -252,6 +252,32 @@ static void qimg_aio_complete(struct kiocb *iocb, long res)
 	qimg_rq_done(dev, cmd, ret);
 }
 
+/*
+ * Submit with qimg_aio_submit() and see it ended: -EIOCBQUEUED when the
+ * kiocb was handed over or ended by @done here (its result then is the
+ * request's), QIMG_RQ_SYNC when it was refused up front with the
+ * iterator untouched: -EINVAL (the file will not take this direct I/O),
+ * or -EIO for a read that may have met a write-back error recorded on the
+ * file, not a failure of its own (see qimg_read_iter_at()).  The sync
+ * path then says.
+ */
+static int qimg_aio_try(struct qimg_cmd *cmd, struct qimg_image *img,
+			u64 host, size_t len, bool write,
+			void (*done)(struct kiocb *iocb, long res))
+{
+	ssize_t ret = qimg_aio_submit(cmd, img, host, len, write, done);
+
+	if (ret == -EIOCBQUEUED)
+		return ret;
+	if ((ret == -EINVAL || (ret == -EIO && !write)) &&
+	    iov_iter_count(&cmd->iter) == len) {
+		qimg_aio_end(&cmd->iocb);
+		return QIMG_RQ_SYNC;
+	}
+	done(&cmd->iocb, ret);
+	return -EIOCBQUEUED;
+}
+
 /* Clusters one fast-path request may span (a 1 MiB request at 4k clusters). */
 #define QIMG_AIO_MAX_CLUSTERS	256
 
@@ -271,9 +297,7 @@ static int qimg_submit_aio(struct qimg_device *dev, struct qimg_cmd *cmd,
 	const struct qimg_geom *g = img->g;
 	size_t len = iov_iter_count(&cmd->iter);
 	u64 coff = qimg_cluster_offset(g, pos);
-	struct kiocb *iocb = &cmd->iocb;
 	struct qimg_l2_entry e;
-	ssize_t ret;
 	u64 host = 0, off;
 
 	if (coff + len > (u64)QIMG_AIO_MAX_CLUSTERS * g->cluster_size)
@@ -300,21 +324,9 @@ static int qimg_submit_aio(struct qimg_device *dev, struct qimg_cmd *cmd,
 	    host + len > i_size_read(file_inode(img->file)))
 		goto sync;
 
-	ret = qimg_aio_submit(cmd, img, host, len, write, qimg_aio_complete);
-	if (ret == -EIOCBQUEUED)
-		return ret;
-	/*
-	 * Refused up front: let the sync path say.  A read that failed with
-	 * -EIO before any I/O may have met a write-back error recorded on
-	 * the file, not a failure of its own (see qimg_read_iter_at()).
-	 */
-	if ((ret == -EINVAL || (ret == -EIO && !write)) &&
-	    iov_iter_count(&cmd->iter) == len) {
-		qimg_aio_end(iocb);
-		goto sync;
-	}
-	qimg_aio_complete(iocb, ret);
-	return -EIOCBQUEUED;
+	if (qimg_aio_try(cmd, img, host, len, write, qimg_aio_complete) ==
+	    -EIOCBQUEUED)
+		return -EIOCBQUEUED;
 sync:
 	qimg_io_exit(dev, cmd->io_epoch);
 	return QIMG_RQ_SYNC;
@@ -440,7 +452,6 @@ static int qimg_submit_alloc_aio(struct qimg_device *dev,
 	struct qimg_alloc *a = &cmd->alloc;
 	size_t len = iov_iter_count(&cmd->iter);
 	u64 coff = qimg_cluster_offset(g, pos);
-	struct kiocb *iocb = &cmd->iocb;
 	ssize_t ret;
 	u64 host;
 
@@ -454,17 +465,10 @@ static int qimg_submit_alloc_aio(struct qimg_device *dev,
 	host = a->host + coff;
 	if (ret == QIMG_ALLOC_OURS) {
 		cmd->io_epoch = a->epoch;
-		if (host + len <= i_size_read(file_inode(img->file))) {
-			ret = qimg_aio_submit(cmd, img, host, len, true,
-					      qimg_aio_complete);
-			if (ret == -EIOCBQUEUED)
-				return ret;
-			if (ret != -EINVAL || iov_iter_count(&cmd->iter) != len) {
-				qimg_aio_complete(iocb, ret);
-				return -EIOCBQUEUED;
-			}
-			qimg_aio_end(iocb);	/* refused up front */
-		}
+		if (host + len <= i_size_read(file_inode(img->file)) &&
+		    qimg_aio_try(cmd, img, host, len, true,
+				 qimg_aio_complete) == -EIOCBQUEUED)
+			return -EIOCBQUEUED;
 		ret = qimg_write_iter_at(img, host, &cmd->iter);
 		qimg_io_exit(dev, a->epoch);
 		return ret;
@@ -486,16 +490,9 @@ static int qimg_submit_alloc_aio(struct qimg_device *dev,
 	    !qimg_dio_ok(img, host, &cmd->iter))
 		goto sync;
 
-	ret = qimg_aio_submit(cmd, img, host, len, true,
-			      qimg_alloc_aio_complete);
-	if (ret == -EIOCBQUEUED)
-		return ret;
-	if (ret == -EINVAL && iov_iter_count(&cmd->iter) == len) {
-		qimg_aio_end(iocb);
-		goto sync;	/* refused up front: let the sync path say */
-	}
-	qimg_alloc_aio_complete(iocb, ret);
-	return -EIOCBQUEUED;
+	if (qimg_aio_try(cmd, img, host, len, true, qimg_alloc_aio_complete) ==
+	    -EIOCBQUEUED)
+		return -EIOCBQUEUED;
 sync:
 	/* Riders may have joined: the link work ends the group. */
 	ret = qimg_write_iter_at(img, host, &cmd->iter);
